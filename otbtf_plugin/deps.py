@@ -1,0 +1,346 @@
+"""Python packages the plugin needs beyond Debian's: check, install, activate.
+
+The pinned packages of ``requirements.txt`` (TensorFlow and its closure) are
+installed with pip into a folder the plugin owns, one per Python version:
+
+* system-wide (``make setup`` as root): ``/usr/local/lib/otbtf/python3.X``;
+* per user (the plugin's "Install dependencies" action):
+  ``$XDG_DATA_HOME/otbtf/python3.X`` (``~/.local/share/otbtf/python3.X``).
+
+A one-line ``otbtf-deps.pth`` in the matching site folder puts that folder on
+``sys.path`` *before* every site-packages folder each time Python starts, so
+QGIS desktop, ``qgis_process``, PyQGIS scripts and the tests all import the
+same packages, and the numpy TensorFlow needs wins over Debian's even when
+another plugin imports numpy first. Nothing here imports qgis, numpy or
+TensorFlow: checking costs a few file-system look-ups.
+
+Command line (used by the Makefile)::
+
+    python3 -m otbtf_plugin.deps check
+    python3 -m otbtf_plugin.deps install [--system]
+    python3 -m otbtf_plugin.deps install --requirements requirements-dev.txt --target .devdeps/python3.11
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.metadata
+import os
+import re
+import shutil
+import site
+import subprocess  # nosec B404
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Cancelled, DependencyError
+
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = PLUGIN_ROOT / "requirements.txt"
+PTH_NAME = "otbtf-deps.pth"
+STAMP_NAME = ".otbtf-requirements.sha256"
+PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
+SYSTEM_ROOT = Path("/usr/local/lib/otbtf")
+MIN_NUMPY = (1, 26)
+
+_MARKER = re.compile(r'^python_version\s*(<=|>=|==|!=|<|>)\s*"(\d+)\.(\d+)"$')
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+
+
+def _marker_holds(marker: str, version: tuple[int, int]) -> bool:
+    match = _MARKER.match(marker.strip())
+    if not match:
+        raise DependencyError(
+            f"{REQUIREMENTS}: unsupported marker {marker!r}; "
+            'only python_version comparisons like python_version < "3.12" are allowed'
+        )
+    op, major, minor = match.group(1), int(match.group(2)), int(match.group(3))
+    other = (major, minor)
+    return {
+        "<": version < other,
+        "<=": version <= other,
+        ">": version > other,
+        ">=": version >= other,
+        "==": version == other,
+        "!=": version != other,
+    }[op]
+
+
+def parse_requirements(text: str, version: tuple[int, int] | None = None) -> list[Pin]:
+    """Pins of a requirements text that apply to a Python ``version``.
+
+    Only ``name==version`` lines, optionally with a ``python_version`` marker,
+    are accepted: the file is a lock, not a set of ranges.
+    """
+    version = version or sys.version_info[:2]
+    pins = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, _, marker = line.partition(";")
+        name, sep, pinned = spec.strip().partition("==")
+        if not sep or not name or not pinned:
+            raise DependencyError(
+                f"requirements line {number} {raw.strip()!r} is not of the form name==version"
+            )
+        if marker and not _marker_holds(marker, version):
+            continue
+        pins.append(Pin(name.strip(), pinned.strip()))
+    return pins
+
+
+def pins(requirements: Path = REQUIREMENTS) -> list[Pin]:
+    return parse_requirements(requirements.read_text(encoding="utf-8"))
+
+
+def user_root() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "otbtf"
+
+
+def target_dir(system: bool) -> Path:
+    """The folder the plugin owns for this Python's packages."""
+    return (SYSTEM_ROOT if system else user_root()) / PYVER
+
+
+def pth_dir(system: bool) -> Path:
+    """The site folder whose ``.pth`` files every start of this Python reads."""
+    if system:
+        return Path(site.getsitepackages()[0])
+    return Path(site.getusersitepackages())
+
+
+def pth_line(folder: Path) -> str:
+    """A ``.pth`` line that puts ``folder`` before every site-packages folder."""
+    return (
+        f"import sys; d = {str(folder)!r}; d in sys.path or sys.path.insert("
+        "min([i for i, p in enumerate(sys.path) if p.endswith('-packages')] + [len(sys.path)]), d)\n"
+    )
+
+
+def requirements_digest(requirements: Path = REQUIREMENTS) -> str:
+    text = "\n".join(f"{p.name}=={p.version}" for p in pins(requirements))
+    return hashlib.sha256(f"{sys.version_info[:2]}\n{text}".encode()).hexdigest()
+
+
+def installed_dirs() -> list[Path]:
+    """Complete installations for this Python, per-user first."""
+    found = []
+    for system in (False, True):
+        folder = target_dir(system)
+        if (folder / STAMP_NAME).is_file():
+            found.append(folder)
+    return found
+
+
+def activate() -> list[Path]:
+    """Make installed folders importable now (the ``.pth`` does it at start-up).
+
+    Returns the folders that were added to ``sys.path``.
+    """
+    added = []
+    for folder in reversed(installed_dirs()):
+        entry = str(folder)
+        if entry in sys.path:
+            continue
+        site_positions = [i for i, p in enumerate(sys.path) if p.endswith("-packages")]
+        sys.path.insert(min([*site_positions, len(sys.path)]), entry)
+        added.append(folder)
+    if added:
+        importlib.invalidate_caches()
+    return added
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def _installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def problems() -> list[str]:
+    """What is missing or wrong, as sentences; empty when everything is usable."""
+    found = []
+    tf_pin = next(p for p in pins() if p.name == "tensorflow-cpu")
+    tf_version = _installed_version("tensorflow-cpu") or _installed_version("tensorflow")
+    if tf_version is None:
+        found.append(f"TensorFlow is not installed (the plugin needs tensorflow-cpu {tf_pin.version})")
+    elif _version_tuple(tf_version)[:2] != _version_tuple(tf_pin.version)[:2]:
+        found.append(f"TensorFlow {tf_version} is installed; the plugin needs {tf_pin.version}")
+    loaded = sys.modules.get("numpy")
+    numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
+    if numpy_version is None:
+        found.append("numpy is not installed")
+    elif _version_tuple(numpy_version)[:2] < MIN_NUMPY:
+        where = "already loaded in this session" if loaded else "installed"
+        found.append(
+            f"numpy {numpy_version} is {where}; TensorFlow needs numpy >= "
+            f"{MIN_NUMPY[0]}.{MIN_NUMPY[1]}" + (" (restart QGIS to load the newer one)" if loaded else "")
+        )
+    return found
+
+
+def install_command() -> str:
+    """What a user types to install the packages without the plugin's button."""
+    return f"make setup (as root), or: {python_executable()} -m otbtf_plugin.deps install"
+
+
+def require() -> None:
+    """Raise :class:`DependencyError` with the fix when something is missing."""
+    found = problems()
+    if found:
+        raise DependencyError(
+            "; ".join(found) + ". Install the pinned packages with the plugin's "
+            f"'Install dependencies' action, or run {install_command()}"
+        )
+
+
+def python_executable() -> str:
+    """The Python interpreter to run pip with (inside QGIS, sys.executable is QGIS)."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    for candidate in (
+        Path(sys.base_prefix) / "bin" / PYVER,
+        Path(sys.base_prefix) / "bin" / "python3",
+    ):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(PYVER) or shutil.which("python3")
+    if not found:
+        raise DependencyError(f"no {PYVER} interpreter found to run pip with")
+    return found
+
+
+def install(
+    system: bool = False,
+    log: Callable[[str], None] = print,
+    step: Callable[[int, int], None] = lambda done, total: None,
+    cancelled: Callable[[], bool] = lambda: False,
+    force: bool = False,
+    requirements: Path = REQUIREMENTS,
+    target: Path | None = None,
+) -> Path:
+    """Install the pinned packages into :func:`target_dir` and activate them.
+
+    pip writes into a temporary folder beside the target, which replaces the
+    target only when pip succeeded: a failed or cancelled install leaves the
+    previous one intact. Quick when the same pins are already installed.
+    With an explicit ``target`` (development tools), no ``.pth`` is written
+    and nothing is activated: the caller puts it on PYTHONPATH.
+    """
+    owned = target is None
+    target = target_dir(system) if owned else Path(target).resolve()
+    digest = requirements_digest(requirements)
+    stamp = target / STAMP_NAME
+    if not force and stamp.is_file() and stamp.read_text().strip() == digest:
+        log(f"Already installed in {target}")
+        if owned:
+            _write_pth(system, target)
+            activate()
+        return target
+    total = len(pins(requirements))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    command = [
+        python_executable(), "-m", "pip", "install", "--no-deps", "--no-input",
+        "--disable-pip-version-check", "--progress-bar", "off",
+        "--target", str(staging), "-r", str(requirements),
+    ]
+    log("Running: " + " ".join(command))
+    try:
+        _run_pip(command, total, log, step, cancelled)
+        (staging / STAMP_NAME).write_text(digest + "\n")
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if owned:
+        _write_pth(system, target)
+        activate()
+    step(total, total)
+    log(f"Installed in {target}")
+    return target
+
+
+def _run_pip(command, total, log, step, cancelled) -> None:
+    env = dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1", PYTHONNOUSERSITE="1")
+    # pip with a fixed argument list, never through a shell.
+    proc = subprocess.Popen(  # noqa: S603  # nosec B603
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    done = 0
+    tail: list[str] = []
+    for line in proc.stdout or ():
+        line = line.rstrip()
+        tail = [*tail, line][-20:]
+        if line.startswith(("Collecting", "Processing")):
+            done += 1
+            step(min(done, total - 1), total)
+        log(line)
+        if cancelled():
+            proc.terminate()
+            proc.wait(timeout=30)
+            raise Cancelled("dependency installation cancelled; nothing was changed")
+    if proc.wait() != 0:
+        raise DependencyError(
+            f"pip failed (exit code {proc.returncode}); nothing was changed. Its last lines:\n"
+            + "\n".join(tail)
+        )
+
+
+def _write_pth(system: bool, target: Path) -> None:
+    folder = pth_dir(system)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / PTH_NAME
+    line = pth_line(target)
+    if not path.is_file() or path.read_text() != line:
+        path.write_text(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m otbtf_plugin.deps", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="say what is missing; exit 1 if anything is")
+    inst = sub.add_parser("install", help="install the pinned packages")
+    inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
+    inst.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    inst.add_argument("--requirements", type=Path, default=REQUIREMENTS)
+    inst.add_argument("--target", type=Path, default=None,
+                      help="install into this folder, without .pth (development tools)")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        found = problems()
+        for line in found:
+            print(line)
+        print("dependencies: OK" if not found else "dependencies: missing")
+        return 1 if found else 0
+    try:
+        install(system=args.system, force=args.force, requirements=args.requirements, target=args.target)
+    except DependencyError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Dependency pins, installation and activation (no network: pip is faked)."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from common import ROOT
+from otbtf_plugin import deps
+from otbtf_plugin.errors import Cancelled, DependencyError
+
+
+def test_requirements_are_a_lock_with_per_python_numpy():
+    text = (ROOT / "requirements.txt").read_text()
+    py311 = {p.name: p.version for p in deps.parse_requirements(text, (3, 11))}
+    py313 = {p.name: p.version for p in deps.parse_requirements(text, (3, 13))}
+    assert py311["tensorflow-cpu"] == py313["tensorflow-cpu"] == "2.21.0"
+    # Debian 12: numpy 1.26 (< 2, so Debian's compiled rasterio/GDAL keep working).
+    assert py311["numpy"] == "1.26.4"
+    # Debian 13: Debian's numpy 2 is kept, so numpy is not installed.
+    assert "numpy" not in py313
+    assert py311["ml_dtypes"] == "0.5.4" and py313["ml_dtypes"] == "0.6.0"
+
+
+def test_a_range_is_refused_with_the_line():
+    with pytest.raises(DependencyError, match=r"line 2 'numpy>=1.26'"):
+        deps.parse_requirements("keras==3.15.1\nnumpy>=1.26\n")
+    with pytest.raises(DependencyError, match="unsupported marker"):
+        deps.parse_requirements('keras==3.15.1 ; sys_platform == "linux"\n')
+
+
+def test_this_machine_has_the_pinned_packages():
+    """make setup installed exactly the lock (the numpy TensorFlow needs wins)."""
+    for pin in deps.pins():
+        assert importlib.metadata.version(pin.name) == pin.version, pin
+    import numpy
+
+    assert tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= deps.MIN_NUMPY
+    assert deps.problems() == []
+
+
+def test_pth_line_puts_the_folder_before_site_packages_once(tmp_path):
+    line = deps.pth_line(tmp_path / "deps")
+    assert line.startswith("import ") and line.count("\n") == 1
+    fake_path = ["/usr/lib/python3.11", "/home/u/.local/lib/python3.11/site-packages",
+                 "/usr/lib/python3/dist-packages"]
+    namespace = {"sys": type("S", (), {"path": fake_path})}
+    code = line.replace("import sys; ", "")
+    exec(code, namespace)  # noqa: S102 - the exact text site.py runs
+    exec(code, namespace)  # noqa: S102 - a second .pth pass adds nothing
+    assert fake_path == ["/usr/lib/python3.11", str(tmp_path / "deps"),
+                         "/home/u/.local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"]
+
+
+def test_the_installed_pth_makes_a_fresh_python_import_our_packages():
+    """Any Python started on this machine (QGIS, qgis_process, scripts) finds
+    TensorFlow in the plugin's folder, and the pinned numpy before Debian's."""
+    code = ("import importlib.util as u\n"
+            "print(u.find_spec('tensorflow').origin)\n"
+            "print(u.find_spec('numpy').origin)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    folders = tuple(str(d) for d in deps.installed_dirs())
+    assert folders, "make setup installed nothing for this Python"
+    assert out[0].startswith(folders)
+    if "numpy" in {p.name for p in deps.pins()}:
+        assert out[1].startswith(folders)
+    else:  # Debian 13: Debian's own numpy 2
+        assert out[1].startswith("/usr/lib/python3/")
+
+
+FAKE_PIP = textwrap.dedent("""\
+    import sys, time, pathlib
+    args = sys.argv[1:]
+    target = pathlib.Path(args[args.index("--target") + 1])
+    mode = pathlib.Path(__file__).with_suffix(".mode").read_text()
+    for name in ("alpha", "beta", "gamma"):
+        print(f"Processing ./{name}.whl", flush=True)
+        if mode == "slow":
+            time.sleep(0.5)
+    if mode == "fail":
+        print("ERROR: no matching distribution", flush=True)
+        sys.exit(1)
+    (target / "alpha").mkdir()
+    (target / "alpha" / "__init__.py").write_text("VALUE = 42\\n")
+""")
+
+
+@pytest.fixture
+def fake_env(tmp_path, monkeypatch):
+    """A fake pip (a script standing in for 'python -m pip') and private folders."""
+    script = tmp_path / "fakepip.py"
+    script.write_text(FAKE_PIP)
+    runner = tmp_path / "python"
+    runner.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {script} \"$@\"\n")
+    runner.chmod(0o755)
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("alpha==1.0\nbeta==2.0\ngamma==3.0\n")
+    monkeypatch.setattr(deps, "python_executable", lambda: str(runner))
+    monkeypatch.setattr(deps, "REQUIREMENTS", requirements)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(deps, "pth_dir", lambda system: tmp_path / "site")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def set_mode(mode):
+        script.with_suffix(".mode").write_text(mode)
+
+    return tmp_path, set_mode
+
+
+def test_install_writes_target_stamp_and_pth_then_is_quick(fake_env):
+    tmp_path, set_mode = fake_env
+    set_mode("ok")
+    steps = []
+    target = deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None,
+                          step=lambda d, t: steps.append((d, t)))
+    assert target == tmp_path / "data" / "otbtf" / deps.PYVER
+    assert (target / "alpha" / "__init__.py").is_file()
+    assert (target / deps.STAMP_NAME).read_text().strip() == deps.requirements_digest(deps.REQUIREMENTS)
+    assert (tmp_path / "site" / deps.PTH_NAME).read_text() == deps.pth_line(target)
+    assert steps[-1] == (3, 3)
+    # Activated now: importable without restarting Python.
+    assert str(target) in sys.path
+    # Second call: nothing is run.
+    set_mode("fail")
+    assert deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None) == target
+    # Nothing left beside the target.
+    assert sorted(p.name for p in target.parent.iterdir()) == [deps.PYVER]
+
+
+def test_failed_install_keeps_the_previous_one_and_says_why(fake_env):
+    _, set_mode = fake_env
+    set_mode("ok")
+    target = deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None)
+    set_mode("fail")
+    with pytest.raises(DependencyError, match="no matching distribution"):
+        deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None, force=True)
+    assert (target / "alpha" / "__init__.py").is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == [deps.PYVER]
+
+
+def test_cancelled_install_changes_nothing(fake_env):
+    tmp_path, set_mode = fake_env
+    set_mode("slow")
+    lines = []
+    with pytest.raises(Cancelled):
+        deps.install(requirements=deps.REQUIREMENTS, log=lines.append, cancelled=lambda: len(lines) >= 2)
+    root = tmp_path / "data" / "otbtf"
+    assert list(root.iterdir()) == []
+    assert not (tmp_path / "site").exists()
+
+
+def test_problems_name_the_missing_pieces(monkeypatch):
+    versions = {"tensorflow-cpu": None, "tensorflow": None, "numpy": "1.24.2"}
+
+    def fake_version(name):
+        if versions.get(name) is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", fake_version)
+    monkeypatch.delitem(sys.modules, "numpy", raising=False)
+    found = deps.problems()
+    assert found == ["TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)",
+                     "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26"]
+    with pytest.raises(DependencyError, match="Install dependencies"):
+        deps.require()
+
+
+def test_engine_imports_no_qgis():
+    code = ("import sys, pkgutil, importlib, otbtf_plugin\n"
+            "for m in pkgutil.iter_modules(otbtf_plugin.__path__):\n"
+            "    importlib.import_module('otbtf_plugin.' + m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6'))\n"
+            "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_python_executable_is_a_python(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
+    assert Path(deps.python_executable()).name.startswith("python")
