@@ -1,0 +1,183 @@
+"""Pixel and map geometry, with no I/O.
+
+Conventions used throughout the project:
+
+* Grids are north-up. Pixel ``(col, row) = (0, 0)`` is the top-left pixel; its
+  top-left *corner* is the map point ``(x0, y0)``. ``res_x > 0``, ``res_y < 0``.
+* Windows are ``(col_off, row_off, width, height)`` in pixels, half-open:
+  they hold columns ``col_off .. col_off + width - 1``.
+* A map point samples the pixel that contains it: ``col = floor((x - x0) / res_x)``.
+  A point on the boundary between two pixels belongs to the right/lower one.
+* A patch of size ``P`` centred on pixel ``c`` spans
+  ``c - P // 2 .. c - P // 2 + P - 1`` (P = 16: 8 pixels before ``c``, 7 after).
+
+Example: a 30 m grid with ``x0 = 500000, y0 = -2900000``; the point
+``(500045, -2900001)`` lies in pixel ``(1, 0)`` (45 / 30 = 1.5, floor 1);
+the 16 px patch centred there starts at column ``1 - 8 = -7`` (outside).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+class GridError(InputError):
+    """Inconsistent geometry; the message gives a value that would work."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of pixels: columns ``col_off .. col_off + width - 1``."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+    @property
+    def col_end(self) -> int:
+        return self.col_off + self.width
+
+    @property
+    def row_end(self) -> int:
+        return self.row_off + self.height
+
+    @property
+    def size(self) -> int:
+        return max(self.width, 0) * max(self.height, 0)
+
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices, for indexing an array of the parent grid."""
+        return slice(self.row_off, self.row_end), slice(self.col_off, self.col_end)
+
+    def relative_to(self, outer: Window) -> Window:
+        """The same pixels, counted from the top-left of ``outer``."""
+        return Window(self.col_off - outer.col_off, self.row_off - outer.row_off, self.width, self.height)
+
+    def to_rasterio(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((row_start, row_stop), (col_start, col_stop))``, accepted by rasterio."""
+        return (self.row_off, self.row_end), (self.col_off, self.col_end)
+
+
+def intersection(a: Window, b: Window) -> Window:
+    """The pixels in both windows; an empty window (width or height 0) if none."""
+    col0, row0 = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
+    col1, row1 = min(a.col_end, b.col_end), min(a.row_end, b.row_end)
+    return Window(col0, row0, max(col1 - col0, 0), max(row1 - row0, 0))
+
+
+def tiles(width: int, height: int, tile_width: int, tile_height: int | None = None) -> list[Window]:
+    """Windows of at most ``tile_width x tile_height`` covering a ``width x height``
+    image exactly once, row by row; the last column/row of tiles may be smaller.
+
+    ``len(tiles(w, h, t)) == ceil(w / t) * ceil(h / t)``.
+    """
+    tile_height = tile_width if tile_height is None else tile_height
+    if tile_width < 1 or tile_height < 1:
+        raise GridError(f"tile size {tile_width} x {tile_height} must be at least 1 x 1 pixel")
+    return [
+        Window(col, row, min(tile_width, width - col), min(tile_height, height - row))
+        for row in range(0, height, tile_height)
+        for col in range(0, width, tile_width)
+    ]
+
+
+def patch_start(center: int, size: int) -> int:
+    """First index of a patch of ``size`` pixels centred on index ``center``."""
+    return center - size // 2
+
+
+def patch_window(col: int, row: int, width: int, height: int | None = None) -> Window:
+    """The window of a patch centred on pixel ``(col, row)`` (API.md rule)."""
+    height = width if height is None else height
+    return Window(patch_start(col, width), patch_start(row, height), width, height)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up raster grid: origin (top-left corner), pixel size, shape."""
+
+    x0: float
+    y0: float
+    res_x: float
+    res_y: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if not (self.res_x > 0 and self.res_y < 0):
+            raise GridError(
+                f"pixel size ({self.res_x}, {self.res_y}) is not north-up; "
+                "warp the raster to a north-up grid (e.g. with gdalwarp) first"
+            )
+
+    @classmethod
+    def from_transform(cls, transform, width: int, height: int) -> Grid:
+        """From an affine transform ``(a, b, c, d, e, f)`` (GDAL/rasterio order:
+        ``x = a*col + b*row + c``, ``y = d*col + e*row + f``)."""
+        a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+        if b != 0 or d != 0:
+            raise GridError(
+                "the raster is rotated or sheared (its geotransform has non-zero rotation terms); "
+                "warp it to a north-up grid (e.g. with gdalwarp) first"
+            )
+        return cls(c, f, a, e, int(width), int(height))
+
+    @property
+    def window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` in map units."""
+        return (self.x0, self.y0 + self.height * self.res_y, self.x0 + self.width * self.res_x, self.y0)
+
+    def to_map(self, col: float, row: float) -> tuple[float, float]:
+        """Map coordinates of a pixel position (use ``col + 0.5`` for a centre)."""
+        return self.x0 + col * self.res_x, self.y0 + row * self.res_y
+
+    def pixel_of(self, x, y):
+        """Integer ``(col, row)`` of the pixel containing each map point
+        (scalars or numpy arrays); may lie outside the grid."""
+        col = np.floor((np.asarray(x, dtype=float) - self.x0) / self.res_x).astype(np.int64)
+        row = np.floor((np.asarray(y, dtype=float) - self.y0) / self.res_y).astype(np.int64)
+        if col.ndim == 0:
+            return int(col), int(row)
+        return col, row
+
+    def contains(self, col, row):
+        """Whether pixel indices lie inside the grid (vectorised)."""
+        return (col >= 0) & (col < self.width) & (row >= 0) & (row < self.height)
+
+    def window_of_bounds(self, xmin: float, ymin: float, xmax: float, ymax: float) -> Window:
+        """The smallest window holding every pixel whose centre lies in the box,
+        clipped to the grid (possibly empty)."""
+        col0 = math.ceil((xmin - self.x0) / self.res_x - 0.5)
+        col1 = math.floor((xmax - self.x0) / self.res_x - 0.5) + 1
+        row0 = math.ceil((ymax - self.y0) / self.res_y - 0.5)
+        row1 = math.floor((ymin - self.y0) / self.res_y - 0.5) + 1
+        return intersection(Window(col0, row0, col1 - col0, row1 - row0), self.window)
+
+    def window_transform(self, window: Window) -> tuple[float, float, float, float, float, float]:
+        """The affine ``(a, b, c, d, e, f)`` of a window's own pixel grid."""
+        x, y = self.to_map(window.col_off, window.row_off)
+        return (self.res_x, 0.0, x, 0.0, self.res_y, y)
+
+    def sub_grid(self, window: Window) -> Grid:
+        x, y = self.to_map(window.col_off, window.row_off)
+        return Grid(x, y, self.res_x, self.res_y, window.width, window.height)
+
+
+def iter_blocks(window: Window, block: int) -> Iterator[Window]:
+    """Sub-windows of at most ``block x block`` pixels covering ``window`` once."""
+    for tile in tiles(window.width, window.height, block):
+        yield Window(tile.col_off + window.col_off, tile.row_off + window.row_off, tile.width, tile.height)

@@ -1,0 +1,139 @@
+"""Pixel/map geometry: hand-checked examples and properties."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from otbtf_plugin.grid import Grid, GridError, Window, intersection, iter_blocks, patch_window, tiles
+
+SIZE = st.integers(1, 400)
+TILE = st.integers(2, 300)
+OFF = st.integers(-50, 50)
+LEN = st.integers(0, 60)
+
+LANDSAT_GRID = Grid(735645.0, -2794695.0, 30.0, -30.0, 800, 1140)
+
+
+def test_patch_window_follows_the_api_rule():
+    # P = 16 centred on column 100: 8 pixels before, 7 after.
+    assert patch_window(100, 50, 16) == Window(92, 42, 16, 16)
+    # Odd size: symmetric.
+    assert patch_window(100, 50, 5) == Window(98, 48, 5, 5)
+    # Non-square: each axis on its own.
+    assert patch_window(10, 10, 4, 3) == Window(8, 9, 4, 3)
+
+
+def test_pixel_of_hand_checked():
+    # 45 m east of the origin in 30 m pixels is pixel 1 (1.5 floored); 1 m south is row 0.
+    assert LANDSAT_GRID.pixel_of(735645 + 45, -2794695 - 1) == (1, 0)
+    # On a pixel edge the point belongs to the pixel to the right / below.
+    assert LANDSAT_GRID.pixel_of(735645 + 60, -2794695 - 30) == (2, 1)
+    # West of the origin: negative column (outside).
+    assert LANDSAT_GRID.pixel_of(735645 - 0.001, -2794695 - 1) == (-1, 0)
+
+
+def test_pixel_of_vectorised_matches_scalar():
+    xs = np.array([735645 + 45, 735645 + 12000.5, 700000.0])
+    ys = np.array([-2794695 - 1, -2794695 - 9000.0, -2794695 - 1.0])
+    cols, rows = LANDSAT_GRID.pixel_of(xs, ys)
+    assert [(int(c), int(r)) for c, r in zip(cols, rows, strict=True)] == [
+        LANDSAT_GRID.pixel_of(x, y) for x, y in zip(xs, ys, strict=True)
+    ]
+    assert LANDSAT_GRID.contains(cols, rows).tolist() == [True, True, False]
+
+
+def test_bounds_and_to_map():
+    assert LANDSAT_GRID.bounds == (735645.0, -2794695.0 - 1140 * 30, 735645.0 + 800 * 30, -2794695.0)
+    # Centre of pixel (0, 0).
+    assert LANDSAT_GRID.to_map(0.5, 0.5) == (735660.0, -2794710.0)
+
+
+def test_window_of_bounds_takes_pixels_whose_centre_is_inside():
+    # A box from x = 15.1 m to 75 m holds the centres at 45 and 75 (cols 1 and 2);
+    # the centre at 15 (col 0) is just outside.
+    g = Grid(0.0, 0.0, 30.0, -30.0, 10, 10)
+    assert g.window_of_bounds(15.1, -75.0, 75.0, -15.1) == Window(1, 1, 2, 2)
+    # Entirely outside: empty.
+    assert g.window_of_bounds(400, -50, 500, -10).is_empty()
+    # Covering everything: clipped to the grid.
+    assert g.window_of_bounds(-1000, -1000, 1000, 1000) == Window(0, 0, 10, 10)
+
+
+def test_rotated_transform_is_refused_with_a_fix():
+    with pytest.raises(GridError, match="gdalwarp"):
+        Grid.from_transform((30, 1, 0, 0, -30, 0), 10, 10)
+    with pytest.raises(GridError, match="north-up"):
+        Grid(0, 0, 30, 30, 10, 10)
+
+
+def test_from_transform_reads_gdal_order():
+    g = Grid.from_transform((30.0, 0.0, 735645.0, 0.0, -30.0, -2794695.0), 800, 1140)
+    assert g == LANDSAT_GRID
+
+
+def test_one_pixel_tiles():
+    assert tiles(3, 2, 1) == [Window(c, r, 1, 1) for r in range(2) for c in range(3)]
+
+
+def test_tile_size_must_be_positive():
+    with pytest.raises(GridError, match="at least 1"):
+        tiles(10, 10, 0)
+
+
+@given(w=SIZE, h=SIZE, tw=TILE, th=TILE)
+def test_tiles_cover_every_pixel_once(w, h, tw, th):
+    plan = tiles(w, h, tw, th)
+    assert len(plan) == math.ceil(w / tw) * math.ceil(h / th)
+    cover = np.zeros((h, w), dtype=np.int32)
+    for win in plan:
+        assert 0 < win.width <= tw and 0 < win.height <= th
+        cover[win.slices()] += 1
+    assert (cover == 1).all()
+
+
+@given(c=OFF, r=OFF, w=LEN, h=LEN, block=st.integers(1, 25))
+def test_iter_blocks_partitions_a_window(c, r, w, h, block):
+    outer = Window(c, r, w, h)
+    blocks = list(iter_blocks(outer, block))
+    assert sum(b.size for b in blocks) == outer.size
+    for b in blocks:
+        assert intersection(b, outer) == b
+
+
+@given(a=st.tuples(OFF, OFF, LEN, LEN), b=st.tuples(OFF, OFF, LEN, LEN))
+def test_intersection_is_the_set_intersection(a, b):
+    wa, wb = Window(*a), Window(*b)
+    got = intersection(wa, wb)
+
+    def cells(win):
+        return {(x, y) for x in range(win.col_off, win.col_end) for y in range(win.row_off, win.row_end)}
+
+    assert cells(got) == cells(wa) & cells(wb)
+    assert got == intersection(wb, wa)
+
+
+@given(center=st.integers(-1000, 1000), size=st.integers(1, 256))
+def test_patch_contains_its_centre_with_floor_half_before(center, size):
+    win = patch_window(center, center, size)
+    assert win.col_off <= center < win.col_end
+    assert center - win.col_off == size // 2
+    assert win.col_end - 1 - center == size - 1 - size // 2
+
+
+@given(col=st.integers(0, 799), row=st.integers(0, 1139),
+       fx=st.floats(0, 0.999), fy=st.floats(0, 0.999))
+def test_pixel_of_inverts_to_map(col, row, fx, fy):
+    x, y = LANDSAT_GRID.to_map(col + fx, row + fy)
+    assert LANDSAT_GRID.pixel_of(x, y) == (col, row)
+
+
+@given(c=OFF, r=OFF, w=LEN, h=LEN)
+def test_window_transform_origin_is_the_window_corner(c, r, w, h):
+    win = Window(c, r, w, h)
+    a, b, x, d, e, y = LANDSAT_GRID.window_transform(win)
+    assert (a, b, d, e) == (30.0, 0.0, 0.0, -30.0)
+    assert (x, y) == LANDSAT_GRID.to_map(c, r)
+    assert LANDSAT_GRID.sub_grid(win).to_map(0, 0) == (x, y)
