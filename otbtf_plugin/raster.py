@@ -1,0 +1,113 @@
+"""Windowed raster access with rasterio, and atomic outputs.
+
+Rasters are never read whole: callers read windows of a bounded size.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+
+from .errors import InputError
+from .grid import Grid, Window
+
+
+def open_raster(path: str | Path):
+    """Open a raster for reading, with an error that names the file."""
+    try:
+        return rasterio.open(str(path))
+    except rasterio.errors.RasterioIOError as err:
+        raise InputError(f"cannot open raster {str(path)!r}: {err}") from err
+
+
+def grid_of(dataset) -> Grid:
+    return Grid.from_transform(dataset.transform, dataset.width, dataset.height)
+
+
+def crs_wkt(dataset) -> str | None:
+    return dataset.crs.to_wkt() if dataset.crs else None
+
+
+def nodata_values(dataset, nodata: float | None = None) -> list[float | None]:
+    """Per-band nodata: ``nodata`` when given, else the raster's own."""
+    if nodata is not None:
+        return [nodata] * dataset.count
+    return list(dataset.nodatavals)
+
+
+def invalid_pixels(block: np.ndarray, nodata: list[float | None]) -> np.ndarray:
+    """``(rows, cols)`` bool: True where any band holds its nodata value (NaN-aware)."""
+    bad = np.zeros(block.shape[1:], dtype=bool)
+    for band, value in zip(block, nodata, strict=True):
+        if value is None:
+            continue
+        bad |= np.isnan(band) if np.isnan(value) else band == value
+    return bad
+
+
+class AlignedMask:
+    """A mask raster resampled (nearest) onto a reference grid; > 0 means valid."""
+
+    def __init__(self, path: str | Path, reference):
+        self.dataset = open_raster(path)
+        same_grid = (
+            self.dataset.crs == reference.crs
+            and self.dataset.transform == reference.transform
+            and self.dataset.shape == reference.shape
+        )
+        self.source = self.dataset if same_grid else WarpedVRT(
+            self.dataset, crs=reference.crs, transform=reference.transform,
+            width=reference.width, height=reference.height, resampling=Resampling.nearest,
+        )
+
+    def read(self, window: Window) -> np.ndarray:
+        values = self.source.read(1, window=window.to_rasterio(), boundless=False)
+        return values > 0
+
+    def close(self) -> None:
+        if self.source is not self.dataset:
+            self.source.close()
+        self.dataset.close()
+
+
+def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: AlignedMask | None) -> np.ndarray:
+    """``(rows, cols)`` bool for a window: not nodata in any band, and inside the mask."""
+    if all(value is None for value in nodata):
+        valid = np.ones((window.height, window.width), dtype=bool)
+    else:
+        valid = ~invalid_pixels(dataset.read(window=window.to_rasterio()), nodata)
+    if mask is not None:
+        valid &= mask.read(window)
+    return valid
+
+
+def partial_path(final: Path) -> Path:
+    """A unique temporary name beside ``final`` that keeps its suffix (GDAL reads it)."""
+    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+@contextmanager
+def atomic_output(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` when the
+    block ends without error, delete it otherwise. The caller closes its file
+    inside the block."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        raise InputError(f"output folder {str(final.parent)!r} does not exist")
+    if not os.access(final.parent, os.W_OK):
+        raise InputError(f"output folder {str(final.parent)!r} is not writable; choose another folder")
+    tmp = partial_path(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            leftover.unlink(missing_ok=True)

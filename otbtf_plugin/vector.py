@@ -1,0 +1,158 @@
+"""Reading vector ground truth: features, class values, reprojection.
+
+Uses GDAL/OGR (true feature ids, every format QGIS reads) and shapely for
+geometry. Class values may be integers or strings; a string class gets a
+stable integer code (its rank among the sorted class names, from 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely.wkb
+from osgeo import ogr, osr
+from shapely.validation import make_valid
+
+from .errors import InputError
+
+ogr.UseExceptions()
+osr.UseExceptions()
+
+
+@dataclass
+class Features:
+    """Features of a layer in the raster's CRS, with their class codes."""
+
+    fids: np.ndarray  # int64, the layer's own feature ids
+    codes: np.ndarray  # int64 class code of each feature
+    geometries: list  # shapely geometries, in the raster's CRS
+    class_names: dict[int, str]  # code -> class as written in the layer
+    field: str
+    string_classes: bool
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def __len__(self) -> int:
+        return len(self.fids)
+
+
+def open_layer(path: str | Path, layer: str | None = None):
+    """Open a vector file; ``path|layername=x`` (QGIS' form) is understood too."""
+    path = str(path)
+    if "|layername=" in path:
+        path, _, rest = path.partition("|layername=")
+        layer = layer or rest.split("|", 1)[0]
+    try:
+        dataset = ogr.Open(path)
+    except RuntimeError as err:
+        raise InputError(f"cannot open vector {path!r}: {err}") from err
+    if dataset is None:
+        raise InputError(f"cannot open vector {path!r}: not a vector format GDAL reads")
+    if layer:
+        lyr = dataset.GetLayerByName(layer)
+        if lyr is None:
+            names = [dataset.GetLayerByIndex(i).GetName() for i in range(dataset.GetLayerCount())]
+            raise InputError(f"vector {path!r} has no layer {layer!r}; its layers: {', '.join(names)}")
+    else:
+        lyr = dataset.GetLayerByIndex(0)
+    return dataset, lyr
+
+
+def _transform_to(layer, raster_wkt: str | None):
+    source = layer.GetSpatialRef()
+    if source is None or not raster_wkt:
+        return None
+    target = osr.SpatialReference()
+    target.ImportFromWkt(raster_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    if source.IsSame(target):
+        return None
+    try:
+        return osr.CoordinateTransformation(source, target)
+    except RuntimeError as err:
+        raise InputError(
+            f"cannot transform the vector's CRS ({source.GetName()}) to the raster's "
+            f"({target.GetName()}): {err}; reproject the vector to the raster's CRS first"
+        ) from err
+
+
+def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,
+                  layer: str | None = None) -> Features:
+    """Every feature with a geometry (and a class when ``field_name`` is given),
+    reprojected to ``raster_wkt``; invalid polygons are repaired.
+
+    Features with no geometry or a NULL class are skipped and counted in
+    ``Features.skipped``.
+    """
+    dataset, lyr = open_layer(path, layer)
+    definition = lyr.GetLayerDefn()
+    field_index = -1
+    string_classes = False
+    if field_name:
+        field_index = definition.GetFieldIndex(field_name)
+        if field_index < 0:
+            names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+            raise InputError(
+                f"the vector has no field {field_name!r}; its fields: {', '.join(names) or '(none)'}"
+            )
+        field_type = definition.GetFieldDefn(field_index).GetType()
+        if field_type in (ogr.OFTInteger, ogr.OFTInteger64):
+            string_classes = False
+        elif field_type == ogr.OFTString:
+            string_classes = True
+        else:
+            raise InputError(
+                f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
+                "use an integer or text field"
+            )
+    transform = _transform_to(lyr, raster_wkt)
+    fids, raw_classes, geometries = [], [], []
+    skipped = {"no geometry": 0, "NULL class": 0, "cannot be reprojected": 0}
+    lyr.ResetReading()
+    for feature in lyr:
+        geom = feature.GetGeometryRef()
+        if geom is None or geom.IsEmpty():
+            skipped["no geometry"] += 1
+            continue
+        if field_index >= 0 and not feature.IsFieldSetAndNotNull(field_index):
+            skipped["NULL class"] += 1
+            continue
+        geom = geom.Clone()
+        if transform is not None:
+            try:
+                geom.Transform(transform)
+            except RuntimeError:
+                skipped["cannot be reprojected"] += 1
+                continue
+        shape = shapely.wkb.loads(bytes(geom.ExportToIsoWkb()))
+        if not shape.is_valid:
+            shape = make_valid(shape)
+        fids.append(feature.GetFID())
+        if field_index >= 0:
+            raw_classes.append(
+                feature.GetFieldAsString(field_index) if string_classes
+                else feature.GetFieldAsInteger64(field_index)
+            )
+        else:
+            raw_classes.append(0)
+        geometries.append(shape)
+    del dataset
+    if string_classes:
+        names = sorted(set(raw_classes))
+        code_of = {name: code for code, name in enumerate(names, 1)}
+        codes = [code_of[c] for c in raw_classes]
+        class_names = {code: name for name, code in code_of.items()}
+    else:
+        codes = raw_classes
+        class_names = {int(c): str(c) for c in sorted(set(raw_classes))}
+    return Features(
+        fids=np.asarray(fids, dtype=np.int64),
+        codes=np.asarray(codes, dtype=np.int64),
+        geometries=geometries,
+        class_names=class_names,
+        field=field_name or "",
+        string_classes=string_classes,
+        skipped={k: v for k, v in skipped.items() if v},
+    )
