@@ -1,0 +1,1 @@
+"""Thin QGIS Processing layer over the otbtf engine (``otbtf_plugin``)."""

@@ -1,0 +1,6 @@
+"""The algorithms the provider registers. An algorithm is listed here only
+once it works end to end (no stubs)."""
+
+from .classstatistics import PolygonClassStatistics
+
+ALGORITHMS = [PolygonClassStatistics]

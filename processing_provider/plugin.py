@@ -1,0 +1,135 @@
+"""The QGIS plugin object: registers the Processing provider, adds the menu,
+checks the Python dependencies and offers to install them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
+from qgis.PyQt.QtWidgets import QAction, QPushButton
+
+from ..otbtf_plugin import deps
+from ..otbtf_plugin.errors import EngineError
+from .provider import OtbtfProvider
+
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+MENU = "&otbtf"
+LOG_TAG = "otbtf"
+DOCS_URL = "https://github.com/otbtf-qgis/otbtf-qgis#readme"
+
+
+class InstallDependenciesTask(QgsTask):
+    """Installs the pinned packages for this user with pip, in the background."""
+
+    def __init__(self, on_done=None):
+        super().__init__("Install otbtf dependencies (TensorFlow)", QgsTask.CanCancel)
+        self.on_done = on_done
+        self.error: str | None = None
+        self.target: Path | None = None
+
+    def run(self) -> bool:
+        try:
+            self.target = deps.install(
+                system=False,
+                log=lambda line: QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info),
+                step=lambda done, total: self.setProgress(100.0 * done / max(total, 1)),
+                cancelled=self.isCanceled,
+            )
+        except EngineError as err:
+            self.error = str(err)
+            return False
+        return True
+
+    def finished(self, result: bool) -> None:
+        if self.on_done is not None:
+            self.on_done(result, self.error)
+
+
+class OtbtfPlugin:
+    def __init__(self, iface=None):
+        self.iface = iface
+        self.provider: OtbtfProvider | None = None
+        self.actions: list[QAction] = []
+        self.task: InstallDependenciesTask | None = None
+        # Folders installed during this session are not yet on sys.path (the
+        # .pth only acts at start-up): add them before anything imports numpy.
+        deps.activate()
+
+    # -- Processing (also called alone by qgis_process) ---------------------
+    def initProcessing(self) -> None:
+        if self.provider is None:
+            self.provider = OtbtfProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    # -- Desktop -------------------------------------------------------------
+    def initGui(self) -> None:
+        self.initProcessing()
+        if self.iface is None:
+            return
+        icon = QIcon(str(PLUGIN_DIR / "resources" / "icon.svg"))
+        self._add_action(icon, "Install dependencies…", self.install_dependencies)
+        self._add_action(icon, "Open the documentation", self.open_documentation)
+        problems = deps.problems()
+        if problems:
+            self.show_missing_dependencies(problems)
+
+    def _add_action(self, icon: QIcon, text: str, slot) -> QAction:
+        action = QAction(icon, text, self.iface.mainWindow())
+        action.setObjectName("otbtf_" + "".join(c for c in text.lower() if c.isalnum()))
+        action.triggered.connect(slot)
+        self.iface.addPluginToMenu(MENU, action)
+        self.actions.append(action)
+        return action
+
+    def unload(self) -> None:
+        for action in self.actions:
+            if self.iface is not None:
+                self.iface.removePluginMenu(MENU, action)
+            action.deleteLater()
+        self.actions = []
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    # -- Dependencies --------------------------------------------------------
+    def show_missing_dependencies(self, problems: list[str]) -> None:
+        text = "; ".join(problems) + ". The deep learning algorithms need them."
+        QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Warning)
+        if self.iface is None:
+            return
+        bar = self.iface.messageBar()
+        widget = bar.createMessage("otbtf", text)
+        button = QPushButton("Install dependencies")
+        button.setObjectName("otbtf_install_button")
+        button.clicked.connect(self.install_dependencies)
+        widget.layout().addWidget(button)
+        bar.pushWidget(widget, Qgis.Warning)
+
+    def install_dependencies(self) -> None:
+        if self.task is not None:
+            return
+        self.task = InstallDependenciesTask(on_done=self._installed)
+        QgsApplication.taskManager().addTask(self.task)
+        self._notify("Installing TensorFlow and its pinned dependencies in the background "
+                     "(see the task manager)…", Qgis.Info)
+
+    def _installed(self, ok: bool, error: str | None) -> None:
+        self.task = None
+        if not ok:
+            self._notify(f"Installing the dependencies failed: {error}", Qgis.Critical)
+            return
+        remaining = deps.problems()
+        if remaining:
+            self._notify("; ".join(remaining), Qgis.Warning)
+        else:
+            self._notify("TensorFlow is installed and ready.", Qgis.Success)
+
+    def _notify(self, text: str, level) -> None:
+        QgsMessageLog.logMessage(text, LOG_TAG, level)
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage("otbtf", text, level=level)
+
+    def open_documentation(self) -> None:
+        QDesktopServices.openUrl(QUrl(DOCS_URL))

@@ -1,0 +1,19 @@
+"""Paths and reference values shared by the tests."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+LANDSAT = DATA / "landsat8"
+RGB = LANDSAT / "LC08_224078_20200518_rgb_crop.tif"
+POLYGONS = LANDSAT / "LC08_224078_20200518_polygons.gpkg"
+POINTS = LANDSAT / "LC08_224078_20200518_points.gpkg"
+
+# Class counts of otbcli_PolygonClassStatistics (Orfeo ToolBox, Debian 12) on the
+# full scene LC08_224078_20200518_rgb.tif with the polygons, field "name".
+OTB_COUNTS = {"crop": 192, "developed": 81, "tree": 198, "water": 212}
+
+# Engine tests import ``otbtf_plugin`` from the repository root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,109 @@
+"""The plugin loads and unloads through QGIS' own plugin machinery."""
+
+import importlib
+import sys
+import time
+
+import qgis.utils
+from qgis.core import QgsApplication
+from qgis.PyQt.QtWidgets import QPushButton
+
+PLUGIN = "otbtf"
+ALGORITHM = "otbtf:polygonclassstatistics"
+
+
+def registry():
+    return QgsApplication.processingRegistry()
+
+
+def start_desktop(monkeypatch, iface):
+    menu = []
+    monkeypatch.setattr(iface, "addPluginToMenu", lambda name, action: menu.append((name, action)))
+    monkeypatch.setattr(iface, "removePluginMenu", lambda name, action: menu.remove((name, action)))
+    assert qgis.utils.loadPlugin(PLUGIN)
+    assert qgis.utils.startPlugin(PLUGIN)
+    return menu
+
+
+def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
+        plugin_path, qgis_iface, monkeypatch, unload_after):
+    menu = start_desktop(monkeypatch, qgis_iface)
+    provider = registry().providerById("otbtf")
+    assert provider is not None and provider.name() == "OTBTF"
+    assert registry().algorithmById(ALGORITHM) is not None
+    assert sorted(action.text() for _, action in menu) == ["Install dependencies…", "Open the documentation"]
+    assert {name for name, _ in menu} == {"&otbtf"}
+
+    assert qgis.utils.unloadPlugin(PLUGIN)
+    assert registry().providerById("otbtf") is None
+    assert registry().algorithmById(ALGORITHM) is None
+    assert menu == []
+    assert not [m for m in sys.modules if m == PLUGIN or m.startswith(PLUGIN + ".")]
+
+    # Reloading works.
+    start_desktop(monkeypatch, qgis_iface)
+    assert registry().algorithmById(ALGORITHM) is not None
+    assert qgis.utils.unloadPlugin(PLUGIN)
+    assert registry().providerById("otbtf") is None
+
+
+def test_headless_start_without_iface(plugin_path, monkeypatch, unload_after):
+    """qgis_process: classFactory(None), then initProcessing only."""
+    monkeypatch.setattr(qgis.utils, "iface", None)
+    assert qgis.utils.loadPlugin(PLUGIN)
+    assert qgis.utils.startProcessingPlugin(PLUGIN)
+    assert qgis.utils.plugins[PLUGIN].iface is None
+    assert registry().algorithmById(ALGORITHM) is not None
+    assert qgis.utils.unloadPlugin(PLUGIN)
+    assert registry().algorithmById(ALGORITHM) is None
+
+
+def test_missing_tensorflow_gives_a_message_and_an_install_button(
+        plugin_path, qgis_iface, monkeypatch, tmp_path, unload_after):
+    assert qgis.utils.loadPlugin(PLUGIN)
+    deps = importlib.import_module(f"{PLUGIN}.otbtf_plugin.deps")
+    # Hide the installed packages: no folder to activate, none on sys.path.
+    monkeypatch.setattr(deps, "SYSTEM_ROOT", tmp_path / "none")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "none"))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "/otbtf/python3" not in p])
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+
+    assert qgis.utils.startPlugin(PLUGIN)  # no exception escapes
+
+    texts = [item.text() for item in bar.items()]
+    assert any("TensorFlow is not installed" in text for text in texts), texts
+    buttons = [b for item in bar.items() for b in item.findChildren(QPushButton)
+               if b.text() == "Install dependencies"]
+    assert len(buttons) == 1
+    # The algorithms that do not need TensorFlow still work.
+    assert registry().algorithmById(ALGORITHM) is not None
+
+
+def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monkeypatch, unload_after):
+    assert qgis.utils.loadPlugin(PLUGIN)
+    deps = importlib.import_module(f"{PLUGIN}.otbtf_plugin.deps")
+    calls = []
+
+    def fake_install(system, log, step, cancelled):
+        calls.append(system)
+        for done in range(1, 4):
+            step(done, 3)
+        return plugin_path
+
+    monkeypatch.setattr(deps, "install", fake_install)
+    assert qgis.utils.startPlugin(PLUGIN)
+    plugin = qgis.utils.plugins[PLUGIN]
+    bar = qgis_iface.messageBar()
+    plugin.install_dependencies()
+    task = plugin.task
+    assert task is not None
+    deadline = time.monotonic() + 60
+    while plugin.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert plugin.task is None
+    assert calls == [False]  # per-user folder, not system-wide
+    assert task.progress() == 100
+    assert any("ready" in text for text in bar.get_messages(3)), bar.messages

@@ -1,0 +1,57 @@
+"""qgis_process, as a user runs it, against isolated QGIS profiles."""
+
+import json
+import sys
+import zipfile
+
+import pytest
+
+from common import OTB_COUNTS, POLYGONS, RGB, ROOT
+from helpers import run_qgis_process
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import plugin_files
+
+
+@pytest.fixture(scope="module")
+def installed_profile(tmp_path_factory):
+    config_root = tmp_path_factory.mktemp("qgis-config")
+    plugin_files.install(config_root)
+    return config_root
+
+
+def test_list_shows_the_provider(installed_profile):
+    out = run_qgis_process(installed_profile, "list")
+    assert out.returncode == 0, out.stderr
+    assert "OTBTF" in out.stdout
+    assert "otbtf:polygonclassstatistics" in out.stdout
+
+
+def test_help_describes_the_algorithm(installed_profile):
+    out = run_qgis_process(installed_profile, "help", "otbtf:polygonclassstatistics")
+    assert out.returncode == 0, out.stderr
+    for text in ("Polygon class statistics", "INPUT", "VECTOR", "FIELD", "MASK", "OUTPUT"):
+        assert text in out.stdout
+
+
+def test_run_gives_the_counts(installed_profile, tmp_path):
+    out = run_qgis_process(installed_profile, "run", "otbtf:polygonclassstatistics", "--json",
+                           f"--INPUT={RGB}", f"--VECTOR={POLYGONS}", "--FIELD=name",
+                           f"--OUTPUT={tmp_path / 'stats.csv'}")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)["results"]
+    assert results["COUNTS"] == OTB_COUNTS
+    assert (tmp_path / "stats.csv").read_text().startswith("class,count\n")
+
+
+def test_the_zip_installs_in_a_fresh_profile(tmp_path):
+    archive = plugin_files.package(tmp_path / "dist")
+    config_root = tmp_path / "config"
+    plugins = config_root / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(plugins)
+    plugin_files.enable_plugin(config_root / "profiles" / "default")
+    out = run_qgis_process(config_root, "list")
+    assert out.returncode == 0, out.stderr
+    assert "otbtf:polygonclassstatistics" in out.stdout
