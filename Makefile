@@ -1,0 +1,51 @@
+# otbtf for QGIS. `make demo` and `make test` do all their own set-up (Debian 12 or 13, as root).
+SHELL := /bin/bash
+PY := /usr/bin/python3
+PYVER := $(shell $(PY) -c 'import sys; print(f"python{sys.version_info.major}.{sys.version_info.minor}")')
+DEVDEPS := $(CURDIR)/.devdeps/$(PYVER)
+# Test tools come from .devdeps; everything else is what QGIS itself imports.
+RUN := QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
+
+.PHONY: help setup test test-engine test-qgis demo bench install package lint clean
+
+help:
+	@echo "make demo     run the workflow on the sample data (does its own set-up)"
+	@echo "make test     run all tests (does its own set-up)"
+	@echo "make setup    install Debian packages, TensorFlow and the test tools (idempotent)"
+	@echo "make install  install the plugin into the default QGIS profile, enabled"
+	@echo "make package  build dist/otbtf-VERSION.zip for the QGIS plugin repository"
+	@echo "make bench    benchmarks (ratios measured side by side)"
+	@echo "make lint     ruff and bandit"
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(MAKE) --no-print-directory test-engine test-qgis
+
+# The engine runs without QGIS (as on a cluster worker): pytest-qgis stays off.
+test-engine:
+	$(RUN) -m pytest -p no:pytest_qgis -p no:cacheprovider tests/engine
+
+test-qgis:
+	$(RUN) -m pytest -p no:cacheprovider tests/qgis
+
+demo: setup
+	$(RUN) scripts/demo.py demo-output
+
+bench: setup
+	$(RUN) scripts/bench.py
+
+install:
+	$(PY) scripts/plugin_files.py install
+
+package:
+	$(PY) scripts/plugin_files.py package dist
+
+lint: setup
+	$(DEVDEPS)/bin/ruff check .
+	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider __init__.py scripts -s B101
+
+clean:
+	rm -rf dist demo-output bench-output .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
