@@ -26,10 +26,10 @@ POLYGONS = DATA / "LC08_224078_20200518_polygons.gpkg"
 CLASS_COLOURS = {"water": "#1f78b4", "crop": "#e6c229", "tree": "#1b7837", "developed": "#d7301f"}
 
 
-def start_qgis():
+def start_qgis(profile: Path):
     from qgis.core import QgsApplication
 
-    app = QgsApplication([], False)
+    app = QgsApplication([], False, str(profile))  # settings stay in the output folder
     app.initQgis()
     sys.path.append("/usr/share/qgis/python/plugins")
     import processing
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1] if len(argv) > 1 else "demo-output").resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    app, processing = start_qgis()
+    app, processing = start_qgis(out / "qgis-profile")
     print(f"Sample: {RGB.name} (800 x 1140 px, 30 m) with {POLYGONS.name}")
 
     print("\n[1] otbtf:polygonclassstatistics")
