@@ -1,10 +1,11 @@
 # otbtf for QGIS. `make demo` and `make test` do all their own set-up (Debian 12 or 13, as root).
 SHELL := /bin/bash
 PY := /usr/bin/python3
-PYVER := $(shell $(PY) -c 'import sys; print(f"python{sys.version_info.major}.{sys.version_info.minor}")')
-DEVDEPS := $(CURDIR)/.devdeps/$(PYVER)
+# Recursive (=): evaluated when a recipe runs, i.e. after `setup` installed python3.
+PYVER = $(shell $(PY) -c 'import sys; print(f"python{sys.version_info.major}.{sys.version_info.minor}")')
+DEVDEPS = $(CURDIR)/.devdeps/$(PYVER)
 # Test tools come from .devdeps; everything else is what QGIS itself imports.
-RUN := QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
+RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
 
 .PHONY: help setup test test-engine test-qgis demo bench install package lint clean
 

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Benchmarks: each measures ours and a reference side by side, in one run,
+and prints ratios (never absolute targets: machines are noisy).
+
+    python3 scripts/bench.py [--out bench-output] [--only NAME] [--repeat N]
+
+Every process is timed by /usr/bin/time (wall seconds, peak RSS), so both
+sides pay the same start-up costs. The table at the end lists every ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET  # nosec B405: parses the XML that OTB just wrote
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "landsat8"
+RGB = DATA / "LC08_224078_20200518_rgb_crop.tif"
+POLYGONS = DATA / "LC08_224078_20200518_polygons.gpkg"
+PY = sys.executable
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mib: float
+    stdout: str
+
+
+def timed(command: list[str], env: dict | None = None) -> Run:
+    """Run a command under /usr/bin/time; wall time and peak RSS of the process tree's largest."""
+    report = Path(tempfile.gettempdir()) / f"otbtf-bench-time-{os.getpid()}.txt"
+    full = ["/usr/bin/time", "-f", "%e %M", "-o", str(report), *command]
+    out = subprocess.run(full, capture_output=True, text=True, env=env, check=False)  # noqa: S603  # nosec B603
+    if out.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed:\n{out.stdout}\n{out.stderr}")
+    seconds, kib = report.read_text().split()[-2:]
+    report.unlink()
+    return Run(float(seconds), int(kib) / 1024, out.stdout)
+
+
+def best(runs: list[Run]) -> Run:
+    return min(runs, key=lambda r: r.seconds)
+
+
+# -- inputs -----------------------------------------------------------------------
+
+def mosaic(out: Path, tiles_x: int, tiles_y: int) -> tuple[Path, Path, tuple[int, int]]:
+    """A VRT repeating the sample crop tiles_x x tiles_y times, and its polygons
+    replicated at the same offsets."""
+    from osgeo import gdal, ogr
+
+    gdal.UseExceptions()
+    src = gdal.Open(str(RGB))
+    w, h = src.RasterXSize, src.RasterYSize
+    x0, rx, _, y0, _, ry = src.GetGeoTransform()
+    vrt_path = out / f"mosaic_{tiles_x}x{tiles_y}.vrt"
+    root = ET.Element("VRTDataset", rasterXSize=str(w * tiles_x), rasterYSize=str(h * tiles_y))
+    ET.SubElement(root, "SRS").text = src.GetProjection()
+    ET.SubElement(root, "GeoTransform").text = f"{x0}, {rx}, 0, {y0}, 0, {ry}"
+    for band in range(1, src.RasterCount + 1):
+        vb = ET.SubElement(root, "VRTRasterBand", dataType="UInt16", band=str(band))
+        for j in range(tiles_y):
+            for i in range(tiles_x):
+                s = ET.SubElement(vb, "SimpleSource")
+                ET.SubElement(s, "SourceFilename", relativeToVRT="0").text = str(RGB)
+                ET.SubElement(s, "SourceBand").text = str(band)
+                ET.SubElement(s, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+                ET.SubElement(s, "DstRect", xOff=str(i * w), yOff=str(j * h), xSize=str(w), ySize=str(h))
+    ET.ElementTree(root).write(vrt_path)
+
+    vec_path = out / f"polygons_{tiles_x}x{tiles_y}.gpkg"
+    if vec_path.exists():
+        vec_path.unlink()
+    src_ds = ogr.Open(str(POLYGONS))
+    src_layer = src_ds.GetLayer(0)
+    dst_ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(vec_path))
+    dst_layer = dst_ds.CreateLayer("land_cover", src_layer.GetSpatialRef(), ogr.wkbPolygon)
+    dst_layer.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    dst_layer.StartTransaction()
+    for j in range(tiles_y):
+        for i in range(tiles_x):
+            src_layer.ResetReading()
+            for feature in src_layer:
+                geom = feature.GetGeometryRef().Clone()
+                for k in range(geom.GetGeometryCount()):
+                    ring = geom.GetGeometryRef(k)
+                    for p in range(ring.GetPointCount()):
+                        x, y = ring.GetX(p), ring.GetY(p)
+                        ring.SetPoint_2D(p, x + i * w * rx, y + j * h * ry)
+                new = ogr.Feature(dst_layer.GetLayerDefn())
+                new.SetGeometry(geom)
+                new.SetField("name", feature.GetField("name"))
+                dst_layer.CreateFeature(new)
+    dst_layer.CommitTransaction()
+    dst_ds = None
+    return vrt_path, vec_path, (w * tiles_x, h * tiles_y)
+
+
+# -- benchmarks --------------------------------------------------------------------
+
+def bench_class_statistics(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    if shutil.which("otbcli_PolygonClassStatistics") is None:
+        return [("class statistics vs OTB", "skipped", "otb-bin not installed")]
+    vrt, vec, (width, height) = mosaic(out, 10, 8)
+    print(f"class statistics: {width} x {height} px mosaic, {8 * 10 * 4} polygons")
+    ours_code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from otbtf_plugin.sampling import class_statistics\n"
+        f"print(json.dumps(class_statistics({str(vrt)!r}, {str(vec)!r}, 'name').by_class()))\n"
+    )
+    ours = [timed([PY, "-c", ours_code]) for _ in range(repeat)]
+    otb_xml = out / "otb_stats.xml"
+    otb = [timed(["otbcli_PolygonClassStatistics", "-in", str(vrt), "-vec", str(vec), "-field", "name",
+                  "-out", str(otb_xml)]) for _ in range(repeat)]
+    ours_counts = json.loads(ours[0].stdout.strip().splitlines()[-1])
+    root = ET.parse(otb_xml).getroot()  # noqa: S314  # nosec B314
+    otb_counts = {m.get("key"): int(m.get("value")) for s in root.iter("Statistic")
+                  if s.get("name") == "samplesPerClass" for m in s.iter("StatisticMap")}
+    worst = max(abs(ours_counts[k] - v) / v for k, v in otb_counts.items())
+    a, b = best(ours), best(otb)
+    print(f"  ours {a.seconds:.2f} s, {a.peak_mib:.0f} MiB peak; OTB {b.seconds:.2f} s, {b.peak_mib:.0f} MiB peak")
+    print(f"  counts ours {ours_counts}\n  counts OTB  {otb_counts}")
+    return [
+        (f"class statistics {width}x{height}: time ours / OTB", f"{a.seconds / b.seconds:.2f}", "goal <= 1.0"),
+        ("class statistics: peak RSS ours / OTB", f"{a.peak_mib / b.peak_mib:.2f}",
+         f"{a.peak_mib:.0f} / {b.peak_mib:.0f} MiB"),
+        ("class statistics: worst per-class count difference vs OTB", f"{100 * worst:.2f} %", "goal <= 1 %"),
+    ]
+
+
+BENCHES = {"class_statistics": bench_class_statistics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-output")
+    parser.add_argument("--only", choices=sorted(BENCHES))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side; the fastest counts")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, bench in BENCHES.items():
+        if args.only and name != args.only:
+            continue
+        rows.extend(bench(args.out, args.repeat))
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "measure".ljust(width) + "  value   note")
+    for label, value, note in rows:
+        print(f"{label.ljust(width)}  {value:<7} {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
