@@ -7,7 +7,7 @@ DEVDEPS = $(CURDIR)/.devdeps/$(PYVER)
 # Test tools come from .devdeps; everything else is what QGIS itself imports.
 RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
 
-.PHONY: help setup test test-engine test-qgis demo bench install package lint clean
+.PHONY: help setup test test-engine test-qgis demo bench install package lint lint-only clean
 
 help:
 	@echo "make demo     run the workflow on the sample data (does its own set-up)"
@@ -21,8 +21,9 @@ help:
 setup:
 	@bash scripts/setup.sh
 
+# Lint first, so that pytest's summary is the last thing printed.
 test: setup
-	$(MAKE) --no-print-directory test-engine test-qgis
+	$(MAKE) --no-print-directory lint-only test-engine test-qgis
 
 # The engine runs without QGIS (as on a cluster worker): pytest-qgis stays off.
 test-engine:
@@ -44,6 +45,9 @@ package:
 	$(PY) scripts/plugin_files.py package dist
 
 lint: setup
+	$(MAKE) --no-print-directory lint-only
+
+lint-only:
 	$(DEVDEPS)/bin/ruff check .
 	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider __init__.py scripts -s B101
 

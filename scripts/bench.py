@@ -14,10 +14,10 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404
 import sys
 import tempfile
-import xml.etree.ElementTree as ET  # nosec B405: parses the XML that OTB just wrote
+import xml.etree.ElementTree as ET  # nosec B405
 from dataclasses import dataclass
 from pathlib import Path
 
