@@ -40,3 +40,21 @@ def check_cancelled(progress: Progress, what: str) -> None:
     """Raise :class:`Cancelled` naming ``what`` was interrupted, if asked to."""
     if progress.cancelled():
         raise Cancelled(f"cancelled during {what}")
+
+
+class ScaledProgress:
+    """Maps the steps of one phase onto ``[start, start + span]`` of a whole run
+    (e.g. two passes: 0-0.5 then 0.5-1), reported in thousandths."""
+
+    def __init__(self, progress: Progress, start: float, span: float):
+        self.progress, self.start, self.span = progress, start, span
+
+    def step(self, done: int, total: int) -> None:
+        fraction = self.start + self.span * done / max(total, 1)
+        self.progress.step(round(1000 * fraction), 1000)
+
+    def cancelled(self) -> bool:
+        return self.progress.cancelled()
+
+    def info(self, message: str) -> None:
+        self.progress.info(message)

@@ -10,6 +10,7 @@ own pixels (as the Orfeo ToolBox does).
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +68,76 @@ def _feature_windows(grid: Grid, feats: Features) -> tuple[np.ndarray, np.ndarra
     return boxes, is_point
 
 
-def class_statistics(raster, vector, field_name: str, mask=None, nodata: float | None = None,
-                     layer: str | None = None, block_px: int = BLOCK_PX,
-                     progress: Progress | None = None) -> ClassStatistics:
-    """Count, per class and per feature, the valid raster pixels the features cover."""
-    progress = progress or NullProgress()
+class PixelScan:
+    """Streams the valid pixels that each feature covers, block by block.
+
+    In a block, areal features come by index, each row-major, then points in
+    input order. Blocks go row by row, left to right, so the pixels of one
+    feature on one image row always arrive left to right. Memory is one block
+    of the raster at a time.
+    """
+
+    def __init__(self, dataset, feats: Features, nodata, mask, block_px: int = BLOCK_PX):
+        self.dataset, self.feats, self.nodata, self.mask = dataset, feats, nodata, mask
+        self.grid = grid_of(dataset)
+        self.blocks = tiles(self.grid.width, self.grid.height, block_px)
+        self.boxes, is_point = _feature_windows(self.grid, feats)
+        index, cols, rows = [], [], []
+        for i in np.flatnonzero(is_point):
+            geom = feats.geometries[i]
+            parts = getattr(geom, "geoms", [geom])
+            c, r = self.grid.pixel_of([p.x for p in parts], [p.y for p in parts])
+            index.extend([i] * len(parts))
+            cols.extend(c.tolist())
+            rows.extend(r.tolist())
+        self.point_index = np.asarray(index, dtype=np.int64)
+        self.point_col = np.asarray(cols, dtype=np.int64)
+        self.point_row = np.asarray(rows, dtype=np.int64)
+        self.areal = ~is_point & (self.boxes[:, 2] > self.boxes[:, 0]) & (self.boxes[:, 3] > self.boxes[:, 1])
+        #: features with at least one pixel position inside the raster
+        self.inside = self.areal.copy()
+        np.logical_or.at(self.inside, self.point_index, self.grid.contains(self.point_col, self.point_row))
+
+    def scan(self, progress: Progress, what: str):
+        """Yield ``(feature_index, cols, rows, part)`` int64 arrays per block; ``part``
+        is the point part's index in :attr:`point_index` (-1 for areal pixels)."""
+        boxes, grid = self.boxes, self.grid
+        for done, blk in enumerate(self.blocks, 1):
+            check_cancelled(progress, what)
+            touches = self.areal & (boxes[:, 0] < blk.col_end) & (boxes[:, 2] > blk.col_off) \
+                & (boxes[:, 1] < blk.row_end) & (boxes[:, 3] > blk.row_off)
+            in_block = (self.point_col >= blk.col_off) & (self.point_col < blk.col_end) \
+                & (self.point_row >= blk.row_off) & (self.point_row < blk.row_end)
+            if touches.any() or in_block.any():
+                valid = valid_pixels(self.dataset, blk, self.nodata, self.mask)
+                parts_i, parts_c, parts_r, parts_p = [], [], [], []
+                for i in np.flatnonzero(touches):
+                    box = Window(boxes[i, 0], boxes[i, 1], boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
+                    sub = intersection(box, blk)
+                    covered = rio_features.geometry_mask(
+                        [self.feats.geometries[i]], out_shape=(sub.height, sub.width),
+                        transform=Affine(*grid.window_transform(sub)), all_touched=False, invert=True,
+                    )
+                    rows, cols = sub.relative_to(blk).slices()
+                    r, c = np.nonzero(covered & valid[rows, cols])
+                    parts_i.append(np.full(len(r), i, dtype=np.int64))
+                    parts_c.append(c + sub.col_off)
+                    parts_r.append(r + sub.row_off)
+                    parts_p.append(np.full(len(r), -1, dtype=np.int64))
+                if in_block.any():
+                    pc, pr = self.point_col[in_block], self.point_row[in_block]
+                    ok = valid[pr - blk.row_off, pc - blk.col_off]
+                    parts_i.append(self.point_index[in_block][ok])
+                    parts_c.append(pc[ok])
+                    parts_r.append(pr[ok])
+                    parts_p.append(np.flatnonzero(in_block)[ok])
+                yield tuple(np.concatenate(p).astype(np.int64) for p in (parts_i, parts_c, parts_r, parts_p))
+            progress.step(done, len(self.blocks))
+
+
+@contextmanager
+def _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px):
     with open_raster(raster) as dataset:
-        grid = grid_of(dataset)
         feats = read_features(vector, field_name, crs_wkt(dataset), layer)
         if len(feats) == 0:
             raise InputError(
@@ -81,66 +145,43 @@ def class_statistics(raster, vector, field_name: str, mask=None, nodata: float |
                 + (f" and a class in field {field_name!r}" if field_name else "")
                 + (f" ({', '.join(f'{n} {r}' for r, n in feats.skipped.items())})" if feats.skipped else "")
             )
-        nodata_list = nodata_values(dataset, nodata)
         aligned = AlignedMask(mask, dataset) if mask else None
         try:
-            per_feature, inside = _count(dataset, grid, feats, nodata_list, aligned, block_px, progress)
+            yield PixelScan(dataset, feats, nodata_values(dataset, nodata), aligned, block_px)
         finally:
             if aligned is not None:
                 aligned.close()
+
+
+def _statistics(scan: PixelScan, field_name: str, progress: Progress) -> ClassStatistics:
+    per_feature = np.zeros(len(scan.feats), dtype=np.int64)
+    for index, _, _, _ in scan.scan(progress, "class statistics"):
+        per_feature += np.bincount(index, minlength=len(scan.feats))
+    return _statistics_from(scan, field_name, per_feature, progress)
+
+
+def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
+                     progress: Progress) -> ClassStatistics:
+    feats = scan.feats
     counts = dict.fromkeys(feats.class_names, 0)
     for code, n in zip(feats.codes, per_feature, strict=True):
         counts[int(code)] += int(n)
     stats = ClassStatistics(
         field=field_name, class_names=feats.class_names, string_classes=feats.string_classes,
         counts=counts, feature_counts={int(f): int(n) for f, n in zip(feats.fids, per_feature, strict=True)},
-        outside=int((~inside).sum()), skipped=feats.skipped,
+        outside=int((~scan.inside).sum()), skipped=feats.skipped,
     )
     if stats.outside:
         progress.info(f"{stats.outside} of {len(feats)} features lie outside the raster")
+    for reason, n in feats.skipped.items():
+        progress.info(f"{n} features skipped: {reason}")
     return stats
 
 
-def _count(dataset, grid: Grid, feats: Features, nodata, mask, block_px: int,
-           progress: Progress) -> tuple[np.ndarray, np.ndarray]:
-    """Valid pixels per feature, and whether each feature reaches the raster at all."""
-    boxes, is_point = _feature_windows(grid, feats)
-    per_feature = np.zeros(len(feats), dtype=np.int64)
-    # Points (and multi-points): the pixels that contain them.
-    point_index, point_col, point_row = [], [], []
-    for i in np.flatnonzero(is_point):
-        geom = feats.geometries[i]
-        parts = getattr(geom, "geoms", [geom])
-        cols, rows = grid.pixel_of([p.x for p in parts], [p.y for p in parts])
-        point_index.extend([i] * len(parts))
-        point_col.extend(cols.tolist())
-        point_row.extend(rows.tolist())
-    point_index = np.asarray(point_index, dtype=np.int64)
-    point_col = np.asarray(point_col, dtype=np.int64)
-    point_row = np.asarray(point_row, dtype=np.int64)
-    blocks = tiles(grid.width, grid.height, block_px)
-    areal = ~is_point & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    inside = areal.copy()
-    np.logical_or.at(inside, point_index, grid.contains(point_col, point_row))
-    for done, blk in enumerate(blocks, 1):
-        check_cancelled(progress, "class statistics")
-        touches = areal & (boxes[:, 0] < blk.col_end) & (boxes[:, 2] > blk.col_off) \
-            & (boxes[:, 1] < blk.row_end) & (boxes[:, 3] > blk.row_off)
-        in_block = (point_col >= blk.col_off) & (point_col < blk.col_end) \
-            & (point_row >= blk.row_off) & (point_row < blk.row_end)
-        if touches.any() or in_block.any():
-            valid = valid_pixels(dataset, blk, nodata, mask)
-            for i in np.flatnonzero(touches):
-                box = Window(boxes[i, 0], boxes[i, 1], boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
-                sub = intersection(box, blk)
-                covered = rio_features.geometry_mask(
-                    [feats.geometries[i]], out_shape=(sub.height, sub.width),
-                    transform=Affine(*grid.window_transform(sub)), all_touched=False, invert=True,
-                )
-                rows, cols = sub.relative_to(blk).slices()
-                per_feature[i] += int(np.count_nonzero(covered & valid[rows, cols]))
-            if in_block.any():
-                ok = valid[point_row[in_block] - blk.row_off, point_col[in_block] - blk.col_off]
-                np.add.at(per_feature, point_index[in_block], ok.astype(np.int64))
-        progress.step(done, len(blocks))
-    return per_feature, inside
+def class_statistics(raster, vector, field_name: str, mask=None, nodata: float | None = None,
+                     layer: str | None = None, block_px: int = BLOCK_PX,
+                     progress: Progress | None = None) -> ClassStatistics:
+    """Count, per class and per feature, the valid raster pixels the features cover."""
+    progress = progress or NullProgress()
+    with _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:
+        return _statistics(scan, field_name, progress)

@@ -2,5 +2,6 @@
 once it works end to end (no stubs)."""
 
 from .classstatistics import PolygonClassStatistics
+from .sampleselection import SampleSelection
 
-ALGORITHMS = [PolygonClassStatistics]
+ALGORITHMS = [PolygonClassStatistics, SampleSelection]

@@ -1,26 +1,13 @@
 """otbtf:polygonclassstatistics"""
 
-from qgis.core import (
-    QgsProcessing,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
-)
+from qgis.core import QgsProcessingParameterFileDestination
 
 from ...otbtf_plugin.sampling import class_statistics
 from .base import OtbtfAlgorithm
-from .common import raster_path, vector_path
+from .common import add_ground_truth_parameters, ground_truth
 
 
 class PolygonClassStatistics(OtbtfAlgorithm):
-    INPUT = "INPUT"
-    VECTOR = "VECTOR"
-    FIELD = "FIELD"
-    MASK = "MASK"
-    NODATA = "NODATA"
     OUTPUT = "OUTPUT"
 
     NAME = "polygonclassstatistics"
@@ -42,40 +29,15 @@ class PolygonClassStatistics(OtbtfAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            self.VECTOR, "Ground truth (polygons or points)",
-            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint],
-        ))
-        self.addParameter(QgsProcessingParameterField(
-            self.FIELD, "Class field", parentLayerParameterName=self.VECTOR,
-            type=QgsProcessingParameterField.Any,
-        ))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.MASK, "Mask (pixels with value 0 are not counted)", optional=True,
-        ))
-        nodata = QgsProcessingParameterNumber(
-            self.NODATA, "Nodata value (empty: the raster's own)",
-            type=QgsProcessingParameterNumber.Double, optional=True,
-        )
-        nodata.setFlags(nodata.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(nodata)
+        add_ground_truth_parameters(self)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, "Class statistics", "CSV files (*.csv)",
         ))
 
     def processAlgorithm(self, parameters, context, feedback):
-        raster = raster_path(self, parameters, self.INPUT, context)
-        mask = raster_path(self, parameters, self.MASK, context, required=False)
-        vector, layer = vector_path(self, parameters, self.VECTOR, context, feedback)
-        field = self.parameterAsString(parameters, self.FIELD, context)
-        nodata = None
-        if parameters.get(self.NODATA) not in (None, ""):
-            nodata = self.parameterAsDouble(parameters, self.NODATA, context)
+        truth = ground_truth(self, parameters, context, feedback)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        stats = self.run_engine(
-            class_statistics, feedback, raster, vector, field, mask=mask, nodata=nodata, layer=layer,
-        )
+        stats = self.run_engine(class_statistics, feedback, *truth.engine_args(), **truth.engine_kwargs())
         stats_csv = self.run_engine(lambda progress: stats.write_csv(output), feedback)
         for name, count in stats.by_class().items():
             feedback.pushInfo(f"{name}: {count}")

@@ -3,7 +3,17 @@ plain paths the engine understands."""
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingException
+from dataclasses import dataclass
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
 
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "sqlite", "gml", "kml", "tab", "csv", "fgb"]
 
@@ -29,3 +39,62 @@ def vector_path(algorithm, parameters, name, context, feedback) -> tuple[str, st
         parameters, name, context, VECTOR_FORMATS, "gpkg", feedback
     )
     return path, (layer_name or None)
+
+
+@dataclass
+class GroundTruth:
+    """The inputs shared by the sampling algorithms, as the engine takes them."""
+
+    raster: str
+    vector: str
+    layer: str | None
+    field: str
+    mask: str | None
+    nodata: float | None
+    crs: object  # QgsCoordinateReferenceSystem of the raster
+
+    def engine_args(self) -> tuple:
+        return (self.raster, self.vector, self.field)
+
+    def engine_kwargs(self) -> dict:
+        return {"mask": self.mask, "nodata": self.nodata, "layer": self.layer}
+
+
+def add_ground_truth_parameters(algorithm) -> None:
+    """INPUT, VECTOR, FIELD, MASK (API.md) and the advanced NODATA."""
+    algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
+    algorithm.addParameter(QgsProcessingParameterFeatureSource(
+        "VECTOR", "Ground truth (polygons or points)",
+        [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint],
+    ))
+    algorithm.addParameter(QgsProcessingParameterField(
+        "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any,
+    ))
+    algorithm.addParameter(QgsProcessingParameterRasterLayer(
+        "MASK", "Mask (pixels with value 0 are not used)", optional=True,
+    ))
+    nodata = QgsProcessingParameterNumber(
+        "NODATA", "Nodata value (empty: the raster's own)",
+        type=QgsProcessingParameterNumber.Double, optional=True,
+    )
+    nodata.setFlags(nodata.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    algorithm.addParameter(nodata)
+
+
+def optional_number(algorithm, parameters, name, context) -> float | None:
+    if parameters.get(name) in (None, ""):
+        return None
+    return algorithm.parameterAsDouble(parameters, name, context)
+
+
+def ground_truth(algorithm, parameters, context, feedback) -> GroundTruth:
+    vector, layer = vector_path(algorithm, parameters, "VECTOR", context, feedback)
+    return GroundTruth(
+        raster=raster_path(algorithm, parameters, "INPUT", context),
+        vector=vector,
+        layer=layer,
+        field=algorithm.parameterAsString(parameters, "FIELD", context),
+        mask=raster_path(algorithm, parameters, "MASK", context, required=False),
+        nodata=optional_number(algorithm, parameters, "NODATA", context),
+        crs=algorithm.parameterAsRasterLayer(parameters, "INPUT", context).crs(),
+    )

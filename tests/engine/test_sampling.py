@@ -10,37 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 from osgeo import gdal, ogr, osr
-from shapely.geometry import Point
-from shapely.prepared import prep
+from reference import reference_counts
 
 from common import OTB_COUNTS, POINTS, POLYGONS, RGB
 from otbtf_plugin.errors import Cancelled, InputError
 from otbtf_plugin.sampling import class_statistics
 
 gdal.UseExceptions()
-
-
-def reference_counts(raster_path, polygons, valid=None):
-    """Per polygon: pixel centres inside it (shapely), among valid pixels.
-
-    Independent of the engine: the grid comes from GDAL's geotransform, the
-    test is shapely's point-in-polygon on every pixel centre of the bbox."""
-    ds = gdal.Open(str(raster_path))
-    x0, rx, _, y0, _, ry = ds.GetGeoTransform()
-    width, height = ds.RasterXSize, ds.RasterYSize
-    counts = []
-    for geom in polygons:
-        xmin, ymin, xmax, ymax = geom.bounds
-        cols = range(max(int((xmin - x0) / rx) - 1, 0), min(int((xmax - x0) / rx) + 2, width))
-        rows = range(max(int((ymax - y0) / ry) - 1, 0), min(int((ymin - y0) / ry) + 2, height))
-        shape = prep(geom)
-        n = 0
-        for r in rows:
-            for c in cols:
-                if shape.contains(Point(x0 + (c + 0.5) * rx, y0 + (r + 0.5) * ry)):
-                    n += valid is None or bool(valid[r, c])
-        counts.append(n)
-    return counts
 
 
 @pytest.fixture(scope="module")

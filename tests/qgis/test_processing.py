@@ -41,3 +41,42 @@ def test_bad_field_is_a_clear_error_and_leaves_no_output(tmp_path):
             "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "nope", "OUTPUT": str(out),
         })
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_selection_smallest_periodic(tmp_path):
+    out = tmp_path / "samples.gpkg"
+    result = processing.run("otbtf:sampleselection", {
+        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
+        "STRATEGY": 0, "SAMPLER": 0, "OUTPUT": str(out),
+    })
+    assert result["COUNTS"] == dict.fromkeys(OTB_COUNTS, 81)
+    assert result["AVAILABLE"] == OTB_COUNTS
+    assert result["CLASS_CODES"] == {"crop": 1, "developed": 2, "tree": 3, "water": 4}
+    layer = QgsVectorLayer(result["OUTPUT"], "samples", "ogr")
+    assert layer.featureCount() == 4 * 81
+    assert [f.name() for f in layer.fields()][-2:] == ["name", "originfid"]
+    assert layer.crs().authid() == "EPSG:32621"
+    names = {}
+    for feature in layer.getFeatures():
+        names[feature["name"]] = names.get(feature["name"], 0) + 1
+        point = feature.geometry().asPoint()
+        assert (point.x() - 735645.0) % 30.0 == 15.0  # a pixel centre
+    assert names == dict.fromkeys(OTB_COUNTS, 81)
+
+
+def test_sample_selection_engine_error_reaches_the_user(tmp_path):
+    with pytest.raises(QgsProcessingException, match=r"for 50 %, use 0.5"):
+        processing.run("otbtf:sampleselection", {
+            "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
+            "STRATEGY": 2, "STRATEGY_VALUE": 50, "OUTPUT": str(tmp_path / "s.gpkg"),
+        })
+    assert not (tmp_path / "s.gpkg").exists()
+
+
+def test_sample_selection_random_total_to_memory():
+    result = processing.run("otbtf:sampleselection", {
+        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
+        "STRATEGY": 3, "STRATEGY_VALUE": 300, "SAMPLER": 1, "SEED": 5, "OUTPUT": "memory:",
+    })
+    assert result["COUNTS"] == {"crop": 84, "developed": 36, "tree": 87, "water": 93}
+    assert result["OUTPUT"].featureCount() == 300

@@ -24,7 +24,8 @@ def test_list_shows_the_provider(installed_profile):
     out = run_qgis_process(installed_profile, "list")
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
-    assert "otbtf:polygonclassstatistics" in out.stdout
+    for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection"):
+        assert algorithm in out.stdout
 
 
 def test_help_describes_the_algorithm(installed_profile):
