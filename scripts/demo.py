@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["GDAL_PAM_ENABLED"] = "NO"  # no .aux.xml statistics beside the shipped data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "landsat8"
