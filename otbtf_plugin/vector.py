@@ -32,6 +32,7 @@ class Features:
     field: str
     string_classes: bool
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    crs_wkt: str | None = None  # CRS of the geometries (None: unknown)
 
     def __len__(self) -> int:
         return len(self.fids)
@@ -108,6 +109,9 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
                 "use an integer or text field"
             )
     transform = _transform_to(lyr, raster_wkt)
+    # Geometries end up in the raster's CRS when one is given, else stay in the layer's.
+    source_srs = lyr.GetSpatialRef()
+    geometries_wkt = raster_wkt or (source_srs.ExportToWkt() if source_srs is not None else None)
     fids, raw_classes, geometries = [], [], []
     skipped = {"no geometry": 0, "NULL class": 0, "cannot be reprojected": 0}
     lyr.ResetReading()
@@ -155,4 +159,23 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
         field=field_name or "",
         string_classes=string_classes,
         skipped={k: v for k, v in skipped.items() if v},
+        crs_wkt=geometries_wkt,
     )
+
+
+def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wkt: str | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates from one CRS to another (unchanged when either is unknown
+    or both are the same CRS, however written)."""
+    if not source_wkt or not target_wkt or len(x) == 0:
+        return x, y
+    source, target = osr.SpatialReference(), osr.SpatialReference()
+    source.ImportFromWkt(source_wkt)
+    target.ImportFromWkt(target_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    if source.IsSame(target):
+        return x, y
+    transform = osr.CoordinateTransformation(source, target)
+    out = np.asarray(transform.TransformPoints(np.column_stack([x, y]).tolist()), dtype=float)
+    return out[:, 0], out[:, 1]

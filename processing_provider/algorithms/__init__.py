@@ -2,6 +2,7 @@
 once it works end to end (no stubs)."""
 
 from .classstatistics import PolygonClassStatistics
+from .patchesextraction import PatchesExtraction
 from .sampleselection import SampleSelection
 
-ALGORITHMS = [PolygonClassStatistics, SampleSelection]
+ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesExtraction]

@@ -4,7 +4,7 @@ import csv
 
 import processing
 import pytest
-from qgis.core import QgsFeatureRequest, QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsFeatureRequest, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
 from common import OTB_COUNTS, POINTS, POLYGONS, RGB
 
@@ -80,3 +80,38 @@ def test_sample_selection_random_total_to_memory():
     })
     assert result["COUNTS"] == {"crop": 84, "developed": 36, "tree": 87, "water": 93}
     assert result["OUTPUT"].featureCount() == 300
+
+
+def test_patches_extraction_chain_from_sample_selection(tmp_path):
+    """The toolbox chain: sample selection, then patches extraction from its output."""
+    samples = processing.run("otbtf:sampleselection", {
+        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "OUTPUT": str(tmp_path / "s.gpkg"),
+    })["OUTPUT"]
+    result = processing.run("otbtf:patchesextraction", {
+        "SOURCE1": str(RGB), "PATCH_SIZE1": 16, "VECTOR": samples, "FIELD": "name",
+        "OUTPUT1": str(tmp_path / "patches.tif"), "OUTPUT_LABELS": str(tmp_path / "labels.tif"),
+        "OUTPUT_POINTS": str(tmp_path / "kept.gpkg"),
+    })
+    assert result["ACCEPTED"] == 4 * 81 and result["REJECTED"] == {}
+    assert result["CLASS_CODES"] == {"crop": 1, "developed": 2, "tree": 3, "water": 4}
+    patches = QgsRasterLayer(result["OUTPUT1"], "patches")
+    assert (patches.width(), patches.height(), patches.bandCount()) == (16, 16 * 324, 3)
+    labels = QgsRasterLayer(result["OUTPUT_LABELS"], "labels")
+    assert (labels.width(), labels.height()) == (1, 324)
+    kept = QgsVectorLayer(result["OUTPUT_POINTS"], "kept", "ogr")
+    assert kept.featureCount() == 324
+    assert sorted(f["patch_index"] for f in kept.getFeatures()) == list(range(324))
+
+
+def test_patches_extraction_without_field_and_bad_points(tmp_path):
+    result = processing.run("otbtf:patchesextraction", {
+        "SOURCE1": str(RGB), "PATCH_SIZE1": 8, "VECTOR": str(POINTS),
+        "OUTPUT1": str(tmp_path / "p.tif"),
+    })
+    assert result["ACCEPTED"] == 6 and "OUTPUT_LABELS" not in result
+    with pytest.raises(QgsProcessingException, match="larger than the raster"):
+        processing.run("otbtf:patchesextraction", {
+            "SOURCE1": str(RGB), "PATCH_SIZE1": 5000, "VECTOR": str(POINTS),
+            "OUTPUT1": str(tmp_path / "q.tif"),
+        })
+    assert not (tmp_path / "q.tif").exists()

@@ -1,0 +1,258 @@
+"""Patches extraction: one patch per point and per source, into patches images.
+
+For each point and each source, the patch is centred on the source pixel that
+contains the point (API.md rule: ``c - P // 2 .. c - P // 2 + P - 1``), so
+sources of different resolutions give patches of the same ground when their
+patch sizes are in the ratio of their pixel sizes. A point is kept only if its
+patch lies entirely inside every source and holds no nodata value of its
+source (in any band); rejections are counted per reason.
+
+Reads are grouped by raster block of the patch centres: each group is one
+windowed read, whatever the number of points. Patches go to a temporary
+array on disk beside the outputs, then to the patches images in point order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.warp import transform_bounds
+
+from .errors import InputError
+from .grid import Window, patch_start
+from .patches_image import TAG_CLASS_CODES, PatchesWriter
+from .progress import NullProgress, Progress, check_cancelled
+from .raster import atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster
+from .vector import read_features, transform_xy
+
+GROUP_PX = 512  # patch centres are grouped by blocks of this many pixels for reading
+WRITE_CHUNK = 256  # patches per write
+
+
+@dataclass
+class PatchSource:
+    """A raster to cut patches from, with the patch size for it (pixels)."""
+
+    path: str | Path
+    patch_width: int
+    patch_height: int | None = None
+    nodata: float | None = None  # overrides the raster's own nodata value
+
+    @property
+    def height(self) -> int:
+        return self.patch_height or self.patch_width
+
+
+@dataclass
+class Extraction:
+    """What was extracted, and why the other points were not."""
+
+    outputs: list[Path]
+    labels: Path | None
+    candidates: int
+    accepted: int
+    rejected: dict[str, int]
+    fids: np.ndarray  # of the accepted points, in patch order
+    codes: np.ndarray
+    x: np.ndarray  # accepted points, in the first source's CRS
+    y: np.ndarray
+    class_names: dict[int, str]
+    string_classes: bool
+    field: str
+    crs_wkt: str | None
+    messages: list[str] = field(default_factory=list)
+
+
+def _describe_bounds(bounds) -> str:
+    xmin, ymin, xmax, ymax = bounds
+    return f"x {xmin:.2f} .. {xmax:.2f}, y {ymin:.2f} .. {ymax:.2f}"
+
+
+def _check_overlap(datasets) -> None:
+    """All sources must overlap (compared in the first source's CRS)."""
+    reference = datasets[0]
+    boxes = [reference.bounds]
+    for ds in datasets[1:]:
+        boxes.append(transform_bounds(ds.crs, reference.crs, *ds.bounds) if ds.crs and reference.crs
+                     and ds.crs != reference.crs else ds.bounds)
+    xmin, ymin = max(b[0] for b in boxes), max(b[1] for b in boxes)
+    xmax, ymax = min(b[2] for b in boxes), min(b[3] for b in boxes)
+    if xmin >= xmax or ymin >= ymax:
+        described = "; ".join(f"source {i} covers {_describe_bounds(b)}" for i, b in enumerate(boxes, 1))
+        raise InputError(f"the sources do not overlap ({described}, in the CRS of source 1)")
+
+
+def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path], field_name: str | None = None,
+                    labels_output: str | Path | None = None, layer: str | None = None,
+                    group_px: int = GROUP_PX, progress: Progress | None = None) -> Extraction:
+    """Extract one patch per point and per source (see module doc)."""
+    progress = progress or NullProgress()
+    if not sources:
+        raise InputError("no source raster given")
+    if len(outputs) != len(sources):
+        raise InputError(f"{len(sources)} sources but {len(outputs)} outputs: give one output per source")
+    for i, src in enumerate(sources, 1):
+        if src.patch_width < 1 or src.height < 1:
+            raise InputError(f"source {i}: patch size {src.patch_width} x {src.height} must be at least 1 x 1")
+    if labels_output and not field_name:
+        raise InputError("a labels image needs a class field (FIELD)")
+    outputs = [Path(p) for p in outputs]
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        _check_overlap(datasets)
+        grids = [grid_of(ds) for ds in datasets]
+        for i, (src, grid) in enumerate(zip(sources, grids, strict=True), 1):
+            if src.patch_width > grid.width or src.height > grid.height:
+                raise InputError(
+                    f"source {i}: patch size {src.patch_width} x {src.height} px is larger than the "
+                    f"raster ({grid.width} x {grid.height} px); use at most {min(grid.width, grid.height)}"
+                )
+        feats = read_features(vector, field_name, None, layer)
+        kinds = {g.geom_type for g in feats.geometries}
+        if kinds - {"Point", "MultiPoint"}:
+            raise InputError(
+                f"VECTOR must hold points, not {', '.join(sorted(kinds - {'Point', 'MultiPoint'}))}; "
+                "make points from polygons with otbtf:sampleselection first"
+            )
+        part_feature = np.array([i for i, g in enumerate(feats.geometries)
+                                 for _ in getattr(g, "geoms", [g])], dtype=np.int64)
+        px = np.array([p.x for g in feats.geometries for p in getattr(g, "geoms", [g])], dtype=float)
+        py = np.array([p.y for g in feats.geometries for p in getattr(g, "geoms", [g])], dtype=float)
+        n = len(px)
+        if n == 0:
+            raise InputError(f"the vector {str(vector)!r} has no point"
+                             + (f" with a class in field {field_name!r}" if field_name else ""))
+        rejected: dict[str, int] = {}
+        alive = np.ones(n, dtype=bool)
+        starts = []  # per source: (col0, row0) of every point's patch
+        for i, (src, ds, grid) in enumerate(zip(sources, datasets, grids, strict=True), 1):
+            x, y = transform_xy(px, py, feats.crs_wkt, crs_wkt(ds))
+            col, row = grid.pixel_of(x, y)
+            col0, row0 = patch_start(col, src.patch_width), patch_start(row, src.height)
+            inside = (col0 >= 0) & (row0 >= 0) & (col0 + src.patch_width <= grid.width) \
+                & (row0 + src.height <= grid.height)
+            outside = alive & ~inside
+            if outside.any():
+                rejected[f"patch not entirely inside source {i}"] = int(outside.sum())
+            alive &= inside
+            starts.append((col0, row0))
+
+        slots = np.flatnonzero(alive)  # candidate points still possible, in input order
+        tmpdir = Path(tempfile.mkdtemp(prefix=".otbtf-extraction-", dir=outputs[0].parent))
+        stack.callback(shutil.rmtree, tmpdir, True)
+        buffers = []
+        groups_total = 0
+        plans = []
+        for src, (col0, row0) in zip(sources, starts, strict=True):
+            key_col, key_row = (col0[slots] + src.patch_width // 2) // group_px, \
+                (row0[slots] + src.height // 2) // group_px
+            order = np.lexsort((key_col, key_row))
+            keys = np.stack([key_row[order], key_col[order]], axis=1)
+            bounds = np.flatnonzero(np.any(np.diff(keys, axis=0) != 0, axis=1)) + 1 if len(keys) else []
+            plans.append(np.split(order, bounds) if len(keys) else [])
+            groups_total += len(plans[-1])
+        done = 0
+        nodata_hit = np.zeros(n, dtype=bool)
+        for i, (src, ds, (col0, row0), plan) in enumerate(zip(sources, datasets, starts, plans, strict=True), 1):
+            shape = (len(slots), ds.count, src.height, src.patch_width)
+            buffer = np.lib.format.open_memmap(tmpdir / f"source{i}.npy", mode="w+",
+                                               dtype=np.dtype(ds.dtypes[0]), shape=shape)
+            buffers.append(buffer)
+            nodata = nodata_values(ds, src.nodata)
+            hits = np.zeros(len(slots), dtype=bool)
+            for members in plan:  # members: positions in `slots`
+                check_cancelled(progress, "patches extraction")
+                c0, r0 = col0[slots[members]], row0[slots[members]]
+                window = Window(int(c0.min()), int(r0.min()), int(c0.max() - c0.min()) + src.patch_width,
+                                int(r0.max() - r0.min()) + src.height)
+                block = ds.read(window=window.to_rasterio())
+                rows = (r0 - window.row_off)[:, None, None] + np.arange(src.height)[None, :, None]
+                cols = (c0 - window.col_off)[:, None, None] + np.arange(src.patch_width)[None, None, :]
+                patches = block[:, rows, cols].transpose(1, 0, 2, 3)  # (m, bands, h, w)
+                buffer[members] = patches
+                if any(v is not None for v in nodata):
+                    bad = invalid_pixels(patches.transpose(1, 0, 2, 3).reshape(ds.count, len(members), -1),
+                                         nodata)
+                    hits[members] = bad.any(axis=1)
+                done += 1
+                progress.step(done, groups_total + 1)
+            newly = hits & ~nodata_hit[slots]
+            if newly.any():
+                rejected[f"nodata in source {i}"] = int(newly.sum())
+            nodata_hit[slots] |= hits
+        keep = ~nodata_hit[slots]  # over slots
+        accepted = slots[keep]
+        if len(accepted) == 0:
+            raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
+
+        finals = []
+        for out in [*outputs, *([Path(labels_output)] if labels_output else [])]:
+            finals.append(stack.enter_context(atomic_output(out)))
+        codes_tag = {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(feats.class_names.items()))} \
+            if feats.string_classes else {}
+        keep_positions = np.flatnonzero(keep)
+        for i, (src, ds, buffer, tmp) in enumerate(zip(sources, datasets, buffers, finals, strict=False), 1):
+            check_cancelled(progress, "patches extraction")
+            writer = PatchesWriter(tmp, len(accepted), src.patch_width, src.height, ds.count, ds.dtypes[0],
+                                   descriptions=list(ds.descriptions),
+                                   tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)})
+            try:
+                for start in range(0, len(keep_positions), WRITE_CHUNK):
+                    writer.write(np.asarray(buffer[keep_positions[start:start + WRITE_CHUNK]]))
+            finally:
+                writer.close()
+        labels_path = None
+        if labels_output:
+            codes = feats.codes[part_feature[accepted]]
+            writer = PatchesWriter(finals[-1], len(accepted), 1, 1, 1, _label_dtype(codes), tags=codes_tag)
+            try:
+                writer.write(codes.reshape(-1, 1, 1, 1))
+            finally:
+                writer.close()
+            labels_path = Path(labels_output)
+        for buffer in buffers:
+            buffer._mmap.close()  # release the temporary files before they are removed
+        progress.step(groups_total + 1, groups_total + 1)
+        x1, y1 = transform_xy(px[accepted], py[accepted], feats.crs_wkt, crs_wkt(datasets[0]))
+        messages = [f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"
+                                                                    for reason, count in rejected.items()]
+        for message in messages:
+            progress.info(message)
+        result = Extraction(
+            outputs=outputs, labels=labels_path, candidates=n, accepted=len(accepted), rejected=rejected,
+            fids=feats.fids[part_feature[accepted]], codes=feats.codes[part_feature[accepted]],
+            x=np.asarray(x1), y=np.asarray(y1), class_names=feats.class_names,
+            string_classes=feats.string_classes, field=field_name or "", crs_wkt=crs_wkt(datasets[0]),
+            messages=messages,
+        )
+    return result
+
+
+def _label_dtype(codes: np.ndarray):
+    if codes.min() >= 0 and codes.max() <= 255:
+        return np.uint8
+    if codes.min() >= -(2 ** 31) and codes.max() < 2 ** 31:
+        return np.int32
+    return np.int64
+
+
+def _nothing_extracted(n, rejected, sources, datasets, px, py, points_wkt) -> str:
+    reasons = "; ".join(f"{count} {reason}" for reason, count in rejected.items())
+    parts = [f"no patch could be extracted from the {n} points ({reasons})"]
+    x, y = transform_xy(px, py, points_wkt, crs_wkt(datasets[0]))
+    parts.append(f"the points lie in {_describe_bounds((x.min(), y.min(), x.max(), y.max()))}")
+    for i, (src, ds) in enumerate(zip(sources, datasets, strict=True), 1):
+        grid = grid_of(ds)
+        before_x, before_y = src.patch_width // 2, src.height // 2
+        parts.append(
+            f"source {i} covers {_describe_bounds(ds.bounds)}; a {src.patch_width} x {src.height} px patch "
+            f"needs its centre at least {before_x} px from the left, {src.patch_width - before_x - 1} px from "
+            f"the right, {before_y} px from the top and {src.height - before_y - 1} px from the bottom edge "
+            f"({abs(grid.res_x) * before_x:g} map units from the left)"
+        )
+    return "; ".join(parts)
