@@ -3,10 +3,11 @@
 
     python3 scripts/demo.py OUTPUT_DIR
 
-Steps that exist so far: class statistics of the land-cover polygons. Each
-later step (sample selection, patches extraction, training, serving) joins
-here when it works. Writes OUTPUT_DIR/class_statistics.csv and a quicklook,
-OUTPUT_DIR/quicklook.png (the scene with the polygons and their counts).
+Steps that exist so far: class statistics of the land-cover polygons, sample
+selection, patches extraction. Training and serving join here when they work.
+Writes into OUTPUT_DIR: class_statistics.csv, samples.gpkg, patches.tif and
+labels.tif (otbtf patches images), quicklook.png (the scene with the polygons
+and their counts) and patches.png (the first extracted patches of each class).
 """
 
 from __future__ import annotations
@@ -111,6 +112,31 @@ def quicklook(path: Path, counts: dict[str, int]) -> None:
     job.renderedImage().save(str(path))
 
 
+def patches_quicklook(path: Path, patches: Path, labels: Path, codes: dict[str, int], per_class: int = 8) -> None:
+    """A mosaic: one row per class, its first patches, contrast-stretched like the scene."""
+    import numpy as np
+    from qgis.PyQt.QtGui import QImage
+
+    sys.path.insert(0, str(ROOT))
+    from otbtf_plugin.patches_image import PatchesImage
+
+    with PatchesImage(patches) as image, PatchesImage(labels) as label_image:
+        values = label_image.read(0, len(label_image)).ravel()
+        rows = []
+        for name, code in sorted(codes.items(), key=lambda item: item[1]):
+            picks = np.flatnonzero(values == code)[:per_class]
+            tiles = [np.pad(image.read(int(k))[0][:, :, ::-1].astype(float), ((1, 1), (1, 1), (0, 0)),
+                            constant_values=np.nan) for k in picks]  # blue, green, red -> RGB
+            rows.append(np.concatenate(tiles, axis=1))
+    mosaic = np.concatenate(rows, axis=0)
+    low = np.nanpercentile(mosaic, 2, axis=(0, 1))  # per band, like QGIS' stretch
+    high = np.nanpercentile(mosaic, 98, axis=(0, 1))
+    rgb = np.nan_to_num(np.clip((mosaic - low) / np.maximum(high - low, 1) * 255, 0, 255), nan=255)
+    rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb.astype(np.uint8), 6, axis=0), 6, axis=1))
+    height, width, _ = rgb.shape
+    QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888).save(str(path))
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1] if len(argv) > 1 else "demo-output").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -127,10 +153,29 @@ def main(argv: list[str]) -> int:
         print(f"    {name:<10} {count:>5} px")
     print(f"    -> {result['OUTPUT']}")
 
+    print("\n[2] otbtf:sampleselection (strategy smallest, periodic sampler)")
+    selection = processing.run("otbtf:sampleselection", {
+        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "STRATEGY": 0, "SAMPLER": 0,
+        "OUTPUT": str(out / "samples.gpkg"),
+    })
+    for name, count in selection["COUNTS"].items():
+        print(f"    {name:<10} {count:>5} samples of {selection['AVAILABLE'][name]}")
+    print(f"    -> {selection['OUTPUT']}")
+
+    print("\n[3] otbtf:patchesextraction (16 x 16 px patches)")
+    patches = processing.run("otbtf:patchesextraction", {
+        "SOURCE1": str(RGB), "PATCH_SIZE1": 16, "VECTOR": selection["OUTPUT"], "FIELD": "name",
+        "OUTPUT1": str(out / "patches.tif"), "OUTPUT_LABELS": str(out / "labels.tif"),
+    })
+    print(f"    {patches['ACCEPTED']} patches, rejected: {patches['REJECTED'] or 'none'}")
+    print(f"    class codes in labels.tif: {patches['CLASS_CODES']}")
+    print(f"    -> {patches['OUTPUT1']}\n    -> {patches['OUTPUT_LABELS']}")
+
     quicklook(out / "quicklook.png", result["COUNTS"])
-    print(f"\nQuicklook: {out / 'quicklook.png'}")
-    print(f"Done in {time.monotonic() - started:.1f} s. Next steps (sample selection, patches "
-          "extraction, training, serving) join this demo as they land.")
+    patches_quicklook(out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]),
+                      patches["CLASS_CODES"])
+    print(f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}")
+    print(f"Done in {time.monotonic() - started:.1f} s. Training and serving join this demo as they land.")
     app.exitQgis()
     return 0
 
