@@ -181,3 +181,24 @@ def iter_blocks(window: Window, block: int) -> Iterator[Window]:
     """Sub-windows of at most ``block x block`` pixels covering ``window`` once."""
     for tile in tiles(window.width, window.height, block):
         yield Window(tile.col_off + window.col_off, tile.row_off + window.row_off, tile.width, tile.height)
+
+
+def grid_positions(size_px: int, patch_px: int, step_px: int) -> int:
+    """How many patches of ``patch_px`` fit along an axis of ``size_px`` pixels when
+    their starts are ``0, step, 2*step, ...``: ``(size - patch) // step + 1`` (0 if
+    the patch is larger than the axis). Example: 100 px, patch 16, step 10 -> 9."""
+    if patch_px < 1 or step_px < 1:
+        raise GridError(f"patch size {patch_px} and grid step {step_px} must be at least 1 pixel")
+    return 0 if size_px < patch_px else (size_px - patch_px) // step_px + 1
+
+
+def position_centre(index, patch_px: int, step_px: int):
+    """Centre pixel of the patch at grid position ``index`` (its start is
+    ``index * step``, so by the patch rule its centre is ``start + patch // 2``)."""
+    return index * step_px + patch_px // 2
+
+
+def overlap_reach(patch_px: int, step_px: int) -> int:
+    """Largest position distance at which two patches still overlap:
+    ``ceil(patch / step) - 1`` (patches at distance d overlap iff ``d * step < patch``)."""
+    return -(-patch_px // step_px) - 1

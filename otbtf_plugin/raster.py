@@ -53,8 +53,8 @@ def invalid_pixels(block: np.ndarray, nodata: list[float | None]) -> np.ndarray:
     return bad
 
 
-class AlignedMask:
-    """A mask raster resampled (nearest) onto a reference grid; > 0 means valid."""
+class AlignedRaster:
+    """A single-band raster (mask, labels) resampled (nearest) onto a reference grid."""
 
     def __init__(self, path: str | Path, reference):
         self.dataset = open_raster(path)
@@ -68,9 +68,12 @@ class AlignedMask:
             width=reference.width, height=reference.height, resampling=Resampling.nearest,
         )
 
-    def read(self, window: Window) -> np.ndarray:
-        values = self.source.read(1, window=window.to_rasterio(), boundless=False)
-        return values > 0
+    def read_values(self, window: Window) -> np.ndarray:
+        return self.source.read(1, window=window.to_rasterio())
+
+    def read_mask(self, window: Window) -> np.ndarray:
+        """True where the value is > 0 (a valid pixel of a mask)."""
+        return self.read_values(window) > 0
 
     def close(self) -> None:
         if self.source is not self.dataset:
@@ -78,14 +81,14 @@ class AlignedMask:
         self.dataset.close()
 
 
-def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: AlignedMask | None) -> np.ndarray:
+def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: AlignedRaster | None) -> np.ndarray:
     """``(rows, cols)`` bool for a window: not nodata in any band, and inside the mask."""
     if all(value is None for value in nodata):
         valid = np.ones((window.height, window.width), dtype=bool)
     else:
         valid = ~invalid_pixels(dataset.read(window=window.to_rasterio()), nodata)
     if mask is not None:
-        valid &= mask.read(window)
+        valid &= mask.read_mask(window)
     return valid
 
 

@@ -21,7 +21,7 @@ from rasterio import features as rio_features
 from .errors import InputError
 from .grid import Grid, Window, intersection, tiles
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import AlignedMask, atomic_output, crs_wkt, grid_of, nodata_values, open_raster, valid_pixels
+from .raster import AlignedRaster, atomic_output, crs_wkt, grid_of, nodata_values, open_raster, valid_pixels
 from .vector import Features, read_features
 
 BLOCK_PX = 1024
@@ -145,7 +145,7 @@ def _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px):
                 + (f" and a class in field {field_name!r}" if field_name else "")
                 + (f" ({', '.join(f'{n} {r}' for r, n in feats.skipped.items())})" if feats.skipped else "")
             )
-        aligned = AlignedMask(mask, dataset) if mask else None
+        aligned = AlignedRaster(mask, dataset) if mask else None
         try:
             yield PixelScan(dataset, feats, nodata_values(dataset, nodata), aligned, block_px)
         finally:

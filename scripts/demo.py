@@ -123,7 +123,7 @@ def patches_quicklook(path: Path, patches: Path, labels: Path, codes: dict[str, 
     with PatchesImage(patches) as image, PatchesImage(labels) as label_image:
         values = label_image.read(0, len(label_image)).ravel()
         rows = []
-        for name, code in sorted(codes.items(), key=lambda item: item[1]):
+        for _name, code in sorted(codes.items(), key=lambda item: item[1]):
             picks = np.flatnonzero(values == code)[:per_class]
             tiles = [np.pad(image.read(int(k))[0][:, :, ::-1].astype(float), ((1, 1), (1, 1), (0, 0)),
                             constant_values=np.nan) for k in picks]  # blue, green, red -> RGB

@@ -3,6 +3,7 @@ once it works end to end (no stubs)."""
 
 from .classstatistics import PolygonClassStatistics
 from .patchesextraction import PatchesExtraction
+from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
 
-ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesExtraction]
+ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction]

@@ -137,3 +137,26 @@ def test_window_transform_origin_is_the_window_corner(c, r, w, h):
     assert (a, b, d, e) == (30.0, 0.0, 0.0, -30.0)
     assert (x, y) == LANDSAT_GRID.to_map(c, r)
     assert LANDSAT_GRID.sub_grid(win).to_map(0, 0) == (x, y)
+
+
+def test_grid_positions_hand_checked():
+    from otbtf_plugin.grid import grid_positions, overlap_reach, position_centre
+
+    assert grid_positions(100, 16, 10) == 9  # starts 0, 10, ..., 80 (80 + 16 <= 100)
+    assert grid_positions(16, 16, 5) == 1
+    assert grid_positions(15, 16, 5) == 0
+    assert position_centre(3, 16, 10) == 38  # start 30, 8 pixels before the centre
+    assert overlap_reach(16, 16) == 0 and overlap_reach(16, 8) == 1 and overlap_reach(64, 20) == 3
+
+
+@given(size=st.integers(1, 300), patch=st.integers(1, 64), step=st.integers(1, 64))
+def test_grid_positions_fit_and_are_maximal(size, patch, step):
+    from otbtf_plugin.grid import grid_positions, overlap_reach, patch_window, position_centre
+
+    n = grid_positions(size, patch, step)
+    for i in range(n):
+        win = patch_window(position_centre(i, patch, step), 0, patch)
+        assert win.col_off == i * step and win.col_end <= size
+    assert n * step + patch > size  # one more would not fit
+    d = overlap_reach(patch, step)
+    assert d * step < patch <= (d + 1) * step

@@ -115,3 +115,18 @@ def test_patches_extraction_without_field_and_bad_points(tmp_path):
             "OUTPUT1": str(tmp_path / "q.tif"),
         })
     assert not (tmp_path / "q.tif").exists()
+
+
+def test_patches_selection_sets(tmp_path):
+    b2 = RGB.parent / "LC08_224077_20200518_B2_30m_crop.tif"
+    result = processing.run("otbtf:patchesselection", {
+        "INPUT": str(b2), "PATCH_SIZE": 32, "GRID_STEP": 32, "STRATEGY": 0, "CELL": 1,
+        "TRAIN_FRACTION": 0.6, "VALID_FRACTION": 0.2, "TEST_FRACTION": 0.2,
+        "OUTPUT_TRAIN": str(tmp_path / "train.gpkg"), "OUTPUT_VALID": str(tmp_path / "valid.gpkg"),
+        "OUTPUT_TEST": str(tmp_path / "test.gpkg"),
+    })
+    assert result["COUNTS"] == {"train": 86, "valid": 29, "test": 29}
+    for name, n in result["COUNTS"].items():
+        layer = QgsVectorLayer(result[f"OUTPUT_{name.upper()}"], name, "ogr")
+        assert layer.featureCount() == n
+        assert layer.crs().authid() == "EPSG:32621"

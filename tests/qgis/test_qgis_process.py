@@ -24,7 +24,8 @@ def test_list_shows_the_provider(installed_profile):
     out = run_qgis_process(installed_profile, "list")
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
-    for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesextraction"):
+    for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesselection",
+                      "otbtf:patchesextraction"):
         assert algorithm in out.stdout
 
 
