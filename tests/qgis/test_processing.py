@@ -130,3 +130,23 @@ def test_patches_selection_sets(tmp_path):
         layer = QgsVectorLayer(result[f"OUTPUT_{name.upper()}"], name, "ogr")
         assert layer.featureCount() == n
         assert layer.crs().authid() == "EPSG:32621"
+
+
+def test_the_example_graphical_model_runs(tmp_path):
+    """resources/models/sampling_and_patches.model3, as a user opens it in the modeler."""
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    from common import ROOT
+
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(ROOT / "resources" / "models" / "sampling_and_patches.model3"))
+    ok, errors = model.validate()
+    assert ok, errors
+    result = processing.run(model, {
+        "image": str(RGB), "ground_truth": str(POLYGONS), "class_field": "name", "patch_size": 16,
+        "select:samples": str(tmp_path / "samples.gpkg"),
+        "extract:patches": str(tmp_path / "patches.tif"), "extract:labels": str(tmp_path / "labels.tif"),
+    })
+    patches = QgsRasterLayer(result["extract:patches"], "patches")
+    assert (patches.width(), patches.height()) == (16, 16 * 4 * 81)
+    assert QgsVectorLayer(result["select:samples"], "s", "ogr").featureCount() == 4 * 81

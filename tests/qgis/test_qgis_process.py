@@ -57,3 +57,18 @@ def test_the_zip_installs_in_a_fresh_profile(tmp_path):
     out = run_qgis_process(config_root, "list")
     assert out.returncode == 0, out.stderr
     assert "otbtf:polygonclassstatistics" in out.stdout
+
+
+def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_path):
+    model = ROOT / "resources" / "models" / "sampling_and_patches.model3"
+    out = run_qgis_process(installed_profile, "run", str(model), "--json", f"--image={RGB}",
+                           f"--ground_truth={POLYGONS}", "--class_field=name", "--patch_size=8",
+                           f"--select:samples={tmp_path / 's.gpkg'}", f"--extract:patches={tmp_path / 'p.tif'}",
+                           f"--extract:labels={tmp_path / 'y.tif'}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "p.tif").is_file() and (tmp_path / "y.tif").is_file()
+    out = run_qgis_process(installed_profile, "run", "otbtf:patchesextraction", "--json", f"--SOURCE1={RGB}",
+                           "--PATCH_SIZE1=16", f"--VECTOR={tmp_path / 's.gpkg'}", "--FIELD=name",
+                           f"--OUTPUT1={tmp_path / 'p16.tif'}", f"--OUTPUT_LABELS={tmp_path / 'y16.tif'}")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["results"]["ACCEPTED"] == 4 * 81
