@@ -113,16 +113,13 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
                     f"raster ({grid.width} x {grid.height} px); use at most {min(grid.width, grid.height)}"
                 )
         feats = read_features(vector, field_name, None, layer)
-        kinds = {g.geom_type for g in feats.geometries}
-        if kinds - {"Point", "MultiPoint"}:
+        others = feats.geometry_types() - {"Point"}
+        if others:
             raise InputError(
-                f"VECTOR must hold points, not {', '.join(sorted(kinds - {'Point', 'MultiPoint'}))}; "
+                f"VECTOR must hold points, not {', '.join(sorted(others))}; "
                 "make points from polygons with otbtf:sampleselection first"
             )
-        part_feature = np.array([i for i, g in enumerate(feats.geometries)
-                                 for _ in getattr(g, "geoms", [g])], dtype=np.int64)
-        px = np.array([p.x for g in feats.geometries for p in getattr(g, "geoms", [g])], dtype=float)
-        py = np.array([p.y for g in feats.geometries for p in getattr(g, "geoms", [g])], dtype=float)
+        part_feature, px, py = feats.point_feature, feats.point_x, feats.point_y
         n = len(px)
         if n == 0:
             raise InputError(f"the vector {str(vector)!r} has no point"

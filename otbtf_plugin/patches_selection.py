@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from osgeo import ogr, osr
 
 from .errors import InputError
 from .grid import Window, grid_positions, overlap_reach, position_centre, tiles
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import AlignedRaster, atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster
+from .raster import AlignedRaster, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster
 from .selection import choose_ranks
+from .vector import write_points
 
 STRATEGIES = ("split", "chessboard", "all", "balanced")
 SET_NAMES = ("train", "valid", "test")
@@ -65,26 +65,7 @@ class PatchesSelection:
 
     def write_gpkg(self, set_name: str, path: str | Path) -> Path:
         x, y = self.points(set_name)
-        with atomic_output(path) as tmp:
-            ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
-            srs = None
-            if self.crs_wkt:
-                srs = osr.SpatialReference()
-                srs.ImportFromWkt(self.crs_wkt)
-            layer = ds.CreateLayer(set_name, srs, ogr.wkbPoint)
-            layer.CreateField(ogr.FieldDefn("set", ogr.OFTString))
-            layer.StartTransaction()
-            for px, py in zip(x.tolist(), y.tolist(), strict=True):
-                feature = ogr.Feature(layer.GetLayerDefn())
-                feature.SetField(0, set_name)
-                point = ogr.Geometry(ogr.wkbPoint)
-                point.AddPoint_2D(px, py)
-                feature.SetGeometry(point)
-                layer.CreateFeature(feature)
-            layer.CommitTransaction()
-            ds = None
-        return Path(path)
-
+        return write_points(path, set_name, self.crs_wkt, x, y, {"set": ([set_name] * len(x), "String")})
 
 def _window_sums(values: np.ndarray, patch: int, step: int, ny: int, nx: int) -> np.ndarray:
     """Sum of ``values`` over each patch whose start is ``(j*step, i*step)`` (summed-area table)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio import features as rio_features
 
@@ -54,10 +55,9 @@ def _feature_windows(grid: Grid, feats: Features) -> tuple[np.ndarray, np.ndarra
     """Per feature: ``[col0, row0, col1, row1]`` of the pixels it may count
     (empty when outside the grid), and whether it is a point."""
     boxes = np.zeros((len(feats), 4), dtype=np.int64)
-    is_point = np.zeros(len(feats), dtype=bool)
+    is_point = feats.is_point
     for i, geom in enumerate(feats.geometries):
-        if geom.geom_type in ("Point", "MultiPoint"):
-            is_point[i] = True
+        if geom is None:
             continue
         win = grid.window_of_bounds(*geom.bounds)
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
@@ -82,17 +82,8 @@ class PixelScan:
         self.grid = grid_of(dataset)
         self.blocks = tiles(self.grid.width, self.grid.height, block_px)
         self.boxes, is_point = _feature_windows(self.grid, feats)
-        index, cols, rows = [], [], []
-        for i in np.flatnonzero(is_point):
-            geom = feats.geometries[i]
-            parts = getattr(geom, "geoms", [geom])
-            c, r = self.grid.pixel_of([p.x for p in parts], [p.y for p in parts])
-            index.extend([i] * len(parts))
-            cols.extend(c.tolist())
-            rows.extend(r.tolist())
-        self.point_index = np.asarray(index, dtype=np.int64)
-        self.point_col = np.asarray(cols, dtype=np.int64)
-        self.point_row = np.asarray(rows, dtype=np.int64)
+        self.point_index = feats.point_feature
+        self.point_col, self.point_row = self.grid.pixel_of(feats.point_x, feats.point_y)
         self.areal = ~is_point & (self.boxes[:, 2] > self.boxes[:, 0]) & (self.boxes[:, 3] > self.boxes[:, 1])
         #: features with at least one pixel position inside the raster
         self.inside = self.areal.copy()
@@ -101,6 +92,10 @@ class PixelScan:
     def scan(self, progress: Progress, what: str):
         """Yield ``(feature_index, cols, rows, part)`` int64 arrays per block; ``part``
         is the point part's index in :attr:`point_index` (-1 for areal pixels)."""
+        with rasterio.Env():  # one GDAL environment for the whole scan, not one per rasterize call
+            yield from self._scan(progress, what)
+
+    def _scan(self, progress: Progress, what: str):
         boxes, grid = self.boxes, self.grid
         for done, blk in enumerate(self.blocks, 1):
             check_cancelled(progress, what)

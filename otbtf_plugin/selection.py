@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from osgeo import ogr, osr
 
 from .errors import InputError
 from .progress import NullProgress, Progress, ScaledProgress
-from .raster import atomic_output, crs_wkt
+from .raster import crs_wkt
 from .sampling import BLOCK_PX, ClassStatistics, PixelScan, _open_inputs, _statistics_from
+from .vector import write_points
 
 STRATEGIES = ("smallest", "constant", "percent", "total", "all")
 SAMPLERS = ("periodic", "random")
@@ -141,32 +141,12 @@ class Samples:
 
     def write_gpkg(self, path: str | Path, layer: str = "samples") -> Path:
         """Points at pixel centres with the class field and ``originfid``."""
-        with atomic_output(path) as tmp:
-            ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
-            srs = None
-            if self.crs_wkt:
-                srs = osr.SpatialReference()
-                srs.ImportFromWkt(self.crs_wkt)
-            lyr = ds.CreateLayer(layer, srs, ogr.wkbPoint)
-            lyr.CreateField(ogr.FieldDefn(self.field, ogr.OFTString if self.string_classes else ogr.OFTInteger64))
-            lyr.CreateField(ogr.FieldDefn("originfid", ogr.OFTInteger64))
-            if self.string_classes:
-                lyr.SetMetadataItem("OTBTF_CLASS_CODES", ";".join(
-                    f"{name}={code}" for code, name in sorted(self.class_names.items())))
-            definition = lyr.GetLayerDefn()
-            lyr.StartTransaction()
-            for value, fid, x, y in zip(self.class_values(), self.fids, self.x, self.y, strict=True):
-                feature = ogr.Feature(definition)
-                feature.SetField(0, value)
-                feature.SetField(1, int(fid))
-                point = ogr.Geometry(ogr.wkbPoint)
-                point.AddPoint_2D(float(x), float(y))
-                feature.SetGeometry(point)
-                lyr.CreateFeature(feature)
-            lyr.CommitTransaction()
-            ds = None  # close before the rename
-        return Path(path)
-
+        codes = ";".join(f"{name}={code}" for code, name in sorted(self.class_names.items()))
+        metadata = {"OTBTF_CLASS_CODES": codes} if self.string_classes else None
+        return write_points(path, layer, self.crs_wkt, self.x, self.y, {
+            self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
+            "originfid": (self.fids.tolist(), "Integer64"),
+        }, metadata)
 
 class _CanonicalRanks:
     """Rank of each covered pixel within its class, in an order that does not

@@ -7,15 +7,19 @@ stable integer code (its rank among the sorted class names, from 1).
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import shapely.wkb
-from osgeo import ogr, osr
+from osgeo import gdal, ogr, osr
 from shapely.validation import make_valid
 
 from .errors import InputError
+from .raster import atomic_output
 
 ogr.UseExceptions()
 osr.UseExceptions()
@@ -27,15 +31,26 @@ class Features:
 
     fids: np.ndarray  # int64, the layer's own feature ids
     codes: np.ndarray  # int64 class code of each feature
-    geometries: list  # shapely geometries, in the raster's CRS
+    geometries: list  # shapely geometry of each areal/linear feature; None for point features
     class_names: dict[int, str]  # code -> class as written in the layer
     field: str
     string_classes: bool
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     crs_wkt: str | None = None  # CRS of the geometries (None: unknown)
+    # Point and multi-point features, as flat arrays of their parts (no shapely: fast).
+    point_feature: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # part -> feature index
+    point_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    point_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.fids)
+
+    @property
+    def is_point(self) -> np.ndarray:
+        return np.array([g is None for g in self.geometries], dtype=bool)
+
+    def geometry_types(self) -> set[str]:
+        return {"Point" if g is None else g.geom_type for g in self.geometries}
 
 
 def open_layer(path: str | Path, layer: str | None = None):
@@ -113,6 +128,8 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     source_srs = lyr.GetSpatialRef()
     geometries_wkt = raster_wkt or (source_srs.ExportToWkt() if source_srs is not None else None)
     fids, raw_classes, geometries = [], [], []
+    part_feature: list[int] = []
+    part_xy: list[tuple[float, float]] = []
     skipped = {"no geometry": 0, "NULL class": 0, "cannot be reprojected": 0}
     lyr.ResetReading()
     for feature in lyr:
@@ -123,16 +140,27 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
         if field_index >= 0 and not feature.IsFieldSetAndNotNull(field_index):
             skipped["NULL class"] += 1
             continue
-        geom = geom.Clone()
-        if transform is not None:
-            try:
-                geom.Transform(transform)
-            except RuntimeError:
-                skipped["cannot be reprojected"] += 1
-                continue
-        shape = shapely.wkb.loads(bytes(geom.ExportToIsoWkb()))
-        if not shape.is_valid:
-            shape = make_valid(shape)
+        kind = ogr.GT_Flatten(geom.GetGeometryType())
+        if kind == ogr.wkbPoint:
+            parts = [(geom.GetX(), geom.GetY())]
+        elif kind == ogr.wkbMultiPoint:
+            parts = [(geom.GetGeometryRef(k).GetX(), geom.GetGeometryRef(k).GetY())
+                     for k in range(geom.GetGeometryCount())]
+        else:
+            parts = None
+            geom = geom.Clone()
+            if transform is not None:
+                try:
+                    geom.Transform(transform)
+                except RuntimeError:
+                    skipped["cannot be reprojected"] += 1
+                    continue
+            shape = shapely.wkb.loads(bytes(geom.ExportToIsoWkb()))
+            if not shape.is_valid:
+                shape = make_valid(shape)
+        if parts is not None:
+            part_feature.extend([len(fids)] * len(parts))
+            part_xy.extend(parts)
         fids.append(feature.GetFID())
         if field_index >= 0:
             raw_classes.append(
@@ -141,7 +169,22 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             )
         else:
             raw_classes.append(0)
-        geometries.append(shape)
+        geometries.append(None if parts is not None else shape)
+    xy = np.asarray(part_xy, dtype=float).reshape(-1, 2)
+    point_feature = np.asarray(part_feature, dtype=np.int64)
+    if transform is not None and len(xy):
+        xy, ok = _transform_points(transform, xy)
+        if not ok.all():  # drop the features with a part that cannot be reprojected
+            bad = np.zeros(len(fids), dtype=bool)
+            bad[point_feature[~ok]] = True
+            skipped["cannot be reprojected"] += int(bad.sum())
+            keep = ~bad
+            renumber = np.cumsum(keep) - 1
+            part_keep = keep[point_feature]
+            xy, point_feature = xy[part_keep], renumber[point_feature[part_keep]]
+            fids = [f for f, k in zip(fids, keep, strict=True) if k]
+            raw_classes = [c for c, k in zip(raw_classes, keep, strict=True) if k]
+            geometries = [g for g, k in zip(geometries, keep, strict=True) if k]
     del dataset
     if string_classes:
         names = sorted(set(raw_classes))
@@ -160,7 +203,22 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
         string_classes=string_classes,
         skipped={k: v for k, v in skipped.items() if v},
         crs_wkt=geometries_wkt,
+        point_feature=point_feature,
+        point_x=xy[:, 0].copy(),
+        point_y=xy[:, 1].copy(),
     )
+
+
+def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Transform ``(n, 2)`` coordinates in bulk; also says which succeeded."""
+    try:
+        out = np.asarray(transform.TransformPoints(xy.tolist()), dtype=float)[:, :2]
+    except RuntimeError:  # some point failed: one by one, to find which
+        out = np.full_like(xy, np.inf)
+        for k, (x, y) in enumerate(xy.tolist()):
+            with contextlib.suppress(RuntimeError):
+                out[k] = transform.TransformPoint(x, y)[:2]
+    return out, np.isfinite(out).all(axis=1)
 
 
 def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wkt: str | None
@@ -179,3 +237,46 @@ def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wk
     transform = osr.CoordinateTransformation(source, target)
     out = np.asarray(transform.TransformPoints(np.column_stack([x, y]).tolist()), dtype=float)
     return out[:, 0], out[:, 1]
+
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".sqlite": "SQLite", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON",
+                  ".fgb": "FlatGeobuf", ".csv": "CSV"}
+
+
+def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.ndarray, y: np.ndarray,
+                 fields: dict[str, tuple[list, str]], metadata: dict[str, str] | None = None) -> Path:
+    """Write points and their attributes to a new vector file, atomically; the
+    format follows the suffix (GeoPackage, SQLite, Shapefile, GeoJSON, FlatGeobuf).
+
+    ``fields`` maps a name to ``(values, type)`` with type ``"String"`` or
+    ``"Integer64"``. The rows go through a CSV that GDAL converts in C++: no
+    Python loop over features.
+    """
+    path = Path(path)
+    driver = VECTOR_DRIVERS.get(path.suffix.lower())
+    if driver is None:
+        raise InputError(f"cannot write points to {path.name!r}: use one of {', '.join(VECTOR_DRIVERS)}")
+    names = list(fields)
+    with tempfile.TemporaryDirectory(prefix=".otbtf-points-", dir=path.parent) as tmp:
+        table = Path(tmp) / "points.csv"
+        with open(table, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["x", "y", *names])
+            writer.writerows(zip(np.asarray(x).tolist(), np.asarray(y).tolist(),
+                                 *(list(values) for values, _ in fields.values()), strict=True))
+        (Path(tmp) / "points.csvt").write_text(",".join(["Real", "Real", *(t for _, t in fields.values())]))
+        with atomic_output(path) as partial:
+            options = gdal.VectorTranslateOptions(
+                format=driver, layerName=layer_name, dstSRS=crs_wkt, srcSRS=crs_wkt,
+                selectFields=names or None, geometryType="POINT",
+            )
+            source = gdal.OpenEx(str(table), gdal.OF_VECTOR,
+                                 open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"])
+            result = gdal.VectorTranslate(str(partial), source, options=options)
+            if result is None:
+                raise InputError(f"could not write {path}")
+            if metadata:
+                result.GetLayer(0).SetMetadata(metadata)
+            result = None
+            source = None
+    return path
