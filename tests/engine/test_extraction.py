@@ -210,3 +210,21 @@ def test_cancel_leaves_nothing(tmp_path, samples_all):
         extract_patches([PatchSource(RGB, 16)], samples_all, [out / "p.tif"], "name",
                         labels_output=out / "y.tif", group_px=64, progress=CancelSoon())
     assert list(out.iterdir()) == []
+
+
+def test_reads_are_grouped_by_block_not_by_point(tmp_path, samples_all, monkeypatch):
+    """683 points over an 800 x 1140 px raster: one windowed read per 512 px block
+    holding patch centres (at most 2 x 3 = 6), not one per point."""
+    import rasterio.io
+
+    calls = []
+    original = rasterio.io.DatasetReader.read
+
+    def counting_read(self, *args, **kwargs):
+        calls.append(kwargs.get("window"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", counting_read)
+    result = extract_patches([PatchSource(RGB, 16)], samples_all, [tmp_path / "p.tif"], group_px=512)
+    assert result.accepted == 683
+    assert 1 <= len(calls) <= 6
