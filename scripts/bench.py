@@ -207,7 +207,25 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
     ]
 
 
-BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline}
+def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """The same 4 polygons (683 samples) on the 800 x 1140 crop and on the 8000 x 9120
+    mosaic: peak memory must not grow with the raster."""
+    small_vrt, _, small = mosaic(out, 1, 1)
+    large_vrt, _, large = mosaic(out, 10, 8)
+
+    def run(image):
+        (out / "ours_samples.sqlite").unlink(missing_ok=True)
+        code = OURS_PIPELINE.format(root=str(ROOT), image=str(image), vector=str(POLYGONS), out=str(out), patch=16)
+        return timed([PY, "-c", code])
+
+    a = best([run(small_vrt) for _ in range(repeat)])
+    b = best([run(large_vrt) for _ in range(repeat)])
+    return [(f"sampling pipeline peak RSS, {large[0]}x{large[1]} / {small[0]}x{small[1]} px, same 683 samples",
+             f"{b.peak_mib / a.peak_mib:.2f}", f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1")]
+
+
+BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
+           "memory_vs_raster_size": bench_memory_vs_raster_size}
 
 
 def main(argv: list[str] | None = None) -> int:
