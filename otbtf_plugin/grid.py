@@ -202,3 +202,109 @@ def overlap_reach(patch_px: int, step_px: int) -> int:
     """Largest position distance at which two patches still overlap:
     ``ceil(patch / step) - 1`` (patches at distance d overlap iff ``d * step < patch``)."""
     return -(-patch_px // step_px) - 1
+
+
+# -- Serving geometry ------------------------------------------------------------------
+#
+# A model maps an input block of ``rfield`` pixels (receptive field, in pixels of the
+# reference source, i.e. source 1) to ``efield`` output pixels (expression field),
+# each output pixel ``scale`` reference pixels wide (spacing scale: 2 for a model that
+# halves the resolution). Patch-based models have ``efield = 1``.
+#
+# Output pixel ``i`` covers reference pixels ``a + i*scale .. a + i*scale + scale - 1``,
+# where ``a`` is the output grid's offset (reference pixels). Its input starts
+# ``floor(rfield/2) - floor(efield*scale/2)`` reference pixels before its block, so that
+# centres coincide (API.md). Worked example, single resolution, scale 1: a patch-based
+# model with rfield 16 serves output pixel i from the patch starting 8 pixels before
+# reference pixel a + i, where a = 8 (the first pixel whose patch fits); a 100 px wide
+# source gives 100 - 16 + 1 = 85 output pixels, the output origin 8 pixels right of the
+# source's. An FCN with rfield 64 and efield 32: inputs start 32 - 16 = 16 pixels before
+# their output block; the output is 100 - (64 - 32) = 68 pixels wide, 16 pixels in.
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """Receptive field, expression field and spacing scale of a model (see above)."""
+
+    rfield: int
+    efield: int = 1
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rfield < 1 or self.efield < 1 or self.scale < 1:
+            raise GridError(f"receptive field {self.rfield}, expression field {self.efield} and spacing "
+                            f"scale {self.scale} must all be at least 1")
+        if self.efield * self.scale > self.rfield:
+            raise GridError(
+                f"expression field {self.efield} x spacing scale {self.scale} = {self.efield * self.scale} px "
+                f"exceeds the receptive field {self.rfield} px; use an expression field of at most "
+                f"{self.rfield // self.scale}"
+            )
+
+    @property
+    def context(self) -> int:
+        """Input pixels beyond the block's own: ``rfield - efield * scale``."""
+        return self.rfield - self.efield * self.scale
+
+    @property
+    def before(self) -> int:
+        """Input pixels before the output block (centres coincide)."""
+        return self.rfield // 2 - (self.efield * self.scale) // 2
+
+    @property
+    def after(self) -> int:
+        return self.context - self.before
+
+
+def margins_px(rfield: int, efield: int, scale: int = 1) -> tuple[int, int]:
+    """``(before, after)``: input pixels before and after an output block."""
+    geometry = ModelGeometry(rfield, efield, scale)
+    return geometry.before, geometry.after
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Where the reference grid lies in a source's pixels, along one axis:
+    reference pixel ``p`` starts at source pixel ``offset + p * ratio``."""
+
+    offset: float  # source pixels
+    ratio: float  # source pixels per reference pixel (0.5 for a 60 m source over 30 m)
+
+    @classmethod
+    def between(cls, reference_origin: float, reference_res: float, source_origin: float,
+                source_res: float) -> AxisMap:
+        return cls((reference_origin - source_origin) / source_res, reference_res / source_res)
+
+
+def patch_starts(out_index, axis: AxisMap, offset_px: int, scale: int, rfield: int):
+    """Patch mode: first source pixel of the patch of each output pixel.
+
+    The patch is centred on the source pixel that contains the output pixel's
+    centre (the extraction rule), so a model serves on the context it was trained on.
+    """
+    centre = axis.offset + (offset_px + np.asarray(out_index) * scale + scale / 2) * axis.ratio
+    return np.floor(centre + 1e-9).astype(np.int64) - rfield // 2
+
+
+def block_starts(out_index, axis: AxisMap, offset_px: int, scale: int, source_rfield: int, source_efield: int):
+    """FCN mode: first source pixel of the input of the block starting at each
+    output index. Raises :class:`GridError` when the grids are not aligned."""
+    start = axis.offset + (offset_px + np.asarray(out_index) * scale) * axis.ratio
+    rounded = np.round(start)
+    if np.any(np.abs(start - rounded) > 1e-6):
+        raise GridError(
+            "the sources' grids are not aligned for fully-convolutional serving: an output block starts "
+            f"at source pixel {float(np.ravel(start)[0]):.3f}; resample the sources on grids whose origins "
+            "differ by whole pixels of the coarser one"
+        )
+    return rounded.astype(np.int64) - (source_rfield // 2 - source_efield // 2)
+
+
+def valid_output_range(count: int, fits) -> tuple[int, int]:
+    """``(first, stop)`` of the longest run of output indices ``0 .. count - 1`` for
+    which ``fits(indices)`` holds (it is monotone on each side for our windows)."""
+    ok = np.asarray(fits(np.arange(count)), dtype=bool)
+    where = np.flatnonzero(ok)
+    if len(where) == 0:
+        return 0, 0
+    return int(where[0]), int(where[-1]) + 1

@@ -160,3 +160,68 @@ def test_grid_positions_fit_and_are_maximal(size, patch, step):
     assert n * step + patch > size  # one more would not fit
     d = overlap_reach(patch, step)
     assert d * step < patch <= (d + 1) * step
+
+
+def test_serving_margins_worked_examples():
+    from otbtf_plugin.grid import ModelGeometry, margins_px
+
+    # Patch-based, rfield 16: 8 before, 7 after (the patch rule).
+    assert margins_px(16, 1) == (8, 7)
+    assert margins_px(5, 1) == (2, 2)
+    # otbtf's tutorial FCN: rfield 64 = efield 32 + 2 x 16.
+    assert margins_px(64, 32) == (16, 16)
+    # Strided: rfield 16, 4 output pixels of 2 input pixels each: 8 - 4 = 4 before.
+    assert margins_px(16, 4, 2) == (4, 4)
+    assert ModelGeometry(16, 4, 2).context == 8
+
+
+def test_efield_larger_than_rfield_says_what_works():
+    from otbtf_plugin.grid import ModelGeometry
+
+    with pytest.raises(GridError, match="use an expression field of at most 8"):
+        ModelGeometry(16, 9, 2)
+
+
+@given(rf=st.integers(1, 256), ef=st.integers(1, 256), s=st.integers(1, 4))
+def test_margins_add_up(rf, ef, s):
+    from hypothesis import assume
+
+    from otbtf_plugin.grid import margins_px
+
+    assume(ef * s <= rf)
+    before, after = margins_px(rf, ef, s)
+    assert before >= 0 and after >= 0 and before + ef * s + after == rf
+
+
+def test_patch_starts_match_the_extraction_rule():
+    from otbtf_plugin.grid import AxisMap, patch_starts
+
+    same = AxisMap.between(0.0, 30.0, 0.0, 30.0)
+    # Output pixel i at offset 8: centre pixel 8 + i, patch starts 8 + i - 8 = i.
+    assert patch_starts(np.arange(3), same, 8, 1, 16).tolist() == [0, 1, 2]
+    # A 60 m source under a 30 m reference (same origin): 30 m pixel p lies in 60 m
+    # pixel p // 2; an 8 px patch starts 4 before it.
+    coarse = AxisMap.between(0.0, 30.0, 0.0, 60.0)
+    assert patch_starts(np.arange(4), coarse, 10, 1, 8).tolist() == [1, 1, 2, 2]
+    # The y axis (negative resolutions) works the same way.
+    y_axis = AxisMap.between(-100.0, -30.0, -100.0, -60.0)
+    assert patch_starts(np.array([0, 1]), y_axis, 10, 1, 8).tolist() == [1, 1]
+
+
+def test_block_starts_and_alignment():
+    from otbtf_plugin.grid import AxisMap, block_starts
+
+    coarse = AxisMap.between(0.0, 30.0, 0.0, 60.0)
+    # Blocks of 4 output px at scale 1 = 2 px of the 60 m source; its rfield 8, efield 2:
+    # starts 4 - 1 = 3 before the block.
+    assert block_starts(np.array([0, 4, 8]), coarse, 16, 1, 8, 2).tolist() == [5, 7, 9]
+    shifted = AxisMap.between(0.0, 30.0, 15.0, 60.0)
+    with pytest.raises(GridError, match="not aligned"):
+        block_starts(np.array([1]), shifted, 16, 1, 8, 2)
+
+
+def test_valid_output_range():
+    from otbtf_plugin.grid import valid_output_range
+
+    assert valid_output_range(10, lambda i: (i >= 2) & (i < 7)) == (2, 7)
+    assert valid_output_range(10, lambda i: i > 20) == (0, 0)

@@ -1,0 +1,165 @@
+"""Loading models to serve, and asking them about their tensors.
+
+Accepted: a TensorFlow SavedModel folder (signature ``serving_default``; otbtf's
+and Keras' ``model.export()`` ones included), a Keras ``.keras`` file (loaded in
+safe mode: a Lambda layer is refused unless ``allow_lambda``), and a model folder
+of ours: a SavedModel plus ``otbtf_model.json`` (written by training), whose
+metadata gives receptive fields, expression field, scale, input names, band
+normalisation and class names, so that nobody has to type them.
+
+TensorFlow is imported on first use, after checking that it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import deps
+from .errors import InputError
+
+METADATA_FILE = "otbtf_model.json"
+
+
+class ModelError(InputError):
+    """A model that cannot be used as asked; the message says what would work."""
+
+
+def tensorflow():
+    """The ``tensorflow`` module, or a :class:`~otbtf_plugin.errors.DependencyError` with the fix."""
+    deps.require()
+    import tensorflow as tf  # deliberately lazy: heavy, and optional at start-up
+
+    return tf
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple  # None for unknown dimensions; batch first
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} [{dims}] {self.dtype}"
+
+
+@dataclass
+class ServedModel:
+    path: Path
+    kind: str  # "savedmodel", "keras"
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    metadata: dict = field(default_factory=dict)
+    _call: object = None
+
+    def input(self, name: str) -> TensorInfo:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise ModelError(f"the model has no input {name!r}; its inputs: "
+                         + ", ".join(t.describe() for t in self.inputs))
+
+    def output(self, name: str) -> TensorInfo:
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise ModelError(f"the model has no output {name!r}; its outputs: "
+                         + ", ".join(t.describe() for t in self.outputs))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model once; ``feeds`` holds every input, by name."""
+        return self._call(feeds)
+
+
+def _spec_info(name: str, spec) -> TensorInfo:
+    shape = tuple(None if d is None else int(d) for d in spec.shape.as_list()) if spec.shape.rank is not None \
+        else (None,)
+    return TensorInfo(name, np.dtype(spec.dtype.as_numpy_dtype).name, shape)
+
+
+def _load_savedmodel(path: Path) -> ServedModel:
+    tf = tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"{path}: not a loadable TensorFlow SavedModel ({err})") from err
+    signatures = getattr(loaded, "signatures", {})
+    if "serving_default" not in signatures:
+        raise ModelError(f"{path}: the SavedModel has no 'serving_default' signature; it has: "
+                         f"{', '.join(signatures) or 'none'}. Export it with one (Keras: model.export(path))")
+    function = signatures["serving_default"]
+    _, kwargs = function.structured_input_signature
+    inputs = [_spec_info(name, spec) for name, spec in kwargs.items()]
+    outputs = [_spec_info(name, spec) for name, spec in function.structured_outputs.items()]
+    input_dtypes = {t.name: t.dtype for t in inputs}
+
+    def call(feeds):
+        result = function(**{name: tf.constant(value, dtype=input_dtypes[name]) for name, value in feeds.items()})
+        return {name: value.numpy() for name, value in result.items()}
+
+    model = ServedModel(path, "savedmodel", inputs, outputs, _call=call)
+    model._keep = loaded  # the concrete function needs its object alive
+    return model
+
+
+def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
+    tensorflow()
+    import keras
+
+    try:
+        model = keras.saving.load_model(str(path), safe_mode=not allow_lambda)
+    except ValueError as err:
+        if "Lambda" in str(err) or "safe_mode" in str(err):
+            raise ModelError(
+                f"{path}: the model holds a Lambda layer, whose Python code would run when loading it; "
+                "this is refused unless you trust the file and allow it (ALLOW_LAMBDA)") from err
+        raise ModelError(f"{path}: not a loadable Keras model ({err})") from err
+    inputs = [TensorInfo(t.name.split(":")[0], np.dtype(t.dtype).name, tuple(t.shape)) for t in model.inputs]
+    structure = model.output
+    if isinstance(structure, dict):  # built with named outputs: the call returns that dict
+        names, tensors = list(structure), list(structure.values())
+    else:
+        tensors = list(structure) if isinstance(structure, (list, tuple)) else [structure]
+        names = list(getattr(model, "output_names", None) or [f"output_{k}" for k in range(len(tensors))])
+    outputs = [TensorInfo(name, np.dtype(t.dtype).name, tuple(t.shape)) for name, t in zip(names, tensors,
+                                                                                         strict=True)]
+    input_names = [t.name for t in inputs]
+
+    def call(feeds):
+        args = [feeds[name] for name in input_names]
+        result = model(args if len(args) > 1 else args[0], training=False)
+        if isinstance(result, dict):
+            return {name: np.asarray(value) for name, value in result.items()}
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return {name: np.asarray(value) for name, value in zip(names, result, strict=True)}
+
+    return ServedModel(path, "keras", inputs, outputs, _call=call)
+
+
+def load_model(path: str | Path, allow_lambda: bool = False) -> ServedModel:
+    """Load a SavedModel folder, a model folder of ours, or a ``.keras`` file."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        return _load_keras(path, allow_lambda)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        model = _load_savedmodel(path)
+    elif path.is_dir() and (path / METADATA_FILE).is_file() and (path / "savedmodel" / "saved_model.pb").is_file():
+        model = _load_savedmodel(path / "savedmodel")
+        model.path = path
+    else:
+        raise ModelError(
+            f"{path} is not a model: give a TensorFlow SavedModel folder (with saved_model.pb), "
+            "a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
+        )
+    metadata_file = path / METADATA_FILE
+    if metadata_file.is_file():
+        try:
+            model.metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ModelError(f"{metadata_file}: not valid JSON ({err})") from err
+    return model

@@ -1,0 +1,745 @@
+"""Serving: apply a model to rasters of any size, streamed tile by tile.
+
+The output grid is the reference source's (source 1) grid, scaled by the spacing
+scale and cropped where the receptive field does not fit (or padded, on request);
+see the worked example in :mod:`otbtf_plugin.grid`. Everything about geometry is
+resolved and checked against the model *before* any pixel is read: a wrong
+receptive field fails at once with the values that would work.
+
+Execution follows the model:
+
+* ``pixels`` (patch-based, expression field 1): each output pixel gets, from each
+  source, the patch centred on the source pixel containing the output pixel's
+  centre, as patches extraction cuts them; patches are batched.
+* ``blocks`` (models with a fixed input size): an ``efield x efield`` output block
+  per ``rfield x rfield`` input, batched.
+* ``regions`` (fully-convolutional models accepting any size): one call per tile
+  on the tile's input region.
+
+A reader thread, the inference loop and a writer thread overlap through bounded
+queues; only the inference loop touches the model. Results never depend on the
+tile or batch size. Tiles whose sources hold only nodata are not computed, and
+output pixels whose centre input pixel is nodata get the background value.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from .errors import InputError
+from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
+from .model import ModelError, ServedModel, load_model
+from .progress import NullProgress, Progress, check_cancelled
+from .raster import atomic_output, grid_of, invalid_pixels, nodata_values, open_raster
+
+PROBE_SIZES = (96, 128)  # input sizes used to measure a fully-convolutional model
+
+
+@dataclass
+class ServeSource:
+    """One input raster and how it feeds the model."""
+
+    path: str | Path
+    rfield: int = 0  # receptive field in this source's pixels (0: from the model)
+    placeholder: str = ""  # model input name ("": from the model)
+    nodata: float | None = None  # overrides the raster's own
+
+
+@dataclass
+class ServeOptions:
+    output_names: list[str] = field(default_factory=list)  # empty: every model output
+    user_placeholders: dict[str, object] = field(default_factory=dict)
+    fully_conv: bool = False
+    efield: int = 0  # 0: from the model
+    scale: int = 0  # 0: from the model (1 if it cannot say)
+    background: float = 0.0
+    pad: bool = False  # cover the whole reference extent (inputs padded with nodata or 0)
+    tile_px: int = 0  # output tile size (0: from the memory budget)
+    batch_size: int = 0  # patches per model call (0: from the memory budget)
+    memory_mb: int = 512
+    allow_lambda: bool = False
+
+
+def parse_user_placeholders(text: str) -> dict[str, object]:
+    """``"dropout=0.1;training=false;w=[0.2,0.5]"`` -> ``{"dropout": 0.1, ...}``."""
+    values: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(";"))):
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            raise InputError(f"user placeholder {item!r} is not of the form name=value (e.g. dropout=0.1)")
+        values[name] = _parse_value(name, raw)
+    return values
+
+
+def _parse_value(name: str, raw: str):
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if raw.startswith("[") and raw.endswith("]"):
+        return [_parse_value(name, part.strip()) for part in raw[1:-1].split(",") if part.strip()]
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        raise InputError(f"user placeholder {name}: {raw!r} is not a number, a boolean (true/false) or a "
+                         "list like [0.2,0.5]") from None
+
+
+def parse_output_names(text: str) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+# -- the plan: geometry resolved and checked before reading ---------------------------
+
+@dataclass
+class SourcePlan:
+    path: Path
+    name: str  # model input
+    bands: int
+    rfield: int  # source pixels
+    efield: int  # source pixels per output block (blocks / regions)
+    x: AxisMap
+    y: AxisMap
+    grid: Grid
+    nodata: list
+    normalisation: tuple | None  # (mean, std) arrays per band
+
+
+@dataclass
+class OutputPlan:
+    name: str
+    channels: int
+    crop: int  # output pixels to skip at the start of each region result (regions mode)
+    dtype: str
+
+
+@dataclass
+class Plan:
+    mode: str  # pixels | blocks | regions
+    geometry: ModelGeometry  # in reference pixels
+    sources: list[SourcePlan]
+    outputs: list[OutputPlan]
+    grid: Grid  # output grid
+    first: tuple[int, int]  # output index (col, row) of the output grid's pixel 0
+    phase: int  # output index i covers reference pixels phase + i * scale .. + scale - 1
+    tile: int
+    batch: int
+    feeds: dict[str, np.ndarray]  # user placeholders, ready to feed
+    background: float
+    pad: bool
+
+    @property
+    def bands(self) -> int:
+        return sum(o.channels for o in self.outputs)
+
+    def describe(self) -> str:
+        g = self.geometry
+        return (f"{self.mode} mode, receptive field {g.rfield} px, expression field {g.efield} px, scale {g.scale}; "
+                f"output {self.grid.width} x {self.grid.height} px, tiles of {self.tile} px")
+
+
+def _feed_value(model: ServedModel, name: str, value) -> np.ndarray:
+    info = model.input(name)
+    array = np.asarray(value, dtype=info.dtype)
+    rank = len(info.shape)
+    if array.ndim < rank and info.shape and info.shape[0] is None:  # scalar/vector: add the batch dimension
+        array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+    return array
+
+
+def _static_square(info, what: str) -> int | None:
+    if len(info.shape) != 4:
+        raise ModelError(f"model input {info.describe()} is not an image input [batch, rows, cols, bands] "
+                         f"({what}); give it as a user placeholder if it is a scalar or vector")
+    h, w = info.shape[1], info.shape[2]
+    if h is None or w is None:
+        return None
+    if h != w:
+        raise ModelError(f"model input {info.describe()} is not square ({h} x {w}); non-square receptive "
+                         "fields are not supported")
+    return int(h)
+
+
+def _normalisation(entry: dict | None, bands: int) -> tuple | None:
+    if not entry or "mean" not in entry:
+        return None
+    mean = np.asarray(entry["mean"], dtype=np.float32).reshape(-1)
+    std = np.asarray(entry.get("std", [1.0] * bands), dtype=np.float32).reshape(-1)
+    if len(mean) != bands or len(std) != bands:
+        raise ModelError(f"the model's normalisation has {len(mean)} bands, the source {bands}")
+    return mean, np.where(std == 0, 1, std)
+
+
+def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeOptions,
+                 datasets: list) -> Plan:
+    """Resolve and check the geometry of a serving run (no pixel is read)."""
+    meta = model.metadata or {}
+    meta_inputs = {entry["name"]: entry for entry in meta.get("inputs", []) if "name" in entry}
+    feeds = {name: _feed_value(model, name, value) for name, value in options.user_placeholders.items()}
+    image_inputs = [t.name for t in model.inputs if t.name not in feeds]
+    if meta_inputs:
+        image_inputs = [n for n in meta_inputs if n in image_inputs] + [n for n in image_inputs
+                                                                         if n not in meta_inputs]
+    names = []
+    for k, src in enumerate(sources):
+        if src.placeholder:
+            model.input(src.placeholder)
+            names.append(src.placeholder)
+        elif k < len(image_inputs):
+            names.append(image_inputs[k])
+    missing = [n for n in image_inputs if n not in names]
+    if len(names) != len(sources) or missing:
+        described = ", ".join(model.input(n).describe() for n in image_inputs)
+        raise ModelError(
+            f"the model has {len(image_inputs)} image input(s) ({described}) and {len(sources)} source(s) were given"
+            + (f"; nothing feeds {', '.join(missing)}: add a source (PLACEHOLDERn) or a user placeholder"
+               if missing else "")
+        )
+    reference = grid_of(datasets[0])
+    ratio_x = [reference.res_x / grid_of(ds).res_x for ds in datasets]
+    mode_fcn = options.fully_conv
+    static = [_static_square(model.input(n), f"fed by source {k + 1}") for k, n in enumerate(names)]
+    for k, (name, ds) in enumerate(zip(names, datasets, strict=True)):
+        want = model.input(name).shape[3]
+        if want is not None and want != ds.count:
+            raise ModelError(f"source {k + 1} has {ds.count} band(s); model input {model.input(name).describe()} "
+                             f"expects {want}")
+    rfields = []
+    for k, (src, name) in enumerate(zip(sources, names, strict=True)):
+        rfields.append(src.rfield or meta_inputs.get(name, {}).get("rfield") or static[k] or 0)
+    scale = options.scale or int(meta.get("scale", 0) or 0)
+    efield = options.efield or int(meta.get("efield", 0) or 0)
+    output_names = options.output_names or [t.name for t in model.outputs]
+    for name in output_names:
+        model.output(name)
+
+    def zeros(sizes):
+        return {**feeds, **{n: np.zeros((1, s, s, ds.count), dtype=model.input(n).dtype)
+                            for n, s, ds in zip(names, sizes, datasets, strict=True)}}
+
+    def run_probe(sizes):
+        try:
+            return model.run(zeros(sizes))
+        except Exception as err:  # any TensorFlow error: say it in plain words
+            raise ModelError(f"the model could not run on inputs of {' / '.join(f'{s} x {s}' for s in sizes)} px "
+                             f"({_first_line(err)})") from err
+
+    if all(s is not None for s in static) or not mode_fcn:
+        # pixels or blocks: one fixed input size per source
+        if any(r == 0 for r in rfields):
+            k = rfields.index(0)
+            raise ModelError(f"the receptive field of source {k + 1} is unknown (model input "
+                             f"{model.input(names[k]).describe()} has no fixed size and no metadata); give "
+                             f"RFIELD{k + 1}, the patch size the model was trained on")
+        for k, (r, s) in enumerate(zip(rfields, static, strict=True)):
+            if s is not None and r != s:
+                raise ModelError(f"RFIELD{k + 1}={r} but model input {names[k]} takes {s} x {s} px: "
+                                 f"use RFIELD{k + 1}={s} (or 0, from the model)")
+        result = run_probe(rfields)
+        sizes = {}
+        for name in output_names:
+            shape = np.asarray(result[name]).shape
+            if len(shape) in (1, 2) or (len(shape) == 4 and shape[1] == shape[2] == 1) or \
+                    (len(shape) == 3 and shape[1] == shape[2] == 1):
+                sizes[name] = 1
+            elif len(shape) in (3, 4) and shape[1] == shape[2]:
+                sizes[name] = shape[1]
+            else:
+                raise ModelError(f"output {name} has shape {shape} for one input patch; expected [n], [n, c], "
+                                 "[n, y, x] or [n, y, x, c] with y = x")
+        distinct = set(sizes.values())
+        if len(distinct) != 1:
+            raise ModelError("the outputs do not cover the same area ("
+                             + ", ".join(f"{n}: {s} x {s} px" for n, s in sizes.items())
+                             + "); serve them in separate runs (OUTPUT_NAMES)")
+        measured = distinct.pop()
+        if efield and efield != measured:
+            raise ModelError(_maps_message(rfields[0], measured, efield_given=efield))
+        efield = measured
+        scale = scale or 1  # a fixed-size model cannot tell its scale: the user or metadata does
+        mode = "pixels" if efield == 1 else "blocks"
+        crop = dict.fromkeys(output_names, 0)
+        channels = {n: (1 if np.asarray(result[n]).ndim in (1, 3) else np.asarray(result[n]).shape[-1])
+                    for n in output_names}
+    else:
+        # regions: measure context and scale by running the model on two sizes
+        if len(sources) > 1 and any(r == 0 for r in rfields):
+            raise ModelError("fully-convolutional serving of several sources needs every RFIELDn "
+                             "(or a model with metadata)")
+        n1, n2 = PROBE_SIZES
+        sizes1 = [max(1, round(n1 * abs(r))) for r in ratio_x]
+        sizes2 = [max(1, round(n2 * abs(r))) for r in ratio_x]
+        out1, out2 = run_probe(sizes1), run_probe(sizes2)
+        contexts, scales = {}, {}
+        for name in output_names:
+            m1, m2 = np.asarray(out1[name]).shape, np.asarray(out2[name]).shape
+            if len(m1) not in (3, 4):
+                raise ModelError(f"output {name} has shape {m1}: not an image; fully-convolutional serving "
+                                 "needs [n, y, x] or [n, y, x, c] outputs (use FULLYCONV=false for a patch "
+                                 "classifier)")
+            if m2[1] == m1[1]:
+                raise ModelError(f"output {name} keeps the size {m1[1]} px whatever the input size: not "
+                                 "fully-convolutional; use FULLYCONV=false")
+            step = (n2 - n1) / (m2[1] - m1[1])
+            if step != int(step) or step < 1:
+                raise ModelError(f"output {name}: {n1} px -> {m1[1]} px and {n2} px -> {m2[1]} px; the spacing "
+                                 "scale is not a whole number")
+            scales[name] = int(step)
+            contexts[name] = n1 - m1[1] * int(step)
+        if len(set(scales.values())) != 1:
+            raise ModelError("the outputs have different spacing scales ("
+                             + ", ".join(f"{n}: {s}" for n, s in scales.items()) + "); serve them separately")
+        measured_scale = scales[output_names[0]]
+        if scale and scale != measured_scale:
+            m1 = np.asarray(out1[output_names[0]]).shape[1]
+            raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1} px, a spacing scale of "
+                             f"{measured_scale}: use SPCSCALE={measured_scale} (or 0)")
+        scale = measured_scale
+        context = max(contexts.values())
+        if rfields[0] and efield and rfields[0] - efield * scale != contexts[output_names[0]]:
+            expected_ef = (rfields[0] - contexts[output_names[0]]) // scale
+            raise ModelError(_maps_message(rfields[0], expected_ef, efield_given=efield))
+        if rfields[0] and not efield:
+            efield = (rfields[0] - context) // scale
+            if efield < 1:
+                raise ModelError(f"RFIELD1={rfields[0]} is smaller than the model's context ({context} px); "
+                                 f"use RFIELD1 of at least {context + scale}")
+        efield = efield or 64  # a declared block, for the centring rule only
+        mode = "regions"
+        # Each output's first pixel, counted from the most cropped one (centres coincide).
+        befores = {n: (efield * scale + c) // 2 - (efield * scale) // 2 for n, c in contexts.items()}
+        top = max(befores.values())
+        crop = {}
+        for name in output_names:
+            offset = top - befores[name]
+            if offset % scale:
+                raise ModelError(f"output {name} is not aligned with the others on the output grid")
+            crop[name] = offset // scale
+        channels = {n: (1 if np.asarray(out1[n]).ndim == 3 else np.asarray(out1[n]).shape[-1]) for n in output_names}
+        rfields = [rfields[0] or efield * scale + context, *rfields[1:]]
+        result = out1
+    try:
+        geometry = ModelGeometry(rfields[0], efield, scale)
+    except GridError as err:
+        raise ModelError(str(err)) from err
+
+    source_plans = []
+    for k, (src, name, ds) in enumerate(zip(sources, names, datasets, strict=True)):
+        grid = grid_of(ds)
+        x = AxisMap.between(reference.x0, reference.res_x, grid.x0, grid.res_x)
+        y = AxisMap.between(reference.y0, reference.res_y, grid.y0, grid.res_y)
+        source_efield = efield * scale * x.ratio
+        if mode != "pixels" and abs(source_efield - round(source_efield)) > 1e-6:
+            raise ModelError(f"source {k + 1}: an output block of {efield * scale} reference px is "
+                             f"{source_efield:g} of its pixels; use an expression field that makes it whole")
+        source_plans.append(SourcePlan(
+            Path(src.path), name, ds.count, int(rfields[k]), round(source_efield) if mode != "pixels" else 1,
+            x, y, grid, nodata_values(ds, src.nodata), _normalisation(meta_inputs.get(name, {}).get("normalisation"),
+                                                                      ds.count)))
+    if mode == "regions":
+        for k, sp in enumerate(source_plans[1:], 2):
+            if not sp.rfield:
+                raise ModelError(f"give RFIELD{k} for fully-convolutional serving")
+    outputs = [OutputPlan(n, int(channels[n]), crop[n], np.asarray(result[n]).dtype.name) for n in output_names]
+    # The source grid cropped by the receptive field, sampled every `scale` pixels: the
+    # first output pixel whose input fits starts its input at pixel 0.
+    phase = geometry.before % scale
+    first, count = _output_extent(geometry, source_plans, reference, mode, options.pad, phase)
+    out_grid = Grid(reference.x0 + (phase + first[0] * scale) * reference.res_x,
+                    reference.y0 + (phase + first[1] * scale) * reference.res_y,
+                    reference.res_x * scale, reference.res_y * scale, count[0], count[1])
+    if count[0] <= 0 or count[1] <= 0:
+        raise InputError(_no_room_message(geometry, source_plans, reference))
+    tile, batch = _sizes(options, geometry, source_plans, outputs, mode)
+    return Plan(mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
+                float(options.background), options.pad)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def _maps_message(rfield: int, measured_efield: int, efield_given: int) -> str:
+    return (f"EFIELD={efield_given} does not fit this model: it maps {rfield} x {rfield} px to "
+            f"{measured_efield} x {measured_efield} px; use RFIELD1={rfield}, EFIELD={measured_efield}")
+
+
+def _source_windows(sp: SourcePlan, geometry: ModelGeometry, mode: str, index, axis: str, phase: int):
+    """First source pixel and size of each output pixel's (or block's) input, on one axis."""
+    amap = sp.x if axis == "x" else sp.y
+    if mode == "pixels":
+        return patch_starts(index, amap, phase, geometry.scale, sp.rfield), sp.rfield
+    starts = block_starts(index, amap, phase, geometry.scale, sp.rfield, sp.efield)
+    # the input of output pixel i alone, within its block
+    return starts, sp.rfield - sp.efield + max(1, round(geometry.scale * amap.ratio))
+
+
+def _output_extent(geometry, sources, reference, mode, pad, phase):
+    """``(first index (col, row), count (cols, rows))`` of the output grid."""
+    counts, firsts = [], []
+    scale = geometry.scale
+    for axis, size in (("x", reference.width), ("y", reference.height)):
+        index = np.arange(-1, math.ceil(size / scale) + 1)
+        if pad:  # every output pixel that covers part of the reference raster
+            ok = (phase + index * scale + scale > 0) & (phase + index * scale < size)
+            where = index[ok]
+            firsts.append(int(where[0]))
+            counts.append(len(where))
+            continue
+        ok = np.ones(len(index), dtype=bool)
+        for sp in sources:
+            starts, length = _source_windows(sp, geometry, mode, index, axis, phase)
+            limit = sp.grid.width if axis == "x" else sp.grid.height
+            ok &= (starts >= 0) & (starts + length <= limit)
+        where = index[ok]
+        firsts.append(int(where[0]) if len(where) else 0)
+        counts.append(int(where[-1] - where[0] + 1) if len(where) else 0)
+    return (firsts[0], firsts[1]), (counts[0], counts[1])
+
+
+def _no_room_message(geometry, sources, reference) -> str:
+    parts = [f"no output pixel has its whole receptive field inside the sources (receptive field "
+             f"{geometry.rfield} px of source 1, which is {reference.width} x {reference.height} px)"]
+    for k, sp in enumerate(sources, 1):
+        xmin, ymin, xmax, ymax = sp.grid.bounds
+        parts.append(f"source {k} covers x {xmin:.2f} .. {xmax:.2f}, y {ymin:.2f} .. {ymax:.2f}")
+    parts.append("use smaller patches, check that the sources overlap, or pad the output (PAD)")
+    return "; ".join(parts)
+
+
+def _sizes(options, geometry, sources, outputs, mode) -> tuple[int, int]:
+    budget = max(32, options.memory_mb) * 2 ** 20
+    per_patch = sum(sp.rfield ** 2 * sp.bands * 4 for sp in sources)
+    if mode == "pixels":
+        batch = options.batch_size or int(np.clip(budget // (8 * max(per_patch, 1)), 16, 4096))
+        tile = options.tile_px or 256
+    elif mode == "blocks":
+        batch = options.batch_size or int(np.clip(budget // (8 * max(per_patch, 1)), 4, 1024))
+        tile = options.tile_px or max(geometry.efield, (256 // geometry.efield) * geometry.efield)
+    else:
+        # input of all sources + outputs + room for the model's activations (x 16)
+        per_px = sum(sp.bands * 4 * (geometry.scale * sp.x.ratio) ** 2 for sp in sources) \
+            + sum(o.channels * 4 for o in outputs)
+        side = int(math.sqrt(budget / (16 * max(per_px, 1))))
+        tile = options.tile_px or int(np.clip(side // 64 * 64, 64, 2048))
+        batch = 1
+    if mode == "blocks" and tile % geometry.efield:
+        tile = max(geometry.efield, tile // geometry.efield * geometry.efield)
+    return int(tile), int(batch)
+
+
+# -- execution -------------------------------------------------------------------------
+
+def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
+    """``(bands, h, w)``; parts outside the raster are ``fill``."""
+    inside = Window(max(window.col_off, 0), max(window.row_off, 0), 0, 0)
+    col_end = min(window.col_end, dataset.width)
+    row_end = min(window.row_end, dataset.height)
+    inside = Window(inside.col_off, inside.row_off, col_end - inside.col_off, row_end - inside.row_off)
+    if inside.width == window.width and inside.height == window.height:
+        return dataset.read(window=window.to_rasterio())
+    out = np.full((dataset.count, window.height, window.width), fill, dtype=dataset.dtypes[0])
+    if inside.width > 0 and inside.height > 0:
+        rows, cols = inside.relative_to(window).slices()
+        out[:, rows, cols] = dataset.read(window=inside.to_rasterio())
+    return out
+
+
+@dataclass
+class _TileInput:
+    tile: Window  # in output pixels
+    arrays: list  # per source (bands, h, w) or None when the tile is all nodata
+    windows: list  # per source Window (source pixels)
+    background: np.ndarray | None  # (h, w) bool: output pixels to set to background
+
+
+def _tile_input(plan: Plan, datasets, tile: Window) -> _TileInput:
+    cols = np.arange(tile.col_off, tile.col_end) + plan.first[0]
+    rows = np.arange(tile.row_off, tile.row_end) + plan.first[1]
+    arrays, windows = [], []
+    background = np.zeros((tile.height, tile.width), dtype=bool)
+    all_nodata = True
+    for sp, ds in zip(plan.sources, datasets, strict=True):
+        if plan.mode == "pixels":
+            c0, size_c = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, sp.rfield), sp.rfield
+            r0, size_r = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, sp.rfield), sp.rfield
+            window = Window(int(c0.min()), int(r0.min()), int(c0.max() - c0.min()) + size_c,
+                            int(r0.max() - r0.min()) + size_r)
+        else:
+            c0 = block_starts(np.array([cols[0]]), sp.x, plan.phase, plan.geometry.scale, sp.rfield, sp.efield)[0]
+            r0 = block_starts(np.array([rows[0]]), sp.y, plan.phase, plan.geometry.scale, sp.rfield, sp.efield)[0]
+            extra = sp.rfield - sp.efield
+            width = round(tile.width * plan.geometry.scale * sp.x.ratio) + extra
+            height = round(tile.height * plan.geometry.scale * sp.y.ratio) + extra
+            if plan.mode == "blocks":  # whole blocks
+                width = round(math.ceil(tile.width / plan.geometry.efield) * sp.efield) + extra
+                height = round(math.ceil(tile.height / plan.geometry.efield) * sp.efield) + extra
+            window = Window(int(c0), int(r0), int(width), int(height))
+        has_nodata = any(v is not None for v in sp.nodata)
+        fill = next((v for v in sp.nodata if v is not None), 0)
+        array = _read_window(ds, window, fill)
+        windows.append(window)
+        arrays.append(array)
+        if has_nodata:
+            bad = invalid_pixels(array, sp.nodata)
+            if not bad.all():
+                all_nodata = False
+            # the centre input pixel of each output pixel
+            cc = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, 0) - window.col_off
+            rr = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, 0) - window.row_off
+            inside_c = (cc >= 0) & (cc < window.width)
+            inside_r = (rr >= 0) & (rr < window.height)
+            centre_bad = np.ones((len(rr), len(cc)), dtype=bool)
+            sub = bad[np.clip(rr, 0, window.height - 1)][:, np.clip(cc, 0, window.width - 1)]
+            centre_bad[np.ix_(inside_r, inside_c)] = sub[np.ix_(inside_r, inside_c)]
+            background |= centre_bad
+        else:
+            all_nodata = False
+    if all_nodata:
+        return _TileInput(tile, None, windows, None)
+    return _TileInput(tile, arrays, windows, background if background.any() else None)
+
+
+def _prepare(sp: SourcePlan, array: np.ndarray, dtype) -> np.ndarray:
+    """``(..., bands)`` input in the model's dtype, normalised when the model says so."""
+    data = array.astype(np.float32) if sp.normalisation is not None else array
+    if sp.normalisation is not None:
+        mean, std = sp.normalisation
+        data = (data - mean) / std
+    return data.astype(dtype, copy=False)
+
+
+def _infer(plan: Plan, model: ServedModel, item: _TileInput, progress: Progress) -> np.ndarray:
+    tile = item.tile
+    out = np.empty((plan.bands, tile.height, tile.width), dtype=np.float32)
+    if item.arrays is None:
+        out[:] = plan.background
+        return out
+    dtypes = {sp.name: model.input(sp.name).dtype for sp in plan.sources}
+    if plan.mode == "regions":
+        feeds = dict(plan.feeds)
+        for sp, array in zip(plan.sources, item.arrays, strict=True):
+            feeds[sp.name] = _prepare(sp, array.transpose(1, 2, 0)[None], dtypes[sp.name])
+        result = model.run(feeds)
+        band = 0
+        for o in plan.outputs:
+            value = np.asarray(result[o.name])[0]
+            if value.ndim == 2:
+                value = value[..., None]
+            block = value[o.crop:o.crop + tile.height, o.crop:o.crop + tile.width]
+            if block.shape[:2] != (tile.height, tile.width):
+                raise ModelError(f"output {o.name} gave {value.shape[0]} x {value.shape[1]} px for a "
+                                 f"{tile.width} x {tile.height} px tile; expected at least "
+                                 f"{tile.height + o.crop} px")
+            out[band:band + o.channels] = block.transpose(2, 0, 1)
+            band += o.channels
+    elif plan.mode == "pixels":
+        cols = np.arange(tile.col_off, tile.col_end) + plan.first[0]
+        rows = np.arange(tile.row_off, tile.row_end) + plan.first[1]
+        starts = []
+        for sp, window in zip(plan.sources, item.windows, strict=True):
+            c0 = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, sp.rfield) - window.col_off
+            r0 = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, sp.rfield) - window.row_off
+            rr, cc = np.meshgrid(r0, c0, indexing="ij")
+            starts.append((rr.ravel(), cc.ravel()))
+        n = tile.width * tile.height
+        flat = np.empty((plan.bands, n), dtype=np.float32)
+        for first in range(0, n, plan.batch):
+            check_cancelled(progress, "serving")
+            last = min(first + plan.batch, n)
+            feeds = dict(plan.feeds)
+            for sp, array, (rr, cc) in zip(plan.sources, item.arrays, starts, strict=True):
+                offs = np.arange(sp.rfield)
+                r_idx = rr[first:last, None, None] + offs[None, :, None]
+                c_idx = cc[first:last, None, None] + offs[None, None, :]
+                patches = array[:, r_idx, c_idx].transpose(1, 2, 3, 0)  # (b, h, w, bands)
+                feeds[sp.name] = _prepare(sp, patches, dtypes[sp.name])
+            result = model.run(feeds)
+            band = 0
+            for o in plan.outputs:
+                value = np.asarray(result[o.name]).reshape(last - first, -1)
+                flat[band:band + o.channels, first:last] = value.T
+                band += o.channels
+        out[:] = flat.reshape(plan.bands, tile.height, tile.width)
+    else:  # blocks
+        e = plan.geometry.efield
+        nb_r, nb_c = math.ceil(tile.height / e), math.ceil(tile.width / e)
+        full = np.empty((plan.bands, nb_r * e, nb_c * e), dtype=np.float32)
+        index = [(br, bc) for br in range(nb_r) for bc in range(nb_c)]
+        for first in range(0, len(index), plan.batch):
+            check_cancelled(progress, "serving")
+            chunk = index[first:first + plan.batch]
+            feeds = dict(plan.feeds)
+            for sp, array in zip(plan.sources, item.arrays, strict=True):
+                patches = np.stack([array[:, br * sp.efield:br * sp.efield + sp.rfield,
+                                          bc * sp.efield:bc * sp.efield + sp.rfield] for br, bc in chunk])
+                feeds[sp.name] = _prepare(sp, patches.transpose(0, 2, 3, 1), dtypes[sp.name])
+            result = model.run(feeds)
+            band = 0
+            for o in plan.outputs:
+                value = np.asarray(result[o.name]).reshape(len(chunk), e, e, -1)
+                for k, (br, bc) in enumerate(chunk):
+                    full[band:band + o.channels, br * e:(br + 1) * e, bc * e:(bc + 1) * e] = \
+                        value[k].transpose(2, 0, 1)
+                band += o.channels
+        out[:] = full[:, :tile.height, :tile.width]
+    if item.background is not None:
+        out[:, item.background] = plan.background
+    return out
+
+
+def _output_dtype(plan: Plan) -> str:
+    kinds = {np.dtype(o.dtype).kind for o in plan.outputs}
+    return "int32" if kinds <= {"i", "u", "b"} else "float32"
+
+
+def _band_names(plan: Plan) -> list[str]:
+    names = []
+    for o in plan.outputs:
+        names.extend([o.name] if o.channels == 1 else [f"{o.name}[{c}]" for c in range(o.channels)])
+    return names
+
+
+@dataclass
+class ServeResult:
+    output: Path
+    plan: Plan
+    tiles: int
+    skipped_tiles: int
+
+
+_DONE = object()
+
+
+def serve(sources: list[ServeSource], model_path, output, options: ServeOptions | None = None,
+          progress: Progress | None = None, model: ServedModel | None = None) -> ServeResult:
+    """Serve ``model_path`` over ``sources`` into the GeoTIFF ``output`` (see module doc)."""
+    options = options or ServeOptions()
+    progress = progress or NullProgress()
+    if not sources:
+        raise InputError("no source raster given")
+    model = model or load_model(model_path, allow_lambda=options.allow_lambda)
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        plan = plan_serving(sources, model, options, datasets)
+        progress.info(plan.describe())
+        plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
+        profile = {
+            "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": plan.bands,
+            "dtype": _output_dtype(plan), "crs": datasets[0].crs,
+            "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
+            "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        }
+        if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
+            profile["nodata"] = plan.background
+        tmp = stack.enter_context(atomic_output(output))
+        writer = stack.enter_context(rasterio.open(tmp, "w", **profile))
+        for band, name in enumerate(_band_names(plan), 1):
+            writer.set_band_description(band, name)
+        skipped = _run_pipeline(plan, model, datasets, writer, plan_tiles, progress)
+        writer.close()
+    return ServeResult(Path(output), plan, len(plan_tiles), skipped)
+
+
+def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:
+    """Put unless the consumer thread has died (then the queue may never drain)."""
+    while consumer.is_alive():
+        try:
+            target.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
+    """Reader thread -> inference (this thread) -> writer thread, through bounded queues."""
+    inputs: queue.Queue = queue.Queue(maxsize=2)
+    results: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    dtype = writer.dtypes[0]
+
+    def read_all():
+        try:
+            for tile in plan_tiles:
+                if stop.is_set():
+                    break
+                item = _tile_input(plan, datasets, tile)
+                while not stop.is_set():
+                    try:
+                        inputs.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # handed to the main thread
+            errors.append(err)
+        finally:
+            inputs.put(_DONE)
+
+    def write_all():
+        try:
+            while True:
+                item = results.get()
+                if item is _DONE:
+                    break
+                tile, values = item
+                writer.write(values.astype(dtype, copy=False), window=rasterio.windows.Window(
+                    tile.col_off, tile.row_off, tile.width, tile.height))
+        except BaseException as err:  # handed to the main thread
+            errors.append(err)
+            stop.set()
+
+    reader = threading.Thread(target=read_all, name="otbtf-serve-read", daemon=True)
+    writer_thread = threading.Thread(target=write_all, name="otbtf-serve-write", daemon=True)
+    reader.start()
+    writer_thread.start()
+    done = skipped = 0
+    try:
+        while True:
+            if progress.cancelled():
+                stop.set()
+                check_cancelled(progress, "serving")
+            try:
+                item = inputs.get(timeout=0.2)
+            except queue.Empty:
+                if errors:
+                    break
+                continue
+            if item is _DONE:
+                break
+            if errors:
+                break
+            skipped += item.arrays is None
+            values = _infer(plan, model, item, progress)
+            if not _put(results, (item.tile, values), writer_thread):
+                break
+            done += 1
+            progress.step(done, len(plan_tiles))
+    finally:
+        stop.set()
+        _put(results, _DONE, writer_thread)
+        writer_thread.join()
+        while reader.is_alive():
+            with suppress(queue.Empty):
+                inputs.get(timeout=0.1)
+        reader.join()
+    if errors:
+        raise errors[0]
+    if done != len(plan_tiles):
+        raise InputError(f"serving stopped after {done} of {len(plan_tiles)} tiles")
+    return skipped
+

@@ -1,0 +1,304 @@
+"""Serving, against references computed apart: the model applied once to the whole
+image in memory (numpy patch gathering, one call), on real Landsat 8 data.
+Tiled results must equal them whatever the tile and batch sizes."""
+
+import math
+
+import numpy as np
+import pytest
+import rasterio
+
+from common import DATA, RGB
+
+keras = pytest.importorskip("keras")
+
+from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
+from otbtf_plugin.model import ModelError, load_model  # noqa: E402
+from otbtf_plugin.serving import (  # noqa: E402
+    ServeOptions,
+    ServeSource,
+    parse_user_placeholders,
+    serve,
+)
+
+B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+B2_60 = DATA / "landsat8" / "LC08_224077_20200518_B2_60m_crop.tif"
+TOL = 1e-5
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.transform, src.crs, src.dtypes[0], src.nodata
+
+
+@pytest.fixture(scope="module")
+def rgb_window():
+    """A 150 x 130 px window of the sample: small enough for whole-image references."""
+    window = ((300, 430), (200, 350))
+    with rasterio.open(RGB) as src:
+        return src.read(window=window).astype("float32"), src.window_transform(window)
+
+
+@pytest.fixture(scope="module")
+def small_rgb(tmp_path_factory, rgb_window):
+    data, transform = rgb_window
+    path = tmp_path_factory.mktemp("rgb") / "rgb.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                       dtype="uint16", crs="EPSG:32621", transform=transform) as dst:
+        dst.write(data.astype("uint16"))
+    return path
+
+
+def patch_classifier(rf, bands=3, seed=0, name="x1"):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((rf, rf, bands), name=name)
+    h = keras.layers.Rescaling(1 / 5000.0)(inp)
+    h = keras.layers.Conv2D(6, 3, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    out = keras.layers.Dense(4, activation="softmax", name="prob")(h)
+    return keras.Model(inp, out)
+
+
+def reference_patches(image, rf, scale=1):
+    """Every patch (API rule) whose output pixel fits: centre pixel c, start c - rf // 2."""
+    _, height, width = image.shape
+    before = rf // 2 - scale // 2
+    n_c = (width - (rf - scale)) // scale
+    n_r = (height - (rf - scale)) // scale
+    patches = np.stack([image[:, r * scale:r * scale + rf, c * scale:c * scale + rf]
+                        for r in range(n_r) for c in range(n_c)])
+    return patches.transpose(0, 2, 3, 1), n_r, n_c, before
+
+
+@pytest.mark.parametrize("rf", [16, 7])  # even and odd receptive fields
+def test_patch_based_equals_whole_image_prediction(tmp_path, small_rgb, rgb_window, rf):
+    model = patch_classifier(rf)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    image, transform = rgb_window
+    patches, n_r, n_c, before = reference_patches(image, rf)
+    expected = model.predict(patches, batch_size=4096, verbose=0).reshape(n_r, n_c, 4).transpose(2, 0, 1)
+    for tile, batch in ((1000, 0), (37, 100), (64, 7)):
+        out = tmp_path / f"out_{tile}.tif"
+        result = serve([ServeSource(small_rgb)], path, out, ServeOptions(tile_px=tile, batch_size=batch))
+        got, got_transform, crs, dtype, _ = read(out)
+        assert result.plan.mode == "pixels"
+        assert got.shape == expected.shape == (4, 130 - rf + 1, 150 - rf + 1)
+        assert np.abs(got - expected).max() <= TOL
+        # Output pixel (0, 0) is source pixel (before, before): origin shifted by that much.
+        assert got_transform.c == transform.c + before * 30 and got_transform.f == transform.f - before * 30
+        assert crs.to_epsg() == 32621 and dtype == "float32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "out_1000.tif", "out_37.tif", "out_64.tif"]
+
+
+def fcn(context_kernels=(5, 3), stride=1, seed=1, outputs=("y",)):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Rescaling(1 / 5000.0)(inp)
+    h = keras.layers.Conv2D(5, context_kernels[0], strides=stride, activation="relu", name="c1")(h)
+    result = {"y": keras.layers.Conv2D(2, context_kernels[1], name="c2")(h)}
+    if "feat" in outputs:
+        result["feat"] = h
+    return keras.Model(inp, result if len(outputs) > 1 else result["y"])
+
+
+def test_fully_convolutional_equals_one_call_on_the_whole_image(tmp_path, small_rgb, rgb_window):
+    model = fcn()
+    path = tmp_path / "fcn.keras"
+    model.save(path)
+    image, transform = rgb_window
+    expected = np.asarray(model(image.transpose(1, 2, 0)[None], training=False))[0].transpose(2, 0, 1)
+    # context 4 + 2 = 6: output 150 - 6 = 144 wide, starting 3 px in (centres coincide).
+    assert expected.shape == (2, 124, 144)
+    for tile in (64, 50, 1000):
+        out = tmp_path / f"fcn_{tile}.tif"
+        result = serve([ServeSource(small_rgb)], path, out, ServeOptions(fully_conv=True, tile_px=tile))
+        got, got_transform, _, _, _ = read(out)
+        assert result.plan.mode == "regions"
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= TOL
+        assert got_transform.c == transform.c + 3 * 30
+
+
+def test_strided_model_spacing_scale_2(tmp_path, small_rgb, rgb_window):
+    model = fcn(context_kernels=(4, 3), stride=2)  # conv 4 stride 2 then conv 3: scale 2
+    path = tmp_path / "strided.keras"
+    model.save(path)
+    image, _ = rgb_window
+    expected = np.asarray(model(image.transpose(1, 2, 0)[None], training=False))[0].transpose(2, 0, 1)
+    for tile in (16, 40):
+        out = tmp_path / f"s_{tile}.tif"
+        result = serve([ServeSource(small_rgb)], path, out, ServeOptions(fully_conv=True, tile_px=tile))
+        got, got_transform, _, _, _ = read(out)
+        assert result.plan.geometry.scale == 2
+        n_r, n_c = got.shape[1:]
+        # The reference's first n output pixels are the served ones (same first block).
+        assert np.abs(got - expected[:, :n_r, :n_c]).max() <= TOL
+        assert got_transform.a == 60.0 and got_transform.e == -60.0
+    with pytest.raises(ModelError, match="use SPCSCALE=2"):
+        serve([ServeSource(small_rgb)], path, tmp_path / "bad.tif", ServeOptions(fully_conv=True, scale=3))
+
+
+def test_two_outputs_are_bands_in_order(tmp_path, small_rgb, rgb_window):
+    model = fcn(outputs=("y", "feat"))
+    path = tmp_path / "two.keras"
+    model.save(path)
+    image, _ = rgb_window
+    result = model(image.transpose(1, 2, 0)[None], training=False)
+    y = np.asarray(result["y"])[0].transpose(2, 0, 1)
+    feat = np.asarray(result["feat"])[0].transpose(2, 0, 1)[:, 1:-1, 1:-1]  # context 4 vs 6: crop 1
+    out = tmp_path / "two.tif"
+    serve([ServeSource(small_rgb)], path, out, ServeOptions(fully_conv=True, output_names=["feat", "y"], tile_px=48))
+    got, _, _, _, _ = read(out)
+    assert got.shape == (5 + 2, 124, 144)
+    assert np.abs(got[:5] - feat).max() <= TOL and np.abs(got[5:] - y).max() <= TOL
+    with rasterio.open(out) as src:
+        assert src.descriptions[:2] == ("feat[0]", "feat[1]") and src.descriptions[-1] == "y[1]"
+
+
+def test_two_resolutions_patch_based(tmp_path):
+    """30 m (16 px) and 60 m (8 px) sources: each output pixel uses the 60 m patch
+    centred on the 60 m pixel that contains its centre."""
+    keras.utils.set_random_seed(3)
+    a = keras.Input((16, 16, 1), name="x30")
+    b = keras.Input((8, 8, 1), name="x60")
+    fa = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(a))
+    fb = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(b))
+    out = keras.layers.Dense(3, name="z")(keras.layers.Concatenate()([fa, fb]))
+    model = keras.Model([a, b], out)
+    path = tmp_path / "two_res.keras"
+    model.save(path)
+    out_path = tmp_path / "out.tif"
+    result = serve([ServeSource(B2_30), ServeSource(B2_60)], path, out_path, ServeOptions(tile_px=97))
+    got, transform, _, _, _ = read(out_path)
+    b30, b60 = read(B2_30)[0][0].astype("float32"), read(B2_60)[0][0].astype("float32")
+    # Output pixel (r, c) = 30 m pixel (r0 + r, c0 + c), with (r0, c0) from the transform.
+    c0 = round((transform.c - 718005.0) / 30)
+    r0 = round((-2784615.0 - transform.f) / 30)
+    assert result.plan.mode == "pixels" and c0 == 8
+    rows, cols = np.meshgrid(np.arange(got.shape[1]) + r0, np.arange(got.shape[2]) + c0, indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    p30 = np.stack([b30[r - 8:r + 8, c - 8:c + 8] for r, c in zip(rows, cols, strict=True)])
+    p60 = np.stack([b60[r // 2 - 4:r // 2 + 4, c // 2 - 4:c // 2 + 4] for r, c in zip(rows, cols, strict=True)])
+    expected = model.predict([p30[..., None], p60[..., None]], batch_size=8192, verbose=0)
+    assert np.abs(got.reshape(3, -1).T - expected).max() <= TOL
+    # Columns that fit: 30 m source, 16 px patches: c - 8 >= 0 and c + 7 <= 399, so 8..392;
+    # 60 m source, 8 px patches around pixel c // 2: c // 2 - 4 >= 0 and c // 2 + 3 <= 199,
+    # so 8..393. Both: 8..392, 385 columns.
+    assert got.shape[2] == 385
+
+
+def test_user_placeholder_scalar(tmp_path, small_rgb, rgb_window):
+    keras.utils.set_random_seed(4)
+    x = keras.Input((None, None, 3), name="x")
+    gain = keras.Input((1,), name="gain")
+    h = keras.layers.Conv2D(1, 3, name="c")(keras.layers.Rescaling(1 / 5000.0)(x))
+    scaled = keras.layers.Multiply(name="y")([h, keras.layers.Reshape((1, 1, 1))(gain)])
+    model = keras.Model([x, gain], scaled)
+    path = tmp_path / "gain.keras"
+    model.save(path)
+    image, _ = rgb_window
+    out = tmp_path / "g.tif"
+    serve([ServeSource(small_rgb)], path, out,
+          ServeOptions(fully_conv=True, user_placeholders=parse_user_placeholders("gain=[2.5]")))
+    got, _, _, _, _ = read(out)
+    plain = np.asarray(model([image.transpose(1, 2, 0)[None], np.array([[1.0]], "float32")]))[0, ..., 0]
+    assert np.abs(got[0] - 2.5 * plain).max() <= 1e-4
+
+
+def test_parse_user_placeholders():
+    assert parse_user_placeholders("a=1; b=0.5;c=true;d=[0.2,0.5]") == {"a": 1, "b": 0.5, "c": True,
+                                                                          "d": [0.2, 0.5]}
+    with pytest.raises(InputError, match="not of the form name=value"):
+        parse_user_placeholders("a")
+    with pytest.raises(InputError, match="'x' is not a number"):
+        parse_user_placeholders("a=x")
+
+
+def test_nodata_background_and_skipped_tiles(tmp_path):
+    """Real band with nodata: a 100 x 100 px hole; output pixels whose centre pixel is
+    nodata get the background value, tiles inside the hole are not computed."""
+    src = tmp_path / "hole.tif"
+    with rasterio.open(B2_30) as ds:
+        data = ds.read()
+        profile = ds.profile | {"nodata": 0}
+    data[:, 100:200, 100:200] = 0
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+    model = patch_classifier(8, bands=1)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    out = tmp_path / "o.tif"
+    result = serve([ServeSource(src)], path, out, ServeOptions(tile_px=32, background=-1))
+    got, _, _, _, nodata = read(out)
+    assert nodata == -1
+    # output pixel (r, c) is source pixel (r + 4, c + 4)
+    hole = np.zeros(got.shape[1:], dtype=bool)
+    hole[96:196, 96:196] = True
+    assert (got[:, hole] == -1).all()
+    assert (got[:, ~hole] != -1).all()
+    assert result.skipped_tiles >= 4  # 32 px tiles wholly inside the hole (and its context)
+
+
+def test_geometry_errors_say_what_would_work(tmp_path, small_rgb):
+    patch = patch_classifier(16)
+    patch.save(tmp_path / "p.keras")
+    with pytest.raises(ModelError, match="RFIELD1=12 but model input x1 takes 16 x 16 px: use RFIELD1=16"):
+        serve([ServeSource(small_rgb, rfield=12)], tmp_path / "p.keras", tmp_path / "o.tif")
+    fcn().save(tmp_path / "f.keras")
+    with pytest.raises(ModelError, match="it maps 64 x 64 px to 58 x 58 px; use RFIELD1=64, EFIELD=58"):
+        serve([ServeSource(small_rgb, rfield=64)], tmp_path / "f.keras", tmp_path / "o.tif",
+              ServeOptions(fully_conv=True, efield=32))
+    with pytest.raises(ModelError, match="has no output 'scores'; its outputs: prob"):
+        serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "o.tif", ServeOptions(output_names=["scores"]))
+    with pytest.raises(ModelError, match="has no input 'x9'"):
+        serve([ServeSource(small_rgb, placeholder="x9")], tmp_path / "p.keras", tmp_path / "o.tif")
+    with pytest.raises(ModelError, match=r"source 1 has 1 band.*expects 3"):
+        serve([ServeSource(B2_30)], tmp_path / "p.keras", tmp_path / "o.tif")
+    with pytest.raises(ModelError, match="is not a model"):
+        serve([ServeSource(small_rgb)], tmp_path, tmp_path / "o.tif")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_savedmodel_export_serves_like_the_keras_file(tmp_path, small_rgb):
+    model = fcn()
+    model.save(tmp_path / "f.keras")
+    model.export(tmp_path / "exported", verbose=False)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    serve([ServeSource(small_rgb)], tmp_path / "f.keras", a, ServeOptions(fully_conv=True))
+    serve([ServeSource(small_rgb)], tmp_path / "exported", b, ServeOptions(fully_conv=True))
+    assert np.abs(read(a)[0] - read(b)[0]).max() <= TOL
+    assert load_model(tmp_path / "exported").kind == "savedmodel"
+
+
+def test_cancel_leaves_no_output(tmp_path, small_rgb):
+    patch_classifier(16).save(tmp_path / "p.keras")
+
+    class CancelAfterTwo:
+        steps = 0
+
+        def step(self, done, total):
+            self.steps = done
+
+        def cancelled(self):
+            return self.steps >= 2
+
+        def info(self, message):
+            pass
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(Cancelled):
+        serve([ServeSource(small_rgb)], tmp_path / "p.keras", out_dir / "o.tif", ServeOptions(tile_px=16),
+              progress=CancelAfterTwo())
+    assert list(out_dir.iterdir()) == []
+
+
+def test_receptive_field_larger_than_the_image(tmp_path, small_rgb):
+    patch_classifier(200).save(tmp_path / "big.keras")
+    with pytest.raises(InputError, match="no output pixel has its whole receptive field inside"):
+        serve([ServeSource(small_rgb)], tmp_path / "big.keras", tmp_path / "o.tif")
+    # Padding makes it possible: the output covers the whole source.
+    result = serve([ServeSource(small_rgb)], tmp_path / "big.keras", tmp_path / "o.tif", ServeOptions(pad=True))
+    assert (result.plan.grid.width, result.plan.grid.height) == (150, 130)
+    assert math.isclose(result.plan.grid.x0, read(small_rgb)[1].c)
