@@ -195,19 +195,44 @@ def problems() -> list[str]:
     return found
 
 
+TF_GLOBAL_FLAGS_MODULE = "tensorflow.python.pywrap_dlopen_global_flags"
+
+
+def isolate_tensorflow_symbols() -> bool:
+    """Make TensorFlow load its shared libraries with RTLD_LOCAL.
+
+    The tensorflow-cpu wheel asks for RTLD_GLOBAL (through the module above), which
+    puts the SQLite copy bundled in libtensorflow_cc into the process' global symbol
+    scope: Qt's SQLite driver then calls it on QGIS' own databases, and QGIS crashes
+    on exit (QgsAuthManager closing its database). When that module cannot be
+    imported, TensorFlow loads RTLD_LOCAL and works the same. Returns False when
+    TensorFlow was already imported the global way (by another plugin): too late.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules.get(TF_GLOBAL_FLAGS_MODULE) is None
+    sys.modules[TF_GLOBAL_FLAGS_MODULE] = None  # its import now fails: TensorFlow stays local
+    return True
+
+
 def install_command() -> str:
     """What a user types to install the packages without the plugin's button."""
     return f"make setup (as root), or: {python_executable()} -m otbtf_plugin.deps install"
 
 
+def requirement_message() -> str | None:
+    """One line: what is missing and how to install it; None when nothing is."""
+    found = problems()
+    if not found:
+        return None
+    return ("; ".join(found) + ". Install the pinned packages with the plugin's "
+            f"'Install dependencies' action (Plugins > otbtf), or run {install_command()}")
+
+
 def require() -> None:
     """Raise :class:`DependencyError` with the fix when something is missing."""
-    found = problems()
-    if found:
-        raise DependencyError(
-            "; ".join(found) + ". Install the pinned packages with the plugin's "
-            f"'Install dependencies' action, or run {install_command()}"
-        )
+    message = requirement_message()
+    if message:
+        raise DependencyError(message)
 
 
 def python_executable() -> str:

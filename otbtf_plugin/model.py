@@ -31,6 +31,7 @@ class ModelError(InputError):
 def tensorflow():
     """The ``tensorflow`` module, or a :class:`~otbtf_plugin.errors.DependencyError` with the fix."""
     deps.require()
+    deps.isolate_tensorflow_symbols()
     import tensorflow as tf  # deliberately lazy: heavy, and optional at start-up
 
     return tf
@@ -163,3 +164,17 @@ def load_model(path: str | Path, allow_lambda: bool = False) -> ServedModel:
         except json.JSONDecodeError as err:
             raise ModelError(f"{metadata_file}: not valid JSON ({err})") from err
     return model
+
+
+def model_path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a model, without loading it (cheap: for dialogs)."""
+    path = Path(path)
+    if not path.exists():
+        return f"the model {str(path)!r} does not exist"
+    if path.is_file():
+        return None if path.suffix == ".keras" else \
+            f"{path.name}: a model file must be a .keras file (or give a SavedModel folder)"
+    if (path / "saved_model.pb").is_file() or (path / "savedmodel" / "saved_model.pb").is_file():
+        return None
+    return (f"{str(path)!r} is not a model: give a TensorFlow SavedModel folder (with saved_model.pb), "
+            "a model folder written by otbtf:tensorflowmodeltrain, or a .keras file")

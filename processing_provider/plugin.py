@@ -56,6 +56,10 @@ class OtbtfPlugin:
         # Folders installed during this session are not yet on sys.path (the
         # .pth only acts at start-up): add them before anything imports numpy.
         deps.activate()
+        if not deps.isolate_tensorflow_symbols():
+            QgsMessageLog.logMessage(
+                "TensorFlow was loaded before the otbtf plugin, with its symbols global: QGIS may crash "
+                "when it closes. Disable the plugin that loads TensorFlow at start-up.", LOG_TAG, Qgis.Warning)
 
     # -- Processing (also called alone by qgis_process) ---------------------
     def initProcessing(self) -> None:

@@ -17,3 +17,9 @@ OTB_COUNTS = {"crop": 192, "developed": 81, "tree": 198, "water": 212}
 # Engine tests import ``otbtf_plugin`` from the repository root.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Tests import keras/TensorFlow directly: load it as the plugin does (RTLD_LOCAL), or
+# QGIS crashes on exit (see otbtf_plugin.deps.isolate_tensorflow_symbols).
+from otbtf_plugin.deps import isolate_tensorflow_symbols  # noqa: E402
+
+isolate_tensorflow_symbols()

@@ -5,5 +5,6 @@ from .classstatistics import PolygonClassStatistics
 from .patchesextraction import PatchesExtraction
 from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
+from .serve import TensorflowModelServe
 
-ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction]
+ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction, TensorflowModelServe]

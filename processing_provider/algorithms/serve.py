@@ -1,0 +1,149 @@
+"""otbtf:tensorflowmodelserve"""
+
+from qgis.core import (
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from ...otbtf_plugin import deps
+from ...otbtf_plugin.model import model_path_problem
+from ...otbtf_plugin.serving import ServeOptions, ServeSource, parse_output_names, parse_user_placeholders, serve
+from .base import OtbtfAlgorithm
+from .common import optional_number, raster_path
+
+MAX_SOURCES = 4
+
+
+class TensorflowModelServe(OtbtfAlgorithm):
+    MODEL = "MODEL"
+    OUTPUT = "OUTPUT"
+
+    NAME = "tensorflowmodelserve"
+    DISPLAY_NAME = "TensorFlow model serve"
+    GROUP = "Serving"
+    GROUP_ID = "serving"
+    HELP = (
+        "Applies a TensorFlow model to images of any size, tile by tile, and writes its outputs "
+        "as the bands of one GeoTIFF.\n\n"
+        "MODEL: a SavedModel folder (ours from otbtf:tensorflowmodeltrain, otbtf's, or Keras "
+        "model.export()), or a .keras file. SOURCE1 is the reference: the output grid is its grid "
+        "(times SPCSCALE), cropped where the receptive field does not fit, unless PAD.\n\n"
+        "Leave RFIELDn, PLACEHOLDERn, EFIELD and SPCSCALE at 0 / empty: they come from the model "
+        "(its metadata, its fixed input sizes, or by measuring it). Values you give are checked "
+        "against the model before any pixel is read, and a mismatch says which values work.\n\n"
+        "FULLYCONV: feed whole tiles to a fully-convolutional model instead of one patch per output "
+        "pixel. Patch-based serving cuts, for each output pixel, the patch centred on the source "
+        "pixel that contains it (8 px before and 7 after for 16 px), exactly as patches extraction "
+        "does, so a model is served on the context it was trained on. Sources may have different "
+        "resolutions (e.g. 16 px at 30 m with 8 px at 60 m).\n\n"
+        "USER_PLACEHOLDERS: other model inputs, as name=value;name=value (numbers, true/false, "
+        "lists like [0.2,0.5]). OUTPUT_NAMES: comma-separated outputs to write (empty: all).\n\n"
+        "Tiles whose sources hold only nodata are not computed; output pixels whose centre input "
+        "pixel is nodata get BACKGROUND_VALUE. Results do not depend on tile or batch size."
+    )
+
+    def initAlgorithm(self, config=None):
+        for n in range(1, MAX_SOURCES + 1):
+            optional = n > 1
+            self.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
+            self.addParameter(QgsProcessingParameterNumber(
+                f"RFIELD{n}", f"Receptive field of source {n} (pixels; 0: from the model)",
+                type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=optional))
+            placeholder = QgsProcessingParameterString(
+                f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)", optional=True)
+            nodata = QgsProcessingParameterNumber(
+                f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
+                type=QgsProcessingParameterNumber.Double, optional=True)
+            for parameter in (placeholder, nodata):
+                parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+                self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, "Model (SavedModel folder; type a path to use a .keras file)",
+            behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterString(
+            "USER_PLACEHOLDERS", "User placeholders (name=value;name=value)", optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "OUTPUT_NAMES", "Output tensors (comma-separated; empty: all)", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "FULLYCONV", "Fully-convolutional (whole tiles at once)", defaultValue=False))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EFIELD", "Expression field (pixels; 0: from the model)", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "SPCSCALE", "Spacing scale (0: from the model)", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "BACKGROUND_VALUE", "Background value (nodata input, padding)", type=QgsProcessingParameterNumber.Double,
+            defaultValue=0.0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False))
+        advanced = [
+            QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels; 0: from the memory budget)",
+                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber("BATCH_SIZE", "Patches per model call (0: from the memory budget)",
+                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber("MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer,
+                                         defaultValue=512, minValue=32),
+            QgsProcessingParameterBoolean("ALLOW_LAMBDA", "Allow Lambda layers (runs code from the model file: "
+                                                          "only for files you trust)", defaultValue=False),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Output"))
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        missing = deps.requirement_message()
+        problems = [missing] if missing else []
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        problem = model_path_problem(model) if model else "give a MODEL"
+        if problem:
+            problems.append(problem)
+        return (False, "; ".join(problems)) if problems else (True, "")
+
+    def processAlgorithm(self, parameters, context, feedback):
+        sources = []
+        for n in range(1, MAX_SOURCES + 1):
+            path = raster_path(self, parameters, f"SOURCE{n}", context, required=n == 1)
+            if path is None:
+                continue
+            sources.append(ServeSource(
+                path, rfield=self.parameterAsInt(parameters, f"RFIELD{n}", context),
+                placeholder=self.parameterAsString(parameters, f"PLACEHOLDER{n}", context).strip(),
+                nodata=optional_number(self, parameters, f"NODATA{n}", context)))
+        options = ServeOptions(
+            output_names=parse_output_names(self.parameterAsString(parameters, "OUTPUT_NAMES", context)),
+            user_placeholders=self.run_engine(
+                lambda progress: parse_user_placeholders(
+                    self.parameterAsString(parameters, "USER_PLACEHOLDERS", context)), feedback),
+            fully_conv=self.parameterAsBool(parameters, "FULLYCONV", context),
+            efield=self.parameterAsInt(parameters, "EFIELD", context),
+            scale=self.parameterAsInt(parameters, "SPCSCALE", context),
+            background=self.parameterAsDouble(parameters, "BACKGROUND_VALUE", context),
+            pad=self.parameterAsBool(parameters, "PAD", context),
+            tile_px=self.parameterAsInt(parameters, "TILE_SIZE", context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
+            allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
+        )
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),
+                                 output, options)
+        plan = result.plan
+        return {
+            self.OUTPUT: str(result.output),
+            "MODE": plan.mode,
+            "RFIELD": plan.geometry.rfield,
+            "EFIELD": plan.geometry.efield,
+            "SPCSCALE": plan.geometry.scale,
+            "TILES": result.tiles,
+            "SKIPPED_TILES": result.skipped_tiles,
+        }

@@ -1,0 +1,76 @@
+"""otbtf:tensorflowmodelserve through processing.run, TensorFlow inside the QGIS process."""
+
+import importlib
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsRasterLayer
+
+from common import DATA
+
+keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.usefixtures("provider_loaded")
+
+B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+
+
+@pytest.fixture(scope="module")
+def patch_model(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 1), name="x1")
+    h = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h))
+    path = tmp_path_factory.mktemp("model") / "patch16.keras"
+    model.save(path)
+    return model, path
+
+
+def test_serve_a_keras_patch_classifier(tmp_path, patch_model):
+    model, path = patch_model
+    result = processing.run("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(B2_30), "MODEL": str(path), "OUTPUT": str(tmp_path / "served.tif"),
+    })
+    assert (result["MODE"], result["RFIELD"], result["EFIELD"], result["SPCSCALE"]) == ("pixels", 16, 1, 1)
+    layer = QgsRasterLayer(result["OUTPUT"], "served")
+    assert (layer.width(), layer.height(), layer.bandCount()) == (385, 385, 2)
+    assert layer.crs().authid() == "EPSG:32621"
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(B2_30) as src:
+        served = out.read()
+        band = src.read(1).astype("float32")
+    # Output pixel (r, c) is the patch of source pixel (r + 8, c + 8): rows r .. r + 15.
+    for r, c in ((0, 0), (100, 250), (384, 384)):
+        expected = model.predict(band[r:r + 16, c:c + 16][None, ..., None], verbose=0)[0]
+        assert np.abs(served[:, r, c] - expected).max() <= 1e-5
+
+
+def test_wrong_receptive_field_is_explained(tmp_path, patch_model):
+    _, path = patch_model
+    with pytest.raises(QgsProcessingException, match="use RFIELD1=16"):
+        processing.run("otbtf:tensorflowmodelserve", {
+            "SOURCE1": str(B2_30), "RFIELD1": 12, "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif"),
+        })
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dialog_check_catches_a_path_that_is_not_a_model(tmp_path):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
+    ok, message = algorithm.checkParameterValues(
+        {"SOURCE1": str(B2_30), "MODEL": str(tmp_path), "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext())
+    assert not ok and "is not a model" in message
+
+
+def test_missing_tensorflow_is_one_line_with_the_fix(tmp_path, patch_model, monkeypatch):
+    _, path = patch_model
+    deps = importlib.import_module("otbtf.otbtf_plugin.deps")
+    missing = "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)"
+    monkeypatch.setattr(deps, "problems", lambda: [missing])
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
+    parameters = {"SOURCE1": str(B2_30), "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif")}
+    ok, message = algorithm.checkParameterValues(parameters, QgsProcessingContext())
+    assert not ok and message.startswith(missing)
+    assert "\n" not in message and "Install dependencies" in message and "make setup" in message
+    with pytest.raises(QgsProcessingException, match="TensorFlow is not installed"):
+        processing.run("otbtf:tensorflowmodelserve", parameters)
+    assert list(tmp_path.iterdir()) == []
