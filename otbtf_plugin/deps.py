@@ -214,6 +214,27 @@ def isolate_tensorflow_symbols() -> bool:
     return True
 
 
+def import_tensorflow():
+    """Import TensorFlow the way QGIS can live with, and return the module.
+
+    QGIS' executables link the system's libprotobuf-lite and libsqlite3, which are in
+    the global symbol scope: TensorFlow's bundled protobuf and SQLite would bind to
+    them ("File already exists in database" abort at import, crashes on exit). So
+    TensorFlow is imported with RTLD_LOCAL (see :func:`isolate_tensorflow_symbols`)
+    and RTLD_DEEPBIND: its libraries use their own symbols first.
+    """
+    require()
+    if "tensorflow" not in sys.modules:
+        isolate_tensorflow_symbols()
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(flags | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
+        try:
+            import tensorflow  # noqa: F401  (heavy and optional: imported here only)
+        finally:
+            sys.setdlopenflags(flags)
+    return sys.modules["tensorflow"]
+
+
 def install_command() -> str:
     """What a user types to install the packages without the plugin's button."""
     return f"make setup (as root), or: {python_executable()} -m otbtf_plugin.deps install"

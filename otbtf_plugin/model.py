@@ -30,11 +30,7 @@ class ModelError(InputError):
 
 def tensorflow():
     """The ``tensorflow`` module, or a :class:`~otbtf_plugin.errors.DependencyError` with the fix."""
-    deps.require()
-    deps.isolate_tensorflow_symbols()
-    import tensorflow as tf  # deliberately lazy: heavy, and optional at start-up
-
-    return tf
+    return deps.import_tensorflow()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Paths and reference values shared by the tests."""
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,8 +19,10 @@ OTB_COUNTS = {"crop": 192, "developed": 81, "tree": 198, "water": 212}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Tests import keras/TensorFlow directly: load it as the plugin does (RTLD_LOCAL), or
-# QGIS crashes on exit (see otbtf_plugin.deps.isolate_tensorflow_symbols).
-from otbtf_plugin.deps import isolate_tensorflow_symbols  # noqa: E402
+# Tests import keras/TensorFlow directly: load it first the way the plugin does
+# (otbtf_plugin.deps.import_tensorflow), so that it cannot clash with QGIS' libraries.
+from otbtf_plugin.deps import import_tensorflow  # noqa: E402
+from otbtf_plugin.errors import DependencyError  # noqa: E402
 
-isolate_tensorflow_symbols()
+with contextlib.suppress(DependencyError):  # the tests that need TensorFlow skip themselves
+    import_tensorflow()

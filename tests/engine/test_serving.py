@@ -302,3 +302,57 @@ def test_receptive_field_larger_than_the_image(tmp_path, small_rgb):
     result = serve([ServeSource(small_rgb)], tmp_path / "big.keras", tmp_path / "o.tif", ServeOptions(pad=True))
     assert (result.plan.grid.width, result.plan.grid.height) == (150, 130)
     assert math.isclose(result.plan.grid.x0, read(small_rgb)[1].c)
+
+
+def test_otbtf_style_tf1_savedmodel_with_named_placeholders(tmp_path, small_rgb, rgb_window):
+    """A graph-mode SavedModel as otbtf's Python API wrote them: placeholder x1
+    [?, 16, 16, 3] and an output named prediction, signature serving_default."""
+    import tensorflow as tf
+
+    export = tmp_path / "otbtf_savedmodel"
+    rng = np.random.default_rng(5)
+    kernel = rng.normal(size=(16 * 16 * 3, 2)).astype("float32") / 5000.0
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 16, 16, 3], name="x1")
+        flat = tf.reshape(x, [-1, 16 * 16 * 3])
+        prediction = tf.identity(tf.matmul(flat, tf.constant(kernel)), name="prediction")
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(export))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x1": x}, {"prediction": prediction})
+            builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.SERVING],
+                                                 signature_def_map={"serving_default": signature})
+            builder.save()
+    out = tmp_path / "o.tif"
+    result = serve([ServeSource(small_rgb)], export, out, ServeOptions(tile_px=50))
+    assert result.plan.sources[0].name == "x1" and result.plan.geometry.rfield == 16
+    image, _ = rgb_window
+    patches, n_r, n_c, _ = reference_patches(image, 16)
+    expected = (patches.reshape(len(patches), -1) @ kernel).reshape(n_r, n_c, 2).transpose(2, 0, 1)
+    got = read(out)[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_model_folder_metadata_gives_geometry_and_normalisation(tmp_path, small_rgb, rgb_window):
+    """A folder of ours: SavedModel + otbtf_model.json. The model has dynamic
+    shapes; the metadata gives the receptive field and the band normalisation."""
+    import json
+
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((None, None, 3), name="image")
+    h = keras.layers.Conv2D(3, 5, name="c")(inp)
+    out = keras.layers.GlobalAveragePooling2D(name="avg")(h)
+    model = keras.Model(inp, out)
+    folder = tmp_path / "my_model"
+    model.export(folder / "savedmodel", verbose=False)
+    mean, std = [7000.0, 6500.0, 6000.0], [500.0, 400.0, 300.0]
+    (folder / "otbtf_model.json").write_text(json.dumps({
+        "inputs": [{"name": "image", "rfield": 9, "normalisation": {"mean": mean, "std": std}}],
+        "efield": 1, "scale": 1}))
+    result = serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif")
+    assert result.plan.geometry.rfield == 9 and result.plan.mode == "pixels"
+    image, _ = rgb_window
+    patches, n_r, n_c, _ = reference_patches(image, 9)
+    normalised = (patches - np.array(mean, "float32")) / np.array(std, "float32")
+    expected = np.asarray(model.predict(normalised, batch_size=8192, verbose=0)).reshape(n_r, n_c, 3)
+    assert np.abs(read(tmp_path / "o.tif")[0] - expected.transpose(2, 0, 1)).max() <= 1e-4

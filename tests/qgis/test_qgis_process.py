@@ -25,7 +25,7 @@ def test_list_shows_the_provider(installed_profile):
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
     for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesselection",
-                      "otbtf:patchesextraction"):
+                      "otbtf:patchesextraction", "otbtf:tensorflowmodelserve"):
         assert algorithm in out.stdout
 
 
@@ -72,3 +72,22 @@ def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_pat
                            f"--OUTPUT1={tmp_path / 'p16.tif'}", f"--OUTPUT_LABELS={tmp_path / 'y16.tif'}")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"]["ACCEPTED"] == 4 * 81
+
+
+def test_serve_a_model_from_the_command_line(installed_profile, tmp_path):
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 1), name="x")
+    model = keras.Model(inp, keras.layers.Conv2D(1, 5, name="y")(keras.layers.Rescaling(1 / 5000.0)(inp)))
+    model.save(tmp_path / "fcn.keras")
+    b2 = ROOT / "data" / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+    out = run_qgis_process(installed_profile, "run", "otbtf:tensorflowmodelserve", "--json", f"--SOURCE1={b2}",
+                           f"--MODEL={tmp_path / 'fcn.keras'}", "--FULLYCONV=true",
+                           f"--OUTPUT={tmp_path / 'served.tif'}")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    results = json.loads(out.stdout)["results"]
+    assert (results["MODE"], results["EFIELD"] > 0, results["SPCSCALE"]) == ("regions", True, 1)
+    from osgeo import gdal
+
+    ds = gdal.Open(str(tmp_path / "served.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (396, 396)  # 400 - (5 - 1)
