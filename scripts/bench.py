@@ -224,8 +224,131 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
              f"{b.peak_mib / a.peak_mib:.2f}", f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1")]
 
 
+SERVING_MODELS = """
+import sys
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+import_tensorflow()
+import keras
+keras.utils.set_random_seed(0)
+inp = keras.Input((None, None, 3), name="x")
+h = keras.layers.Rescaling(1 / 10000.0)(inp)
+h = keras.layers.Conv2D(8, 5, activation="relu")(h)
+h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export({out!r} + "/bench_fcn", verbose=False)
+inp = keras.Input((16, 16, 3), name="x")
+h = keras.layers.Rescaling(1 / 10000.0)(inp)
+h = keras.layers.Conv2D(16, 3, activation="relu")(h)
+h = keras.layers.MaxPooling2D(2)(h)
+h = keras.layers.Conv2D(16, 3, activation="relu")(h)
+h = keras.layers.GlobalAveragePooling2D()(h)
+keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="prob")(h)).export(
+    {out!r} + "/bench_patch", verbose=False)
+"""
+
+SERVE_RUN = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+import_tensorflow()
+from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+started = time.perf_counter()
+result = serve([ServeSource({image!r})], {model!r}, {output!r}, ServeOptions(fully_conv={fcn}))
+seconds = time.perf_counter() - started
+print(json.dumps({{"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}}))
+"""
+
+IN_MEMORY_FCN = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+tf = import_tensorflow()
+import rasterio
+with rasterio.open({image!r}) as src:
+    data = tf.constant(src.read().transpose(1, 2, 0)[None].astype("float32"))
+function = tf.saved_model.load({model!r}).signatures["serving_default"]
+function(x=data[:, :100, :100])  # warm-up, as serving's probe is
+started = time.perf_counter()
+out = next(iter(function(x=data).values())).numpy()
+print(json.dumps({{"seconds": time.perf_counter() - started, "pixels": out.shape[1] * out.shape[2]}}))
+"""
+
+IN_MEMORY_PATCHES = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+tf = import_tensorflow()
+import rasterio
+with rasterio.open({image!r}) as src:
+    image = src.read().astype("float32")
+n_r, n_c = image.shape[1] - 15, image.shape[2] - 15
+windows = np.lib.stride_tricks.sliding_window_view(image, (16, 16), axis=(1, 2))  # (3, n_r, n_c, 16, 16)
+patches = np.ascontiguousarray(windows.transpose(1, 2, 3, 4, 0).reshape(n_r * n_c, 16, 16, 3))
+function = tf.saved_model.load({model!r}).signatures["serving_default"]
+function(x=tf.constant(patches[:8]))
+started = time.perf_counter()
+for first in range(0, len(patches), 4096):
+    next(iter(function(x=tf.constant(patches[first:first + 4096])).values())).numpy()
+print(json.dumps({{"seconds": time.perf_counter() - started, "pixels": len(patches)}}))
+"""
+
+
+def _json_run(code: str) -> tuple[dict, Run]:
+    run = timed([PY, "-c", code])
+    return json.loads(run.stdout.strip().splitlines()[-1]), run
+
+
+def _crop(source: Path, target: Path, width: int, height: int) -> Path:
+    from osgeo import gdal
+
+    gdal.Translate(str(target), str(source), srcWin=[0, 0, width, height],
+                   creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2"])
+    return target
+
+
+def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """Fully-convolutional serving over 8000 x 9120 px vs one call on the same pixels in
+    memory; patch-based serving vs a batched predict of the same patches; peak RSS of
+    serving at 8000 x 9120 px vs 1000 x 1000 px."""
+    timed([PY, "-c", SERVING_MODELS.format(root=str(ROOT), out=str(out))])
+    vrt, _, (width, height) = mosaic(out, 10, 8)
+    large = _crop(vrt, out / "serve_large.tif", width, height)
+    small = _crop(vrt, out / "serve_small.tif", 1000, 1000)
+    patch_area = _crop(vrt, out / "serve_patch.tif", 1000, 1000)
+    fcn, patch = str(out / "bench_fcn"), str(out / "bench_patch")
+
+    def ours(image, model, fully_conv):
+        return _json_run(SERVE_RUN.format(root=str(ROOT), image=str(image), model=model,
+                                          output=str(out / "served.tif"), fcn=fully_conv))
+
+    served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    memory = min((_json_run(IN_MEMORY_FCN.format(root=str(ROOT), image=str(large), model=fcn))
+                  for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
+    p_served = min((ours(patch_area, patch, False) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    p_memory = min((_json_run(IN_MEMORY_PATCHES.format(root=str(ROOT), image=str(patch_area), model=patch))
+                    for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    if served[0]["pixels"] != memory[0]["pixels"] or p_served[0]["pixels"] != p_memory[0]["pixels"]:
+        raise SystemExit("bench: served and in-memory runs did not cover the same pixels")
+    fcn_ratio = (served[0]["pixels"] / served[0]["seconds"]) / (memory[0]["pixels"] / memory[0]["seconds"])
+    patch_ratio = p_memory[0]["seconds"] / p_served[0]["seconds"]
+    print(f"serving FCN {width} x {height} px: ours {served[0]['seconds']:.1f} s (read, infer, write, ZSTD), "
+          f"in memory {memory[0]['seconds']:.1f} s; peak RSS {served[1].peak_mib:.0f} MiB vs "
+          f"{small_run[1].peak_mib:.0f} MiB at 1000 x 1000 px (in memory: {memory[1].peak_mib:.0f} MiB)")
+    print(f"serving patch-based, 16 px patches, {p_served[0]['pixels']} output pixels: ours "
+          f"{p_served[0]['seconds']:.1f} s, batched predict of the patches in memory {p_memory[0]['seconds']:.1f} s")
+    return [
+        (f"FCN serving {width}x{height} throughput / one in-memory call", f"{fcn_ratio:.2f}", "goal >= 0.85"),
+        (f"patch-based serving, {p_served[0]['pixels']} patches of 16 px: throughput / batched predict in memory",
+         f"{patch_ratio:.2f}", "goal >= 0.8"),
+        (f"FCN serving peak RSS {width}x{height} / 1000x1000", f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
+         f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)"),
+    ]
+
+
 BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
-           "memory_vs_raster_size": bench_memory_vs_raster_size}
+           "memory_vs_raster_size": bench_memory_vs_raster_size, "serving": bench_serving}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -12,7 +13,14 @@ from qgis.core import (
 
 from ...otbtf_plugin import deps
 from ...otbtf_plugin.model import model_path_problem
-from ...otbtf_plugin.serving import ServeOptions, ServeSource, parse_output_names, parse_user_placeholders, serve
+from ...otbtf_plugin.serving import (
+    COMPRESSIONS,
+    ServeOptions,
+    ServeSource,
+    parse_output_names,
+    parse_user_placeholders,
+    serve,
+)
 from .base import OtbtfAlgorithm
 from .common import optional_number, raster_path
 
@@ -91,6 +99,8 @@ class TensorflowModelServe(OtbtfAlgorithm):
                                          defaultValue=512, minValue=32),
             QgsProcessingParameterBoolean("ALLOW_LAMBDA", "Allow Lambda layers (runs code from the model file: "
                                                           "only for files you trust)", defaultValue=False),
+            QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
+                                       options=list(COMPRESSIONS), defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -133,6 +143,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
             allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
+            compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),
