@@ -356,3 +356,39 @@ def test_model_folder_metadata_gives_geometry_and_normalisation(tmp_path, small_
     normalised = (patches - np.array(mean, "float32")) / np.array(std, "float32")
     expected = np.asarray(model.predict(normalised, batch_size=8192, verbose=0)).reshape(n_r, n_c, 3)
     assert np.abs(read(tmp_path / "o.tif")[0] - expected.transpose(2, 0, 1)).max() <= 1e-4
+
+
+def test_lambda_layer_is_refused_unless_allowed(tmp_path, small_rgb):
+    inp = keras.Input((None, None, 3), name="x")
+    out = keras.layers.Lambda(lambda t: t * 2.0, name="twice")(inp)
+    keras.Model(inp, out).save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelError, match="Lambda layer, whose Python code would run when loading it"):
+        load_model(tmp_path / "lambda.keras")
+    model = load_model(tmp_path / "lambda.keras", allow_lambda=True)
+    assert model.run({"x": np.ones((1, 2, 2, 3), "float32")})["twice"].max() == 2.0
+
+
+def test_output_shapes_n_and_n_y_x(tmp_path, small_rgb, rgb_window):
+    """[n] from a patch model and [n, y, x] from an FCN become one band each."""
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((5, 5, 3), name="x")
+    flat = keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp)))
+    vector = keras.Model(inp, keras.layers.Reshape((), name="v")(flat))
+    vector.save(tmp_path / "n.keras")
+    image, _ = rgb_window
+    patches, n_r, n_c, _ = reference_patches(image, 5)
+    serve([ServeSource(small_rgb)], tmp_path / "n.keras", tmp_path / "n.tif")
+    expected = vector.predict(patches, verbose=0).reshape(n_r, n_c)
+    assert np.abs(read(tmp_path / "n.tif")[0][0] - expected).max() <= TOL
+    fcn_in = keras.Input((None, None, 3), name="x")
+    conv = keras.layers.Conv2D(1, 3)(keras.layers.Rescaling(1 / 5000.0)(fcn_in))
+    squeezed = keras.Model(fcn_in, keras.layers.Reshape((-1,), name="flat")(conv))  # not [n, y, x]: refused
+    squeezed.save(tmp_path / "bad.keras")
+    with pytest.raises(ModelError, match="not an image"):
+        serve([ServeSource(small_rgb)], tmp_path / "bad.keras", tmp_path / "b.tif", ServeOptions(fully_conv=True))
+    nyx = keras.Model(fcn_in, keras.layers.Lambda(lambda t: t[..., 0], name="yx")(conv))
+    nyx.save(tmp_path / "nyx.keras")
+    serve([ServeSource(small_rgb)], tmp_path / "nyx.keras", tmp_path / "nyx.tif",
+          ServeOptions(fully_conv=True, allow_lambda=True))
+    expected = np.asarray(nyx(image.transpose(1, 2, 0)[None]))[0]
+    assert np.abs(read(tmp_path / "nyx.tif")[0][0] - expected).max() <= TOL
