@@ -6,5 +6,7 @@ from .patchesextraction import PatchesExtraction
 from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
 from .serve import TensorflowModelServe
+from .train import TensorflowModelTrain
 
-ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction, TensorflowModelServe]
+ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction,
+              TensorflowModelTrain, TensorflowModelServe]

@@ -25,7 +25,7 @@ def test_list_shows_the_provider(installed_profile):
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
     for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesselection",
-                      "otbtf:patchesextraction", "otbtf:tensorflowmodelserve"):
+                      "otbtf:patchesextraction", "otbtf:tensorflowmodeltrain", "otbtf:tensorflowmodelserve"):
         assert algorithm in out.stdout
 
 

@@ -74,3 +74,25 @@ def test_missing_tensorflow_is_one_line_with_the_fix(tmp_path, patch_model, monk
     with pytest.raises(QgsProcessingException, match="TensorFlow is not installed"):
         processing.run("otbtf:tensorflowmodelserve", parameters)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_then_serve_from_processing(tmp_path):
+    """The toolbox chain: sample selection, patches extraction, training, serving the class map."""
+    from common import POLYGONS, RGB
+
+    samples = processing.run("otbtf:sampleselection", {
+        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "OUTPUT": str(tmp_path / "s.gpkg")})["OUTPUT"]
+    patches = processing.run("otbtf:patchesextraction", {
+        "SOURCE1": str(RGB), "PATCH_SIZE1": 16, "VECTOR": samples, "FIELD": "name",
+        "OUTPUT1": str(tmp_path / "p.tif"), "OUTPUT_LABELS": str(tmp_path / "y.tif")})
+    trained = processing.run("otbtf:tensorflowmodeltrain", {
+        "TRAIN_PATCHES1": patches["OUTPUT1"], "TRAIN_LABELS": patches["OUTPUT_LABELS"], "EPOCHS": 2,
+        "BATCH_SIZE": 16, "OUTPUT_MODEL": str(tmp_path / "model"), "OUTPUT_REPORT": str(tmp_path / "report.html")})
+    assert 0.0 <= trained["OVERALL_ACCURACY"] <= 1.0
+    assert set(trained["CLASSES"]) == {"crop", "developed", "tree", "water"}
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "report.json").is_file()
+    served = processing.run("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "class",
+        "OUTPUT": str(tmp_path / "classes.tif")})
+    layer = QgsRasterLayer(served["OUTPUT"], "classes")
+    assert (layer.width(), layer.height(), layer.bandCount()) == (785, 1125, 1)

@@ -1,0 +1,442 @@
+"""Training TensorFlow models from patches images (ours or otbtf's).
+
+Data are streamed: each batch is read from the patches images with windowed reads
+(a training set larger than memory works), shuffled every epoch with the seed, and
+no sample is dropped (the last batch may be smaller).
+
+Built-in architecture (more to come): ``cnn``, a small patch classifier: one
+convolutional branch per source, global pooling, a softmax over the classes. Its
+receptive field is the patch size, its expression field 1. The band normalisation,
+computed from the training patches, is the model's first layer, so the SavedModel
+is self-contained. The model has two outputs: ``prob`` (class probabilities) and
+``class`` (the class code with the highest probability, as written in the labels),
+so serving ``class`` gives a class map.
+
+The model folder holds ``savedmodel/`` (signature ``serving_default``),
+``model.keras`` and ``otbtf_model.json`` (what serving reads: input names, receptive
+fields, expression field, scale, class codes and names, band statistics, history).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, deps
+from .errors import Cancelled, InputError
+from .metrics import confusion_matrix, report
+from .model import METADATA_FILE
+from .patches_image import PatchesImage
+from .progress import NullProgress, Progress
+
+ARCHITECTURES = ("cnn",)
+READ_CHUNK = 256  # patches per read when computing statistics or predicting
+
+
+@dataclass
+class TrainConfig:
+    train_patches: list  # one patches image per source
+    train_labels: str | Path
+    output_model: str | Path
+    valid_patches: list | None = None
+    valid_labels: str | Path | None = None
+    output_report: str | Path | None = None
+    architecture: str = "cnn"
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    learning_rate: float = 1e-3
+    class_weights: bool = True
+    valid_fraction: float = 0.2  # held out of the training patches when no validation set is given
+    tensorboard_dir: str | Path | None = None
+    class_names: dict = field(default_factory=dict)  # code -> name (default: from the labels' metadata)
+    initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
+
+
+@dataclass
+class TrainResult:
+    model_folder: Path
+    report: dict
+    report_html: Path | None
+    history: dict
+
+
+class _Sources:
+    """Patches images of every source and their labels, checked against each other."""
+
+    def __init__(self, patches: list, labels, what: str):
+        if not patches:
+            raise InputError(f"no {what} patches image given")
+        self.images = [PatchesImage(p) for p in patches]
+        self.labels = PatchesImage(labels)
+        counts = {len(self.labels)} | {len(i) for i in self.images}
+        if len(counts) != 1:
+            raise InputError(f"{what} patches images and labels hold different numbers of patches: "
+                             + ", ".join(f"{Path(i.path).name}: {len(i)}" for i in [*self.images, self.labels]))
+        if (self.labels.patch_width, self.labels.patch_height) != (1, 1) or self.labels.bands != 1:
+            raise InputError(f"{Path(self.labels.path).name}: labels must be one value per patch (a 1 px wide "
+                             "labels image, as patches extraction writes with FIELD); segmentation labels are not "
+                             "supported yet")
+        self.count = len(self.labels)
+
+    def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Patches of every source and labels for ``indices`` (any order)."""
+        order = np.argsort(indices)
+        sorted_idx = indices[order]
+        runs = np.split(sorted_idx, np.flatnonzero(np.diff(sorted_idx) != 1) + 1)
+        def gather(image):
+            parts = [image.read(int(run[0]), int(run[-1]) + 1) for run in runs if len(run)]
+            data = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+            out = np.empty_like(data)
+            out[order] = data
+            return out
+        return [gather(i) for i in self.images], gather(self.labels).reshape(-1)
+
+    def close(self) -> None:
+        for image in [*self.images, self.labels]:
+            image.close()
+
+
+def band_statistics(image: PatchesImage, indices: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation per band over the given patches (streamed)."""
+    total = np.zeros(image.bands)
+    squares = np.zeros(image.bands)
+    n = 0
+    for first in range(0, len(indices), READ_CHUNK):
+        chunk = np.sort(indices[first:first + READ_CHUNK])
+        for run in np.split(chunk, np.flatnonzero(np.diff(chunk) != 1) + 1):
+            data = image.read(int(run[0]), int(run[-1]) + 1).astype(np.float64).reshape(-1, image.bands)
+            total += data.sum(axis=0)
+            squares += (data ** 2).sum(axis=0)
+            n += len(data)
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(squares / max(n, 1) - mean ** 2, 0))
+    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def _keras():
+    deps.import_tensorflow()
+    import keras
+
+    return keras
+
+
+def _class_code_layer(keras):
+    @keras.saving.register_keras_serializable(package="otbtf")
+    class ClassCode(keras.layers.Layer):
+        """argmax of the probabilities, mapped to the class codes of the labels."""
+
+        def __init__(self, codes, **kwargs):
+            super().__init__(**kwargs)
+            self.codes = [int(c) for c in codes]
+
+        def call(self, probabilities):
+            table = keras.ops.convert_to_tensor(self.codes, dtype="int32")
+            return keras.ops.take(table, keras.ops.argmax(probabilities, axis=-1))
+
+        def get_config(self):
+            return {**super().get_config(), "codes": self.codes}
+
+    return ClassCode
+
+
+def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int]):
+    """The ``cnn`` patch classifier; returns (training model, served model)."""
+    inputs, features = [], []
+    for k, src in enumerate(sources):
+        size = src["patch"]
+        if size < 5:
+            raise InputError(f"source {k + 1}: patches of {size} px are too small for the cnn architecture "
+                             "(at least 5 px)")
+        inp = keras.Input((size, size, src["bands"]), name=src["name"])
+        h = keras.layers.Normalization(mean=src["mean"], variance=np.square(src["std"]).tolist(),
+                                       name=f"normalise_{k + 1}")(inp)
+        h = keras.layers.Conv2D(16, 3, activation="relu", name=f"conv{k + 1}_1")(h)
+        h = keras.layers.Conv2D(32, 3, activation="relu", name=f"conv{k + 1}_2")(h)
+        if size >= 12:
+            h = keras.layers.MaxPooling2D(2, name=f"pool{k + 1}")(h)
+        h = keras.layers.Conv2D(64, 3, activation="relu", padding="same", name=f"conv{k + 1}_3")(h)
+        features.append(keras.layers.GlobalAveragePooling2D(name=f"features{k + 1}")(h))
+        inputs.append(inp)
+    merged = features[0] if len(features) == 1 else keras.layers.Concatenate(name="features")(features)
+    merged = keras.layers.Dropout(0.2, name="dropout")(merged)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="prob")(merged)
+    training_model = keras.Model(inputs, probabilities, name="otbtf_cnn")
+    class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
+    served = keras.Model(inputs, {"prob": probabilities, "class": class_code}, name="otbtf_cnn_served")
+    return training_model, served
+
+
+def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed, shuffle):
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(indices) if shuffle else np.asarray(indices)
+
+        def __len__(self):
+            return math.ceil(len(self.order) / batch)
+
+        def __getitem__(self, i):
+            chunk = self.order[i * batch:(i + 1) * batch]
+            patches, labels = sources.read(chunk)
+            x = {name: p.astype(np.float32) for name, p in zip(names, patches, strict=True)}
+            return x, label_index[labels.astype(np.int64)]
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(indices)
+
+    return Batches()
+
+
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train a model on patches images and write the model folder and the report."""
+    progress = progress or NullProgress()
+    if config.architecture not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {config.architecture!r}; use one of: {', '.join(ARCHITECTURES)}")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise InputError(f"EPOCHS ({config.epochs}) and BATCH_SIZE ({config.batch_size}) must be at least 1")
+    output = Path(config.output_model)
+    if not output.parent.is_dir():
+        raise InputError(f"output folder {str(output.parent)!r} does not exist")
+    keras = _keras()
+    import tensorflow as tf
+
+    train_data = _Sources(config.train_patches, config.train_labels, "training")
+    valid_data = None
+    try:
+        _, all_labels = train_data.read(np.arange(train_data.count))
+        if config.valid_patches:
+            if len(config.valid_patches) != len(config.train_patches):
+                raise InputError(f"{len(config.train_patches)} training sources but {len(config.valid_patches)} "
+                                 "validation sources: give one validation patches image per source")
+            valid_data = _Sources(config.valid_patches, config.valid_labels, "validation")
+            train_idx = np.arange(train_data.count)
+            valid_source, valid_idx = valid_data, np.arange(valid_data.count)
+        else:
+            order = np.random.default_rng(config.seed).permutation(train_data.count)
+            n_valid = round(config.valid_fraction * train_data.count)
+            if n_valid < 1 or n_valid >= train_data.count:
+                raise InputError(f"{train_data.count} training patches: too few to hold out a validation set; "
+                                 "give VALID_PATCHES1 and VALID_LABELS")
+            train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+            valid_source = train_data
+        codes = sorted({int(c) for c in np.unique(all_labels[train_idx])})
+        names = _class_names(config, train_data, codes)
+        label_index = np.full(int(max(codes)) + 1 if codes else 1, -1, dtype=np.int64)
+        for k, code in enumerate(codes):
+            label_index[code] = k
+        sources = []
+        for name, image in zip([f"x{k + 1}" for k in range(len(train_data.images))], train_data.images, strict=True):
+            if image.patch_width != image.patch_height:
+                raise InputError(f"{Path(image.path).name}: the cnn architecture needs square patches")
+            mean, std = band_statistics(image, train_idx)
+            sources.append({"name": name, "patch": image.patch_width, "bands": image.bands, "mean": mean, "std": std})
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+        if config.initial_model:
+            training_model, served = _fine_tune_start(keras, config.initial_model, sources, codes)
+        else:
+            training_model, served = build_cnn(keras, sources, len(codes), codes)
+        input_names = [s["name"] for s in sources]
+        training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        valid_labels = valid_source.read(valid_idx)[1]
+        unknown = sorted(set(np.unique(valid_labels).tolist()) - set(codes))
+        if unknown:
+            raise InputError(f"validation labels hold classes absent from training: {unknown}")
+        weights = None
+        if config.class_weights:
+            counts = np.bincount(label_index[all_labels[train_idx].astype(np.int64)], minlength=len(codes))
+            weights = {k: float(len(train_idx) / (len(codes) * max(n, 1))) for k, n in enumerate(counts)}
+        batches = _sequence(keras, train_data, train_idx, config.batch_size, input_names, label_index,
+                            config.seed, shuffle=True)
+        validation = _sequence(keras, valid_source, valid_idx, config.batch_size, input_names, label_index,
+                               config.seed, shuffle=False)
+        callbacks = [_ProgressCallback(keras, progress, config.epochs * len(batches))]
+        if config.tensorboard_dir:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
+        fit = training_model.fit(batches, validation_data=validation, epochs=config.epochs, class_weight=weights,
+                                 callbacks=callbacks, verbose=0)
+        if progress.cancelled():
+            raise Cancelled("training cancelled: no model was written")
+        history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+        predicted = _predict(training_model, valid_source, valid_idx, input_names)
+        matrix = confusion_matrix(valid_labels.astype(np.int64), np.asarray(codes)[predicted], codes)
+        metrics = report(matrix, [names[c] for c in codes])
+        metadata = {
+            "format": "otbtf-qgis model 1",
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "otbtf_plugin": __version__,
+            "task": "classification",
+            "architecture": config.architecture,
+            "inputs": [{"name": s["name"], "rfield": s["patch"], "bands": s["bands"],
+                        "band_statistics": {"mean": s["mean"], "std": s["std"]}} for s in sources],
+            "efield": 1,
+            "scale": 1,
+            "outputs": {"prob": "class probabilities, in the order of classes", "class": "class code"},
+            "classes": [{"code": c, "name": names[c]} for c in codes],
+            "training": {"patches": len(train_idx), "validation_patches": len(valid_idx),
+                         "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
+                         "learning_rate": config.learning_rate},
+            "history": history,
+        }
+        _write_model_folder(output, served, metadata)
+        report_html = None
+        if config.output_report:
+            report_html = write_report(config.output_report, metrics, history, metadata)
+    finally:
+        train_data.close()
+        if valid_data is not None:
+            valid_data.close()
+    progress.info(f"validation: overall accuracy {metrics['overall_accuracy']:.3f}, kappa {metrics['kappa']:.3f}")
+    return TrainResult(output, metrics, report_html, history)
+
+
+def _fine_tune_start(keras, path, sources: list[dict], codes: list[int]):
+    """The training and served models, starting from an existing model's weights."""
+    path = Path(path)
+    keras_file = path / "model.keras" if path.is_dir() else path
+    if keras_file.suffix != ".keras" or not keras_file.is_file():
+        raise InputError(f"MODEL {str(path)!r}: fine-tuning starts from a .keras file or a model folder written by "
+                         "otbtf:tensorflowmodeltrain (which holds model.keras)")
+    _class_code_layer(keras)  # registered, so that safe mode can load it
+    try:
+        loaded = keras.saving.load_model(str(keras_file), safe_mode=True, compile=False)
+    except ValueError as err:
+        raise InputError(f"MODEL {str(path)!r}: cannot load it for fine-tuning ({err})") from err
+    outputs = loaded.output
+    probabilities = outputs["prob"] if isinstance(outputs, dict) else outputs
+    if probabilities.shape[-1] != len(codes):
+        raise InputError(f"MODEL {str(path)!r} predicts {probabilities.shape[-1]} classes, the labels hold "
+                         f"{len(codes)}: fine-tune on the same classes")
+    names = [t.name.split(":")[0] for t in loaded.inputs]
+    for src, tensor, name in zip(sources, loaded.inputs, names, strict=False):
+        if tuple(tensor.shape[1:]) != (src["patch"], src["patch"], src["bands"]):
+            raise InputError(f"MODEL input {name} takes {tuple(tensor.shape[1:])}, the patches of {src['name']} are "
+                             f"{(src['patch'], src['patch'], src['bands'])}")
+    if len(names) != len(sources):
+        raise InputError(f"MODEL has {len(names)} inputs, {len(sources)} sources were given")
+    for src, name in zip(sources, names, strict=True):
+        src["name"] = name
+    training_model = keras.Model(loaded.inputs, probabilities, name="otbtf_fine_tuned")
+    class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
+    return training_model, keras.Model(loaded.inputs, {"prob": probabilities, "class": class_code})
+
+
+def _class_names(config, data: _Sources, codes) -> dict:
+    names = {int(k): str(v) for k, v in config.class_names.items()}
+    from_labels = {int(code): name for name, code in data.labels.class_codes.items()}
+    return {c: names.get(c) or from_labels.get(c) or str(c) for c in codes}
+
+
+def _predict(model, data: _Sources, indices, names) -> np.ndarray:
+    predictions = []
+    for first in range(0, len(indices), READ_CHUNK):
+        patches, _ = data.read(indices[first:first + READ_CHUNK])
+        feeds = {n: p.astype(np.float32) for n, p in zip(names, patches, strict=True)}
+        predictions.append(np.argmax(model.predict(feeds, verbose=0), axis=-1))
+    return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+
+
+class _ProgressCallback:
+    def __new__(cls, keras, progress: Progress, total: int):
+        class Callback(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.done = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.done += 1
+                progress.step(self.done, total)
+                if progress.cancelled():
+                    self.model.stop_training = True
+
+            def on_epoch_end(self, epoch, logs=None):
+                text = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+                progress.info(f"epoch {epoch + 1}: {text}")
+
+        return Callback()
+
+
+def _write_model_folder(output: Path, served, metadata: dict) -> None:
+    """SavedModel, .keras and metadata into a temporary folder beside, then renamed."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        served.export(str(staging / "savedmodel"), verbose=False)
+        served.save(staging / "model.keras")
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _curves_png(history: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for axis, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for name, style in ((key, "-"), (f"val_{key}", "--")):
+            if name in history:
+                axis.plot(range(1, len(history[name]) + 1), history[name], style, label=name)
+        axis.set_xlabel("epoch")
+        axis.set_title(key)
+        axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_report(path, metrics: dict, history: dict, metadata: dict) -> Path:
+    """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
+    path = Path(path)
+    from .raster import atomic_output
+
+    json_path = path.with_suffix(".json")
+    with atomic_output(json_path) as tmp:
+        tmp.write_text(json.dumps({"validation": metrics, "history": history,
+                                   "classes": metadata["classes"]}, indent=2), encoding="utf-8")
+    rows = "".join(
+        f"<tr><td>{html.escape(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
+        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in metrics["classes"])
+    names = [html.escape(c["name"]) for c in metrics["classes"]]
+    matrix = "".join(f"<tr><th>{n}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                     for n, row in zip(names, metrics["confusion_matrix"], strict=True))
+    curves = base64.b64encode(_curves_png(history)).decode() if history else ""
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>otbtf training report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
+<h1>Training report</h1>
+<p>Architecture {html.escape(metadata['architecture'])}; {metadata['training']['patches']} training and
+{metadata['training']['validation_patches']} validation patches; {metadata['training']['epochs']} epochs.</p>
+<h2>Validation</h2>
+<p>Overall accuracy <b>{metrics['overall_accuracy']:.4f}</b>, Cohen's kappa <b>{metrics['kappa']:.4f}</b>
+({metrics['samples']} samples).</p>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+<h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>
+<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>
+<h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">
+</body></html>
+"""
+    with atomic_output(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

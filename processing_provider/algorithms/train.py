@@ -1,0 +1,127 @@
+"""otbtf:tensorflowmodeltrain"""
+
+from qgis.core import (
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ...otbtf_plugin import deps
+from ...otbtf_plugin.training import ARCHITECTURES, TrainConfig, train
+from .base import OtbtfAlgorithm
+from .common import raster_path
+
+MAX_SOURCES = 4
+
+
+class TensorflowModelTrain(OtbtfAlgorithm):
+    NAME = "tensorflowmodeltrain"
+    DISPLAY_NAME = "TensorFlow model train"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    HELP = (
+        "Trains a TensorFlow model on patches images (from otbtf:patchesextraction, or otbtf's "
+        "PatchesExtraction), one per source, with a labels image (one class per patch).\n\n"
+        "ARCHITECTURE cnn: a small patch classifier (receptive field = the patch size, expression "
+        "field 1): one convolutional branch per source, global pooling, softmax. The band "
+        "normalisation is computed from the training patches and built into the model. MODEL: "
+        "fine-tune an existing model instead (a model folder of ours or a .keras file; the original "
+        "is not changed).\n\n"
+        "Validation: VALID_PATCHESn and VALID_LABELS, or else a fraction of the training patches held "
+        "out with SEED (patches near each other are alike: an independent validation set is more "
+        "honest). Data are read from disk batch by batch: a training set larger than memory works.\n\n"
+        "OUTPUT_MODEL: a folder with the SavedModel, model.keras and otbtf_model.json, which "
+        "otbtf:tensorflowmodelserve reads (no geometry to type). Serve its 'class' output for a class "
+        "map, 'prob' for probabilities. OUTPUT_REPORT: per-class precision, recall, F1, overall "
+        "accuracy, kappa, confusion matrix and learning curves (HTML, and JSON beside it). "
+        "TENSORBOARD_DIR: logs for TensorBoard. SEED gives the same weights on the same machine."
+    )
+
+    def initAlgorithm(self, config=None):
+        for n in range(1, MAX_SOURCES + 1):
+            self.addParameter(QgsProcessingParameterRasterLayer(
+                f"TRAIN_PATCHES{n}", f"Training patches image, source {n}", optional=n > 1))
+        self.addParameter(QgsProcessingParameterRasterLayer("TRAIN_LABELS", "Training labels image"))
+        for n in range(1, MAX_SOURCES + 1):
+            self.addParameter(QgsProcessingParameterRasterLayer(
+                f"VALID_PATCHES{n}", f"Validation patches image, source {n}", optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("VALID_LABELS", "Validation labels image", optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model to fine-tune (a model folder of ours; empty: a new model)",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterEnum("ARCHITECTURE", "Architecture (new model)",
+                                                     options=list(ARCHITECTURES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", type=QgsProcessingParameterNumber.Integer,
+                                                       defaultValue=20, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            "TENSORBOARD_DIR", "TensorBoard logs", optional=True, createByDefault=False))
+        advanced = [
+            QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
+                                         defaultValue=0.001, minValue=0.0),
+            QgsProcessingParameterBoolean("CLASS_WEIGHTS", "Weight classes by their rarity", defaultValue=True),
+            QgsProcessingParameterNumber("VALID_FRACTION", "Fraction held out for validation (no validation set)",
+                                         type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
+                                         minValue=0.01, maxValue=0.9),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Trained model"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_REPORT", "Validation report",
+                                                                "HTML files (*.html)"))
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        missing = deps.requirement_message()
+        if ok and missing:
+            return False, missing
+        return ok, message
+
+    def processAlgorithm(self, parameters, context, feedback):
+        def sources(prefix):
+            found = []
+            for n in range(1, MAX_SOURCES + 1):
+                path = raster_path(self, parameters, f"{prefix}{n}", context, required=False)
+                if path:
+                    found.append(path)
+            return found
+
+        tensorboard = self.parameterAsString(parameters, "TENSORBOARD_DIR", context) \
+            if parameters.get("TENSORBOARD_DIR") else None
+        config = TrainConfig(
+            train_patches=sources("TRAIN_PATCHES"),
+            train_labels=raster_path(self, parameters, "TRAIN_LABELS", context),
+            valid_patches=sources("VALID_PATCHES") or None,
+            valid_labels=raster_path(self, parameters, "VALID_LABELS", context, required=False),
+            output_model=self.parameterAsString(parameters, "OUTPUT_MODEL", context),
+            output_report=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context),
+            architecture=ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            learning_rate=self.parameterAsDouble(parameters, "LEARNING_RATE", context),
+            class_weights=self.parameterAsBool(parameters, "CLASS_WEIGHTS", context),
+            valid_fraction=self.parameterAsDouble(parameters, "VALID_FRACTION", context),
+            tensorboard_dir=tensorboard,
+            initial_model=self.parameterAsFile(parameters, "MODEL", context) or None,
+        )
+        result = self.run_engine(train, feedback, config)
+        metrics = result.report
+        return {
+            "OUTPUT_MODEL": str(result.model_folder),
+            "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
+            "OVERALL_ACCURACY": metrics["overall_accuracy"],
+            "KAPPA": metrics["kappa"],
+            "CLASSES": {c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")}
+                        for c in metrics["classes"]},
+            "CONFUSION_MATRIX": metrics["confusion_matrix"],
+        }
