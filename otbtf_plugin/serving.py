@@ -39,6 +39,7 @@ from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts,
 from .model import ModelError, ServedModel, load_model
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import atomic_output, grid_of, invalid_pixels, nodata_values, open_raster
+from .styles import write_class_style
 
 PROBE_SIZES = (96, 128)  # input sizes used to measure a fully-convolutional model
 
@@ -653,6 +654,7 @@ class ServeResult:
     plan: Plan
     tiles: int
     skipped_tiles: int
+    style: Path | None = None  # a .qml beside a class map
 
 
 _DONE = object()
@@ -689,7 +691,11 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             writer.set_band_description(band, name)
         skipped = _run_pipeline(plan, model, datasets, writer, plan_tiles, progress)
         writer.close()
-    return ServeResult(Path(output), plan, len(plan_tiles), skipped)
+    style = None
+    classes = (model.metadata or {}).get("classes")
+    if classes and [o.name for o in plan.outputs] == ["class"]:
+        style = write_class_style(output, classes)
+    return ServeResult(Path(output), plan, len(plan_tiles), skipped, style)
 
 
 def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:

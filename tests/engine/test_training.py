@@ -157,3 +157,15 @@ def test_inputs_that_do_not_match(patches, tmp_path):
                           tmp_path / "m"))
     with pytest.raises(InputError, match="give one validation patches image per source"):
         train(TrainConfig([tp], ty, tmp_path / "m", valid_patches=[vp, vp], valid_labels=ty))
+
+
+def test_class_map_gets_a_paletted_style(trained, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    _, _, out = trained
+    result = serve([ServeSource(RGB)], out / "model", tmp_path / "classes.tif", ServeOptions(output_names=["class"]))
+    entries = ET.parse(result.style).getroot().findall(".//paletteEntry")
+    assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
+        ("1", "crop", "#e6c229"), ("2", "developed", "#d7301f"), ("3", "tree", "#1b7837"), ("4", "water", "#2c7fb8")]
+    probabilities = serve([ServeSource(RGB)], out / "model", tmp_path / "prob.tif", ServeOptions(output_names=["prob"]))
+    assert probabilities.style is None

@@ -1,0 +1,47 @@
+"""QGIS styles (.qml) written beside outputs, as plain XML (no qgis import): QGIS
+applies a same-named .qml when it opens the raster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from .raster import atomic_output
+
+# Colours for common land-cover names; other classes take the palette in order.
+NAMED = {"water": "#2c7fb8", "tree": "#1b7837", "forest": "#1b7837", "crop": "#e6c229", "cropland": "#e6c229",
+         "developed": "#d7301f", "urban": "#d7301f", "built": "#d7301f", "grass": "#91cf60", "bare": "#c2a383",
+         "soil": "#c2a383", "cloud": "#f0f0f0", "snow": "#ffffff", "shadow": "#404040"}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+
+def class_colours(classes: list[dict]) -> list[str]:
+    colours, spare = [], iter(PALETTE * (1 + len(classes) // len(PALETTE)))
+    for item in classes:
+        colours.append(NAMED.get(str(item["name"]).lower()) or next(spare))
+    return colours
+
+
+def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
+    """A paletted style for a class map: ``classes`` = ``[{"code": 1, "name": "water"}, ...]``."""
+    entries = "\n".join(
+        f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
+        f'label={quoteattr(str(c["name"]))}/>'
+        for c, colour in zip(classes, class_colours(classes), strict=True))
+    text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+    path = Path(raster).with_suffix(".qml")
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
