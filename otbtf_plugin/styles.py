@@ -3,8 +3,8 @@ applies a same-named .qml when it opens the raster."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 from .raster import atomic_output
 
@@ -27,7 +27,7 @@ def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
     """A paletted style for a class map: ``classes`` = ``[{"code": 1, "name": "water"}, ...]``."""
     entries = "\n".join(
         f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
-        f'label={quoteattr(str(c["name"]))}/>'
+        f'label="{html.escape(str(c["name"]), quote=True)}"/>'
         for c, colour in zip(classes, class_colours(classes), strict=True))
     text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22" styleCategories="AllStyleCategories">
