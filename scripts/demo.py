@@ -53,16 +53,26 @@ def start_qgis(profile: Path):
     return app, processing
 
 
+def scene_layer():
+    """The sample scene in natural colours (bands are blue, green, red), stretched like QGIS does."""
+    from qgis.core import QgsContrastEnhancement, QgsRasterLayer, QgsRasterMinMaxOrigin
+
+    layer = QgsRasterLayer(str(RGB), "Landsat 8")
+    renderer = layer.renderer()
+    renderer.setRedBand(3)
+    renderer.setGreenBand(2)
+    renderer.setBlueBand(1)
+    layer.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut)
+    return layer
+
+
 def quicklook(path: Path, counts: dict[str, int]) -> None:
     from qgis.core import (
         QgsCategorizedSymbolRenderer,
-        QgsContrastEnhancement,
         QgsFillSymbol,
         QgsMapRendererParallelJob,
         QgsMapSettings,
         QgsPalLayerSettings,
-        QgsRasterLayer,
-        QgsRasterMinMaxOrigin,
         QgsRendererCategory,
         QgsTextFormat,
         QgsVectorLayer,
@@ -71,13 +81,7 @@ def quicklook(path: Path, counts: dict[str, int]) -> None:
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 
-    raster = QgsRasterLayer(str(RGB), "Landsat 8")
-    renderer = raster.renderer()
-    renderer.setRedBand(3)
-    renderer.setGreenBand(2)
-    renderer.setBlueBand(1)
-    raster.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum,
-                                  QgsRasterMinMaxOrigin.CumulativeCut)
+    raster = scene_layer()
     vector = QgsVectorLayer(str(POLYGONS), "polygons", "ogr")
     categories = []
     for name, colour in CLASS_COLOURS.items():
@@ -117,21 +121,14 @@ def quicklook(path: Path, counts: dict[str, int]) -> None:
 def classification_quicklook(path: Path, classes: Path) -> None:
     """The scene and its class map (styled by the .qml beside it), side by side, with a legend."""
     from qgis.core import (
-        QgsContrastEnhancement,
         QgsMapRendererParallelJob,
         QgsMapSettings,
         QgsRasterLayer,
-        QgsRasterMinMaxOrigin,
     )
     from qgis.PyQt.QtCore import QRect, QSize, Qt
     from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 
-    scene = QgsRasterLayer(str(RGB), "scene")
-    renderer = scene.renderer()
-    renderer.setRedBand(3)
-    renderer.setGreenBand(2)
-    renderer.setBlueBand(1)
-    scene.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut)
+    scene = scene_layer()
     class_map = QgsRasterLayer(str(classes), "classes")  # picks up classes.qml
     images = []
     for layer in (scene, class_map):

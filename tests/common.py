@@ -26,3 +26,20 @@ from otbtf_plugin.errors import DependencyError  # noqa: E402
 
 with contextlib.suppress(DependencyError):  # the tests that need TensorFlow skip themselves
     import_tensorflow()
+
+
+class CancelAfter:
+    """A progress object that asks to stop once ``steps`` steps were reported
+    (``steps=0``: at once), for the cancel tests."""
+
+    def __init__(self, steps: int = 0):
+        self.steps, self.done = steps, 0
+
+    def step(self, done, total):
+        self.done = done
+
+    def cancelled(self):
+        return self.done >= self.steps
+
+    def info(self, message):
+        pass

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsGeometry,
+    QgsPointXY,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterDefinition,
@@ -13,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
 )
 
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "sqlite", "gml", "kml", "tab", "csv", "fgb"]
@@ -73,12 +78,10 @@ def add_ground_truth_parameters(algorithm) -> None:
     algorithm.addParameter(QgsProcessingParameterRasterLayer(
         "MASK", "Mask (pixels with value 0 are not used)", optional=True,
     ))
-    nodata = QgsProcessingParameterNumber(
+    add_advanced(algorithm, [QgsProcessingParameterNumber(
         "NODATA", "Nodata value (empty: the raster's own)",
         type=QgsProcessingParameterNumber.Double, optional=True,
-    )
-    nodata.setFlags(nodata.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    algorithm.addParameter(nodata)
+    )])
 
 
 def optional_number(algorithm, parameters, name, context) -> float | None:
@@ -98,3 +101,23 @@ def ground_truth(algorithm, parameters, context, feedback) -> GroundTruth:
         nodata=optional_number(algorithm, parameters, "NODATA", context),
         crs=algorithm.parameterAsRasterLayer(parameters, "INPUT", context).crs(),
     )
+
+
+def add_advanced(algorithm, parameters) -> None:
+    """Add parameters flagged as advanced (hidden under 'Advanced Parameters')."""
+    for parameter in parameters:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        algorithm.addParameter(parameter)
+
+
+def write_points_sink(algorithm, parameters, name, context, fields, crs, rows) -> str:
+    """Write ``rows`` of ``(x, y, attributes)`` as points to the sink ``name``; returns its id."""
+    sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Point, crs)
+    if sink is None:
+        raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))
+    for x, y, attributes in rows:
+        feature = QgsFeature(fields)
+        feature.setAttributes(list(attributes))
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+        sink.addFeature(feature, QgsFeatureSink.FastInsert)
+    return dest_id

@@ -1,15 +1,10 @@
 """otbtf:patchesextraction"""
 
 from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
-    QgsGeometry,
-    QgsPointXY,
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -17,13 +12,12 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.extraction import PatchSource, extract_patches
 from .base import OtbtfAlgorithm
-from .common import optional_number, raster_path, vector_path
+from .common import add_advanced, optional_number, raster_path, vector_path, write_points_sink
 
 MAX_SOURCES = 4
 
@@ -64,17 +58,14 @@ class PatchesExtraction(OtbtfAlgorithm):
                 f"PATCH_SIZE{n}", f"Patch size of source {n} (pixels)",
                 type=QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=1, optional=optional,
             ))
-            height = QgsProcessingParameterNumber(
-                f"PATCH_HEIGHT{n}", f"Patch height of source {n} (pixels; empty: square)",
-                type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True,
-            )
-            nodata = QgsProcessingParameterNumber(
-                f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-                type=QgsProcessingParameterNumber.Double, optional=True,
-            )
-            for parameter in (height, nodata):
-                parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-                self.addParameter(parameter)
+            add_advanced(self, [
+                QgsProcessingParameterNumber(
+                    f"PATCH_HEIGHT{n}", f"Patch height of source {n} (pixels; empty: square)",
+                    type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True),
+                QgsProcessingParameterNumber(
+                    f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
+                    type=QgsProcessingParameterNumber.Double, optional=True),
+            ])
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.VECTOR, "Points (patch centres)", [QgsProcessing.TypeVectorPoint],
         ))
@@ -135,17 +126,8 @@ class PatchesExtraction(OtbtfAlgorithm):
         fields.append(QgsField("originfid", QVariant.LongLong))
         fields.append(QgsField("patch_index", QVariant.LongLong))
         crs = self.parameterAsRasterLayer(parameters, "SOURCE1", context).crs()
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POINTS, context, fields,
-                                             QgsWkbTypes.Point, crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POINTS))
-        for k, (code, fid, x, y) in enumerate(zip(result.codes.tolist(), result.fids.tolist(),
-                                                  result.x.tolist(), result.y.tolist(), strict=True)):
-            feature = QgsFeature(fields)
-            values = [fid, k]
-            if result.field:
-                values.insert(0, result.class_names[code] if result.string_classes else code)
-            feature.setAttributes(values)
-            feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        return dest_id
+        classes = [result.class_names[c] if result.string_classes else c for c in result.codes.tolist()]
+        attributes = ([c, fid, k] if result.field else [fid, k]
+                      for k, (c, fid) in enumerate(zip(classes, result.fids.tolist(), strict=True)))
+        return write_points_sink(self, parameters, self.OUTPUT_POINTS, context, fields, crs,
+                                 zip(result.x.tolist(), result.y.tolist(), attributes, strict=True))

@@ -1,26 +1,19 @@
 """otbtf:patchesselection"""
 
 from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
-    QgsGeometry,
-    QgsPointXY,
     QgsProcessing,
-    QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.patches_selection import SET_NAMES, STRATEGIES, patches_selection
 from .base import OtbtfAlgorithm
-from .common import optional_number, raster_path
+from .common import add_advanced, optional_number, raster_path, write_points_sink
 
 OUTPUTS = {"train": "OUTPUT_TRAIN", "valid": "OUTPUT_VALID", "test": "OUTPUT_TEST"}
 
@@ -69,15 +62,12 @@ class PatchesSelection(OtbtfAlgorithm):
                                                             optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        advanced = [
+        add_advanced(self, [
             QgsProcessingParameterNumber("NODATA", "Nodata value (empty: the raster's own)",
                                          type=QgsProcessingParameterNumber.Double, optional=True),
             QgsProcessingParameterNumber("CELL", "Cell size, in grid positions (empty: 4 patch widths)",
                                          type=QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        ])
         for set_name, output in OUTPUTS.items():
             self.addParameter(QgsProcessingParameterFeatureSink(
                 output, f"Patch centres: {set_name}", QgsProcessing.TypeVectorPoint,
@@ -105,18 +95,10 @@ class PatchesSelection(OtbtfAlgorithm):
             output = OUTPUTS[set_name]
             if parameters.get(output) is None and set_name != "train":
                 continue
-            sink, dest_id = self.parameterAsSink(parameters, output, context, fields, QgsWkbTypes.Point, crs)
-            if sink is None:
-                if set_name == "train":
-                    raise QgsProcessingException(self.invalidSinkError(parameters, output))
-                continue
             x, y = result.points(set_name)
-            for px, py in zip(x.tolist(), y.tolist(), strict=True):
-                feature = QgsFeature(fields)
-                feature.setAttributes([set_name])
-                feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(px, py)))
-                sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            answer[output] = dest_id
+            answer[output] = write_points_sink(self, parameters, output, context, fields, crs,
+                                               ((px, py, [set_name]) for px, py in zip(x.tolist(), y.tolist(),
+                                                                                       strict=True)))
         for set_name, n in result.counts().items():
             feedback.pushInfo(f"{set_name}: {n} patches")
         return answer

@@ -1,24 +1,18 @@
 """otbtf:sampleselection"""
 
 from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
-    QgsGeometry,
-    QgsPointXY,
     QgsProcessing,
-    QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.selection import SAMPLERS, STRATEGIES, sample_selection
 from .base import OtbtfAlgorithm
-from .common import add_ground_truth_parameters, ground_truth, optional_number
+from .common import add_ground_truth_parameters, ground_truth, optional_number, write_points_sink
 
 
 class SampleSelection(OtbtfAlgorithm):
@@ -81,16 +75,9 @@ class SampleSelection(OtbtfAlgorithm):
         fields = QgsFields()
         fields.append(QgsField(truth.field, QVariant.String if samples.string_classes else QVariant.LongLong))
         fields.append(QgsField("originfid", QVariant.LongLong))
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
-                                             QgsWkbTypes.Point, truth.crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for value_, fid, x, y in zip(samples.class_values(), samples.fids.tolist(),
-                                     samples.x.tolist(), samples.y.tolist(), strict=True):
-            feature = QgsFeature(fields)
-            feature.setAttributes([value_, fid])
-            feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        dest_id = write_points_sink(self, parameters, self.OUTPUT, context, fields, truth.crs, zip(
+            samples.x.tolist(), samples.y.tolist(),
+            zip(samples.class_values(), samples.fids.tolist(), strict=True), strict=True))
         available = {samples.class_names[c]: n for c, n in sorted(samples.available.items())}
         for name, count in samples.by_class().items():
             feedback.pushInfo(f"{name}: {count} samples of {available[name]} pixels")

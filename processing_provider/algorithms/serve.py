@@ -2,7 +2,6 @@
 
 from qgis.core import (
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -22,7 +21,7 @@ from ...otbtf_plugin.serving import (
     serve,
 )
 from .base import OtbtfAlgorithm
-from .common import optional_number, raster_path
+from .common import add_advanced, optional_number, raster_path
 
 MAX_SOURCES = 4
 
@@ -62,14 +61,13 @@ class TensorflowModelServe(OtbtfAlgorithm):
             self.addParameter(QgsProcessingParameterNumber(
                 f"RFIELD{n}", f"Receptive field of source {n} (pixels; 0: from the model)",
                 type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=optional))
-            placeholder = QgsProcessingParameterString(
-                f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)", optional=True)
-            nodata = QgsProcessingParameterNumber(
-                f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-                type=QgsProcessingParameterNumber.Double, optional=True)
-            for parameter in (placeholder, nodata):
-                parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-                self.addParameter(parameter)
+            add_advanced(self, [
+                QgsProcessingParameterString(
+                    f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)", optional=True),
+                QgsProcessingParameterNumber(
+                    f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
+                    type=QgsProcessingParameterNumber.Double, optional=True),
+            ])
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model (SavedModel folder; type a path to use a .keras file)",
             behavior=QgsProcessingParameterFile.Folder))
@@ -90,7 +88,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             defaultValue=0.0))
         self.addParameter(QgsProcessingParameterBoolean(
             "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False))
-        advanced = [
+        add_advanced(self, [
             QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels; 0: from the memory budget)",
                                          type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber("BATCH_SIZE", "Patches per model call (0: from the memory budget)",
@@ -101,10 +99,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
                                                           "only for files you trust)", defaultValue=False),
             QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
                                        options=list(COMPRESSIONS), defaultValue=0),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Output"))
 
     def checkParameterValues(self, parameters, context):

@@ -2,7 +2,6 @@
 
 from qgis.core import (
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -14,7 +13,7 @@ from qgis.core import (
 from ...otbtf_plugin import deps
 from ...otbtf_plugin.training import ARCHITECTURES, TrainConfig, train
 from .base import OtbtfAlgorithm
-from .common import raster_path
+from .common import add_advanced, raster_path
 
 MAX_SOURCES = 4
 
@@ -64,17 +63,14 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             "TENSORBOARD_DIR", "TensorBoard logs", optional=True, createByDefault=False))
-        advanced = [
+        add_advanced(self, [
             QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
                                          defaultValue=0.001, minValue=0.0),
             QgsProcessingParameterBoolean("CLASS_WEIGHTS", "Weight classes by their rarity", defaultValue=True),
             QgsProcessingParameterNumber("VALID_FRACTION", "Fraction held out for validation (no validation set)",
                                          type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
                                          minValue=0.01, maxValue=0.9),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        ])
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Trained model"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_REPORT", "Validation report",
                                                                 "HTML files (*.html)"))

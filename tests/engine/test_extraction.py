@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from common import DATA, OTB_COUNTS, POLYGONS, RGB
+from common import DATA, OTB_COUNTS, POLYGONS, RGB, CancelAfter
 from otbtf_plugin.errors import Cancelled, InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.patches_image import PatchesImage, PatchesImageError
@@ -191,24 +191,11 @@ def test_non_square_patches_and_group_size_do_not_change_the_result(tmp_path, sa
 
 
 def test_cancel_leaves_nothing(tmp_path, samples_all):
-    class CancelSoon:
-        calls = 0
-
-        def step(self, done, total):
-            pass
-
-        def cancelled(self):
-            self.calls += 1
-            return self.calls > 2
-
-        def info(self, message):
-            pass
-
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(Cancelled):
         extract_patches([PatchSource(RGB, 16)], samples_all, [out / "p.tif"], "name",
-                        labels_output=out / "y.tif", group_px=64, progress=CancelSoon())
+                        labels_output=out / "y.tif", group_px=64, progress=CancelAfter(2))
     assert list(out.iterdir()) == []
 
 

@@ -12,7 +12,7 @@ import rasterio
 from osgeo import gdal, ogr, osr
 from reference import reference_counts
 
-from common import OTB_COUNTS, POINTS, POLYGONS, RGB
+from common import OTB_COUNTS, POINTS, POLYGONS, RGB, CancelAfter
 from otbtf_plugin.errors import Cancelled, InputError
 from otbtf_plugin.sampling import class_statistics
 
@@ -182,18 +182,8 @@ def test_empty_vector_is_an_error(tmp_path):
 
 
 def test_cancel_stops_the_run():
-    class CancelAtOnce:
-        def step(self, done, total):
-            pass
-
-        def cancelled(self):
-            return True
-
-        def info(self, message):
-            pass
-
     with pytest.raises(Cancelled):
-        class_statistics(RGB, POLYGONS, "name", progress=CancelAtOnce())
+        class_statistics(RGB, POLYGONS, "name", progress=CancelAfter(0))
 
 
 def test_csv_output(tmp_path):

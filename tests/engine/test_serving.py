@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from common import DATA, RGB
+from common import DATA, RGB, CancelAfter
 
 keras = pytest.importorskip("keras")
 
@@ -274,23 +274,11 @@ def test_savedmodel_export_serves_like_the_keras_file(tmp_path, small_rgb):
 def test_cancel_leaves_no_output(tmp_path, small_rgb):
     patch_classifier(16).save(tmp_path / "p.keras")
 
-    class CancelAfterTwo:
-        steps = 0
-
-        def step(self, done, total):
-            self.steps = done
-
-        def cancelled(self):
-            return self.steps >= 2
-
-        def info(self, message):
-            pass
-
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(Cancelled):
         serve([ServeSource(small_rgb)], tmp_path / "p.keras", out_dir / "o.tif", ServeOptions(tile_px=16),
-              progress=CancelAfterTwo())
+              progress=CancelAfter(2))
     assert list(out_dir.iterdir()) == []
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from common import POLYGONS, RGB
+from common import POLYGONS, RGB, CancelAfter
 
 tf = pytest.importorskip("tensorflow")
 
@@ -130,20 +130,8 @@ def test_fine_tuning_leaves_the_original_untouched(trained, patches, tmp_path):
 def test_cancel_writes_no_model(patches, tmp_path):
     (tp, ty, _) = patches["train"]
 
-    class CancelAfterThree:
-        steps = 0
-
-        def step(self, done, total):
-            self.steps = done
-
-        def cancelled(self):
-            return self.steps >= 3
-
-        def info(self, message):
-            pass
-
     with pytest.raises(Cancelled):
-        train(TrainConfig([tp], ty, tmp_path / "model", epochs=5, batch_size=8), progress=CancelAfterThree())
+        train(TrainConfig([tp], ty, tmp_path / "model", epochs=5, batch_size=8), progress=CancelAfter(3))
     assert list(tmp_path.iterdir()) == []
 
 
