@@ -360,6 +360,9 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     # first output pixel whose input fits starts its input at pixel 0.
     phase = geometry.before % scale
     first, count = _output_extent(geometry, source_plans, reference, mode, options.pad, phase)
+    if mode == "blocks" and not options.pad:
+        # A block's every pixel depends on its whole input: keep whole blocks only.
+        count = (count[0] // efield * efield, count[1] // efield * efield)
     out_grid = Grid(reference.x0 + (phase + first[0] * scale) * reference.res_x,
                     reference.y0 + (phase + first[1] * scale) * reference.res_y,
                     reference.res_x * scale, reference.res_y * scale, count[0], count[1])

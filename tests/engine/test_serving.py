@@ -380,3 +380,29 @@ def test_output_shapes_n_and_n_y_x(tmp_path, small_rgb, rgb_window):
           ServeOptions(fully_conv=True, allow_lambda=True))
     expected = np.asarray(nyx(image.transpose(1, 2, 0)[None]))[0]
     assert np.abs(read(tmp_path / "nyx.tif")[0][0] - expected).max() <= TOL
+
+
+def test_fixed_size_block_model(tmp_path, small_rgb, rgb_window):
+    """A model with a fixed 16 px input and an 8 x 8 px output block ('same' convolutions,
+    then a centre crop): served block by block on a grid anchored at the first output
+    pixel, whole blocks only. Reference: the model on each 16 px block, in memory."""
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    h = keras.layers.Conv2D(2, 3, padding="same")(h)
+    model = keras.Model(inp, keras.layers.Cropping2D(4, name="y")(h))
+    model.save(tmp_path / "blocks.keras")
+    image, transform = rgb_window
+    # before = 16 // 2 - 8 // 2 = 4: output block j starts 4 px in, its input at 8 j.
+    n_r, n_c = (130 - 8) // 8, (150 - 8) // 8
+    blocks = np.stack([image[:, r * 8:r * 8 + 16, c * 8:c * 8 + 16] for r in range(n_r) for c in range(n_c)])
+    predicted = model.predict(blocks.transpose(0, 2, 3, 1), verbose=0)  # (n, 8, 8, 2)
+    expected = predicted.reshape(n_r, n_c, 8, 8, 2).transpose(4, 0, 2, 1, 3).reshape(2, n_r * 8, n_c * 8)
+    for tile in (16, 40, 1000):
+        out = tmp_path / f"b{tile}.tif"
+        result = serve([ServeSource(small_rgb)], tmp_path / "blocks.keras", out, ServeOptions(tile_px=tile))
+        got, got_transform, _, _, _ = read(out)
+        assert result.plan.mode == "blocks" and result.plan.geometry.efield == 8
+        assert got.shape == expected.shape == (2, 120, 136)
+        assert np.abs(got - expected).max() <= TOL
+        assert got_transform.c == transform.c + 4 * 30
