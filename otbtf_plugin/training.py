@@ -39,7 +39,7 @@ from .model import METADATA_FILE
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
 
-ARCHITECTURES = ("cnn",)
+ARCHITECTURES = ("cnn", "unet")
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
 
 
@@ -83,10 +83,19 @@ class _Sources:
         if len(counts) != 1:
             raise InputError(f"{what} patches images and labels hold different numbers of patches: "
                              + ", ".join(f"{Path(i.path).name}: {len(i)}" for i in [*self.images, self.labels]))
-        if (self.labels.patch_width, self.labels.patch_height) != (1, 1) or self.labels.bands != 1:
-            raise InputError(f"{Path(self.labels.path).name}: labels must be one value per patch (a 1 px wide "
-                             "labels image, as patches extraction writes with FIELD); segmentation labels are not "
-                             "supported yet")
+        first = self.images[0]
+        label_size = (self.labels.patch_width, self.labels.patch_height)
+        if self.labels.bands != 1:
+            raise InputError(f"{Path(self.labels.path).name}: a labels image has 1 band, not {self.labels.bands}")
+        if label_size == (1, 1):
+            self.task = "classification"
+        elif label_size == (first.patch_width, first.patch_height):
+            self.task = "segmentation"
+        else:
+            raise InputError(
+                f"{Path(self.labels.path).name}: label patches of {label_size[0]} x {label_size[1]} px match "
+                f"neither one class per patch (1 x 1) nor the patches of source 1 "
+                f"({first.patch_width} x {first.patch_height}, for segmentation)")
         self.count = len(self.labels)
 
     def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -100,7 +109,9 @@ class _Sources:
             out = np.empty_like(data)
             out[order] = data
             return out
-        return [gather(i) for i in self.images], gather(self.labels).reshape(-1)
+        labels = gather(self.labels)
+        labels = labels.reshape(len(indices)) if self.task == "classification" else labels[..., 0]
+        return [gather(i) for i in self.images], labels
 
     def close(self) -> None:
         for image in [*self.images, self.labels]:
@@ -177,7 +188,46 @@ def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int]):
     return training_model, served
 
 
-def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed, shuffle):
+def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int]):
+    """The ``unet`` segmenter for one source of P x P px patches (P a multiple of 4):
+    an encoder-decoder with skip connections whose output is cropped to the central
+    P/2 x P/2 px, away from the patch edges (receptive field P, expression field P/2:
+    served block by block, tile seams cannot show)."""
+    if len(sources) != 1:
+        raise InputError(f"the unet architecture takes one source, not {len(sources)}")
+    src = sources[0]
+    size = src["patch"]
+    if size % 4 or size < 16:
+        raise InputError(f"the unet architecture needs patches of at least 16 px and a multiple of 4, not {size}; "
+                         f"use {max(16, size // 4 * 4)}")
+    crop = size // 4
+
+    def block(h, filters, name):
+        h = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_a")(h)
+        return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_b")(h)
+
+    inp = keras.Input((size, size, src["bands"]), name=src["name"])
+    h = keras.layers.Normalization(mean=src["mean"], variance=np.square(src["std"]).tolist(), name="normalise_1")(inp)
+    e1 = block(h, 16, "enc1")
+    e2 = block(keras.layers.MaxPooling2D(2, name="pool1")(e1), 32, "enc2")
+    bottom = block(keras.layers.MaxPooling2D(2, name="pool2")(e2), 64, "bottom")
+    d2 = block(keras.layers.Concatenate(name="skip2")([keras.layers.UpSampling2D(2, name="up2")(bottom), e2]),
+               32, "dec2")
+    d1 = block(keras.layers.Concatenate(name="skip1")([keras.layers.UpSampling2D(2, name="up1")(d2), e1]),
+               16, "dec1")
+    scores = keras.layers.Conv2D(n_classes, 1, activation="softmax", name="scores")(d1)
+    probabilities = keras.layers.Cropping2D(crop, name="prob")(scores)
+    training_model = keras.Model(inp, probabilities, name="otbtf_unet")
+    class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
+    served = keras.Model(inp, {"prob": probabilities, "class": class_code}, name="otbtf_unet_served")
+    return training_model, served
+
+
+BUILDERS = {"cnn": build_cnn, "unet": build_unet}
+
+
+def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed, shuffle, crop=0,
+              pixel_weights=None):
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=1, use_multiprocessing=False)
@@ -190,8 +240,13 @@ def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed
         def __getitem__(self, i):
             chunk = self.order[i * batch:(i + 1) * batch]
             patches, labels = sources.read(chunk)
-            x = {name: p.astype(np.float32) for name, p in zip(names, patches, strict=True)}
-            return x, label_index[labels.astype(np.int64)]
+            x = _model_inputs([p.astype(np.float32) for p in patches])
+            if crop:
+                labels = labels[:, crop:-crop, crop:-crop]
+            y = label_index[labels.astype(np.int64)]
+            if pixel_weights is None:
+                return x, y
+            return x, y, pixel_weights[y]
 
         def on_epoch_end(self):
             if shuffle:
@@ -232,7 +287,17 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                                  "give VALID_PATCHES1 and VALID_LABELS")
             train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
             valid_source = train_data
+        task = train_data.task
+        if valid_data is not None and valid_data.task != task:
+            raise InputError(f"training labels are for {task}, validation labels for {valid_data.task}")
+        if task == "segmentation" and config.architecture != "unet" and not config.initial_model:
+            raise InputError("the labels are patches (semantic segmentation): use ARCHITECTURE unet")
+        if task == "classification" and config.architecture == "unet" and not config.initial_model:
+            raise InputError("the labels are one class per patch: use ARCHITECTURE cnn (unet is for label patches)")
         codes = sorted({int(c) for c in np.unique(all_labels[train_idx])})
+        if len(codes) < 2:
+            raise InputError(f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
+                             "there is nothing to learn; give labels with at least two classes")
         names = _class_names(config, train_data, codes)
         label_index = np.full(int(max(codes)) + 1 if codes else 1, -1, dtype=np.int64)
         for k, code in enumerate(codes):
@@ -240,7 +305,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         sources = []
         for name, image in zip([f"x{k + 1}" for k in range(len(train_data.images))], train_data.images, strict=True):
             if image.patch_width != image.patch_height:
-                raise InputError(f"{Path(image.path).name}: the cnn architecture needs square patches")
+                raise InputError(f"{Path(image.path).name}: the {config.architecture} architecture needs square "
+                                 "patches")
             mean, std = band_statistics(image, train_idx)
             sources.append({"name": name, "patch": image.patch_width, "bands": image.bands, "mean": mean, "std": std})
         keras.utils.set_random_seed(config.seed)
@@ -248,7 +314,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         if config.initial_model:
             training_model, served = _fine_tune_start(keras, config.initial_model, sources, codes)
         else:
-            training_model, served = build_cnn(keras, sources, len(codes), codes)
+            training_model, served = BUILDERS[config.architecture](keras, sources, len(codes), codes)
+        efield = int(training_model.output.shape[1]) if task == "segmentation" else 1
+        crop = (sources[0]["patch"] - efield) // 2 if task == "segmentation" else 0
         input_names = [s["name"] for s in sources]
         training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                                loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -256,14 +324,18 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         unknown = sorted(set(np.unique(valid_labels).tolist()) - set(codes))
         if unknown:
             raise InputError(f"validation labels hold classes absent from training: {unknown}")
-        weights = None
+        weights = pixel_weights = None
         if config.class_weights:
-            counts = np.bincount(label_index[all_labels[train_idx].astype(np.int64)], minlength=len(codes))
-            weights = {k: float(len(train_idx) / (len(codes) * max(n, 1))) for k, n in enumerate(counts)}
+            counts = np.bincount(label_index[all_labels[train_idx].astype(np.int64)].ravel(), minlength=len(codes))
+            per_class = np.array([counts.sum() / (len(codes) * max(n, 1)) for n in counts], dtype=np.float32)
+            if task == "segmentation":  # Keras' class_weight is for one label per sample: weight pixels
+                pixel_weights = per_class
+            else:
+                weights = {k: float(w) for k, w in enumerate(per_class)}
         batches = _sequence(keras, train_data, train_idx, config.batch_size, input_names, label_index,
-                            config.seed, shuffle=True)
+                            config.seed, shuffle=True, crop=crop, pixel_weights=pixel_weights)
         validation = _sequence(keras, valid_source, valid_idx, config.batch_size, input_names, label_index,
-                               config.seed, shuffle=False)
+                               config.seed, shuffle=False, crop=crop)
         callbacks = [_ProgressCallback(keras, progress, config.epochs * len(batches))]
         if config.tensorboard_dir:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
@@ -273,17 +345,19 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             raise Cancelled("training cancelled: no model was written")
         history = {key: [float(v) for v in values] for key, values in fit.history.items()}
         predicted = _predict(training_model, valid_source, valid_idx, input_names)
+        if crop:
+            valid_labels = valid_labels[:, crop:-crop, crop:-crop]
         matrix = confusion_matrix(valid_labels.astype(np.int64), np.asarray(codes)[predicted], codes)
         metrics = report(matrix, [names[c] for c in codes])
         metadata = {
             "format": "otbtf-qgis model 1",
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "otbtf_plugin": __version__,
-            "task": "classification",
+            "task": task,
             "architecture": config.architecture,
             "inputs": [{"name": s["name"], "rfield": s["patch"], "bands": s["bands"],
                         "band_statistics": {"mean": s["mean"], "std": s["std"]}} for s in sources],
-            "efield": 1,
+            "efield": efield,
             "scale": 1,
             "outputs": {"prob": "class probabilities, in the order of classes", "class": "class code"},
             "classes": [{"code": c, "name": names[c]} for c in codes],
@@ -341,11 +415,16 @@ def _class_names(config, data: _Sources, codes) -> dict:
     return {c: names.get(c) or from_labels.get(c) or str(c) for c in codes}
 
 
+def _model_inputs(arrays: list):
+    """Keras wants a single-input model fed an array, a multi-input one a list (input order)."""
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 def _predict(model, data: _Sources, indices, names) -> np.ndarray:
     predictions = []
     for first in range(0, len(indices), READ_CHUNK):
         patches, _ = data.read(indices[first:first + READ_CHUNK])
-        feeds = {n: p.astype(np.float32) for n, p in zip(names, patches, strict=True)}
+        feeds = _model_inputs([p.astype(np.float32) for p in patches])
         predictions.append(np.argmax(model.predict(feeds, verbose=0), axis=-1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
 

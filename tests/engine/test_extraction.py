@@ -17,8 +17,8 @@ from otbtf_plugin.selection import sample_selection
 gdal.UseExceptions()
 B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
 B2_60 = DATA / "landsat8" / "LC08_224077_20200518_B2_60m_crop.tif"
-AMSTERDAM = DATA / "otbtf" / "amsterdam_patches_A_16.tif"
-AMSTERDAM_LABELS = DATA / "otbtf" / "amsterdam_labels_A_16.tif"
+AMSTERDAM = DATA / "otbtf" / "amsterdam_patches_A_24.tif"
+AMSTERDAM_LABELS = DATA / "otbtf" / "amsterdam_labels_A_24.tif"
 
 
 def otbtf_rule_read(path):
@@ -117,12 +117,12 @@ def test_two_resolutions_and_the_otbtf_layout(tmp_path):
 
 def test_otbtf_patches_image_reads_back():
     with PatchesImage(AMSTERDAM) as image:
-        assert (len(image), image.patch_width, image.patch_height, image.bands) == (16, 64, 64, 4)
+        assert (len(image), image.patch_width, image.patch_height, image.bands) == (24, 64, 64, 4)
         reference = otbtf_rule_read(AMSTERDAM)
-        assert np.array_equal(image.read(0, 16), reference)
+        assert np.array_equal(image.read(0, 24), reference)
         assert np.array_equal(image.read(5), reference[5:6])
     with PatchesImage(AMSTERDAM_LABELS) as labels:
-        assert len(labels) == 16 and set(np.unique(labels.read(0, 16))) <= {0.0, 1.0}
+        assert len(labels) == 24 and set(np.unique(labels.read(0, 24))) == {0.0, 1.0}
 
 
 def test_not_a_multiple_of_the_patch_size_is_explained(tmp_path):
@@ -131,8 +131,8 @@ def test_not_a_multiple_of_the_patch_size_is_explained(tmp_path):
     with pytest.raises(PatchesImageError, match=r"1000 rows is not a multiple of the patch height 64 .* "
                                                 r"15 patches would need 960 rows"):
         PatchesImage(path)
-    with PatchesImage(AMSTERDAM) as image, pytest.raises(PatchesImageError, match="holds 16"):
-        image.read(10, 17)
+    with PatchesImage(AMSTERDAM) as image, pytest.raises(PatchesImageError, match="holds 24"):
+        image.read(20, 25)
 
 
 def test_nodata_patches_are_rejected_and_counted(tmp_path):

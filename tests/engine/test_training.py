@@ -135,14 +135,18 @@ def test_cancel_writes_no_model(patches, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+AMSTERDAM = RGB.parent.parent / "otbtf"
+A_PATCHES, A_LABELS = AMSTERDAM / "amsterdam_patches_A_24.tif", AMSTERDAM / "amsterdam_labels_A_24.tif"
+
+
 def test_inputs_that_do_not_match(patches, tmp_path):
     (tp, ty, _), (vp, _, _) = patches["train"], patches["valid"]
     with pytest.raises(InputError, match="different numbers of patches"):
         train(TrainConfig([tp], patches["valid"][1], tmp_path / "m"))
-    amsterdam = RGB.parent.parent / "otbtf"
-    with pytest.raises(InputError, match="segmentation labels are not supported yet"):
-        train(TrainConfig([amsterdam / "amsterdam_patches_A_16.tif"], amsterdam / "amsterdam_labels_A_16.tif",
-                          tmp_path / "m"))
+    with pytest.raises(InputError, match=r"labels are patches \(semantic segmentation\): use ARCHITECTURE unet"):
+        train(TrainConfig([A_PATCHES], A_LABELS, tmp_path / "m"))
+    with pytest.raises(InputError, match="one class per patch: use ARCHITECTURE cnn"):
+        train(TrainConfig([tp], ty, tmp_path / "m", architecture="unet"))
     with pytest.raises(InputError, match="give one validation patches image per source"):
         train(TrainConfig([tp], ty, tmp_path / "m", valid_patches=[vp, vp], valid_labels=ty))
 
@@ -157,3 +161,51 @@ def test_class_map_gets_a_paletted_style(trained, tmp_path):
         ("1", "crop", "#e6c229"), ("2", "developed", "#d7301f"), ("3", "tree", "#1b7837"), ("4", "water", "#2c7fb8")]
     probabilities = serve([ServeSource(RGB)], out / "model", tmp_path / "prob.tif", ServeOptions(output_names=["prob"]))
     assert probabilities.style is None
+
+
+def test_unet_segmentation_report_and_served_blocks(tmp_path):
+    """otbtf's Amsterdam patches (64 px, 4 bands, label patches 0/1): the report equals a
+    per-pixel confusion computed from the SavedModel; served block by block over a
+    georeferenced mosaic of 4 patches, the class map equals the model's predictions."""
+    result = train(TrainConfig([A_PATCHES], A_LABELS, tmp_path / "unet", architecture="unet", epochs=2,
+                               batch_size=4, valid_patches=[A_PATCHES], valid_labels=A_LABELS))
+    meta = json.loads((tmp_path / "unet" / "otbtf_model.json").read_text())
+    assert (meta["task"], meta["inputs"][0]["rfield"], meta["efield"]) == ("segmentation", 64, 32)
+    function = tf.saved_model.load(str(tmp_path / "unet" / "savedmodel")).signatures["serving_default"]
+    with PatchesImage(A_PATCHES) as images, PatchesImage(A_LABELS) as labels:
+        x = images.read(0, 24).astype("float32")
+        truth = labels.read(0, 24)[:, 16:48, 16:48, 0].astype(int)
+    predicted = function(x1=tf.constant(x))["class"].numpy()
+    assert predicted.shape == (24, 32, 32)
+    matrix = np.zeros((2, 2), dtype=int)
+    np.add.at(matrix, (truth.ravel(), predicted.ravel()), 1)
+    assert result.report["confusion_matrix"] == matrix.tolist() and result.report["samples"] == 24 * 32 * 32
+
+    mosaic = np.zeros((4, 128, 128), dtype="float32")
+    for k, (r, c) in enumerate(((0, 0), (0, 64), (64, 0), (64, 64))):
+        mosaic[:, r:r + 64, c:c + 64] = x[k + 6].transpose(2, 0, 1)
+    path = tmp_path / "mosaic.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=4, dtype="float32",
+                       crs="EPSG:32631", transform=rasterio.transform.from_origin(600000, 5800000, 1, 1)) as dst:
+        dst.write(mosaic)
+    served = serve([ServeSource(path)], tmp_path / "unet", tmp_path / "map.tif", ServeOptions(output_names=["class"]))
+    assert served.plan.mode == "blocks"
+    with rasterio.open(tmp_path / "map.tif") as src:
+        got = src.read(1)
+        assert src.transform.c == 600016  # 64 // 2 - 32 // 2 = 16 px in
+    # 128 - 32 = 96 px: 3 x 3 whole blocks of 32 px; block (i, j) from mosaic[32 i: 32 i + 64, ...]
+    windows = np.stack([mosaic[:, 32 * i:32 * i + 64, 32 * j:32 * j + 64].transpose(1, 2, 0)
+                        for i in range(3) for j in range(3)])
+    blocks = function(x1=tf.constant(windows))["class"].numpy()
+    expected = blocks.reshape(3, 3, 32, 32).transpose(0, 2, 1, 3).reshape(96, 96)
+    assert np.array_equal(got, expected)
+
+
+def test_single_class_labels_are_refused(tmp_path):
+    only_background = tmp_path / "y.tif"
+    with rasterio.open(A_LABELS) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(only_background, "w", **profile) as dst:
+        dst.write(np.zeros_like(data))
+    with pytest.raises(InputError, match=r"single class \(0\): there is nothing to learn"):
+        train(TrainConfig([A_PATCHES], only_background, tmp_path / "m", architecture="unet"))
