@@ -61,6 +61,8 @@ class TrainConfig:
     tensorboard_dir: str | Path | None = None
     class_names: dict = field(default_factory=dict)  # code -> name (default: from the labels' metadata)
     initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
+    freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
+    augment: bool = False  # random flips and 90-degree rotations of the training patches
 
 
 @dataclass
@@ -226,12 +228,19 @@ def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int]):
 BUILDERS = {"cnn": build_cnn, "unet": build_unet}
 
 
+def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips / 90-degree rotations of ``(h, w, ...)``: ``transform`` in 0..7."""
+    turned = np.rot90(array, transform % 4, axes=(0, 1))
+    return turned[:, ::-1] if transform >= 4 else turned
+
+
 def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed, shuffle, crop=0,
-              pixel_weights=None):
+              pixel_weights=None, augment=False):
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=1, use_multiprocessing=False)
             self.rng = np.random.default_rng(seed)
+            self.augment_rng = np.random.default_rng(seed + 1)
             self.order = self.rng.permutation(indices) if shuffle else np.asarray(indices)
 
         def __len__(self):
@@ -240,6 +249,11 @@ def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed
         def __getitem__(self, i):
             chunk = self.order[i * batch:(i + 1) * batch]
             patches, labels = sources.read(chunk)
+            if augment:  # the same transform for every source's patch and its label patch
+                transforms = self.augment_rng.integers(0, 8, len(chunk))
+                patches = [np.stack([dihedral(p, t) for p, t in zip(ps, transforms, strict=True)]) for ps in patches]
+                if labels.ndim == 3:
+                    labels = np.stack([dihedral(lab, t) for lab, t in zip(labels, transforms, strict=True)])
             x = _model_inputs([p.astype(np.float32) for p in patches])
             if crop:
                 labels = labels[:, crop:-crop, crop:-crop]
@@ -313,6 +327,11 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         tf.config.experimental.enable_op_determinism()
         if config.initial_model:
             training_model, served = _fine_tune_start(keras, config.initial_model, sources, codes)
+            frozen = [layer for layer in training_model.layers if layer.weights][:config.freeze_layers]
+            for layer in frozen:
+                layer.trainable = False
+            if frozen:
+                progress.info("frozen: " + ", ".join(layer.name for layer in frozen))
         else:
             training_model, served = BUILDERS[config.architecture](keras, sources, len(codes), codes)
         efield = int(training_model.output.shape[1]) if task == "segmentation" else 1
@@ -333,7 +352,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             else:
                 weights = {k: float(w) for k, w in enumerate(per_class)}
         batches = _sequence(keras, train_data, train_idx, config.batch_size, input_names, label_index,
-                            config.seed, shuffle=True, crop=crop, pixel_weights=pixel_weights)
+                            config.seed, shuffle=True, crop=crop, pixel_weights=pixel_weights,
+                            augment=config.augment)
         validation = _sequence(keras, valid_source, valid_idx, config.batch_size, input_names, label_index,
                                config.seed, shuffle=False, crop=crop)
         callbacks = [_ProgressCallback(keras, progress, config.epochs * len(batches))]
@@ -363,7 +383,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             "classes": [{"code": c, "name": names[c]} for c in codes],
             "training": {"patches": len(train_idx), "validation_patches": len(valid_idx),
                          "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
-                         "learning_rate": config.learning_rate},
+                         "learning_rate": config.learning_rate, "augment": config.augment,
+                         "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
+                         "frozen_layers": config.freeze_layers if config.initial_model else 0},
             "history": history,
         }
         _write_model_folder(output, served, metadata)

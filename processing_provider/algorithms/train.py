@@ -25,9 +25,13 @@ class TensorflowModelTrain(OtbtfAlgorithm):
     GROUP_ID = "training"
     HELP = (
         "Trains a TensorFlow model on patches images (from otbtf:patchesextraction, or otbtf's "
-        "PatchesExtraction), one per source, with a labels image (one class per patch).\n\n"
+        "PatchesExtraction), one per source, with a labels image: one class per patch "
+        "(classification) or label patches (semantic segmentation).\n\n"
         "ARCHITECTURE cnn: a small patch classifier (receptive field = the patch size, expression "
-        "field 1): one convolutional branch per source, global pooling, softmax. The band "
+        "field 1): one convolutional branch per source, global pooling, softmax. ARCHITECTURE unet: "
+        "a U-Net style segmenter for one source (patch size a multiple of 4): receptive field = the "
+        "patch size, expression field = half of it (the centre, away from the patch edges, so tile "
+        "seams cannot show when served). The band "
         "normalisation is computed from the training patches and built into the model. MODEL: "
         "fine-tune an existing model instead (a model folder of ours or a .keras file; the original "
         "is not changed).\n\n"
@@ -67,6 +71,10 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
                                          defaultValue=0.001, minValue=0.0),
             QgsProcessingParameterBoolean("CLASS_WEIGHTS", "Weight classes by their rarity", defaultValue=True),
+            QgsProcessingParameterBoolean("AUGMENT", "Augment: random flips and 90-degree rotations",
+                                          defaultValue=False),
+            QgsProcessingParameterNumber("FREEZE_LAYERS", "Fine-tuning: keep the weights of the first N layers",
+                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber("VALID_FRACTION", "Fraction held out for validation (no validation set)",
                                          type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
                                          minValue=0.01, maxValue=0.9),
@@ -109,6 +117,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             valid_fraction=self.parameterAsDouble(parameters, "VALID_FRACTION", context),
             tensorboard_dir=tensorboard,
             initial_model=self.parameterAsFile(parameters, "MODEL", context) or None,
+            freeze_layers=self.parameterAsInt(parameters, "FREEZE_LAYERS", context),
+            augment=self.parameterAsBool(parameters, "AUGMENT", context),
         )
         result = self.run_engine(train, feedback, config)
         metrics = result.report

@@ -209,3 +209,45 @@ def test_single_class_labels_are_refused(tmp_path):
         dst.write(np.zeros_like(data))
     with pytest.raises(InputError, match=r"single class \(0\): there is nothing to learn"):
         train(TrainConfig([A_PATCHES], only_background, tmp_path / "m", architecture="unet"))
+
+
+def test_augmentation_applies_one_dihedral_transform_to_patch_and_labels():
+    from otbtf_plugin.training import _keras, _sequence, _Sources, dihedral
+
+    keras = _keras()
+    data = _Sources([A_PATCHES], A_LABELS, "training")
+    label_index = np.array([0, 1])
+    plain = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False)
+    augmented = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False, augment=True)
+    x0, y0 = plain[1]
+    x1, y1 = augmented[1]
+    changed = 0
+    for k in range(8):
+        matches = [t for t in range(8) if np.array_equal(dihedral(x0[k], t), x1[k])]
+        assert matches, k  # the augmented patch is a flip / rotation of the original...
+        assert any(np.array_equal(dihedral(y0[k], t), y1[k]) for t in matches)  # ...and its labels the same one
+        changed += not np.array_equal(x0[k], x1[k])
+    assert changed > 0
+    again = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False, augment=True)
+    assert np.array_equal(again[1][0], x1)  # seeded
+    data.close()
+
+
+def test_fine_tuning_can_freeze_the_first_layers(trained, patches, tmp_path):
+    import keras
+
+    from otbtf_plugin.training import _class_code_layer
+
+    _, _, out = trained
+    (tp, ty, _) = patches["train"]
+    train(TrainConfig([tp], ty, tmp_path / "tuned", epochs=1, batch_size=16, initial_model=out / "model",
+                      freeze_layers=2, augment=True))
+    _class_code_layer(keras)
+    before = keras.saving.load_model(out / "model" / "model.keras")
+    after = keras.saving.load_model(tmp_path / "tuned" / "model.keras")
+    with_weights = [(a, b) for a, b in zip(before.layers, after.layers, strict=True) if a.weights]
+    for k, (a, b) in enumerate(with_weights):
+        same = all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
+        assert same == (k < 2), (k, a.name)
+    meta = json.loads((tmp_path / "tuned" / "otbtf_model.json").read_text())
+    assert meta["training"]["frozen_layers"] == 2 and meta["training"]["augment"] is True
