@@ -51,3 +51,20 @@ def report(matrix: np.ndarray, names: list[str]) -> dict:
         "confusion_matrix": matrix.astype(np.int64).tolist(),
         "samples": int(total),
     }
+
+
+def regression_report(truth, predicted) -> dict:
+    """RMSE, MAE, bias (mean of predicted - truth) and R^2 (1 - SSE / SST)."""
+    truth = np.asarray(truth, dtype=np.float64).ravel()
+    predicted = np.asarray(predicted, dtype=np.float64).ravel()
+    if truth.shape != predicted.shape:
+        raise ValueError(f"{truth.size} true values but {predicted.size} predictions")
+    error = predicted - truth
+    total = float(((truth - truth.mean()) ** 2).sum()) if truth.size else 0.0
+    return {
+        "rmse": float(np.sqrt((error ** 2).mean())) if truth.size else 0.0,
+        "mae": float(np.abs(error).mean()) if truth.size else 0.0,
+        "bias": float(error.mean()) if truth.size else 0.0,
+        "r2": float(1 - (error ** 2).sum() / total) if total > 0 else 0.0,
+        "samples": int(truth.size),
+    }

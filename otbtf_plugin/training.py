@@ -34,12 +34,13 @@ import numpy as np
 
 from . import __version__, deps
 from .errors import Cancelled, InputError
-from .metrics import confusion_matrix, report
+from .metrics import confusion_matrix, regression_report, report
 from .model import METADATA_FILE
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
 
-ARCHITECTURES = ("cnn", "unet")
+ARCHITECTURES = ("cnn", "unet", "regressor")
+TASKS = ("auto", "classification", "regression")
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
 
 
@@ -63,6 +64,7 @@ class TrainConfig:
     initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
     freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
     augment: bool = False  # random flips and 90-degree rotations of the training patches
+    task: str = "auto"  # auto (labels decide), classification, regression
 
 
 @dataclass
@@ -163,8 +165,25 @@ def _class_code_layer(keras):
     return ClassCode
 
 
-def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int]):
-    """The ``cnn`` patch classifier; returns (training model, served model)."""
+def _head(keras, features, n_classes, codes, target, spatial):
+    """Classification: softmax ``prob`` and the ``class`` code; regression: ``value`` in
+    the labels' units (the network predicts standardised targets)."""
+    if target is not None:  # regression
+        mean, std = target
+        layer = keras.layers.Conv2D(1, 1, name="raw") if spatial else keras.layers.Dense(1, name="raw")
+        raw = layer(features)
+        value = keras.layers.Rescaling(std, offset=mean, name="value")(raw)
+        return value, {"value": value}
+    if spatial:
+        probabilities = keras.layers.Conv2D(n_classes, 1, activation="softmax", name="scores")(features)
+    else:
+        probabilities = keras.layers.Dense(n_classes, activation="softmax", name="prob")(features)
+    return probabilities, None
+
+
+def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int], target=None):
+    """The ``cnn`` patch classifier (or, with ``target`` = (mean, std), a patch regressor);
+    returns (training model, served model)."""
     inputs, features = [], []
     for k, src in enumerate(sources):
         size = src["patch"]
@@ -183,14 +202,16 @@ def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int]):
         inputs.append(inp)
     merged = features[0] if len(features) == 1 else keras.layers.Concatenate(name="features")(features)
     merged = keras.layers.Dropout(0.2, name="dropout")(merged)
-    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="prob")(merged)
+    probabilities, regression = _head(keras, merged, n_classes, codes, target, spatial=False)
+    if regression:
+        return keras.Model(inputs, probabilities, name="otbtf_regressor"), keras.Model(inputs, regression)
     training_model = keras.Model(inputs, probabilities, name="otbtf_cnn")
     class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
     served = keras.Model(inputs, {"prob": probabilities, "class": class_code}, name="otbtf_cnn_served")
     return training_model, served
 
 
-def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int]):
+def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int], target=None):
     """The ``unet`` segmenter for one source of P x P px patches (P a multiple of 4):
     an encoder-decoder with skip connections whose output is cropped to the central
     P/2 x P/2 px, away from the patch edges (receptive field P, expression field P/2:
@@ -217,7 +238,10 @@ def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int]):
                32, "dec2")
     d1 = block(keras.layers.Concatenate(name="skip1")([keras.layers.UpSampling2D(2, name="up1")(d2), e1]),
                16, "dec1")
-    scores = keras.layers.Conv2D(n_classes, 1, activation="softmax", name="scores")(d1)
+    scores, regression = _head(keras, d1, n_classes, codes, target, spatial=True)
+    if regression:
+        value = keras.layers.Cropping2D(crop, name="value_crop")(scores)
+        return keras.Model(inp, value, name="otbtf_unet_regressor"), keras.Model(inp, {"value": value})
     probabilities = keras.layers.Cropping2D(crop, name="prob")(scores)
     training_model = keras.Model(inp, probabilities, name="otbtf_unet")
     class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
@@ -225,7 +249,7 @@ def build_unet(keras, sources: list[dict], n_classes: int, codes: list[int]):
     return training_model, served
 
 
-BUILDERS = {"cnn": build_cnn, "unet": build_unet}
+BUILDERS = {"cnn": build_cnn, "unet": build_unet, "regressor": build_cnn}
 
 
 def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
@@ -257,7 +281,7 @@ def _sequence(keras, sources: _Sources, indices, batch, names, label_index, seed
             x = _model_inputs([p.astype(np.float32) for p in patches])
             if crop:
                 labels = labels[:, crop:-crop, crop:-crop]
-            y = label_index[labels.astype(np.int64)]
+            y = labels.astype(np.float32) if label_index is None else label_index[labels.astype(np.int64)]
             if pixel_weights is None:
                 return x, y
             return x, y, pixel_weights[y]
@@ -301,21 +325,38 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                                  "give VALID_PATCHES1 and VALID_LABELS")
             train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
             valid_source = train_data
-        task = train_data.task
-        if valid_data is not None and valid_data.task != task:
-            raise InputError(f"training labels are for {task}, validation labels for {valid_data.task}")
-        if task == "segmentation" and config.architecture != "unet" and not config.initial_model:
-            raise InputError("the labels are patches (semantic segmentation): use ARCHITECTURE unet")
-        if task == "classification" and config.architecture == "unet" and not config.initial_model:
+        layout = train_data.task  # classification: one label per patch; segmentation: label patches
+        if valid_data is not None and valid_data.task != layout:
+            raise InputError(f"training labels are for {layout}, validation labels for {valid_data.task}")
+        if config.task not in TASKS:
+            raise InputError(f"unknown task {config.task!r}; use one of: {', '.join(TASKS)}")
+        values = all_labels[train_idx]
+        whole = bool(np.all(np.equal(np.mod(values, 1), 0)))
+        regression = config.task == "regression" or (
+            config.task == "auto" and (config.architecture == "regressor" or not whole))
+        if regression and config.initial_model:
+            raise InputError("fine-tuning a regressor is not supported yet: train it anew")
+        architecture = config.architecture
+        if layout == "segmentation" and architecture != "unet" and not config.initial_model:
+            if not (regression and architecture == "regressor"):
+                raise InputError("the labels are patches (semantic segmentation): use ARCHITECTURE unet")
+            architecture = "unet"  # a pixel regressor is the unet body with a linear output
+        if layout == "classification" and architecture == "unet" and not config.initial_model:
             raise InputError("the labels are one class per patch: use ARCHITECTURE cnn (unet is for label patches)")
-        codes = sorted({int(c) for c in np.unique(all_labels[train_idx])})
-        if len(codes) < 2:
-            raise InputError(f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
-                             "there is nothing to learn; give labels with at least two classes")
-        names = _class_names(config, train_data, codes)
-        label_index = np.full(int(max(codes)) + 1 if codes else 1, -1, dtype=np.int64)
-        for k, code in enumerate(codes):
-            label_index[code] = k
+        task = "regression" if regression else layout
+        target = None
+        if regression:
+            codes, names, label_index = [], {}, None
+            target = (float(values.mean()), float(values.std()) or 1.0)
+        else:
+            codes = sorted({int(c) for c in np.unique(values)})
+            if len(codes) < 2:
+                raise InputError(f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
+                                 "there is nothing to learn; give labels with at least two classes")
+            names = _class_names(config, train_data, codes)
+            label_index = np.full(int(max(codes)) + 1, -1, dtype=np.int64)
+            for k, code in enumerate(codes):
+                label_index[code] = k
         sources = []
         for name, image in zip([f"x{k + 1}" for k in range(len(train_data.images))], train_data.images, strict=True):
             if image.patch_width != image.patch_height:
@@ -333,18 +374,19 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             if frozen:
                 progress.info("frozen: " + ", ".join(layer.name for layer in frozen))
         else:
-            training_model, served = BUILDERS[config.architecture](keras, sources, len(codes), codes)
-        efield = int(training_model.output.shape[1]) if task == "segmentation" else 1
-        crop = (sources[0]["patch"] - efield) // 2 if task == "segmentation" else 0
+            training_model, served = BUILDERS[architecture](keras, sources, len(codes), codes, target=target)
+        efield = int(training_model.output.shape[1]) if layout == "segmentation" else 1
+        crop = (sources[0]["patch"] - efield) // 2 if layout == "segmentation" else 0
         input_names = [s["name"] for s in sources]
         training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                               loss="mse" if regression else "sparse_categorical_crossentropy",
+                               metrics=["mae"] if regression else ["accuracy"])
         valid_labels = valid_source.read(valid_idx)[1]
-        unknown = sorted(set(np.unique(valid_labels).tolist()) - set(codes))
+        unknown = [] if regression else sorted(set(np.unique(valid_labels).tolist()) - set(codes))
         if unknown:
             raise InputError(f"validation labels hold classes absent from training: {unknown}")
         weights = pixel_weights = None
-        if config.class_weights:
+        if config.class_weights and not regression:
             counts = np.bincount(label_index[all_labels[train_idx].astype(np.int64)].ravel(), minlength=len(codes))
             per_class = np.array([counts.sum() / (len(codes) * max(n, 1)) for n in counts], dtype=np.float32)
             if task == "segmentation":  # Keras' class_weight is for one label per sample: weight pixels
@@ -364,22 +406,27 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         if progress.cancelled():
             raise Cancelled("training cancelled: no model was written")
         history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-        predicted = _predict(training_model, valid_source, valid_idx, input_names)
+        predicted = _predict(training_model, valid_source, valid_idx, input_names, regression)
         if crop:
             valid_labels = valid_labels[:, crop:-crop, crop:-crop]
-        matrix = confusion_matrix(valid_labels.astype(np.int64), np.asarray(codes)[predicted], codes)
-        metrics = report(matrix, [names[c] for c in codes])
+        if regression:
+            metrics = regression_report(valid_labels, predicted)
+        else:
+            matrix = confusion_matrix(valid_labels.astype(np.int64), np.asarray(codes)[predicted], codes)
+            metrics = report(matrix, [names[c] for c in codes])
         metadata = {
             "format": "otbtf-qgis model 1",
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "otbtf_plugin": __version__,
             "task": task,
-            "architecture": config.architecture,
+            "architecture": architecture,
             "inputs": [{"name": s["name"], "rfield": s["patch"], "bands": s["bands"],
                         "band_statistics": {"mean": s["mean"], "std": s["std"]}} for s in sources],
             "efield": efield,
             "scale": 1,
-            "outputs": {"prob": "class probabilities, in the order of classes", "class": "class code"},
+            "outputs": {"value": "predicted value, in the labels' units"} if regression else
+            {"prob": "class probabilities, in the order of classes", "class": "class code"},
+            "target_statistics": {"mean": target[0], "std": target[1]} if regression else None,
             "classes": [{"code": c, "name": names[c]} for c in codes],
             "training": {"patches": len(train_idx), "validation_patches": len(valid_idx),
                          "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
@@ -396,7 +443,10 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         train_data.close()
         if valid_data is not None:
             valid_data.close()
-    progress.info(f"validation: overall accuracy {metrics['overall_accuracy']:.3f}, kappa {metrics['kappa']:.3f}")
+    if regression:
+        progress.info(f"validation: RMSE {metrics['rmse']:.4g}, MAE {metrics['mae']:.4g}, R2 {metrics['r2']:.3f}")
+    else:
+        progress.info(f"validation: overall accuracy {metrics['overall_accuracy']:.3f}, kappa {metrics['kappa']:.3f}")
     return TrainResult(output, metrics, report_html, history)
 
 
@@ -442,12 +492,14 @@ def _model_inputs(arrays: list):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def _predict(model, data: _Sources, indices, names) -> np.ndarray:
+def _predict(model, data: _Sources, indices, names, regression=False) -> np.ndarray:
+    """Class indices (or values, for a regressor) of the patches ``indices``."""
     predictions = []
     for first in range(0, len(indices), READ_CHUNK):
         patches, _ = data.read(indices[first:first + READ_CHUNK])
         feeds = _model_inputs([p.astype(np.float32) for p in patches])
-        predictions.append(np.argmax(model.predict(feeds, verbose=0), axis=-1))
+        output = model.predict(feeds, verbose=0)
+        predictions.append(output[..., 0] if regression else np.argmax(output, axis=-1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
 
 
@@ -492,7 +544,8 @@ def _curves_png(history: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for axis, key in zip(axes, ("loss", "accuracy"), strict=True):
+    second = "accuracy" if "accuracy" in history else "mae"
+    for axis, key in zip(axes, ("loss", second), strict=True):
         for name, style in ((key, "-"), (f"val_{key}", "--")):
             if name in history:
                 axis.plot(range(1, len(history[name]) + 1), history[name], style, label=name)
@@ -513,31 +566,41 @@ def write_report(path, metrics: dict, history: dict, metadata: dict) -> Path:
 
     json_path = path.with_suffix(".json")
     with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps({"validation": metrics, "history": history,
+        tmp.write_text(json.dumps({"validation": metrics, "history": history, "task": metadata["task"],
                                    "classes": metadata["classes"]}, indent=2), encoding="utf-8")
-    rows = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
-        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in metrics["classes"])
-    names = [html.escape(c["name"]) for c in metrics["classes"]]
-    matrix = "".join(f"<tr><th>{n}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                     for n, row in zip(names, metrics["confusion_matrix"], strict=True))
+    if "rmse" in metrics:
+        body = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
+                f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
+    else:
+        body = _classification_html(metrics)
     curves = base64.b64encode(_curves_png(history)).decode() if history else ""
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>otbtf training report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Training report</h1>
-<p>Architecture {html.escape(metadata['architecture'])}; {metadata['training']['patches']} training and
-{metadata['training']['validation_patches']} validation patches; {metadata['training']['epochs']} epochs.</p>
+<p>Task {html.escape(metadata['task'])}, architecture {html.escape(metadata['architecture'])};
+{metadata['training']['patches']} training and {metadata['training']['validation_patches']} validation patches;
+{metadata['training']['epochs']} epochs.</p>
 <h2>Validation</h2>
-<p>Overall accuracy <b>{metrics['overall_accuracy']:.4f}</b>, Cohen's kappa <b>{metrics['kappa']:.4f}</b>
-({metrics['samples']} samples).</p>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
-<h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>
-<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>
+{body}
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">
 </body></html>
 """
     with atomic_output(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def _classification_html(metrics: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
+        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in metrics["classes"])
+    names = [html.escape(c["name"]) for c in metrics["classes"]]
+    matrix = "".join(f"<tr><th>{n}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                     for n, row in zip(names, metrics["confusion_matrix"], strict=True))
+    return (f"<p>Overall accuracy <b>{metrics['overall_accuracy']:.4f}</b>, Cohen's kappa "
+            f"<b>{metrics['kappa']:.4f}</b> ({metrics['samples']} samples).</p>"
+            "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+            f"{rows}</table><h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>"
+            f"<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>")

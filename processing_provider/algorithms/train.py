@@ -11,7 +11,7 @@ from qgis.core import (
 )
 
 from ...otbtf_plugin import deps
-from ...otbtf_plugin.training import ARCHITECTURES, TrainConfig, train
+from ...otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from .base import OtbtfAlgorithm
 from .common import add_advanced, raster_path
 
@@ -31,7 +31,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         "field 1): one convolutional branch per source, global pooling, softmax. ARCHITECTURE unet: "
         "a U-Net style segmenter for one source (patch size a multiple of 4): receptive field = the "
         "patch size, expression field = half of it (the centre, away from the patch edges, so tile "
-        "seams cannot show when served). The band "
+        "seams cannot show when served). ARCHITECTURE regressor: the cnn with one linear output "
+        "'value' for continuous labels (with label patches: the unet body, a value per pixel). The band "
         "normalisation is computed from the training patches and built into the model. MODEL: "
         "fine-tune an existing model instead (a model folder of ours or a .keras file; the original "
         "is not changed).\n\n"
@@ -59,6 +60,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterEnum("ARCHITECTURE", "Architecture (new model)",
                                                      options=list(ARCHITECTURES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            "TASK", "Task (auto: whole-number labels are classes, others values to regress)",
+            options=list(TASKS), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", type=QgsProcessingParameterNumber.Integer,
                                                        defaultValue=20, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
@@ -109,6 +113,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             output_model=self.parameterAsString(parameters, "OUTPUT_MODEL", context),
             output_report=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context),
             architecture=ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
+            task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
@@ -122,9 +127,12 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         )
         result = self.run_engine(train, feedback, config)
         metrics = result.report
+        answer = {"OUTPUT_MODEL": str(result.model_folder),
+                  "OUTPUT_REPORT": str(result.report_html) if result.report_html else None}
+        if "rmse" in metrics:
+            return {**answer, **{key.upper(): metrics[key] for key in ("rmse", "mae", "bias", "r2")}}
         return {
-            "OUTPUT_MODEL": str(result.model_folder),
-            "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
+            **answer,
             "OVERALL_ACCURACY": metrics["overall_accuracy"],
             "KAPPA": metrics["kappa"],
             "CLASSES": {c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")}

@@ -36,3 +36,13 @@ def test_class_never_predicted_or_absent():
 def test_unknown_predicted_class_is_an_error():
     with pytest.raises(ValueError, match=r"outside \[1, 2\]: \[7\]"):
         confusion_matrix(np.array([1, 2]), np.array([1, 7]), [1, 2])
+
+
+def test_regression_report_hand_computed():
+    from otbtf_plugin.metrics import regression_report
+
+    # errors: +1, -1, +2, 0 -> mse 6/4, mae 1, bias 0.5; truth mean 2.5, sst 5
+    result = regression_report([1, 2, 3, 4], [2, 1, 5, 4])
+    assert result["rmse"] == pytest.approx(np.sqrt(1.5))
+    assert (result["mae"], result["bias"], result["samples"]) == (1.0, 0.5, 4)
+    assert result["r2"] == pytest.approx(1 - 6 / 5)

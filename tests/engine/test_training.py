@@ -251,3 +251,37 @@ def test_fine_tuning_can_freeze_the_first_layers(trained, patches, tmp_path):
         assert same == (k < 2), (k, a.name)
     meta = json.loads((tmp_path / "tuned" / "otbtf_model.json").read_text())
     assert meta["training"]["frozen_layers"] == 2 and meta["training"]["augment"] is True
+
+
+def test_patch_regressor(patches, tmp_path):
+    from otbtf_plugin.patches_image import PatchesWriter
+
+    def targets(path, out):
+        with PatchesImage(path) as images:
+            values = images.read(0, len(images))[:, 6:10, 6:10, 2].mean(axis=(1, 2)).astype("float32") / 100.0
+        writer = PatchesWriter(out, len(values), 1, 1, 1, "float32")
+        writer.write(values.reshape(-1, 1, 1, 1))
+        writer.close()
+        return values
+
+    (tp, _, _), (vp, _, extraction) = patches["train"], patches["valid"]
+    targets(tp, tmp_path / "t.tif")
+    truth = targets(vp, tmp_path / "v.tif")
+    result = train(TrainConfig([tp], tmp_path / "t.tif", tmp_path / "reg", architecture="regressor", epochs=30,
+                               batch_size=16, valid_patches=[vp], valid_labels=tmp_path / "v.tif",
+                               output_report=tmp_path / "reg.html"))
+    meta = json.loads((tmp_path / "reg" / "otbtf_model.json").read_text())
+    assert (meta["task"], list(meta["outputs"])) == ("regression", ["value"])
+    function = tf.saved_model.load(str(tmp_path / "reg" / "savedmodel")).signatures["serving_default"]
+    with PatchesImage(vp) as images:
+        predicted = function(x1=tf.constant(images.read(0, len(images)).astype("float32")))["value"].numpy().ravel()
+    error = predicted - truth
+    assert result.report["rmse"] == pytest.approx(np.sqrt((error ** 2).mean()), rel=1e-5)
+    assert result.report["r2"] == pytest.approx(1 - (error ** 2).sum() / ((truth - truth.mean()) ** 2).sum(), rel=1e-5)
+    assert result.report["r2"] > 0.5  # it learnt something real
+    assert "RMSE" in (tmp_path / "reg.html").read_text()
+    served = serve([ServeSource(RGB)], tmp_path / "reg", tmp_path / "values.tif")
+    assert [o.name for o in served.plan.outputs] == ["value"]
+    with rasterio.open(tmp_path / "values.tif") as src:
+        values = np.array([v[0] for v in src.sample(zip(extraction.x, extraction.y, strict=True))])
+    assert np.abs(values - predicted).max() <= 1e-3
