@@ -435,6 +435,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                          "frozen_layers": config.freeze_layers if config.initial_model else 0},
             "history": history,
         }
+        if config.tensorboard_dir:
+            _tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
         _write_model_folder(output, served, metadata)
         report_html = None
         if config.output_report:
@@ -521,6 +523,22 @@ class _ProgressCallback:
                 progress.info(f"epoch {epoch + 1}: {text}")
 
         return Callback()
+
+
+def _tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
+    """The validation scores, and the confusion matrix as a table, for TensorBoard."""
+    with tf.summary.create_file_writer(str(folder / "validation")).as_default():
+        if "rmse" in metrics:
+            for key in ("rmse", "mae", "bias", "r2"):
+                tf.summary.scalar(f"validation/{key}", metrics[key], step=step)
+            return
+        tf.summary.scalar("validation/overall_accuracy", metrics["overall_accuracy"], step=step)
+        tf.summary.scalar("validation/kappa", metrics["kappa"], step=step)
+        names = [c["name"] for c in metrics["classes"]]
+        rows = ["| truth \\ prediction | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        rows += [f"| {name} | " + " | ".join(str(v) for v in row) + " |"
+                 for name, row in zip(names, metrics["confusion_matrix"], strict=True)]
+        tf.summary.text("validation/confusion_matrix", "\n".join(rows), step=step)
 
 
 def _write_model_folder(output: Path, served, metadata: dict) -> None:
