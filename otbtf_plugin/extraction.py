@@ -14,6 +14,7 @@ array on disk beside the outputs, then to the patches images in point order.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -27,7 +28,7 @@ from .errors import InputError
 from .grid import Window, patch_start
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster
+from .raster import atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .vector import read_features, transform_xy
 
 GROUP_PX = 512  # patch centres are grouped by blocks of this many pixels for reading
@@ -140,6 +141,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             starts.append((col0, row0))
 
         slots = np.flatnonzero(alive)  # candidate points still possible, in input order
+        if len(slots) == 0:
+            raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
         tmpdir = Path(tempfile.mkdtemp(prefix=".otbtf-extraction-", dir=outputs[0].parent))
         stack.callback(shutil.rmtree, tmpdir, True)
         buffers = []
@@ -156,9 +159,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         done = 0
         nodata_hit = np.zeros(n, dtype=bool)
         for i, (src, ds, (col0, row0), plan) in enumerate(zip(sources, datasets, starts, plans, strict=True), 1):
-            shape = (len(slots), ds.count, src.height, src.patch_width)
-            buffer = np.lib.format.open_memmap(tmpdir / f"source{i}.npy", mode="w+",
-                                               dtype=np.dtype(ds.dtypes[0]), shape=shape)
+            buffer = _scratch(tmpdir / f"source{i}.raw", np.dtype(ds.dtypes[0]),
+                              (len(slots), ds.count, src.height, src.patch_width))
             buffers.append(buffer)
             nodata = nodata_values(ds, src.nodata)
             hits = np.zeros(len(slots), dtype=bool)
@@ -167,7 +169,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
                 c0, r0 = col0[slots[members]], row0[slots[members]]
                 window = Window(int(c0.min()), int(r0.min()), int(c0.max() - c0.min()) + src.patch_width,
                                 int(r0.max() - r0.min()) + src.height)
-                block = ds.read(window=window.to_rasterio())
+                block = read(ds, window=window.to_rasterio())
                 rows = (r0 - window.row_off)[:, None, None] + np.arange(src.height)[None, :, None]
                 cols = (c0 - window.col_off)[:, None, None] + np.arange(src.patch_width)[None, None, :]
                 patches = block[:, rows, cols].transpose(1, 0, 2, 3)  # (m, bands, h, w)
@@ -228,6 +230,19 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             messages=messages,
         )
     return result
+
+
+def _scratch(path: Path, dtype, shape) -> np.ndarray:
+    """A temporary array on disk, its space reserved now: a full disk fails here, clearly,
+    instead of crashing later when the mapped pages are written."""
+    size = int(np.prod(shape)) * dtype.itemsize
+    try:
+        with open(path, "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, max(size, 1))
+    except OSError as err:
+        raise InputError(f"no room for the {size / 2**20:.1f} MiB of temporary patches in {path.parent.parent}: "
+                         f"{err.strerror}. Free some space or write the outputs to another folder") from err
+    return np.memmap(path, dtype=dtype, mode="r+", shape=shape)
 
 
 def _label_dtype(codes: np.ndarray):

@@ -21,6 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
 from .errors import InputError
+from .raster import read
 
 TAG_WIDTH = "OTBTF_PATCH_WIDTH"
 TAG_HEIGHT = "OTBTF_PATCH_HEIGHT"
@@ -74,7 +75,7 @@ class PatchesImage:
                 f"(0..{self.count - 1})"
             )
         h, w = self.patch_height, self.patch_width
-        data = self.dataset.read(window=RioWindow(0, start * h, w, (stop - start) * h))
+        data = read(self.dataset, window=RioWindow(0, start * h, w, (stop - start) * h))
         return data.reshape(self.bands, stop - start, h, w).transpose(1, 2, 3, 0)
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from .errors import InputError
 from .grid import Window, grid_positions, overlap_reach, position_centre, tiles
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import AlignedRaster, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster
+from .raster import AlignedRaster, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .selection import choose_ranks
 from .vector import write_points
 
@@ -90,7 +90,7 @@ def _scan_positions(dataset, patch, step, nodata, mask, labels, classes, progres
                         (tile.width - 1) * step + patch, (tile.height - 1) * step + patch)
         bad = np.zeros((pixels.height, pixels.width), dtype=bool)
         if any(v is not None for v in nodata):
-            bad |= invalid_pixels(dataset.read(window=pixels.to_rasterio()), nodata)
+            bad |= invalid_pixels(read(dataset, window=pixels.to_rasterio()), nodata)
         if mask is not None:
             bad |= ~mask.read_mask(pixels)
         rows, cols = tile.slices()

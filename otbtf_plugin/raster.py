@@ -28,6 +28,15 @@ def open_raster(path: str | Path):
         raise InputError(f"cannot open raster {str(path)!r}: {err}") from err
 
 
+def read(dataset, *args, **kwargs) -> np.ndarray:
+    """``dataset.read`` with an error that names the file and says what to do."""
+    try:
+        return dataset.read(*args, **kwargs)
+    except rasterio.errors.RasterioIOError as err:
+        raise InputError(f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
+                         "re-create or copy it again") from err
+
+
 def grid_of(dataset) -> Grid:
     return Grid.from_transform(dataset.transform, dataset.width, dataset.height)
 
@@ -69,7 +78,7 @@ class AlignedRaster:
         )
 
     def read_values(self, window: Window) -> np.ndarray:
-        return self.source.read(1, window=window.to_rasterio())
+        return read(self.source, 1, window=window.to_rasterio())
 
     def read_mask(self, window: Window) -> np.ndarray:
         """True where the value is > 0 (a valid pixel of a mask)."""
@@ -86,7 +95,7 @@ def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: Alig
     if all(value is None for value in nodata):
         valid = np.ones((window.height, window.width), dtype=bool)
     else:
-        valid = ~invalid_pixels(dataset.read(window=window.to_rasterio()), nodata)
+        valid = ~invalid_pixels(read(dataset, window=window.to_rasterio()), nodata)
     if mask is not None:
         valid &= mask.read_mask(window)
     return valid
@@ -109,8 +118,13 @@ def atomic_output(final: str | Path) -> Iterator[Path]:
         raise InputError(f"output folder {str(final.parent)!r} is not writable; choose another folder")
     tmp = partial_path(final)
     try:
-        yield tmp
-        os.replace(tmp, final)
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        except (OSError, rasterio.errors.RasterioIOError) as err:
+            # Reads raise InputError (see read()): what arrives here failed to write.
+            raise InputError(f"could not write {final}: {err}. Is the disk full or the folder read-only? "
+                             "Nothing was left at that path") from err
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
             leftover.unlink(missing_ok=True)

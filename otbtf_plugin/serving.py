@@ -38,7 +38,7 @@ from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import atomic_output, grid_of, invalid_pixels, nodata_values, open_raster
+from .raster import atomic_output, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .styles import write_class_style
 
 PROBE_SIZES = (96, 128)  # input sizes used to measure a fully-convolutional model
@@ -458,11 +458,11 @@ def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
     row_end = min(window.row_end, dataset.height)
     inside = Window(inside.col_off, inside.row_off, col_end - inside.col_off, row_end - inside.row_off)
     if inside.width == window.width and inside.height == window.height:
-        return dataset.read(window=window.to_rasterio())
+        return read(dataset, window=window.to_rasterio())
     out = np.full((dataset.count, window.height, window.width), fill, dtype=dataset.dtypes[0])
     if inside.width > 0 and inside.height > 0:
         rows, cols = inside.relative_to(window).slices()
-        out[:, rows, cols] = dataset.read(window=inside.to_rasterio())
+        out[:, rows, cols] = read(dataset, window=inside.to_rasterio())
     return out
 
 

@@ -1,0 +1,193 @@
+"""The catalogue of bad inputs: each gives an error in plain words, naming what was
+wrong and what would work, and leaves no output behind."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import gdal, ogr, osr
+
+from common import POINTS, POLYGONS, RGB, ROOT
+from otbtf_plugin.errors import InputError
+from otbtf_plugin.extraction import PatchSource, extract_patches
+from otbtf_plugin.sampling import class_statistics
+from otbtf_plugin.selection import sample_selection
+
+gdal.UseExceptions()
+DATA = ROOT / "data"
+B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+
+
+def vector(path, srs_wkt, features):
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = None
+    if srs_wkt:
+        srs = osr.SpatialReference()
+        srs.SetFromUserInput(srs_wkt)  # WKT or EPSG:n
+    layer = ds.CreateLayer("v", srs, ogr.wkbUnknown)
+    layer.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    for wkt, name in features:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        if name is not None:
+            feature.SetField("name", name)
+        layer.CreateFeature(feature)
+    ds = None
+    return path
+
+
+def truncated(tmp):
+    path = tmp / "truncated.tif"
+    shutil.copy(RGB, path)
+    os.truncate(path, 1_500_000)
+    return path
+
+
+CASES = {
+    "sources that do not overlap": (
+        lambda t: extract_patches([PatchSource(B2_30, 16), PatchSource(RGB, 16)], POINTS, [t / "a.tif", t / "b.tif"]),
+        r"the sources do not overlap \(source 1 covers .* source 2 covers"),
+    "a CRS that cannot be transformed": (
+        lambda t: class_statistics(RGB, vector(t / "local.gpkg", 'LOCAL_CS["site grid",UNIT["metre",1]]',
+                                               [("POINT (10 10)", "water")]), "name"),
+        r"cannot transform the vector's CRS .* reproject the vector"),
+    "an empty vector": (
+        lambda t: class_statistics(RGB, vector(t / "empty.gpkg", "EPSG:32621", []), "name"),
+        r"has no feature with a geometry"),
+    "no feature inside the raster": (
+        lambda t: sample_selection(RGB, vector(t / "far.gpkg", "EPSG:32621", [("POINT (100 -100)", "water")]),
+                                   "name"),
+        r"no class has a valid pixel inside the raster"),
+    "a missing class field": (
+        lambda t: class_statistics(RGB, POLYGONS, "label"),
+        r"no field 'label'; its fields: name"),
+    "classes that are all NULL": (
+        lambda t: class_statistics(RGB, vector(t / "null.gpkg", "EPSG:32621", [("POINT (740000 -2800000)", None)]),
+                                   "name"),
+        r"no feature with a geometry and a class in field 'name' \(1 NULL class\)"),
+    "a patch size larger than the raster": (
+        lambda t: extract_patches([PatchSource(B2_30, 500)], POINTS, [t / "p.tif"]),
+        r"patch size 500 x 500 px is larger than the raster \(400 x 400 px\); use at most 400"),
+    "polygons where points are needed": (
+        lambda t: extract_patches([PatchSource(RGB, 16)], POLYGONS, [t / "p.tif"]),
+        r"must hold points, not Polygon; make points from polygons with otbtf:sampleselection"),
+    "a corrupt or truncated GeoTIFF": (
+        lambda t: class_statistics(truncated(t), POLYGONS, "name", nodata=0),
+        r"cannot read the pixels of .*truncated.tif: the file is truncated or corrupt .* re-create"),
+    "a raster that is not a raster": (
+        lambda t: class_statistics(POLYGONS, POLYGONS, "name"),
+        r"cannot open raster .*polygons.gpkg"),
+    "a strategy value in percent": (
+        lambda t: sample_selection(RGB, POLYGONS, "name", strategy="percent", value=30),
+        r"for 30 %, use 0.3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_explained_and_leaves_nothing(case, tmp_path):
+    run, message = CASES[case]
+    inputs = {p.name for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match=message):
+        run(tmp_path)
+    created = {p.name for p in tmp_path.iterdir()} - inputs
+    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif")) or "partial" in name
+                 or name in ("a.tif", "b.tif", "p.tif")}
+    assert not leftovers, leftovers
+
+
+def test_nan_as_nodata_is_not_counted(tmp_path):
+    path = tmp_path / "float.tif"
+    with rasterio.open(RGB) as src:
+        data = src.read().astype("float32")
+        profile = src.profile | {"dtype": "float32", "nodata": float("nan")}
+    data[1, :, :400] = np.nan  # the left half, in one band
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    full = class_statistics(RGB, POLYGONS, "name").feature_counts
+    half = class_statistics(path, POLYGONS, "name").feature_counts
+    # The polygons lie in columns ~63..251 (left half): all their pixels are now NaN.
+    assert sum(full.values()) == 683 and sum(half.values()) == 0
+
+
+def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
+    folder = tmp_path / "données été 2020"
+    folder.mkdir()
+    raster, polygons = folder / "scène Landsat.tif", folder / "vérité terrain.gpkg"
+    shutil.copy(RGB, raster)
+    shutil.copy(POLYGONS, polygons)
+    out = folder / "statistiques de classes.csv"
+    class_statistics(raster, polygons, "name").write_csv(out)
+    assert out.read_text().splitlines()[1] == "crop,192"
+    samples = sample_selection(raster, polygons, "name").write_gpkg(folder / "échantillons.gpkg")
+    result = extract_patches([PatchSource(raster, 16)], samples, [folder / "imagettes été.tif"], "name",
+                             labels_output=folder / "étiquettes.tif")
+    assert result.accepted == 4 * 81
+
+
+def test_read_only_output_folder(tmp_path, monkeypatch):
+    """As root, a folder cannot be made read-only with chmod: the check itself is exercised."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else
+                        real_access(path, mode))
+    with pytest.raises(InputError, match=r"output folder .* is not writable; choose another folder"):
+        class_statistics(RGB, POLYGONS, "name").write_csv(tmp_path / "stats.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+DISK_FULL = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+from otbtf_plugin.errors import InputError
+from otbtf_plugin.extraction import PatchSource, extract_patches
+from otbtf_plugin.selection import sample_selection
+points = sample_selection({rgb!r}, {polygons!r}, "name", strategy="all").write_gpkg({out!r} + "/points.gpkg")
+try:
+    extract_patches([PatchSource({rgb!r}, 32)], points, [{out!r} + "/patches.tif"])
+except InputError as err:
+    print("INPUT_ERROR", err)
+"""
+
+
+def test_a_disk_that_fills_up_while_writing(tmp_path):
+    """A 200 kB file-size limit stands for a full disk: 683 patches of 32 x 32 x 3 uint16
+    need 4 MB. The run fails with a clear message and leaves only its input behind."""
+    code = DISK_FULL.format(root=str(ROOT), rgb=str(RGB), polygons=str(POLYGONS), out=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "INPUT_ERROR no room for the 4.0 MiB of temporary patches" in out.stdout, out.stdout + out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.gpkg"]
+
+
+SERVE_DISK_FULL = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+import_tensorflow()
+import keras
+inp = keras.Input((None, None, 3), name="x")
+keras.Model(inp, keras.layers.Conv2D(8, 3, name="y")(inp)).save({out!r} + "/model.keras")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+from otbtf_plugin.errors import InputError
+from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+try:
+    serve([ServeSource({rgb!r})], {out!r} + "/model.keras", {out!r} + "/served.tif",
+          ServeOptions(fully_conv=True, compress="none"))
+except InputError as err:
+    print("INPUT_ERROR", err)
+"""
+
+
+def test_a_disk_that_fills_up_while_serving(tmp_path):
+    """Serving writes ~29 MB; with 1 MB allowed, the GeoTIFF write fails: clear message, no
+    partial file at the target or beside it."""
+    pytest.importorskip("keras")
+    code = SERVE_DISK_FULL.format(root=str(ROOT), rgb=str(RGB), out=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "INPUT_ERROR could not write" in out.stdout and "Is the disk full" in out.stdout, out.stdout + out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
