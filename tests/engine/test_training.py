@@ -67,11 +67,12 @@ def test_report_equals_an_independent_computation(trained, patches):
     assert [c["name"] for c in result.report["classes"]] == ["crop", "developed", "tree", "water"]
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb" / "train").rglob("*"))
     # the confusion matrix and the validation scores, read back from the event file
-    events = next((out / "tb" / "validation").glob("events.out.tfevents*"))
-    tags = {}
-    for event in tf.compat.v1.train.summary_iterator(str(events)):
-        for value in event.summary.value:
-            tags[value.tag] = tf.make_ndarray(value.tensor)
+    tags = {}  # TensorBoard merges every event file of a run: Keras' callback writes there too
+    for events in (out / "tb" / "validation").glob("events.out.tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    tags[value.tag] = tf.make_ndarray(value.tensor)
     assert tags["validation/overall_accuracy"] == pytest.approx(result.report["overall_accuracy"])
     table = tags["validation/confusion_matrix"].item().decode()
     assert table.splitlines()[2] == "| crop | " + " | ".join(str(v) for v in matrix[0]) + " |"
