@@ -701,6 +701,12 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
     return ServeResult(Path(output), plan, len(plan_tiles), skipped, style)
 
 
+# GDAL I/O from the reader and writer threads goes through this lock: GDAL's block cache is
+# shared by all datasets, and reads overlapping writes from another thread gave, rarely, a
+# tile of wrong values (found by a property test). Inference still overlaps I/O.
+GDAL_IO = threading.Lock()
+
+
 def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:
     """Put unless the consumer thread has died (then the queue may never drain)."""
     while consumer.is_alive():
@@ -725,7 +731,8 @@ def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
             for tile in plan_tiles:
                 if stop.is_set():
                     break
-                item = _tile_input(plan, datasets, tile)
+                with GDAL_IO:
+                    item = _tile_input(plan, datasets, tile)
                 while not stop.is_set():
                     try:
                         inputs.put(item, timeout=0.2)
@@ -744,8 +751,9 @@ def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
                 if item is _DONE:
                     break
                 tile, values = item
-                writer.write(values.astype(dtype, copy=False), window=rasterio.windows.Window(
-                    tile.col_off, tile.row_off, tile.width, tile.height))
+                with GDAL_IO:
+                    writer.write(values.astype(dtype, copy=False), window=rasterio.windows.Window(
+                        tile.col_off, tile.row_off, tile.width, tile.height))
         except BaseException as err:  # handed to the main thread
             errors.append(err)
             stop.set()

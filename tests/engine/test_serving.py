@@ -406,3 +406,60 @@ def test_fixed_size_block_model(tmp_path, small_rgb, rgb_window):
         assert got.shape == expected.shape == (2, 120, 136)
         assert np.abs(got - expected).max() <= TOL
         assert got_transform.c == transform.c + 4 * 30
+
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)  # each example builds a model: keep runs bounded
+
+
+@settings(max_examples=8, phases=NO_SHRINK,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(k1=st.integers(1, 5), k2=st.integers(1, 4), stride=st.sampled_from([1, 2]), width=st.integers(24, 70),
+       height=st.integers(24, 70), tile=st.integers(5, 60))
+def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window, k1, k2, stride, width, height,
+                                                   tile):
+    """Random receptive fields, spacing scales, image and tile sizes: the tiled result
+    equals the model called once on the whole image, on every output pixel whose whole
+    footprint (scale x scale source pixels) and context lie inside the source."""
+    image, transform = rgb_window
+    crop = image[:, :height, :width]
+    folder = tmp_path_factory.mktemp("prop")
+    path = folder / "img.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint16",
+                       crs="EPSG:32621", transform=transform) as dst:
+        dst.write(crop.astype("uint16"))
+    keras.utils.set_random_seed(k1 * 10 + k2)
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Conv2D(3, k1, strides=stride, activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    model = keras.Model(inp, keras.layers.Conv2D(2, k2, name="y")(h))
+    model.save(folder / "m.keras")
+    expected = np.asarray(model(crop.transpose(1, 2, 0)[None]))[0].transpose(2, 0, 1)
+    served = serve([ServeSource(path)], folder / "m.keras", folder / "o.tif",
+                   ServeOptions(fully_conv=True, tile_px=tile))
+    got = read(folder / "o.tif")[0]
+    n_r, n_c = got.shape[1:]
+    assert served.plan.geometry.scale == stride
+    context = 96 - np.asarray(model(np.zeros((1, 96, 96, 3), "float32"))).shape[1] * stride
+    for n, size in ((n_r, height), (n_c, width)):
+        assert n * stride + context <= size < (n + 1) * stride + context  # exactly the pixels that fit
+    assert np.abs(got - expected[:, :n_r, :n_c]).max() <= TOL
+
+
+@settings(max_examples=8, phases=NO_SHRINK,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rf=st.integers(1, 12), tile=st.integers(3, 50), batch=st.integers(1, 300))
+def test_property_patch_based_equals_the_whole_image(tmp_path_factory, small_rgb, rgb_window, rf, tile, batch):
+    folder = tmp_path_factory.mktemp("prop_patch")
+    model = patch_classifier(rf) if rf >= 3 else keras.Model(
+        inp := keras.Input((rf, rf, 3), name="x1"),
+        keras.layers.Dense(2, name="prob")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp))))
+    model.save(folder / "p.keras")
+    image, _ = rgb_window
+    patches, n_r, n_c, _ = reference_patches(image, rf)
+    expected = model.predict(patches, batch_size=8192, verbose=0).reshape(n_r, n_c, -1).transpose(2, 0, 1)
+    serve([ServeSource(small_rgb)], folder / "p.keras", folder / "o.tif", ServeOptions(tile_px=tile, batch_size=batch))
+    got = read(folder / "o.tif")[0]
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= TOL
