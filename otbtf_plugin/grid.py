@@ -19,7 +19,6 @@ the 16 px patch centred there starts at column ``1 - 8 = -7`` (outside).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,16 +171,6 @@ class Grid:
         x, y = self.to_map(window.col_off, window.row_off)
         return (self.res_x, 0.0, x, 0.0, self.res_y, y)
 
-    def sub_grid(self, window: Window) -> Grid:
-        x, y = self.to_map(window.col_off, window.row_off)
-        return Grid(x, y, self.res_x, self.res_y, window.width, window.height)
-
-
-def iter_blocks(window: Window, block: int) -> Iterator[Window]:
-    """Sub-windows of at most ``block x block`` pixels covering ``window`` once."""
-    for tile in tiles(window.width, window.height, block):
-        yield Window(tile.col_off + window.col_off, tile.row_off + window.row_off, tile.width, tile.height)
-
 
 def grid_positions(size_px: int, patch_px: int, step_px: int) -> int:
     """How many patches of ``patch_px`` fit along an axis of ``size_px`` pixels when
@@ -299,12 +288,3 @@ def block_starts(out_index, axis: AxisMap, offset_px: int, scale: int, source_rf
         )
     return rounded.astype(np.int64) - (source_rfield // 2 - source_efield // 2)
 
-
-def valid_output_range(count: int, fits) -> tuple[int, int]:
-    """``(first, stop)`` of the longest run of output indices ``0 .. count - 1`` for
-    which ``fits(indices)`` holds (it is monotone on each side for our windows)."""
-    ok = np.asarray(fits(np.arange(count)), dtype=bool)
-    where = np.flatnonzero(ok)
-    if len(where) == 0:
-        return 0, 0
-    return int(where[0]), int(where[-1]) + 1

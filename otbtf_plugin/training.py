@@ -398,7 +398,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                             augment=config.augment)
         validation = _sequence(keras, valid_source, valid_idx, config.batch_size, input_names, label_index,
                                config.seed, shuffle=False, crop=crop)
-        callbacks = [_ProgressCallback(keras, progress, config.epochs * len(batches))]
+        callbacks = [_progress_callback(keras, progress, config.epochs * len(batches))]
         if config.tensorboard_dir:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
         fit = training_model.fit(batches, validation_data=validation, epochs=config.epochs, class_weight=weights,
@@ -505,25 +505,23 @@ def _predict(model, data: _Sources, indices, names, regression=False) -> np.ndar
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
 
 
-class _ProgressCallback:
-    def __new__(cls, keras, progress: Progress, total: int):
-        class Callback(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.done = 0
+def _progress_callback(keras, progress: Progress, total: int):
+    """A Keras callback reporting each batch and stopping after the batch when cancelled."""
 
-            def on_train_batch_end(self, batch, logs=None):
-                self.done += 1
-                progress.step(self.done, total)
-                if progress.cancelled():
-                    self.model.stop_training = True
+    class ProgressCallback(keras.callbacks.Callback):
+        done = 0
 
-            def on_epoch_end(self, epoch, logs=None):
-                text = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
-                progress.info(f"epoch {epoch + 1}: {text}")
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            progress.step(self.done, total)
+            if progress.cancelled():
+                self.model.stop_training = True
 
-        return Callback()
+        def on_epoch_end(self, epoch, logs=None):
+            text = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+            progress.info(f"epoch {epoch + 1}: {text}")
 
+    return ProgressCallback()
 
 def _tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
     """The validation scores, and the confusion matrix as a table, for TensorBoard."""

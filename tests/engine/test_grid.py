@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otbtf_plugin.grid import Grid, GridError, Window, intersection, iter_blocks, patch_window, tiles
+from otbtf_plugin.grid import Grid, GridError, Window, intersection, patch_window, tiles
 
 SIZE = st.integers(1, 400)
 TILE = st.integers(2, 300)
@@ -94,15 +94,6 @@ def test_tiles_cover_every_pixel_once(w, h, tw, th):
     assert (cover == 1).all()
 
 
-@given(c=OFF, r=OFF, w=LEN, h=LEN, block=st.integers(1, 25))
-def test_iter_blocks_partitions_a_window(c, r, w, h, block):
-    outer = Window(c, r, w, h)
-    blocks = list(iter_blocks(outer, block))
-    assert sum(b.size for b in blocks) == outer.size
-    for b in blocks:
-        assert intersection(b, outer) == b
-
-
 @given(a=st.tuples(OFF, OFF, LEN, LEN), b=st.tuples(OFF, OFF, LEN, LEN))
 def test_intersection_is_the_set_intersection(a, b):
     wa, wb = Window(*a), Window(*b)
@@ -136,7 +127,6 @@ def test_window_transform_origin_is_the_window_corner(c, r, w, h):
     a, b, x, d, e, y = LANDSAT_GRID.window_transform(win)
     assert (a, b, d, e) == (30.0, 0.0, 0.0, -30.0)
     assert (x, y) == LANDSAT_GRID.to_map(c, r)
-    assert LANDSAT_GRID.sub_grid(win).to_map(0, 0) == (x, y)
 
 
 def test_grid_positions_hand_checked():
@@ -218,10 +208,3 @@ def test_block_starts_and_alignment():
     shifted = AxisMap.between(0.0, 30.0, 15.0, 60.0)
     with pytest.raises(GridError, match="not aligned"):
         block_starts(np.array([1]), shifted, 16, 1, 8, 2)
-
-
-def test_valid_output_range():
-    from otbtf_plugin.grid import valid_output_range
-
-    assert valid_output_range(10, lambda i: (i >= 2) & (i < 7)) == (2, 7)
-    assert valid_output_range(10, lambda i: i > 20) == (0, 0)
