@@ -33,12 +33,12 @@ import shutil
 import site
 import subprocess  # nosec B404
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Cancelled, DependencyError
+from .scratch import scratch_dir
 
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PLUGIN_ROOT / "requirements.txt"
@@ -301,7 +301,7 @@ def install(
         return target
     total = len(pins(requirements))
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging = scratch_dir(target.parent, target.name)
     command = [
         python_executable(), "-m", "pip", "install", "--no-deps", "--no-input",
         "--disable-pip-version-check", "--progress-bar", "off",

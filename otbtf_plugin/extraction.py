@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .grid import Window, patch_start
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
+from .scratch import scratch_dir
 from .vector import read_features, transform_xy
 
 GROUP_PX = 512  # patch centres are grouped by blocks of this many pixels for reading
@@ -143,7 +143,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         slots = np.flatnonzero(alive)  # candidate points still possible, in input order
         if len(slots) == 0:
             raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
-        tmpdir = Path(tempfile.mkdtemp(prefix=".otbtf-extraction-", dir=outputs[0].parent))
+        tmpdir = scratch_dir(outputs[0].parent, "otbtf-extraction")
         stack.callback(shutil.rmtree, tmpdir, True)
         buffers = []
         groups_total = 0

@@ -6,7 +6,6 @@ Rasters are never read whole: callers read windows of a bounded size.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
 from .grid import Grid, Window
+from .scratch import clean_stale, partial_path
 
 
 def open_raster(path: str | Path):
@@ -101,11 +101,6 @@ def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: Alig
     return valid
 
 
-def partial_path(final: Path) -> Path:
-    """A unique temporary name beside ``final`` that keeps its suffix (GDAL reads it)."""
-    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
-
-
 @contextmanager
 def atomic_output(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` when the
@@ -116,6 +111,7 @@ def atomic_output(final: str | Path) -> Iterator[Path]:
         raise InputError(f"output folder {str(final.parent)!r} does not exist")
     if not os.access(final.parent, os.W_OK):
         raise InputError(f"output folder {str(final.parent)!r} is not writable; choose another folder")
+    clean_stale(final.parent)
     tmp = partial_path(final)
     try:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from shapely.validation import make_valid
 
 from .errors import InputError
 from .raster import atomic_output
+from .scratch import scratch_dir
 
 ogr.UseExceptions()
 osr.UseExceptions()
@@ -73,6 +74,34 @@ def open_layer(path: str | Path, layer: str | None = None):
     else:
         lyr = dataset.GetLayerByIndex(0)
     return dataset, lyr
+
+
+def read_fields(path: str | Path, names: list[str], layer: str | None = None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+    """``(fids, {name: float64 values, NaN where NULL}, layer metadata)`` of numeric
+    fields, in layer order. A missing or non-numeric field is an error naming the
+    fields that would work."""
+    dataset, lyr = open_layer(path, layer)
+    definition = lyr.GetLayerDefn()
+    numeric = (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
+    available = {definition.GetFieldDefn(i).GetName(): definition.GetFieldDefn(i).GetType()
+                 for i in range(definition.GetFieldCount())}
+    usable = [n for n, t in available.items() if t in numeric]
+    for name in names:
+        if name not in available:
+            raise InputError(f"the vector has no field {name!r}; its numeric fields: {', '.join(usable) or '(none)'}")
+        if available[name] not in numeric:
+            raise InputError(f"field {name!r} is not numeric; numeric fields: {', '.join(usable) or '(none)'}")
+    indices = [definition.GetFieldIndex(n) for n in names]
+    fids, rows = [], []
+    lyr.ResetReading()
+    for feature in lyr:
+        fids.append(feature.GetFID())
+        rows.append([feature.GetFieldAsDouble(i) if feature.IsFieldSetAndNotNull(i) else np.nan for i in indices])
+    values = np.asarray(rows, dtype=np.float64).reshape(len(fids), len(names))
+    metadata = lyr.GetMetadata() or {}
+    del dataset  # closes the file (the layer was read)
+    return np.asarray(fids, dtype=np.int64), {n: values[:, k] for k, n in enumerate(names)}, metadata
 
 
 def _transform_to(layer, raster_wkt: str | None):
@@ -257,7 +286,8 @@ def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.n
     if driver is None:
         raise InputError(f"cannot write points to {path.name!r}: use one of {', '.join(VECTOR_DRIVERS)}")
     names = list(fields)
-    with tempfile.TemporaryDirectory(prefix=".otbtf-points-", dir=path.parent) as tmp:
+    tmp = scratch_dir(path.parent, "otbtf-points")
+    try:
         table = Path(tmp) / "points.csv"
         with open(table, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
@@ -279,4 +309,6 @@ def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.n
                 result.GetLayer(0).SetMetadata(metadata)
             result = None
             source = None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -53,9 +53,10 @@ def best(runs: list[Run]) -> Run:
 
 # -- inputs -----------------------------------------------------------------------
 
-def mosaic(out: Path, tiles_x: int, tiles_y: int) -> tuple[Path, Path, tuple[int, int]]:
-    """A VRT repeating the sample crop tiles_x x tiles_y times, and its polygons
-    replicated at the same offsets."""
+def mosaic(out: Path, tiles_x: int, tiles_y: int,
+           size: tuple[int, int] | None = None) -> tuple[Path, Path, tuple[int, int]]:
+    """A VRT repeating the sample crop tiles_x x tiles_y times (cut to ``size`` if
+    given), and its polygons replicated at the same offsets."""
     from osgeo import gdal, ogr
 
     gdal.UseExceptions()
@@ -63,7 +64,8 @@ def mosaic(out: Path, tiles_x: int, tiles_y: int) -> tuple[Path, Path, tuple[int
     w, h = src.RasterXSize, src.RasterYSize
     x0, rx, _, y0, _, ry = src.GetGeoTransform()
     vrt_path = out / f"mosaic_{tiles_x}x{tiles_y}.vrt"
-    root = ET.Element("VRTDataset", rasterXSize=str(w * tiles_x), rasterYSize=str(h * tiles_y))
+    width, height = size or (w * tiles_x, h * tiles_y)
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     ET.SubElement(root, "SRS").text = src.GetProjection()
     ET.SubElement(root, "GeoTransform").text = f"{x0}, {rx}, 0, {y0}, 0, {ry}"
     for band in range(1, src.RasterCount + 1):
@@ -102,7 +104,7 @@ def mosaic(out: Path, tiles_x: int, tiles_y: int) -> tuple[Path, Path, tuple[int
                 dst_layer.CreateFeature(new)
     dst_layer.CommitTransaction()
     dst_ds = None
-    return vrt_path, vec_path, (w * tiles_x, h * tiles_y)
+    return vrt_path, vec_path, (width, height)
 
 
 # -- benchmarks --------------------------------------------------------------------
@@ -407,9 +409,66 @@ def bench_training(out: Path, repeat: int) -> list[tuple[str, str, str]]:
              f"{best_run['memory'] / best_run['disk']:.2f}", "goal >= 0.8")]
 
 
+SCALE_MODEL = """
+import sys
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+import_tensorflow()
+import keras
+keras.utils.set_random_seed(0)
+inp = keras.Input((None, None, 3), name="x")
+h = keras.layers.Rescaling(1 / 10000.0)(inp)
+keras.Model(inp, keras.layers.Conv2D(1, 3, name="y")(h)).export({out!r} + "/bench_small", verbose=False)
+"""
+
+BASELINE_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from otbtf_plugin.deps import import_tensorflow
+import_tensorflow()
+import numpy as np
+from otbtf_plugin.model import load_model
+model = load_model({model!r})
+model.run({{"x": np.zeros((1, 256, 256, 3), "float32")}})
+"""
+
+
+def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """A 30000 x 30000 px VRT repeating the sample scene, served with a small
+    fully-convolutional model under the default 512 MiB budget: peak RSS above the
+    process that only loaded TensorFlow and the model, and throughput compared with
+    the same model on a 3000 x 3000 px crop."""
+    timed([PY, "-c", SCALE_MODEL.format(root=str(ROOT), out=str(out))])
+    model = str(out / "bench_small")
+    vrt, _, _ = mosaic(out, 38, 27, size=(30000, 30000))
+    crop = _crop(vrt, out / "scale_crop.tif", 3000, 3000)
+    baseline = min(timed([PY, "-c", BASELINE_RUN.format(root=str(ROOT), model=model)]).peak_mib
+                   for _ in range(repeat))
+
+    def ours(image):
+        return _json_run(SERVE_RUN.format(root=str(ROOT), image=str(image), model=model,
+                                          output=str(out / "scale_served.tif"), fcn=True))
+
+    small = min((ours(crop) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    large, run = ours(vrt)  # once: 900 Mpx
+    (out / "scale_served.tif").unlink(missing_ok=True)
+    rate_large = large["pixels"] / large["seconds"] / 1e6
+    rate_small = small[0]["pixels"] / small[0]["seconds"] / 1e6
+    above = run.peak_mib - baseline
+    print(f"scale: 30000 x 30000 px VRT served in {large['seconds']:.0f} s ({rate_large:.1f} Mpx/s; "
+          f"3000 x 3000 crop {rate_small:.1f} Mpx/s); peak RSS {run.peak_mib:.0f} MiB, TensorFlow and the "
+          f"model alone {baseline:.0f} MiB")
+    return [
+        ("30000x30000 VRT serving: peak RSS above TensorFlow + model / budget (512 MiB)",
+         f"{above / 512:.2f}", f"goal <= 1.0 ({above:.0f} MiB above {baseline:.0f} MiB)"),
+        ("30000x30000 VRT serving throughput / 3000x3000 crop", f"{rate_large / rate_small:.2f}",
+         f"goal >= 0.8 ({rate_large:.1f} vs {rate_small:.1f} Mpx/s)"),
+    ]
+
+
 BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
            "memory_vs_raster_size": bench_memory_vs_raster_size, "serving": bench_serving,
-           "training": bench_training}
+           "training": bench_training, "scale": bench_scale}
 
 
 def main(argv: list[str] | None = None) -> int:
