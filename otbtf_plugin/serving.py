@@ -224,7 +224,9 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
         rfields.append(src.rfield or meta_inputs.get(name, {}).get("rfield") or static[k] or 0)
     scale = options.scale or int(meta.get("scale", 0) or 0)
     efield = options.efield or int(meta.get("efield", 0) or 0)
-    output_names = options.output_names or [t.name for t in model.outputs]
+    extras = set(meta.get("extra_outputs") or {})  # e.g. "features": served when named only
+    output_names = options.output_names or [t.name for t in model.outputs if t.name not in extras] \
+        or [t.name for t in model.outputs]
     for name in output_names:
         model.output(name)
 
@@ -467,7 +469,7 @@ def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
 
 
 @dataclass
-class _TileInput:
+class TileInput:
     tile: Window  # in output pixels
     arrays: list  # per source (bands, h, w) or None when the tile is all nodata
     windows: list  # per source Window (source pixels)
@@ -475,7 +477,7 @@ class _TileInput:
     batches: list | None = None  # pixels mode: model feeds, batch by batch (built by the reader thread)
 
 
-def _tile_input(plan: Plan, datasets, tile: Window) -> _TileInput:
+def tile_input(plan: Plan, datasets, tile: Window) -> TileInput:
     cols = np.arange(tile.col_off, tile.col_end) + plan.first[0]
     rows = np.arange(tile.row_off, tile.row_end) + plan.first[1]
     arrays, windows = [], []
@@ -518,14 +520,14 @@ def _tile_input(plan: Plan, datasets, tile: Window) -> _TileInput:
         else:
             all_nodata = False
     if all_nodata:
-        return _TileInput(tile, None, windows, None)
-    item = _TileInput(tile, arrays, windows, background if background.any() else None)
+        return TileInput(tile, None, windows, None)
+    item = TileInput(tile, arrays, windows, background if background.any() else None)
     if plan.mode == "pixels":
         item.batches = _pixel_batches(plan, item, cols, rows)
     return item
 
 
-def _pixel_batches(plan: Plan, item: _TileInput, cols, rows) -> list[dict]:
+def _pixel_batches(plan: Plan, item: TileInput, cols, rows) -> list[dict]:
     """The model feeds of a tile in pixels mode, batch by batch (on the reader thread,
     so that gathering patches overlaps with inference)."""
     views, starts = [], []
@@ -559,7 +561,8 @@ def _prepare(sp: SourcePlan, array: np.ndarray, dtype) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
-def _infer(plan: Plan, model: ServedModel, item: _TileInput, progress: Progress) -> np.ndarray:
+def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progress) -> np.ndarray:
+    """``(bands, h, w)`` float32 model outputs of one tile; background where the input is nodata."""
     tile = item.tile
     out = np.empty((plan.bands, tile.height, tile.width), dtype=np.float32)
     if item.arrays is None:
@@ -692,7 +695,13 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         writer = stack.enter_context(rasterio.open(tmp, "w", **profile))
         for band, name in enumerate(_band_names(plan), 1):
             writer.set_band_description(band, name)
-        skipped = _run_pipeline(plan, model, datasets, writer, plan_tiles, progress)
+        dtype = writer.dtypes[0]
+
+        def write(tile: Window, values: np.ndarray) -> None:
+            writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
+
+        skipped = run_pipeline(plan, datasets, plan_tiles, progress,
+                               lambda item: infer_tile(plan, model, item, progress), write)
         writer.close()
     style = None
     classes = (model.metadata or {}).get("classes")
@@ -718,13 +727,14 @@ def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:
     return False
 
 
-def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
-    """Reader thread -> inference (this thread) -> writer thread, through bounded queues."""
+def run_pipeline(plan: Plan, datasets, plan_tiles, progress: Progress, infer, write) -> int:
+    """Reader thread -> ``infer(tile input)`` (this thread) -> ``write(tile, values)``
+    (writer thread, under the GDAL lock), through bounded queues. Returns the number of
+    tiles skipped as all nodata."""
     inputs: queue.Queue = queue.Queue(maxsize=2)
     results: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     errors: list[BaseException] = []
-    dtype = writer.dtypes[0]
 
     def read_all():
         try:
@@ -732,7 +742,7 @@ def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
                 if stop.is_set():
                     break
                 with GDAL_IO:
-                    item = _tile_input(plan, datasets, tile)
+                    item = tile_input(plan, datasets, tile)
                 while not stop.is_set():
                     try:
                         inputs.put(item, timeout=0.2)
@@ -750,10 +760,8 @@ def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
                 item = results.get()
                 if item is _DONE:
                     break
-                tile, values = item
                 with GDAL_IO:
-                    writer.write(values.astype(dtype, copy=False), window=rasterio.windows.Window(
-                        tile.col_off, tile.row_off, tile.width, tile.height))
+                    write(*item)
         except BaseException as err:  # handed to the main thread
             errors.append(err)
             stop.set()
@@ -779,7 +787,7 @@ def _run_pipeline(plan, model, datasets, writer, plan_tiles, progress) -> int:
             if errors:
                 break
             skipped += item.arrays is None
-            values = _infer(plan, model, item, progress)
+            values = infer(item)
             if not _put(results, (item.tile, values), writer_thread):
                 break
             done += 1

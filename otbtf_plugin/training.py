@@ -26,7 +26,6 @@ import io
 import json
 import math
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +33,11 @@ import numpy as np
 
 from . import __version__, deps
 from .errors import Cancelled, InputError
-from .metrics import confusion_matrix, regression_report, report
+from .metrics import classification_html, confusion_matrix, regression_report, report
 from .model import METADATA_FILE
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
+from .scratch import scratch_dir
 
 ARCHITECTURES = ("cnn", "unet", "regressor")
 TASKS = ("auto", "classification", "regression")
@@ -200,14 +200,18 @@ def build_cnn(keras, sources: list[dict], n_classes: int, codes: list[int], targ
         h = keras.layers.Conv2D(64, 3, activation="relu", padding="same", name=f"conv{k + 1}_3")(h)
         features.append(keras.layers.GlobalAveragePooling2D(name=f"features{k + 1}")(h))
         inputs.append(inp)
-    merged = features[0] if len(features) == 1 else keras.layers.Concatenate(name="features")(features)
-    merged = keras.layers.Dropout(0.2, name="dropout")(merged)
+    deep = features[0] if len(features) == 1 else keras.layers.Concatenate(name="features")(features)
+    merged = keras.layers.Dropout(0.2, name="dropout")(deep)
     probabilities, regression = _head(keras, merged, n_classes, codes, target, spatial=False)
+    # "features" (the 64 values per source before the head) is served on request
+    # (OUTPUT_NAMES=features): deep features for classical classifiers.
     if regression:
-        return keras.Model(inputs, probabilities, name="otbtf_regressor"), keras.Model(inputs, regression)
+        return keras.Model(inputs, probabilities, name="otbtf_regressor"), \
+            keras.Model(inputs, {**regression, "features": deep})
     training_model = keras.Model(inputs, probabilities, name="otbtf_cnn")
     class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
-    served = keras.Model(inputs, {"prob": probabilities, "class": class_code}, name="otbtf_cnn_served")
+    served = keras.Model(inputs, {"prob": probabilities, "class": class_code, "features": deep},
+                         name="otbtf_cnn_served")
     return training_model, served
 
 
@@ -426,6 +430,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             "scale": 1,
             "outputs": {"value": "predicted value, in the labels' units"} if regression else
             {"prob": "class probabilities, in the order of classes", "class": "class code"},
+            # Served only when named in OUTPUT_NAMES.
+            "extra_outputs": {"features": "deep features: the network's values before its head"}
+            if isinstance(served.output, dict) and "features" in served.output else {},
             "target_statistics": {"mean": target[0], "std": target[1]} if regression else None,
             "classes": [{"code": c, "name": names[c]} for c in codes],
             "training": {"patches": len(train_idx), "validation_patches": len(valid_idx),
@@ -480,7 +487,8 @@ def _fine_tune_start(keras, path, sources: list[dict], codes: list[int]):
         src["name"] = name
     training_model = keras.Model(loaded.inputs, probabilities, name="otbtf_fine_tuned")
     class_code = _class_code_layer(keras)(codes, name="class")(probabilities)
-    return training_model, keras.Model(loaded.inputs, {"prob": probabilities, "class": class_code})
+    extra = {"features": outputs["features"]} if isinstance(outputs, dict) and "features" in outputs else {}
+    return training_model, keras.Model(loaded.inputs, {"prob": probabilities, "class": class_code, **extra})
 
 
 def _class_names(config, data: _Sources, codes) -> dict:
@@ -541,7 +549,7 @@ def _tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
 
 def _write_model_folder(output: Path, served, metadata: dict) -> None:
     """SavedModel, .keras and metadata into a temporary folder beside, then renamed."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = scratch_dir(output.parent, output.name)
     try:
         served.export(str(staging / "savedmodel"), verbose=False)
         served.save(staging / "model.keras")
@@ -588,7 +596,7 @@ def write_report(path, metrics: dict, history: dict, metadata: dict) -> Path:
         body = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
                 f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
     else:
-        body = _classification_html(metrics)
+        body = classification_html(metrics)
     curves = base64.b64encode(_curves_png(history)).decode() if history else ""
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>otbtf training report</title>
@@ -606,17 +614,3 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><b
     with atomic_output(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
-
-
-def _classification_html(metrics: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
-        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in metrics["classes"])
-    names = [html.escape(c["name"]) for c in metrics["classes"]]
-    matrix = "".join(f"<tr><th>{n}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                     for n, row in zip(names, metrics["confusion_matrix"], strict=True))
-    return (f"<p>Overall accuracy <b>{metrics['overall_accuracy']:.4f}</b>, Cohen's kappa "
-            f"<b>{metrics['kappa']:.4f}</b> ({metrics['samples']} samples).</p>"
-            "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-            f"{rows}</table><h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>"
-            f"<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>")

@@ -1,7 +1,10 @@
 """Independent references for the engine tests: GDAL's geotransform and shapely's
 point-in-polygon, pixel centre by pixel centre (no rasterio, no engine code)."""
 
-from osgeo import gdal
+import shapely.geometry
+import shapely.wkb
+from common import POLYGONS
+from osgeo import gdal, ogr
 from shapely.geometry import Point
 from shapely.prepared import prep
 
@@ -24,3 +27,31 @@ def covered_pixels(raster_path, geometry, valid=None) -> set[tuple[int, int]]:
 
 def reference_counts(raster_path, geometries, valid=None) -> list[int]:
     return [len(covered_pixels(raster_path, g, valid)) for g in geometries]
+
+
+def split_polygons(path, parts=3):
+    """The sample polygons cut into ``parts`` vertical strips each: several polygons per
+    class, so that whole polygons can be held out for validation."""
+    source = ogr.Open(str(POLYGONS))
+    layer = source.GetLayer(0)
+    names = sorted({f.GetField("name") for f in layer})
+    layer.ResetReading()
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    out = target.CreateLayer("parts", layer.GetSpatialRef(), ogr.wkbPolygon)
+    out.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    out.CreateField(ogr.FieldDefn("code", ogr.OFTInteger))
+    for feature in layer:
+        geom = shapely.wkb.loads(bytes(feature.GetGeometryRef().ExportToWkb()))
+        xmin, ymin, xmax, ymax = geom.bounds
+        for k in range(parts):
+            strip = shapely.geometry.box(xmin + k * (xmax - xmin) / parts, ymin, xmin + (k + 1) * (xmax - xmin) / parts, ymax)
+            piece = geom.intersection(strip)
+            if piece.is_empty or piece.area == 0:
+                continue
+            new = ogr.Feature(out.GetLayerDefn())
+            new.SetGeometry(ogr.CreateGeometryFromWkb(piece.wkb))
+            new.SetField("name", feature.GetField("name"))
+            new.SetField("code", names.index(feature.GetField("name")) + 1)
+            out.CreateFeature(new)
+    target = None
+    return path

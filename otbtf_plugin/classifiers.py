@@ -1,0 +1,292 @@
+"""Classical classifiers (scikit-learn) with Orfeo ToolBox's names, and their files.
+
+=========  ======================================================  ============
+name       scikit-learn estimator (our defaults)                   standardised
+=========  ======================================================  ============
+``rf``     RandomForestClassifier(n_estimators=100)                no
+``svm``    SVC(kernel="rbf", C=1, gamma="scale"), probabilities    yes
+           calibrated by CalibratedClassifierCV(ensemble=False)
+``boost``  AdaBoostClassifier(n_estimators=100) on depth-1 trees   no
+``dt``     DecisionTreeClassifier()                                no
+``gbt``    HistGradientBoostingClassifier()                        no
+``bayes``  QuadraticDiscriminantAnalysis(reg_param=1e-6): normal   no
+           Bayes, one Gaussian with full covariance per class
+``knn``    KNeighborsClassifier(n_neighbors=5)                     yes
+``ann``    MLPClassifier(hidden_layer_sizes=(100,), max_iter=500)  yes
+=========  ======================================================  ============
+
+``CLASSIFIER_PARAMS`` is ``name=value;name=value`` with the estimator's own
+parameter names (``n_estimators=300;max_depth=12``); values are Python literals
+(numbers, ``True``, ``None``, ``(64, 32)``) or plain words (``gini``).
+
+A classifier file is a skops file (https://skops.readthedocs.io) holding the
+estimator and the recipe of its features. Loading it never unpickles: skops
+rebuilds objects from a schema and refuses every type outside the short list
+that our eight classifiers are made of.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DependencyError, InputError
+from .metrics import classification_html, confusion_matrix, report
+from .raster import atomic_output
+
+FORMAT = "otbtf-classifier"
+VERSION = 1
+CLASSIFIER_NAMES = ("rf", "svm", "boost", "dt", "gbt", "bayes", "knn", "ann")
+STANDARDISED = {"svm", "knn", "ann"}
+# Types of our classifiers that skops does not trust by itself: nothing else may load.
+ALLOWED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
+
+
+def sklearn():
+    """Import scikit-learn and skops, or say how to install them."""
+    try:
+        import sklearn as module
+        import skops.io  # noqa: F401
+    except ImportError as err:
+        raise DependencyError(f"scikit-learn or skops is missing ({err}): use Plugins > otbtf > Install "
+                              "dependencies, or `make setup`") from err
+    return module
+
+
+def _estimator(name: str, seed: int):
+    sklearn()
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+    from sklearn.ensemble import AdaBoostClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    threads = max(1, os.cpu_count() or 1)
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=100, n_jobs=threads, random_state=seed)
+    if name == "svm":
+        return CalibratedClassifierCV(SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed), ensemble=False)
+    if name == "boost":
+        return AdaBoostClassifier(n_estimators=100, random_state=seed)
+    if name == "dt":
+        return DecisionTreeClassifier(random_state=seed)
+    if name == "gbt":
+        return HistGradientBoostingClassifier(random_state=seed)
+    if name == "bayes":
+        return QuadraticDiscriminantAnalysis(reg_param=1e-6)
+    if name == "knn":
+        return KNeighborsClassifier(n_neighbors=5)
+    if name == "ann":
+        return MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)
+    raise InputError(f"unknown classifier {name!r}; use one of: {', '.join(CLASSIFIER_NAMES)}")
+
+
+def parse_params(text: str | None) -> dict[str, object]:
+    """``"a=1;b=gini"`` -> ``{"a": 1, "b": "gini"}``."""
+    params: dict[str, object] = {}
+    for part in (text or "").replace("\n", ";").split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise InputError(f"CLASSIFIER_PARAMS: {part.strip()!r} is not name=value (e.g. n_estimators=200)")
+        name, raw = (s.strip() for s in part.split("=", 1))
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+        params[name] = value
+    return params
+
+
+def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
+    """The estimator (a pipeline with a scaler where needed), parameters checked."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    estimator = _estimator(name, seed)
+    params = parse_params(params) if isinstance(params, str) or params is None else dict(params)
+    target = estimator.estimator if name == "svm" else estimator  # svm: the SVC inside the calibration
+    known = target.get_params(deep=False)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InputError(f"CLASSIFIER_PARAMS: {', '.join(unknown)} is not a parameter of {name} "
+                         f"({type(target).__name__}); its parameters: {', '.join(sorted(known))}")
+    try:
+        target.set_params(**params)
+        target._validate_params()  # scikit-learn's own checks of types and ranges
+    except (ValueError, TypeError) as err:
+        raise InputError(f"CLASSIFIER_PARAMS for {name}: {err}") from err
+    return make_pipeline(StandardScaler(), estimator) if name in STANDARDISED else estimator
+
+
+def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
+                   names: dict[int, str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """``validation`` mask: whole groups (polygons) drawn per class until about ``fraction``
+    of the class's samples; a class with a single group keeps it for training."""
+    if not 0 <= fraction < 1:
+        raise InputError(f"VALIDATION={fraction:g}: give a fraction of the polygons in [0, 1), e.g. 0.3")
+    rng = np.random.default_rng(seed)
+    validation = np.zeros(len(codes), dtype=bool)
+    warnings = []
+    if fraction == 0:
+        return validation, warnings
+    for code in np.unique(codes):
+        members = codes == code
+        ids, counts = np.unique(groups[members], return_counts=True)
+        if len(ids) < 2:
+            label = (names or {}).get(int(code), int(code))
+            warnings.append(f"class {label} has samples from one polygon only: none of it is held out, "
+                            "the report cannot assess that class")
+            continue
+        order = rng.permutation(len(ids))
+        taken, total = [], counts.sum()
+        for k in order:
+            if counts[taken].sum() >= fraction * total or len(taken) == len(ids) - 1:
+                break
+            taken.append(k)
+        validation |= members & np.isin(groups, ids[taken])
+    return validation, warnings
+
+
+@dataclass
+class TrainedClassifier:
+    estimator: object
+    recipe: dict  # how the features are made (see features.py)
+    classes: list[dict]  # [{"code": 1, "name": "water"}, ...]
+    classifier: str
+    params: dict
+    metrics: dict | None = None
+    training_samples: int = 0
+    validation_samples: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def codes(self) -> np.ndarray:
+        return np.asarray([c["code"] for c in self.classes], dtype=np.int64)
+
+
+def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_names: dict[int, str],
+          recipe: dict, classifier: str = "rf", params: str | None = None, seed: int = 0,
+          validation: float = 0.3) -> TrainedClassifier:
+    """Fit on the training groups (polygons) and score on the held-out ones."""
+    features = np.asarray(features, dtype=np.float32)
+    codes = np.asarray(codes, dtype=np.int64)
+    if len(features) == 0:
+        raise InputError("no sample to train on: check that the points or polygons lie on valid pixels")
+    present = np.unique(codes)
+    if len(present) < 2:
+        raise InputError(f"the samples hold one class only ({class_names.get(int(present[0]), present[0])}): "
+                         "a classifier needs at least two")
+    if not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        raise InputError(f"{bad} sample(s) have NaN or infinite features: set the sources' nodata value")
+    estimator = make_classifier(classifier, params, seed)
+    held_out, warnings = split_by_group(codes, np.asarray(groups), validation, seed, class_names)
+    classes = [{"code": int(c), "name": str(class_names.get(int(c), int(c)))} for c in present]
+    metrics = None
+    try:
+        # The file holds the classifier the report describes: fitted on the training polygons only.
+        estimator.fit(features[~held_out], codes[~held_out])
+        if held_out.any():
+            predicted = estimator.predict(features[held_out])
+            matrix = confusion_matrix(codes[held_out], predicted, [c["code"] for c in classes])
+            metrics = report(matrix, [c["name"] for c in classes])
+    except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
+        raise InputError(f"{classifier} could not be trained: {err}") from err
+    return TrainedClassifier(estimator, recipe, classes, classifier, parse_params(params) if isinstance(
+        params, str) or params is None else dict(params), metrics, int((~held_out).sum()), int(held_out.sum()),
+        warnings)
+
+
+def save(trained: TrainedClassifier, path: str | Path) -> Path:
+    """Write the classifier file (skops) atomically."""
+    sklearn()
+    import skops.io
+
+    header = {"format": FORMAT, "version": VERSION, "classifier": trained.classifier,
+              "params": {k: repr(v) for k, v in trained.params.items()}, "classes": trained.classes,
+              "recipe": trained.recipe, "metrics": trained.metrics}
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        skops.io.dump({"otbtf": json.dumps(header), "estimator": trained.estimator}, tmp)
+    return path
+
+
+def load(path: str | Path) -> TrainedClassifier:
+    """Read a classifier file, refusing any type outside :data:`ALLOWED_TYPES`."""
+    sklearn()
+    import skops.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"classifier file {str(path)!r} does not exist")
+    data = path.read_bytes()
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as err:  # not a zip, no schema, ...
+        raise InputError(f"{path.name} is not a classifier file of otbtf:trainclassifierfromdeepfeatures "
+                         f"or otbtf:trainvectorclassifier ({err})") from err
+    refused = sorted(set(untrusted) - ALLOWED_TYPES)
+    if refused:
+        raise InputError(f"{path.name} holds objects of types {', '.join(refused)}, which a classifier of this "
+                         "plugin never contains: refused without loading them")
+    try:
+        content = skops.io.loads(data, trusted=list(untrusted))
+        header = json.loads(content["otbtf"])
+        estimator = content["estimator"]
+    except Exception as err:
+        raise InputError(f"{path.name} is not a classifier file of this plugin ({err})") from err
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise InputError(f"{path.name}: format {header.get('format')} version {header.get('version')}; this plugin "
+                         f"reads {FORMAT} version {VERSION}")
+    return TrainedClassifier(estimator, header["recipe"], header["classes"], header["classifier"],
+                             header.get("params", {}), header.get("metrics"))
+
+
+def write_report(path: str | Path, trained: TrainedClassifier, title: str) -> Path:
+    """HTML report (and the same as JSON beside it)."""
+    path = Path(path)
+    content = {"classifier": trained.classifier, "params": {k: repr(v) for k, v in trained.params.items()},
+               "classes": trained.classes, "training_samples": trained.training_samples,
+               "validation_samples": trained.validation_samples, "validation": trained.metrics,
+               "warnings": trained.warnings, "features": trained.recipe.get("features")}
+    with atomic_output(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(content, indent=2), encoding="utf-8")
+    body = classification_html(trained.metrics) if trained.metrics else \
+        "<p>No validation: no class had two polygons (or VALIDATION was 0).</p>"
+    notes = "".join(f"<li>{html.escape(w)}</li>" for w in trained.warnings)
+    params = ", ".join(f"{html.escape(k)}={html.escape(repr(v))}" for k, v in trained.params.items()) or "defaults"
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Classifier <b>{html.escape(trained.classifier)}</b> ({params}); {len(trained.recipe.get('features', []))}
+features; {trained.training_samples} training and {trained.validation_samples} validation samples
+(validation polygons held out whole).</p>
+{f'<ul>{notes}</ul>' if notes else ''}
+<h2>Validation</h2>
+{body}
+</body></html>
+"""
+    with atomic_output(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,297 @@
+"""Classical classifiers on deep features: training from polygons or points,
+sample extraction, training from vector fields, and image classification.
+
+* Training samples: polygons go through sample selection (its strategies,
+  nodata and CRS rules) on source 1; points are used as they are. Every
+  sample remembers its polygon (``originfid`` of our sample points, else the
+  feature itself) and the validation set holds out whole polygons.
+* Image classification streams through the serving engine: features of a
+  tile -> classifier -> class map (smallest integer type, styled with the class
+  names) and, optionally, the confidence (probability of the chosen class).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from . import classifiers
+from .errors import InputError
+from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences
+from .grid import Window, tiles
+from .progress import NullProgress, Progress, ScaledProgress
+from .raster import AlignedRaster, atomic_output, crs_wkt
+from .selection import sample_selection
+from .serving import GDAL_IO, _compression, infer_tile, run_pipeline
+from .styles import write_class_style
+from .vector import read_features, read_fields, transform_xy, write_points
+
+RECIPE_TAG = "OTBTF_FEATURE_RECIPE"
+
+
+@dataclass
+class TrainingSamples:
+    x: np.ndarray  # in source 1's CRS
+    y: np.ndarray
+    codes: np.ndarray
+    groups: np.ndarray  # polygon (or point) each sample comes from
+    class_names: dict[int, str]
+    messages: list[str] = field(default_factory=list)
+
+
+def training_samples(spec: FeatureSpec, vector, field_name: str, strategy: str = "smallest",
+                     value: float | None = None, seed: int = 0, layer: str | None = None,
+                     progress: Progress | None = None) -> TrainingSamples:
+    """Sample positions and classes from polygons (sample selection on source 1) or points."""
+    progress = progress or NullProgress()
+    feats = read_features(vector, field_name, None, layer)
+    if not len(feats.fids):
+        raise InputError(f"the vector {str(vector)!r} has no feature with a class in field {field_name!r}")
+    with rasterio.open(spec.sources[0].path) as ds:
+        target_wkt = crs_wkt(ds)
+    if feats.geometry_types() - {"Point"}:
+        samples = sample_selection(spec.sources[0].path, vector, field_name, nodata=spec.sources[0].nodata,
+                                   strategy=strategy, value=value, seed=seed, layer=layer, progress=progress)
+        return TrainingSamples(samples.x, samples.y, samples.codes, samples.fids, samples.class_names,
+                               list(samples.warnings))
+    x, y = transform_xy(feats.point_x, feats.point_y, feats.crs_wkt, target_wkt)
+    fid = feats.fids[feats.point_feature]
+    groups = fid
+    fids_all, origin, _ = _optional_field(vector, "originfid", layer)
+    if origin is not None:
+        lookup = dict(zip(fids_all.tolist(), origin.tolist(), strict=True))
+        groups = np.asarray([lookup[f] for f in fid.tolist()], dtype=np.int64)
+    return TrainingSamples(np.asarray(x), np.asarray(y), feats.codes[feats.point_feature], groups,
+                           feats.class_names)
+
+
+def _optional_field(vector, name: str, layer: str | None):
+    try:
+        fids, values, metadata = read_fields(vector, [name], layer)
+    except InputError:
+        return None, None, {}
+    if np.isnan(values[name]).any():
+        return None, None, metadata
+    return fids, values[name].astype(np.int64), metadata
+
+
+@dataclass
+class TrainResult:
+    classifier: Path
+    report: Path | None
+    trained: classifiers.TrainedClassifier
+    rejected: dict[str, int]
+    messages: list[str]
+
+
+def _finish_training(trained, output, report_path, title, rejected, messages) -> TrainResult:
+    trained.warnings = messages + trained.warnings
+    path = classifiers.save(trained, output)
+    report = classifiers.write_report(report_path, trained, title) if report_path else None
+    return TrainResult(path, report, trained, rejected, trained.warnings)
+
+
+def train_from_features(spec: FeatureSpec, vector, field_name: str, output, report_path=None,
+                        classifier: str = "rf", params: str | None = None, seed: int = 0,
+                        validation: float = 0.3, strategy: str = "smallest", value: float | None = None,
+                        layer: str | None = None, progress: Progress | None = None) -> TrainResult:
+    """otbtf:trainclassifierfromdeepfeatures."""
+    progress = progress or NullProgress()
+    classifiers.make_classifier(classifier, params, seed)  # bad parameters fail before any work
+    samples = training_samples(spec, vector, field_name, strategy, value, seed, layer,
+                               ScaledProgress(progress, 0.0, 0.3))
+    with ExitStack() as stack:
+        opened = open_features(spec, stack)
+        values, ok, rejected = opened.values_at(samples.x, samples.y, ScaledProgress(progress, 0.3, 0.5))
+        recipe = opened.recipe
+    messages = list(samples.messages) + [f"{n} sample(s) rejected: {why}" for why, n in rejected.items()]
+    for message in messages:
+        progress.info(message)
+    trained = classifiers.train(values[ok], samples.codes[ok], samples.groups[ok], samples.class_names, recipe,
+                                classifier, params, seed, validation)
+    progress.step(1000, 1000)
+    return _finish_training(trained, output, report_path, "Classifier on deep features", rejected, messages)
+
+
+def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None = None,
+                      layer: str | None = None, progress: Progress | None = None) -> tuple[Path, int, dict]:
+    """otbtf:sampleextractionfromdeepfeatures: the points with one numeric field per feature
+    (and the class field when given). Returns (path, points written, rejected)."""
+    progress = progress or NullProgress()
+    feats = read_features(vector, field_name, None, layer)
+    if feats.geometry_types() - {"Point"}:
+        raise InputError("VECTOR must hold points; make points from polygons with otbtf:sampleselection first")
+    if not len(feats.point_x):
+        raise InputError(f"the vector {str(vector)!r} has no point")
+    with ExitStack() as stack:
+        opened = open_features(spec, stack)
+        wkt = crs_wkt(opened.datasets[0])
+        x, y = transform_xy(feats.point_x, feats.point_y, feats.crs_wkt, wkt)
+        values, ok, rejected = opened.values_at(np.asarray(x), np.asarray(y), progress)
+        recipe = opened.recipe
+    if not ok.any():
+        raise InputError("no point has features: " + "; ".join(f"{n} {why}" for why, n in rejected.items()))
+    names = recipe["features"]
+    fields: dict[str, tuple] = {}
+    part_fid = feats.fids[feats.point_feature]
+    fields["originfid"] = (part_fid[ok].tolist(), "Integer64")
+    if field_name:
+        codes = feats.codes[feats.point_feature][ok]
+        fields[field_name] = ([feats.class_names[int(c)] for c in codes], "String") if feats.string_classes \
+            else (codes.tolist(), "Integer64")
+    for k, name in enumerate(names):
+        fields[name] = (values[ok, k].tolist(), "Real")
+    for why, n in rejected.items():
+        progress.info(f"{n} point(s) skipped: {why}")
+    path = write_points(output, "samples", wkt, np.asarray(x)[ok], np.asarray(y)[ok], fields,
+                        {RECIPE_TAG: json.dumps(recipe)})
+    return path, int(ok.sum()), rejected
+
+
+def train_vector_classifier(vector, features: list[str], field_name: str, output, report_path=None,
+                            classifier: str = "rf", params: str | None = None, seed: int = 0,
+                            validation: float = 0.3, layer: str | None = None) -> TrainResult:
+    """otbtf:trainvectorclassifier: features are fields of the vector."""
+    if not features:
+        raise InputError("FEATURES is empty: give the numeric fields to classify with")
+    classifiers.make_classifier(classifier, params, seed)
+    feats = read_features(vector, field_name, None, layer)
+    fids, values, metadata = read_fields(vector, features, layer)
+    row_of = {f: k for k, f in enumerate(fids.tolist())}
+    rows = np.asarray([row_of[f] for f in feats.fids.tolist()], dtype=np.int64)
+    matrix = np.stack([values[name][rows] for name in features], axis=1)
+    complete = ~np.isnan(matrix).any(axis=1)
+    messages = []
+    if (~complete).any():
+        messages.append(f"{int((~complete).sum())} feature(s) with a NULL value skipped")
+    _, origin, _ = _optional_field(vector, "originfid", layer)
+    groups = feats.fids if origin is None else origin[rows]
+    recipe = {"fields": list(features), "features": list(features)}
+    stored = metadata.get(RECIPE_TAG)
+    if stored:  # points written by sample extraction: keep how their features were made
+        extracted = json.loads(stored)
+        if extracted.get("features") == list(features):
+            recipe = extracted
+        else:
+            messages.append("FEATURES is not the full list of extracted features, in order: this classifier "
+                            "can classify vectors, not images")
+    trained = classifiers.train(matrix[complete], feats.codes[complete], groups[complete], feats.class_names,
+                                recipe, classifier, params, seed, validation)
+    return _finish_training(trained, output, report_path, "Vector classifier", {}, messages)
+
+
+def class_map_type(codes) -> tuple[str, int]:
+    """Smallest GeoTIFF integer type for the class codes, and a nodata value that is not a code."""
+    codes = [int(c) for c in codes]
+    low, high = min(codes), max(codes)
+    for dtype, lo, hi in (("uint8", 0, 255), ("uint16", 0, 65535), ("int16", -32768, 32767),
+                          ("int32", -2 ** 31, 2 ** 31 - 1)):
+        if lo <= low and high <= hi:
+            candidates = [0, hi, lo] if lo == 0 else [lo, hi]
+            free = [v for v in candidates if v not in codes]
+            if free:
+                return dtype, free[0]
+    raise InputError(f"class codes {low} .. {high} do not fit a 32-bit class map")
+
+
+@dataclass
+class ClassifyResult:
+    output: Path
+    confidence: Path | None
+    style: Path | None
+    tiles: int
+    skipped_tiles: int
+
+
+class _Grid:
+    """The output grid in the form AlignedRaster reads (crs, transform, shape)."""
+
+    def __init__(self, crs, grid):
+        self.crs = crs
+        self.transform = rasterio.Affine(*grid.window_transform(Window(0, 0, 0, 0)))
+        self.width, self.height = grid.width, grid.height
+        self.shape = (grid.height, grid.width)
+
+
+def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
+                   compress: str = "zstd", progress: Progress | None = None) -> ClassifyResult:
+    """otbtf:imageclassifierfromdeepfeatures."""
+    progress = progress or NullProgress()
+    trained = classifiers.load(classifier_path)
+    if "sources" not in trained.recipe:
+        raise InputError(f"{Path(classifier_path).name} was trained on vector fields "
+                         f"({', '.join(trained.recipe.get('fields', []))}), not on image features: train it with "
+                         "otbtf:trainclassifierfromdeepfeatures, or with otbtf:trainvectorclassifier on every "
+                         "field written by otbtf:sampleextractionfromdeepfeatures")
+    codes = trained.codes
+    dtype, nodata = class_map_type(codes)
+    with ExitStack() as stack:
+        opened: OpenFeatures = open_features(spec, stack)
+        differences = recipe_differences(trained.recipe, opened.recipe)
+        if differences:
+            raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
+        plan = opened.plan
+        mask_raster = None
+        if mask:
+            mask_raster = AlignedRaster(mask, _Grid(opened.datasets[0].crs, plan.grid))
+            stack.callback(mask_raster.close)
+        plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
+        profile = {
+            "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": 1,
+            "crs": opened.datasets[0].crs,
+            "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
+            "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
+        }
+        out_tmp = stack.enter_context(atomic_output(output))
+        writer = stack.enter_context(rasterio.open(out_tmp, "w", dtype=dtype, nodata=nodata,
+                                                   **profile, **_compression(compress, dtype)))
+        writer.set_band_description(1, "class")
+        conf_writer = None
+        if confidence:
+            conf_tmp = stack.enter_context(atomic_output(confidence))
+            conf_writer = stack.enter_context(rasterio.open(conf_tmp, "w", dtype="float32", nodata=-1.0,
+                                                            **profile, **_compression(compress, "float32")))
+            conf_writer.set_band_description(1, "confidence")
+        estimator = trained.estimator
+
+        def infer(item):
+            tile = item.tile
+            values = infer_tile(plan, opened.model, item, progress)  # (features, h, w)
+            invalid = np.zeros((tile.height, tile.width), dtype=bool)
+            if item.arrays is None:
+                invalid[:] = True
+            elif item.background is not None:
+                invalid |= item.background
+            if mask_raster is not None:
+                with GDAL_IO:
+                    invalid |= ~mask_raster.read_mask(tile)
+            classes = np.full(tile.height * tile.width, nodata, dtype=dtype)
+            scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32)
+            keep = np.flatnonzero(~invalid.ravel())
+            if len(keep):
+                table = values.reshape(values.shape[0], -1).T[keep]
+                if not np.isfinite(table).all():
+                    table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
+                probabilities = estimator.predict_proba(table)
+                best = probabilities.argmax(axis=1)
+                classes[keep] = np.asarray(estimator.classes_)[best].astype(dtype)
+                scores[keep] = probabilities[np.arange(len(keep)), best]
+            return classes.reshape(tile.height, tile.width), scores.reshape(tile.height, tile.width)
+
+        def write(tile, result):
+            classes, scores = result
+            writer.write(classes, 1, window=tile.to_rasterio())
+            if conf_writer is not None:
+                conf_writer.write(scores, 1, window=tile.to_rasterio())
+
+        skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress, infer, write)
+        writer.close()
+        if conf_writer is not None:
+            conf_writer.close()
+    style = write_class_style(output, trained.classes)
+    return ClassifyResult(Path(output), Path(confidence) if confidence else None, style, len(plan_tiles), skipped)

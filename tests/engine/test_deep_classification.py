@@ -1,0 +1,274 @@
+"""Classical classifiers on features: parameters, safe files, the split by polygon,
+raw-band and deep features against independent computations, image classification
+against scikit-learn on the pixels, recipes that do not match."""
+
+import json
+import os
+import pickle  # nosec B403: the test writes a hostile pickle and checks it is never loaded
+
+import numpy as np
+import pytest
+import rasterio
+from common import POLYGONS, RGB, CancelAfter
+from reference import split_polygons
+from osgeo import ogr
+
+pytest.importorskip("sklearn")
+
+from otbtf_plugin import classifiers  # noqa: E402
+from otbtf_plugin import deep_classification as dc  # noqa: E402
+from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
+from otbtf_plugin.features import FeatureSource, FeatureSpec  # noqa: E402
+
+B2_30 = RGB.parent / "LC08_224077_20200518_B2_30m_crop.tif"
+B2_60 = RGB.parent / "LC08_224077_20200518_B2_60m_crop.tif"
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    return split_polygons(tmp_path_factory.mktemp("parts") / "parts.gpkg")
+
+
+@pytest.fixture(scope="module")
+def forest(parts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("forest")
+    spec = FeatureSpec([FeatureSource(RGB)])
+    result = dc.train_from_features(spec, parts, "name", out / "rf.skops", out / "report.html",
+                                    classifier="rf", strategy="all", seed=3)
+    return result, spec, out
+
+
+def test_parameters_are_parsed_and_checked():
+    assert classifiers.parse_params("n_estimators=200; max_depth=None;criterion=gini;x=(64, 32);b=true") == {
+        "n_estimators": 200, "max_depth": None, "criterion": "gini", "x": (64, 32), "b": True}
+    rf = classifiers.make_classifier("rf", "n_estimators=7;max_depth=3", seed=1)
+    assert (rf.n_estimators, rf.max_depth, rf.random_state) == (7, 3, 1)
+    with pytest.raises(InputError, match=r"n_trees is not a parameter of rf .*n_estimators"):
+        classifiers.make_classifier("rf", "n_trees=10")
+    with pytest.raises(InputError, match="n_estimators"):
+        classifiers.make_classifier("rf", "n_estimators=-3")
+    with pytest.raises(InputError, match="is not name=value"):
+        classifiers.make_classifier("rf", "n_estimators")
+    with pytest.raises(InputError, match="use one of: rf, svm, boost, dt, gbt, bayes, knn, ann"):
+        classifiers.make_classifier("forest")
+    svm = classifiers.make_classifier("svm", "C=10")
+    assert svm.steps[0][0] == "standardscaler" and svm.steps[1][1].estimator.C == 10
+
+
+@pytest.mark.parametrize("name", classifiers.CLASSIFIER_NAMES)
+def test_every_classifier_round_trips_through_its_file(name, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)).astype(np.float32)
+    codes = np.where(x[:, 0] > 0, 3, 7) + (x[:, 1] > 0)
+    groups = np.arange(len(codes)) // 10
+    trained = classifiers.train(x, codes, groups, {3: "a", 4: "b", 7: "c", 8: "d"}, {"features": list("wxyz")},
+                                classifier=name, seed=0)
+    assert trained.metrics["samples"] == trained.validation_samples > 0
+    path = classifiers.save(trained, tmp_path / f"{name}.skops")
+    loaded = classifiers.load(path)
+    assert np.array_equal(loaded.estimator.predict_proba(x), trained.estimator.predict_proba(x))
+    assert loaded.classes == trained.classes and loaded.recipe == {"features": list("wxyz")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.skops"]
+
+
+def test_a_hostile_classifier_file_is_refused_without_running_anything(tmp_path):
+    import skops.io
+
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "hostile.skops"
+    skops.io.dump({"otbtf": "{}", "estimator": os.system}, hostile)
+    with pytest.raises(InputError, match=r"types .*system.*refused without loading"):
+        classifiers.load(hostile)
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    pickled = tmp_path / "pickled.skops"
+    pickled.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(InputError, match="is not a classifier file"):
+        classifiers.load(pickled)
+    assert not marker.exists()
+
+
+def test_validation_holds_out_whole_polygons():
+    codes = np.repeat([1, 1, 1, 2, 2, 3], 10)
+    groups = np.repeat([10, 11, 12, 20, 21, 30], 10)
+    held, warnings = classifiers.split_by_group(codes, groups, 0.3, seed=0, names={3: "water"})
+    for g in np.unique(groups):
+        assert len(set(held[groups == g])) == 1  # a polygon is all in or all out
+    assert held[codes == 1].sum() == 10 and held[codes == 2].sum() == 10 and not held[codes == 3].any()
+    assert warnings == ["class water has samples from one polygon only: none of it is held out, "
+                        "the report cannot assess that class"]
+    with pytest.raises(InputError, match="VALIDATION=30"):
+        classifiers.split_by_group(codes, groups, 30, 0)
+
+
+def test_raw_band_features_are_the_pixel_values_of_every_source(tmp_path):
+    """30 m and 60 m sources: the 60 m feature is the pixel that contains the 30 m pixel."""
+    spec = FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_60)])
+    with rasterio.open(B2_30) as a, rasterio.open(B2_60) as b:
+        full30, full60 = a.read(1), b.read(1)
+        rows, cols = np.array([0, 5, 17, 233, 399]), np.array([0, 8, 101, 3, 399])
+        x, y = a.xy(rows, cols)
+        col60, row60 = ~b.transform * (np.asarray(x), np.asarray(y))
+    from contextlib import ExitStack
+
+    from otbtf_plugin.features import open_features
+
+    with ExitStack() as stack:
+        opened = open_features(spec, stack)
+        values, ok, rejected = opened.values_at(np.asarray(x), np.asarray(y))
+        assert opened.recipe["features"] == ["source1_band1", "source2_band1"]
+    assert ok.all() and not rejected
+    assert np.array_equal(values[:, 0], full30[rows, cols])
+    assert np.array_equal(values[:, 1], full60[np.floor(row60).astype(int), np.floor(col60).astype(int)])
+
+
+def test_report_holds_out_whole_polygons_and_scores_them(forest):
+    result, _, out = forest
+    report = json.loads((out / "report.json").read_text())
+    metrics = result.trained.metrics
+    assert report["validation"] == metrics
+    assert metrics["samples"] == result.trained.validation_samples > 0
+    assert result.trained.training_samples + result.trained.validation_samples == 683  # every pixel, OTB's count
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == metrics["samples"]
+    assert metrics["overall_accuracy"] > 0.9  # four land covers, easy to separate on raw bands
+    assert "Overall accuracy" in (out / "report.html").read_text()
+
+
+def test_class_map_equals_the_classifier_on_every_pixel(forest, tmp_path):
+    """The streamed class map and confidence against scikit-learn applied to the whole
+    image's pixel table at once."""
+    result, spec, _ = forest
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(RGB) as src:
+        pixels = src.read().reshape(src.count, -1).T.astype(np.float32)
+        profile = dict(src.profile, count=1, dtype="uint8", nodata=None)
+        keep = np.zeros((src.height, src.width), dtype="uint8")
+        keep[:, : src.width // 2] = 1
+        with rasterio.open(mask, "w", **profile) as m:
+            m.write(keep, 1)
+    done = dc.classify_image(spec, out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif", mask=mask)
+    estimator = result.trained.estimator
+    probabilities = estimator.predict_proba(pixels)
+    expected = estimator.classes_[probabilities.argmax(axis=1)].reshape(keep.shape)
+    with rasterio.open(done.output) as cm, rasterio.open(done.confidence) as cf:
+        classes, confidence = cm.read(1), cf.read(1)
+        assert cm.dtypes[0] == "uint8" and cm.nodata == 0  # codes 1..4
+        assert cm.transform == rasterio.open(RGB).transform
+    inside = keep == 1
+    assert np.array_equal(classes[inside], expected[inside])
+    assert (classes[~inside] == 0).all() and (confidence[~inside] == -1).all()
+    assert np.allclose(confidence[inside], probabilities.max(axis=1).reshape(keep.shape)[inside])
+    assert done.style.read_text().count("paletteEntry") == 4
+
+
+def out_skops(forest):
+    return forest[2] / "rf.skops"
+
+
+def test_a_classifier_refuses_inputs_that_differ_from_its_training(forest, tmp_path):
+    with pytest.raises(InputError, match="source 1 had 3 band.s. at training; the one given has 1"):
+        dc.classify_image(FeatureSpec([FeatureSource(B2_30)]), out_skops(forest), tmp_path / "x.tif")
+    with pytest.raises(InputError, match="1 source.s. at training; 2 given"):
+        dc.classify_image(FeatureSpec([FeatureSource(RGB), FeatureSource(RGB)]), out_skops(forest), tmp_path / "x.tif")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cancel_leaves_no_class_map(forest, tmp_path):
+    with pytest.raises(Cancelled):
+        dc.classify_image(forest[1], out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif",
+                          progress=CancelAfter(2))
+    assert not list(tmp_path.iterdir())
+
+
+def test_sample_extraction_then_vector_classifier(parts, tmp_path):
+    """Points from sample selection -> features as fields -> trainvectorclassifier: the
+    fields hold the pixel values, the recipe travels with them, and the classifier
+    trained from fields classifies images like one trained from the image."""
+    from otbtf_plugin.selection import sample_selection
+
+    samples = sample_selection(RGB, parts, "name", strategy="constant", value=30, seed=1)
+    points = samples.write_gpkg(tmp_path / "points.gpkg")
+    spec = FeatureSpec([FeatureSource(RGB)])
+    path, count, rejected = dc.sample_extraction(spec, points, tmp_path / "features.gpkg", "name")
+    assert count == len(samples) and not rejected
+    dataset = ogr.Open(str(path))  # keep: the layer dies with its dataset
+    layer = dataset.GetLayer(0)
+    with rasterio.open(RGB) as src:
+        image = src.read()
+    for feature, col, row, code in zip(layer, samples.cols, samples.rows, samples.codes, strict=True):
+        assert [feature.GetField(f"source1_band{b}") for b in (1, 2, 3)] == image[:, row, col].tolist()
+        assert feature.GetField("name") == samples.class_names[int(code)]
+    fields = [f"source1_band{b}" for b in (1, 2, 3)]
+    result = dc.train_vector_classifier(path, fields, "name", tmp_path / "v.skops", tmp_path / "v.html", seed=2)
+    assert result.trained.validation_samples > 0 and result.trained.metrics["overall_accuracy"] > 0.9
+    done = dc.classify_image(spec, result.classifier, tmp_path / "map.tif")
+    with rasterio.open(done.output) as cm:
+        assert cm.read(1)[samples.rows, samples.cols].tolist() == \
+            result.trained.estimator.predict(image[:, samples.rows, samples.cols].T.astype(np.float32)).tolist()
+    with pytest.raises(InputError, match="no field 'nir'; its numeric fields: originfid, source1_band1"):
+        dc.train_vector_classifier(path, ["nir"], "name", tmp_path / "w.skops")
+
+
+def test_class_map_type():
+    assert dc.class_map_type([1, 2, 3]) == ("uint8", 0)
+    assert dc.class_map_type([0, 1, 2]) == ("uint8", 255)
+    assert dc.class_map_type([0, 255]) == ("uint16", 65535)
+    assert dc.class_map_type([-1, 5]) == ("int16", -32768)
+
+
+def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
+    """Train the cnn on patches, take its inner layer ("features") as features: values at
+    points equal the SavedModel run on the patches read independently; a forest trained
+    on them classifies a crop, and the class map agrees with the forest on those features."""
+    tf = pytest.importorskip("tensorflow")
+    from contextlib import ExitStack
+
+    from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.features import open_features
+    from otbtf_plugin.selection import sample_selection
+    from otbtf_plugin.training import TrainConfig, train
+
+    samples = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=40, seed=0)
+    points = samples.write_gpkg(tmp_path / "points.gpkg")
+    extract_patches([PatchSource(RGB, 16)], points, [tmp_path / "p.tif"], "name", labels_output=tmp_path / "y.tif")
+    train(TrainConfig([tmp_path / "p.tif"], tmp_path / "y.tif", tmp_path / "model", epochs=1, batch_size=32, seed=0))
+    spec = FeatureSpec([FeatureSource(RGB)], model=tmp_path / "model", output_names=["features"])
+
+    with rasterio.open(RGB) as src:
+        rows, cols = np.array([8, 100, 500, 1131]), np.array([8, 300, 20, 791])
+        x, y = src.xy(rows, cols)
+        patches = np.stack([src.read(window=((r - 8, r + 8), (c - 8, c + 8))).transpose(1, 2, 0)
+                            for r, c in zip(rows, cols, strict=True)]).astype(np.float32)
+    function = tf.saved_model.load(str(tmp_path / "model" / "savedmodel")).signatures["serving_default"]
+    expected = function(**{function.structured_input_signature[1].popitem()[0]: tf.constant(patches)})["features"]
+    with ExitStack() as stack:
+        opened = open_features(spec, stack)
+        values, ok, _ = opened.values_at(np.asarray(x), np.asarray(y))
+        assert opened.recipe["features"] == [f"features_{k}" for k in range(64)]
+        assert opened.recipe["model"]["name"] == "model"
+    assert ok.all() and np.allclose(values, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+    result = dc.train_from_features(spec, parts, "name", tmp_path / "deep.skops", strategy="constant", value=25)
+    assert result.trained.metrics is not None and len(result.trained.recipe["features"]) == 64
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(RGB) as src:
+        window = rasterio.windows.Window(250, 300, 48, 40)
+        profile = dict(src.profile, width=48, height=40, transform=src.window_transform(window))
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    done = dc.classify_image(FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"]),
+                             result.classifier, tmp_path / "deep_map.tif")
+    with rasterio.open(done.output) as cm, rasterio.open(crop) as src:
+        classes = cm.read(1)
+        assert (cm.width, cm.height) == (48 - 15, 40 - 15)  # the receptive field of 16 px fits inside
+        r, c = np.array([0, 7, 24]), np.array([0, 20, 32])
+        x, y = cm.xy(r, c)
+        spec_crop = FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"])
+        with ExitStack() as stack:
+            feats, ok, _ = open_features(spec_crop, stack).values_at(np.asarray(x), np.asarray(y))
+    assert ok.all() and classes[r, c].tolist() == result.trained.estimator.predict(feats).tolist()
+    with pytest.raises(InputError, match="features came from model 'model' at training; now from the bands"):
+        dc.classify_image(FeatureSpec([FeatureSource(crop)]), result.classifier, tmp_path / "x.tif")
