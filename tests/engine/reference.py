@@ -3,10 +3,11 @@ point-in-polygon, pixel centre by pixel centre (no rasterio, no engine code)."""
 
 import shapely.geometry
 import shapely.wkb
-from common import POLYGONS
 from osgeo import gdal, ogr
 from shapely.geometry import Point
 from shapely.prepared import prep
+
+from common import POLYGONS
 
 gdal.UseExceptions()
 
@@ -44,7 +45,8 @@ def split_polygons(path, parts=3):
         geom = shapely.wkb.loads(bytes(feature.GetGeometryRef().ExportToWkb()))
         xmin, ymin, xmax, ymax = geom.bounds
         for k in range(parts):
-            strip = shapely.geometry.box(xmin + k * (xmax - xmin) / parts, ymin, xmin + (k + 1) * (xmax - xmin) / parts, ymax)
+            width = (xmax - xmin) / parts
+            strip = shapely.geometry.box(xmin + k * width, ymin, xmin + (k + 1) * width, ymax)
             piece = geom.intersection(strip)
             if piece.is_empty or piece.area == 0:
                 continue

@@ -9,16 +9,17 @@ import pickle  # nosec B403: the test writes a hostile pickle and checks it is n
 import numpy as np
 import pytest
 import rasterio
-from common import POLYGONS, RGB, CancelAfter
-from reference import split_polygons
 from osgeo import ogr
+from reference import split_polygons
+
+from common import POLYGONS, RGB, CancelAfter
 
 pytest.importorskip("sklearn")
 
-from otbtf_plugin import classifiers  # noqa: E402
-from otbtf_plugin import deep_classification as dc  # noqa: E402
-from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
-from otbtf_plugin.features import FeatureSource, FeatureSpec  # noqa: E402
+from otbtf_plugin import classifiers
+from otbtf_plugin import deep_classification as dc
+from otbtf_plugin.errors import Cancelled, InputError
+from otbtf_plugin.features import FeatureSource, FeatureSpec
 
 B2_30 = RGB.parent / "LC08_224077_20200518_B2_30m_crop.tif"
 B2_60 = RGB.parent / "LC08_224077_20200518_B2_60m_crop.tif"
@@ -169,9 +170,9 @@ def out_skops(forest):
 
 
 def test_a_classifier_refuses_inputs_that_differ_from_its_training(forest, tmp_path):
-    with pytest.raises(InputError, match="source 1 had 3 band.s. at training; the one given has 1"):
+    with pytest.raises(InputError, match=r"source 1 had 3 band\(s\) at training; the one given has 1"):
         dc.classify_image(FeatureSpec([FeatureSource(B2_30)]), out_skops(forest), tmp_path / "x.tif")
-    with pytest.raises(InputError, match="1 source.s. at training; 2 given"):
+    with pytest.raises(InputError, match=r"1 source\(s\) at training; 2 given"):
         dc.classify_image(FeatureSpec([FeatureSource(RGB), FeatureSource(RGB)]), out_skops(forest), tmp_path / "x.tif")
     assert not list(tmp_path.iterdir())
 
