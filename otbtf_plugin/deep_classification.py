@@ -155,8 +155,10 @@ def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None 
 
 def train_vector_classifier(vector, features: list[str], field_name: str, output, report_path=None,
                             classifier: str = "rf", params: str | None = None, seed: int = 0,
-                            validation: float = 0.3, layer: str | None = None) -> TrainResult:
+                            validation: float = 0.3, layer: str | None = None,
+                            progress: Progress | None = None) -> TrainResult:
     """otbtf:trainvectorclassifier: features are fields of the vector."""
+    progress = progress or NullProgress()
     if not features:
         raise InputError("FEATURES is empty: give the numeric fields to classify with")
     classifiers.make_classifier(classifier, params, seed)
@@ -182,6 +184,7 @@ def train_vector_classifier(vector, features: list[str], field_name: str, output
                             "can classify vectors, not images")
     trained = classifiers.train(matrix[complete], feats.codes[complete], groups[complete], feats.class_names,
                                 recipe, classifier, params, seed, validation)
+    progress.step(1, 1)
     return _finish_training(trained, output, report_path, "Vector classifier", {}, messages)
 
 

@@ -2,6 +2,12 @@
 once it works end to end (no stubs)."""
 
 from .classstatistics import PolygonClassStatistics
+from .deepfeatures import (
+    ImageClassifierFromDeepFeatures,
+    SampleExtractionFromDeepFeatures,
+    TrainClassifierFromDeepFeatures,
+    TrainVectorClassifier,
+)
 from .patchesextraction import PatchesExtraction
 from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
@@ -9,4 +15,5 @@ from .serve import TensorflowModelServe
 from .train import TensorflowModelTrain
 
 ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction,
-              TensorflowModelTrain, TensorflowModelServe]
+              TensorflowModelTrain, TensorflowModelServe, TrainClassifierFromDeepFeatures,
+              ImageClassifierFromDeepFeatures, SampleExtractionFromDeepFeatures, TrainVectorClassifier]

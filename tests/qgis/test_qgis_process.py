@@ -25,7 +25,9 @@ def test_list_shows_the_provider(installed_profile):
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
     for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesselection",
-                      "otbtf:patchesextraction", "otbtf:tensorflowmodeltrain", "otbtf:tensorflowmodelserve"):
+                      "otbtf:patchesextraction", "otbtf:tensorflowmodeltrain", "otbtf:tensorflowmodelserve",
+                      "otbtf:trainclassifierfromdeepfeatures", "otbtf:imageclassifierfromdeepfeatures",
+                      "otbtf:sampleextractionfromdeepfeatures", "otbtf:trainvectorclassifier"):
         assert algorithm in out.stdout
 
 

@@ -1,0 +1,309 @@
+"""otbtf:trainclassifierfromdeepfeatures, otbtf:imageclassifierfromdeepfeatures,
+otbtf:sampleextractionfromdeepfeatures, otbtf:trainvectorclassifier"""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ...otbtf_plugin import deep_classification as dc
+from ...otbtf_plugin import deps
+from ...otbtf_plugin.classifiers import CLASSIFIER_NAMES
+from ...otbtf_plugin.features import FeatureSource, FeatureSpec
+from ...otbtf_plugin.model import model_path_problem
+from ...otbtf_plugin.selection import STRATEGIES
+from ...otbtf_plugin.serving import COMPRESSIONS, parse_output_names
+from .base import OtbtfAlgorithm
+from .common import add_advanced, optional_number, raster_path, vector_path
+
+MAX_SOURCES = 4
+CLASSIFIER_LABELS = ["rf: random forest", "svm: support vector machine", "boost: AdaBoost",
+                     "dt: decision tree", "gbt: gradient boosted trees", "bayes: normal Bayes",
+                     "knn: k nearest neighbours", "ann: multilayer perceptron"]
+
+FEATURES_HELP = (
+    "Features: with MODEL empty, the bands of the sources at the pixel (several sources are "
+    "concatenated in order; a coarser source gives the pixel that contains the reference pixel). "
+    "With a MODEL, the outputs named in OUTPUT_NAMES (one value per pixel, e.g. 'features' of a "
+    "cnn trained by otbtf:tensorflowmodeltrain, or an inner layer your model exports) of the "
+    "model applied to the receptive field centred on the pixel, exactly as "
+    "otbtf:tensorflowmodelserve computes them. RFIELDn: 0 reads it from the model.\n\n"
+)
+CLASSIFIER_HELP = (
+    "CLASSIFIER: rf, svm, boost, dt, gbt, bayes, knn, ann (scikit-learn; features standardised "
+    "for svm, knn and ann). CLASSIFIER_PARAMS: the estimator's own parameter names, e.g. "
+    "'n_estimators=300;max_depth=12' for rf, 'C=10;gamma=0.1' for svm, 'n_neighbors=15' for knn, "
+    "'hidden_layer_sizes=(64, 32)' for ann. VALIDATION: the fraction of each class's polygons held "
+    "out, whole, for the report (a class with one polygon cannot be held out; the report says so).\n\n"
+    "OUTPUT_CLASSIFIER is a .skops file: loading it never runs code from it. It records how its "
+    "features were made, and classification refuses sources or a model that differ."
+)
+
+
+def add_feature_parameters(algorithm) -> None:
+    for n in range(1, MAX_SOURCES + 1):
+        optional = n > 1
+        algorithm.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
+        algorithm.addParameter(QgsProcessingParameterNumber(
+            f"RFIELD{n}", f"Receptive field of source {n} (pixels; 0: from the model, 1 without a model)",
+            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=optional))
+        add_advanced(algorithm, [QgsProcessingParameterNumber(
+            f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
+            type=QgsProcessingParameterNumber.Double, optional=True)])
+    algorithm.addParameter(QgsProcessingParameterFile(
+        "MODEL", "Model (empty: the bands of the sources are the features)",
+        behavior=QgsProcessingParameterFile.Folder, optional=True))
+    algorithm.addParameter(QgsProcessingParameterString(
+        "OUTPUT_NAMES", "Model outputs used as features (comma-separated, e.g. features)", optional=True))
+    add_advanced(algorithm, [
+        QgsProcessingParameterNumber("MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer,
+                                     defaultValue=512, minValue=32),
+        QgsProcessingParameterBoolean("ALLOW_LAMBDA", "Allow Lambda layers (runs code from the model file: "
+                                                      "only for files you trust)", defaultValue=False),
+    ])
+
+
+def feature_spec(algorithm, parameters, context) -> FeatureSpec:
+    sources = []
+    for n in range(1, MAX_SOURCES + 1):
+        path = raster_path(algorithm, parameters, f"SOURCE{n}", context, required=n == 1)
+        if path is not None:
+            sources.append(FeatureSource(path, algorithm.parameterAsInt(parameters, f"RFIELD{n}", context),
+                                         optional_number(algorithm, parameters, f"NODATA{n}", context)))
+    model = algorithm.parameterAsFile(parameters, "MODEL", context) or None
+    return FeatureSpec(sources, model,
+                       parse_output_names(algorithm.parameterAsString(parameters, "OUTPUT_NAMES", context)),
+                       algorithm.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
+                       algorithm.parameterAsInt(parameters, "MEMORY_MB", context))
+
+
+def check_dependencies(algorithm, parameters, context, needs_model: bool = True):
+    problems = []
+    missing = deps.requirement_message()
+    if missing:
+        problems.append(missing)
+    if needs_model:
+        model = algorithm.parameterAsFile(parameters, "MODEL", context)
+        problem = model_path_problem(model) if model else None
+        if problem:
+            problems.append(problem)
+    return (False, "; ".join(problems)) if problems else (True, "")
+
+
+def add_classifier_parameters(algorithm) -> None:
+    algorithm.addParameter(QgsProcessingParameterEnum(
+        "CLASSIFIER", "Classifier", options=CLASSIFIER_LABELS, defaultValue=0))
+    algorithm.addParameter(QgsProcessingParameterString(
+        "CLASSIFIER_PARAMS", "Classifier parameters (name=value;..., e.g. n_estimators=300)", optional=True))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        "VALIDATION", "Fraction of polygons held out for validation", type=QgsProcessingParameterNumber.Double,
+        defaultValue=0.3, minValue=0.0, maxValue=0.95))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+
+
+def classifier_args(algorithm, parameters, context) -> dict:
+    return {
+        "classifier": CLASSIFIER_NAMES[algorithm.parameterAsEnum(parameters, "CLASSIFIER", context)],
+        "params": algorithm.parameterAsString(parameters, "CLASSIFIER_PARAMS", context),
+        "seed": algorithm.parameterAsInt(parameters, "SEED", context),
+        "validation": algorithm.parameterAsDouble(parameters, "VALIDATION", context),
+    }
+
+
+def add_classifier_outputs(algorithm) -> None:
+    algorithm.addParameter(QgsProcessingParameterFileDestination(
+        "OUTPUT_CLASSIFIER", "Classifier", fileFilter="Classifier (*.skops)"))
+    algorithm.addParameter(QgsProcessingParameterFileDestination(
+        "OUTPUT_REPORT", "Validation report", fileFilter="HTML (*.html)", optional=True, createByDefault=True))
+
+
+def training_results(algorithm, result, feedback) -> dict:
+    trained = result.trained
+    for message in result.messages:
+        feedback.pushWarning(message)
+    if trained.metrics:
+        feedback.pushInfo(f"Validation on {trained.validation_samples} held-out samples: overall accuracy "
+                          f"{trained.metrics['overall_accuracy']:.4f}, kappa {trained.metrics['kappa']:.4f}")
+    return {"OUTPUT_CLASSIFIER": str(result.classifier),
+            "OUTPUT_REPORT": str(result.report) if result.report else None,
+            "OVERALL_ACCURACY": trained.metrics["overall_accuracy"] if trained.metrics else None,
+            "KAPPA": trained.metrics["kappa"] if trained.metrics else None,
+            "TRAINING_SAMPLES": trained.training_samples, "VALIDATION_SAMPLES": trained.validation_samples}
+
+
+class TrainClassifierFromDeepFeatures(OtbtfAlgorithm):
+    NAME = "trainclassifierfromdeepfeatures"
+    DISPLAY_NAME = "Train classifier from deep features"
+    GROUP = "Classical ML"
+    GROUP_ID = "classicalml"
+    HELP = (
+        "Trains a classical classifier on the features of the pixels under the ground truth.\n\n"
+        "VECTOR: polygons (samples are selected from their pixels on SOURCE1 with STRATEGY, as "
+        "otbtf:sampleselection does) or points (e.g. the output of otbtf:sampleselection; its "
+        "originfid field keeps the samples of one polygon together for validation). FIELD: the "
+        "class (integer or text).\n\n" + FEATURES_HELP + CLASSIFIER_HELP
+        + "\n\nExample: SOURCE1 a Landsat image, MODEL empty, VECTOR land-cover polygons, FIELD "
+        "name, CLASSIFIER rf: a pixel classification like OTB's TrainImagesClassifier."
+    )
+
+    def initAlgorithm(self, config=None):
+        add_feature_parameters(self)
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "VECTOR", "Ground truth (polygons or points)",
+            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(
+            "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any))
+        add_classifier_parameters(self)
+        add_advanced(self, [
+            QgsProcessingParameterEnum("STRATEGY", "Sample selection in polygons", options=list(STRATEGIES),
+                                       defaultValue=list(STRATEGIES).index("smallest")),
+            QgsProcessingParameterNumber("STRATEGY_VALUE", "Strategy value (constant / percent / total)",
+                                         type=QgsProcessingParameterNumber.Double, optional=True),
+        ])
+        add_classifier_outputs(self)
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_dependencies(self, parameters, context) if ok else (ok, message)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        spec = feature_spec(self, parameters, context)
+        vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
+        result = self.run_engine(
+            dc.train_from_features, feedback, spec, vector, self.parameterAsString(parameters, "FIELD", context),
+            self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),
+            self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
+            strategy=list(STRATEGIES)[self.parameterAsEnum(parameters, "STRATEGY", context)],
+            value=optional_number(self, parameters, "STRATEGY_VALUE", context), layer=layer,
+            **classifier_args(self, parameters, context))
+        return training_results(self, result, feedback)
+
+
+class ImageClassifierFromDeepFeatures(OtbtfAlgorithm):
+    NAME = "imageclassifierfromdeepfeatures"
+    DISPLAY_NAME = "Image classifier from deep features"
+    GROUP = "Classical ML"
+    GROUP_ID = "classicalml"
+    HELP = (
+        "Classifies every pixel of SOURCE1 (its grid, cropped where the receptive field does not "
+        "fit) with a classifier from otbtf:trainclassifierfromdeepfeatures, streaming tiles through "
+        "the serving engine. Give the same sources (bands, order), MODEL and OUTPUT_NAMES as at "
+        "training: the classifier checks them and says what differs.\n\n" + FEATURES_HELP
+        + "OUTPUT: class codes in the smallest integer type, styled with the class names (nodata where "
+        "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class."
+    )
+
+    def initAlgorithm(self, config=None):
+        add_feature_parameters(self)
+        self.addParameter(QgsProcessingParameterFile(
+            "CLASSIFIER", "Classifier (.skops)", extension="skops"))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "MASK", "Mask (pixels with value 0 are not classified)", optional=True))
+        add_advanced(self, [QgsProcessingParameterEnum(
+            "COMPRESSION", "Output compression (deflate: for software without ZSTD)",
+            options=list(COMPRESSIONS), defaultValue=0)])
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_dependencies(self, parameters, context) if ok else (ok, message)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        spec = feature_spec(self, parameters, context)
+        confidence = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
+        result = self.run_engine(
+            dc.classify_image, feedback, spec, self.parameterAsFile(parameters, "CLASSIFIER", context),
+            self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence,
+            raster_path(self, parameters, "MASK", context, required=False),
+            compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)])
+        return {"OUTPUT": str(result.output), "OUTPUT_CONFIDENCE": str(result.confidence) if confidence else None,
+                "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
+
+
+class SampleExtractionFromDeepFeatures(OtbtfAlgorithm):
+    NAME = "sampleextractionfromdeepfeatures"
+    DISPLAY_NAME = "Sample extraction from deep features"
+    GROUP = "Classical ML"
+    GROUP_ID = "classicalml"
+    HELP = (
+        "Writes the features of the pixel under each point as numeric fields (source1_band1, ... "
+        "without a model; <output>_<k> with one). FIELD (optional) copies the class; originfid "
+        "names the feature each point came from. The layer remembers how its features were made, "
+        "so otbtf:trainvectorclassifier on all of them gives a classifier that can classify "
+        "images.\n\n" + FEATURES_HELP
+        + "Points whose receptive field is not inside the sources, or on nodata, are skipped and counted."
+    )
+
+    def initAlgorithm(self, config=None):
+        add_feature_parameters(self)
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "VECTOR", "Points", [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(
+            "FIELD", "Class field to copy", parentLayerParameterName="VECTOR",
+            type=QgsProcessingParameterField.Any, optional=True))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            "OUTPUT", "Points with features", QgsProcessing.TypeVectorPoint))
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_dependencies(self, parameters, context) if ok else (ok, message)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        spec = feature_spec(self, parameters, context)
+        vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
+        path, count, rejected = self.run_engine(
+            dc.sample_extraction, feedback, spec, vector, self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            self.parameterAsString(parameters, "FIELD", context) or None, layer=layer)
+        return {"OUTPUT": str(path), "POINTS": count, "REJECTED": rejected}
+
+
+class TrainVectorClassifier(OtbtfAlgorithm):
+    NAME = "trainvectorclassifier"
+    DISPLAY_NAME = "Train vector classifier"
+    GROUP = "Classical ML"
+    GROUP_ID = "classicalml"
+    HELP = (
+        "Trains a classifier from numeric fields of a vector layer (FEATURES), e.g. the output of "
+        "otbtf:sampleextractionfromdeepfeatures, with the class in FIELD. Features with a NULL "
+        "value are skipped and counted. Validation holds out whole polygons when the layer has an "
+        "originfid field (points from otbtf:sampleselection), else single features.\n\n"
+        + CLASSIFIER_HELP
+    )
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFeatureSource("VECTOR", "Vector with features"))
+        self.addParameter(QgsProcessingParameterField(
+            "FEATURES", "Feature fields", parentLayerParameterName="VECTOR",
+            type=QgsProcessingParameterField.Numeric, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterField(
+            "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any))
+        add_classifier_parameters(self)
+        add_classifier_outputs(self)
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_dependencies(self, parameters, context, needs_model=False) if ok else (ok, message)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
+        result = self.run_engine(
+            dc.train_vector_classifier, feedback, vector,
+            self.parameterAsFields(parameters, "FEATURES", context),
+            self.parameterAsString(parameters, "FIELD", context),
+            self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),
+            self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
+            layer=layer, **classifier_args(self, parameters, context))
+        return training_results(self, result, feedback)
