@@ -4,12 +4,14 @@
     python3 scripts/demo.py OUTPUT_DIR
 
 The whole workflow: class statistics of the land-cover polygons, sample selection,
-patches extraction, training a small CNN, serving it over the scene. Writes into
+patches extraction, training a small CNN, serving it over the scene, then a random
+forest on the CNN's deep features, applied to the scene. Writes into
 OUTPUT_DIR: class_statistics.csv, samples.gpkg, patches.tif and labels.tif (otbtf
 patches images), model/ (the trained model folder), report.html (and .json),
 classes.tif (the class map, styled by classes.qml), and quicklooks: quicklook.png
 (the scene with the polygons), patches.png (patches of each class) and
-classification.png (the scene and its class map side by side).
+classification.png (the scene and its class map side by side); forest.skops,
+forest_classes.tif, forest_confidence.tif and forest_classification.png.
 """
 
 from __future__ import annotations
@@ -236,11 +238,30 @@ def main(argv: list[str]) -> int:
     print(f"    {served['MODE']} mode, receptive field {served['RFIELD']} px (from the model), {served['TILES']} tiles")
     print(f"    -> {served['OUTPUT']} (styled by {Path(served['OUTPUT']).with_suffix('.qml').name})")
 
+    print("\n[6] otbtf:trainclassifierfromdeepfeatures (random forest on the cnn's 64 'features')")
+    forest = processing.run("otbtf:trainclassifierfromdeepfeatures", {
+        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "features",
+        "VECTOR": selection["OUTPUT"], "FIELD": "name", "CLASSIFIER": 0, "VALIDATION": 0, "SEED": 0,
+        "OUTPUT_CLASSIFIER": str(out / "forest.skops"), "OUTPUT_REPORT": str(out / "forest.html"),
+    })
+    print(f"    {forest['TRAINING_SAMPLES']} samples (one polygon per class: nothing to hold out whole)")
+    print(f"    -> {forest['OUTPUT_CLASSIFIER']}")
+
+    print("\n[7] otbtf:imageclassifierfromdeepfeatures (the forest over the scene, with its confidence)")
+    deep = processing.run("otbtf:imageclassifierfromdeepfeatures", {
+        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "features",
+        "CLASSIFIER": forest["OUTPUT_CLASSIFIER"], "OUTPUT": str(out / "forest_classes.tif"),
+        "OUTPUT_CONFIDENCE": str(out / "forest_confidence.tif"),
+    })
+    print(f"    {deep['TILES']} tiles\n    -> {deep['OUTPUT']}\n    -> {deep['OUTPUT_CONFIDENCE']}")
+
     quicklook(out / "quicklook.png", result["COUNTS"])
+    classification_quicklook(out / "forest_classification.png", Path(deep["OUTPUT"]))
     patches_quicklook(out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]),
                       patches["CLASS_CODES"])
     classification_quicklook(out / "classification.png", Path(served["OUTPUT"]))
-    print(f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}")
+    print(f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}, "
+          f"{out / 'forest_classification.png'}")
     print(f"Done in {time.monotonic() - started:.1f} s.")
     app.exitQgis()
     return 0
