@@ -13,6 +13,8 @@ sample extraction, training from vector fields, and image classification.
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +204,32 @@ def class_map_type(codes) -> tuple[str, int]:
     raise InputError(f"class codes {low} .. {high} do not fit a 32-bit class map")
 
 
+class _ParallelPredict:
+    """``predict_proba`` over chunks on a pool of this run's threads (scikit-learn's
+    trees and neighbours release the GIL). joblib's own threading starts a pool per
+    call and polls it, which cost more than the prediction on every tile."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+        self.workers = max(1, os.cpu_count() or 1)
+        for part in [estimator, *(step for _, step in getattr(estimator, "steps", []))]:
+            if hasattr(part, "n_jobs"):
+                part.n_jobs = 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="otbtf-classify")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True)
+
+    def __call__(self, table: np.ndarray) -> np.ndarray:
+        if len(table) < 4096 or self.workers == 1:
+            return self.estimator.predict_proba(table)
+        chunks = np.array_split(table, self.workers)
+        return np.concatenate(list(self.pool.map(self.estimator.predict_proba, chunks)))
+
+
 @dataclass
 class ClassifyResult:
     output: Path
@@ -261,6 +289,7 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                                                             **profile, **_compression(compress, "float32")))
             conf_writer.set_band_description(1, "confidence")
         estimator = trained.estimator
+        predict = stack.enter_context(_ParallelPredict(estimator))
 
         def infer(item):
             tile = item.tile
@@ -280,7 +309,7 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                 table = values.reshape(values.shape[0], -1).T[keep]
                 if not np.isfinite(table).all():
                     table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
-                probabilities = estimator.predict_proba(table)
+                probabilities = predict(table)
                 best = probabilities.argmax(axis=1)
                 classes[keep] = np.asarray(estimator.classes_)[best].astype(dtype)
                 scores[keep] = probabilities[np.arange(len(keep)), best]
