@@ -12,10 +12,15 @@ import rasterio
 from osgeo import gdal, ogr, osr
 
 from common import POINTS, POLYGONS, RGB, ROOT
+from otbtf_plugin import classifiers
+from otbtf_plugin.deep_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
+from otbtf_plugin.features import FeatureSource, FeatureSpec
+from otbtf_plugin.raster import open_raster
 from otbtf_plugin.sampling import class_statistics
 from otbtf_plugin.selection import sample_selection
+from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
 gdal.UseExceptions()
 DATA = ROOT / "data"
@@ -45,6 +50,30 @@ def truncated(tmp):
     shutil.copy(RGB, path)
     os.truncate(path, 1_500_000)
     return path
+
+
+def patch_model(tmp):
+    """A 16 px patch classifier with input ``x`` and output ``prob`` (.keras)."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((16, 16, 3), name="x")
+    out = keras.layers.Dense(2, activation="softmax", name="prob")(keras.layers.GlobalAveragePooling2D()(inp))
+    path = tmp / "model.keras"
+    keras.Model(inp, {"prob": out}).save(path)
+    return path
+
+
+def rgb_classifier(tmp):
+    """A decision tree trained on the raw bands of the RGB crop."""
+    pytest.importorskip("sklearn")
+    path = tmp / "tree.skops"
+    train_vector = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=10)
+    with open_raster(RGB) as ds:
+        values = np.stack([ds.read(b)[train_vector.rows, train_vector.cols] for b in (1, 2, 3)], axis=1)
+    recipe = {"model": None, "output_names": [], "sources": [{"bands": 3, "rfield": 1, "dtype": "uint16"}],
+              "features": ["source1_band1", "source1_band2", "source1_band3"]}
+    trained = classifiers.train(values, train_vector.codes, np.arange(len(values)), train_vector.class_names,
+                                recipe, classifier="dt", validation=0)
+    return classifiers.save(trained, path)
 
 
 CASES = {
@@ -81,6 +110,24 @@ CASES = {
     "a raster that is not a raster": (
         lambda t: class_statistics(POLYGONS, POLYGONS, "name"),
         r"cannot open raster .*polygons.gpkg"),
+    "a receptive field that disagrees with the model": (
+        lambda t: serve([ServeSource(RGB, rfield=12)], patch_model(t), t / "out.tif"),
+        r"RFIELD1=12 but model input x takes 16 x 16 px: use RFIELD1=16 \(or 0, from the model\)"),
+    "an output name the model does not have": (
+        lambda t: serve([ServeSource(RGB)], patch_model(t), t / "out.tif", ServeOptions(output_names=["logits"])),
+        r"the model has no output 'logits'; its outputs: prob"),
+    "a placeholder the model does not have": (
+        lambda t: serve([ServeSource(RGB, placeholder="image")], patch_model(t), t / "out.tif"),
+        r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]"),
+    "a path that is not a model": (
+        lambda t: serve([ServeSource(RGB)], t.mkdir(exist_ok=True) or t, t / "out.tif"),
+        r"is not a model: give a TensorFlow SavedModel folder"),
+    "a classifier applied to other sources": (
+        lambda t: classify_image(FeatureSpec([FeatureSource(B2_30)]), rgb_classifier(t), t / "out.tif"),
+        r"does not match these inputs: source 1 had 3 band\(s\) at training; the one given has 1"),
+    "a file that is not a classifier": (
+        lambda t: classify_image(FeatureSpec([FeatureSource(RGB)]), POLYGONS, t / "out.tif"),
+        r"polygons.gpkg is not a classifier file"),
     "a strategy value in percent": (
         lambda t: sample_selection(RGB, POLYGONS, "name", strategy="percent", value=30),
         r"for 30 %, use 0.3"),
@@ -94,8 +141,8 @@ def test_bad_input_is_explained_and_leaves_nothing(case, tmp_path):
     with pytest.raises(InputError, match=message):
         run(tmp_path)
     created = {p.name for p in tmp_path.iterdir()} - inputs
-    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif")) or "partial" in name
-                 or name in ("a.tif", "b.tif", "p.tif")}
+    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif", ".keras", ".skops"))
+                 or "partial" in name or name in ("a.tif", "b.tif", "p.tif", "out.tif")}
     assert not leftovers, leftovers
 
 
@@ -143,8 +190,12 @@ import resource, signal, sys
 sys.path.insert(0, {root!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing the process
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+from otbtf_plugin import classifiers
+from otbtf_plugin.deep_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
+from otbtf_plugin.features import FeatureSource, FeatureSpec
+from otbtf_plugin.raster import open_raster
 from otbtf_plugin.selection import sample_selection
 points = sample_selection({rgb!r}, {polygons!r}, "name", strategy="all").write_gpkg({out!r} + "/points.gpkg")
 try:
@@ -173,6 +224,8 @@ inp = keras.Input((None, None, 3), name="x")
 keras.Model(inp, keras.layers.Conv2D(8, 3, name="y")(inp)).save({out!r} + "/model.keras")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+from otbtf_plugin import classifiers
+from otbtf_plugin.deep_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 try:
