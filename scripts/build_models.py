@@ -4,6 +4,8 @@
     QT_QPA_PLATFORM=offscreen python3 scripts/build_models.py
 
 sampling_and_patches.model3: sample selection, then patches extraction from its points.
+workflow.model3: the whole otbtf workflow: sample selection, patches extraction,
+training a cnn, serving its class map over the image.
 """
 
 import sys
@@ -12,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sampling_and_patches():
+def sampling_and_patches(model=None):
+    """Sample selection then patches extraction, added to ``model`` (a new one by default)."""
     from qgis.core import (
         QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
@@ -26,7 +29,8 @@ def sampling_and_patches():
     )
     from qgis.PyQt.QtCore import QPointF
 
-    model = QgsProcessingModelAlgorithm("Sampling and patches", "otbtf examples", "otbtfsamplingandpatches")
+    if model is None:
+        model = QgsProcessingModelAlgorithm("Sampling and patches", "otbtf examples", "otbtfsamplingandpatches")
     model.setHelpContent({"ALG_DESC": "Selects samples in the ground truth polygons (strategy smallest), "
                                       "then extracts one patch per sample: the first half of the otbtf workflow."})
 
@@ -78,15 +82,68 @@ def sampling_and_patches():
     return model
 
 
+def workflow():
+    """The whole workflow: sampling_and_patches, then training and serving."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterNumber,
+    )
+    from qgis.PyQt.QtCore import QPointF
+
+    model = sampling_and_patches(QgsProcessingModelAlgorithm("otbtf workflow", "otbtf examples", "otbtfworkflow"))
+    model.setHelpContent({"ALG_DESC": "The whole otbtf workflow on one image and its ground truth polygons: "
+                                      "sample selection (strategy smallest), patches extraction, training a "
+                                      "cnn patch classifier, and serving its class map over the image."})
+    epochs = QgsProcessingParameterNumber("epochs", "Training epochs", type=QgsProcessingParameterNumber.Integer,
+                                          defaultValue=20, minValue=1)
+    model.addModelParameter(epochs, QgsProcessingModelParameter("epochs"))
+    model.parameterComponent("epochs").setPosition(QPointF(1000, 60))
+    source = QgsProcessingModelChildParameterSource
+
+    def output(child, name, child_output, text):
+        out = QgsProcessingModelOutput(name, text)
+        out.setChildId(child)
+        out.setChildOutputName(child_output)
+        return out
+
+    train = QgsProcessingModelChildAlgorithm("otbtf:tensorflowmodeltrain")
+    train.setChildId("train")
+    train.setDescription("Training (cnn)")
+    train.setPosition(QPointF(340, 540))
+    train.addParameterSources("TRAIN_PATCHES1", [source.fromChildOutput("extract", "OUTPUT1")])
+    train.addParameterSources("TRAIN_LABELS", [source.fromChildOutput("extract", "OUTPUT_LABELS")])
+    train.addParameterSources("EPOCHS", [source.fromModelParameter("epochs")])
+    train.addParameterSources("SEED", [source.fromStaticValue(0)])
+    train.setModelOutputs({"model": output("train", "model", "OUTPUT_MODEL", "Trained model"),
+                           "report": output("train", "report", "OUTPUT_REPORT", "Training report")})
+    model.addChildAlgorithm(train)
+
+    serve = QgsProcessingModelChildAlgorithm("otbtf:tensorflowmodelserve")
+    serve.setChildId("serve")
+    serve.setDescription("Serving (class map)")
+    serve.setPosition(QPointF(340, 700))
+    serve.addParameterSources("SOURCE1", [source.fromModelParameter("image")])
+    serve.addParameterSources("MODEL", [source.fromChildOutput("train", "OUTPUT_MODEL")])
+    serve.addParameterSources("OUTPUT_NAMES", [source.fromStaticValue("class")])
+    serve.setModelOutputs({"classes": output("serve", "classes", "OUTPUT", "Class map")})
+    model.addChildAlgorithm(serve)
+    return model
+
+
 def main() -> int:
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
     app.initQgis()
-    target = ROOT / "resources" / "models" / "sampling_and_patches.model3"
-    if not sampling_and_patches().toFile(str(target)):
-        raise SystemExit(f"could not write {target}")
-    print(target)
+    for name, build in (("sampling_and_patches", sampling_and_patches), ("workflow", workflow)):
+        target = ROOT / "resources" / "models" / f"{name}.model3"
+        if not build().toFile(str(target)):
+            raise SystemExit(f"could not write {target}")
+        print(target)
     app.exitQgis()
     return 0
 

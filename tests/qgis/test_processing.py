@@ -150,3 +150,26 @@ def test_the_example_graphical_model_runs(tmp_path):
     patches = QgsRasterLayer(result["extract:patches"], "patches")
     assert (patches.width(), patches.height()) == (16, 16 * 4 * 81)
     assert QgsVectorLayer(result["select:samples"], "s", "ogr").featureCount() == 4 * 81
+
+
+def test_the_workflow_graphical_model_chains_training_and_serving(tmp_path):
+    """resources/models/workflow.model3: selection -> extraction -> training -> serving."""
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    from common import ROOT
+
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(ROOT / "resources" / "models" / "workflow.model3"))
+    ok, errors = model.validate()
+    assert ok, errors
+    result = processing.run(model, {
+        "image": str(RGB), "ground_truth": str(POLYGONS), "class_field": "name", "patch_size": 16, "epochs": 2,
+        "select:samples": str(tmp_path / "samples.gpkg"),
+        "extract:patches": str(tmp_path / "patches.tif"), "extract:labels": str(tmp_path / "labels.tif"),
+        "train:model": str(tmp_path / "model"), "train:report": str(tmp_path / "report.html"),
+        "serve:classes": str(tmp_path / "classes.tif"),
+    })
+    classes = QgsRasterLayer(result["serve:classes"], "classes")
+    assert classes.isValid() and (classes.width(), classes.height()) == (800 - 15, 1140 - 15)
+    assert classes.renderer().type() == "paletted"  # styled with the class names
+    assert (tmp_path / "model" / "otbtf_model.json").is_file() and (tmp_path / "report.html").is_file()
