@@ -30,7 +30,7 @@ from .progress import NullProgress, Progress, ScaledProgress
 from .raster import AlignedRaster, atomic_output, crs_wkt
 from .selection import sample_selection
 from .serving import GDAL_IO, _compression, infer_tile, run_pipeline
-from .styles import write_class_style
+from .styles import write_class_style, write_confidence_style
 from .vector import read_features, read_fields, transform_xy, write_points
 
 RECIPE_TAG = "OTBTF_FEATURE_RECIPE"
@@ -326,4 +326,6 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
         if conf_writer is not None:
             conf_writer.close()
     style = write_class_style(output, trained.classes)
+    if confidence:
+        write_confidence_style(confidence)
     return ClassifyResult(Path(output), Path(confidence) if confidence else None, style, len(plan_tiles), skipped)

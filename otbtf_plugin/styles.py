@@ -45,3 +45,29 @@ def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_confidence_style(raster: str | Path) -> Path:
+    """A red-yellow-green gradient from 0 to 1 for a confidence (probability) map."""
+    stops = [(0.0, "#d7191c"), (0.5, "#ffffbf"), (1.0, "#1a9641")]
+    items = "\n".join(f'          <item value="{v}" color="{c}" alpha="255" label="{v:g}"/>' for v, c in stops)
+    text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0"
+                    classificationMax="1" nodataColor="">
+      <rasterTransparency/>
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0"
+                         maximumValue="1">
+{items}
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+    path = Path(raster).with_suffix(".qml")
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -52,7 +52,9 @@ class OtbtfPlugin:
         self.iface = iface
         self.provider: OtbtfProvider | None = None
         self.actions: list[QAction] = []
+        self.toolbar_actions: list[QAction] = []
         self.task: InstallDependenciesTask | None = None
+        self.serve_tasks: list = []  # kept alive until they end
         # Folders installed during this session are not yet on sys.path (the
         # .pth only acts at start-up): add them before anything imports numpy.
         deps.activate()
@@ -73,6 +75,9 @@ class OtbtfPlugin:
         if self.iface is None:
             return
         icon = QIcon(str(PLUGIN_DIR / "resources" / "icon.svg"))
+        apply = self._add_action(icon, "Apply a model to a layer…", self.apply_model)
+        self.iface.addToolBarIcon(apply)
+        self.toolbar_actions.append(apply)
         self._add_action(icon, "Install dependencies…", self.install_dependencies)
         self._add_action(icon, "Open the documentation", self.open_documentation)
         problems = deps.problems()
@@ -88,6 +93,10 @@ class OtbtfPlugin:
         return action
 
     def unload(self) -> None:
+        for action in self.toolbar_actions:
+            if self.iface is not None:
+                self.iface.removeToolBarIcon(action)
+        self.toolbar_actions = []
         for action in self.actions:
             if self.iface is not None:
                 self.iface.removePluginMenu(MENU, action)
@@ -134,6 +143,14 @@ class OtbtfPlugin:
         QgsMessageLog.logMessage(text, LOG_TAG, level)
         if self.iface is not None:
             self.iface.messageBar().pushMessage("otbtf", text, level=level)
+
+    def apply_model(self) -> None:
+        from .apply_model import apply_model
+
+        task = apply_model(self.iface)
+        if task is not None:
+            self.serve_tasks.append(task)
+            task.executed.connect(lambda *_: self.serve_tasks.remove(task) if task in self.serve_tasks else None)
 
     def open_documentation(self) -> None:
         QDesktopServices.openUrl(QUrl(DOCS_URL))

@@ -134,14 +134,50 @@ def workflow():
     return model
 
 
+def fill_defaults(model) -> None:
+    """Give every mandatory parameter of every child its default, as the modeler does
+    when a user drops an algorithm on the canvas."""
+    from qgis.core import QgsApplication, QgsProcessingModelChildParameterSource, QgsProcessingParameterDefinition
+
+    for child in model.childAlgorithms().values():
+        algorithm = QgsApplication.processingRegistry().algorithmById(child.algorithmId())
+        for parameter in algorithm.parameterDefinitions():
+            if parameter.isDestination() or parameter.name() in child.parameterSources():
+                continue
+            if parameter.flags() & QgsProcessingParameterDefinition.FlagOptional or parameter.defaultValue() is None:
+                continue
+            child.addParameterSources(parameter.name(),
+                                      [QgsProcessingModelChildParameterSource.fromStaticValue(parameter.defaultValue())])
+        model.setChildAlgorithm(child)
+
+
+def load_provider() -> None:
+    """The plugin's provider, from this repository, so that children know their parameters."""
+    import tempfile
+
+    import qgis.utils
+
+    plugins = Path(tempfile.mkdtemp(prefix="otbtf-models-"))
+    (plugins / "otbtf").symlink_to(ROOT, target_is_directory=True)
+    sys.path.insert(0, str(plugins))
+    qgis.utils.plugin_paths.insert(0, str(plugins))
+    qgis.utils.updateAvailablePlugins()
+    if not (qgis.utils.loadPlugin("otbtf") and qgis.utils.startProcessingPlugin("otbtf")):
+        raise SystemExit("the otbtf plugin did not load")
+
+
 def main() -> int:
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
     app.initQgis()
+    load_provider()
     for name, build in (("sampling_and_patches", sampling_and_patches), ("workflow", workflow)):
         target = ROOT / "resources" / "models" / f"{name}.model3"
-        if not build().toFile(str(target)):
+        model = build()
+        if name == "workflow":
+            fill_defaults(model)
+        if not model.toFile(str(target)):
             raise SystemExit(f"could not write {target}")
         print(target)
     app.exitQgis()

@@ -34,6 +34,7 @@ def test_points_features_vector_classifier_then_class_map(tmp_path):
     classes = QgsRasterLayer(result["OUTPUT"], "classes")
     assert classes.isValid() and classes.renderer().type() == "paletted"  # the .qml beside it
     assert [c.label for c in classes.renderer().classes()] == ["crop", "developed", "tree", "water"]
+    assert QgsRasterLayer(result["OUTPUT_CONFIDENCE"], "confidence").renderer().type() == "singlebandpseudocolor"
     with rasterio.open(result["OUTPUT"]) as cm, rasterio.open(result["OUTPUT_CONFIDENCE"]) as cf:
         values, confidence = cm.read(1), cf.read(1)
     assert set(np.unique(values)) <= {1, 2, 3, 4} and (confidence > 0.2).all() and (confidence <= 1).all()

@@ -20,6 +20,8 @@ def start_desktop(monkeypatch, iface):
     menu = []
     monkeypatch.setattr(iface, "addPluginToMenu", lambda name, action: menu.append((name, action)))
     monkeypatch.setattr(iface, "removePluginMenu", lambda name, action: menu.remove((name, action)))
+    monkeypatch.setattr(iface, "addToolBarIcon", lambda action: menu.append(("toolbar", action)))
+    monkeypatch.setattr(iface, "removeToolBarIcon", lambda action: menu.remove(("toolbar", action)))
     assert qgis.utils.loadPlugin(PLUGIN)
     assert qgis.utils.startPlugin(PLUGIN)
     return menu
@@ -31,8 +33,9 @@ def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
     provider = registry().providerById("otbtf")
     assert provider is not None and provider.name() == "OTBTF"
     assert registry().algorithmById(ALGORITHM) is not None
-    assert sorted(action.text() for _, action in menu) == ["Install dependencies…", "Open the documentation"]
-    assert {name for name, _ in menu} == {"&otbtf"}
+    assert sorted(action.text() for name, action in menu if name == "&otbtf") == [
+        "Apply a model to a layer…", "Install dependencies…", "Open the documentation"]
+    assert [action.text() for name, action in menu if name == "toolbar"] == ["Apply a model to a layer…"]
 
     assert qgis.utils.unloadPlugin(PLUGIN)
     assert registry().providerById("otbtf") is None

@@ -1,0 +1,153 @@
+"""Plugins > otbtf > Apply a model to a layer: a small dialog (model, raster layer,
+output) that serves the model in the background through the task manager.
+
+The geometry is read from the model's metadata (otbtf_model.json) and shown
+before anything runs; the work is otbtf:tensorflowmodelserve in a
+QgsProcessingAlgRunnerTask, so progress and cancel are the task manager's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsMapLayerProxyModel,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+)
+
+from ..otbtf_plugin.model import METADATA_FILE, model_path_problem
+
+ALGORITHM = "otbtf:tensorflowmodelserve"
+
+
+def describe_model(path: str) -> str:
+    """What the dialog says about a model before running it."""
+    if not path:
+        return "Choose a model folder (or a .keras file)."
+    problem = model_path_problem(path)
+    if problem:
+        return problem
+    metadata_file = Path(path) / METADATA_FILE
+    if not metadata_file.is_file():
+        return ("No otbtf metadata: the receptive field and expression field are read from the model's "
+                "input sizes, or measured, when it runs.")
+    try:
+        meta = json.loads(metadata_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{METADATA_FILE} cannot be read: {err}"
+    inputs = meta.get("inputs", [])
+    fields = ", ".join(f"{i.get('name', '?')}: {i.get('rfield', '?')} px" for i in inputs) or "?"
+    classes = ", ".join(str(c.get("name")) for c in meta.get("classes") or [])
+    text = (f"Receptive field {fields}; expression field {meta.get('efield', '?')} px; "
+            f"scale {meta.get('scale', 1)}.")
+    if classes:
+        text += f" Classes: {classes}."
+    return text
+
+
+class ApplyModelDialog(QDialog):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Apply a model to a layer")
+        self.setObjectName("otbtf_apply_model_dialog")
+        self.layer = QgsMapLayerComboBox()
+        self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.model = QgsFileWidget()
+        self.model.setStorageMode(QgsFileWidget.GetDirectory)
+        self.model.setDialogTitle("Model folder (SavedModel, or a folder written by otbtf training)")
+        self.geometry = QLabel(describe_model(""))
+        self.geometry.setWordWrap(True)
+        self.outputs = QLineEdit()
+        self.outputs.setPlaceholderText("empty: the model's outputs (e.g. class)")
+        self.fully_conv = QCheckBox("Fully-convolutional (whole tiles at once)")
+        self.output = QgsFileWidget()
+        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setFilter("GeoTIFF (*.tif)")
+        self.model.fileChanged.connect(lambda path: self.geometry.setText(describe_model(path)))
+
+        form = QFormLayout()
+        form.addRow("Raster layer", self.layer)
+        form.addRow("Model", self.model)
+        form.addRow("", self.geometry)
+        form.addRow("Outputs", self.outputs)
+        form.addRow("", self.fully_conv)
+        form.addRow("Output raster", self.output)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def parameters(self) -> dict:
+        layer = self.layer.currentLayer()
+        return {
+            "SOURCE1": layer.source() if layer is not None else None,
+            "MODEL": self.model.filePath(),
+            "OUTPUT_NAMES": self.outputs.text().strip(),
+            "FULLYCONV": self.fully_conv.isChecked(),
+            "OUTPUT": self.output.filePath() or "TEMPORARY_OUTPUT",
+        }
+
+
+class ServeTask(QgsProcessingAlgRunnerTask):
+    """otbtf:tensorflowmodelserve in the task manager; ``on_done(ok, results, messages)``."""
+
+    def __init__(self, parameters: dict, on_done=None):
+        self.context = QgsProcessingContext()
+        self.context.setProject(QgsProject.instance())
+        self.feedback = QgsProcessingFeedback()
+        algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+        super().__init__(algorithm, parameters, self.context, self.feedback)
+        self.setDescription(f"otbtf: apply {Path(parameters['MODEL']).name} to "
+                            f"{Path(str(parameters['SOURCE1'])).name}")
+        self.on_done = on_done
+        self.executed.connect(self._executed)
+
+    def _executed(self, ok: bool, results: dict) -> None:
+        if self.on_done is not None:
+            self.on_done(ok, results, self.feedback.textLog())
+
+
+def apply_model(iface) -> ServeTask | None:
+    """Show the dialog; on OK, start the task and add the result to the project."""
+    dialog = ApplyModelDialog(iface.mainWindow() if iface is not None else None)
+    if dialog.exec_() != QDialog.Accepted:
+        return None
+    parameters = dialog.parameters()
+    problem = model_path_problem(parameters["MODEL"]) if parameters["MODEL"] else "no model was chosen"
+    if parameters["SOURCE1"] is None:
+        problem = "no raster layer was chosen"
+    if problem:
+        iface.messageBar().pushWarning("otbtf", problem)
+        return None
+
+    def done(ok, results, log):
+        if not ok:
+            iface.messageBar().pushCritical("otbtf", "Applying the model failed or was cancelled: "
+                                                     + (log.strip().splitlines() or ["see the log"])[-1])
+            return
+        layer = QgsRasterLayer(results["OUTPUT"], Path(results["OUTPUT"]).stem)
+        QgsProject.instance().addMapLayer(layer)
+        iface.messageBar().pushSuccess("otbtf", f"{layer.name()}: {results['MODE']} mode, "
+                                                f"{results['TILES']} tiles")
+
+    task = ServeTask(parameters, done)
+    QgsApplication.taskManager().addTask(task)
+    return task

@@ -1,0 +1,101 @@
+"""Screenshots of the plugin in QGIS desktop, for the README (run by scripts/screenshots.sh).
+
+Runs inside QGIS (``qgis --code scripts/screenshots.py``) with the plugin installed
+in the profile and ``demo-output/`` present (``make demo``). Writes docs/img/*.png
+and docs/img/qgis-log.txt (every message QGIS logged while loading the plugin and
+running), then quits QGIS.
+"""
+
+import os
+from pathlib import Path
+
+import processing
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QSize, QTimer
+from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget
+from qgis.utils import iface, plugins
+
+ROOT = Path(os.environ["OTBTF_ROOT"])
+OUT = ROOT / "docs" / "img"
+DEMO = ROOT / "demo-output"
+RGB = ROOT / "data" / "landsat8" / "LC08_224078_20200518_rgb_crop.tif"
+LOG = []
+LEVELS = {Qgis.Info: "info", Qgis.Warning: "warning", Qgis.Critical: "critical"}
+
+
+def remember(message, tag, level):
+    LOG.append(f"[{LEVELS.get(level, level)}] {tag}: {message}")
+
+
+def log_panel() -> list[str]:
+    """Everything QGIS' Log Messages panel holds (messages from start-up included), per tab."""
+    lines = []
+    for tabs in iface.mainWindow().findChildren(QTabWidget):
+        if tabs.parent() is None or tabs.parent().metaObject().className() != "QgsMessageLogViewer":
+            continue
+        for k in range(tabs.count()):
+            widget = tabs.widget(k)
+            text = widget.toPlainText() if hasattr(widget, "toPlainText") else ""
+            lines += [f"[{tabs.tabText(k)}] {line}" for line in text.splitlines() if line.strip()]
+    return lines
+
+
+def toolbox():
+    dock = next((d for d in iface.mainWindow().findChildren(QDockWidget) if d.objectName() == "ProcessingToolbox"),
+                None)
+    dock.show()
+    dock.searchBox.setText("otbtf")
+    return dock
+
+
+def step_main_window():
+    OUT.mkdir(parents=True, exist_ok=True)
+    project = QgsProject.instance()
+    scene = QgsRasterLayer(str(RGB), "Landsat 8 (sample)")
+    classes = QgsRasterLayer(str(DEMO / "forest_classes.tif"), "random forest on deep features")
+    project.addMapLayer(scene)
+    project.addMapLayer(classes)
+    iface.mapCanvas().setExtent(scene.extent())
+    toolbox()
+    iface.mainWindow().resize(QSize(1400, 860))
+    QTimer.singleShot(3000, grab_main_window)
+
+
+def grab_main_window():
+    iface.mapCanvas().refreshAllLayers()
+    iface.mainWindow().grab().save(str(OUT / "qgis-main-window.png"))
+    dialog = processing.createAlgorithmDialog("otbtf:imageclassifierfromdeepfeatures", {
+        "SOURCE1": str(RGB), "MODEL": str(DEMO / "model"), "OUTPUT_NAMES": "features",
+        "CLASSIFIER": str(DEMO / "forest.skops")})
+    dialog.resize(QSize(900, 760))
+    dialog.show()
+    QTimer.singleShot(1500, lambda: grab_dialog(dialog))
+
+
+def grab_dialog(dialog):
+    dialog.grab().save(str(OUT / "algorithm-dialog.png"))
+    dialog.close()
+    from otbtf.processing_provider.apply_model import ApplyModelDialog
+
+    apply = ApplyModelDialog(iface.mainWindow())
+    apply.model.setFilePath(str(DEMO / "model"))
+    apply.outputs.setText("class")
+    apply.resize(QSize(640, 300))
+    apply.show()
+    QTimer.singleShot(1000, lambda: grab_apply(apply))
+
+
+def grab_apply(apply):
+    apply.grab().save(str(OUT / "apply-model-dialog.png"))
+    apply.close()
+    LOG.append(f"provider loaded: {QgsApplication.processingRegistry().providerById('otbtf') is not None}")
+    LOG.append(f"plugin started: {'otbtf' in plugins}")
+    panel = log_panel()
+    (OUT / "qgis-log.txt").write_text("\n".join(["# Log Messages panel", *panel, "# while the script ran", *LOG])
+                                      + "\n", encoding="utf-8")
+    QgsProject.instance().clear()
+    QTimer.singleShot(500, iface.actionExit().trigger)
+
+
+QgsApplication.messageLog().messageReceived.connect(remember)
+QTimer.singleShot(2000, step_main_window)

@@ -1,0 +1,134 @@
+"""Background work in real QGIS: the "Apply a model to a layer" dialog and its
+QgsProcessingAlgRunnerTask: progress reaches 100, cancel ends the task and leaves
+nothing, two tasks at once give the single-run result."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QCoreApplication
+
+from common import DATA, RGB
+
+keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.usefixtures("provider_loaded")
+
+B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+
+
+def plugin_module(name):
+    import importlib
+
+    return importlib.import_module(f"otbtf.processing_provider.{name}")
+
+
+@pytest.fixture(scope="module")
+def fcn(tmp_path_factory):
+    """A fully-convolutional model folder with otbtf metadata (receptive field 5)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 1), name="x1")
+    h = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    model = keras.Model(inp, keras.layers.Conv2D(2, 3, name="y")(h))
+    folder = tmp_path_factory.mktemp("fcn") / "model"
+    folder.mkdir()
+    model.export(str(folder / "savedmodel"), verbose=False)
+    (folder / "otbtf_model.json").write_text(json.dumps({
+        "inputs": [{"name": "x1", "rfield": 5}], "efield": 1, "scale": 1,
+        "classes": [{"code": 1, "name": "water"}, {"code": 2, "name": "land"}]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def patch16(tmp_path_factory):
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Flatten()(keras.layers.Rescaling(1 / 10000.0)(inp))
+    path = tmp_path_factory.mktemp("patch") / "patch16.keras"
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h)).save(path)
+    return path
+
+
+def start(task):
+    """Add to the task manager; the returned list gets "complete" or "terminated" (the
+    manager deletes the task object when it ends)."""
+    ended = []
+    task.taskCompleted.connect(lambda: ended.append("complete"))
+    task.taskTerminated.connect(lambda: ended.append("terminated"))
+    QgsApplication.taskManager().addTask(task)
+    return ended
+
+
+def wait_for(ended, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not ended and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):  # let the other signals (executed) arrive
+        QCoreApplication.processEvents()
+    return ended[0] if ended else "timeout"
+
+
+def test_the_dialog_reads_the_model_geometry(fcn, tmp_path):
+    dialogs = plugin_module("apply_model")
+    layer = QgsRasterLayer(str(B2_30), "B2")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        dialog = dialogs.ApplyModelDialog()
+        dialog.model.setFilePath(str(fcn))
+        assert dialog.geometry.text() == ("Receptive field x1: 5 px; expression field 1 px; scale 1. "
+                                          "Classes: water, land.")
+        dialog.output.setFilePath(str(tmp_path / "out.tif"))
+        dialog.fully_conv.setChecked(True)
+        assert dialog.parameters() == {"SOURCE1": str(B2_30), "MODEL": str(fcn), "OUTPUT_NAMES": "",
+                                       "FULLYCONV": True, "OUTPUT": str(tmp_path / "out.tif")}
+        dialog.model.setFilePath(str(tmp_path))
+        assert "is not a model" in dialog.geometry.text()
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_task_progress_reaches_100_and_the_result_is_the_engine_s(fcn, tmp_path):
+    dialogs = plugin_module("apply_model")
+    done, progress = [], []
+    task = dialogs.ServeTask({"SOURCE1": str(B2_30), "MODEL": str(fcn), "FULLYCONV": True, "TILE_SIZE": 64,
+                              "OUTPUT": str(tmp_path / "out.tif")}, lambda ok, results, log: done.append((ok, results)))
+    task.progressChanged.connect(progress.append)
+    assert wait_for(start(task)) == "complete"
+    assert done and done[0][0] and done[0][1]["TILES"] == 7 * 7  # 396 x 396 px in 64 px tiles
+    assert progress[-1] == 100 and progress == sorted(progress) and len(progress) > 5
+    engine = __import__("otbtf.otbtf_plugin.serving", fromlist=["serve"])
+    reference = engine.serve([engine.ServeSource(B2_30)], fcn, tmp_path / "reference.tif",
+                             engine.ServeOptions(fully_conv=True))
+    with rasterio.open(tmp_path / "out.tif") as a, rasterio.open(reference.output) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_cancel_ends_the_task_and_leaves_nothing(patch16, tmp_path):
+    dialogs = plugin_module("apply_model")
+    task = dialogs.ServeTask({"SOURCE1": str(RGB), "MODEL": str(patch16), "TILE_SIZE": 32,
+                              "OUTPUT": str(tmp_path / "out.tif")})
+    progress = []
+    task.progressChanged.connect(progress.append)
+    ended = start(task)
+    deadline = time.monotonic() + 120
+    while not progress and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    started = time.monotonic()
+    task.cancel()
+    assert wait_for(ended) == "terminated"
+    assert time.monotonic() - started < 5  # honoured within seconds
+    assert 0 < progress[-1] < 100
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_tasks_at_once(fcn, tmp_path):
+    dialogs = plugin_module("apply_model")
+    tasks = [dialogs.ServeTask({"SOURCE1": str(B2_30), "MODEL": str(fcn), "FULLYCONV": True, "TILE_SIZE": 64,
+                                "OUTPUT": str(tmp_path / f"out{k}.tif")}) for k in (1, 2)]
+    ended = [start(task) for task in tasks]
+    assert [wait_for(e) for e in ended] == ["complete", "complete"]
+    with rasterio.open(tmp_path / "out1.tif") as a, rasterio.open(tmp_path / "out2.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and a.read().std() > 0
