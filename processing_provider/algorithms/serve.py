@@ -49,9 +49,12 @@ class TensorflowModelServe(OtbtfAlgorithm):
         "does, so a model is served on the context it was trained on. Sources may have different "
         "resolutions (e.g. 16 px at 30 m with 8 px at 60 m).\n\n"
         "USER_PLACEHOLDERS: other model inputs, as name=value;name=value (numbers, true/false, "
-        "lists like [0.2,0.5]). OUTPUT_NAMES: comma-separated outputs to write (empty: all).\n\n"
+        "lists like [0.2,0.5]). OUTPUT_NAMES: comma-separated outputs to write (empty: the model's "
+        "outputs, without extras such as 'features').\n\n"
         "Tiles whose sources hold only nodata are not computed; output pixels whose centre input "
-        "pixel is nodata get BACKGROUND_VALUE. Results do not depend on tile or batch size."
+        "pixel is nodata get BACKGROUND_VALUE. Results do not depend on tile or batch size.\n\n"
+        "Example: SOURCE1 = the Landsat 8 sample, MODEL = the folder written by "
+        "otbtf:tensorflowmodeltrain, OUTPUT_NAMES = class: a class map styled with the class names."
     )
 
     def initAlgorithm(self, config=None):

@@ -43,7 +43,12 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         "otbtf:tensorflowmodelserve reads (no geometry to type). Serve its 'class' output for a class "
         "map, 'prob' for probabilities. OUTPUT_REPORT: per-class precision, recall, F1, overall "
         "accuracy, kappa, confusion matrix and learning curves (HTML, and JSON beside it). "
-        "TENSORBOARD_DIR: logs for TensorBoard. SEED gives the same weights on the same machine."
+        "TENSORBOARD_DIR: logs for TensorBoard. SEED gives the same weights on the same machine. "
+        "A cnn also serves, when named in OUTPUT_NAMES, 'features': its 64 values per source before "
+        "the head, for otbtf:trainclassifierfromdeepfeatures.\n\n"
+        "Example: TRAIN_PATCHES1 and TRAIN_LABELS from otbtf:patchesextraction on the Landsat 8 "
+        "sample (16 px patches, FIELD = name), ARCHITECTURE = cnn, EPOCHS = 20: a four-class "
+        "land-cover classifier in about 10 s on 2 cores."
     )
 
     def initAlgorithm(self, config=None):

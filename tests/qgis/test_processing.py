@@ -173,3 +173,27 @@ def test_the_workflow_graphical_model_chains_training_and_serving(tmp_path):
     assert classes.isValid() and (classes.width(), classes.height()) == (800 - 15, 1140 - 15)
     assert classes.renderer().type() == "paletted"  # styled with the class names
     assert (tmp_path / "model" / "otbtf_model.json").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_every_algorithm_dialog_opens_and_reports_go_to_the_results_viewer(qgis_iface, monkeypatch):
+    """The toolbox dialog of each algorithm builds (with its help); HTML reports are
+    HTML outputs, which QGIS shows in its Results Viewer."""
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
+
+    browser = QgsBrowserGuiModel()  # pytest-qgis' iface has none; the dialogs ask for it
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)
+
+    provider = QgsApplication.processingRegistry().providerById("otbtf")
+    algorithms = provider.algorithms()
+    assert len(algorithms) == 10
+    for algorithm in algorithms:
+        dialog = processing.createAlgorithmDialog(algorithm.id())
+        assert dialog is not None, algorithm.id()
+        assert "Example" in algorithm.shortHelpString() or "e.g." in algorithm.shortHelpString(), algorithm.id()
+        dialog.close()
+        dialog.deleteLater()
+    for algorithm_id in ("otbtf:tensorflowmodeltrain", "otbtf:trainclassifierfromdeepfeatures",
+                         "otbtf:trainvectorclassifier"):
+        algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
+        assert algorithm.outputDefinition("OUTPUT_REPORT").type() == "outputHtml"
