@@ -23,21 +23,12 @@ def class_colours(classes: list[dict]) -> list[str]:
     return colours
 
 
-def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
-    """A paletted style for a class map: ``classes`` = ``[{"code": 1, "name": "water"}, ...]``."""
-    entries = "\n".join(
-        f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
-        f'label="{html.escape(str(c["name"]), quote=True)}"/>'
-        for c, colour in zip(classes, class_colours(classes), strict=True))
+def _write_qml(raster: str | Path, renderer: str) -> Path:
+    """``renderer`` (a ``<rasterrenderer>`` element) as the .qml beside ``raster``."""
     text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22" styleCategories="AllStyleCategories">
   <pipe>
-    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
-      <rasterTransparency/>
-      <colorPalette>
-{entries}
-      </colorPalette>
-    </rasterrenderer>
+{renderer}
   </pipe>
 </qgis>
 """
@@ -47,15 +38,27 @@ def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
     return path
 
 
+def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
+    """A paletted style for a class map: ``classes`` = ``[{"code": 1, "name": "water"}, ...]``."""
+    entries = "\n".join(
+        f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
+        f'label="{html.escape(str(c["name"]), quote=True)}"/>'
+        for c, colour in zip(classes, class_colours(classes), strict=True))
+    return _write_qml(raster, f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1"
+                    nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>""")
+
+
 def write_confidence_style(raster: str | Path) -> Path:
     """A red-yellow-green gradient from 0 to 1 for a confidence (probability) map."""
     stops = [(0.0, "#d7191c"), (0.5, "#ffffbf"), (1.0, "#1a9641")]
     items = "\n".join(f'          <item value="{v}" color="{c}" alpha="255" label="{v:g}"/>' for v, c in stops)
-    text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22" styleCategories="AllStyleCategories">
-  <pipe>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0"
-                    classificationMax="1" nodataColor="">
+    return _write_qml(raster, f"""    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1"
+                    classificationMin="0" classificationMax="1" nodataColor="">
       <rasterTransparency/>
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0"
@@ -63,11 +66,4 @@ def write_confidence_style(raster: str | Path) -> Path:
 {items}
         </colorrampshader>
       </rastershader>
-    </rasterrenderer>
-  </pipe>
-</qgis>
-"""
-    path = Path(raster).with_suffix(".qml")
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    </rasterrenderer>""")

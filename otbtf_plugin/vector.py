@@ -117,9 +117,11 @@ def _transform_to(layer, raster_wkt: str | None):
     try:
         return osr.CoordinateTransformation(source, target)
     except RuntimeError as err:
+        # PROJ names the CRSs in its message; newer versions as whole PROJJSON documents.
+        reason = str(err).split("\n", 1)[0].split(" from ", 1)[0].rstrip(" `{") or "no coordinate operation"
         raise InputError(
             f"cannot transform the vector's CRS ({source.GetName()}) to the raster's "
-            f"({target.GetName()}): {err}; reproject the vector to the raster's CRS first"
+            f"({target.GetName()}): {reason}; reproject the vector to the raster's CRS first"
         ) from err
 
 

@@ -151,27 +151,14 @@ def fill_defaults(model) -> None:
         model.setChildAlgorithm(child)
 
 
-def load_provider() -> None:
-    """The plugin's provider, from this repository, so that children know their parameters."""
-    import tempfile
-
-    import qgis.utils
-
-    plugins = Path(tempfile.mkdtemp(prefix="otbtf-models-"))
-    (plugins / "otbtf").symlink_to(ROOT, target_is_directory=True)
-    sys.path.insert(0, str(plugins))
-    qgis.utils.plugin_paths.insert(0, str(plugins))
-    qgis.utils.updateAvailablePlugins()
-    if not (qgis.utils.loadPlugin("otbtf") and qgis.utils.startProcessingPlugin("otbtf")):
-        raise SystemExit("the otbtf plugin did not load")
-
-
 def main() -> int:
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
     app.initQgis()
-    load_provider()
+    from plugin_files import start_from_repository
+
+    start_from_repository()  # children need the algorithms' parameters
     for name, build in (("sampling_and_patches", sampling_and_patches), ("workflow", workflow)):
         target = ROOT / "resources" / "models" / f"{name}.model3"
         model = build()

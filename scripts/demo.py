@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,16 +41,9 @@ def start_qgis(profile: Path):
     from processing.core.Processing import Processing
 
     Processing.initialize()
-    # Load the plugin from this repository, through QGIS' plugin machinery.
-    import qgis.utils
+    from plugin_files import start_from_repository
 
-    plugins = Path(tempfile.mkdtemp(prefix="otbtf-demo-plugins-"))
-    (plugins / "otbtf").symlink_to(ROOT, target_is_directory=True)
-    sys.path.insert(0, str(plugins))
-    qgis.utils.plugin_paths.insert(0, str(plugins))
-    qgis.utils.updateAvailablePlugins()
-    if not (qgis.utils.loadPlugin("otbtf") and qgis.utils.startProcessingPlugin("otbtf")):
-        raise SystemExit("demo: the otbtf plugin did not load (see the messages above)")
+    start_from_repository()
     return app, processing
 
 

@@ -103,6 +103,22 @@ def install(config_root: Path, profile: str = "default") -> Path:
     return target
 
 
+def start_from_repository() -> None:
+    """In a running QGIS application: load this repository as the plugin ``otbtf``
+    through QGIS' own plugin machinery (a plugins folder holding a link to it)."""
+    import tempfile
+
+    import qgis.utils
+
+    plugins = Path(tempfile.mkdtemp(prefix="otbtf-plugins-"))
+    (plugins / PLUGIN_NAME).symlink_to(ROOT, target_is_directory=True)
+    sys.path.insert(0, str(plugins))
+    qgis.utils.plugin_paths.insert(0, str(plugins))
+    qgis.utils.updateAvailablePlugins()
+    if not (qgis.utils.loadPlugin(PLUGIN_NAME) and qgis.utils.startProcessingPlugin(PLUGIN_NAME)):
+        raise SystemExit("the otbtf plugin did not load (see the messages above)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -142,11 +142,19 @@ def training_results(algorithm, result, feedback) -> dict:
             "TRAINING_SAMPLES": trained.training_samples, "VALIDATION_SAMPLES": trained.validation_samples}
 
 
-class TrainClassifierFromDeepFeatures(OtbtfAlgorithm):
-    NAME = "trainclassifierfromdeepfeatures"
-    DISPLAY_NAME = "Train classifier from deep features"
+class ClassicalMLAlgorithm(OtbtfAlgorithm):
     GROUP = "Classical ML"
     GROUP_ID = "classicalml"
+    NEEDS_MODEL = True  # MODEL is one of its parameters
+
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return check_dependencies(self, parameters, context, self.NEEDS_MODEL) if ok else (ok, message)
+
+
+class TrainClassifierFromDeepFeatures(ClassicalMLAlgorithm):
+    NAME = "trainclassifierfromdeepfeatures"
+    DISPLAY_NAME = "Train classifier from deep features"
     HELP = (
         "Trains a classical classifier on the features of the pixels under the ground truth.\n\n"
         "VECTOR: polygons (samples are selected from their pixels on SOURCE1 with STRATEGY, as "
@@ -173,10 +181,6 @@ class TrainClassifierFromDeepFeatures(OtbtfAlgorithm):
         ])
         add_classifier_outputs(self)
 
-    def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return check_dependencies(self, parameters, context) if ok else (ok, message)
-
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
@@ -190,11 +194,9 @@ class TrainClassifierFromDeepFeatures(OtbtfAlgorithm):
         return training_results(self, result, feedback)
 
 
-class ImageClassifierFromDeepFeatures(OtbtfAlgorithm):
+class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
     NAME = "imageclassifierfromdeepfeatures"
     DISPLAY_NAME = "Image classifier from deep features"
-    GROUP = "Classical ML"
-    GROUP_ID = "classicalml"
     HELP = (
         "Classifies every pixel of SOURCE1 (its grid, cropped where the receptive field does not "
         "fit) with a classifier from otbtf:trainclassifierfromdeepfeatures, streaming tiles through "
@@ -217,10 +219,6 @@ class ImageClassifierFromDeepFeatures(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
 
-    def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return check_dependencies(self, parameters, context) if ok else (ok, message)
-
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         confidence = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
@@ -233,11 +231,9 @@ class ImageClassifierFromDeepFeatures(OtbtfAlgorithm):
                 "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
 
 
-class SampleExtractionFromDeepFeatures(OtbtfAlgorithm):
+class SampleExtractionFromDeepFeatures(ClassicalMLAlgorithm):
     NAME = "sampleextractionfromdeepfeatures"
     DISPLAY_NAME = "Sample extraction from deep features"
-    GROUP = "Classical ML"
-    GROUP_ID = "classicalml"
     HELP = (
         "Writes the features of the pixel under each point as numeric fields (source1_band1, ... "
         "without a model; <output>_<k> with one). FIELD (optional) copies the class; originfid "
@@ -257,10 +253,6 @@ class SampleExtractionFromDeepFeatures(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterVectorDestination(
             "OUTPUT", "Points with features", QgsProcessing.TypeVectorPoint))
 
-    def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return check_dependencies(self, parameters, context) if ok else (ok, message)
-
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
@@ -270,11 +262,10 @@ class SampleExtractionFromDeepFeatures(OtbtfAlgorithm):
         return {"OUTPUT": str(path), "POINTS": count, "REJECTED": rejected}
 
 
-class TrainVectorClassifier(OtbtfAlgorithm):
+class TrainVectorClassifier(ClassicalMLAlgorithm):
+    NEEDS_MODEL = False
     NAME = "trainvectorclassifier"
     DISPLAY_NAME = "Train vector classifier"
-    GROUP = "Classical ML"
-    GROUP_ID = "classicalml"
     HELP = (
         "Trains a classifier from numeric fields of a vector layer (FEATURES), e.g. the output of "
         "otbtf:sampleextractionfromdeepfeatures, with the class in FIELD. Features with a NULL "
@@ -292,10 +283,6 @@ class TrainVectorClassifier(OtbtfAlgorithm):
             "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any))
         add_classifier_parameters(self)
         add_classifier_outputs(self)
-
-    def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return check_dependencies(self, parameters, context, needs_model=False) if ok else (ok, message)
 
     def processAlgorithm(self, parameters, context, feedback):
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)

@@ -83,7 +83,8 @@ CASES = {
     "a CRS that cannot be transformed": (
         lambda t: class_statistics(RGB, vector(t / "local.gpkg", 'LOCAL_CS["site grid",UNIT["metre",1]]',
                                                [("POINT (10 10)", "water")]), "name"),
-        r"cannot transform the vector's CRS .* reproject the vector"),
+        r"^cannot transform the vector's CRS \(site grid\) to the raster's \(WGS 84 / UTM zone 21N\): "
+        r"Cannot find coordinate operations; reproject the vector to the raster's CRS first$"),
     "an empty vector": (
         lambda t: class_statistics(RGB, vector(t / "empty.gpkg", "EPSG:32621", []), "name"),
         r"has no feature with a geometry"),

@@ -50,6 +50,16 @@ def test_names_keep_the_suffix_and_are_recognised():
     assert scratch._NAME.match(path.name)["pid"] == str(os.getpid())
 
 
+SLOW = """class Slow:  # reports each step, then dawdles: time to kill the process mid-run
+    def step(self, done, total):
+        print("STEP", done, flush=True)
+        time.sleep(0.5)
+    def cancelled(self):
+        return False
+    def info(self, message):
+        pass
+"""
+
 SLOW_SERVE = """
 import sys, time
 sys.path.insert(0, {root!r})
@@ -59,15 +69,7 @@ import keras
 inp = keras.Input((None, None, 3), name="x")
 keras.Model(inp, keras.layers.Conv2D(4, 3, name="y")(inp)).save({model!r})
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve
-class Slow:
-    def step(self, done, total):
-        print("STEP", done, flush=True)
-        time.sleep(0.5)
-    def cancelled(self):
-        return False
-    def info(self, message):
-        pass
-serve([ServeSource({rgb!r})], {model!r}, {out!r}, ServeOptions(fully_conv=True, tile_px=128), progress=Slow())
+{slow}serve([ServeSource({rgb!r})], {model!r}, {out!r}, ServeOptions(fully_conv=True, tile_px=128), progress=Slow())
 """
 
 SLOW_EXTRACT = """
@@ -76,15 +78,7 @@ sys.path.insert(0, {root!r})
 from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.selection import sample_selection
 points = sample_selection({rgb!r}, {polygons!r}, "name", strategy="all").write_gpkg({points!r})
-class Slow:
-    def step(self, done, total):
-        print("STEP", done, flush=True)
-        time.sleep(0.5)
-    def cancelled(self):
-        return False
-    def info(self, message):
-        pass
-extract_patches([PatchSource({rgb!r}, 16)], {points!r}, [{out!r}], group_px=64, progress=Slow())
+{slow}extract_patches([PatchSource({rgb!r}, 16)], {points!r}, [{out!r}], group_px=64, progress=Slow())
 """
 
 
@@ -107,7 +101,8 @@ def test_serving_killed_mid_run_then_run_again(tmp_path):
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
     model, out = tmp_path / "model.keras", tmp_path / "served.tif"
-    _kill_after_first_step(SLOW_SERVE.format(root=str(ROOT), rgb=str(RGB), model=str(model), out=str(out)))
+    _kill_after_first_step(SLOW_SERVE.format(root=str(ROOT), rgb=str(RGB), model=str(model), out=str(out),
+                                              slow=SLOW))
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".served.partial-")]
     assert len(leftovers) == 1 and not out.exists()
 
@@ -123,7 +118,7 @@ def test_extraction_killed_mid_run_then_run_again(tmp_path):
 
     points, out = tmp_path / "points.gpkg", tmp_path / "patches.tif"
     _kill_after_first_step(SLOW_EXTRACT.format(root=str(ROOT), rgb=str(RGB), polygons=str(POLYGONS),
-                                               points=str(points), out=str(out)))
+                                               points=str(points), out=str(out), slow=SLOW))
     leftovers = sorted(p.name.split(".partial-")[0] for p in tmp_path.iterdir() if ".partial-" in p.name)
     assert leftovers == [".otbtf-extraction"] and not out.exists()
 
