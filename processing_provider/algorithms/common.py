@@ -121,3 +121,17 @@ def write_points_sink(algorithm, parameters, name, context, fields, crs, rows) -
         feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
         sink.addFeature(feature, QgsFeatureSink.FastInsert)
     return dest_id
+
+
+def add_source_parameters(algorithm, count, size_name, size_label, default, minimum, extra_advanced=None) -> None:
+    """SOURCE1..SOURCEn (SOURCE1 mandatory), each with its size parameter (``size_name``n,
+    integer) and, advanced, ``extra_advanced(n)`` then NODATAn."""
+    for n in range(1, count + 1):
+        optional = n > 1
+        algorithm.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
+        algorithm.addParameter(QgsProcessingParameterNumber(
+            f"{size_name}{n}", size_label.format(n=n), type=QgsProcessingParameterNumber.Integer,
+            defaultValue=default, minValue=minimum, optional=optional))
+        add_advanced(algorithm, [*(extra_advanced(n) if extra_advanced else []), QgsProcessingParameterNumber(
+            f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
+            type=QgsProcessingParameterNumber.Double, optional=True)])

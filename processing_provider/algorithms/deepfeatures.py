@@ -24,7 +24,7 @@ from ...otbtf_plugin.model import model_path_problem
 from ...otbtf_plugin.selection import STRATEGIES
 from ...otbtf_plugin.serving import COMPRESSIONS, parse_output_names
 from .base import OtbtfAlgorithm
-from .common import add_advanced, optional_number, raster_path, vector_path
+from .common import add_advanced, add_source_parameters, optional_number, raster_path, vector_path
 
 MAX_SOURCES = 4
 CLASSIFIER_LABELS = ["rf: random forest", "svm: support vector machine", "boost: AdaBoost",
@@ -51,15 +51,8 @@ CLASSIFIER_HELP = (
 
 
 def add_feature_parameters(algorithm) -> None:
-    for n in range(1, MAX_SOURCES + 1):
-        optional = n > 1
-        algorithm.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
-        algorithm.addParameter(QgsProcessingParameterNumber(
-            f"RFIELD{n}", f"Receptive field of source {n} (pixels; 0: from the model, 1 without a model)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=optional))
-        add_advanced(algorithm, [QgsProcessingParameterNumber(
-            f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-            type=QgsProcessingParameterNumber.Double, optional=True)])
+    add_source_parameters(algorithm, MAX_SOURCES, "RFIELD",
+                          "Receptive field of source {n} (pixels; 0: from the model, 1 without a model)", 0, 0)
     algorithm.addParameter(QgsProcessingParameterFile(
         "MODEL", "Model (empty: the bands of the sources are the features)",
         behavior=QgsProcessingParameterFile.Folder, optional=True))

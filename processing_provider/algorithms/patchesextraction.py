@@ -10,14 +10,13 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.extraction import PatchSource, extract_patches
 from .base import OtbtfAlgorithm
-from .common import add_advanced, optional_number, raster_path, vector_path, write_points_sink
+from .common import add_source_parameters, optional_number, raster_path, vector_path, write_points_sink
 
 MAX_SOURCES = 4
 
@@ -51,21 +50,10 @@ class PatchesExtraction(OtbtfAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        for n in range(1, MAX_SOURCES + 1):
-            optional = n > 1
-            self.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
-            self.addParameter(QgsProcessingParameterNumber(
-                f"PATCH_SIZE{n}", f"Patch size of source {n} (pixels)",
-                type=QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=1, optional=optional,
-            ))
-            add_advanced(self, [
-                QgsProcessingParameterNumber(
-                    f"PATCH_HEIGHT{n}", f"Patch height of source {n} (pixels; empty: square)",
-                    type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True),
-                QgsProcessingParameterNumber(
-                    f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-                    type=QgsProcessingParameterNumber.Double, optional=True),
-            ])
+        add_source_parameters(self, MAX_SOURCES, "PATCH_SIZE", "Patch size of source {n} (pixels)", 16, 1,
+                              lambda n: [QgsProcessingParameterNumber(
+                                  f"PATCH_HEIGHT{n}", f"Patch height of source {n} (pixels; empty: square)",
+                                  type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True)])
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.VECTOR, "Points (patch centres)", [QgsProcessing.TypeVectorPoint],
         ))

@@ -6,7 +6,6 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
@@ -21,7 +20,7 @@ from ...otbtf_plugin.serving import (
     serve,
 )
 from .base import OtbtfAlgorithm
-from .common import add_advanced, optional_number, raster_path
+from .common import add_advanced, add_source_parameters, optional_number, raster_path
 
 MAX_SOURCES = 4
 
@@ -58,19 +57,10 @@ class TensorflowModelServe(OtbtfAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        for n in range(1, MAX_SOURCES + 1):
-            optional = n > 1
-            self.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
-            self.addParameter(QgsProcessingParameterNumber(
-                f"RFIELD{n}", f"Receptive field of source {n} (pixels; 0: from the model)",
-                type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=optional))
-            add_advanced(self, [
-                QgsProcessingParameterString(
-                    f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)", optional=True),
-                QgsProcessingParameterNumber(
-                    f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-                    type=QgsProcessingParameterNumber.Double, optional=True),
-            ])
+        add_source_parameters(self, MAX_SOURCES, "RFIELD", "Receptive field of source {n} (pixels; 0: from the model)",
+                              0, 0, lambda n: [QgsProcessingParameterString(
+                                  f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)",
+                                  optional=True)])
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "Model (SavedModel folder; type a path to use a .keras file)",
             behavior=QgsProcessingParameterFile.Folder))
