@@ -68,6 +68,7 @@ class ServeOptions:
     memory_mb: int = 512
     allow_lambda: bool = False
     compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
+    scheduler: str = ""  # a Dask scheduler address (tcp://host:8786): tiles computed on its workers
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:
@@ -700,8 +701,18 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         def write(tile: Window, values: np.ndarray) -> None:
             writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
 
-        skipped = run_pipeline(plan, datasets, plan_tiles, progress,
-                               lambda item: infer_tile(plan, model, item, progress), write)
+        if options.scheduler:
+            from .distributed import run_on_cluster
+
+            def write_locked(tile: Window, values: np.ndarray) -> None:
+                with GDAL_IO:
+                    write(tile, values)
+
+            skipped = run_on_cluster(options.scheduler, sources, model_path, options, plan, plan_tiles,
+                                     write_locked, progress)
+        else:
+            skipped = run_pipeline(plan, datasets, plan_tiles, progress,
+                                   lambda item: infer_tile(plan, model, item, progress), write)
         writer.close()
     style = None
     classes = (model.metadata or {}).get("classes")

@@ -1,0 +1,125 @@
+"""Serving on a Dask cluster: a LocalCluster of two worker processes on this machine
+serves the sample; the output equals the single-machine run bit for bit, also when a
+worker is killed mid-run; cancel and an unreachable scheduler are clean."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import rasterio
+
+from common import RGB, ROOT, CancelAfter
+
+keras = pytest.importorskip("keras")
+distributed = pytest.importorskip("distributed")
+
+from otbtf_plugin import distributed as cluster_serving  # noqa: E402
+from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
+from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Worker processes import the engine as the client does: from the repository.
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as local:
+            yield local
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Conv2D(8, 5, activation="relu")(keras.layers.Rescaling(1e-4)(inp))
+    keras.Model(inp, keras.layers.Conv2D(3, 3, name="y")(h)).export(str(folder / "fcn"), verbose=False)
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Flatten()(keras.layers.Rescaling(1e-4)(inp))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h)).save(folder / "patch.keras")
+    return folder
+
+
+def same(a, b) -> bool:
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return x.profile == y.profile and np.array_equal(x.read(), y.read())
+
+
+@pytest.mark.parametrize("kind", ["fcn", "patch.keras"])
+def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, kind):
+    options = {"fully_conv": kind == "fcn", "tile_px": 128}
+    local = serve([ServeSource(RGB)], models / kind, tmp_path / "local.tif", ServeOptions(**options))
+    served = serve([ServeSource(RGB)], models / kind, tmp_path / "cluster.tif",
+                   ServeOptions(**options, scheduler=cluster.scheduler_address))
+    assert served.tiles == local.tiles > 1
+    assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
+
+
+def test_a_worker_killed_mid_run_loses_nothing(cluster, models, tmp_path):
+    options = ServeOptions(tile_px=64)
+    serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "local.tif", options)
+    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    pids = list(client.run(os.getpid).values())
+    steps, errors = [], []
+
+    class Watch:
+        def step(self, done, total):
+            steps.append(done)
+
+        def cancelled(self):
+            return False
+
+        def info(self, message):
+            pass
+
+    def run():
+        try:
+            serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "cluster.tif",
+                  ServeOptions(tile_px=64, scheduler=cluster.scheduler_address), progress=Watch())
+        except Exception as err:  # handed to the test
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while len(steps) < 10 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(steps) >= 10, errors
+    os.kill(pids[0], signal.SIGKILL)
+    worker.join(300)
+    client.close()
+    assert not errors, errors
+    assert steps[-1] == len(steps) and len(steps) > 10  # every tile written once
+    assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
+
+
+def test_cancel_stops_the_cluster_work_and_leaves_nothing(cluster, models, tmp_path):
+    with pytest.raises(Cancelled):
+        serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "out.tif",
+              ServeOptions(tile_px=64, scheduler=cluster.scheduler_address), progress=CancelAfter(3))
+    assert list(tmp_path.iterdir()) == []
+    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    busy = client.processing()
+    client.close()
+    assert not any(busy.values()), busy
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 2.0)
+    with pytest.raises(InputError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .* `dask scheduler`"):
+        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
+              ServeOptions(fully_conv=True, scheduler="tcp://127.0.0.1:9"))
+    assert list(tmp_path.iterdir()) == []
