@@ -249,28 +249,68 @@ class _Grid:
         self.shape = (grid.height, grid.width)
 
 
-def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
-                   compress: str = "zstd", progress: Progress | None = None) -> ClassifyResult:
-    """otbtf:imageclassifierfromdeepfeatures."""
-    progress = progress or NullProgress()
+class TileClassifier:
+    """Features of a tile -> class codes and confidence; the same on this machine and on
+    a cluster worker (which builds its own from the same inputs)."""
+
+    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, predict=None):
+        self.opened: OpenFeatures = open_features(spec, stack)
+        differences = recipe_differences(trained.recipe, self.opened.recipe)
+        if differences:
+            raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
+        self.estimator = trained.estimator
+        self.dtype, self.nodata = class_map_type(trained.codes)
+        self.predict = predict or self.estimator.predict_proba
+        self.mask = None
+        if mask:
+            self.mask = AlignedRaster(mask, _Grid(self.opened.datasets[0].crs, self.opened.plan.grid))
+            stack.callback(self.mask.close)
+
+    def __call__(self, item, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+        tile, plan = item.tile, self.opened.plan
+        values = infer_tile(plan, self.opened.model, item, progress)  # (features, h, w)
+        invalid = np.zeros((tile.height, tile.width), dtype=bool)
+        if item.arrays is None:
+            invalid[:] = True
+        elif item.background is not None:
+            invalid |= item.background
+        if self.mask is not None:
+            with GDAL_IO:
+                invalid |= ~self.mask.read_mask(tile)
+        classes = np.full(tile.height * tile.width, self.nodata, dtype=self.dtype)
+        scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32)
+        keep = np.flatnonzero(~invalid.ravel())
+        if len(keep):
+            table = values.reshape(values.shape[0], -1).T[keep]
+            if not np.isfinite(table).all():
+                table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
+            probabilities = self.predict(table)
+            best = probabilities.argmax(axis=1)
+            classes[keep] = np.asarray(self.estimator.classes_)[best].astype(self.dtype)
+            scores[keep] = probabilities[np.arange(len(keep)), best]
+        return classes.reshape(tile.height, tile.width), scores.reshape(tile.height, tile.width)
+
+
+def load_image_classifier(classifier_path):
     trained = classifiers.load(classifier_path)
     if "sources" not in trained.recipe:
         raise InputError(f"{Path(classifier_path).name} was trained on vector fields "
                          f"({', '.join(trained.recipe.get('fields', []))}), not on image features: train it with "
                          "otbtf:trainclassifierfromdeepfeatures, or with otbtf:trainvectorclassifier on every "
                          "field written by otbtf:sampleextractionfromdeepfeatures")
-    codes = trained.codes
-    dtype, nodata = class_map_type(codes)
+    return trained
+
+
+def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
+                   compress: str = "zstd", progress: Progress | None = None, scheduler: str = "") -> ClassifyResult:
+    """otbtf:imageclassifierfromdeepfeatures (on a Dask cluster when ``scheduler`` is given)."""
+    progress = progress or NullProgress()
+    trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
-        opened: OpenFeatures = open_features(spec, stack)
-        differences = recipe_differences(trained.recipe, opened.recipe)
-        if differences:
-            raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
-        plan = opened.plan
-        mask_raster = None
-        if mask:
-            mask_raster = AlignedRaster(mask, _Grid(opened.datasets[0].crs, plan.grid))
-            stack.callback(mask_raster.close)
+        predict = stack.enter_context(_ParallelPredict(trained.estimator))
+        classify = TileClassifier(spec, trained, mask, stack, predict)
+        opened, plan = classify.opened, classify.opened.plan
+        dtype, nodata = classify.dtype, classify.nodata
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = {
             "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": 1,
@@ -288,40 +328,21 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
             conf_writer = stack.enter_context(rasterio.open(conf_tmp, "w", dtype="float32", nodata=-1.0,
                                                             **profile, **_compression(compress, "float32")))
             conf_writer.set_band_description(1, "confidence")
-        estimator = trained.estimator
-        predict = stack.enter_context(_ParallelPredict(estimator))
 
-        def infer(item):
-            tile = item.tile
-            values = infer_tile(plan, opened.model, item, progress)  # (features, h, w)
-            invalid = np.zeros((tile.height, tile.width), dtype=bool)
-            if item.arrays is None:
-                invalid[:] = True
-            elif item.background is not None:
-                invalid |= item.background
-            if mask_raster is not None:
-                with GDAL_IO:
-                    invalid |= ~mask_raster.read_mask(tile)
-            classes = np.full(tile.height * tile.width, nodata, dtype=dtype)
-            scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32)
-            keep = np.flatnonzero(~invalid.ravel())
-            if len(keep):
-                table = values.reshape(values.shape[0], -1).T[keep]
-                if not np.isfinite(table).all():
-                    table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
-                probabilities = predict(table)
-                best = probabilities.argmax(axis=1)
-                classes[keep] = np.asarray(estimator.classes_)[best].astype(dtype)
-                scores[keep] = probabilities[np.arange(len(keep)), best]
-            return classes.reshape(tile.height, tile.width), scores.reshape(tile.height, tile.width)
-
-        def write(tile, result):
+        def write(tile, result):  # called under the GDAL lock
             classes, scores = result
             writer.write(classes, 1, window=tile.to_rasterio())
             if conf_writer is not None:
                 conf_writer.write(scores, 1, window=tile.to_rasterio())
 
-        skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress, infer, write)
+        if scheduler:
+            from .distributed import classify_tile, run_tasks
+
+            skipped = run_tasks(scheduler, classify_tile, (spec, str(classifier_path), mask), plan_tiles, write,
+                                progress)
+        else:
+            skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress,
+                                   lambda item: classify(item, progress), write)
         writer.close()
         if conf_writer is not None:
             conf_writer.close()

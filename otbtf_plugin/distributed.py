@@ -24,8 +24,6 @@ from __future__ import annotations
 import uuid
 from contextlib import ExitStack
 
-import numpy as np
-
 from .errors import Cancelled, InputError
 from .grid import Window
 from .model import load_model
@@ -34,31 +32,49 @@ from .raster import open_raster
 
 IN_FLIGHT_PER_WORKER = 4
 CONNECT_TIMEOUT = 10.0  # seconds
-_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (model, datasets, plan, stack)
+_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
 _KEEP_RUNS = 2
 
 
-def _run_state(run: str, sources, model_path: str, options):
-    from .serving import plan_serving
-
-    state = _RUNS.get(run)
-    if state is None:
+def _run_state(run: str, build):
+    """This worker's state for ``run``, built once by ``build(stack)``."""
+    if run not in _RUNS:
         while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
-            _RUNS.pop(next(iter(_RUNS)))[3].close()
+            _RUNS.pop(next(iter(_RUNS)))[1].close()
         stack = ExitStack()
-        model = load_model(model_path, allow_lambda=options.allow_lambda)
-        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
-        state = _RUNS[run] = (model, datasets, plan_serving(sources, model, options, datasets), stack)
-    return state
+        _RUNS[run] = (build(stack), stack)
+    return _RUNS[run][0]
 
 
 def compute_tile(run: str, sources, model_path: str, options, tile: tuple[int, int, int, int]):
-    """On a worker: ``(tile, values (bands, h, w) float32, all nodata)`` of one output tile."""
-    from .serving import infer_tile, tile_input
+    """On a worker: ``(tile, values (bands, h, w) float32, all nodata)`` of one served tile."""
+    from .serving import infer_tile, plan_serving, tile_input
 
-    model, datasets, plan, _ = _run_state(run, sources, model_path, options)
+    def build(stack):
+        model = load_model(model_path, allow_lambda=options.allow_lambda)
+        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        return model, datasets, plan_serving(sources, model, options, datasets)
+
+    model, datasets, plan = _run_state(run, build)
     item = tile_input(plan, datasets, Window(*tile))
     return tile, infer_tile(plan, model, item, NullProgress()), item.arrays is None
+
+
+def classify_tile(run: str, spec, classifier_path: str, mask, tile: tuple[int, int, int, int]):
+    """On a worker: ``(tile, (classes, confidence), all nodata)`` of one classified tile."""
+    from .deep_classification import TileClassifier, load_image_classifier
+    from .serving import tile_input
+
+    def build(stack):
+        trained = load_image_classifier(classifier_path)
+        for part in [trained.estimator, *(step for _, step in getattr(trained.estimator, "steps", []))]:
+            if hasattr(part, "n_jobs"):
+                part.n_jobs = 1  # a worker is one process with its own threads setting
+        return TileClassifier(spec, trained, mask, stack)
+
+    classify = _run_state(run, build)
+    item = tile_input(classify.opened.plan, classify.opened.datasets, Window(*tile))
+    return tile, classify(item, NullProgress()), item.arrays is None
 
 
 def connect(address: str, timeout: float | None = None):
@@ -76,23 +92,21 @@ def connect(address: str, timeout: float | None = None):
                          "empty to serve on this machine") from err
 
 
-def run_on_cluster(address: str, sources, model_path, options, plan, plan_tiles, write,
-                   progress: Progress | None = None) -> int:
-    """Compute ``plan_tiles`` on the cluster, calling ``write(tile, values)`` on this
-    thread as results arrive; returns the number of all-nodata tiles."""
-    from dataclasses import replace
-
+def run_tasks(address: str, task, args: tuple, plan_tiles, write, progress: Progress | None = None) -> int:
+    """Run ``task(run, *args, tile)`` for every tile on the cluster, calling
+    ``write(tile, result)`` on this thread, under the GDAL lock, as results arrive;
+    returns the number of all-nodata tiles."""
     from distributed import as_completed
 
+    from .serving import GDAL_IO
+
     progress = progress or NullProgress()
-    # Workers plan with the client's tile and batch sizes: the same plan, whatever their memory.
-    worker_options = replace(options, scheduler="", tile_px=plan.tile, batch_size=plan.batch)
     run = uuid.uuid4().hex
     client = connect(address)
     futures = set()
     try:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        if not client.scheduler_info().get("workers"):
+        workers = len(client.scheduler_info().get("workers", {}))
+        if not workers:
             raise InputError(f"the Dask scheduler at {address!r} has no worker: start some with "
                              f"`dask worker {address}`")
         queue = iter(plan_tiles)
@@ -101,8 +115,8 @@ def run_on_cluster(address: str, sources, model_path, options, plan, plan_tiles,
             tile = next(queue, None)
             if tile is None:
                 return None
-            future = client.submit(compute_tile, run, sources, str(model_path), worker_options,
-                                   (tile.col_off, tile.row_off, tile.width, tile.height), pure=False)
+            future = client.submit(task, run, *args, (tile.col_off, tile.row_off, tile.width, tile.height),
+                                   pure=False)
             futures.add(future)
             return future
 
@@ -112,12 +126,13 @@ def run_on_cluster(address: str, sources, model_path, options, plan, plan_tiles,
         for done, future in enumerate(results, 1):
             futures.discard(future)
             if progress.cancelled():
-                raise Cancelled("serving cancelled: the cluster's tasks were cancelled")
+                raise Cancelled("cancelled: the cluster's tasks were cancelled")
             if future.status == "error":
                 error = future.exception()
                 raise InputError(f"a worker failed on a tile: {type(error).__name__}: {error}") from error
-            tile, values, empty = future.result()
-            write(Window(*tile), np.asarray(values))
+            tile, result, empty = future.result()
+            with GDAL_IO:
+                write(Window(*tile), result)
             skipped += bool(empty)
             progress.step(done, len(plan_tiles))
             following = submit_next()

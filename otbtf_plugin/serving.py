@@ -28,7 +28,7 @@ import math
 import queue
 import threading
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -702,14 +702,12 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
 
         if options.scheduler:
-            from .distributed import run_on_cluster
+            from .distributed import compute_tile, run_tasks
 
-            def write_locked(tile: Window, values: np.ndarray) -> None:
-                with GDAL_IO:
-                    write(tile, values)
-
-            skipped = run_on_cluster(options.scheduler, sources, model_path, options, plan, plan_tiles,
-                                     write_locked, progress)
+            # Workers plan with this run's tile and batch sizes: the same plan, whatever their memory.
+            worker_options = replace(options, scheduler="", tile_px=plan.tile, batch_size=plan.batch)
+            skipped = run_tasks(options.scheduler, compute_tile, (sources, str(model_path), worker_options),
+                                plan_tiles, write, progress)
         else:
             skipped = run_pipeline(plan, datasets, plan_tiles, progress,
                                    lambda item: infer_tile(plan, model, item, progress), write)

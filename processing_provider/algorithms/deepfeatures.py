@@ -196,7 +196,9 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         "the serving engine. Give the same sources (bands, order), MODEL and OUTPUT_NAMES as at "
         "training: the classifier checks them and says what differs.\n\n" + FEATURES_HELP
         + "OUTPUT: class codes in the smallest integer type, styled with the class names (nodata where "
-        "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class."
+        "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class.\n\n"
+        "SCHEDULER (advanced): the address of a Dask scheduler whose workers classify the tiles "
+        "(same result as on this machine)."
     )
 
     def initAlgorithm(self, config=None):
@@ -205,9 +207,12 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
             "CLASSIFIER", "Classifier (.skops)", extension="skops"))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "MASK", "Mask (pixels with value 0 are not classified)", optional=True))
-        add_advanced(self, [QgsProcessingParameterEnum(
-            "COMPRESSION", "Output compression (deflate: for software without ZSTD)",
-            options=list(COMPRESSIONS), defaultValue=0)])
+        add_advanced(self, [
+            QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
+                                       options=list(COMPRESSIONS), defaultValue=0),
+            QgsProcessingParameterString("SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)",
+                                         optional=True),
+        ])
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
@@ -219,7 +224,8 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
             dc.classify_image, feedback, spec, self.parameterAsFile(parameters, "CLASSIFIER", context),
             self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence,
             raster_path(self, parameters, "MASK", context, required=False),
-            compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)])
+            compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
+            scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip())
         return {"OUTPUT": str(result.output), "OUTPUT_CONFIDENCE": str(result.confidence) if confidence else None,
                 "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
 

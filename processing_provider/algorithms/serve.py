@@ -52,6 +52,9 @@ class TensorflowModelServe(OtbtfAlgorithm):
         "outputs, without extras such as 'features').\n\n"
         "Tiles whose sources hold only nodata are not computed; output pixels whose centre input "
         "pixel is nodata get BACKGROUND_VALUE. Results do not depend on tile or batch size.\n\n"
+        "SCHEDULER (advanced): the address of a Dask scheduler; its workers compute the tiles (they "
+        "read the sources and the model at the same paths) and the result is identical to a run on "
+        "this machine.\n\n"
         "Example: SOURCE1 = the Landsat 8 sample, MODEL = the folder written by "
         "otbtf:tensorflowmodeltrain, OUTPUT_NAMES = class: a class map styled with the class names."
     )
@@ -92,6 +95,8 @@ class TensorflowModelServe(OtbtfAlgorithm):
                                                           "only for files you trust)", defaultValue=False),
             QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
                                        options=list(COMPRESSIONS), defaultValue=0),
+            QgsProcessingParameterString("SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)",
+                                         optional=True),
         ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Output"))
 
@@ -132,6 +137,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
             allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
+            scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip(),
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),

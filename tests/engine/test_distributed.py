@@ -123,3 +123,31 @@ def test_an_unreachable_scheduler_is_a_clear_error(models, tmp_path, monkeypatch
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
               ServeOptions(fully_conv=True, scheduler="tcp://127.0.0.1:9"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path):
+    """Random forest on raw bands, with a mask: class map and confidence identical."""
+    pytest.importorskip("sklearn")
+    from common import POLYGONS
+    from otbtf_plugin import deep_classification as dc
+    from otbtf_plugin.features import FeatureSource, FeatureSpec
+
+    spec = FeatureSpec([FeatureSource(RGB)])
+    trained = dc.train_from_features(spec, POLYGONS, "name", tmp_path / "rf.skops", strategy="constant", value=40,
+                                     params="n_estimators=20")
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(RGB) as src:
+        profile = dict(src.profile, count=1, dtype="uint8")
+        keep = np.ones((src.height, src.width), dtype="uint8")
+        keep[300:500, 200:600] = 0
+    with rasterio.open(mask, "w", **profile) as m:
+        m.write(keep, 1)
+    outputs = {}
+    for where, scheduler in (("local", ""), ("cluster", cluster.scheduler_address)):
+        done = dc.classify_image(spec, trained.classifier, tmp_path / f"{where}.tif", tmp_path / f"{where}_conf.tif",
+                                 mask=mask, scheduler=scheduler)
+        outputs[where] = done
+    assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
+    assert same(tmp_path / "local_conf.tif", tmp_path / "cluster_conf.tif")
+    with rasterio.open(tmp_path / "cluster.tif") as cm:
+        assert (cm.read(1)[300:500, 200:600] == cm.nodata).all()
