@@ -336,10 +336,16 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                 conf_writer.write(scores, 1, window=tile.to_rasterio())
 
         if scheduler:
+            from dataclasses import replace
+
             from .distributed import classify_tile, run_tasks
 
-            skipped = run_tasks(scheduler, classify_tile, (spec, str(classifier_path), mask), plan_tiles, write,
-                                progress)
+            # Absolute paths: workers do not share this process' working directory.
+            absolute = replace(spec, sources=[replace(s, path=str(Path(s.path).resolve())) for s in spec.sources],
+                               model=str(Path(spec.model).resolve()) if spec.model else None)
+            skipped = run_tasks(scheduler, classify_tile,
+                                (absolute, str(Path(classifier_path).resolve()),
+                                 str(Path(mask).resolve()) if mask else None), plan_tiles, write, progress)
         else:
             skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress,
                                    lambda item: classify(item, progress), write)

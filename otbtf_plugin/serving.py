@@ -706,8 +706,11 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
 
             # Workers plan with this run's tile and batch sizes: the same plan, whatever their memory.
             worker_options = replace(options, scheduler="", tile_px=plan.tile, batch_size=plan.batch)
-            skipped = run_tasks(options.scheduler, compute_tile, (sources, str(model_path), worker_options),
-                                plan_tiles, write, progress)
+            # Absolute paths: workers do not share this process' working directory.
+            absolute = [replace(s, path=str(Path(s.path).resolve())) for s in sources]
+            skipped = run_tasks(options.scheduler, compute_tile,
+                                (absolute, str(Path(model_path).resolve()), worker_options), plan_tiles, write,
+                                progress)
         else:
             skipped = run_pipeline(plan, datasets, plan_tiles, progress,
                                    lambda item: infer_tile(plan, model, item, progress), write)

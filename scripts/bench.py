@@ -550,9 +550,53 @@ def _agreement(ours: Path, theirs: Path) -> float:
     return same / total
 
 
+CLUSTER_RUN = """
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+os.environ["PYTHONPATH"] = {root!r}
+from distributed import LocalCluster
+from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+if __name__ == "__main__":
+    # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.
+    env = {{"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}}
+    with LocalCluster(n_workers={workers}, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env=env) as cluster:
+        # Uncompressed output: the client (here sharing the 2 cores) only assembles tiles.
+        options = ServeOptions(fully_conv=True, tile_px=512, compress="none",
+                               scheduler=cluster.scheduler_address)
+        serve([ServeSource({image!r})], {model!r}, {output!r}, options)  # warm-up: workers load the model
+        started = time.perf_counter()
+        result = serve([ServeSource({image!r})], {model!r}, {output!r}, options)
+        print(json.dumps({{"seconds": time.perf_counter() - started,
+                          "pixels": result.plan.grid.width * result.plan.grid.height}}))
+"""
+
+
+def bench_cluster(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """Fully-convolutional serving of 3000 x 3000 px on a Dask LocalCluster of one and
+    of two single-core workers: the throughput ratio (2 on separate machines; here the
+    client and the scheduler share the same 2 cores)."""
+    timed([PY, "-c", SERVING_MODELS.format(root=str(ROOT), out=str(out))])
+    vrt, _, _ = mosaic(out, 4, 3)
+    image = _crop(vrt, out / "cluster_image.tif", 3000, 3000)
+    script = out / "cluster_run.py"
+    rates = {}
+    for workers in (1, 2):
+        script.write_text(CLUSTER_RUN.format(root=str(ROOT), image=str(image), model=str(out / "bench_fcn"),
+                                             output=str(out / "cluster_served.tif"), workers=workers))
+        runs = [json.loads(timed([PY, str(script)]).stdout.strip().splitlines()[-1]) for _ in range(repeat)]
+        fastest = min(runs, key=lambda r: r["seconds"])
+        rates[workers] = fastest["pixels"] / fastest["seconds"] / 1e6
+    print(f"cluster: 3000 x 3000 px served by 1 worker {rates[1]:.1f} Mpx/s, by 2 workers {rates[2]:.1f} Mpx/s")
+    return [("Dask LocalCluster serving 3000x3000: throughput 2 workers / 1 worker (1 core each)",
+             f"{rates[2] / rates[1]:.2f}", f"{rates[2]:.1f} vs {rates[1]:.1f} Mpx/s; client and scheduler share "
+             "the 2 cores")]
+
+
 BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
            "memory_vs_raster_size": bench_memory_vs_raster_size, "serving": bench_serving,
-           "training": bench_training, "classification": bench_classification, "scale": bench_scale}
+           "training": bench_training, "classification": bench_classification, "scale": bench_scale,
+           "cluster": bench_cluster}
 
 
 def main(argv: list[str] | None = None) -> int:
