@@ -96,3 +96,20 @@ def test_train_then_serve_from_processing(tmp_path):
         "OUTPUT": str(tmp_path / "classes.tif")})
     layer = QgsRasterLayer(served["OUTPUT"], "classes")
     assert (layer.width(), layer.height(), layer.bandCount()) == (785, 1125, 1)
+
+
+def test_serving_on_a_dask_cluster_from_processing(tmp_path, patch_model, plugin_path, monkeypatch):
+    """SCHEDULER from the toolbox: workers import the plugin as QGIS does (otbtf.otbtf_plugin,
+    from the plugins folder on their PYTHONPATH); the result is the local one."""
+    distributed = pytest.importorskip("distributed")
+    _, path = patch_model
+    monkeypatch.setenv("PYTHONPATH", str(plugin_path))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        parameters = {"SOURCE1": str(B2_30), "MODEL": str(path), "TILE_SIZE": 96}
+        cluster_run = processing.run("otbtf:tensorflowmodelserve", {
+            **parameters, "SCHEDULER": cluster.scheduler_address, "OUTPUT": str(tmp_path / "cluster.tif")})
+    local_run = processing.run("otbtf:tensorflowmodelserve", {**parameters, "OUTPUT": str(tmp_path / "local.tif")})
+    assert cluster_run["TILES"] == local_run["TILES"] == 25
+    with rasterio.open(cluster_run["OUTPUT"]) as a, rasterio.open(local_run["OUTPUT"]) as b:
+        assert np.array_equal(a.read(), b.read())
