@@ -116,13 +116,26 @@ def parse_params(text: str | None) -> dict[str, object]:
     return params
 
 
+def _as_params(params: str | dict | None) -> dict[str, object]:
+    return parse_params(params) if isinstance(params, str) or params is None else dict(params)
+
+
+def single_threaded(estimator):
+    """Set ``n_jobs=1`` on the estimator (and the steps of a pipeline): callers that run
+    it on threads of their own (one pool per run, a cluster worker) do the parallelism."""
+    for part in [estimator, *(step for _, step in getattr(estimator, "steps", []))]:
+        if hasattr(part, "n_jobs"):
+            part.n_jobs = 1
+    return estimator
+
+
 def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
     """The estimator (a pipeline with a scaler where needed), parameters checked."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     estimator = _estimator(name, seed)
-    params = parse_params(params) if isinstance(params, str) or params is None else dict(params)
+    params = _as_params(params)
     target = estimator.estimator if name == "svm" else estimator  # svm: the SVC inside the calibration
     known = target.get_params(deep=False)
     unknown = sorted(set(params) - set(known))
@@ -211,9 +224,8 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
             metrics = report(matrix, [c["name"] for c in classes])
     except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
         raise InputError(f"{classifier} could not be trained: {err}") from err
-    return TrainedClassifier(estimator, recipe, classes, classifier, parse_params(params) if isinstance(
-        params, str) or params is None else dict(params), metrics, int((~held_out).sum()), int(held_out.sum()),
-        warnings)
+    return TrainedClassifier(estimator, recipe, classes, classifier, _as_params(params), metrics,
+                             int((~held_out).sum()), int(held_out.sum()), warnings)
 
 
 def save(trained: TrainedClassifier, path: str | Path) -> Path:

@@ -25,11 +25,11 @@ import rasterio
 from . import classifiers
 from .errors import InputError
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences
-from .grid import Window, tiles
+from .grid import tiles
 from .progress import NullProgress, Progress, ScaledProgress
-from .raster import AlignedRaster, atomic_output, crs_wkt
+from .raster import AlignedRaster, atomic_output, crs_wkt, open_raster
 from .selection import sample_selection
-from .serving import GDAL_IO, _compression, infer_tile, run_pipeline
+from .serving import GDAL_IO, infer_tile, output_profile, run_pipeline
 from .styles import write_class_style, write_confidence_style
 from .vector import read_features, read_fields, transform_xy, write_points
 
@@ -54,14 +54,13 @@ def training_samples(spec: FeatureSpec, vector, field_name: str, strategy: str =
     feats = read_features(vector, field_name, None, layer)
     if not len(feats.fids):
         raise InputError(f"the vector {str(vector)!r} has no feature with a class in field {field_name!r}")
-    with rasterio.open(spec.sources[0].path) as ds:
-        target_wkt = crs_wkt(ds)
     if feats.geometry_types() - {"Point"}:
         samples = sample_selection(spec.sources[0].path, vector, field_name, nodata=spec.sources[0].nodata,
                                    strategy=strategy, value=value, seed=seed, layer=layer, progress=progress)
         return TrainingSamples(samples.x, samples.y, samples.codes, samples.fids, samples.class_names,
                                list(samples.warnings))
-    x, y = transform_xy(feats.point_x, feats.point_y, feats.crs_wkt, target_wkt)
+    with open_raster(spec.sources[0].path) as ds:
+        x, y = transform_xy(feats.point_x, feats.point_y, feats.crs_wkt, crs_wkt(ds))
     fid = feats.fids[feats.point_feature]
     groups = fid
     fids_all, origin, _ = _optional_field(vector, "originfid", layer)
@@ -212,9 +211,7 @@ class _ParallelPredict:
     def __init__(self, estimator):
         self.estimator = estimator
         self.workers = max(1, os.cpu_count() or 1)
-        for part in [estimator, *(step for _, step in getattr(estimator, "steps", []))]:
-            if hasattr(part, "n_jobs"):
-                part.n_jobs = 1
+        classifiers.single_threaded(estimator)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="otbtf-classify")
 
     def __enter__(self):
@@ -240,30 +237,31 @@ class ClassifyResult:
 
 
 class _Grid:
-    """The output grid in the form AlignedRaster reads (crs, transform, shape)."""
+    """An output profile in the form AlignedRaster reads (crs, transform, shape)."""
 
-    def __init__(self, crs, grid):
-        self.crs = crs
-        self.transform = rasterio.Affine(*grid.window_transform(Window(0, 0, 0, 0)))
-        self.width, self.height = grid.width, grid.height
-        self.shape = (grid.height, grid.width)
+    def __init__(self, profile: dict):
+        self.crs, self.transform = profile["crs"], profile["transform"]
+        self.width, self.height = profile["width"], profile["height"]
+        self.shape = (self.height, self.width)
 
 
 class TileClassifier:
     """Features of a tile -> class codes and confidence; the same on this machine and on
     a cluster worker (which builds its own from the same inputs)."""
 
-    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, predict=None):
+    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
-        differences = recipe_differences(trained.recipe, self.opened.recipe)
-        if differences:
-            raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
+        if check:  # cluster workers skip it: the client checked the same inputs
+            differences = recipe_differences(trained.recipe, self.opened.recipe)
+            if differences:
+                raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
         self.estimator = trained.estimator
         self.dtype, self.nodata = class_map_type(trained.codes)
-        self.predict = predict or self.estimator.predict_proba
+        self.predict = self.estimator.predict_proba
+        self.profile = output_profile(self.opened.plan, self.opened.datasets[0].crs, 1, self.dtype, "none")
         self.mask = None
         if mask:
-            self.mask = AlignedRaster(mask, _Grid(self.opened.datasets[0].crs, self.opened.plan.grid))
+            self.mask = AlignedRaster(mask, _Grid(self.profile))
             stack.callback(self.mask.close)
 
     def __call__(self, item, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
@@ -307,26 +305,19 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
     progress = progress or NullProgress()
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
-        predict = stack.enter_context(_ParallelPredict(trained.estimator))
-        classify = TileClassifier(spec, trained, mask, stack, predict)
+        classify = TileClassifier(spec, trained, mask, stack)
         opened, plan = classify.opened, classify.opened.plan
-        dtype, nodata = classify.dtype, classify.nodata
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
-        profile = {
-            "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": 1,
-            "crs": opened.datasets[0].crs,
-            "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
-            "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
-        }
+        crs = opened.datasets[0].crs
         out_tmp = stack.enter_context(atomic_output(output))
-        writer = stack.enter_context(rasterio.open(out_tmp, "w", dtype=dtype, nodata=nodata,
-                                                   **profile, **_compression(compress, dtype)))
+        writer = stack.enter_context(rasterio.open(
+            out_tmp, "w", nodata=classify.nodata, **output_profile(plan, crs, 1, classify.dtype, compress)))
         writer.set_band_description(1, "class")
         conf_writer = None
         if confidence:
             conf_tmp = stack.enter_context(atomic_output(confidence))
-            conf_writer = stack.enter_context(rasterio.open(conf_tmp, "w", dtype="float32", nodata=-1.0,
-                                                            **profile, **_compression(compress, "float32")))
+            conf_writer = stack.enter_context(rasterio.open(
+                conf_tmp, "w", nodata=-1.0, **output_profile(plan, crs, 1, "float32", compress)))
             conf_writer.set_band_description(1, "confidence")
 
         def write(tile, result):  # called under the GDAL lock
@@ -336,17 +327,11 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                 conf_writer.write(scores, 1, window=tile.to_rasterio())
 
         if scheduler:
-            from dataclasses import replace
+            from .distributed import classify_on_cluster
 
-            from .distributed import classify_tile, run_tasks
-
-            # Absolute paths: workers do not share this process' working directory.
-            absolute = replace(spec, sources=[replace(s, path=str(Path(s.path).resolve())) for s in spec.sources],
-                               model=str(Path(spec.model).resolve()) if spec.model else None)
-            skipped = run_tasks(scheduler, classify_tile,
-                                (absolute, str(Path(classifier_path).resolve()),
-                                 str(Path(mask).resolve()) if mask else None), plan_tiles, write, progress)
+            skipped = classify_on_cluster(scheduler, spec, classifier_path, mask, plan_tiles, write, progress)
         else:
+            classify.predict = stack.enter_context(_ParallelPredict(trained.estimator))
             skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress,
                                    lambda item: classify(item, progress), write)
         writer.close()

@@ -173,6 +173,11 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
+# The packages behind the other features; a plugin upgraded over an older install lacks them.
+FEATURE_PACKAGES = {"scikit-learn": "classical classifiers", "skops": "classifier files",
+                    "distributed": "Dask clusters"}
+
+
 def problems() -> list[str]:
     """What is missing or wrong, as sentences; empty when everything is usable."""
     found = []
@@ -182,6 +187,12 @@ def problems() -> list[str]:
         found.append(f"TensorFlow is not installed (the plugin needs tensorflow-cpu {tf_pin.version})")
     elif _version_tuple(tf_version)[:2] != _version_tuple(tf_pin.version)[:2]:
         found.append(f"TensorFlow {tf_version} is installed; the plugin needs {tf_pin.version}")
+    for name, needed_by in FEATURE_PACKAGES.items():  # pinned like TensorFlow, added in later versions
+        pin = next((p for p in pins() if p.name == name), None)
+        version = _installed_version(name)
+        if pin is not None and (version is None or _version_tuple(version)[:2] != _version_tuple(pin.version)[:2]):
+            found.append(f"{name} {pin.version} (for {needed_by}) is " + (
+                "not installed" if version is None else f"at version {version}"))
     loaded = sys.modules.get("numpy")
     numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
     if numpy_version is None:

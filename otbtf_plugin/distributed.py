@@ -21,8 +21,11 @@ same paths as the client.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
 
 from .errors import Cancelled, InputError
 from .grid import Window
@@ -36,19 +39,23 @@ _RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
 _KEEP_RUNS = 2
 
 
+_RUNS_LOCK = threading.Lock()  # a worker started with --nthreads > 1 runs tasks on several threads
+
+
 def _run_state(run: str, build):
     """This worker's state for ``run``, built once by ``build(stack)``."""
-    if run not in _RUNS:
-        while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
-            _RUNS.pop(next(iter(_RUNS)))[1].close()
-        stack = ExitStack()
-        _RUNS[run] = (build(stack), stack)
-    return _RUNS[run][0]
+    with _RUNS_LOCK:
+        if run not in _RUNS:
+            while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
+                _RUNS.pop(next(iter(_RUNS)))[1].close()
+            stack = ExitStack()
+            _RUNS[run] = (build(stack), stack)
+        return _RUNS[run][0]
 
 
 def compute_tile(run: str, sources, model_path: str, options, tile: tuple[int, int, int, int]):
     """On a worker: ``(tile, values (bands, h, w) float32, all nodata)`` of one served tile."""
-    from .serving import infer_tile, plan_serving, tile_input
+    from .serving import GDAL_IO, infer_tile, plan_serving, tile_input
 
     def build(stack):
         model = load_model(model_path, allow_lambda=options.allow_lambda)
@@ -56,24 +63,25 @@ def compute_tile(run: str, sources, model_path: str, options, tile: tuple[int, i
         return model, datasets, plan_serving(sources, model, options, datasets)
 
     model, datasets, plan = _run_state(run, build)
-    item = tile_input(plan, datasets, Window(*tile))
+    with GDAL_IO:  # the run's datasets are shared by the worker's threads
+        item = tile_input(plan, datasets, Window(*tile))
     return tile, infer_tile(plan, model, item, NullProgress()), item.arrays is None
 
 
 def classify_tile(run: str, spec, classifier_path: str, mask, tile: tuple[int, int, int, int]):
     """On a worker: ``(tile, (classes, confidence), all nodata)`` of one classified tile."""
+    from .classifiers import single_threaded
     from .deep_classification import TileClassifier, load_image_classifier
-    from .serving import tile_input
+    from .serving import GDAL_IO, tile_input
 
     def build(stack):
         trained = load_image_classifier(classifier_path)
-        for part in [trained.estimator, *(step for _, step in getattr(trained.estimator, "steps", []))]:
-            if hasattr(part, "n_jobs"):
-                part.n_jobs = 1  # a worker is one process with its own threads setting
-        return TileClassifier(spec, trained, mask, stack)
+        single_threaded(trained.estimator)  # the worker's own threads are its parallelism
+        return TileClassifier(spec, trained, mask, stack, check=False)
 
     classify = _run_state(run, build)
-    item = tile_input(classify.opened.plan, classify.opened.datasets, Window(*tile))
+    with GDAL_IO:
+        item = tile_input(classify.opened.plan, classify.opened.datasets, Window(*tile))
     return tile, classify(item, NullProgress()), item.arrays is None
 
 
@@ -143,3 +151,26 @@ def run_tasks(address: str, task, args: tuple, plan_tiles, write, progress: Prog
         if futures:
             client.cancel(list(futures))
         client.close()
+
+
+def _absolute(path) -> str:
+    return str(Path(path).resolve())
+
+
+def serve_on_cluster(sources, model_path, options, plan, plan_tiles, write, progress: Progress | None = None) -> int:
+    """Serving's tiles on the cluster at ``options.scheduler``."""
+    # Workers plan with this run's tile and batch sizes (the same plan, whatever their memory)
+    # and get absolute paths (they do not share this process' working directory).
+    worker_options = replace(options, scheduler="", tile_px=plan.tile, batch_size=plan.batch)
+    absolute = [replace(s, path=_absolute(s.path)) for s in sources]
+    return run_tasks(options.scheduler, compute_tile, (absolute, _absolute(model_path), worker_options),
+                     plan_tiles, write, progress)
+
+
+def classify_on_cluster(address: str, spec, classifier_path, mask, plan_tiles, write,
+                        progress: Progress | None = None) -> int:
+    """Image classification's tiles on the cluster at ``address``."""
+    absolute = replace(spec, sources=[replace(s, path=_absolute(s.path)) for s in spec.sources],
+                       model=_absolute(spec.model) if spec.model else None)
+    return run_tasks(address, classify_tile, (absolute, _absolute(classifier_path), _absolute(mask) if mask else None),
+                     plan_tiles, write, progress)

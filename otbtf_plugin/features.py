@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from .grid import Window
 from .model import ServedModel, TensorInfo, load_model
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import open_raster
-from .serving import Plan, ServeOptions, ServeSource, plan_serving, tile_input
+from .serving import Plan, ServeOptions, ServeSource, band_names, plan_serving, tile_input
 
 BANDS_MODEL = "source bands"
 
@@ -86,7 +87,11 @@ class OpenFeatures:
     datasets: list
     model: ServedModel
     plan: Plan
-    recipe: dict
+
+    @cached_property
+    def recipe(self) -> dict:
+        """How the features are made (hashes the model's files: computed when asked)."""
+        return recipe_of(self.spec, self.model, self.plan, self.datasets)
 
     @property
     def count(self) -> int:
@@ -157,14 +162,7 @@ def open_features(spec: FeatureSpec, stack: ExitStack) -> OpenFeatures:
                          f"{plan.geometry.efield} x {plan.geometry.efield} px per receptive field: features need "
                          "one value per pixel; choose an output of 1 x 1 px per patch (OUTPUT_NAMES), e.g. a "
                          "dense layer or the global pooling of the network")
-    return OpenFeatures(spec, datasets, model, plan, recipe_of(spec, model, plan, datasets))
-
-
-def feature_names(plan: Plan) -> list[str]:
-    names = []
-    for o in plan.outputs:
-        names.extend([o.name] if o.channels == 1 else [f"{o.name}_{c}" for c in range(o.channels)])
-    return names
+    return OpenFeatures(spec, datasets, model, plan)
 
 
 def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> dict:
@@ -175,7 +173,7 @@ def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> di
         "output_names": [o.name for o in plan.outputs] if model.kind != "bands" else [],
         "sources": [{"bands": sp.bands, "rfield": sp.rfield, "dtype": str(ds.dtypes[0])}
                     for sp, ds in zip(plan.sources, datasets, strict=True)],
-        "features": feature_names(plan) if model.kind != "bands" else [
+        "features": band_names(plan, "{name}_{c}") if model.kind != "bands" else [
             f"source{k}_band{b}" for k, sp in enumerate(plan.sources, 1) for b in range(1, sp.bands + 1)],
     }
 

@@ -28,7 +28,7 @@ import math
 import queue
 import threading
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -651,11 +651,21 @@ def _compression(name: str, dtype: str) -> dict:
     return options
 
 
-def _band_names(plan: Plan) -> list[str]:
+def band_names(plan: Plan, channel: str = "{name}[{c}]") -> list[str]:
+    """One name per output band: the output's name, or ``channel`` for each of its channels."""
     names = []
     for o in plan.outputs:
-        names.extend([o.name] if o.channels == 1 else [f"{o.name}[{c}]" for c in range(o.channels)])
+        names.extend([o.name] if o.channels == 1 else [channel.format(name=o.name, c=c) for c in range(o.channels)])
     return names
+
+
+def output_profile(plan: Plan, crs, count: int, dtype: str, compress: str) -> dict:
+    """The creation profile of a tiled GeoTIFF on the plan's output grid."""
+    return {
+        "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": count, "dtype": dtype,
+        "crs": crs, "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER", **_compression(compress, dtype),
+    }
 
 
 @dataclass
@@ -686,18 +696,12 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         plan = plan_serving(sources, model, options, datasets)
         progress.info(plan.describe())
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
-        profile = {
-            "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": plan.bands,
-            "dtype": _output_dtype(plan), "crs": datasets[0].crs,
-            "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
-            "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
-            **_compression(options.compress, _output_dtype(plan)),
-        }
+        profile = output_profile(plan, datasets[0].crs, plan.bands, _output_dtype(plan), options.compress)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
             profile["nodata"] = plan.background
         tmp = stack.enter_context(atomic_output(output))
         writer = stack.enter_context(rasterio.open(tmp, "w", **profile))
-        for band, name in enumerate(_band_names(plan), 1):
+        for band, name in enumerate(band_names(plan), 1):
             writer.set_band_description(band, name)
         dtype = writer.dtypes[0]
 
@@ -705,15 +709,9 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
 
         if options.scheduler:
-            from .distributed import compute_tile, run_tasks
+            from .distributed import serve_on_cluster
 
-            # Workers plan with this run's tile and batch sizes: the same plan, whatever their memory.
-            worker_options = replace(options, scheduler="", tile_px=plan.tile, batch_size=plan.batch)
-            # Absolute paths: workers do not share this process' working directory.
-            absolute = [replace(s, path=str(Path(s.path).resolve())) for s in sources]
-            skipped = run_tasks(options.scheduler, compute_tile,
-                                (absolute, str(Path(model_path).resolve()), worker_options), plan_tiles, write,
-                                progress)
+            skipped = serve_on_cluster(sources, model_path, options, plan, plan_tiles, write, progress)
         else:
             skipped = run_pipeline(plan, datasets, plan_tiles, progress,
                                    lambda item: infer_tile(plan, model, item, progress), write)

@@ -156,7 +156,8 @@ def test_cancelled_install_changes_nothing(fake_env):
 
 
 def test_problems_name_the_missing_pieces(monkeypatch):
-    versions = {"tensorflow-cpu": None, "tensorflow": None, "numpy": "1.24.2"}
+    versions = {"tensorflow-cpu": None, "tensorflow": None, "numpy": "1.24.2", "scikit-learn": "1.9.1",
+                "skops": "0.16.0", "distributed": "2026.8.0"}
 
     def fake_version(name):
         if versions.get(name) is None:
@@ -170,6 +171,10 @@ def test_problems_name_the_missing_pieces(monkeypatch):
                      "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26"]
     with pytest.raises(DependencyError, match="Install dependencies"):
         deps.require()
+    # An install made by an older plugin version: TensorFlow fine, the later packages not there.
+    versions.update({"tensorflow-cpu": "2.21.0", "numpy": "1.26.4", "scikit-learn": None, "distributed": "2024.1.0"})
+    assert deps.problems() == ["scikit-learn 1.9.1 (for classical classifiers) is not installed",
+                               "distributed 2026.8.0 (for Dask clusters) is at version 2024.1.0"]
 
 
 def test_engine_imports_no_qgis():
