@@ -129,6 +129,133 @@ def single_threaded(estimator):
     return estimator
 
 
+@dataclass(frozen=True)
+class ThresholdCells:
+    """The cells of a tree ensemble's feature space.
+
+    Every node of a tree compares one feature with a threshold, so pixels whose
+    features lie between the same two consecutive thresholds of every feature
+    (the same *cell*) follow the same path in every tree and get the same
+    prediction, bit for bit. A forest on a few bands has far fewer cells in a
+    tile than pixels: predicting once per distinct cell is exact and cheaper.
+    """
+
+    features: tuple[int, ...]  # the features some node tests
+    cuts: tuple[np.ndarray, ...]  # their sorted distinct thresholds (float64)
+    dtype: type  # what the trees compare: float32 (scikit-learn trees) or float64 (histogram boosting)
+    count: int  # number of cells; keys are 0 .. count - 1
+
+    def keys(self, table: np.ndarray) -> np.ndarray:
+        """One integer per row of ``table`` (finite values), the same for rows of the same cell."""
+        keys = np.zeros(len(table), dtype=np.int64)
+        for feature, cuts in zip(self.features, self.cuts, strict=True):
+            values = table[:, feature].astype(self.dtype, copy=False).astype(np.float64)
+            keys *= len(cuts) + 1
+            # the number of thresholds below the value: the same count, the same side of every test
+            keys += np.searchsorted(cuts, values, side="left")
+        return keys
+
+
+def _threshold_tests(estimator) -> tuple[np.ndarray, np.ndarray, type] | None:
+    """(feature, threshold) of every node of a tree model whose predictions depend on
+    nothing else; None for other models."""
+    if hasattr(estimator, "tree_"):
+        trees = [estimator.tree_]
+    elif isinstance(getattr(estimator, "estimators_", None), list):  # random forest, AdaBoost
+        trees = [getattr(part, "tree_", None) for part in estimator.estimators_]
+        if not trees or any(tree is None for tree in trees):
+            return None
+    elif hasattr(estimator, "_predictors"):  # histogram gradient boosting on numeric features
+        if getattr(estimator, "_preprocessor", None) is not None:
+            return None
+        nodes = [predictor.nodes for stage in estimator._predictors for predictor in stage]
+        if any(node["is_categorical"].any() for node in nodes):
+            return None
+        split = [node[node["is_leaf"] == 0] for node in nodes]
+        return (np.concatenate([n["feature_idx"] for n in split]).astype(np.int64),
+                np.concatenate([n["num_threshold"] for n in split]).astype(np.float64), np.float64)
+    else:
+        return None
+    inner = [tree.children_left != -1 for tree in trees]
+    return (np.concatenate([t.feature[i] for t, i in zip(trees, inner, strict=True)]).astype(np.int64),
+            np.concatenate([t.threshold[i] for t, i in zip(trees, inner, strict=True)]).astype(np.float64), np.float32)
+
+
+def threshold_cells(estimator) -> ThresholdCells | None:
+    """The cells of a tree model (rf, dt, boost, gbt), or None for other models and
+    for ensembles with too many thresholds to number their cells in 62 bits."""
+    tests = _threshold_tests(estimator)
+    if tests is None:
+        return None
+    feature, threshold, dtype = tests
+    features = tuple(int(f) for f in np.unique(feature))
+    cuts = tuple(np.unique(threshold[feature == f]) for f in features)
+    count = 1
+    for values in cuts:
+        count *= len(values) + 1
+    if count >= 2 ** 62:
+        return None
+    return ThresholdCells(features, cuts, dtype, count)
+
+
+def probability_function(estimator):
+    """``estimator.predict_proba``; for a random forest, the same mean of its trees'
+    probabilities (same order, same bits) without joblib's per-call set-up, which
+    costs more than the trees on the small tables of cells never seen before."""
+    if type(estimator).__name__ != "RandomForestClassifier" or getattr(estimator, "n_outputs_", 1) != 1:
+        return estimator.predict_proba
+    trees, classes = list(estimator.estimators_), int(estimator.n_classes_)
+
+    def predict_proba(table: np.ndarray) -> np.ndarray:
+        table = np.ascontiguousarray(table, dtype=np.float32)
+        total = np.zeros((len(table), classes), dtype=np.float64)
+        for tree in trees:
+            total += tree.predict_proba(table, check_input=False)
+        total /= len(trees)
+        return total
+
+    return predict_proba
+
+
+def decision_function(estimator, confidence: bool = True):
+    """``rows -> (index of the most probable class (int32), its probability (float32), or
+    None without confidence)``: the argmax of ``predict_proba``. A random forest asked
+    for classes only stops evaluating a row's trees once its leading class cannot be
+    caught up (each remaining tree adds at most 1 to a class): the same classes."""
+    if confidence or type(estimator).__name__ != "RandomForestClassifier" or estimator.n_outputs_ != 1:
+        predict = probability_function(estimator)
+
+        def decide(table: np.ndarray):
+            probabilities = predict(table)
+            best = probabilities.argmax(axis=1)
+            score = probabilities[np.arange(len(best)), best].astype(np.float32) if confidence else None
+            return best.astype(np.int32), score
+
+        return decide
+    trees, classes = list(estimator.estimators_), int(estimator.n_classes_)
+    step = max(1, len(trees) // 20)
+    checks = set(range(len(trees) // 2 + 1, len(trees), step))
+
+    def forest_classes(table: np.ndarray):
+        table = np.ascontiguousarray(table, dtype=np.float32)
+        best = np.empty(len(table), dtype=np.int32)
+        rows = np.arange(len(table))
+        total = np.zeros((len(table), classes), dtype=np.float64)
+        for done_trees, tree in enumerate(trees, 1):
+            total += tree.predict_proba(table, check_input=False)
+            if done_trees in checks and len(rows):
+                top = np.partition(total, classes - 2, axis=1)
+                decided = top[:, -1] - top[:, -2] > len(trees) - done_trees + 1e-9
+                best[rows[decided]] = total[decided].argmax(axis=1)
+                undecided = ~decided
+                rows, total = rows[undecided], total[undecided]
+                table = np.ascontiguousarray(table[undecided])
+        best[rows] = (total / len(trees)).argmax(axis=1)  # as predict_proba: the mean, then argmax
+        return best, None
+
+    return forest_classes
+
+
 def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
     """The estimator (a pipeline with a scaler where needed), parameters checked."""
     from sklearn.pipeline import make_pipeline

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -203,15 +204,15 @@ def class_map_type(codes) -> tuple[str, int]:
     raise InputError(f"class codes {low} .. {high} do not fit a 32-bit class map")
 
 
-class _ParallelPredict:
-    """``predict_proba`` over chunks on a pool of this run's threads (scikit-learn's
-    trees and neighbours release the GIL). joblib's own threading starts a pool per
-    call and polls it, which cost more than the prediction on every tile."""
+class _Parallel:
+    """A decision function (see :func:`classifiers.decision_function`) over chunks on a
+    pool of this run's threads (scikit-learn's trees and neighbours release the GIL).
+    joblib's own threading starts a pool per call and polls it, which cost more than
+    the prediction on every tile."""
 
-    def __init__(self, estimator):
-        self.estimator = estimator
+    def __init__(self, decide):
+        self.decide = decide
         self.workers = max(1, os.cpu_count() or 1)
-        classifiers.single_threaded(estimator)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="otbtf-classify")
 
     def __enter__(self):
@@ -220,11 +221,96 @@ class _ParallelPredict:
     def __exit__(self, *exc):
         self.pool.shutdown(wait=True)
 
-    def __call__(self, table: np.ndarray) -> np.ndarray:
+    def __call__(self, table: np.ndarray):
         if len(table) < 4096 or self.workers == 1:
-            return self.estimator.predict_proba(table)
-        chunks = np.array_split(table, self.workers)
-        return np.concatenate(list(self.pool.map(self.estimator.predict_proba, chunks)))
+            return self.decide(table)
+        parts = list(self.pool.map(self.decide, np.array_split(table, self.workers)))
+        best = np.concatenate([part[0] for part in parts])
+        return best, None if parts[0][1] is None else np.concatenate([part[1] for part in parts])
+
+
+class Decisions:
+    """Rows of features -> (index of the most probable class, its probability or None
+    when the confidence is not wanted).
+
+    For tree models the prediction of a row depends only on its cell (see
+    :class:`classifiers.ThresholdCells`): each cell is predicted once per run and
+    remembered (up to :attr:`CACHE_CELLS` cells), so a tile costs the numbering of
+    its cells, a lookup and the prediction of cells never seen before. Cells are
+    looked up in a table indexed by cell when the model has at most
+    :attr:`DENSE_CELLS` of them, else by binary search in the sorted cells seen.
+    When, after four tiles, new cells are more than three quarters of the rows seen
+    (deep features, fine thresholds), rows are predicted as they come. Exact either
+    way: the classes and probabilities of ``predict_proba`` row by row.
+    """
+
+    CACHE_CELLS = 1 << 22  # decisions remembered: 8 bytes each (+ 12 for the sorted index), 80 MiB at most
+    DENSE_CELLS = 1 << 22  # a table of 4 bytes per cell: 16 MiB at most
+
+    def __init__(self, estimator, confidence: bool = True):
+        self.rows = classifiers.decision_function(estimator, confidence)  # a local run makes it parallel
+        self.cells = classifiers.threshold_cells(estimator)
+        self.lock = threading.Lock()
+        self.rows_seen = self.cells_new = self.calls = 0  # to give up the cells when they do not pay
+        self.best = np.zeros(0, dtype=np.int32)  # decisions of the cells seen, in the order first seen
+        self.confidence = np.zeros(0, dtype=np.float32) if confidence else None
+        self.table: np.ndarray | None = None  # dense: cell -> decision, -1 when not seen
+        self.sorted_keys = np.zeros(0, dtype=np.int64)  # otherwise: the cells seen, sorted, and their decisions
+        self.sorted_slots = np.zeros(0, dtype=np.int32)
+
+    def __call__(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.cells is None or (self.calls >= 4 and 4 * self.cells_new > 3 * self.rows_seen):
+            return self.rows(table)
+        keys = self.cells.keys(table)
+        with self.lock:
+            self.calls += 1
+            self.rows_seen += len(keys)
+            slots = self._slots(keys)
+            missing = np.flatnonzero(slots < 0)
+            if len(missing):
+                new, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+                self.cells_new += len(new)
+                best, confidence = self.rows(table[missing[first]])
+                if len(self.best) + len(new) > self.CACHE_CELLS:  # full: these are decided for this tile only
+                    return self._merge(slots, missing, best[inverse.ravel()],
+                                       None if confidence is None else confidence[inverse.ravel()])
+                self._remember(new, best, confidence)
+                slots[missing] = self._slots(keys[missing])
+            return self.best[slots], None if self.confidence is None else self.confidence[slots]
+
+    def _merge(self, slots, missing, best, confidence):
+        found = np.flatnonzero(slots >= 0)
+        all_best = np.empty(len(slots), dtype=np.int32)
+        all_best[found], all_best[missing] = self.best[slots[found]], best
+        if confidence is None:
+            return all_best, None
+        all_confidence = np.empty(len(slots), dtype=np.float32)
+        all_confidence[found], all_confidence[missing] = self.confidence[slots[found]], confidence
+        return all_best, all_confidence
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        if self.cells.count <= self.DENSE_CELLS:
+            if self.table is None:
+                self.table = np.full(self.cells.count, -1, dtype=np.int32)
+            return self.table[keys]
+        if not len(self.sorted_keys):
+            return np.full(len(keys), -1, dtype=np.int32)
+        where = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
+        slots = self.sorted_slots[where]
+        slots[self.sorted_keys[where] != keys] = -1
+        return slots
+
+    def _remember(self, new: np.ndarray, best: np.ndarray, confidence: np.ndarray | None) -> None:
+        numbers = np.arange(len(self.best), len(self.best) + len(new), dtype=np.int32)
+        self.best = np.concatenate([self.best, best])
+        if self.confidence is not None:
+            self.confidence = np.concatenate([self.confidence, confidence])
+        if self.table is not None:
+            self.table[new] = numbers
+        else:
+            at = np.searchsorted(self.sorted_keys, new)
+            self.sorted_keys = np.insert(self.sorted_keys, at, new)
+            self.sorted_slots = np.insert(self.sorted_slots, at, numbers)
 
 
 @dataclass
@@ -249,7 +335,8 @@ class TileClassifier:
     """Features of a tile -> class codes and confidence; the same on this machine and on
     a cluster worker (which builds its own from the same inputs)."""
 
-    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True):
+    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True,
+                 confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
         if check:  # cluster workers skip it: the client checked the same inputs
             differences = recipe_differences(trained.recipe, self.opened.recipe)
@@ -257,14 +344,16 @@ class TileClassifier:
                 raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
         self.estimator = trained.estimator
         self.dtype, self.nodata = class_map_type(trained.codes)
-        self.predict = self.estimator.predict_proba
+        self.decide = Decisions(self.estimator, confidence)
+        self.codes = np.asarray(self.estimator.classes_)
         self.profile = output_profile(self.opened.plan, self.opened.datasets[0].crs, 1, self.dtype, "none")
         self.mask = None
         if mask:
             self.mask = AlignedRaster(mask, _Grid(self.profile))
             stack.callback(self.mask.close)
 
-    def __call__(self, item, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, item, progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class codes and confidence (None when not wanted) of a tile."""
         tile, plan = item.tile, self.opened.plan
         values = infer_tile(plan, self.opened.model, item, progress)  # (features, h, w)
         invalid = np.zeros((tile.height, tile.width), dtype=bool)
@@ -282,11 +371,12 @@ class TileClassifier:
             table = values.reshape(values.shape[0], -1).T[keep]
             if not np.isfinite(table).all():
                 table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
-            probabilities = self.predict(table)
-            best = probabilities.argmax(axis=1)
-            classes[keep] = np.asarray(self.estimator.classes_)[best].astype(self.dtype)
-            scores[keep] = probabilities[np.arange(len(keep)), best]
-        return classes.reshape(tile.height, tile.width), scores.reshape(tile.height, tile.width)
+            best, confidence = self.decide(table)
+            classes[keep] = self.codes[best].astype(self.dtype)
+            if confidence is not None:
+                scores[keep] = confidence
+        classes = classes.reshape(tile.height, tile.width)
+        return classes, scores.reshape(tile.height, tile.width) if self.decide.confidence is not None else None
 
 
 def load_image_classifier(classifier_path):
@@ -305,7 +395,7 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
     progress = progress or NullProgress()
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
-        classify = TileClassifier(spec, trained, mask, stack)
+        classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
         opened, plan = classify.opened, classify.opened.plan
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
@@ -329,9 +419,11 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
         if scheduler:
             from .distributed import classify_on_cluster
 
-            skipped = classify_on_cluster(scheduler, spec, classifier_path, mask, plan_tiles, write, progress)
+            skipped = classify_on_cluster(scheduler, spec, classifier_path, mask, bool(confidence), plan_tiles,
+                                          write, progress)
         else:
-            classify.predict = stack.enter_context(_ParallelPredict(trained.estimator))
+            classifiers.single_threaded(trained.estimator)
+            classify.decide.rows = stack.enter_context(_Parallel(classify.decide.rows))
             skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress,
                                    lambda item: classify(item, progress), write)
         writer.close()

@@ -68,8 +68,8 @@ def compute_tile(run: str, sources, model_path: str, options, tile: tuple[int, i
     return tile, infer_tile(plan, model, item, NullProgress()), item.arrays is None
 
 
-def classify_tile(run: str, spec, classifier_path: str, mask, tile: tuple[int, int, int, int]):
-    """On a worker: ``(tile, (classes, confidence), all nodata)`` of one classified tile."""
+def classify_tile(run: str, spec, classifier_path: str, mask, confidence: bool, tile: tuple[int, int, int, int]):
+    """On a worker: ``(tile, (classes, confidence or None), all nodata)`` of one classified tile."""
     from .classifiers import single_threaded
     from .deep_classification import TileClassifier, load_image_classifier
     from .serving import GDAL_IO, tile_input
@@ -77,7 +77,7 @@ def classify_tile(run: str, spec, classifier_path: str, mask, tile: tuple[int, i
     def build(stack):
         trained = load_image_classifier(classifier_path)
         single_threaded(trained.estimator)  # the worker's own threads are its parallelism
-        return TileClassifier(spec, trained, mask, stack, check=False)
+        return TileClassifier(spec, trained, mask, stack, check=False, confidence=confidence)
 
     classify = _run_state(run, build)
     with GDAL_IO:
@@ -167,10 +167,11 @@ def serve_on_cluster(sources, model_path, options, plan, plan_tiles, write, prog
                      plan_tiles, write, progress)
 
 
-def classify_on_cluster(address: str, spec, classifier_path, mask, plan_tiles, write,
+def classify_on_cluster(address: str, spec, classifier_path, mask, confidence: bool, plan_tiles, write,
                         progress: Progress | None = None) -> int:
     """Image classification's tiles on the cluster at ``address``."""
     absolute = replace(spec, sources=[replace(s, path=_absolute(s.path)) for s in spec.sources],
                        model=_absolute(spec.model) if spec.model else None)
-    return run_tasks(address, classify_tile, (absolute, _absolute(classifier_path), _absolute(mask) if mask else None),
+    return run_tasks(address, classify_tile,
+                     (absolute, _absolute(classifier_path), _absolute(mask) if mask else None, confidence),
                      plan_tiles, write, progress)

@@ -163,6 +163,10 @@ def test_class_map_equals_the_classifier_on_every_pixel(forest, tmp_path):
     assert (classes[~inside] == 0).all() and (confidence[~inside] == -1).all()
     assert np.allclose(confidence[inside], probabilities.max(axis=1).reshape(keep.shape)[inside])
     assert done.style.read_text().count("paletteEntry") == 4
+    # Without confidence the forest may stop a pixel's trees early: the same classes.
+    classes_only = dc.classify_image(spec, out_skops(forest), tmp_path / "classes.tif", mask=mask)
+    with rasterio.open(classes_only.output) as cm:
+        assert np.array_equal(cm.read(1), classes)
 
 
 def out_skops(forest):
