@@ -365,7 +365,8 @@ class TileClassifier:
             with GDAL_IO:
                 invalid |= ~self.mask.read_mask(tile)
         classes = np.full(tile.height * tile.width, self.nodata, dtype=self.dtype)
-        scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32)
+        scores = None if self.decide.confidence is None else np.full(tile.height * tile.width, -1.0,
+                                                                     dtype=np.float32)
         keep = np.flatnonzero(~invalid.ravel())
         if len(keep):
             table = values.reshape(values.shape[0], -1).T[keep]
@@ -373,10 +374,10 @@ class TileClassifier:
                 table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
             best, confidence = self.decide(table)
             classes[keep] = self.codes[best].astype(self.dtype)
-            if confidence is not None:
+            if scores is not None:
                 scores[keep] = confidence
-        classes = classes.reshape(tile.height, tile.width)
-        return classes, scores.reshape(tile.height, tile.width) if self.decide.confidence is not None else None
+        shape = (tile.height, tile.width)
+        return classes.reshape(shape), None if scores is None else scores.reshape(shape)
 
 
 def load_image_classifier(classifier_path):

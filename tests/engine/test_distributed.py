@@ -151,3 +151,7 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     assert same(tmp_path / "local_conf.tif", tmp_path / "cluster_conf.tif")
     with rasterio.open(tmp_path / "cluster.tif") as cm:
         assert (cm.read(1)[300:500, 200:600] == cm.nodata).all()
+    # Classes only (the workers' forests stop early): the same class map.
+    dc.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
+                      scheduler=cluster.scheduler_address)
+    assert same(tmp_path / "local.tif", tmp_path / "classes.tif")
