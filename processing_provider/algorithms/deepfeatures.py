@@ -196,7 +196,9 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         "the serving engine. Give the same sources (bands, order), MODEL and OUTPUT_NAMES as at "
         "training: the classifier checks them and says what differs.\n\n" + FEATURES_HELP
         + "OUTPUT: class codes in the smallest integer type, styled with the class names (nodata where "
-        "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class.\n\n"
+        "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class "
+        "(a random forest without it is faster: it stops a pixel's trees once its class is decided; "
+        "the class map is the same).\n\n"
         "SCHEDULER (advanced): the address of a Dask scheduler whose workers classify the tiles "
         "(same result as on this machine)."
     )
