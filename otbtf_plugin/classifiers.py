@@ -198,11 +198,16 @@ def threshold_cells(estimator) -> ThresholdCells | None:
     return ThresholdCells(features, cuts, dtype, count)
 
 
+def _is_forest(estimator) -> bool:
+    """A single-output scikit-learn random forest (whose trees we may evaluate ourselves)."""
+    return type(estimator).__name__ == "RandomForestClassifier" and getattr(estimator, "n_outputs_", 1) == 1
+
+
 def probability_function(estimator):
     """``estimator.predict_proba``; for a random forest, the same mean of its trees'
     probabilities (same order, same bits) without joblib's per-call set-up, which
     costs more than the trees on the small tables of cells never seen before."""
-    if type(estimator).__name__ != "RandomForestClassifier" or getattr(estimator, "n_outputs_", 1) != 1:
+    if not _is_forest(estimator):
         return estimator.predict_proba
     trees, classes = list(estimator.estimators_), int(estimator.n_classes_)
 
@@ -222,7 +227,7 @@ def decision_function(estimator, confidence: bool = True):
     None without confidence)``: the argmax of ``predict_proba``. A random forest asked
     for classes only stops evaluating a row's trees once its leading class cannot be
     caught up (each remaining tree adds at most 1 to a class): the same classes."""
-    if confidence or type(estimator).__name__ != "RandomForestClassifier" or estimator.n_outputs_ != 1:
+    if confidence or not _is_forest(estimator):
         predict = probability_function(estimator)
 
         def decide(table: np.ndarray):

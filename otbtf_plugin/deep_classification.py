@@ -267,25 +267,25 @@ class Decisions:
             self.rows_seen += len(keys)
             slots = self._slots(keys)
             missing = np.flatnonzero(slots < 0)
-            if len(missing):
-                new, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
-                self.cells_new += len(new)
-                best, confidence = self.rows(table[missing[first]])
-                if len(self.best) + len(new) > self.CACHE_CELLS:  # full: these are decided for this tile only
-                    return self._merge(slots, missing, best[inverse.ravel()],
-                                       None if confidence is None else confidence[inverse.ravel()])
+            if not len(missing):
+                return self.best[slots], None if self.confidence is None else self.confidence[slots]
+            new, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+            self.cells_new += len(new)
+            best, confidence = self.rows(table[missing[first]])
+            result = self._merge(slots, missing, inverse.ravel(), best, confidence)
+            if len(self.best) + len(new) <= self.CACHE_CELLS:  # else: decided for this tile only
                 self._remember(new, best, confidence)
-                slots[missing] = self._slots(keys[missing])
-            return self.best[slots], None if self.confidence is None else self.confidence[slots]
+            return result
 
-    def _merge(self, slots, missing, best, confidence):
+    def _merge(self, slots, missing, inverse, best, confidence):
+        """Known cells from the cache, the others from this tile's new predictions."""
         found = np.flatnonzero(slots >= 0)
         all_best = np.empty(len(slots), dtype=np.int32)
-        all_best[found], all_best[missing] = self.best[slots[found]], best
+        all_best[found], all_best[missing] = self.best[slots[found]], best[inverse]
         if confidence is None:
             return all_best, None
         all_confidence = np.empty(len(slots), dtype=np.float32)
-        all_confidence[found], all_confidence[missing] = self.confidence[slots[found]], confidence
+        all_confidence[found], all_confidence[missing] = self.confidence[slots[found]], confidence[inverse]
         return all_best, all_confidence
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
@@ -344,6 +344,7 @@ class TileClassifier:
                 raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
         self.estimator = trained.estimator
         self.dtype, self.nodata = class_map_type(trained.codes)
+        self.confidence = confidence
         self.decide = Decisions(self.estimator, confidence)
         self.codes = np.asarray(self.estimator.classes_)
         self.profile = output_profile(self.opened.plan, self.opened.datasets[0].crs, 1, self.dtype, "none")
@@ -365,8 +366,7 @@ class TileClassifier:
             with GDAL_IO:
                 invalid |= ~self.mask.read_mask(tile)
         classes = np.full(tile.height * tile.width, self.nodata, dtype=self.dtype)
-        scores = None if self.decide.confidence is None else np.full(tile.height * tile.width, -1.0,
-                                                                     dtype=np.float32)
+        scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32) if self.confidence else None
         keep = np.flatnonzero(~invalid.ravel())
         if len(keep):
             table = values.reshape(values.shape[0], -1).T[keep]

@@ -226,7 +226,7 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
              f"{b.peak_mib / a.peak_mib:.2f}", f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1")]
 
 
-SERVING_MODELS = """
+KERAS_MODEL_START = """
 import sys
 sys.path.insert(0, {root!r})
 from otbtf_plugin.deps import import_tensorflow
@@ -235,6 +235,9 @@ import keras
 keras.utils.set_random_seed(0)
 inp = keras.Input((None, None, 3), name="x")
 h = keras.layers.Rescaling(1 / 10000.0)(inp)
+"""
+
+SERVING_MODELS = KERAS_MODEL_START + """
 h = keras.layers.Conv2D(8, 5, activation="relu")(h)
 h = keras.layers.Conv2D(8, 3, activation="relu")(h)
 keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export({out!r} + "/bench_fcn", verbose=False)
@@ -409,15 +412,7 @@ def bench_training(out: Path, repeat: int) -> list[tuple[str, str, str]]:
              f"{best_run['memory'] / best_run['disk']:.2f}", "goal >= 0.8")]
 
 
-SCALE_MODEL = """
-import sys
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-import_tensorflow()
-import keras
-keras.utils.set_random_seed(0)
-inp = keras.Input((None, None, 3), name="x")
-h = keras.layers.Rescaling(1 / 10000.0)(inp)
+SCALE_MODEL = KERAS_MODEL_START + """
 keras.Model(inp, keras.layers.Conv2D(1, 3, name="y")(h)).export({out!r} + "/bench_small", verbose=False)
 """
 
