@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import DependencyError, InputError
 from .metrics import classification_html, confusion_matrix, report
-from .raster import atomic_output
+from .outputs import StagedOutputs, staged_or_now
 
 FORMAT = "otbtf-classifier"
 VERSION = 1
@@ -360,8 +360,8 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
                              int((~held_out).sum()), int(held_out.sum()), warnings)
 
 
-def save(trained: TrainedClassifier, path: str | Path) -> Path:
-    """Write the classifier file (skops) atomically."""
+def save(trained: TrainedClassifier, path: str | Path, staged: StagedOutputs | None = None) -> Path:
+    """Write the classifier file (skops), staged with ``staged`` or atomically now."""
     sklearn()
     import skops.io
 
@@ -369,8 +369,8 @@ def save(trained: TrainedClassifier, path: str | Path) -> Path:
               "params": {k: repr(v) for k, v in trained.params.items()}, "classes": trained.classes,
               "recipe": trained.recipe, "metrics": trained.metrics}
     path = Path(path)
-    with atomic_output(path) as tmp:
-        skops.io.dump({"otbtf": json.dumps(header), "estimator": trained.estimator}, tmp)
+    with staged_or_now(staged) as group:
+        skops.io.dump({"otbtf": json.dumps(header), "estimator": trained.estimator}, group.file(path))
     return path
 
 
@@ -405,15 +405,14 @@ def load(path: str | Path) -> TrainedClassifier:
                              header.get("params", {}), header.get("metrics"))
 
 
-def write_report(path: str | Path, trained: TrainedClassifier, title: str) -> Path:
-    """HTML report (and the same as JSON beside it)."""
+def write_report(path: str | Path, trained: TrainedClassifier, title: str,
+                 staged: StagedOutputs | None = None) -> Path:
+    """HTML report (and the same as JSON beside it), staged with ``staged`` or written now."""
     path = Path(path)
     content = {"classifier": trained.classifier, "params": {k: repr(v) for k, v in trained.params.items()},
                "classes": trained.classes, "training_samples": trained.training_samples,
                "validation_samples": trained.validation_samples, "validation": trained.metrics,
                "warnings": trained.warnings, "features": trained.recipe.get("features")}
-    with atomic_output(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(content, indent=2), encoding="utf-8")
     body = classification_html(trained.metrics) if trained.metrics else \
         "<p>No validation: no class had two polygons (or VALIDATION was 0).</p>"
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in trained.warnings)
@@ -431,6 +430,7 @@ features; {trained.training_samples} training and {trained.validation_samples} v
 {body}
 </body></html>
 """
-    with atomic_output(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    with staged_or_now(staged) as group:
+        group.file(path.with_suffix(".json")).write_text(json.dumps(content, indent=2), encoding="utf-8")
+        group.file(path).write_text(page, encoding="utf-8")
     return path

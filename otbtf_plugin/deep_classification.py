@@ -27,8 +27,9 @@ from . import classifiers
 from .errors import InputError
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences
 from .grid import tiles
+from .outputs import Output, StagedOutputs, check_paths
 from .progress import NullProgress, Progress, ScaledProgress
-from .raster import AlignedRaster, atomic_output, crs_wkt, open_raster
+from .raster import AlignedRaster, crs_wkt, open_raster
 from .selection import sample_selection
 from .serving import GDAL_IO, infer_tile, output_profile, run_pipeline
 from .styles import write_class_style, write_confidence_style
@@ -91,10 +92,17 @@ class TrainResult:
     messages: list[str]
 
 
+def _classifier_outputs(output, report_path) -> dict:
+    return {"OUTPUT_CLASSIFIER": output,
+            "OUTPUT_REPORT": Output(report_path, companions=(".json",)) if report_path else None}
+
+
 def _finish_training(trained, output, report_path, title, rejected, messages) -> TrainResult:
     trained.warnings = messages + trained.warnings
-    path = classifiers.save(trained, output)
-    report = classifiers.write_report(report_path, trained, title) if report_path else None
+    with StagedOutputs() as staged:
+        path = classifiers.save(trained, output, staged)
+        report = classifiers.write_report(report_path, trained, title, staged) if report_path else None
+        staged.commit()
     return TrainResult(path, report, trained, rejected, trained.warnings)
 
 
@@ -104,6 +112,7 @@ def train_from_features(spec: FeatureSpec, vector, field_name: str, output, repo
                         layer: str | None = None, progress: Progress | None = None) -> TrainResult:
     """otbtf:trainclassifierfromdeepfeatures."""
     progress = progress or NullProgress()
+    check_paths({**spec.input_paths(), "VECTOR": vector}, _classifier_outputs(output, report_path))
     classifiers.make_classifier(classifier, params, seed)  # bad parameters fail before any work
     samples = training_samples(spec, vector, field_name, strategy, value, seed, layer,
                                ScaledProgress(progress, 0.0, 0.3))
@@ -125,6 +134,7 @@ def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None 
     """otbtf:sampleextractionfromdeepfeatures: the points with one numeric field per feature
     (and the class field when given). Returns (path, points written, rejected)."""
     progress = progress or NullProgress()
+    check_paths({**spec.input_paths(), "VECTOR": vector}, {"OUTPUT": output})
     feats = read_features(vector, field_name, None, layer)
     if feats.geometry_types() - {"Point"}:
         raise InputError("VECTOR must hold points; make points from polygons with otbtf:sampleselection first")
@@ -161,6 +171,7 @@ def train_vector_classifier(vector, features: list[str], field_name: str, output
                             progress: Progress | None = None) -> TrainResult:
     """otbtf:trainvectorclassifier: features are fields of the vector."""
     progress = progress or NullProgress()
+    check_paths({"VECTOR": vector}, _classifier_outputs(output, report_path))
     if not features:
         raise InputError("FEATURES is empty: give the numeric fields to classify with")
     classifiers.make_classifier(classifier, params, seed)
@@ -394,19 +405,24 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                    compress: str = "zstd", progress: Progress | None = None, scheduler: str = "") -> ClassifyResult:
     """otbtf:imageclassifierfromdeepfeatures (on a Dask cluster when ``scheduler`` is given)."""
     progress = progress or NullProgress()
+    styled = (".qml", ".aux.xml")
+    check_paths({**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
+                {"OUTPUT": Output(output, companions=styled),
+                 "OUTPUT_CONFIDENCE": Output(confidence, companions=styled) if confidence else None})
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
         opened, plan = classify.opened, classify.opened.plan
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
-        out_tmp = stack.enter_context(atomic_output(output))
+        staged = stack.enter_context(StagedOutputs())
+        out_tmp = staged.file(output)
         writer = stack.enter_context(rasterio.open(
             out_tmp, "w", nodata=classify.nodata, **output_profile(plan, crs, 1, classify.dtype, compress)))
         writer.set_band_description(1, "class")
         conf_writer = None
         if confidence:
-            conf_tmp = stack.enter_context(atomic_output(confidence))
+            conf_tmp = staged.file(confidence)
             conf_writer = stack.enter_context(rasterio.open(
                 conf_tmp, "w", nodata=-1.0, **output_profile(plan, crs, 1, "float32", compress)))
             conf_writer.set_band_description(1, "confidence")
@@ -430,7 +446,8 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
         writer.close()
         if conf_writer is not None:
             conf_writer.close()
-    style = write_class_style(output, trained.classes)
-    if confidence:
-        write_confidence_style(confidence)
+        style = write_class_style(output, trained.classes, staged)
+        if confidence:
+            write_confidence_style(confidence, staged)
+        staged.commit()
     return ClassifyResult(Path(output), Path(confidence) if confidence else None, style, len(plan_tiles), skipped)

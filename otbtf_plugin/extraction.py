@@ -25,9 +25,10 @@ from rasterio.warp import transform_bounds
 
 from .errors import InputError
 from .grid import Window, patch_start
+from .outputs import StagedOutputs, check_paths
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import atomic_output, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
+from .raster import crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
 from .vector import read_features, transform_xy
 
@@ -103,6 +104,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
     if labels_output and not field_name:
         raise InputError("a labels image needs a class field (FIELD)")
     outputs = [Path(p) for p in outputs]
+    check_paths({**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
+                {**{f"OUTPUT{i}": out for i, out in enumerate(outputs, 1)}, "OUTPUT_LABELS": labels_output})
     with ExitStack() as stack:
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         _check_overlap(datasets)
@@ -189,9 +192,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         if len(accepted) == 0:
             raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
 
-        finals = []
-        for out in [*outputs, *([Path(labels_output)] if labels_output else [])]:
-            finals.append(stack.enter_context(atomic_output(out)))
+        staged = stack.enter_context(StagedOutputs())
+        finals = [staged.file(out) for out in [*outputs, *([Path(labels_output)] if labels_output else [])]]
         codes_tag = {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(feats.class_names.items()))} \
             if feats.string_classes else {}
         keep_positions = np.flatnonzero(keep)
@@ -229,6 +231,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             string_classes=feats.string_classes, field=field_name or "", crs_wkt=crs_wkt(datasets[0]),
             messages=messages,
         )
+        staged.commit()
     return result
 
 

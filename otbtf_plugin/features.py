@@ -52,6 +52,10 @@ class FeatureSpec:
     allow_lambda: bool = False
     memory_mb: int = 512
 
+    def input_paths(self) -> dict[str, str | Path | None]:
+        """The files read, by parameter name (for :func:`outputs.check_paths`)."""
+        return {**{f"SOURCE{n}": s.path for n, s in enumerate(self.sources, 1)}, "MODEL": self.model or None}
+
 
 def bands_model(datasets) -> ServedModel:
     """The stand-in model of raw-band features: 1 x 1 patches in, bands concatenated out."""

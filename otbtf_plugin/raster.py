@@ -5,9 +5,6 @@ Rasters are never read whole: callers read windows of a bounded size.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,6 @@ from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
 from .grid import Grid, Window
-from .scratch import clean_stale, partial_path
 
 
 def open_raster(path: str | Path):
@@ -99,28 +95,3 @@ def valid_pixels(dataset, window: Window, nodata: list[float | None], mask: Alig
     if mask is not None:
         valid &= mask.read_mask(window)
     return valid
-
-
-@contextmanager
-def atomic_output(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it to ``final`` when the
-    block ends without error, delete it otherwise. The caller closes its file
-    inside the block."""
-    final = Path(final)
-    if not final.parent.is_dir():
-        raise InputError(f"output folder {str(final.parent)!r} does not exist")
-    if not os.access(final.parent, os.W_OK):
-        raise InputError(f"output folder {str(final.parent)!r} is not writable; choose another folder")
-    clean_stale(final.parent)
-    tmp = partial_path(final)
-    try:
-        try:
-            yield tmp
-            os.replace(tmp, final)
-        except (OSError, rasterio.errors.RasterioIOError) as err:
-            # Reads raise InputError (see read()): what arrives here failed to write.
-            raise InputError(f"could not write {final}: {err}. Is the disk full or the folder read-only? "
-                             "Nothing was left at that path") from err
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
-            leftover.unlink(missing_ok=True)

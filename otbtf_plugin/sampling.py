@@ -21,8 +21,9 @@ from rasterio import features as rio_features
 
 from .errors import InputError
 from .grid import Grid, Window, intersection, tiles
+from .outputs import atomic_output
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import AlignedRaster, atomic_output, crs_wkt, grid_of, nodata_values, open_raster, valid_pixels
+from .raster import AlignedRaster, crs_wkt, grid_of, nodata_values, open_raster, valid_pixels
 from .vector import Features, read_features
 
 BLOCK_PX = 1024

@@ -37,8 +37,9 @@ import rasterio
 from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
+from .outputs import Output, StagedOutputs, check_paths
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import atomic_output, grid_of, invalid_pixels, nodata_values, open_raster, read
+from .raster import grid_of, invalid_pixels, nodata_values, open_raster, read
 from .styles import write_class_style
 
 PROBE_SIZES = (96, 128)  # input sizes used to measure a fully-convolutional model
@@ -687,6 +688,8 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
     progress = progress or NullProgress()
     if not sources:
         raise InputError("no source raster given")
+    check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
+                {"OUTPUT": Output(output, companions=(".qml", ".aux.xml"))})
     model = model or load_model(model_path, allow_lambda=options.allow_lambda)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
@@ -699,7 +702,8 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         profile = output_profile(plan, datasets[0].crs, plan.bands, _output_dtype(plan), options.compress)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
             profile["nodata"] = plan.background
-        tmp = stack.enter_context(atomic_output(output))
+        staged = stack.enter_context(StagedOutputs())
+        tmp = staged.file(output)
         writer = stack.enter_context(rasterio.open(tmp, "w", **profile))
         for band, name in enumerate(band_names(plan), 1):
             writer.set_band_description(band, name)
@@ -716,10 +720,11 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             skipped = run_pipeline(plan, datasets, plan_tiles, progress,
                                    lambda item: infer_tile(plan, model, item, progress), write)
         writer.close()
-    style = None
-    classes = (model.metadata or {}).get("classes")
-    if classes and [o.name for o in plan.outputs] == ["class"]:
-        style = write_class_style(output, classes)
+        style = None
+        classes = (model.metadata or {}).get("classes")
+        if classes and [o.name for o in plan.outputs] == ["class"]:
+            style = write_class_style(output, classes, staged)
+        staged.commit()
     return ServeResult(Path(output), plan, len(plan_tiles), skipped, style)
 
 

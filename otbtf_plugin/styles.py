@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .raster import atomic_output
+from .outputs import StagedOutputs, staged_or_now
 
 # Colours for common land-cover names; other classes take the palette in order.
 NAMED = {"water": "#2c7fb8", "tree": "#1b7837", "forest": "#1b7837", "crop": "#e6c229", "cropland": "#e6c229",
@@ -23,8 +23,9 @@ def class_colours(classes: list[dict]) -> list[str]:
     return colours
 
 
-def _write_qml(raster: str | Path, renderer: str) -> Path:
-    """``renderer`` (a ``<rasterrenderer>`` element) as the .qml beside ``raster``."""
+def _write_qml(raster: str | Path, renderer: str, staged: StagedOutputs | None) -> Path:
+    """``renderer`` (a ``<rasterrenderer>`` element) as the .qml beside ``raster``: staged
+    with the raster (renamed with it) when ``staged`` is given, else written now."""
     text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22" styleCategories="AllStyleCategories">
   <pipe>
@@ -33,12 +34,12 @@ def _write_qml(raster: str | Path, renderer: str) -> Path:
 </qgis>
 """
     path = Path(raster).with_suffix(".qml")
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with staged_or_now(staged) as group:
+        group.file(path).write_text(text, encoding="utf-8")
     return path
 
 
-def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
+def write_class_style(raster: str | Path, classes: list[dict], staged: StagedOutputs | None = None) -> Path:
     """A paletted style for a class map: ``classes`` = ``[{"code": 1, "name": "water"}, ...]``."""
     entries = "\n".join(
         f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
@@ -50,10 +51,10 @@ def write_class_style(raster: str | Path, classes: list[dict]) -> Path:
       <colorPalette>
 {entries}
       </colorPalette>
-    </rasterrenderer>""")
+    </rasterrenderer>""", staged)
 
 
-def write_confidence_style(raster: str | Path) -> Path:
+def write_confidence_style(raster: str | Path, staged: StagedOutputs | None = None) -> Path:
     """A red-yellow-green gradient from 0 to 1 for a confidence (probability) map."""
     stops = [(0.0, "#d7191c"), (0.5, "#ffffbf"), (1.0, "#1a9641")]
     items = "\n".join(f'          <item value="{v}" color="{c}" alpha="255" label="{v:g}"/>' for v, c in stops)
@@ -66,4 +67,4 @@ def write_confidence_style(raster: str | Path) -> Path:
 {items}
         </colorrampshader>
       </rastershader>
-    </rasterrenderer>""")
+    </rasterrenderer>""", staged)

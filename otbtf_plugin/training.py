@@ -25,7 +25,6 @@ import html
 import io
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +34,9 @@ from . import __version__, deps
 from .errors import Cancelled, InputError
 from .metrics import classification_html, confusion_matrix, regression_report, report
 from .model import METADATA_FILE
+from .outputs import Output, StagedOutputs, check_paths, staged_or_now
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
-from .scratch import scratch_dir
 
 ARCHITECTURES = ("cnn", "unet", "regressor")
 TASKS = ("auto", "classification", "regression")
@@ -307,6 +306,12 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     output = Path(config.output_model)
     if not output.parent.is_dir():
         raise InputError(f"output folder {str(output.parent)!r} does not exist")
+    check_paths({"TRAIN_PATCHES": config.train_patches, "TRAIN_LABELS": config.train_labels,
+                 "VALID_PATCHES": config.valid_patches, "VALID_LABELS": config.valid_labels,
+                 "MODEL": config.initial_model},
+                {"OUTPUT_MODEL": Output(output, "folder", marker=METADATA_FILE),
+                 "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
+                 if config.output_report else None})
     keras = _keras()
     import tensorflow as tf
 
@@ -444,10 +449,12 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         }
         if config.tensorboard_dir:
             _tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
-        _write_model_folder(output, served, metadata)
         report_html = None
-        if config.output_report:
-            report_html = write_report(config.output_report, metrics, history, metadata)
+        with StagedOutputs() as staged:
+            _write_model_folder(staged.folder(output, METADATA_FILE), served, metadata)
+            if config.output_report:
+                report_html = write_report(config.output_report, metrics, history, metadata, staged)
+            staged.commit()
     finally:
         train_data.close()
         if valid_data is not None:
@@ -547,18 +554,11 @@ def _tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
         tf.summary.text("validation/confusion_matrix", "\n".join(rows), step=step)
 
 
-def _write_model_folder(output: Path, served, metadata: dict) -> None:
-    """SavedModel, .keras and metadata into a temporary folder beside, then renamed."""
-    staging = scratch_dir(output.parent, output.name)
-    try:
-        served.export(str(staging / "savedmodel"), verbose=False)
-        served.save(staging / "model.keras")
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _write_model_folder(folder: Path, served, metadata: dict) -> None:
+    """SavedModel, .keras and metadata into ``folder`` (a staged temporary folder)."""
+    served.export(str(folder / "savedmodel"), verbose=False)
+    served.save(folder / "model.keras")
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
 
 
 def _curves_png(history: dict) -> bytes:
@@ -583,15 +583,10 @@ def _curves_png(history: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(path, metrics: dict, history: dict, metadata: dict) -> Path:
+def write_report(path, metrics: dict, history: dict, metadata: dict, staged: StagedOutputs | None = None) -> Path:
     """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
     path = Path(path)
-    from .raster import atomic_output
-
-    json_path = path.with_suffix(".json")
-    with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps({"validation": metrics, "history": history, "task": metadata["task"],
-                                   "classes": metadata["classes"]}, indent=2), encoding="utf-8")
+    content = {"validation": metrics, "history": history, "task": metadata["task"], "classes": metadata["classes"]}
     if "rmse" in metrics:
         body = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
                 f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
@@ -611,6 +606,7 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><b
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">
 </body></html>
 """
-    with atomic_output(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    with staged_or_now(staged) as group:
+        group.file(path.with_suffix(".json")).write_text(json.dumps(content, indent=2), encoding="utf-8")
+        group.file(path).write_text(page, encoding="utf-8")
     return path

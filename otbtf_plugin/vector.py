@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 from shapely.validation import make_valid
 
 from .errors import InputError
-from .raster import atomic_output
+from .outputs import atomic_output
 from .scratch import scratch_dir
 
 ogr.UseExceptions()

@@ -4,12 +4,15 @@ engine errors become QgsProcessingException."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtGui import QIcon
 
 from ...otbtf_plugin.errors import EngineError
+from ...otbtf_plugin.outputs import check_paths
 from ..feedback import FeedbackProgress
+from ..paths import run_inputs, run_outputs
 
 ICON = Path(__file__).resolve().parent.parent.parent / "resources" / "icon.svg"
 
@@ -20,6 +23,8 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
     NAME = ""
     DISPLAY_NAME = ""
     HELP = ""
+    # Folder outputs that a run replaces whole, and the file that marks such a folder as ours.
+    REPLACED_FOLDERS: ClassVar[dict[str, str]] = {}
 
     def createInstance(self):
         return type(self)()
@@ -41,6 +46,29 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
+
+    def paths_problem(self, parameters, context) -> str | None:
+        """Why the run's outputs would lose the user's data (an output equal to an input or
+        to another output, a folder that is not ours, a read-only file), or None."""
+        try:
+            check_paths(run_inputs(self, parameters, context),
+                        run_outputs(self, parameters, context, self.REPLACED_FOLDERS))
+        except EngineError as err:
+            return str(err)
+        return None
+
+    def checkParameterValues(self, parameters, context):
+        """Dialogs and ``processing.run``: refused before the run starts."""
+        ok, message = super().checkParameterValues(parameters, context)
+        problem = self.paths_problem(parameters, context) if ok else None
+        return (False, problem) if problem else (ok, message)
+
+    def prepareAlgorithm(self, parameters, context, feedback):
+        """Every run (model children and ``qgis_process`` too) checks its paths once more."""
+        problem = self.paths_problem(parameters, context)
+        if problem:
+            raise QgsProcessingException(problem)
+        return True
 
     def run_engine(self, function, feedback, *args, **kwargs):
         """Call an engine function with progress/cancel; convert its errors once."""

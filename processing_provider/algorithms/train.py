@@ -1,5 +1,7 @@
 """otbtf:tensorflowmodeltrain"""
 
+from typing import ClassVar
+
 from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -11,6 +13,7 @@ from qgis.core import (
 )
 
 from ...otbtf_plugin import deps
+from ...otbtf_plugin.model import METADATA_FILE
 from ...otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from .base import OtbtfAlgorithm
 from .common import add_advanced, raster_path
@@ -23,6 +26,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
     DISPLAY_NAME = "TensorFlow model train"
     GROUP = "Training"
     GROUP_ID = "training"
+    REPLACED_FOLDERS: ClassVar[dict[str, str]] = {"OUTPUT_MODEL": METADATA_FILE}
     HELP = (
         "Trains a TensorFlow model on patches images (from otbtf:patchesextraction, or otbtf's "
         "PatchesExtraction), one per source, with a labels image: one class per patch "

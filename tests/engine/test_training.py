@@ -3,6 +3,7 @@ the served model against the trained one, determinism, fine-tuning, cancel."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,13 +152,13 @@ A_PATCHES, A_LABELS = AMSTERDAM / "amsterdam_patches_A_24.tif", AMSTERDAM / "ams
 
 def test_inputs_that_do_not_match(patches, tmp_path):
     (tp, ty, _), (vp, _, _) = patches["train"], patches["valid"]
-    with pytest.raises(InputError, match="different numbers of patches"):
+    with pytest.raises(InputError, match=r"different numbers of patches"):
         train(TrainConfig([tp], patches["valid"][1], tmp_path / "m"))
     with pytest.raises(InputError, match=r"labels are patches \(semantic segmentation\): use ARCHITECTURE unet"):
         train(TrainConfig([A_PATCHES], A_LABELS, tmp_path / "m"))
-    with pytest.raises(InputError, match="one class per patch: use ARCHITECTURE cnn"):
+    with pytest.raises(InputError, match=r"one class per patch: use ARCHITECTURE cnn"):
         train(TrainConfig([tp], ty, tmp_path / "m", architecture="unet"))
-    with pytest.raises(InputError, match="give one validation patches image per source"):
+    with pytest.raises(InputError, match=r"give one validation patches image per source"):
         train(TrainConfig([tp], ty, tmp_path / "m", valid_patches=[vp, vp], valid_labels=ty))
 
 
@@ -295,3 +296,53 @@ def test_patch_regressor(patches, tmp_path):
     with rasterio.open(tmp_path / "values.tif") as src:
         values = np.array([v[0] for v in src.sample(zip(extraction.x, extraction.y, strict=True))])
     assert np.abs(values - predicted).max() <= 1e-3
+
+
+def test_a_model_folder_is_replaced_only_if_it_is_ours(patches, tmp_path):
+    """An existing model of ours is replaced (the old one is gone, nothing left beside it);
+    a folder that is not a model, or that holds an input, is refused and kept byte for byte."""
+    from snapshot import assert_untouched, snapshot
+
+    (tp, ty, _) = patches["train"]
+    config = TrainConfig([tp], ty, tmp_path / "model", epochs=1, batch_size=16, output_report=tmp_path / "r.html")
+    first = train(config)
+    (tmp_path / "model" / "stale.txt").write_text("from the first run")
+    train(config)
+    assert not (tmp_path / "model" / "stale.txt").exists()
+    assert (tmp_path / "model" / "otbtf_model.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "r.html", "r.json"]
+    assert first.model_folder == tmp_path / "model"
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    before = snapshot(project)
+    with pytest.raises(InputError, match=r"is an existing folder that is not an otbtf model"):
+        train(TrainConfig([tp], ty, project, epochs=1))
+    with pytest.raises(InputError, match=r"OUTPUT_MODEL .* holds the input TRAIN_PATCHES"):
+        train(TrainConfig([tp], ty, tp.parent, epochs=1))
+    with pytest.raises(InputError, match=r"OUTPUT_MODEL .* is the same file as the input MODEL"):
+        train(TrainConfig([tp], ty, tmp_path / "model", epochs=1, initial_model=tmp_path / "model"))
+    assert_untouched(before, project)
+
+
+def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatch):
+    """The class map and its .qml are renamed together: a failure writing the style
+    keeps the previous map and style byte for byte, and leaves no temporary."""
+    from otbtf_plugin import serving
+    from snapshot import snapshot
+
+    _, _, out = trained
+    target = tmp_path / "classes.tif"
+    serve([ServeSource(RGB)], out / "model", target, ServeOptions(output_names=["class"]))
+    before = snapshot(tmp_path)
+    assert sorted(before) == ["classes.qml", "classes.tif"]
+
+    def broken_style(raster, classes, staged=None):
+        staged.file(Path(raster).with_suffix(".qml"))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(serving, "write_class_style", broken_style)
+    with pytest.raises(InputError, match=r"could not write .*classes.tif.*No space left on device"):
+        serve([ServeSource(RGB)], out / "model", target, ServeOptions(output_names=["class"]))
+    assert snapshot(tmp_path) == before

@@ -1,0 +1,87 @@
+"""The paths a run reads and writes, read from its parameter definitions, so that the
+engine's rules on outputs (:mod:`otbtf_plugin.outputs`) hold for every algorithm
+without each one listing its parameters again."""
+
+from __future__ import annotations
+
+import re
+
+from qgis.core import (
+    QgsProcessingDestinationParameter,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..otbtf_plugin.outputs import Output
+
+_OGR_URI = re.compile(r"""^ogr:dbname=(['"]?)(?P<path>.+?)\1(\s+table=.*)?$""")
+RASTER_COMPANIONS = (".qml", ".aux.xml")  # styles and statistics written beside rasters
+
+
+def layer_file(source: str) -> str | None:
+    """The file behind a layer source or sink URI (``path|layername=x``, ``ogr:dbname=...``), or
+    None for a memory layer or a database."""
+    if not source or source == "TEMPORARY_OUTPUT" or source.startswith(("memory:", "postgres:", "spatialite:")):
+        return None
+    match = _OGR_URI.match(source)
+    return (match["path"] if match else source.split("|", 1)[0]) or None
+
+
+def run_inputs(algorithm, parameters, context) -> dict[str, list[str]]:
+    """The files each input parameter names."""
+    found: dict[str, list[str]] = {}
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if parameters.get(name) in (None, ""):
+            continue
+        if isinstance(definition, QgsProcessingParameterRasterLayer):
+            layers = [algorithm.parameterAsRasterLayer(parameters, name, context)]
+        elif isinstance(definition, (QgsProcessingParameterFeatureSource, QgsProcessingParameterVectorLayer)):
+            layers = [algorithm.parameterAsVectorLayer(parameters, name, context)]
+        elif isinstance(definition, QgsProcessingParameterMultipleLayers):
+            layers = algorithm.parameterAsLayerList(parameters, name, context)
+        elif isinstance(definition, QgsProcessingParameterFile):
+            found[name] = [algorithm.parameterAsFile(parameters, name, context)]
+            continue
+        else:
+            continue
+        found[name] = [path for path in (layer_file(layer.source()) for layer in layers if layer) if path]
+    return found
+
+
+def run_outputs(algorithm, parameters, context, replaced_folders: dict[str, str]) -> dict[str, Output]:
+    """The files and folders each output parameter will write. ``replaced_folders`` maps a
+    folder output that the run replaces to the file that marks such a folder as ours;
+    other folder outputs are written into (nothing in them is removed)."""
+    found: dict[str, Output] = {}
+    for definition in algorithm.destinationParameterDefinitions():
+        name = definition.name()
+        value = parameters.get(name, definition.defaultValue())
+        if value in (None, "") or (isinstance(definition, QgsProcessingDestinationParameter)
+                                   and not definition.createByDefault() and name not in parameters):
+            continue
+        if isinstance(definition, QgsProcessingParameterFolderDestination):
+            path = algorithm.parameterAsFileOutput(parameters, name, context)
+            if path:
+                marker = replaced_folders.get(name)
+                found[name] = Output(path, "folder" if marker else "into", marker=marker)
+        elif isinstance(definition, QgsProcessingParameterFileDestination):
+            path = algorithm.parameterAsFileOutput(parameters, name, context)
+            if path:
+                html = path.lower().endswith((".html", ".htm"))
+                found[name] = Output(path, companions=(".json",) if html else ())
+        elif isinstance(definition, (QgsProcessingParameterRasterDestination, QgsProcessingParameterVectorDestination,
+                                     QgsProcessingParameterFeatureSink)):
+            path = layer_file(algorithm.parameterAsOutputLayer(parameters, name, context))
+            if path:
+                raster = isinstance(definition, QgsProcessingParameterRasterDestination)
+                found[name] = Output(path, companions=RASTER_COMPANIONS if raster else ())
+    return found

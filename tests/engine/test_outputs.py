@@ -1,0 +1,108 @@
+"""The rules that keep the user's files: no output equal to an input or to another output
+(however the path is spelled), sidecars of inputs kept, folders replaced only when ours,
+read-only targets refused even for root, a group of outputs renamed together or not at all."""
+
+import os
+
+import pytest
+
+from otbtf_plugin.errors import InputError
+from otbtf_plugin.outputs import Output, StagedOutputs, check_paths
+from snapshot import snapshot
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "in.tif").write_bytes(b"raster")
+    (tmp_path / "sub").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("spelling", ["in.tif", "./in.tif", "sub/../in.tif", "link.tif", "hard.tif"])
+def test_an_output_equal_to_an_input_however_spelled(folder, spelling, monkeypatch):
+    (folder / "link.tif").symlink_to(folder / "in.tif")
+    os.link(folder / "in.tif", folder / "hard.tif")
+    monkeypatch.chdir(folder)
+    with pytest.raises(InputError, match=rf"OUTPUT '{spelling}' is the same file as the input SOURCE1: "
+                                         "choose another output path"):
+        check_paths({"SOURCE1": str(folder / "in.tif")}, {"OUTPUT": spelling})
+
+
+def test_two_outputs_at_one_path_and_companions(folder):
+    with pytest.raises(InputError, match=r"OUTPUT_LABELS .* is the same path as the output OUTPUT1"):
+        check_paths({}, {"OUTPUT1": folder / "p.tif", "OUTPUT_LABELS": folder / "sub" / ".." / "p.tif"})
+    # a report's .json beside it is the other output's path
+    with pytest.raises(InputError, match=r"OUTPUT_REPORT .* is the same path as the output OUTPUT"):
+        check_paths({}, {"OUTPUT": folder / "r.json",
+                         "OUTPUT_REPORT": Output(folder / "r.html", companions=(".json",))})
+    check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": folder / "out.tif", "OUTPUT_CONFIDENCE": folder / "c.tif"})
+
+
+def test_sidecars_of_inputs_are_kept_only_if_they_exist(folder):
+    styled = Output(folder / "in.tiff", companions=(".qml",))
+    check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": styled})  # no in.qml: nothing to lose
+    (folder / "in.qml").write_text("<qgis/>")
+    with pytest.raises(InputError, match=r"would replace 'in.qml', which belongs to the input SOURCE1"):
+        check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": styled})
+
+
+def test_folders_replaced_only_when_ours_or_empty(folder):
+    model = Output(folder / "sub", "folder", marker="otbtf_model.json")
+    check_paths({}, {"OUTPUT_MODEL": model})  # empty
+    (folder / "sub" / "x.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"'.*sub' is an existing folder that is not an otbtf model "
+                                         r"\(no otbtf_model.json\); it would be replaced"):
+        check_paths({}, {"OUTPUT_MODEL": model})
+    (folder / "sub" / "otbtf_model.json").write_text("{}")
+    check_paths({}, {"OUTPUT_MODEL": model})
+    with pytest.raises(InputError, match=r"holds the input SOURCE1"):
+        check_paths({"SOURCE1": folder / "sub" / "x.txt"}, {"OUTPUT_MODEL": model})
+    with pytest.raises(InputError, match=r"is a file, not a folder"):
+        check_paths({}, {"OUTPUT_MODEL": Output(folder / "in.tif", "folder", marker="m")})
+    # a folder written into (TensorBoard logs) keeps what it holds: no marker needed
+    check_paths({}, {"TENSORBOARD_DIR": Output(folder, "into")})
+
+
+def test_read_only_targets_are_refused_even_for_root(folder):
+    target = folder / "out.tif"
+    target.write_bytes(b"kept")
+    target.chmod(0o444)
+    with pytest.raises(InputError, match=r"out.tif' exists and is read-only: choose another name"):
+        check_paths({}, {"OUTPUT": target})
+    with pytest.raises(InputError, match=r"read-only"), StagedOutputs() as staged:
+        staged.file(target)
+    assert target.read_bytes() == b"kept"
+    (folder / "style.qml").write_text("x")
+    (folder / "style.qml").chmod(0o444)
+    with pytest.raises(InputError, match=r"style.qml' exists and is read-only"):
+        check_paths({}, {"OUTPUT": Output(folder / "style.tif", companions=(".qml",))})
+    with pytest.raises(InputError, match=r"is a folder: give a file name"):
+        check_paths({}, {"OUTPUT": folder / "sub"})
+
+
+def test_a_group_appears_whole_or_not_at_all(folder):
+    (folder / "a.tif").write_bytes(b"old a")
+    before = snapshot(folder)
+    with pytest.raises(RuntimeError), StagedOutputs() as staged:
+        staged.file(folder / "a.tif").write_bytes(b"new a")
+        staged.file(folder / "b.tif").write_bytes(b"new b")
+        raise RuntimeError("the run failed before the end")
+    assert snapshot(folder) == before  # no temporary left, a.tif untouched, no b.tif
+    with StagedOutputs() as staged:
+        staged.file(folder / "a.tif").write_bytes(b"new a")
+        staged.file(folder / "b.tif").write_bytes(b"new b")
+        model = staged.folder(folder / "model", "otbtf_model.json")
+        (model / "otbtf_model.json").write_text("{}")
+        assert not (folder / "b.tif").exists() and (folder / "a.tif").read_bytes() == b"old a"
+        staged.commit()
+    assert (folder / "a.tif").read_bytes() == b"new a" and (folder / "b.tif").read_bytes() == b"new b"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "b.tif", "in.tif", "model", "sub"]
+
+
+def test_a_folder_that_became_foreign_during_the_run_is_not_replaced(folder):
+    with pytest.raises(InputError, match=r"not an otbtf model"), StagedOutputs() as staged:
+        staged.folder(folder / "sub", "otbtf_model.json")
+        (folder / "sub" / "user.txt").write_text("written while the run worked")
+        staged.commit()
+    assert (folder / "sub" / "user.txt").read_text() == "written while the run worked"
+    assert sorted(p.name for p in folder.iterdir()) == ["in.tif", "sub"]

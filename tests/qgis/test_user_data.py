@@ -1,0 +1,114 @@
+"""The user's files survive every mistake: outputs that are inputs, two outputs at one
+path, a folder that is not a model, read-only targets. Each case goes through
+processing.run (the check of every algorithm, read from its parameter definitions)
+and the user's files are compared byte for byte afterwards."""
+
+import shutil
+
+import processing
+import pytest
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
+
+from common import POLYGONS, RGB
+from snapshot import assert_untouched, snapshot
+
+pytestmark = pytest.mark.usefixtures("provider_loaded")
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    """A user's project folder: the sample raster and polygons, a note, a sub-folder."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(RGB, folder / "scene.tif")
+    shutil.copy(POLYGONS, folder / "truth.gpkg")
+    (folder / "notes.txt").write_text("field notes\n")
+    (folder / "old").mkdir()
+    (folder / "old" / "map.tif").write_bytes(b"not really a map")
+    return folder
+
+
+def _refused(algorithm, parameters, message):
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run(algorithm, parameters)
+
+
+def test_training_into_a_folder_that_is_not_a_model_deletes_nothing(user_folder):
+    before = snapshot(user_folder)
+    _refused("otbtf:tensorflowmodeltrain", {
+        "TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "scene.tif"),
+        "OUTPUT_MODEL": str(user_folder), "OUTPUT_REPORT": str(user_folder.parent / "r.html"),
+    }, r"OUTPUT_MODEL '.*project' (holds the input|is an existing folder that is not an otbtf model)")
+    assert_untouched(before, user_folder)
+    # The engine refuses it too (scripts), and says what would work.
+    from otbtf.otbtf_plugin.errors import InputError
+    from otbtf.otbtf_plugin.outputs import Output, check_paths
+    with pytest.raises(InputError, match=r"not an otbtf model .*choose a new or empty folder"):
+        check_paths({}, {"OUTPUT_MODEL": Output(user_folder / "old", "folder", marker="otbtf_model.json")})
+    assert_untouched(before, user_folder)
+
+
+def test_serving_over_its_own_source_is_refused(user_folder, tmp_path):
+    before = snapshot(user_folder)
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"x")
+    _refused("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(user_folder / "scene.tif"), "MODEL": str(model),
+        "OUTPUT": str(user_folder / "." / "scene.tif"),
+    }, "OUTPUT '.*scene.tif' is the same file as the input SOURCE1: choose another output path")
+    assert_untouched(before, user_folder)
+
+
+def test_extraction_over_its_source_or_two_outputs_at_one_path_is_refused(user_folder):
+    before = snapshot(user_folder)
+    base = {"SOURCE1": str(user_folder / "scene.tif"), "PATCH_SIZE1": 16, "VECTOR": str(user_folder / "truth.gpkg"),
+            "FIELD": "name"}
+    _refused("otbtf:patchesextraction", {**base, "OUTPUT1": str(user_folder / "scene.tif"),
+                                         "OUTPUT_LABELS": str(user_folder / "labels.tif")},
+             "OUTPUT1 .* is the same file as the input SOURCE1")
+    _refused("otbtf:patchesextraction", {**base, "OUTPUT1": str(user_folder / "p.tif"),
+                                         "OUTPUT_LABELS": str(user_folder / "p.tif")},
+             "OUTPUT_LABELS .* is the same path as the output OUTPUT1")
+    assert_untouched(before, user_folder)
+
+
+def test_sample_selection_over_its_ground_truth_is_refused(user_folder):
+    before = snapshot(user_folder)
+    for target in (str(user_folder / "truth.gpkg"), f"ogr:dbname='{user_folder / 'truth.gpkg'}' table=\"s\""):
+        _refused("otbtf:sampleselection", {
+            "INPUT": str(user_folder / "scene.tif"), "VECTOR": str(user_folder / "truth.gpkg"), "FIELD": "name",
+            "OUTPUT": target,
+        }, "OUTPUT .* is the same file as the input VECTOR")
+    assert_untouched(before, user_folder)
+
+
+def test_a_read_only_output_is_not_replaced(user_folder):
+    target = user_folder / "stats.csv"
+    target.write_text("class,count\nmine,1\n")
+    target.chmod(0o444)
+    before = snapshot(user_folder)
+    _refused("otbtf:polygonclassstatistics", {
+        "INPUT": str(user_folder / "scene.tif"), "VECTOR": str(user_folder / "truth.gpkg"), "FIELD": "name",
+        "OUTPUT": str(target),
+    }, "stats.csv' exists and is read-only: choose another name")
+    assert_untouched(before, user_folder)
+
+
+def test_the_dialog_says_it_before_running(user_folder):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:polygonclassstatistics")
+    ok, message = algorithm.checkParameterValues({
+        "INPUT": str(user_folder / "scene.tif"), "VECTOR": str(user_folder / "truth.gpkg"), "FIELD": "name",
+        "OUTPUT": str(user_folder / "scene.tif")}, QgsProcessingContext())
+    assert not ok and "is the same file as the input INPUT" in message
+
+
+def test_a_style_beside_an_input_is_not_replaced(user_folder, tmp_path):
+    """Serving to scene.tiff would write scene.qml, the style the user keeps for scene.tif."""
+    (user_folder / "scene.qml").write_text("<qgis/>")
+    before = snapshot(user_folder)
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"x")
+    _refused("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(user_folder / "scene.tif"), "MODEL": str(model), "OUTPUT": str(user_folder / "scene.tiff"),
+    }, "would replace 'scene.qml', which belongs to the input SOURCE1")
+    assert_untouched(before, user_folder)
