@@ -7,6 +7,10 @@ pass nothing (:class:`NullProgress`) or their own object.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from .errors import Cancelled
@@ -58,3 +62,30 @@ class ScaledProgress:
 
     def info(self, message: str) -> None:
         self.progress.info(message)
+
+
+@contextmanager
+def sigterm_cancels() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, ``timeout``, batch schedulers) stops the run
+    as Ctrl-C does: :class:`Cancelled` is raised in the main thread, whatever it waits on,
+    so every output's temporaries are removed on the way out. A second SIGTERM gets the
+    previous handler (by default: the process ends at once). Outside the main thread (a
+    QGIS task) nothing is changed: the host application owns its signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        raise Cancelled("terminated (SIGTERM): the run stopped and removed its temporary files")
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

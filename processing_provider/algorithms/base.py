@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ...otbtf_plugin.errors import EngineError
 from ...otbtf_plugin.outputs import check_paths
+from ...otbtf_plugin.progress import sigterm_cancels
 from ..feedback import FeedbackProgress
 from ..paths import run_inputs, run_outputs
 
@@ -73,6 +74,7 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
     def run_engine(self, function, feedback, *args, **kwargs):
         """Call an engine function with progress/cancel; convert its errors once."""
         try:
-            return function(*args, progress=FeedbackProgress(feedback), **kwargs)
+            with sigterm_cancels():
+                return function(*args, progress=FeedbackProgress(feedback), **kwargs)
         except EngineError as err:
             raise QgsProcessingException(str(err)) from err

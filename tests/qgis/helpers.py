@@ -18,8 +18,13 @@ def qgis_process_binary() -> str:
     pytest.fail("qgis_process not found: run make setup (Debian package qgis)")
 
 
-def run_qgis_process(config_root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def qgis_process_env(config_root: Path) -> dict:
+    """The user's environment (no test tools) with the given QGIS profile folder."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(config_root))
-    env.pop("PYTHONPATH", None)  # the user's environment: no test tools
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run_qgis_process(config_root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([qgis_process_binary(), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=qgis_process_env(config_root), timeout=timeout)

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from common import OTB_COUNTS, POLYGONS, RGB, ROOT
-from helpers import run_qgis_process
+from helpers import qgis_process_binary, run_qgis_process
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import plugin_files
@@ -93,3 +93,50 @@ def test_serve_a_model_from_the_command_line(installed_profile, tmp_path):
 
     ds = gdal.Open(str(tmp_path / "served.tif"))
     assert (ds.RasterXSize, ds.RasterYSize) == (396, 396)  # 400 - (5 - 1)
+
+
+def test_sigterm_stops_a_run_and_leaves_nothing(installed_profile, tmp_path):
+    """kill, timeout and batch schedulers send SIGTERM: the run stops as on Ctrl-C and removes
+    its temporaries (the partial output appears, then nothing is left but the inputs)."""
+    import signal
+    import subprocess
+    import time
+
+    from helpers import qgis_process_env
+
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Conv2D(16, 3, activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(keras.layers.Flatten()(h)))
+    model.save(tmp_path / "patch.keras")
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [qgis_process_binary(), "run", "otbtf:tensorflowmodelserve", f"--SOURCE1={RGB}",
+         f"--MODEL={tmp_path / 'patch.keras'}", "--TILE_SIZE=32", f"--OUTPUT={out / 'served.tif'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qgis_process_env(installed_profile))
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".served.partial-") for p in out.iterdir()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "terminated (SIGTERM)" in stdout + stderr
+    assert list(out.iterdir()) == []
+
+
+def test_an_output_equal_to_an_input_is_refused_by_qgis_process(installed_profile, tmp_path):
+    import shutil
+
+    from snapshot import snapshot
+
+    shutil.copy(POLYGONS, tmp_path / "truth.gpkg")
+    before = snapshot(tmp_path / "truth.gpkg")
+    out = run_qgis_process(installed_profile, "run", "otbtf:sampleselection", f"--INPUT={RGB}",
+                           f"--VECTOR={tmp_path / 'truth.gpkg'}", "--FIELD=name", f"--OUTPUT={tmp_path / 'truth.gpkg'}")
+    assert out.returncode != 0
+    assert "OUTPUT" in out.stdout + out.stderr and "is the same file as the input VECTOR" in out.stdout + out.stderr
+    assert snapshot(tmp_path / "truth.gpkg") == before
