@@ -409,6 +409,10 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
     check_paths({**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
                 {"OUTPUT": Output(output, companions=styled),
                  "OUTPUT_CONFIDENCE": Output(confidence, companions=styled) if confidence else None})
+    if scheduler:  # a malformed address fails before any work
+        from .distributed import scheduler_address
+
+        scheduler_address(scheduler)
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))

@@ -21,7 +21,10 @@ same paths as the client.
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
+import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import replace
@@ -85,19 +88,112 @@ def classify_tile(run: str, spec, classifier_path: str, mask, confidence: bool, 
     return tile, classify(item, NullProgress()), item.arrays is None
 
 
-def connect(address: str, timeout: float | None = None):
-    """A ``distributed.Client`` for ``address``, or an error that says what to check."""
+_ADDRESS = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+)(?::(?P<port>[^/\s]*))?/?$")
+
+
+def scheduler_address(text: str) -> str:
+    """``tcp://host:port`` from what a user typed (``host:port`` too), or an error saying the form."""
+    text = text.strip()
+    match = _ADDRESS.match(text)
+    form = "give it as tcp://HOST:PORT (Dask's default port is 8786), e.g. tcp://192.0.2.10:8786"
+    if not match:
+        raise InputError(f"SCHEDULER {text!r} is not an address: {form}")
+    scheme = match["scheme"] or "tcp"
+    if scheme not in ("tcp", "tls"):
+        raise InputError(f"SCHEDULER {text!r}: the scheme {scheme}:// is not Dask's; {form}")
+    if not match["port"]:
+        raise InputError(f"SCHEDULER {text!r} has no port: {form}")
+    if not match["port"].isdigit() or not 0 < int(match["port"]) < 65536:
+        raise InputError(f"SCHEDULER {text!r}: port {match['port']!r} is not a number from 1 to 65535; {form}")
+    return f"{scheme}://{match['host']}:{int(match['port'])}"
+
+
+def _unreachable(address: str, why: str) -> InputError:
+    return InputError(f"cannot reach the Dask scheduler at {address!r} ({why}); start one with "
+                      "`dask scheduler` and workers with `dask worker ADDRESS`, or leave SCHEDULER "
+                      "empty to serve on this machine")
+
+
+def _wait(done: threading.Event, deadline: float, progress: Progress) -> bool:
+    """Wait for ``done`` until ``deadline`` (monotonic), raising :class:`Cancelled` on cancel."""
+    while not done.wait(0.1):
+        if progress.cancelled():
+            raise Cancelled("cancelled while connecting to the Dask scheduler")
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def _probe(address: str, timeout: float, progress: Progress) -> None:
+    """A Dask scheduler greets a new connection at once (its handshake names its pickle
+    protocol); any other service (a web server, ssh, nothing) is told apart here, within
+    ``timeout`` and cancel, instead of leaving Dask's client waiting for ever."""
+    if not address.startswith("tcp://"):
+        return
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            sock.settimeout(0.1)
+            greeting = b""
+            while b"pickle-protocol" not in greeting and len(greeting) < 4096:
+                if progress.cancelled():
+                    raise Cancelled("cancelled while connecting to the Dask scheduler")
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                greeting += chunk
+    except OSError as err:
+        raise _unreachable(address, err.strerror or str(err)) from err
+    if b"pickle-protocol" not in greeting:
+        said = greeting[:60].decode("ascii", "replace").strip()
+        raise InputError(f"the service at {address!r} is not a Dask scheduler (" +
+                         (f"it answered {said!r}" if said else f"it sent no Dask greeting within {timeout:g} s") +
+                         "): check the port (Dask's default is 8786), or leave SCHEDULER empty")
+
+
+def connect(address: str, timeout: float | None = None, progress: Progress | None = None):
+    """A ``distributed.Client`` for ``address``, or an error that says what to check;
+    never longer than the timeout, and cancel stops the wait."""
+    progress = progress or NullProgress()
+    timeout = timeout or CONNECT_TIMEOUT
+    address = scheduler_address(address)
     try:
         from distributed import Client
     except ImportError as err:
         raise InputError(f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install "
                          "dependencies, or `make setup`") from err
+    _probe(address, timeout, progress)
+    done, answer = threading.Event(), {}
+
+    def start():
+        try:
+            answer["client"] = Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as err:  # handed to the caller
+            answer["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=start, name="otbtf-dask-connect", daemon=True).start()
     try:
-        return Client(address, timeout=timeout or CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError) as err:
-        raise InputError(f"cannot reach the Dask scheduler at {address!r} ({err}); start one with "
-                         "`dask scheduler` and workers with `dask worker ADDRESS`, or leave SCHEDULER "
-                         "empty to serve on this machine") from err
+        finished = _wait(done, time.monotonic() + timeout + 5, progress)
+    except Cancelled:
+        threading.Thread(target=lambda: done.wait() and answer.get("client") and answer["client"].close(),
+                         daemon=True).start()
+        raise
+    if not finished:
+        raise _unreachable(address, f"no answer within {timeout:g} s")
+    if "error" in answer:
+        error = answer["error"]
+        if isinstance(error, OSError | TimeoutError | ValueError):
+            raise _unreachable(address, str(error)) from error
+        raise error
+    return answer["client"]
 
 
 def run_tasks(address: str, task, args: tuple, plan_tiles, write, progress: Progress | None = None) -> int:
@@ -110,7 +206,7 @@ def run_tasks(address: str, task, args: tuple, plan_tiles, write, progress: Prog
 
     progress = progress or NullProgress()
     run = uuid.uuid4().hex
-    client = connect(address)
+    client = connect(address, progress=progress)
     futures = set()
     try:
         workers = len(client.scheduler_info().get("workers", {}))

@@ -690,6 +690,10 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         raise InputError("no source raster given")
     check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
                 {"OUTPUT": Output(output, companions=(".qml", ".aux.xml"))})
+    if options.scheduler:  # a malformed address fails before any work
+        from .distributed import scheduler_address
+
+        scheduler_address(options.scheduler)
     model = model or load_model(model_path, allow_lambda=options.allow_lambda)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written

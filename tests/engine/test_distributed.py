@@ -155,3 +155,83 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     dc.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
                       scheduler=cluster.scheduler_address)
     assert same(tmp_path / "local.tif", tmp_path / "classes.tif")
+
+
+@pytest.mark.parametrize(("typed", "message"), [
+    ("localhost", "SCHEDULER 'localhost' has no port: give it as tcp://HOST:PORT"),
+    ("http://127.0.0.1:8786", "the scheme http:// is not Dask's"),
+    ("tcp://host:port", "port 'port' is not a number from 1 to 65535"),
+    ("tcp://host:99999", "port '99999' is not a number"),
+    ("tcp://a b:1", "is not an address"),
+])
+def test_a_malformed_scheduler_is_one_line_before_any_work(models, tmp_path, typed, message):
+    with pytest.raises(InputError, match=message):
+        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif", ServeOptions(fully_conv=True, scheduler=typed))
+    assert list(tmp_path.iterdir()) == []
+    assert cluster_serving.scheduler_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
+
+
+@pytest.fixture
+def other_service():
+    """A TCP service on the loopback that is not Dask: it accepts, then says ``banner`` (or nothing)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    state = {"banner": b"", "stop": False, "open": []}
+
+    def accept():
+        while not state["stop"]:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            state["open"].append(connection)
+            if state["banner"]:
+                connection.sendall(state["banner"])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}", state
+    state["stop"] = True
+    thread.join()
+    for connection in state["open"]:
+        connection.close()
+    server.close()
+
+
+def test_a_service_that_is_not_dask_ends_within_the_timeout(models, tmp_path, monkeypatch, other_service):
+    address, state = other_service
+    monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 1.5)
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"is not a Dask scheduler .*no Dask greeting within 1.5 s.*8786"):
+        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
+              ServeOptions(fully_conv=True, scheduler=address))
+    assert time.monotonic() - start < 10
+    state["banner"] = b"SSH-2.0-OpenSSH_9.2\r\n"
+    with pytest.raises(InputError, match=r"it answered 'SSH-2\.0-OpenSSH_9\.2'"):
+        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
+              ServeOptions(fully_conv=True, scheduler=address))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_stops_the_wait_for_a_silent_scheduler(models, tmp_path, monkeypatch, other_service):
+    address, _ = other_service
+    monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 60.0)
+
+    class CancelSoon(CancelAfter):
+        def __init__(self):
+            super().__init__()
+            self.start = time.monotonic()
+
+        def cancelled(self):
+            return time.monotonic() - self.start > 1.0
+
+    start = time.monotonic()
+    with pytest.raises(Cancelled):
+        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
+              ServeOptions(fully_conv=True, scheduler=address), progress=CancelSoon())
+    assert time.monotonic() - start < 5
+    assert list(tmp_path.iterdir()) == []
