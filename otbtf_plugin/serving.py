@@ -144,6 +144,7 @@ class Plan:
     feeds: dict[str, np.ndarray]  # user placeholders, ready to feed
     background: float
     pad: bool
+    notes: list[str] = field(default_factory=list)  # what the user should know (sizes lowered to the budget)
 
     @property
     def bands(self) -> int:
@@ -372,9 +373,9 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                     reference.res_x * scale, reference.res_y * scale, count[0], count[1])
     if count[0] <= 0 or count[1] <= 0:
         raise InputError(_no_room_message(geometry, source_plans, reference))
-    tile, batch = _sizes(options, geometry, source_plans, outputs, mode)
+    tile, batch, notes = _sizes(options, geometry, source_plans, outputs, mode)
     return Plan(mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
-                float(options.background), options.pad)
+                float(options.background), options.pad, notes)
 
 
 def _first_line(err: Exception) -> str:
@@ -430,30 +431,45 @@ def _no_room_message(geometry, sources, reference) -> str:
     return "; ".join(parts)
 
 
-def _sizes(options, geometry, sources, outputs, mode) -> tuple[int, int]:
+def _sizes(options, geometry, sources, outputs, mode) -> tuple[int, int, list[str]]:
+    """Tile size (output px) and batch size (patches per model call) that fit the memory
+    budget, and notes for the log. Sizes typed by the user are kept unless they would pass
+    the budget: then they are lowered to what fits, and a note says so."""
     budget = max(32, options.memory_mb) * 2 ** 20
-    per_patch = sum(sp.rfield ** 2 * sp.bands * 4 for sp in sources)
+    per_patch = max(1, sum(sp.rfield ** 2 * sp.bands * 4 for sp in sources))
+    max_batch = max(1, budget // (8 * per_patch))  # a batch's input with room for the model's work
     if mode == "pixels":
-        batch = options.batch_size or int(np.clip(budget // (8 * max(per_patch, 1)), 16, 4096))
         # a tile's patches are gathered ahead (up to 3 tiles in flight): a third of the budget
-        side = int(math.sqrt(budget / (3 * 3 * max(per_patch, 1))))
-        tile = options.tile_px or int(np.clip(side // 32 * 32, 32, 256))
-        if not options.batch_size:  # equal batches: no small last batch per tile (measured 6 % faster)
-            per_tile = tile * tile
-            batch = math.ceil(per_tile / math.ceil(per_tile / batch))
+        max_tile = max(1, math.isqrt(budget // (9 * per_patch)))
+        auto_tile, auto_batch = int(np.clip(max_tile // 32 * 32, 32, 256)), int(np.clip(max_batch, 16, 4096))
     elif mode == "blocks":
-        batch = options.batch_size or int(np.clip(budget // (8 * max(per_patch, 1)), 4, 1024))
-        tile = options.tile_px or max(geometry.efield, (256 // geometry.efield) * geometry.efield)
+        max_tile = geometry.efield * max(1, math.isqrt(budget // (9 * per_patch)))
+        auto_tile = max(geometry.efield, (256 // geometry.efield) * geometry.efield)
+        auto_batch = int(np.clip(max_batch, 4, 1024))
     else:
         # input of all sources + outputs + room for the model's activations (x 16)
         per_px = sum(sp.bands * 4 * (geometry.scale * sp.x.ratio) ** 2 for sp in sources) \
             + sum(o.channels * 4 for o in outputs)
-        side = int(math.sqrt(budget / (16 * max(per_px, 1))))
-        tile = options.tile_px or int(np.clip(side // 64 * 64, 64, 1024))
+        max_tile = max(1, math.isqrt(int(budget / (16 * max(per_px, 1)))))
+        auto_tile, auto_batch = int(np.clip(max_tile // 64 * 64, 64, 1024)), 1
+    notes = []
+    tile, batch = options.tile_px or auto_tile, options.batch_size or auto_batch
+    if tile > max(max_tile, auto_tile):
+        tile = max(max_tile, auto_tile)
+        notes.append(f"TILE_SIZE {options.tile_px} would pass the memory budget (MEMORY_MB {options.memory_mb}): "
+                     f"using {tile} px; raise MEMORY_MB for larger tiles")
+    if mode != "regions" and batch > max(max_batch, auto_batch):
+        batch = max(max_batch, auto_batch)
+        notes.append(f"BATCH_SIZE {options.batch_size} would pass the memory budget (MEMORY_MB "
+                     f"{options.memory_mb}): using {batch}; raise MEMORY_MB for larger batches")
+    if mode == "pixels" and not options.batch_size:  # equal batches: no small last batch per tile (6 % faster)
+        per_tile = tile * tile
+        batch = math.ceil(per_tile / math.ceil(per_tile / batch))
+    if mode == "regions":
         batch = 1
     if mode == "blocks" and tile % geometry.efield:
         tile = max(geometry.efield, tile // geometry.efield * geometry.efield)
-    return int(tile), int(batch)
+    return int(tile), int(batch), notes
 
 
 # -- execution -------------------------------------------------------------------------
@@ -702,6 +718,8 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         plan = plan_serving(sources, model, options, datasets)
         progress.info(plan.describe())
+        for note in plan.notes:
+            progress.info(note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, _output_dtype(plan), options.compress)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:

@@ -85,9 +85,11 @@ class TensorflowModelServe(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False))
         add_advanced(self, [
-            QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels; 0: from the memory budget)",
+            QgsProcessingParameterNumber("TILE_SIZE",
+                                         "Tile size (output pixels; 0: from the memory budget, which it never passes)",
                                          type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber("BATCH_SIZE", "Patches per model call (0: from the memory budget)",
+            QgsProcessingParameterNumber("BATCH_SIZE",
+                                         "Patches per model call (0: from the memory budget, which it never passes)",
                                          type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber("MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer,
                                          defaultValue=512, minValue=32),

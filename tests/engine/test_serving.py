@@ -463,3 +463,46 @@ def test_property_patch_based_equals_the_whole_image(tmp_path_factory, small_rgb
     got = read(folder / "o.tif")[0]
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= TOL
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def step(self, done, total):
+        pass
+
+    def cancelled(self):
+        return False
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+@pytest.mark.parametrize("kind", ["pixels", "regions"])
+def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, kind):
+    """TILE_SIZE and BATCH_SIZE typed by hand cannot pass MEMORY_MB: they are lowered to what
+    fits, the log says so, and the output is the one of the automatic sizes."""
+    model = patch_classifier(16) if kind == "pixels" else fcn()
+    model.save(tmp_path / "m.keras")
+    fully_conv = kind == "regions"
+    auto = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "auto.tif",
+                 ServeOptions(fully_conv=fully_conv, memory_mb=32))
+    log = Log()
+    typed = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "typed.tif",
+                  ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=100_000, batch_size=10 ** 7), log)
+    budget = 32 * 2 ** 20
+    if kind == "pixels":  # 3 tiles of 16 x 16 x 3 float32 patches in flight in a third of the budget
+        assert 9 * typed.plan.tile ** 2 * 16 * 16 * 3 * 4 <= budget and typed.plan.batch * 16 * 16 * 3 * 4 * 8 <= budget
+        assert any(line.startswith("BATCH_SIZE 10000000 would pass the memory budget (MEMORY_MB 32): using ")
+                   for line in log.lines)
+    else:  # 3 input bands and 2 output channels, float32, 16 x for the model's activations
+        assert 16 * typed.plan.tile ** 2 * (3 + 2) * 4 <= budget
+    assert typed.plan.tile < 100_000
+    assert f"TILE_SIZE 100000 would pass the memory budget (MEMORY_MB 32): using {typed.plan.tile} px; " \
+           "raise MEMORY_MB for larger tiles" in log.lines
+    small = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "small.tif",
+                  ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=8, batch_size=3), log)
+    assert (small.plan.tile, small.plan.batch if kind == "pixels" else 3) == (8, 3)  # within the budget: kept
+    assert np.array_equal(read(tmp_path / "auto.tif")[0], read(tmp_path / "typed.tif")[0])
+    assert auto.plan.tile <= typed.plan.tile
