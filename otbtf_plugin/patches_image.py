@@ -21,7 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
 from .errors import InputError
-from .raster import read
+from .raster import read, refuse_complex
 
 TAG_WIDTH = "OTBTF_PATCH_WIDTH"
 TAG_HEIGHT = "OTBTF_PATCH_HEIGHT"
@@ -43,6 +43,7 @@ class PatchesImage:
                 self.dataset = rasterio.open(self.path)
             except rasterio.errors.RasterioIOError as err:
                 raise PatchesImageError(f"cannot open patches image {str(path)!r}: {err}") from err
+        refuse_complex(self.dataset, str(path))
         tags = self.dataset.tags()
         self.patch_width = self.dataset.width
         recorded = tags.get(TAG_HEIGHT)

@@ -17,11 +17,29 @@ from .grid import Grid, Window
 
 
 def open_raster(path: str | Path):
-    """Open a raster for reading, with an error that names the file."""
+    """Open a raster for reading, with an error that names the file; complex pixels are refused."""
     try:
-        return rasterio.open(str(path))
+        dataset = rasterio.open(str(path))
     except rasterio.errors.RasterioIOError as err:
         raise InputError(f"cannot open raster {str(path)!r}: {err}") from err
+    refuse_complex(dataset, str(path))
+    return dataset
+
+
+_GDAL_COMPLEX = {"complex_int16": "CInt16", "complex_int32": "CInt32", "complex64": "CFloat32",
+                 "complex128": "CFloat64"}
+
+
+def refuse_complex(dataset, name: str) -> None:
+    """Complex pixels (SAR: CInt16, CFloat32...) have no single real value to learn from:
+    refused the same way everywhere, with the command that makes a usable raster."""
+    complex_types = sorted({_GDAL_COMPLEX.get(t, t) for t in dataset.dtypes if t.startswith("complex")})
+    if complex_types:
+        dataset.close()
+        raise InputError(f"{Path(name).name} has complex pixels ({', '.join(complex_types)}), which otbtf does not "
+                         "read: make a raster of their magnitude first, e.g. gdal_calc.py -A "
+                         f"{Path(name).name} --calc=\"abs(A)\" --type=Float32 --outfile=magnitude.tif "
+                         "(or Raster Calculator: abs(\"layer@1\"))")
 
 
 def read(dataset, *args, **kwargs) -> np.ndarray:

@@ -159,6 +159,8 @@ def _statistics(scan: PixelScan, field_name: str, progress: Progress) -> ClassSt
 def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
                      progress: Progress) -> ClassStatistics:
     feats = scan.feats
+    if not per_feature.any():
+        raise InputError(_nothing_covered(scan))
     counts = dict.fromkeys(feats.class_names, 0)
     for code, n in zip(feats.codes, per_feature, strict=True):
         counts[int(code)] += int(n)
@@ -172,6 +174,36 @@ def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
     for reason, n in feats.skipped.items():
         progress.info(f"{n} features skipped: {reason}")
     return stats
+
+
+def _crs_name(wkt: str | None) -> str:
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    return srs.GetName() or "a CRS"
+
+
+def _nothing_covered(scan: PixelScan) -> str:
+    """Why no pixel counts, in one line: features outside, all nodata or masked, a missing CRS."""
+    feats, dataset = scan.feats, scan.dataset
+    raster_crs, vector_crs = crs_wkt(dataset), feats.layer_crs_wkt
+    outside = int((~scan.inside).sum())
+    if outside == len(feats):
+        xmin, ymin, xmax, ymax = scan.grid.bounds
+        why = (f"none of the {len(feats)} features lies inside the raster (x {xmin:.6g} .. {xmax:.6g}, "
+               f"y {ymin:.6g} .. {ymax:.6g})")
+    else:
+        why = (f"{len(feats) - outside} feature(s) lie inside the raster, but every pixel they cover holds the "
+               "nodata value" + (" or is outside the mask" if scan.mask is not None else "")
+               + "; check NODATA and the mask")
+    if bool(raster_crs) != bool(vector_crs):
+        missing, other = ("raster", vector_crs) if vector_crs else ("vector", raster_crs)
+        why += (f"; the {missing} has no CRS while the {'vector' if missing == 'raster' else 'raster'} is in "
+                f"{_crs_name(other)}, so their coordinates cannot be matched: give the {missing} its CRS "
+                + ("(gdal_edit.py -a_srs EPSG:n FILE, or Layer Properties > Source in QGIS)" if missing == "raster"
+                   else "(Layer Properties > Source > Assigned CRS, then save it)"))
+    return f"no class has a valid pixel inside the raster: {why}"
 
 
 def class_statistics(raster, vector, field_name: str, mask=None, nodata: float | None = None,

@@ -38,6 +38,7 @@ class Features:
     string_classes: bool
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     crs_wkt: str | None = None  # CRS of the geometries (None: unknown)
+    layer_crs_wkt: str | None = None  # the layer's own CRS, before any reprojection (None: none)
     # Point and multi-point features, as flat arrays of their parts (no shapely: fast).
     point_feature: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # part -> feature index
     point_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -234,6 +235,7 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
         string_classes=string_classes,
         skipped={k: v for k, v in skipped.items() if v},
         crs_wkt=geometries_wkt,
+        layer_crs_wkt=source_srs.ExportToWkt() if source_srs is not None else None,
         point_feature=point_feature,
         point_x=xy[:, 0].copy(),
         point_y=xy[:, 1].copy(),
