@@ -164,6 +164,18 @@ def _balance(valid: np.ndarray, per_class: np.ndarray, classes: list, progress: 
     return keep
 
 
+def _check_fractions(fractions) -> None:
+    """Training, validation and test fractions share the positions: each >= 0, adding up to 1."""
+    typed = ", ".join(f"{f:g}" for f in fractions)
+    total = sum(fractions)
+    if any(f < 0 for f in fractions) or total <= 0:
+        raise InputError(f"fractions {typed} must be >= 0 and not all 0, e.g. 0.7, 0.15, 0.15")
+    if abs(total - 1) > 1e-6:
+        same = ", ".join(f"{f / total:.4g}" for f in fractions)
+        raise InputError(f"fractions {typed} add up to {total:g}; they share the positions, so they must add up "
+                         f"to 1: for the same proportions use {same}")
+
+
 def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "split",
                       fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), mask=None,
                       nodata: float | None = None, labels=None, cell: int | None = None, seed: int = 0,
@@ -174,8 +186,8 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "spli
         raise InputError(f"unknown strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     if patch_px < 1 or step_px < 1:
         raise InputError(f"patch size {patch_px} and grid step {step_px} must be at least 1 pixel")
-    if strategy in ("split", "balanced") and (any(f < 0 for f in fractions) or sum(fractions) <= 0):
-        raise InputError(f"fractions {fractions} must be >= 0 and not all 0, e.g. 0.7, 0.15, 0.15")
+    if strategy in ("split", "balanced"):
+        _check_fractions(fractions)
     if strategy == "balanced" and labels is None:
         raise InputError("strategy 'balanced' needs a label raster (LABELS)")
     with open_raster(raster) as dataset:

@@ -8,12 +8,14 @@ import re
 
 from qgis.core import (
     QgsProcessingDestinationParameter,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
@@ -85,3 +87,25 @@ def run_outputs(algorithm, parameters, context, replaced_folders: dict[str, str]
                 raster = isinstance(definition, QgsProcessingParameterRasterDestination)
                 found[name] = Output(path, companions=RASTER_COMPANIONS if raster else ())
     return found
+
+
+def invalid_value_message(algorithm, parameters, context) -> str | None:
+    """QGIS says "Incorrect parameter value for EPOCHS"; this says what would work."""
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        value = parameters.get(name)
+        if value is None or definition.checkValueIsAcceptable(value, context):
+            continue
+        if isinstance(definition, QgsProcessingParameterNumber):
+            kind = "a whole number" if definition.dataType() == QgsProcessingParameterNumber.Integer else "a number"
+            low, high = definition.minimum(), definition.maximum()
+            limits = []
+            if low > -1e300:
+                limits.append(f"at least {low:g}")
+            if high < 1e300:
+                limits.append(f"at most {high:g}")
+            return f"{name} = {value} is not accepted: give {kind}" + (f", {' and '.join(limits)}" if limits else "")
+        if isinstance(definition, QgsProcessingParameterEnum):
+            options = ", ".join(f"{i} ({option})" for i, option in enumerate(definition.options()))
+            return f"{name} = {value} is not accepted: give one of {options}"
+    return None

@@ -13,7 +13,7 @@ from ...otbtf_plugin.errors import EngineError
 from ...otbtf_plugin.outputs import check_paths
 from ...otbtf_plugin.progress import sigterm_cancels
 from ..feedback import FeedbackProgress
-from ..paths import run_inputs, run_outputs
+from ..paths import invalid_value_message, run_inputs, run_outputs
 
 ICON = Path(__file__).resolve().parent.parent.parent / "resources" / "icon.svg"
 
@@ -61,6 +61,8 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(self, parameters, context):
         """Dialogs and ``processing.run``: refused before the run starts."""
         ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            message = invalid_value_message(self, parameters, context) or message
         problem = self.paths_problem(parameters, context) if ok else None
         return (False, problem) if problem else (ok, message)
 

@@ -93,8 +93,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                                          minValue=0.01, maxValue=0.9),
         ])
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Trained model"))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_REPORT", "Validation report",
-                                                                "HTML files (*.html)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_REPORT", "Validation report", "HTML files (*.html)", optional=True, createByDefault=True))
 
     def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
@@ -120,7 +120,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             valid_patches=sources("VALID_PATCHES") or None,
             valid_labels=raster_path(self, parameters, "VALID_LABELS", context, required=False),
             output_model=self.parameterAsString(parameters, "OUTPUT_MODEL", context),
-            output_report=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context),
+            output_report=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
             architecture=ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
             task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),

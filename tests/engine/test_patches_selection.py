@@ -141,3 +141,14 @@ def test_errors_say_what_would_work(holes):
         patches_selection(img, 8, 8, strategy="random")
     with pytest.raises(InputError, match=r"e\.g\. 0\.7, 0\.15, 0\.15"):
         patches_selection(img, 8, 8, fractions=(0, 0, 0))
+
+
+@pytest.mark.parametrize(("fractions", "message"), [
+    ((0.8, 0.3, 0.15), r"fractions 0.8, 0.3, 0.15 add up to 1.25; they share the positions, so they must add up "
+                       r"to 1: for the same proportions use 0.64, 0.24, 0.12"),
+    ((70, 15, 15), r"add up to 100; .* use 0.7, 0.15, 0.15"),
+    ((0.5, 0.2, 0.1), r"add up to 0.8; .* use 0.625, 0.25, 0.125"),
+])
+def test_fractions_that_do_not_add_up_to_one_are_refused(fractions, message):
+    with pytest.raises(InputError, match=message):
+        patches_selection(B2_30, 32, 32, fractions=fractions)

@@ -74,6 +74,15 @@ def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_pat
                            f"--OUTPUT1={tmp_path / 'p16.tif'}", f"--OUTPUT_LABELS={tmp_path / 'y16.tif'}")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"]["ACCEPTED"] == 4 * 81
+    # Training without OUTPUT_REPORT (optional, as in the toolbox); a value out of range says the range.
+    train = ("run", "otbtf:tensorflowmodeltrain", "--json", f"--TRAIN_PATCHES1={tmp_path / 'p16.tif'}",
+             f"--TRAIN_LABELS={tmp_path / 'y16.tif'}", f"--OUTPUT_MODEL={tmp_path / 'model'}")
+    out = run_qgis_process(installed_profile, *train, "--EPOCHS=0")
+    assert out.returncode != 0
+    assert "EPOCHS = 0 is not accepted: give a whole number, at least 1" in out.stdout + out.stderr
+    out = run_qgis_process(installed_profile, *train, "--EPOCHS=1")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (tmp_path / "model" / "otbtf_model.json").is_file()
 
 
 def test_serve_a_model_from_the_command_line(installed_profile, tmp_path):

@@ -3,6 +3,7 @@ path, a folder that is not a model, read-only targets. Each case goes through
 processing.run (the check of every algorithm, read from its parameter definitions)
 and the user's files are compared byte for byte afterwards."""
 
+import re
 import shutil
 
 import processing
@@ -112,3 +113,17 @@ def test_a_style_beside_an_input_is_not_replaced(user_folder, tmp_path):
         "SOURCE1": str(user_folder / "scene.tif"), "MODEL": str(model), "OUTPUT": str(user_folder / "scene.tiff"),
     }, "would replace 'scene.qml', which belongs to the input SOURCE1")
     assert_untouched(before, user_folder)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"EPOCHS": 0}, r"^EPOCHS = 0 is not accepted: give a whole number, at least 1$"),
+    ({"VALID_FRACTION": 1.5}, r"^VALID_FRACTION = 1.5 is not accepted: give a number, at least 0.01 and at most 0.9$"),
+    ({"ARCHITECTURE": 7}, r"^ARCHITECTURE = 7 is not accepted: give one of 0 \(cnn\), 1 \(unet\), 2 \(regressor\)$"),
+])
+def test_a_value_out_of_range_says_the_range(tmp_path, values, message):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodeltrain")
+    ok, said = algorithm.checkParameterValues({
+        "TRAIN_PATCHES1": str(RGB), "TRAIN_LABELS": str(RGB), "OUTPUT_MODEL": str(tmp_path / "m"), **values},
+        QgsProcessingContext())
+    assert not ok
+    assert re.match(message, said), said
