@@ -27,7 +27,7 @@ from . import classifiers
 from .errors import InputError
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences
 from .grid import tiles
-from .outputs import Output, StagedOutputs, check_paths
+from .outputs import Output, StagedOutputs, check_paths, geotiff
 from .progress import NullProgress, Progress, ScaledProgress
 from .raster import AlignedRaster, crs_wkt, open_raster
 from .selection import sample_selection
@@ -405,10 +405,8 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                    compress: str = "zstd", progress: Progress | None = None, scheduler: str = "") -> ClassifyResult:
     """otbtf:imageclassifierfromdeepfeatures (on a Dask cluster when ``scheduler`` is given)."""
     progress = progress or NullProgress()
-    styled = (".qml", ".aux.xml")
     check_paths({**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
-                {"OUTPUT": Output(output, companions=styled),
-                 "OUTPUT_CONFIDENCE": Output(confidence, companions=styled) if confidence else None})
+                {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)})
     if scheduler:  # a malformed address fails before any work
         from .distributed import scheduler_address
 

@@ -25,7 +25,7 @@ from rasterio.warp import transform_bounds
 
 from .errors import InputError
 from .grid import Window, patch_start
-from .outputs import StagedOutputs, check_paths
+from .outputs import StagedOutputs, check_paths, geotiff
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
@@ -105,7 +105,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         raise InputError("a labels image needs a class field (FIELD)")
     outputs = [Path(p) for p in outputs]
     check_paths({**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
-                {**{f"OUTPUT{i}": out for i, out in enumerate(outputs, 1)}, "OUTPUT_LABELS": labels_output})
+                {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(outputs, 1)},
+                 "OUTPUT_LABELS": geotiff(labels_output)})
     with ExitStack() as stack:
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         _check_overlap(datasets)

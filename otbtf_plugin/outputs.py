@@ -32,6 +32,9 @@ from pathlib import Path
 from .errors import InputError
 from .scratch import clean_stale, partial_path, scratch_dir
 
+GEOTIFF = (".tif", ".tiff")
+RASTER_COMPANIONS = (".qml", ".aux.xml")  # a style and GDAL's statistics, written beside rasters
+
 # Files that GIS software keeps beside a raster or vector and that belong to it.
 SIDECARS = (".qml", ".aux.xml", ".ovr", ".msk", ".prj", ".dbf", ".shx", ".cpg", ".qix", ".sbn", ".sbx")
 
@@ -52,6 +55,7 @@ class Output:
     kind: str = "file"
     companions: tuple[str, ...] = ()
     marker: str | None = None  # folder outputs: the file that makes an existing folder ours
+    suffixes: tuple[str, ...] = ()  # file outputs: the name must end in one of these (any case); () any
 
     def files(self) -> list[Path]:
         path = Path(self.path)
@@ -121,6 +125,11 @@ def target_problem(name: str, output: Output) -> str | None:
             return (f"{name} {str(path)!r} is an existing folder that is not an otbtf model "
                     f"(no {output.marker}); it would be replaced: choose a new or empty folder")
         return None
+    if output.suffixes and path.suffix.lower() not in output.suffixes:
+        got = f"ends in {path.suffix!r}" if path.suffix else "has no extension"
+        return (f"{name} {str(path)!r} {got}, but it is written as GeoTIFF: give a name ending in "
+                f"{' or '.join(output.suffixes)} (convert it afterwards with gdal_translate if you need "
+                "another format)")
     for file in output.files():
         if file.is_dir():
             return f"{name} {str(file)!r} is a folder: give a file name"
@@ -128,6 +137,11 @@ def target_problem(name: str, output: Output) -> str | None:
             return (f"{name} {str(file)!r} exists and is read-only: choose another name, "
                     "or make the file writable to replace it")
     return None
+
+
+def geotiff(path: PathLike | None) -> Output | None:
+    """A GeoTIFF output written with its style and statistics beside it."""
+    return Output(path, companions=RASTER_COMPANIONS, suffixes=GEOTIFF) if path else None
 
 
 def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],

@@ -37,7 +37,7 @@ import rasterio
 from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
-from .outputs import Output, StagedOutputs, check_paths
+from .outputs import StagedOutputs, check_paths, geotiff
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import grid_of, invalid_pixels, nodata_values, open_raster, read
 from .styles import write_class_style
@@ -705,7 +705,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
     if not sources:
         raise InputError("no source raster given")
     check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
-                {"OUTPUT": Output(output, companions=(".qml", ".aux.xml"))})
+                {"OUTPUT": geotiff(output)})
     if options.scheduler:  # a malformed address fails before any work
         from .distributed import scheduler_address
 

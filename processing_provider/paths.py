@@ -22,10 +22,9 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..otbtf_plugin.outputs import Output
+from ..otbtf_plugin.outputs import Output, geotiff
 
 _OGR_URI = re.compile(r"""^ogr:dbname=(['"]?)(?P<path>.+?)\1(\s+table=.*)?$""")
-RASTER_COMPANIONS = (".qml", ".aux.xml")  # styles and statistics written beside rasters
 
 
 def layer_file(source: str) -> str | None:
@@ -83,9 +82,9 @@ def run_outputs(algorithm, parameters, context, replaced_folders: dict[str, str]
         elif isinstance(definition, (QgsProcessingParameterRasterDestination, QgsProcessingParameterVectorDestination,
                                      QgsProcessingParameterFeatureSink)):
             path = layer_file(algorithm.parameterAsOutputLayer(parameters, name, context))
-            if path:
+            if path:  # every raster this provider writes is a GeoTIFF
                 raster = isinstance(definition, QgsProcessingParameterRasterDestination)
-                found[name] = Output(path, companions=RASTER_COMPANIONS if raster else ())
+                found[name] = geotiff(path) if raster else Output(path)
     return found
 
 

@@ -26,6 +26,10 @@ class OtbtfProvider(QgsProcessingProvider):
     def svgIconPath(self) -> str:
         return str(ICON)
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:
+        """Rasters are written as GeoTIFF: the dialogs offer no other format."""
+        return ["tif", "tiff"]
+
     def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())

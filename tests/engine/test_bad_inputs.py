@@ -115,6 +115,13 @@ COMPLEX = r"complex.tif has complex pixels \(CInt16\), which otbtf does not read
     r"magnitude first, e.g. gdal_calc.py -A complex.tif --calc=\"abs\(A\)\""
 
 CASES = {
+    "an output named .png": (
+        lambda t: serve([ServeSource(RGB)], patch_model(t), t / "map.png"),
+        r"^OUTPUT '.*map.png' ends in '.png', but it is written as GeoTIFF: give a name ending in .tif or .tiff "
+        r"\(convert it afterwards with gdal_translate if you need another format\)$"),
+    "an output with no extension": (
+        lambda t: extract_patches([PatchSource(RGB, 16)], POINTS, [t / "patches"]),
+        r"^OUTPUT1 '.*patches' has no extension, but it is written as GeoTIFF"),
     "complex pixels, class statistics": (lambda t: class_statistics(complex_raster(t), POLYGONS, "name"), COMPLEX),
     "complex pixels, extraction": (
         lambda t: extract_patches([PatchSource(complex_raster(t), 16)], POINTS, [t / "p.tif"]), COMPLEX),
