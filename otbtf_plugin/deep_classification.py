@@ -25,7 +25,7 @@ import rasterio
 
 from . import classifiers
 from .errors import InputError
-from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences
+from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences, recipe_notes
 from .grid import tiles
 from .outputs import Output, StagedOutputs, check_paths, geotiff
 from .progress import NullProgress, Progress, ScaledProgress
@@ -349,10 +349,12 @@ class TileClassifier:
     def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True,
                  confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
+        self.notes: list[str] = []
         if check:  # cluster workers skip it: the client checked the same inputs
             differences = recipe_differences(trained.recipe, self.opened.recipe)
             if differences:
                 raise InputError("the classifier does not match these inputs: " + "; ".join(differences))
+            self.notes = recipe_notes(trained.recipe, self.opened.recipe)
         self.estimator = trained.estimator
         self.dtype, self.nodata = class_map_type(trained.codes)
         self.confidence = confidence
@@ -415,6 +417,8 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
         opened, plan = classify.opened, classify.opened.plan
+        for note in classify.notes:
+            progress.info(note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
         staged = stack.enter_context(StagedOutputs())

@@ -175,7 +175,8 @@ def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> di
             "name": Path(spec.model).name, "digest": model_digest(spec.model),
         },
         "output_names": [o.name for o in plan.outputs] if model.kind != "bands" else [],
-        "sources": [{"bands": sp.bands, "rfield": sp.rfield, "dtype": str(ds.dtypes[0])}
+        "sources": [{"bands": sp.bands, "rfield": sp.rfield, "dtype": str(ds.dtypes[0]), "name": Path(ds.name).name,
+                     "resolution": [abs(ds.transform.a), abs(ds.transform.e)], "bounds": list(ds.bounds)}
                     for sp, ds in zip(plan.sources, datasets, strict=True)],
         "features": band_names(plan, "{name}_{c}") if model.kind != "bands" else [
             f"source{k}_band{b}" for k, sp in enumerate(plan.sources, 1) for b in range(1, sp.bands + 1)],
@@ -203,6 +204,58 @@ def recipe_differences(trained: dict, given: dict) -> list[str]:
             if t["rfield"] != g["rfield"]:
                 out.append(f"source {k}: receptive field {t['rfield']} px at training; {g['rfield']} now: "
                            f"use RFIELD{k}={t['rfield']}")
+    swapped = _swapped_sources(ts, gs)
+    if swapped:
+        out.append(swapped)
     if not out and trained.get("features") != given.get("features"):
         out.append(f"{len(trained['features'])} features at training; {len(given['features'])} now")
     return out
+
+
+def _resolution(source: dict) -> tuple[float, float] | None:
+    resolution = source.get("resolution")  # classifiers written before version 0.x have none
+    return (float(resolution[0]), float(resolution[1])) if resolution else None
+
+
+def _same_resolution(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    return all(abs(p - q) <= 1e-6 * max(abs(p), abs(q)) for p, q in zip(a, b, strict=True))
+
+
+def _swapped_sources(trained: list[dict], given: list[dict]) -> str | None:
+    """Sources given in another order than at training (told apart by their resolutions)."""
+    if len(trained) != len(given) or len(trained) < 2:
+        return None
+    was, now = [_resolution(t) for t in trained], [_resolution(g) for g in given]
+    if any(r is None for r in was) or all(_same_resolution(a, b) for a, b in zip(was, now, strict=True)):
+        return None
+    order = []
+    for resolution in now:
+        match = [j for j, r in enumerate(was) if _same_resolution(r, resolution) and j not in order]
+        if not match:
+            return None  # other data altogether: said by recipe_notes
+        order.append(match[0])
+    described = ", ".join(f"SOURCE{j + 1} = the {_metres(was[j])} raster ({trained[j].get('name', '?')} at training)"
+                          for j in range(len(trained)))
+    given_order = ", ".join(f"source {k} is {_metres(now[k - 1])}" for k in range(1, len(now) + 1))
+    return f"the sources seem swapped ({given_order}): give them in the training order, {described}"
+
+
+def _metres(resolution) -> str:
+    return f"{resolution[0]:g} x {resolution[1]:g}"
+
+
+def recipe_notes(trained: dict, given: dict) -> list[str]:
+    """Differences that may be intended (another scene of the same sensor) but are worth a line
+    in the log: another resolution or pixel type than at training."""
+    notes = []
+    for k, (t, g) in enumerate(zip(trained.get("sources", []), given.get("sources", []), strict=False), 1):
+        was, now = _resolution(t), _resolution(g)
+        if was and now and not _same_resolution(was, now):
+            notes.append(f"warning: source {k} has pixels of {_metres(now)}; the classifier was trained on "
+                         f"{_metres(was)} ({t.get('name', '?')}): check that this is the data you mean")
+        if t.get("dtype") and t["dtype"] != g.get("dtype"):
+            notes.append(f"warning: source {k} holds {g.get('dtype')} pixels; the classifier was trained on "
+                         f"{t['dtype']} ({t.get('name', '?')}): values on another scale give a wrong map")
+    return notes

@@ -277,3 +277,41 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
     assert ok.all() and classes[r, c].tolist() == result.trained.estimator.predict(feats).tolist()
     with pytest.raises(InputError, match="features came from model 'model' at training; now from the bands"):
         dc.classify_image(FeatureSpec([FeatureSource(crop)]), result.classifier, tmp_path / "x.tif")
+
+
+class Log(CancelAfter):
+    def __init__(self):
+        super().__init__(10 ** 9)
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+def test_sources_swapped_between_training_and_classification_are_named(tmp_path, parts):
+    """Two one-band sources (30 m and 60 m) trained in one order, given in the other: both have
+    one band, so only their grids tell them apart. Another 30 m raster is accepted with a warning."""
+    spec = FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_60)])
+    with rasterio.open(B2_30) as src:
+        x, y = src.xy(np.arange(0, 400, 7), np.arange(0, 400, 7))
+    codes = (np.arange(len(x)) % 2) + 1
+    points = tmp_path / "points.gpkg"
+    from otbtf_plugin.vector import write_points
+
+    with rasterio.open(B2_30) as src:
+        write_points(points, "p", src.crs.to_wkt(), np.asarray(x), np.asarray(y),
+                     {"label": ([int(c) for c in codes], "Integer64")})
+    trained = dc.train_from_features(spec, points, "label", tmp_path / "two.skops", classifier="dt", strategy="all",
+                                     validation=0)
+    swapped = FeatureSpec([FeatureSource(B2_60), FeatureSource(B2_30)])
+    with pytest.raises(InputError, match=r"the sources seem swapped \(source 1 is 60 x 60, source 2 is 30 x 30\): "
+                                         r"give them in the training order, SOURCE1 = the 30 x 30 raster "
+                                         r"\(LC08_224077_20200518_B2_30m_crop.tif at training\), "
+                                         r"SOURCE2 = the 60 x 60"):
+        dc.classify_image(swapped, trained.classifier, tmp_path / "map.tif")
+    assert not (tmp_path / "map.tif").exists()
+    log = Log()
+    dc.classify_image(FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_30)]), trained.classifier,
+                      tmp_path / "map.tif", progress=log)
+    assert any(line.startswith("warning: source 2 has pixels of 30 x 30; the classifier was trained on 60 x 60")
+               for line in log.lines), log.lines
