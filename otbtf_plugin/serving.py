@@ -188,6 +188,39 @@ def _normalisation(entry: dict | None, bands: int) -> tuple | None:
     return mean, np.where(std == 0, 1, std)
 
 
+def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, side: int = 64) -> list[str]:
+    """A line per source whose values are far from those the model was trained on (its
+    metadata keeps the training bands' mean and std): an 8-bit image given to a model of
+    16-bit data gives a one-class map without any error. Reads ``windows`` x ``windows``
+    small windows spread over each source: a bounded cost whatever its size."""
+    statistics = {i.get("name"): i.get("band_statistics") for i in (model.metadata or {}).get("inputs", [])}
+    lines = []
+    for k, (sp, ds) in enumerate(zip(plan.sources, datasets, strict=True), 1):
+        entry = statistics.get(sp.name)
+        if not entry or len(entry.get("mean", [])) != ds.count:
+            continue
+        trained_mean, trained_std = np.asarray(entry["mean"], float), np.asarray(entry["std"], float)
+        sums, counts = np.zeros(ds.count), np.zeros(ds.count)
+        w, h = min(side, ds.width), min(side, ds.height)
+        for row in np.linspace(0, ds.height - h, windows).astype(int):
+            for col in np.linspace(0, ds.width - w, windows).astype(int):
+                block = read(ds, window=Window(int(col), int(row), w, h).to_rasterio()).astype(float)
+                valid = ~invalid_pixels(block, sp.nodata)
+                sums += (block * valid).sum(axis=(1, 2))
+                counts += valid.sum()
+        if not counts.any():
+            continue
+        mean = sums / np.maximum(counts, 1)
+        distance = np.abs(mean - trained_mean) / np.maximum(trained_std, 1e-6 * np.abs(trained_mean) + 1e-12)
+        band = int(np.argmax(distance))
+        if distance[band] > 5:
+            lines.append(f"warning: source {k} ({Path(ds.name).name}) band {band + 1} averages {mean[band]:.4g} here; "
+                         f"the model was trained on values averaging {trained_mean[band]:.4g} (std "
+                         f"{trained_std[band]:.3g}): is this the same kind of data (8 or 16 bits, reflectance or "
+                         "digital numbers, same bands)? Otherwise the map may be meaningless")
+    return lines
+
+
 def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeOptions,
                  datasets: list) -> Plan:
     """Resolve and check the geometry of a serving run (no pixel is read)."""
@@ -718,7 +751,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         plan = plan_serving(sources, model, options, datasets)
         progress.info(plan.describe())
-        for note in plan.notes:
+        for note in plan.notes + scale_warnings(plan, model, datasets):
             progress.info(note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, _output_dtype(plan), options.compress)

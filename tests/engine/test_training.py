@@ -346,3 +346,34 @@ def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatc
     with pytest.raises(InputError, match=r"could not write .*classes.tif.*No space left on device"):
         serve([ServeSource(RGB)], out / "model", target, ServeOptions(output_names=["class"]))
     assert snapshot(tmp_path) == before
+
+
+def test_serving_8_bit_data_to_a_model_of_16_bit_data_warns(trained, tmp_path):
+    """The model folder keeps the training bands' statistics: values far from them are said."""
+    _, _, out = trained
+    with rasterio.open(RGB) as src:
+        profile, data = src.profile, src.read()
+    eight_bit = tmp_path / "rgb8.tif"
+    with rasterio.open(eight_bit, "w", **(profile | {"dtype": "uint8"})) as dst:
+        dst.write(np.clip(data / 64, 0, 255).astype("uint8"))
+
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def step(self, done, total):
+            pass
+
+        def cancelled(self):
+            return False
+
+        def info(self, message):
+            self.lines.append(message)
+
+    same, other = Log(), Log()
+    serve([ServeSource(RGB)], out / "model", tmp_path / "a.tif", ServeOptions(output_names=["class"]), same)
+    serve([ServeSource(eight_bit)], out / "model", tmp_path / "b.tif", ServeOptions(output_names=["class"]), other)
+    assert not [line for line in same.lines if line.startswith("warning")]
+    warnings = [line for line in other.lines if line.startswith("warning")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: source 1 (rgb8.tif) band ")
+    assert "the model was trained on values averaging" in warnings[0]
