@@ -24,15 +24,20 @@ Command line (used by the Makefile)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
+import importlib.abc
 import importlib.metadata
 import os
+import queue
 import re
 import shutil
+import signal
 import site
 import subprocess  # nosec B404
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +251,56 @@ def import_tensorflow():
     return sys.modules["tensorflow"]
 
 
+class _SafeTensorflowLoader:
+    """Runs TensorFlow's own loader with :func:`import_tensorflow`'s dlopen flags."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # "tensorflow" is in sys.modules already (the import system puts it there first)
+        sys.modules.setdefault(TF_GLOBAL_FLAGS_MODULE, None)
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(flags | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
+        try:
+            self.loader.exec_module(module)
+        finally:
+            sys.setdlopenflags(flags)
+
+
+class SafeTensorflowImport(importlib.abc.MetaPathFinder):
+    """A finder that makes a plain ``import tensorflow`` (or ``import keras``, which imports
+    it) take the safe path of :func:`import_tensorflow`: inside QGIS, the default path
+    aborts the whole application (protobuf's "File already exists in database")."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        others = [f for f in sys.meta_path if f is not self]
+        for finder in others:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _SafeTensorflowLoader(spec.loader)
+                return spec
+        return None
+
+
+def protect_tensorflow_imports() -> None:
+    """From now on, every import of TensorFlow in this process takes the safe path (the
+    QGIS plugin calls this when it loads; :func:`unprotect_tensorflow_imports` on unload)."""
+    if not any(isinstance(f, SafeTensorflowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, SafeTensorflowImport())
+
+
+def unprotect_tensorflow_imports() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, SafeTensorflowImport)]
+
+
 def install_command() -> str:
     """What a user types to install the packages without the plugin's button."""
     return f"make setup (as root), or: {python_executable()} -m otbtf_plugin.deps install"
@@ -313,6 +368,7 @@ def install(
     total = len(pins(requirements))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = scratch_dir(target.parent, target.name)
+    pip_scratch = scratch_dir(target.parent, "pip-tmp")
     command = [
         python_executable(), "-m", "pip", "install", "--no-deps", "--no-input",
         "--disable-pip-version-check", "--progress-bar", "off",
@@ -320,7 +376,7 @@ def install(
     ]
     log("Running: " + " ".join(command))
     try:
-        _run_pip(command, total, log, step, cancelled)
+        _run_pip(command, total, log, step, cancelled, pip_scratch)
         (staging / STAMP_NAME).write_text(digest + "\n")
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -330,6 +386,7 @@ def install(
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(pip_scratch, ignore_errors=True)
     if owned:
         _write_pth(system, target)
         activate()
@@ -338,30 +395,59 @@ def install(
     return target
 
 
-def _run_pip(command, total, log, step, cancelled) -> None:
-    env = dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1", PYTHONNOUSERSITE="1")
-    # pip with a fixed argument list, never through a shell.
+def _run_pip(command, total, log, step, cancelled, scratch: Path) -> None:
+    """Run pip; cancel ends it within a fraction of a second whatever it is doing (it says
+    nothing for many seconds while it installs), with every file it made: its temporary
+    folders go to ``scratch`` (removed by the caller), its cache is not used."""
+    env = dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1", PYTHONNOUSERSITE="1", PIP_NO_CACHE_DIR="1",
+               TMPDIR=str(scratch), TEMP=str(scratch), TMP=str(scratch))
+    # pip with a fixed argument list, never through a shell; in its own process group, so that
+    # cancel ends it and anything it started.
     proc = subprocess.Popen(  # noqa: S603  # nosec B603
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
     )
+    lines: queue.Queue = queue.Queue()
+
+    def read_output():
+        for line in proc.stdout or ():
+            lines.put(line.rstrip())
+        lines.put(None)
+
+    threading.Thread(target=read_output, name="otbtf-pip-output", daemon=True).start()
     done = 0
     tail: list[str] = []
-    for line in proc.stdout or ():
-        line = line.rstrip()
+    while True:
+        if cancelled():
+            _stop(proc)
+            raise Cancelled("dependency installation cancelled; nothing was changed")
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
         tail = [*tail, line][-20:]
         if line.startswith(("Collecting", "Processing")):
             done += 1
             step(min(done, total - 1), total)
         log(line)
-        if cancelled():
-            proc.terminate()
-            proc.wait(timeout=30)
-            raise Cancelled("dependency installation cancelled; nothing was changed")
     if proc.wait() != 0:
         raise DependencyError(
             f"pip failed (exit code {proc.returncode}); nothing was changed. Its last lines:\n"
             + "\n".join(tail)
         )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End pip's process group: SIGTERM, then SIGKILL if it is still there after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _write_pth(system: bool, target: Path) -> None:

@@ -58,6 +58,10 @@ class OtbtfPlugin:
         # Folders installed during this session are not yet on sys.path (the
         # .pth only acts at start-up): add them before anything imports numpy.
         deps.activate()
+        # A plain "import tensorflow" (console, other plugins, scripts) would abort QGIS: from
+        # now on every import of it takes the safe path.
+        deps.protect_tensorflow_imports()
+        self.missing_message = None  # the message bar entry offering the install
         if not deps.isolate_tensorflow_symbols():
             QgsMessageLog.logMessage(
                 "TensorFlow was loaded before the otbtf plugin, with its symbols global: QGIS may crash "
@@ -105,6 +109,7 @@ class OtbtfPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        deps.unprotect_tensorflow_imports()
 
     # -- Dependencies --------------------------------------------------------
     def show_missing_dependencies(self, problems: list[str]) -> None:
@@ -119,6 +124,7 @@ class OtbtfPlugin:
         button.clicked.connect(self.install_dependencies)
         widget.layout().addWidget(button)
         bar.pushWidget(widget, Qgis.Warning)
+        self.missing_message = widget
 
     def install_dependencies(self) -> None:
         if self.task is not None:
@@ -136,8 +142,12 @@ class OtbtfPlugin:
         remaining = deps.problems()
         if remaining:
             self._notify("; ".join(remaining), Qgis.Warning)
-        else:
-            self._notify("TensorFlow is installed and ready.", Qgis.Success)
+            return
+        # The message bar is a stack: the warning would come back when the next message times out.
+        if self.missing_message is not None and self.iface is not None:
+            self.iface.messageBar().popWidget(self.missing_message)
+        self.missing_message = None
+        self._notify("TensorFlow is installed and ready.", Qgis.Success)
 
     def _notify(self, text: str, level) -> None:
         QgsMessageLog.logMessage(text, LOG_TAG, level)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,12 @@ FAKE_PIP = textwrap.dedent("""\
     if mode == "fail":
         print("ERROR: no matching distribution", flush=True)
         sys.exit(1)
+    if mode == "quiet":  # pip's install phase: a big temporary folder, then silence
+        import os, tempfile
+        unpack = pathlib.Path(tempfile.mkdtemp(prefix="pip-unpack-"))
+        (unpack / "tensorflow.whl").write_bytes(b"x" * 1000)
+        print("Installing collected packages: alpha, beta, gamma", flush=True)
+        time.sleep(60)
     (target / "alpha").mkdir()
     (target / "alpha" / "__init__.py").write_text("VALUE = 42\\n")
 """)
@@ -153,6 +160,66 @@ def test_cancelled_install_changes_nothing(fake_env):
     root = tmp_path / "data" / "otbtf"
     assert list(root.iterdir()) == []
     assert not (tmp_path / "site").exists()
+
+
+def test_cancel_while_pip_is_silent_ends_at_once_and_leaves_no_temporary(fake_env, monkeypatch):
+    """pip prints nothing while it installs (13 s for TensorFlow): cancel must not wait for its
+    next line, and pip's temporary folders (in the temp directory) must go too."""
+    tmp_path, set_mode = fake_env
+    set_mode("quiet")
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    lines, start = [], {}
+
+    def cancelled():
+        if any(line.startswith("Installing collected packages") for line in lines):
+            start.setdefault("at", time.monotonic())
+            return time.monotonic() - start["at"] > 0.5
+        return False
+
+    with pytest.raises(Cancelled):
+        deps.install(requirements=deps.REQUIREMENTS, log=lines.append, cancelled=cancelled)
+    assert time.monotonic() - start["at"] < 3
+    assert list(system_tmp.iterdir()) == []
+    assert list((tmp_path / "data" / "otbtf").iterdir()) == []
+
+
+def test_a_plain_import_of_tensorflow_takes_the_safe_path(monkeypatch):
+    """Once protected, a plain ``import tensorflow`` runs TensorFlow's loader with the dlopen
+    flags of import_tensorflow (RTLD_LOCAL | RTLD_DEEPBIND), whoever imports it."""
+    import importlib.machinery
+
+    seen = {}
+
+    class Loader:
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            seen["flags"] = sys.getdlopenflags()
+            seen["global_flags_module_blocked"] = sys.modules.get(deps.TF_GLOBAL_FLAGS_MODULE, "absent") is None
+
+    class Finder:
+        def find_spec(self, name, path=None, target=None):
+            return importlib.machinery.ModuleSpec(name, Loader()) if name == "tensorflow" else None
+
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delitem(sys.modules, deps.TF_GLOBAL_FLAGS_MODULE, raising=False)
+    before = sys.getdlopenflags()
+    deps.protect_tensorflow_imports()
+    deps.protect_tensorflow_imports()  # once only
+    assert sum(isinstance(f, deps.SafeTensorflowImport) for f in sys.meta_path) == 1
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        deps.unprotect_tensorflow_imports()
+        sys.modules.pop("tensorflow", None)
+    assert seen["flags"] & os.RTLD_LOCAL == os.RTLD_LOCAL and seen["flags"] & os.RTLD_DEEPBIND
+    assert seen["global_flags_module_blocked"]
+    assert sys.getdlopenflags() == before
+    assert not any(isinstance(f, deps.SafeTensorflowImport) for f in sys.meta_path)
 
 
 def test_problems_name_the_missing_pieces(monkeypatch):

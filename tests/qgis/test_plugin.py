@@ -82,6 +82,14 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
     assert len(buttons) == 1
     # The algorithms that do not need TensorFlow still work.
     assert registry().algorithmById(ALGORITHM) is not None
+    # After a successful install the warning is gone for good: the message bar is a stack, and it
+    # used to come back when the success message timed out.
+    plugin = qgis.utils.plugins[PLUGIN]
+    monkeypatch.setattr(deps, "problems", lambda: [])
+    plugin._installed(True, None)
+    texts = [item.text() for item in bar.items()]
+    assert not any("TensorFlow is not installed" in text for text in texts), texts
+    assert any("ready" in text for text in bar.get_messages(3)), bar.messages
 
 
 def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monkeypatch, unload_after):
