@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 
 from .errors import InputError
 from .grid import Window, grid_positions, overlap_reach, position_centre, tiles
@@ -58,10 +59,22 @@ class PatchesSelection:
 
     def points(self, set_name: str) -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates of the centre pixels' centres of a set's patches (row-major)."""
-        rows, cols = np.nonzero(self.sets == SET_NAMES.index(set_name))
-        col = position_centre(cols, self.patch_px, self.step_px)
-        row = position_centre(rows, self.patch_px, self.step_px)
-        return self.x0 + (col + 0.5) * self.res_x, self.y0 + (row + 0.5) * self.res_y
+        chunks = list(self.iter_points(set_name))
+        if not chunks:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate([x for x, _ in chunks]), np.concatenate([y for _, y in chunks])
+
+    def iter_points(self, set_name: str, positions: int = 1 << 20):
+        """:meth:`points` in chunks of about ``positions`` grid positions (rows of the grid),
+        so that writing millions of points needs no more memory than one chunk."""
+        code = SET_NAMES.index(set_name)
+        rows_per_chunk = max(1, positions // max(1, self.sets.shape[1]))
+        for start in range(0, self.sets.shape[0], rows_per_chunk):
+            rows, cols = np.nonzero(self.sets[start:start + rows_per_chunk] == code)
+            if len(rows):
+                col = position_centre(cols, self.patch_px, self.step_px)
+                row = position_centre(rows + start, self.patch_px, self.step_px)
+                yield self.x0 + (col + 0.5) * self.res_x, self.y0 + (row + 0.5) * self.res_y
 
     def write_gpkg(self, set_name: str, path: str | Path) -> Path:
         x, y = self.points(set_name)
@@ -81,7 +94,7 @@ def _scan_positions(dataset, patch, step, nodata, mask, labels, classes, progres
     grid = grid_of(dataset)
     nx, ny = grid_positions(grid.width, patch, step), grid_positions(grid.height, patch, step)
     valid = np.zeros((ny, nx), dtype=bool)
-    per_class = np.zeros((len(classes), ny, nx), dtype=np.int64)
+    per_class = np.zeros((len(classes), ny, nx), dtype=np.int32)  # label pixels of a patch: < 2**31
     per_tile = max(1, TILE_POSITIONS_PX // step)
     plan = tiles(nx, ny, per_tile)
     for done, tile in enumerate(plan, 1):  # a tile of positions, and the pixels their patches need
@@ -104,51 +117,52 @@ def _scan_positions(dataset, patch, step, nodata, mask, labels, classes, progres
 
 
 def _dilate(mask: np.ndarray, reach: int) -> np.ndarray:
-    """True where a True lies within ``reach`` positions on both axes (a square window)."""
+    """True where a True lies within ``reach`` positions on both axes (a square window);
+    one byte per position (a separable maximum filter)."""
     if reach <= 0:
         return mask.copy()
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(mask, axis=0), axis=1, out=table[1:, 1:])
-    ny, nx = mask.shape
-    r = np.arange(ny)[:, None]
-    c = np.arange(nx)[None, :]
-    r0, r1 = np.clip(r - reach, 0, ny), np.clip(r + reach + 1, 0, ny)
-    c0, c1 = np.clip(c - reach, 0, nx), np.clip(c + reach + 1, 0, nx)
-    return (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) > 0
+    from scipy import ndimage
+
+    return ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1, mode="constant", cval=0).view(bool)
 
 
 def _assign(valid: np.ndarray, strategy: str, fractions, cell: int, seed: int) -> np.ndarray:
+    """The set of every position (-1 none), drawn per cell of ``cell`` x ``cell`` positions.
+    Works on the grid of cells, then expands it: one byte per position."""
     ny, nx = valid.shape
-    cell_rows, cell_cols = np.arange(ny)[:, None] // cell, np.arange(nx)[None, :] // cell
-    sets = np.full((ny, nx), -1, dtype=np.int8)
     if strategy == "all":
-        sets[valid] = 0
-        return sets
+        return np.where(valid, 0, -1).astype(np.int8)
+    cy, cx = -(-ny // cell), -(-nx // cell)
     if strategy == "chessboard":
-        sets[:] = ((cell_rows + cell_cols) % 2).astype(np.int8)
-        sets[~valid] = -1
-        return sets
-    n_cell_cols = -(-nx // cell)
-    cell_id = cell_rows * n_cell_cols + cell_cols
-    ids = np.unique(cell_id[valid])
-    order = np.random.default_rng(seed).permutation(len(ids))
-    bounds = np.floor(np.cumsum(fractions) / sum(fractions) * len(ids) + 0.5).astype(int)
-    cell_set = np.full(int(cell_id.max()) + 1 if cell_id.size else 0, -1, dtype=np.int8)
-    start = 0
-    for k, stop in enumerate(bounds):
-        cell_set[ids[order[start:stop]]] = k
-        start = stop
-    sets = cell_set[cell_id] if cell_id.size else sets
+        cell_set = ((np.arange(cy)[:, None] + np.arange(cx)[None, :]) % 2).astype(np.int8)
+    else:
+        has_valid = np.logical_or.reduceat(np.logical_or.reduceat(valid, np.arange(0, ny, cell), axis=0),
+                                           np.arange(0, nx, cell), axis=1)
+        ids = np.flatnonzero(has_valid)  # cell ids (row-major), ascending
+        order = np.random.default_rng(seed).permutation(len(ids))
+        bounds = np.floor(np.cumsum(fractions) / sum(fractions) * len(ids) + 0.5).astype(int)
+        cell_set = np.full(cy * cx, -1, dtype=np.int8)
+        start = 0
+        for k, stop in enumerate(bounds):
+            cell_set[ids[order[start:stop]]] = k
+            start = stop
+        cell_set = cell_set.reshape(cy, cx)
+    sets = np.repeat(np.repeat(cell_set, cell, axis=0)[:ny], cell, axis=1)[:, :nx]
     sets[~valid] = -1
-    return sets
+    return np.ascontiguousarray(sets)
 
 
 def _balance(valid: np.ndarray, per_class: np.ndarray, classes: list, progress: Progress) -> np.ndarray:
     """Keep the same number of valid patches for each class (see module doc)."""
-    totals = per_class.sum(axis=(1, 2)).astype(float)
-    present = totals > 0
-    share = np.where(present[:, None, None], per_class / np.where(totals > 0, totals, 1)[:, None, None], -1.0)
-    label = np.argmax(share, axis=0)
+    totals = per_class.sum(axis=(1, 2), dtype=np.int64).astype(float)
+    # label = the class most over-represented in the patch relative to the whole image (first on ties)
+    best = np.full(valid.shape, -1.0)
+    label = np.zeros(valid.shape, dtype=np.int16)
+    for k in range(len(classes)):
+        share = per_class[k] / totals[k] if totals[k] > 0 else np.full(valid.shape, -1.0)
+        better = share > best
+        best[better], label[better] = share[better], k
+        del share, better
     counts = {k: int((valid & (label == k)).sum()) for k in range(len(classes))}
     nonempty = [k for k, n in counts.items() if n > 0]
     if not nonempty:
@@ -201,8 +215,13 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "spli
             classes: list = []
             if aligned_labels is not None:
                 classes = _label_classes(aligned_labels, grid)
-            valid, per_class = _scan_positions(dataset, patch_px, step_px, nodata_values(dataset, nodata),
-                                               aligned_mask, aligned_labels, classes, progress)
+            nx, ny = grid_positions(grid.width, patch_px, step_px), grid_positions(grid.height, patch_px, step_px)
+            per_position = 3 + 4 * len(classes) + (10 if strategy == "balanced" else 0)
+            progress.info(f"{nx * ny} grid positions ({nx} x {ny}): about {nx * ny * per_position / 2**20:.0f} MiB "
+                          "of working memory (a larger GRID_STEP needs less)")
+            with rasterio.Env(GDAL_CACHEMAX=64):  # windows are read once: GDAL's cache need not grow
+                valid, per_class = _scan_positions(dataset, patch_px, step_px, nodata_values(dataset, nodata),
+                                                   aligned_mask, aligned_labels, classes, progress)
         finally:
             for aligned in (aligned_mask, aligned_labels):
                 if aligned is not None:

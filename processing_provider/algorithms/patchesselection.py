@@ -95,10 +95,9 @@ class PatchesSelection(OtbtfAlgorithm):
             output = OUTPUTS[set_name]
             if parameters.get(output) is None and set_name != "train":
                 continue
-            x, y = result.points(set_name)
-            answer[output] = write_points_sink(self, parameters, output, context, fields, crs,
-                                               ((px, py, [set_name]) for px, py in zip(x.tolist(), y.tolist(),
-                                                                                       strict=True)))
+            rows = ((px, py, [set_name]) for x, y in result.iter_points(set_name)  # streamed: millions of points
+                    for px, py in zip(x.tolist(), y.tolist(), strict=True))
+            answer[output] = write_points_sink(self, parameters, output, context, fields, crs, rows)
         for set_name, n in result.counts().items():
             feedback.pushInfo(f"{set_name}: {n} patches")
         return answer
