@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.warp import transform_bounds
 
 from .errors import InputError
@@ -89,6 +90,9 @@ def _check_overlap(datasets) -> None:
         raise InputError(f"the sources do not overlap ({described}, in the CRS of source 1)")
 
 
+BYTES_PER_POINT = 200  # measured peak growth, one source (tests/engine/test_extraction.py checks it)
+
+
 def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path], field_name: str | None = None,
                     labels_output: str | Path | None = None, layer: str | None = None,
                     group_px: int = GROUP_PX, progress: Progress | None = None) -> Extraction:
@@ -108,6 +112,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
                 {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(outputs, 1)},
                  "OUTPUT_LABELS": geotiff(labels_output)})
     with ExitStack() as stack:
+        # Each window is read once: GDAL's block cache (5 % of the RAM by default) need not grow.
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=64))
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         _check_overlap(datasets)
         grids = [grid_of(ds) for ds in datasets]
@@ -129,13 +135,19 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         if n == 0:
             raise InputError(f"the vector {str(vector)!r} has no point"
                              + (f" with a class in field {field_name!r}" if field_name else ""))
+        progress.info(f"{n} points: about {n * (BYTES_PER_POINT + 8 * len(sources)) / 2**20:.0f} MiB of working "
+                      "memory (the patches themselves go to a temporary file beside the output)")
         rejected: dict[str, int] = {}
         alive = np.ones(n, dtype=bool)
         starts = []  # per source: (col0, row0) of every point's patch
         for i, (src, ds, grid) in enumerate(zip(sources, datasets, grids, strict=True), 1):
             x, y = transform_xy(px, py, feats.crs_wkt, crs_wkt(ds))
             col, row = grid.pixel_of(x, y)
-            col0, row0 = patch_start(col, src.patch_width), patch_start(row, src.height)
+            del x, y
+            # int32 patch starts (a raster is far narrower than 2**31 px): 8 bytes a point per source
+            col0, row0 = (patch_start(col, src.patch_width).astype(np.int32),
+                          patch_start(row, src.height).astype(np.int32))
+            del col, row
             inside = (col0 >= 0) & (row0 >= 0) & (col0 + src.patch_width <= grid.width) \
                 & (row0 + src.height <= grid.height)
             outside = alive & ~inside
@@ -152,13 +164,16 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         buffers = []
         groups_total = 0
         plans = []
-        for src, (col0, row0) in zip(sources, starts, strict=True):
-            key_col, key_row = (col0[slots] + src.patch_width // 2) // group_px, \
-                (row0[slots] + src.height // 2) // group_px
-            order = np.lexsort((key_col, key_row))
-            keys = np.stack([key_row[order], key_col[order]], axis=1)
-            bounds = np.flatnonzero(np.any(np.diff(keys, axis=0) != 0, axis=1)) + 1 if len(keys) else []
-            plans.append(np.split(order, bounds) if len(keys) else [])
+        for src, (col0, row0), grid in zip(sources, starts, grids, strict=True):
+            # Points grouped by the block of group_px pixels holding their centre, blocks row by row.
+            columns = grid.width // group_px + 1
+            key = ((row0[slots].astype(np.int64) + src.height // 2) // group_px) * columns \
+                + (col0[slots] + src.patch_width // 2) // group_px
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            bounds = np.flatnonzero(key[1:] != key[:-1]) + 1
+            del key
+            plans.append(np.split(order, bounds) if len(order) else [])
             groups_total += len(plans[-1])
         done = 0
         nodata_hit = np.zeros(n, dtype=bool)

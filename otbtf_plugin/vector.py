@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import shutil
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,9 +160,10 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     # Geometries end up in the raster's CRS when one is given, else stay in the layer's.
     source_srs = lyr.GetSpatialRef()
     geometries_wkt = raster_wkt or (source_srs.ExportToWkt() if source_srs is not None else None)
-    fids, raw_classes, geometries = [], [], []
-    part_feature: list[int] = []
-    part_xy: list[tuple[float, float]] = []
+    # Compact accumulators (8 bytes a value): millions of points must not become Python objects.
+    fids, labels, geometries = array("q"), array("q"), []
+    seen: dict = {}  # class value as read -> index of first appearance
+    part_feature, part_x, part_y = array("q"), array("d"), array("d")
     skipped = {"no geometry": 0, "NULL class": 0, "cannot be reprojected": 0}
     lyr.ResetReading()
     for feature in lyr:
@@ -173,13 +175,17 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             skipped["NULL class"] += 1
             continue
         kind = ogr.GT_Flatten(geom.GetGeometryType())
+        shape = None
         if kind == ogr.wkbPoint:
-            parts = [(geom.GetX(), geom.GetY())]
+            part_feature.append(len(fids))
+            part_x.append(geom.GetX())
+            part_y.append(geom.GetY())
         elif kind == ogr.wkbMultiPoint:
-            parts = [(geom.GetGeometryRef(k).GetX(), geom.GetGeometryRef(k).GetY())
-                     for k in range(geom.GetGeometryCount())]
+            for k in range(geom.GetGeometryCount()):
+                part_feature.append(len(fids))
+                part_x.append(geom.GetGeometryRef(k).GetX())
+                part_y.append(geom.GetGeometryRef(k).GetY())
         else:
-            parts = None
             geom = geom.Clone()
             if transform is not None:
                 try:
@@ -190,44 +196,46 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             shape = shapely.wkb.loads(bytes(geom.ExportToIsoWkb()))
             if not shape.is_valid:
                 shape = make_valid(shape)
-        if parts is not None:
-            part_feature.extend([len(fids)] * len(parts))
-            part_xy.extend(parts)
         fids.append(feature.GetFID())
-        if field_index >= 0:
-            raw_classes.append(
-                feature.GetFieldAsString(field_index) if string_classes
-                else feature.GetFieldAsInteger64(field_index)
-            )
+        if field_index < 0:
+            value = 0
+        elif string_classes:
+            value = feature.GetFieldAsString(field_index)
         else:
-            raw_classes.append(0)
-        geometries.append(None if parts is not None else shape)
-    xy = np.asarray(part_xy, dtype=float).reshape(-1, 2)
-    point_feature = np.asarray(part_feature, dtype=np.int64)
+            value = feature.GetFieldAsInteger64(field_index)
+        labels.append(seen.setdefault(value, len(seen)))
+        geometries.append(shape)
+    xy = np.stack([np.frombuffer(part_x, dtype=float), np.frombuffer(part_y, dtype=float)], axis=1) \
+        if len(part_x) else np.zeros((0, 2))
+    point_feature = np.frombuffer(part_feature, dtype=np.int64).copy()
+    fid_values = np.frombuffer(fids, dtype=np.int64).copy()
+    label_index = np.frombuffer(labels, dtype=np.int64).copy()
+    del part_x, part_y
     if transform is not None and len(xy):
         xy, ok = _transform_points(transform, xy)
         if not ok.all():  # drop the features with a part that cannot be reprojected
-            bad = np.zeros(len(fids), dtype=bool)
+            bad = np.zeros(len(fid_values), dtype=bool)
             bad[point_feature[~ok]] = True
             skipped["cannot be reprojected"] += int(bad.sum())
             keep = ~bad
             renumber = np.cumsum(keep) - 1
             part_keep = keep[point_feature]
             xy, point_feature = xy[part_keep], renumber[point_feature[part_keep]]
-            fids = [f for f, k in zip(fids, keep, strict=True) if k]
-            raw_classes = [c for c, k in zip(raw_classes, keep, strict=True) if k]
+            fid_values, label_index = fid_values[keep], label_index[keep]
             geometries = [g for g, k in zip(geometries, keep, strict=True) if k]
     del dataset
+    values = list(seen)  # by index of first appearance
+    present = [values[i] for i in np.unique(label_index)] if len(label_index) else []
     if string_classes:
-        names = sorted(set(raw_classes))
-        code_of = {name: code for code, name in enumerate(names, 1)}
-        codes = [code_of[c] for c in raw_classes]
+        code_of = {name: code for code, name in enumerate(sorted(present), 1)}
+        lookup = np.array([code_of.get(v, 0) for v in values], dtype=np.int64)
         class_names = {code: name for name, code in code_of.items()}
     else:
-        codes = raw_classes
-        class_names = {int(c): str(c) for c in sorted(set(raw_classes))}
+        lookup = np.array(values, dtype=np.int64)
+        class_names = {int(c): str(c) for c in sorted(present)}
+    codes = lookup[label_index] if len(label_index) else np.zeros(0, dtype=np.int64)
     return Features(
-        fids=np.asarray(fids, dtype=np.int64),
+        fids=fid_values,
         codes=np.asarray(codes, dtype=np.int64),
         geometries=geometries,
         class_names=class_names,
@@ -242,15 +250,20 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     )
 
 
+TRANSFORM_CHUNK = 65536  # points handed to OSR at once (as Python lists: bounded)
+
+
 def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Transform ``(n, 2)`` coordinates in bulk; also says which succeeded."""
-    try:
-        out = np.asarray(transform.TransformPoints(xy.tolist()), dtype=float)[:, :2]
-    except RuntimeError:  # some point failed: one by one, to find which
-        out = np.full_like(xy, np.inf)
-        for k, (x, y) in enumerate(xy.tolist()):
-            with contextlib.suppress(RuntimeError):
-                out[k] = transform.TransformPoint(x, y)[:2]
+    """Transform ``(n, 2)`` coordinates in bulk, by chunks; also says which succeeded."""
+    out = np.full_like(xy, np.inf, dtype=float)
+    for start in range(0, len(xy), TRANSFORM_CHUNK):
+        chunk = xy[start:start + TRANSFORM_CHUNK]
+        try:
+            out[start:start + len(chunk)] = np.asarray(transform.TransformPoints(chunk.tolist()), dtype=float)[:, :2]
+        except RuntimeError:  # some point failed: one by one, to find which
+            for k, (x, y) in enumerate(chunk.tolist(), start):
+                with contextlib.suppress(RuntimeError):
+                    out[k] = transform.TransformPoint(x, y)[:2]
     return out, np.isfinite(out).all(axis=1)
 
 

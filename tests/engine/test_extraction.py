@@ -215,3 +215,39 @@ def test_reads_are_grouped_by_block_not_by_point(tmp_path, samples_all, monkeypa
     result = extract_patches([PatchSource(RGB, 16)], samples_all, [tmp_path / "p.tif"], group_px=512)
     assert result.accepted == 683
     assert 1 <= len(calls) <= 6
+
+
+def test_memory_per_point_is_bounded(tmp_path):
+    """Extraction keeps a few arrays per point (the patches go to a scratch file): the peak
+    grows by less than BYTES_PER_POINT + 8 per source (it was about 260 bytes and Python lists
+    of every point); two sizes cancel the fixed costs."""
+    import tracemalloc
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from otbtf_plugin.extraction import BYTES_PER_POINT
+    from otbtf_plugin.vector import write_points
+
+    raster = tmp_path / "r.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=1000, height=1000, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(0, 0, 10, 10), tiled=True) as dst:
+        dst.write(np.random.default_rng(1).integers(0, 200, (1, 1000, 1000), dtype=np.uint8))
+    rng = np.random.default_rng(0)
+
+    def peak(n):
+        points = tmp_path / f"p{n}.gpkg"
+        write_points(points, "p", rasterio.open(raster).crs.to_wkt(), rng.uniform(50, 9950, n),
+                     -rng.uniform(50, 9950, n), {"label": ([int(v) for v in rng.integers(1, 5, n)], "Integer64")})
+        tracemalloc.start()
+        try:
+            result = extract_patches([PatchSource(raster, 8)], points, [tmp_path / f"x{n}.tif"], "label",
+                                     labels_output=tmp_path / f"y{n}.tif")
+            return result.accepted, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (small, small_peak), (large, large_peak) = peak(20_000), peak(220_000)
+    assert (small, large) == (20_000, 220_000)
+    per_point = (large_peak - small_peak) / (large - small)
+    assert per_point < BYTES_PER_POINT + 8, per_point
