@@ -158,7 +158,7 @@ def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],
     for name, value in inputs.items():
         paths = [value] if isinstance(value, str | Path) else list(value or [])
         named_inputs += [_Named(name, Path(p)) for p in paths if p not in (None, "")]
-    seen: list[tuple[str, Path]] = []
+    seen: list[tuple[str, Path, str]] = []  # (name, path, kind) of the outputs checked so far
     for name, output in named_outputs.items():
         for file in output.files():
             for source in named_inputs:
@@ -170,10 +170,15 @@ def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],
                 if output.kind == "folder" and _inside(source.path, file):
                     raise _refusal(name, output, f"holds the input {source.name} ({str(source.path)!r}), "
                                                  "which replacing it would delete")
-            for other_name, other in seen:
-                if _same(file, other) or (output.kind == "folder" and _inside(other, file)):
+            for other_name, other, other_kind in seen:
+                if _same(file, other):
                     raise _refusal(name, output, f"is the same path as the output {other_name}")
-            seen.append((name, file))
+                nested = (output.kind == "folder" and _inside(other, file)) \
+                    or (other_kind == "folder" and _inside(file, other))
+                if nested:
+                    raise _refusal(name, output, f"and the output {other_name} lie one inside the other, and the "
+                                                 "folder is replaced at the end of the run")
+            seen.append((name, file, output.kind))
         problem = target_problem(name, output)
         if problem:
             raise InputError(problem)

@@ -106,3 +106,12 @@ def test_a_folder_that_became_foreign_during_the_run_is_not_replaced(folder):
         staged.commit()
     assert (folder / "sub" / "user.txt").read_text() == "written while the run worked"
     assert sorted(p.name for p in folder.iterdir()) == ["in.tif", "sub"]
+
+
+@pytest.mark.parametrize("order", ["model first", "logs first"])
+def test_an_output_inside_a_replaced_folder_is_refused_in_any_order(folder, order):
+    model = ("OUTPUT_MODEL", Output(folder / "model", "folder", marker="otbtf_model.json"))
+    logs = ("TENSORBOARD_DIR", Output(folder / "model" / "logs", "into"))
+    outputs = dict([model, logs] if order == "model first" else [logs, model])
+    with pytest.raises(InputError, match="lie one inside the other, and the folder is replaced at the end"):
+        check_paths({}, outputs)
