@@ -28,7 +28,7 @@ from .errors import InputError
 from .grid import Window, patch_start
 from .outputs import StagedOutputs, check_paths, geotiff
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
-from .progress import NullProgress, Progress, check_cancelled
+from .progress import NullProgress, Progress, check_cancelled, mebibytes
 from .raster import crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
 from .vector import read_features, transform_xy
@@ -135,7 +135,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         if n == 0:
             raise InputError(f"the vector {str(vector)!r} has no point"
                              + (f" with a class in field {field_name!r}" if field_name else ""))
-        progress.info(f"{n} points: about {n * (BYTES_PER_POINT + 8 * len(sources)) / 2**20:.0f} MiB of working "
+        progress.info(f"{n} points: about {mebibytes(n * (BYTES_PER_POINT + 8 * len(sources)))} of working "
                       "memory (the patches themselves go to a temporary file beside the output)")
         rejected: dict[str, int] = {}
         alive = np.ones(n, dtype=bool)

@@ -113,6 +113,9 @@ def read_only(path: Path) -> bool:
 def target_problem(name: str, output: Output) -> str | None:
     """Why ``output`` cannot be written at its path (rules 2 and 3), or None."""
     path = Path(output.path)
+    parent = path.absolute().parent
+    if output.kind != "into" and not parent.is_dir():  # TensorBoard makes its folders
+        return f"{name} {str(path)!r}: the folder {str(parent)!r} does not exist; create it or choose another"
     if output.kind == "into":
         return f"{name} {str(path)!r} is a file, not a folder: choose a folder path" \
             if path.exists() and not path.is_dir() else None

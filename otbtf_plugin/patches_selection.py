@@ -28,7 +28,7 @@ import rasterio
 
 from .errors import InputError
 from .grid import Window, grid_positions, overlap_reach, position_centre, tiles
-from .progress import NullProgress, Progress, check_cancelled
+from .progress import NullProgress, Progress, check_cancelled, mebibytes
 from .raster import AlignedRaster, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .selection import choose_ranks
 from .vector import write_points
@@ -217,7 +217,7 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "spli
                 classes = _label_classes(aligned_labels, grid)
             nx, ny = grid_positions(grid.width, patch_px, step_px), grid_positions(grid.height, patch_px, step_px)
             per_position = 3 + 4 * len(classes) + (10 if strategy == "balanced" else 0)
-            progress.info(f"{nx * ny} grid positions ({nx} x {ny}): about {nx * ny * per_position / 2**20:.0f} MiB "
+            progress.info(f"{nx * ny} grid positions ({nx} x {ny}): about {mebibytes(nx * ny * per_position)} "
                           "of working memory (a larger GRID_STEP needs less)")
             with rasterio.Env(GDAL_CACHEMAX=64):  # windows are read once: GDAL's cache need not grow
                 valid, per_class = _scan_positions(dataset, patch_px, step_px, nodata_values(dataset, nodata),

@@ -40,6 +40,11 @@ class NullProgress:
         pass
 
 
+def mebibytes(count: float) -> str:
+    """A byte count for the log: "37 MiB", "under 1 MiB"."""
+    return f"{count / 2**20:.0f} MiB" if count >= 2**20 else "under 1 MiB"
+
+
 def check_cancelled(progress: Progress, what: str) -> None:
     """Raise :class:`Cancelled` naming ``what`` was interrupted, if asked to."""
     if progress.cancelled():

@@ -115,3 +115,9 @@ def test_an_output_inside_a_replaced_folder_is_refused_in_any_order(folder, orde
     outputs = dict([model, logs] if order == "model first" else [logs, model])
     with pytest.raises(InputError, match="lie one inside the other, and the folder is replaced at the end"):
         check_paths({}, outputs)
+
+
+def test_an_output_in_a_folder_that_does_not_exist(folder):
+    with pytest.raises(InputError, match=r"OUTPUT '.*nofolder/s.gpkg': the folder '.*nofolder' does not exist; "
+                                         "create it or choose another"):
+        check_paths({}, {"OUTPUT": folder / "nofolder" / "s.gpkg"})
