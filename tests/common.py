@@ -43,3 +43,14 @@ class CancelAfter:
 
     def info(self, message):
         pass
+
+
+class Log(CancelAfter):
+    """A progress object that keeps the log lines (``info``) and is never cancelled."""
+
+    def __init__(self):
+        super().__init__(10 ** 9)
+        self.lines: list[str] = []
+
+    def info(self, message):
+        self.lines.append(message)

@@ -12,7 +12,7 @@ import rasterio
 from osgeo import ogr
 from reference import split_polygons
 
-from common import POLYGONS, RGB, CancelAfter
+from common import POLYGONS, RGB, CancelAfter, Log
 
 pytest.importorskip("sklearn")
 
@@ -277,15 +277,6 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
     assert ok.all() and classes[r, c].tolist() == result.trained.estimator.predict(feats).tolist()
     with pytest.raises(InputError, match="features came from model 'model' at training; now from the bands"):
         dc.classify_image(FeatureSpec([FeatureSource(crop)]), result.classifier, tmp_path / "x.tif")
-
-
-class Log(CancelAfter):
-    def __init__(self):
-        super().__init__(10 ** 9)
-        self.lines = []
-
-    def info(self, message):
-        self.lines.append(message)
 
 
 def test_sources_swapped_between_training_and_classification_are_named(tmp_path, parts):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from common import DATA, RGB, CancelAfter
+from common import DATA, RGB, CancelAfter, Log
 
 keras = pytest.importorskip("keras")
 
@@ -463,20 +463,6 @@ def test_property_patch_based_equals_the_whole_image(tmp_path_factory, small_rgb
     got = read(folder / "o.tif")[0]
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= TOL
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def step(self, done, total):
-        pass
-
-    def cancelled(self):
-        return False
-
-    def info(self, message):
-        self.lines.append(message)
 
 
 @pytest.mark.parametrize("kind", ["pixels", "regions"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from common import POLYGONS, RGB, CancelAfter
+from common import POLYGONS, RGB, CancelAfter, Log
 
 tf = pytest.importorskip("tensorflow")
 
@@ -356,19 +356,6 @@ def test_serving_8_bit_data_to_a_model_of_16_bit_data_warns(trained, tmp_path):
     eight_bit = tmp_path / "rgb8.tif"
     with rasterio.open(eight_bit, "w", **(profile | {"dtype": "uint8"})) as dst:
         dst.write(np.clip(data / 64, 0, 255).astype("uint8"))
-
-    class Log:
-        def __init__(self):
-            self.lines = []
-
-        def step(self, done, total):
-            pass
-
-        def cancelled(self):
-            return False
-
-        def info(self, message):
-            self.lines.append(message)
 
     same, other = Log(), Log()
     serve([ServeSource(RGB)], out / "model", tmp_path / "a.tif", ServeOptions(output_names=["class"]), same)
