@@ -91,6 +91,12 @@ def _check_overlap(datasets) -> None:
 
 
 BYTES_PER_POINT = 200  # measured peak growth, one source (tests/engine/test_extraction.py checks it)
+MEMORY_SHARE = 0.5  # of the machine's memory, at most, for the points' working arrays
+
+
+def physical_memory() -> int:
+    """Bytes of memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path], field_name: str | None = None,
@@ -135,8 +141,13 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         if n == 0:
             raise InputError(f"the vector {str(vector)!r} has no point"
                              + (f" with a class in field {field_name!r}" if field_name else ""))
-        progress.info(f"{n} points: about {mebibytes(n * (BYTES_PER_POINT + 8 * len(sources)))} of working "
-                      "memory (the patches themselves go to a temporary file beside the output)")
+        needed = n * (BYTES_PER_POINT + 8 * len(sources))
+        if needed > MEMORY_SHARE * physical_memory():
+            raise InputError(f"{n} points would need about {mebibytes(needed)} of working memory, more than half "
+                             f"of this machine's {mebibytes(physical_memory())}: extract them in parts (split the "
+                             "points layer by area, e.g. with Vector > Research Tools > Create Grid and Clip)")
+        progress.info(f"{n} points: about {mebibytes(needed)} of working memory (the patches themselves go to "
+                      "a temporary file beside the output)")
         rejected: dict[str, int] = {}
         alive = np.ones(n, dtype=bool)
         starts = []  # per source: (col0, row0) of every point's patch

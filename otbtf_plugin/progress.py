@@ -41,8 +41,8 @@ class NullProgress:
 
 
 def mebibytes(count: float) -> str:
-    """A byte count for the log: "37 MiB", "under 1 MiB"."""
-    return f"{count / 2**20:.0f} MiB" if count >= 2**20 else "under 1 MiB"
+    """A byte count for the log: "37 MiB", "134 KiB"."""
+    return f"{count / 2**20:.0f} MiB" if count >= 2**20 else f"{max(1, round(count / 2**10))} KiB"
 
 
 def check_cancelled(progress: Progress, what: str) -> None:

@@ -251,3 +251,14 @@ def test_memory_per_point_is_bounded(tmp_path):
     assert (small, large) == (20_000, 220_000)
     per_point = (large_peak - small_peak) / (large - small)
     assert per_point < BYTES_PER_POINT + 8, per_point
+
+
+def test_more_points_than_memory_allows_are_refused_before_any_work(tmp_path, monkeypatch):
+    from otbtf_plugin import extraction
+
+    samples = sample_selection(RGB, POLYGONS, "name", strategy="all").write_gpkg(tmp_path / "s.gpkg")
+    monkeypatch.setattr(extraction, "physical_memory", lambda: 100_000)  # a machine of 100 kB
+    message = r"^683 points would need about 139 KiB of working memory, more than half of this machine's 98 KiB"
+    with pytest.raises(InputError, match=message + ": extract them in parts"):
+        extract_patches([PatchSource(RGB, 16)], samples, [tmp_path / "p.tif"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.gpkg"]
