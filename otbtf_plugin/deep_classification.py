@@ -17,21 +17,22 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import rasterio
 
 from . import classifiers
 from .errors import InputError
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences, recipe_notes
 from .grid import tiles
 from .outputs import Output, StagedOutputs, check_paths, geotiff
+from .pipeline import Executor, LocalThreads, TileWork, raster_outputs
 from .progress import NullProgress, Progress, ScaledProgress
-from .raster import AlignedRaster, crs_wkt, open_raster
+from .raster import GDAL_IO, AlignedRaster, crs_wkt, open_raster
 from .selection import sample_selection
-from .serving import GDAL_IO, infer_tile, output_profile, run_pipeline
+from .serving import TileInput, absolute, infer_tile, output_profile, tile_input, tile_is_empty
 from .styles import write_class_style, write_confidence_style
 from .vector import read_features, read_fields, transform_xy, write_points
 
@@ -403,16 +404,31 @@ def load_image_classifier(classifier_path):
     return trained
 
 
+def build_classifier_state(spec: FeatureSpec, classifier_path: str, mask, confidence: bool,
+                           stack: ExitStack) -> TileClassifier:
+    """A run's tile classifier, built again where the tiles are computed (a cluster worker)."""
+    trained = load_image_classifier(classifier_path)
+    classifiers.single_threaded(trained.estimator)  # the worker's own threads are its parallelism
+    return TileClassifier(spec, trained, mask, stack, check=False, confidence=confidence)
+
+
+def read_classifier_tile(state: TileClassifier, tile) -> TileInput:
+    return tile_input(state.opened.plan, state.opened.datasets, tile)
+
+
+def compute_classifier_tile(state: TileClassifier, item: TileInput, progress: Progress):
+    return state(item, progress)
+
+
 def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
-                   compress: str = "zstd", progress: Progress | None = None, scheduler: str = "") -> ClassifyResult:
-    """otbtf:imageclassifierfromdeepfeatures (on a Dask cluster when ``scheduler`` is given)."""
+                   compress: str = "zstd", progress: Progress | None = None,
+                   executor: Executor | None = None) -> ClassifyResult:
+    """otbtf:imageclassifierfromdeepfeatures, with ``executor`` computing the tiles (default: this
+    machine)."""
     progress = progress or NullProgress()
+    executor = executor or LocalThreads()
     check_paths({**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
                 {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)})
-    if scheduler:  # a malformed address fails before any work
-        from .distributed import scheduler_address
-
-        scheduler_address(scheduler)
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
@@ -421,39 +437,28 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
             progress.info(note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
-        staged = stack.enter_context(StagedOutputs())
-        out_tmp = staged.file(output)
-        writer = stack.enter_context(rasterio.open(
-            out_tmp, "w", nodata=classify.nodata, **output_profile(plan, crs, 1, classify.dtype, compress)))
-        writer.set_band_description(1, "class")
-        conf_writer = None
+        rasters = [(output, output_profile(plan, crs, 1, classify.dtype, compress) | {"nodata": classify.nodata},
+                    ["class"])]
         if confidence:
-            conf_tmp = staged.file(confidence)
-            conf_writer = stack.enter_context(rasterio.open(
-                conf_tmp, "w", nodata=-1.0, **output_profile(plan, crs, 1, "float32", compress)))
-            conf_writer.set_band_description(1, "confidence")
-
-        def write(tile, result):  # called under the GDAL lock
-            classes, scores = result
-            writer.write(classes, 1, window=tile.to_rasterio())
-            if conf_writer is not None:
-                conf_writer.write(scores, 1, window=tile.to_rasterio())
-
-        if scheduler:
-            from .distributed import classify_on_cluster
-
-            skipped = classify_on_cluster(scheduler, spec, classifier_path, mask, bool(confidence), plan_tiles,
-                                          write, progress)
-        else:
+            rasters.append((confidence, output_profile(plan, crs, 1, "float32", compress) | {"nodata": -1.0},
+                            ["confidence"]))
+        absolute_spec = replace(spec, sources=[replace(s, path=absolute(s.path)) for s in spec.sources],
+                                model=absolute(spec.model) if spec.model else None)
+        work = TileWork(build=partial(build_classifier_state, absolute_spec, absolute(classifier_path),
+                                      absolute(mask) if mask else None, bool(confidence)),
+                        read=read_classifier_tile, compute=compute_classifier_tile, empty=tile_is_empty)
+        if executor.local:  # the trees on a pool of this run's threads
             classifiers.single_threaded(trained.estimator)
             classify.decide.rows = stack.enter_context(_Parallel(classify.decide.rows))
-            skipped = run_pipeline(plan, opened.datasets, plan_tiles, progress,
-                                   lambda item: classify(item, progress), write)
-        writer.close()
-        if conf_writer is not None:
-            conf_writer.close()
-        style = write_class_style(output, trained.classes, staged)
-        if confidence:
-            write_confidence_style(confidence, staged)
-        staged.commit()
+        with raster_outputs(rasters) as out:
+            def write(tile, result):  # called under the GDAL lock
+                classes, scores = result
+                out.writers[0].write(classes, 1, window=tile.to_rasterio())
+                if confidence:
+                    out.writers[1].write(scores, 1, window=tile.to_rasterio())
+
+            skipped = executor.run(work, plan_tiles, write, progress, classify)
+            style = write_class_style(output, trained.classes, out.staged)
+            if confidence:
+                write_confidence_style(confidence, out.staged)
     return ClassifyResult(Path(output), Path(confidence) if confidence else None, style, len(plan_tiles), skipped)

@@ -5,6 +5,7 @@ Rasters are never read whole: callers read windows of a bounded size.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
 from .grid import Grid, Window
+
+# GDAL I/O from the reader and writer threads of a run goes through this lock: GDAL's block
+# cache is shared by all datasets, and reads overlapping writes from another thread gave,
+# rarely, a tile of wrong values (found by a property test). Computing still overlaps I/O.
+GDAL_IO = threading.Lock()
 
 
 def open_raster(path: str | Path):

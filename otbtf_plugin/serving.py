@@ -16,19 +16,19 @@ Execution follows the model:
 * ``regions`` (fully-convolutional models accepting any size): one call per tile
   on the tile's input region.
 
-A reader thread, the inference loop and a writer thread overlap through bounded
-queues; only the inference loop touches the model. Results never depend on the
-tile or batch size. Tiles whose sources hold only nodata are not computed, and
-output pixels whose centre input pixel is nodata get the background value.
+The tiles are computed by an executor (:mod:`pipeline`: this machine's reader, inference
+and writer threads, or a Dask cluster); only the inference step touches the model.
+Results never depend on the tile or batch size, nor on the executor. Tiles whose sources
+hold only nodata are not computed, and output pixels whose centre input pixel is nodata
+get the background value.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
-from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ import rasterio
 from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
-from .outputs import StagedOutputs, check_paths, geotiff
+from .outputs import check_paths, geotiff
+from .pipeline import Executor, LocalThreads, TileWork, raster_outputs
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import grid_of, invalid_pixels, nodata_values, open_raster, read
 from .styles import write_class_style
@@ -69,7 +70,6 @@ class ServeOptions:
     memory_mb: int = 512
     allow_lambda: bool = False
     compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
-    scheduler: str = ""  # a Dask scheduler address (tcp://host:8786): tiles computed on its workers
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:
@@ -727,22 +727,52 @@ class ServeResult:
     style: Path | None = None  # a .qml beside a class map
 
 
-_DONE = object()
+
+@dataclass
+class ServingState:
+    """What computing a tile needs: the plan, the sources open, the model loaded."""
+
+    plan: Plan
+    datasets: list
+    model: ServedModel
+
+
+def build_state(sources: list[ServeSource], model_path: str, options: ServeOptions, stack: ExitStack) -> ServingState:
+    """A run's state, built again where the tiles are computed (a cluster worker)."""
+    model = load_model(model_path, allow_lambda=options.allow_lambda)
+    datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+    return ServingState(plan_serving(sources, model, options, datasets), datasets, model)
+
+
+def read_tile(state, tile: Window) -> TileInput:
+    return tile_input(state.plan, state.datasets, tile)
+
+
+def compute_tile(state: ServingState, item: TileInput, progress: Progress) -> np.ndarray:
+    return infer_tile(state.plan, state.model, item, progress)
+
+
+def tile_is_empty(item: TileInput) -> bool:
+    return item.arrays is None
+
+
+def absolute(path) -> str:
+    """Workers do not share this process' working directory."""
+    return str(Path(path).resolve())
 
 
 def serve(sources: list[ServeSource], model_path, output, options: ServeOptions | None = None,
-          progress: Progress | None = None, model: ServedModel | None = None) -> ServeResult:
-    """Serve ``model_path`` over ``sources`` into the GeoTIFF ``output`` (see module doc)."""
+          progress: Progress | None = None, model: ServedModel | None = None,
+          executor: Executor | None = None) -> ServeResult:
+    """Serve ``model_path`` over ``sources`` into the GeoTIFF ``output`` (see module doc), with
+    ``executor`` computing the tiles (default: this machine, :class:`pipeline.LocalThreads`)."""
     options = options or ServeOptions()
     progress = progress or NullProgress()
+    executor = executor or LocalThreads()
     if not sources:
         raise InputError("no source raster given")
     check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
                 {"OUTPUT": geotiff(output)})
-    if options.scheduler:  # a malformed address fails before any work
-        from .distributed import scheduler_address
-
-        scheduler_address(options.scheduler)
     model = model or load_model(model_path, allow_lambda=options.allow_lambda)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
@@ -757,125 +787,22 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         profile = output_profile(plan, datasets[0].crs, plan.bands, _output_dtype(plan), options.compress)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
             profile["nodata"] = plan.background
-        staged = stack.enter_context(StagedOutputs())
-        tmp = staged.file(output)
-        writer = stack.enter_context(rasterio.open(tmp, "w", **profile))
-        for band, name in enumerate(band_names(plan), 1):
-            writer.set_band_description(band, name)
-        dtype = writer.dtypes[0]
+        # Elsewhere, the tiles are planned with this run's sizes (the same plan whatever a
+        # worker's memory) and absolute paths.
+        work = TileWork(
+            build=partial(build_state, [replace(s, path=absolute(s.path)) for s in sources], absolute(model_path),
+                          replace(options, tile_px=plan.tile, batch_size=plan.batch)),
+            read=read_tile, compute=compute_tile, empty=tile_is_empty)
+        with raster_outputs([(output, profile, band_names(plan))]) as out:
+            writer = out.writers[0]
+            dtype = writer.dtypes[0]
 
-        def write(tile: Window, values: np.ndarray) -> None:
-            writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
+            def write(tile: Window, values: np.ndarray) -> None:
+                writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
 
-        if options.scheduler:
-            from .distributed import serve_on_cluster
-
-            skipped = serve_on_cluster(sources, model_path, options, plan, plan_tiles, write, progress)
-        else:
-            skipped = run_pipeline(plan, datasets, plan_tiles, progress,
-                                   lambda item: infer_tile(plan, model, item, progress), write)
-        writer.close()
-        style = None
-        classes = (model.metadata or {}).get("classes")
-        if classes and [o.name for o in plan.outputs] == ["class"]:
-            style = write_class_style(output, classes, staged)
-        staged.commit()
+            skipped = executor.run(work, plan_tiles, write, progress, ServingState(plan, datasets, model))
+            style = None
+            classes = (model.metadata or {}).get("classes")
+            if classes and [o.name for o in plan.outputs] == ["class"]:
+                style = write_class_style(output, classes, out.staged)
     return ServeResult(Path(output), plan, len(plan_tiles), skipped, style)
-
-
-# GDAL I/O from the reader and writer threads goes through this lock: GDAL's block cache is
-# shared by all datasets, and reads overlapping writes from another thread gave, rarely, a
-# tile of wrong values (found by a property test). Inference still overlaps I/O.
-GDAL_IO = threading.Lock()
-
-
-def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:
-    """Put unless the consumer thread has died (then the queue may never drain)."""
-    while consumer.is_alive():
-        try:
-            target.put(item, timeout=0.2)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def run_pipeline(plan: Plan, datasets, plan_tiles, progress: Progress, infer, write) -> int:
-    """Reader thread -> ``infer(tile input)`` (this thread) -> ``write(tile, values)``
-    (writer thread, under the GDAL lock), through bounded queues. Returns the number of
-    tiles skipped as all nodata."""
-    inputs: queue.Queue = queue.Queue(maxsize=2)
-    results: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def read_all():
-        try:
-            for tile in plan_tiles:
-                if stop.is_set():
-                    break
-                with GDAL_IO:
-                    item = tile_input(plan, datasets, tile)
-                while not stop.is_set():
-                    try:
-                        inputs.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as err:  # handed to the main thread
-            errors.append(err)
-        finally:
-            inputs.put(_DONE)
-
-    def write_all():
-        try:
-            while True:
-                item = results.get()
-                if item is _DONE:
-                    break
-                with GDAL_IO:
-                    write(*item)
-        except BaseException as err:  # handed to the main thread
-            errors.append(err)
-            stop.set()
-
-    reader = threading.Thread(target=read_all, name="otbtf-serve-read", daemon=True)
-    writer_thread = threading.Thread(target=write_all, name="otbtf-serve-write", daemon=True)
-    reader.start()
-    writer_thread.start()
-    done = skipped = 0
-    try:
-        while True:
-            if progress.cancelled():
-                stop.set()
-                check_cancelled(progress, "serving")
-            try:
-                item = inputs.get(timeout=0.2)
-            except queue.Empty:
-                if errors:
-                    break
-                continue
-            if item is _DONE:
-                break
-            if errors:
-                break
-            skipped += item.arrays is None
-            values = infer(item)
-            if not _put(results, (item.tile, values), writer_thread):
-                break
-            done += 1
-            progress.step(done, len(plan_tiles))
-    finally:
-        stop.set()
-        _put(results, _DONE, writer_thread)
-        writer_thread.join()
-        while reader.is_alive():
-            with suppress(queue.Empty):
-                inputs.get(timeout=0.1)
-        reader.join()
-    if errors:
-        raise errors[0]
-    if done != len(plan_tiles):
-        raise InputError(f"serving stopped after {done} of {len(plan_tiles)} tiles")
-    return skipped
-

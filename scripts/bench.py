@@ -612,6 +612,7 @@ import json, os, sys, time
 sys.path.insert(0, {root!r})
 os.environ["PYTHONPATH"] = {root!r}
 from distributed import LocalCluster
+from otbtf_plugin.cluster import DaskExecutor
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 if __name__ == "__main__":
     # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.
@@ -619,11 +620,11 @@ if __name__ == "__main__":
     with LocalCluster(n_workers={workers}, threads_per_worker=1, processes=True, dashboard_address=None,
                       env=env) as cluster:
         # Uncompressed output: the client (here sharing the 2 cores) only assembles tiles.
-        options = ServeOptions(fully_conv=True, tile_px=512, compress="none",
-                               scheduler=cluster.scheduler_address)
-        serve([ServeSource({image!r})], {model!r}, {output!r}, options)  # warm-up: workers load the model
+        options = ServeOptions(fully_conv=True, tile_px=512, compress="none")
+        executor = DaskExecutor(cluster.scheduler_address)
+        serve([ServeSource({image!r})], {model!r}, {output!r}, options, executor=executor)  # warm-up: workers load
         started = time.perf_counter()
-        result = serve([ServeSource({image!r})], {model!r}, {output!r}, options)
+        result = serve([ServeSource({image!r})], {model!r}, {output!r}, options, executor=executor)
         print(json.dumps({{"seconds": time.perf_counter() - started,
                           "pixels": result.plan.grid.width * result.plan.grid.height}}))
 """

@@ -23,6 +23,17 @@ from qgis.core import (
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "sqlite", "gml", "kml", "tab", "csv", "fgb"]
 
 
+def executor(algorithm, parameters, context, feedback):
+    """The executor of the SCHEDULER parameter: None (this machine) when empty, else the Dask
+    cluster's (a malformed address is one line, before any work)."""
+    text = algorithm.parameterAsString(parameters, "SCHEDULER", context).strip()
+    if not text:
+        return None
+    from ...otbtf_plugin.cluster import executor_for
+
+    return algorithm.run_engine(lambda progress: executor_for(text), feedback)
+
+
 def raster_path(algorithm, parameters, name, context, required=True) -> str | None:
     layer = algorithm.parameterAsRasterLayer(parameters, name, context)
     if layer is None:

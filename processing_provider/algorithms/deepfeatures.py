@@ -24,7 +24,7 @@ from ...otbtf_plugin.model import model_path_problem
 from ...otbtf_plugin.selection import STRATEGIES
 from ...otbtf_plugin.serving import COMPRESSIONS, parse_output_names
 from .base import OtbtfAlgorithm
-from .common import add_advanced, add_source_parameters, optional_number, raster_path, vector_path
+from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path, vector_path
 
 MAX_SOURCES = 4
 CLASSIFIER_LABELS = ["rf: random forest", "svm: support vector machine", "boost: AdaBoost",
@@ -227,7 +227,7 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
             self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence,
             raster_path(self, parameters, "MASK", context, required=False),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
-            scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip())
+            executor=executor(self, parameters, context, feedback))
         return {"OUTPUT": str(result.output), "OUTPUT_CONFIDENCE": str(result.confidence) if confidence else None,
                 "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
 

@@ -20,7 +20,7 @@ from ...otbtf_plugin.serving import (
     serve,
 )
 from .base import OtbtfAlgorithm
-from .common import add_advanced, add_source_parameters, optional_number, raster_path
+from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path
 
 MAX_SOURCES = 4
 
@@ -139,11 +139,10 @@ class TensorflowModelServe(OtbtfAlgorithm):
             memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
             allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
-            scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip(),
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),
-                                 output, options)
+                                 output, options, executor=executor(self, parameters, context, feedback))
         plan = result.plan
         return {
             self.OUTPUT: str(result.output),

@@ -16,7 +16,8 @@ from common import RGB, ROOT, CancelAfter
 keras = pytest.importorskip("keras")
 distributed = pytest.importorskip("distributed")
 
-from otbtf_plugin import distributed as cluster_serving  # noqa: E402
+from otbtf_plugin import cluster as cluster_serving  # noqa: E402
+from otbtf_plugin.cluster import DaskExecutor  # noqa: E402
 from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, 
     options = {"fully_conv": kind == "fcn", "tile_px": 128}
     local = serve([ServeSource(RGB)], models / kind, tmp_path / "local.tif", ServeOptions(**options))
     served = serve([ServeSource(RGB)], models / kind, tmp_path / "cluster.tif",
-                   ServeOptions(**options, scheduler=cluster.scheduler_address))
+                   ServeOptions(**options), executor=DaskExecutor(cluster.scheduler_address))
     assert served.tiles == local.tiles > 1
     assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
 
@@ -85,7 +86,7 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, models, tmp_path):
     def run():
         try:
             serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "cluster.tif",
-                  ServeOptions(tile_px=64, scheduler=cluster.scheduler_address), progress=Watch())
+                  ServeOptions(tile_px=64), executor=DaskExecutor(cluster.scheduler_address), progress=Watch())
         except Exception as err:  # handed to the test
             errors.append(err)
 
@@ -106,7 +107,7 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, models, tmp_path):
 def test_cancel_stops_the_cluster_work_and_leaves_nothing(cluster, models, tmp_path):
     with pytest.raises(Cancelled):
         serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "out.tif",
-              ServeOptions(tile_px=64, scheduler=cluster.scheduler_address), progress=CancelAfter(3))
+              ServeOptions(tile_px=64), executor=DaskExecutor(cluster.scheduler_address), progress=CancelAfter(3))
     assert list(tmp_path.iterdir()) == []
     client = distributed.Client(cluster.scheduler_address, set_as_default=False)
     deadline = time.monotonic() + 30
@@ -121,7 +122,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(models, tmp_path, monkeypatch
     monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 2.0)
     with pytest.raises(InputError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .* `dask scheduler`"):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True, scheduler="tcp://127.0.0.1:9"))
+              ServeOptions(fully_conv=True), executor=DaskExecutor("tcp://127.0.0.1:9"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -145,7 +146,7 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     outputs = {}
     for where, scheduler in (("local", ""), ("cluster", cluster.scheduler_address)):
         done = dc.classify_image(spec, trained.classifier, tmp_path / f"{where}.tif", tmp_path / f"{where}_conf.tif",
-                                 mask=mask, scheduler=scheduler)
+                                 mask=mask, executor=DaskExecutor(scheduler) if scheduler else None)
         outputs[where] = done
     assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
     assert same(tmp_path / "local_conf.tif", tmp_path / "cluster_conf.tif")
@@ -153,7 +154,7 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
         assert (cm.read(1)[300:500, 200:600] == cm.nodata).all()
     # Classes only (the workers' forests stop early): the same class map.
     dc.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
-                      scheduler=cluster.scheduler_address)
+                      executor=DaskExecutor(cluster.scheduler_address))
     assert same(tmp_path / "local.tif", tmp_path / "classes.tif")
 
 
@@ -164,10 +165,9 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     ("tcp://host:99999", "port '99999' is not a number"),
     ("tcp://a b:1", "is not an address"),
 ])
-def test_a_malformed_scheduler_is_one_line_before_any_work(models, tmp_path, typed, message):
+def test_a_malformed_scheduler_is_one_line_before_any_work(typed, message):
     with pytest.raises(InputError, match=message):
-        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif", ServeOptions(fully_conv=True, scheduler=typed))
-    assert list(tmp_path.iterdir()) == []
+        DaskExecutor(typed)  # made before serving starts
     assert cluster_serving.scheduler_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
 
 
@@ -208,12 +208,12 @@ def test_a_service_that_is_not_dask_ends_within_the_timeout(models, tmp_path, mo
     start = time.monotonic()
     with pytest.raises(InputError, match=r"is not a Dask scheduler .*no Dask greeting within 1.5 s.*8786"):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True, scheduler=address))
+              ServeOptions(fully_conv=True), executor=DaskExecutor(address))
     assert time.monotonic() - start < 10
     state["banner"] = b"SSH-2.0-OpenSSH_9.2\r\n"
     with pytest.raises(InputError, match=r"it answered 'SSH-2\.0-OpenSSH_9\.2'"):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True, scheduler=address))
+              ServeOptions(fully_conv=True), executor=DaskExecutor(address))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -232,6 +232,6 @@ def test_cancel_stops_the_wait_for_a_silent_scheduler(models, tmp_path, monkeypa
     start = time.monotonic()
     with pytest.raises(Cancelled):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True, scheduler=address), progress=CancelSoon())
+              ServeOptions(fully_conv=True), executor=DaskExecutor(address), progress=CancelSoon())
     assert time.monotonic() - start < 5
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,234 @@
+"""The Dask executor: a run's tiles computed on a Dask cluster (``DaskExecutor(address)``,
+e.g. ``tcp://host:8786``), for any :class:`pipeline.TileWork`.
+
+The client plans the run exactly as on one machine, opens the outputs and submits one task
+per tile. Each worker process builds the run's state once (opens the sources, loads the
+model: kept per run in that process), reads its tiles from the shared file system and
+returns the computed values; the client writes them as they arrive. A tile's values come
+from the same functions as on one machine and results do not depend on tiling, so the
+output is identical, bit for bit, to the single-machine run.
+
+A worker lost mid-run (its process killed) loses nothing: the scheduler gives its tiles to
+the other workers. Cancel cancels the tasks still queued or running. At most a few tiles
+per worker are in flight, so the client's memory stays bounded whatever the image size.
+
+Workers must import this engine under the same name as the client: the folder that holds
+it (the repository, or the QGIS plugins folder for ``otbtf``) goes on the workers'
+PYTHONPATH, and every worker reads the sources and the model at the same paths as the
+client (the work gives absolute paths).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+
+from .errors import Cancelled, InputError
+from .grid import Window
+from .progress import NullProgress, Progress
+from .raster import GDAL_IO
+
+IN_FLIGHT_PER_WORKER = 4
+CONNECT_TIMEOUT = 10.0  # seconds
+_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
+_KEEP_RUNS = 2
+
+
+_RUNS_LOCK = threading.Lock()  # a worker started with --nthreads > 1 runs tasks on several threads
+
+
+def _run_state(run: str, build):
+    """This worker's state for ``run``, built once by ``build(stack)``."""
+    with _RUNS_LOCK:
+        if run not in _RUNS:
+            while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
+                _RUNS.pop(next(iter(_RUNS)))[1].close()
+            stack = ExitStack()
+            _RUNS[run] = (build(stack), stack)
+        return _RUNS[run][0]
+
+
+def _compute_on_worker(run: str, work, tile: tuple[int, int, int, int]):
+    """On a worker: ``(tile, result, all nodata)`` of one tile of ``work``."""
+    state = _run_state(run, work.build)
+    window = Window(*tile)
+    with GDAL_IO:  # the run's datasets are shared by the worker's threads
+        item = work.read(state, window)
+    return tile, work.compute(state, item, NullProgress()), bool(work.empty(item))
+
+
+_ADDRESS = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+)(?::(?P<port>[^/\s]*))?/?$")
+
+
+def scheduler_address(text: str) -> str:
+    """``tcp://host:port`` from what a user typed (``host:port`` too), or an error saying the form."""
+    text = text.strip()
+    match = _ADDRESS.match(text)
+    form = "give it as tcp://HOST:PORT (Dask's default port is 8786), e.g. tcp://192.0.2.10:8786"
+    if not match:
+        raise InputError(f"SCHEDULER {text!r} is not an address: {form}")
+    scheme = match["scheme"] or "tcp"
+    if scheme not in ("tcp", "tls"):
+        raise InputError(f"SCHEDULER {text!r}: the scheme {scheme}:// is not Dask's; {form}")
+    if not match["port"]:
+        raise InputError(f"SCHEDULER {text!r} has no port: {form}")
+    if not match["port"].isdigit() or not 0 < int(match["port"]) < 65536:
+        raise InputError(f"SCHEDULER {text!r}: port {match['port']!r} is not a number from 1 to 65535; {form}")
+    return f"{scheme}://{match['host']}:{int(match['port'])}"
+
+
+def _unreachable(address: str, why: str) -> InputError:
+    return InputError(f"cannot reach the Dask scheduler at {address!r} ({why}); start one with "
+                      "`dask scheduler` and workers with `dask worker ADDRESS`, or leave SCHEDULER "
+                      "empty to serve on this machine")
+
+
+def _wait(done: threading.Event, deadline: float, progress: Progress) -> bool:
+    """Wait for ``done`` until ``deadline`` (monotonic), raising :class:`Cancelled` on cancel."""
+    while not done.wait(0.1):
+        if progress.cancelled():
+            raise Cancelled("cancelled while connecting to the Dask scheduler")
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def _probe(address: str, timeout: float, progress: Progress) -> None:
+    """A Dask scheduler greets a new connection at once (its handshake names its pickle
+    protocol); any other service (a web server, ssh, nothing) is told apart here, within
+    ``timeout`` and cancel, instead of leaving Dask's client waiting for ever."""
+    if not address.startswith("tcp://"):
+        return
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            sock.settimeout(0.1)
+            greeting = b""
+            while b"pickle-protocol" not in greeting and len(greeting) < 4096:
+                if progress.cancelled():
+                    raise Cancelled("cancelled while connecting to the Dask scheduler")
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                greeting += chunk
+    except OSError as err:
+        raise _unreachable(address, err.strerror or str(err)) from err
+    if b"pickle-protocol" not in greeting:
+        said = greeting[:60].decode("ascii", "replace").strip()
+        raise InputError(f"the service at {address!r} is not a Dask scheduler (" +
+                         (f"it answered {said!r}" if said else f"it sent no Dask greeting within {timeout:g} s") +
+                         "): check the port (Dask's default is 8786), or leave SCHEDULER empty")
+
+
+def connect(address: str, timeout: float | None = None, progress: Progress | None = None):
+    """A ``distributed.Client`` for ``address``, or an error that says what to check;
+    never longer than the timeout, and cancel stops the wait."""
+    progress = progress or NullProgress()
+    timeout = timeout or CONNECT_TIMEOUT
+    address = scheduler_address(address)
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise InputError(f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install "
+                         "dependencies, or `make setup`") from err
+    _probe(address, timeout, progress)
+    done, answer = threading.Event(), {}
+
+    def start():
+        try:
+            answer["client"] = Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as err:  # handed to the caller
+            answer["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=start, name="otbtf-dask-connect", daemon=True).start()
+    try:
+        finished = _wait(done, time.monotonic() + timeout + 5, progress)
+    except Cancelled:
+        threading.Thread(target=lambda: done.wait() and answer.get("client") and answer["client"].close(),
+                         daemon=True).start()
+        raise
+    if not finished:
+        raise _unreachable(address, f"no answer within {timeout:g} s")
+    if "error" in answer:
+        error = answer["error"]
+        if isinstance(error, OSError | TimeoutError | ValueError):
+            raise _unreachable(address, str(error)) from error
+        raise error
+    return answer["client"]
+
+
+class DaskExecutor:
+    """Runs a :class:`pipeline.TileWork` on the Dask cluster at ``address``; a malformed
+    address is refused here, before any work."""
+
+    local = False
+
+    def __init__(self, address: str):
+        self.address = scheduler_address(address)
+
+    def run(self, work, tiles, write, progress: Progress | None = None, state=None) -> int:
+        """Every tile on the cluster, ``write(tile, result)`` on this thread under the GDAL lock as
+        results arrive; returns the number of all-nodata tiles. ``state`` (the client's own) is
+        not used: workers build theirs."""
+        from distributed import as_completed
+
+        progress = progress or NullProgress()
+        run = uuid.uuid4().hex
+        client = connect(self.address, progress=progress)
+        futures = set()
+        try:
+            workers = len(client.scheduler_info().get("workers", {}))
+            if not workers:
+                raise InputError(f"the Dask scheduler at {self.address!r} has no worker: start some with "
+                                 f"`dask worker {self.address}`")
+            queue = iter(tiles)
+
+            def submit_next():
+                tile = next(queue, None)
+                if tile is None:
+                    return None
+                future = client.submit(_compute_on_worker, run, work,
+                                       (tile.col_off, tile.row_off, tile.width, tile.height), pure=False)
+                futures.add(future)
+                return future
+
+            first = [f for f in (submit_next() for _ in range(IN_FLIGHT_PER_WORKER * workers)) if f is not None]
+            results = as_completed(first, loop=client.loop)
+            skipped = 0
+            for done, future in enumerate(results, 1):
+                futures.discard(future)
+                if progress.cancelled():
+                    raise Cancelled("cancelled: the cluster's tasks were cancelled")
+                if future.status == "error":
+                    error = future.exception()
+                    raise InputError(f"a worker failed on a tile: {type(error).__name__}: {error}") from error
+                tile, result, empty = future.result()
+                with GDAL_IO:
+                    write(Window(*tile), result)
+                skipped += bool(empty)
+                progress.step(done, len(tiles))
+                following = submit_next()
+                if following is not None:
+                    results.add(following)
+            return skipped
+        finally:
+            if futures:
+                client.cancel(list(futures))
+            client.close()
+
+
+def executor_for(address: str) -> DaskExecutor | None:
+    """The executor for a SCHEDULER value: None (this machine) when empty."""
+    return DaskExecutor(address) if address.strip() else None
