@@ -24,7 +24,7 @@ from .grid import Grid, Window, intersection, tiles
 from .outputs import atomic_output
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import AlignedRaster, crs_wkt, grid_of, nodata_values, open_raster, valid_pixels
-from .vector import Features, read_features
+from .vector import Features, crs_name, read_features
 
 BLOCK_PX = 1024
 
@@ -176,14 +176,6 @@ def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
     return stats
 
 
-def _crs_name(wkt: str | None) -> str:
-    from osgeo import osr
-
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    return srs.GetName() or "a CRS"
-
-
 def _nothing_covered(scan: PixelScan) -> str:
     """Why no pixel counts, in one line: features outside, all nodata or masked, a missing CRS."""
     feats, dataset = scan.feats, scan.dataset
@@ -200,7 +192,7 @@ def _nothing_covered(scan: PixelScan) -> str:
     if bool(raster_crs) != bool(vector_crs):
         missing, other = ("raster", vector_crs) if vector_crs else ("vector", raster_crs)
         why += (f"; the {missing} has no CRS while the {'vector' if missing == 'raster' else 'raster'} is in "
-                f"{_crs_name(other)}, so their coordinates cannot be matched: give the {missing} its CRS "
+                f"{crs_name(other)}, so their coordinates cannot be matched: give the {missing} its CRS "
                 + ("(gdal_edit.py -a_srs EPSG:n FILE, or Layer Properties > Source in QGIS)" if missing == "raster"
                    else "(Layer Properties > Source > Assigned CRS, then save it)"))
     return f"no class has a valid pixel inside the raster: {why}"

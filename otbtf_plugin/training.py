@@ -562,12 +562,14 @@ def _write_model_folder(folder: Path, served, metadata: dict) -> None:
 
 
 def _curves_png(history: dict) -> bytes:
-    import matplotlib
+    """Loss and accuracy (or MAE) per epoch, as PNG. Drawn on an Agg canvas of its own: no
+    pyplot, no change of the process' matplotlib backend (QGIS has its own)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    figure = Figure(figsize=(9, 3.2))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
     second = "accuracy" if "accuracy" in history else "mae"
     for axis, key in zip(axes, ("loss", second), strict=True):
         for name, style in ((key, "-"), (f"val_{key}", "--")):
@@ -579,7 +581,6 @@ def _curves_png(history: dict) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     return buffer.getvalue()
 
 

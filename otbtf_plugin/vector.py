@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import shutil
+import threading
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,36 @@ from .errors import InputError
 from .outputs import atomic_output
 from .scratch import scratch_dir
 
-ogr.UseExceptions()
-osr.UseExceptions()
+_EXCEPTIONS_LOCK = threading.Lock()
+_exceptions_users = 0
+_previous_modes: tuple[int, int, int] = (0, 0, 0)
+
+
+def gdal_exceptions(function):
+    """Run ``function`` with GDAL, OGR and OSR raising exceptions, then give them back the mode
+    they had: the mode is process-wide in the GDAL of Debian 12, and QGIS and other plugins
+    rely on their own choice. Nested and concurrent calls share one switch (counted)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        global _exceptions_users, _previous_modes
+        with _EXCEPTIONS_LOCK:
+            if _exceptions_users == 0:
+                _previous_modes = (gdal.GetUseExceptions(), ogr.GetUseExceptions(), osr.GetUseExceptions())
+                for module in (gdal, ogr, osr):
+                    module.UseExceptions()
+            _exceptions_users += 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with _EXCEPTIONS_LOCK:
+                _exceptions_users -= 1
+                if _exceptions_users == 0:  # in the reverse order: GDAL keeps a stack of error handlers
+                    for module, used in reversed(list(zip((gdal, ogr, osr), _previous_modes, strict=True))):
+                        if not used:
+                            module.DontUseExceptions()
+
+    return wrapper
 
 
 @dataclass
@@ -56,6 +86,7 @@ class Features:
         return {"Point" if g is None else g.geom_type for g in self.geometries}
 
 
+@gdal_exceptions
 def open_layer(path: str | Path, layer: str | None = None):
     """Open a vector file; ``path|layername=x`` (QGIS' form) is understood too."""
     path = str(path)
@@ -78,6 +109,7 @@ def open_layer(path: str | Path, layer: str | None = None):
     return dataset, lyr
 
 
+@gdal_exceptions
 def read_fields(path: str | Path, names: list[str], layer: str | None = None
                 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
     """``(fids, {name: float64 values, NaN where NULL}, layer metadata)`` of numeric
@@ -127,6 +159,7 @@ def _transform_to(layer, raster_wkt: str | None):
         ) from err
 
 
+@gdal_exceptions
 def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,
                   layer: str | None = None) -> Features:
     """Every feature with a geometry (and a class when ``field_name`` is given),
@@ -253,6 +286,14 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
 TRANSFORM_CHUNK = 65536  # points handed to OSR at once (as Python lists: bounded)
 
 
+@gdal_exceptions
+def crs_name(wkt: str) -> str:
+    """The name of a CRS given as WKT ("WGS 84 / UTM zone 21N")."""
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    return srs.GetName() or "a CRS"
+
+
 def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Transform ``(n, 2)`` coordinates in bulk, by chunks; also says which succeeded."""
     out = np.full_like(xy, np.inf, dtype=float)
@@ -267,6 +308,7 @@ def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return out, np.isfinite(out).all(axis=1)
 
 
+@gdal_exceptions
 def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wkt: str | None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Map coordinates from one CRS to another (unchanged when either is unknown
@@ -289,6 +331,7 @@ VECTOR_DRIVERS = {".gpkg": "GPKG", ".sqlite": "SQLite", ".shp": "ESRI Shapefile"
                   ".fgb": "FlatGeobuf", ".csv": "CSV"}
 
 
+@gdal_exceptions
 def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.ndarray, y: np.ndarray,
                  fields: dict[str, tuple[list, str]], metadata: dict[str, str] | None = None) -> Path:
     """Write points and their attributes to a new vector file, atomically; the
