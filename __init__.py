@@ -8,6 +8,6 @@ def classFactory(iface):
     """Called by QGIS (desktop: with its interface; qgis_process: iface may be None)."""
     # Imported as "from package import module" so that QGIS' import hook records
     # both the package and the module, and unloads both.
-    from .processing_provider import plugin
+    from .plugin import plugin
 
     return plugin.OtbtfPlugin(iface)

@@ -75,7 +75,7 @@ def grab_main_window():
 def grab_dialog(dialog):
     dialog.grab().save(str(OUT / "algorithm-dialog.png"))
     dialog.close()
-    from otbtf.processing_provider.apply_model import ApplyModelDialog
+    from otbtf.plugin.apply_model import ApplyModelDialog
 
     apply = ApplyModelDialog(iface.mainWindow())
     apply.model.setFilePath(str(DEMO / "model"))

@@ -22,7 +22,7 @@ B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
 def plugin_module(name):
     import importlib
 
-    return importlib.import_module(f"otbtf.processing_provider.{name}")
+    return importlib.import_module(f"otbtf.plugin.{name}")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ from qgis.PyQt.QtWidgets import QAction, QPushButton
 
 from ..otbtf_plugin import deps
 from ..otbtf_plugin.errors import EngineError
-from .provider import OtbtfProvider
+
+# "from package import module": QGIS' import hook records both, and unloads both.
+from ..processing_provider import provider
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 MENU = "&otbtf"
@@ -50,7 +52,7 @@ class InstallDependenciesTask(QgsTask):
 class OtbtfPlugin:
     def __init__(self, iface=None):
         self.iface = iface
-        self.provider: OtbtfProvider | None = None
+        self.provider: provider.OtbtfProvider | None = None
         self.actions: list[QAction] = []
         self.toolbar_actions: list[QAction] = []
         self.task: InstallDependenciesTask | None = None
@@ -70,7 +72,7 @@ class OtbtfPlugin:
     # -- Processing (also called alone by qgis_process) ---------------------
     def initProcessing(self) -> None:
         if self.provider is None:
-            self.provider = OtbtfProvider()
+            self.provider = provider.OtbtfProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     # -- Desktop -------------------------------------------------------------
