@@ -1,0 +1,115 @@
+"""The rooms of docs/architecture.md and what each may import, read from the code itself
+(every import, also those inside functions): this test fails when a change breaks them."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from common import ROOT
+
+PACKAGES = ("otbtf_plugin", "processing_provider", "plugin")
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the project, by dotted name (the root package is ``otbtf`` once
+    installed; here names start at its sub-packages)."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path) -> set[str]:
+    """The names a module imports, anywhere in it, relative imports resolved; a ``from X
+    import y`` counts as importing ``X.y`` too (``y`` may be a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                if len(base) == 0:  # above the sub-packages: the root package (otbtf)
+                    target = node.module or ""
+                else:
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = modules()
+GRAPH = {name: {i for i in imports(name, path) if i in MODULES and i != name} for name, path in MODULES.items()}
+EXTERNAL = {name: imports(name, path) for name, path in MODULES.items()}
+
+
+def reaches(start: str, targets: set[str]) -> list[str] | None:
+    """An import path from ``start`` to any of ``targets``, or None."""
+    seen, stack = {start}, [[start]]
+    while stack:
+        trail = stack.pop()
+        for following in sorted(GRAPH[trail[-1]]):
+            if following in targets:
+                return [*trail, following]
+            if following not in seen:
+                seen.add(following)
+                stack.append([*trail, following])
+    return None
+
+
+def test_the_reader_sees_the_modules():
+    assert {"otbtf_plugin.serving", "otbtf_plugin.pipeline", "otbtf_plugin.cluster",
+            "processing_provider.provider", "plugin.plugin"} <= set(MODULES)
+    assert "otbtf_plugin.pipeline" in GRAPH["otbtf_plugin.serving"]
+    assert "otbtf_plugin.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")))
+def test_the_engine_imports_no_qgis_and_nothing_above_it(name):
+    outside = sorted(i for i in EXTERNAL[name] if i.split(".")[0] in ("qgis", "processing", "PyQt5", "PyQt6")
+                     or i.startswith(("processing_provider", "plugin")))
+    assert not outside, f"{name} imports {outside}: the engine knows no QGIS"
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("processing_provider")))
+def test_the_provider_does_not_import_the_plugin_package(name):
+    assert not [i for i in GRAPH[name] if i.startswith("plugin")], f"{name} imports the desktop plugin package"
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")
+                                        and m != "otbtf_plugin.cluster"))
+def test_only_the_dask_executor_knows_dask(name):
+    assert "otbtf_plugin.cluster" not in GRAPH[name], f"{name} imports the Dask executor"
+    assert not [i for i in EXTERNAL[name] if i.split(".")[0] in ("dask", "distributed")], f"{name} imports Dask"
+
+
+def test_the_pipeline_and_the_executors_know_no_work():
+    work = {"otbtf_plugin.serving", "otbtf_plugin.deep_classification", "otbtf_plugin.features",
+            "otbtf_plugin.classifiers", "otbtf_plugin.model", "otbtf_plugin.training"}
+    for name in ("otbtf_plugin.pipeline", "otbtf_plugin.cluster"):
+        assert reaches(name, work) is None, reaches(name, work)
+
+
+def test_geometry_is_pure():
+    """grid.py: numbers in, numbers out: no raster, vector or model library, and of the
+    project only its errors."""
+    roots = {i.split(".")[0] for i in EXTERNAL["otbtf_plugin.grid"]}
+    assert roots <= {"__future__", "collections", "dataclasses", "math", "numpy", "typing", "otbtf_plugin"}, roots
+    assert GRAPH["otbtf_plugin.grid"] <= {"otbtf_plugin.errors"}
+
+
+def test_no_import_cycle():
+    """No circle of imports anywhere (imports inside functions count: they do not hide one)."""
+    cycles = []
+    for name in sorted(GRAPH):
+        path = reaches(name, {name})
+        if path:
+            cycles.append(" -> ".join(path))
+    assert not cycles, cycles[0]
