@@ -12,16 +12,14 @@ TensorFlow is imported on first use, after checking that it is installed.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import deps
 from .errors import InputError
-
-METADATA_FILE = "otbtf_model.json"
+from .model_metadata import METADATA_FILE, ModelMetadata, read_metadata
 
 
 class ModelError(InputError):
@@ -50,7 +48,7 @@ class ServedModel:
     kind: str  # "savedmodel", "keras"
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
-    metadata: dict = field(default_factory=dict)
+    metadata: ModelMetadata | None = None  # from otbtf_model.json, when the folder has one
     _call: object = None
 
     def input(self, name: str) -> TensorInfo:
@@ -153,12 +151,7 @@ def load_model(path: str | Path, allow_lambda: bool = False) -> ServedModel:
             f"{path} is not a model: give a TensorFlow SavedModel folder (with saved_model.pb), "
             "a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
         )
-    metadata_file = path / METADATA_FILE
-    if metadata_file.is_file():
-        try:
-            model.metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ModelError(f"{metadata_file}: not valid JSON ({err})") from err
+    model.metadata = read_metadata(path)
     return model
 
 

@@ -37,6 +37,7 @@ import rasterio
 from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
+from .model_metadata import BandStatistics, ModelMetadata
 from .outputs import check_paths, geotiff
 from .pipeline import Executor, LocalThreads, TileWork, raster_outputs
 from .progress import NullProgress, Progress, check_cancelled
@@ -178,11 +179,11 @@ def _static_square(info, what: str) -> int | None:
     return int(h)
 
 
-def _normalisation(entry: dict | None, bands: int) -> tuple | None:
-    if not entry or "mean" not in entry:
+def _normalisation(statistics: BandStatistics | None, bands: int) -> tuple | None:
+    if statistics is None:
         return None
-    mean = np.asarray(entry["mean"], dtype=np.float32).reshape(-1)
-    std = np.asarray(entry.get("std", [1.0] * bands), dtype=np.float32).reshape(-1)
+    mean = np.asarray(statistics.mean, dtype=np.float32).reshape(-1)
+    std = np.asarray(statistics.std, dtype=np.float32).reshape(-1)
     if len(mean) != bands or len(std) != bands:
         raise ModelError(f"the model's normalisation has {len(mean)} bands, the source {bands}")
     return mean, np.where(std == 0, 1, std)
@@ -193,13 +194,13 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
     metadata keeps the training bands' mean and std): an 8-bit image given to a model of
     16-bit data gives a one-class map without any error. Reads ``windows`` x ``windows``
     small windows spread over each source: a bounded cost whatever its size."""
-    statistics = {i.get("name"): i.get("band_statistics") for i in (model.metadata or {}).get("inputs", [])}
+    statistics = {i.name: i.band_statistics for i in (model.metadata.inputs if model.metadata else [])}
     lines = []
     for k, (sp, ds) in enumerate(zip(plan.sources, datasets, strict=True), 1):
         entry = statistics.get(sp.name)
-        if not entry or len(entry.get("mean", [])) != ds.count:
+        if entry is None or len(entry.mean) != ds.count:
             continue
-        trained_mean, trained_std = np.asarray(entry["mean"], float), np.asarray(entry["std"], float)
+        trained_mean, trained_std = np.asarray(entry.mean, float), np.asarray(entry.std, float)
         sums, counts = np.zeros(ds.count), np.zeros(ds.count)
         w, h = min(side, ds.width), min(side, ds.height)
         for row in np.linspace(0, ds.height - h, windows).astype(int):
@@ -224,8 +225,8 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
 def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeOptions,
                  datasets: list) -> Plan:
     """Resolve and check the geometry of a serving run (no pixel is read)."""
-    meta = model.metadata or {}
-    meta_inputs = {entry["name"]: entry for entry in meta.get("inputs", []) if "name" in entry}
+    meta = model.metadata or ModelMetadata()
+    meta_inputs = {entry.name: entry for entry in meta.inputs}
     feeds = {name: _feed_value(model, name, value) for name, value in options.user_placeholders.items()}
     image_inputs = [t.name for t in model.inputs if t.name not in feeds]
     if meta_inputs:
@@ -257,10 +258,11 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                              f"expects {want}")
     rfields = []
     for k, (src, name) in enumerate(zip(sources, names, strict=True)):
-        rfields.append(src.rfield or meta_inputs.get(name, {}).get("rfield") or static[k] or 0)
-    scale = options.scale or int(meta.get("scale", 0) or 0)
-    efield = options.efield or int(meta.get("efield", 0) or 0)
-    extras = set(meta.get("extra_outputs") or {})  # e.g. "features": served when named only
+        given = meta_inputs.get(name)
+        rfields.append(src.rfield or (given.rfield if given else None) or static[k] or 0)
+    scale = options.scale or meta.scale or 0
+    efield = options.efield or meta.efield or 0
+    extras = set(meta.extra_outputs)  # e.g. "features": served when named only
     output_names = options.output_names or [t.name for t in model.outputs if t.name not in extras] \
         or [t.name for t in model.outputs]
     for name in output_names:
@@ -385,10 +387,11 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
         if mode != "pixels" and abs(source_efield - round(source_efield)) > 1e-6:
             raise ModelError(f"source {k + 1}: an output block of {efield * scale} reference px is "
                              f"{source_efield:g} of its pixels; use an expression field that makes it whole")
+        given = meta_inputs.get(name)
         source_plans.append(SourcePlan(
             Path(src.path), name, ds.count, int(rfields[k]), round(source_efield) if mode != "pixels" else 1,
-            x, y, grid, nodata_values(ds, src.nodata), _normalisation(meta_inputs.get(name, {}).get("normalisation"),
-                                                                      ds.count), model.input(name).dtype))
+            x, y, grid, nodata_values(ds, src.nodata), _normalisation(given.normalisation if given else None, ds.count),
+            model.input(name).dtype))
     if mode == "regions":
         for k, sp in enumerate(source_plans[1:], 2):
             if not sp.rfield:
@@ -802,7 +805,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
 
             skipped = executor.run(work, plan_tiles, write, progress, ServingState(plan, datasets, model))
             style = None
-            classes = (model.metadata or {}).get("classes")
+            classes = model.metadata.class_dicts() if model.metadata else []
             if classes and [o.name for o in plan.outputs] == ["class"]:
                 style = write_class_style(output, classes, out.staged)
     return ServeResult(Path(output), plan, len(plan_tiles), skipped, style)

@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__, deps
 from .errors import Cancelled, InputError
 from .metrics import classification_html, confusion_matrix, regression_report, report
-from .model import METADATA_FILE
+from .model_metadata import METADATA_FILE, BandStatistics, ModelClass, ModelInput, ModelMetadata, write_metadata
 from .outputs import Output, StagedOutputs, check_paths, staged_or_now
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
@@ -423,30 +423,26 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         else:
             matrix = confusion_matrix(valid_labels.astype(np.int64), np.asarray(codes)[predicted], codes)
             metrics = report(matrix, [names[c] for c in codes])
-        metadata = {
-            "format": "otbtf-qgis model 1",
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "otbtf_plugin": __version__,
-            "task": task,
-            "architecture": architecture,
-            "inputs": [{"name": s["name"], "rfield": s["patch"], "bands": s["bands"],
-                        "band_statistics": {"mean": s["mean"], "std": s["std"]}} for s in sources],
-            "efield": efield,
-            "scale": 1,
-            "outputs": {"value": "predicted value, in the labels' units"} if regression else
+        metadata = ModelMetadata(
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            otbtf_plugin=__version__, task=task, architecture=architecture,
+            inputs=[ModelInput(s["name"], rfield=s["patch"], bands=s["bands"],
+                               band_statistics=BandStatistics(tuple(s["mean"]), tuple(s["std"]))) for s in sources],
+            efield=efield, scale=1,
+            outputs={"value": "predicted value, in the labels' units"} if regression else
             {"prob": "class probabilities, in the order of classes", "class": "class code"},
             # Served only when named in OUTPUT_NAMES.
-            "extra_outputs": {"features": "deep features: the network's values before its head"}
+            extra_outputs={"features": "deep features: the network's values before its head"}
             if isinstance(served.output, dict) and "features" in served.output else {},
-            "target_statistics": {"mean": target[0], "std": target[1]} if regression else None,
-            "classes": [{"code": c, "name": names[c]} for c in codes],
-            "training": {"patches": len(train_idx), "validation_patches": len(valid_idx),
-                         "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
-                         "learning_rate": config.learning_rate, "augment": config.augment,
-                         "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
-                         "frozen_layers": config.freeze_layers if config.initial_model else 0},
-            "history": history,
-        }
+            target_statistics={"mean": target[0], "std": target[1]} if regression else None,
+            classes=[ModelClass(c, names[c]) for c in codes],
+            training={"patches": len(train_idx), "validation_patches": len(valid_idx),
+                      "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
+                      "learning_rate": config.learning_rate, "augment": config.augment,
+                      "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
+                      "frozen_layers": config.freeze_layers if config.initial_model else 0},
+            history=history,
+        )
         if config.tensorboard_dir:
             _tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
         report_html = None
@@ -554,11 +550,11 @@ def _tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
         tf.summary.text("validation/confusion_matrix", "\n".join(rows), step=step)
 
 
-def _write_model_folder(folder: Path, served, metadata: dict) -> None:
+def _write_model_folder(folder: Path, served, metadata: ModelMetadata) -> None:
     """SavedModel, .keras and metadata into ``folder`` (a staged temporary folder)."""
     served.export(str(folder / "savedmodel"), verbose=False)
     served.save(folder / "model.keras")
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    write_metadata(folder, metadata)
 
 
 def _curves_png(history: dict) -> bytes:
@@ -584,10 +580,11 @@ def _curves_png(history: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(path, metrics: dict, history: dict, metadata: dict, staged: StagedOutputs | None = None) -> Path:
+def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
+                 staged: StagedOutputs | None = None) -> Path:
     """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
     path = Path(path)
-    content = {"validation": metrics, "history": history, "task": metadata["task"], "classes": metadata["classes"]}
+    content = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
     if "rmse" in metrics:
         body = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
                 f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
@@ -599,9 +596,9 @@ def write_report(path, metrics: dict, history: dict, metadata: dict, staged: Sta
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Training report</h1>
-<p>Task {html.escape(metadata['task'])}, architecture {html.escape(metadata['architecture'])};
-{metadata['training']['patches']} training and {metadata['training']['validation_patches']} validation patches;
-{metadata['training']['epochs']} epochs.</p>
+<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
+{metadata.training['patches']} training and {metadata.training['validation_patches']} validation patches;
+{metadata.training['epochs']} epochs.</p>
 <h2>Validation</h2>
 {body}
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">

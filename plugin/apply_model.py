@@ -8,7 +8,6 @@ QgsProcessingAlgRunnerTask, so progress and cancel are the task manager's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qgis.core import (
@@ -31,7 +30,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..otbtf_plugin.model import METADATA_FILE, model_path_problem
+from ..otbtf_plugin.model import model_path_problem
+from ..otbtf_plugin.model_metadata import MetadataError, read_metadata
 
 ALGORITHM = "otbtf:tensorflowmodelserve"
 
@@ -43,19 +43,16 @@ def describe_model(path: str) -> str:
     problem = model_path_problem(path)
     if problem:
         return problem
-    metadata_file = Path(path) / METADATA_FILE
-    if not metadata_file.is_file():
+    try:
+        meta = read_metadata(path) if Path(path).is_dir() else None
+    except MetadataError as err:
+        return str(err)
+    if meta is None:
         return ("No otbtf metadata: the receptive field and expression field are read from the model's "
                 "input sizes, or measured, when it runs.")
-    try:
-        meta = json.loads(metadata_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return f"{METADATA_FILE} cannot be read: {err}"
-    inputs = meta.get("inputs", [])
-    fields = ", ".join(f"{i.get('name', '?')}: {i.get('rfield', '?')} px" for i in inputs) or "?"
-    classes = ", ".join(str(c.get("name")) for c in meta.get("classes") or [])
-    text = (f"Receptive field {fields}; expression field {meta.get('efield', '?')} px; "
-            f"scale {meta.get('scale', 1)}.")
+    fields = ", ".join(f"{i.name}: {i.rfield or '?'} px" for i in meta.inputs) or "?"
+    classes = ", ".join(c.name for c in meta.classes)
+    text = f"Receptive field {fields}; expression field {meta.efield or '?'} px; scale {meta.scale or 1}."
     if classes:
         text += f" Classes: {classes}."
     return text

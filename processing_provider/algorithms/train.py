@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from ...otbtf_plugin import deps
-from ...otbtf_plugin.model import METADATA_FILE
+from ...otbtf_plugin.model_metadata import METADATA_FILE
 from ...otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from .base import OtbtfAlgorithm
 from .common import add_advanced, raster_path

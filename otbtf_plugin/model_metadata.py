@@ -1,0 +1,192 @@
+"""The model folder's contract: what otbtf:tensorflowmodeltrain writes in ``otbtf_model.json``
+and what serving, features and the *Apply a model* dialog read from it.
+
+One typed definition for both sides. Reading is tolerant: a key that is missing takes its
+default (older folders, folders written by hand: a receptive field and a normalisation
+are enough), a key we do not know is kept and written back; a value of the wrong kind is
+one plain error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from .errors import InputError
+
+METADATA_FILE = "otbtf_model.json"
+FORMAT = "otbtf-qgis model 1"
+
+Task = Literal["classification", "segmentation", "regression"]
+TASKS: tuple[str, ...] = get_args(Task)
+
+
+class MetadataError(InputError):
+    """An ``otbtf_model.json`` that cannot be read; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class BandStatistics:
+    """Mean and standard deviation per band."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """An image input of the model and the source that feeds it."""
+
+    name: str
+    rfield: int | None = None  # receptive field, in pixels of its source
+    bands: int | None = None
+    band_statistics: BandStatistics | None = None  # of the training data (for warnings)
+    normalisation: BandStatistics | None = None  # applied by the server before the model (not built in)
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"name": self.name}
+        for key in ("rfield", "bands"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        for key in ("band_statistics", "normalisation"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value.to_json()
+        return data
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    code: int
+    name: str
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "name": self.name}
+
+
+@dataclass
+class ModelMetadata:
+    inputs: list[ModelInput] = field(default_factory=list)
+    efield: int | None = None  # expression field, output pixels per receptive field
+    scale: int | None = None  # spacing scale
+    task: Task | None = None
+    architecture: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # served by default: name -> what it is
+    extra_outputs: dict[str, str] = field(default_factory=dict)  # served when named (deep features)
+    classes: list[ModelClass] = field(default_factory=list)
+    target_statistics: dict | None = None  # regression: mean and std of the labels
+    training: dict = field(default_factory=dict)  # the run's record (patches, epochs, seed...)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    format: str = FORMAT
+    created: str | None = None
+    otbtf_plugin: str | None = None  # version that wrote it
+    others: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
+
+    def input(self, name: str) -> ModelInput | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def class_dicts(self) -> list[dict]:
+        return [c.to_json() for c in self.classes]
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"format": self.format}
+        for key in ("created", "otbtf_plugin", "task", "architecture"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        data["inputs"] = [i.to_json() for i in self.inputs]
+        for key in ("efield", "scale"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        data.update({"outputs": self.outputs, "extra_outputs": self.extra_outputs,
+                     "target_statistics": self.target_statistics, "classes": self.class_dicts(),
+                     "training": self.training, "history": self.history})
+        return {**data, **self.others}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = METADATA_FILE) -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise MetadataError(f"{where}: expected a JSON object, found {type(data).__name__}")
+        known = {f for f in cls.__dataclass_fields__ if f != "others"}
+        task = data.get("task")
+        if task is not None and task not in TASKS:
+            raise MetadataError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
+        return cls(
+            inputs=[_input(entry, where) for entry in _list(data, "inputs", where)],
+            efield=_int(data, "efield", where), scale=_int(data, "scale", where), task=task,
+            architecture=data.get("architecture"),
+            outputs=dict(data.get("outputs") or {}), extra_outputs=dict(data.get("extra_outputs") or {}),
+            classes=[ModelClass(int(_get(c, "code", where)), str(_get(c, "name", where)))
+                     for c in _list(data, "classes", where)],
+            target_statistics=data.get("target_statistics"), training=dict(data.get("training") or {}),
+            history={k: [float(v) for v in values] for k, values in (data.get("history") or {}).items()},
+            format=str(data.get("format", FORMAT)), created=data.get("created"),
+            otbtf_plugin=data.get("otbtf_plugin"),
+            others={k: v for k, v in data.items() if k not in known},
+        )
+
+
+def _get(entry: Any, key: str, where: str):
+    if not isinstance(entry, dict) or key not in entry:
+        raise MetadataError(f"{where}: an entry has no {key!r}: {entry!r}")
+    return entry[key]
+
+
+def _list(data: dict, key: str, where: str) -> list:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise MetadataError(f"{where}: {key!r} must be a list, found {type(value).__name__}")
+    return value
+
+
+def _int(data: dict, key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value in (None, 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+        raise MetadataError(f"{where}: {key!r} must be a whole number of pixels, found {value!r}")
+    return int(value)
+
+
+def _statistics(entry: dict, key: str, where: str) -> BandStatistics | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "mean" not in value:
+        raise MetadataError(f"{where}: {key!r} of input {entry.get('name')!r} needs 'mean' (and 'std')")
+    mean = tuple(float(v) for v in _flat(value["mean"]))
+    std = tuple(float(v) for v in _flat(value.get("std", [1.0] * len(mean))))
+    return BandStatistics(mean, std)
+
+
+def _flat(value) -> list:
+    return [value] if isinstance(value, int | float) else [v for row in value for v in _flat(row)]
+
+
+def _input(entry: Any, where: str) -> ModelInput:
+    name = _get(entry, "name", where)
+    return ModelInput(name=str(name), rfield=_int(entry, "rfield", where), bands=_int(entry, "bands", where),
+                      band_statistics=_statistics(entry, "band_statistics", where),
+                      normalisation=_statistics(entry, "normalisation", where))
+
+
+def read_metadata(folder: str | Path) -> ModelMetadata | None:
+    """The metadata of a model folder, or None when it has none."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MetadataError(f"{path}: not valid JSON ({err})") from err
+    return ModelMetadata.from_json(data, str(path))
+
+
+def write_metadata(folder: str | Path, metadata: ModelMetadata) -> Path:
+    path = Path(folder) / METADATA_FILE
+    path.write_text(json.dumps(metadata.to_json(), indent=2), encoding="utf-8")
+    return path

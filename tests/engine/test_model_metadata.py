@@ -1,0 +1,59 @@
+"""The model folder's contract (otbtf_model.json): typed, tolerant of what is missing,
+keeping what it does not know, and one plain line for what is wrong."""
+
+import json
+
+import pytest
+
+from otbtf_plugin.model_metadata import (
+    BandStatistics,
+    MetadataError,
+    ModelClass,
+    ModelInput,
+    ModelMetadata,
+    read_metadata,
+    write_metadata,
+)
+
+
+def test_a_hand_written_file_needs_only_what_serving_uses(tmp_path):
+    (tmp_path / "otbtf_model.json").write_text(json.dumps({
+        "inputs": [{"name": "image", "rfield": 9, "normalisation": {"mean": [7000, 6500], "std": [500, 400]}}],
+        "efield": 1}))
+    meta = read_metadata(tmp_path)
+    assert meta.inputs == [ModelInput("image", rfield=9, normalisation=BandStatistics((7000.0, 6500.0),
+                                                                                       (500.0, 400.0)))]
+    assert (meta.efield, meta.scale, meta.task, meta.classes, meta.extra_outputs) == (1, None, None, [], {})
+    assert meta.input("image").rfield == 9 and meta.input("other") is None
+    assert read_metadata(tmp_path / "nothing here") is None
+
+
+def test_round_trip_keeps_every_key_including_unknown_ones(tmp_path):
+    meta = ModelMetadata(inputs=[ModelInput("x1", 16, 3, BandStatistics((1.0, 2.0, 3.0), (0.5, 0.5, 0.5)))],
+                         efield=1, scale=1, task="classification", architecture="cnn",
+                         outputs={"class": "class code"}, classes=[ModelClass(1, "crop"), ModelClass(4, "water")],
+                         training={"epochs": 3}, history={"loss": [0.9, 0.5]}, created="2026-11-30T12:00:00+00:00",
+                         otbtf_plugin="0.9", others={"written_by_a_newer_version": {"tta": True}})
+    write_metadata(tmp_path, meta)
+    data = json.loads((tmp_path / "otbtf_model.json").read_text())
+    assert list(data)[:5] == ["format", "created", "otbtf_plugin", "task", "architecture"]
+    assert data["classes"] == [{"code": 1, "name": "crop"}, {"code": 4, "name": "water"}]
+    assert data["inputs"][0] == {"name": "x1", "rfield": 16, "bands": 3,
+                                 "band_statistics": {"mean": [1.0, 2.0, 3.0], "std": [0.5, 0.5, 0.5]}}
+    assert data["written_by_a_newer_version"] == {"tta": True}
+    assert read_metadata(tmp_path) == meta
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[1, 2]", r"otbtf_model.json: expected a JSON object, found list"),
+    ('{"efield": "large"}', r"otbtf_model.json: 'efield' must be a whole number of pixels, found 'large'"),
+    ('{"inputs": {"name": "x"}}', r"otbtf_model.json: 'inputs' must be a list, found dict"),
+    ('{"inputs": [{"rfield": 3}]}', r"otbtf_model.json: an entry has no 'name'"),
+    ('{"task": "detection"}', r"task 'detection' is not one of classification, segmentation, regression"),
+    ('{"inputs": [{"name": "x", "normalisation": [1, 2]}]}', r"'normalisation' of input 'x' needs 'mean'"),
+    ("{not json", r"otbtf_model.json: not valid JSON"),
+])
+def test_what_is_wrong_is_one_line_naming_file_and_key(tmp_path, content, message):
+    (tmp_path / "otbtf_model.json").write_text(content)
+    with pytest.raises(MetadataError, match=message):
+        read_metadata(tmp_path)
