@@ -16,7 +16,7 @@ help:
 	@echo "make install  install the plugin into the default QGIS profile, enabled"
 	@echo "make package  build dist/otbtf-VERSION.zip for the QGIS plugin repository"
 	@echo "make bench    benchmarks (ratios measured side by side)"
-	@echo "make lint     ruff and bandit"
+	@echo "make lint     ruff, mypy (the engine) and bandit"
 
 setup:
 	@bash scripts/setup.sh
@@ -49,8 +49,9 @@ lint: setup
 
 lint-only:
 	$(DEVDEPS)/bin/ruff check .
-	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider __init__.py scripts -s B101
+	PYTHONPATH=$(DEVDEPS) $(PY) -m mypy
+	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider plugin __init__.py scripts -s B101
 
 clean:
-	rm -rf dist demo-output bench-output .pytest_cache .ruff_cache
+	rm -rf dist demo-output bench-output .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -290,7 +290,7 @@ def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed:
         raise InputError(f"VALIDATION={fraction:g}: give a fraction of the polygons in [0, 1), e.g. 0.3")
     rng = np.random.default_rng(seed)
     validation = np.zeros(len(codes), dtype=bool)
-    warnings = []
+    warnings: list[str] = []
     if fraction == 0:
         return validation, warnings
     for code in np.unique(codes):
@@ -302,7 +302,8 @@ def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed:
                             "the report cannot assess that class")
             continue
         order = rng.permutation(len(ids))
-        taken, total = [], counts.sum()
+        taken: list[int] = []
+        total = counts.sum()
         for k in order:
             if counts[taken].sum() >= fraction * total or len(taken) == len(ids) - 1:
                 break
@@ -353,7 +354,7 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
         if held_out.any():
             predicted = estimator.predict(features[held_out])
             matrix = confusion_matrix(codes[held_out], predicted, [c["code"] for c in classes])
-            metrics = report(matrix, [c["name"] for c in classes])
+            metrics = report(matrix, [str(c["name"]) for c in classes])
     except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
         raise InputError(f"{classifier} could not be trained: {err}") from err
     return TrainedClassifier(estimator, recipe, classes, classifier, _as_params(params), metrics,

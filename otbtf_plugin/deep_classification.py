@@ -301,9 +301,12 @@ class Decisions:
         return all_best, all_confidence
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
-        if self.cells.count <= self.DENSE_CELLS:
+        cells = self.cells
+        if cells is None:  # not a tree model: nothing is remembered
+            return np.full(len(keys), -1, dtype=np.int32)
+        if cells.count <= self.DENSE_CELLS:
             if self.table is None:
-                self.table = np.full(self.cells.count, -1, dtype=np.int32)
+                self.table = np.full(cells.count, -1, dtype=np.int32)
             return self.table[keys]
         if not len(self.sorted_keys):
             return np.full(len(keys), -1, dtype=np.int32)

@@ -226,7 +226,7 @@ def isolate_tensorflow_symbols() -> bool:
     """
     if "tensorflow" in sys.modules:
         return sys.modules.get(TF_GLOBAL_FLAGS_MODULE) is None
-    sys.modules[TF_GLOBAL_FLAGS_MODULE] = None  # its import now fails: TensorFlow stays local
+    sys.modules[TF_GLOBAL_FLAGS_MODULE] = None  # type: ignore[assignment]  # its import now fails: TensorFlow stays local
     return True
 
 
@@ -356,7 +356,7 @@ def install(
     and nothing is activated: the caller puts it on PYTHONPATH.
     """
     owned = target is None
-    target = target_dir(system) if owned else Path(target).resolve()
+    target = target_dir(system) if target is None else Path(target).resolve()
     digest = requirements_digest(requirements)
     stamp = target / STAMP_NAME
     if not force and stamp.is_file() and stamp.read_text().strip() == digest:

@@ -14,10 +14,11 @@ array on disk beside the outputs, then to the patches images in point order.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ class Extraction:
     string_classes: bool
     field: str
     crs_wkt: str | None
-    messages: list[str] = field(default_factory=list)
+    messages: list[str] = dataclasses.field(default_factory=list)
 
 
 def _describe_bounds(bounds) -> str:
@@ -170,7 +171,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         slots = np.flatnonzero(alive)  # candidate points still possible, in input order
         if len(slots) == 0:
             raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
-        tmpdir = scratch_dir(outputs[0].parent, "otbtf-extraction")
+        tmpdir = scratch_dir(Path(outputs[0]).parent, "otbtf-extraction")
         stack.callback(shutil.rmtree, tmpdir, True)
         buffers = []
         groups_total = 0
@@ -244,7 +245,7 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
                 writer.close()
             labels_path = Path(labels_output)
         for buffer in buffers:
-            buffer._mmap.close()  # release the temporary files before they are removed
+            buffer._mmap.close()  # type: ignore[attr-defined]  # release the temporary files before removal
         progress.step(groups_total + 1, groups_total + 1)
         x1, y1 = transform_xy(px[accepted], py[accepted], feats.crs_wkt, crs_wkt(datasets[0]))
         messages = [f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"
@@ -252,7 +253,8 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         for message in messages:
             progress.info(message)
         result = Extraction(
-            outputs=outputs, labels=labels_path, candidates=n, accepted=len(accepted), rejected=rejected,
+            outputs=[Path(p) for p in outputs], labels=labels_path, candidates=n, accepted=len(accepted),
+            rejected=rejected,
             fids=feats.fids[part_feature[accepted]], codes=feats.codes[part_feature[accepted]],
             x=np.asarray(x1), y=np.asarray(y1), class_names=feats.class_names,
             string_classes=feats.string_classes, field=field_name or "", crs_wkt=crs_wkt(datasets[0]),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ def bands_model(datasets) -> ServedModel:
         n = len(parts[0])
         return {"bands": np.concatenate([p.reshape(n, -1) for p in parts], axis=1)}
 
-    return ServedModel(Path(BANDS_MODEL), "bands", inputs, [TensorInfo("bands", "float32", (None, total))], {}, call)
+    return ServedModel(Path(BANDS_MODEL), "bands", inputs, [TensorInfo("bands", "float32", (None, total))], None, call)
 
 
 def model_digest(path: str | Path) -> str:
@@ -78,7 +78,7 @@ def model_digest(path: str | Path) -> str:
     for item in files:
         digest.update(str(item.relative_to(path) if path.is_dir() else item.name).encode())
         with open(item, "rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+            for chunk in iter(partial(handle.read, 1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
 
@@ -123,7 +123,7 @@ class OpenFeatures:
             chunk, feeds, members = candidates[first:first + step], [], []
             for k in chunk:
                 item = tile_input(plan, self.datasets, Window(int(col[k]), int(row[k]), 1, 1))
-                if item.arrays is None or item.background is not None:
+                if item.arrays is None or item.background is not None or not item.batches:
                     rejected["nodata"] = rejected.get("nodata", 0) + 1
                     continue
                 feeds.append(item.batches[0])
@@ -171,7 +171,7 @@ def open_features(spec: FeatureSpec, stack: ExitStack) -> OpenFeatures:
 
 def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> dict:
     return {
-        "model": None if model.kind == "bands" else {
+        "model": None if model.kind == "bands" or not spec.model else {
             "name": Path(spec.model).name, "digest": model_digest(spec.model),
         },
         "output_names": [o.name for o in plan.outputs] if model.kind != "bands" else [],

@@ -90,8 +90,9 @@ def tiles(width: int, height: int, tile_width: int, tile_height: int | None = No
     ]
 
 
-def patch_start(center: int, size: int) -> int:
-    """First index of a patch of ``size`` pixels centred on index ``center``."""
+def patch_start(center, size: int):
+    """First index of a patch of ``size`` pixels centred on index ``center`` (an int, or an
+    integer array of centres)."""
     return center - size // 2
 
 

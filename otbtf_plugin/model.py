@@ -12,6 +12,7 @@ TensorFlow is imported on first use, after checking that it is installed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class ServedModel:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     metadata: ModelMetadata | None = None  # from otbtf_model.json, when the folder has one
-    _call: object = None
+    _call: Callable[[dict], dict] | None = None
+    _keep: object = None  # what the call needs alive (a loaded SavedModel)
 
     def input(self, name: str) -> TensorInfo:
         for tensor in self.inputs:
@@ -67,6 +69,8 @@ class ServedModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model once; ``feeds`` holds every input, by name."""
+        if self._call is None:
+            raise ModelError(f"{self.path}: this model cannot be run")
         return self._call(feeds)
 
 

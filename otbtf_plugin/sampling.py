@@ -10,8 +10,9 @@ own pixels (as the Orfeo ToolBox does).
 from __future__ import annotations
 
 import csv
+import dataclasses
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ class ClassStatistics:
     counts: dict[int, int]  # code -> pixels
     feature_counts: dict[int, int]  # fid -> pixels
     outside: int  # features with no pixel in the raster
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def by_class(self) -> dict[str, int]:
         """``{class as written: count}``, in class order."""

@@ -52,7 +52,7 @@ def _process_alive(pid: int) -> bool:
 
 def stale(folder: str | Path) -> list[Path]:
     """Temporaries in ``folder`` left by dead processes of this host."""
-    found = []
+    found: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:

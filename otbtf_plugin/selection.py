@@ -21,8 +21,9 @@ with ``seed`` (classes in code order), so a seed always gives the same samples.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ class Samples:
     crs_wkt: str | None
     available: dict[int, int]
     requested: dict[int, int]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
     statistics: ClassStatistics | None = None
 
     def __len__(self) -> int:

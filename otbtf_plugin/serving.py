@@ -346,8 +346,8 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                              + ", ".join(f"{n}: {s}" for n, s in scales.items()) + "); serve them separately")
         measured_scale = scales[output_names[0]]
         if scale and scale != measured_scale:
-            m1 = np.asarray(out1[output_names[0]]).shape[1]
-            raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1} px, a spacing scale of "
+            m1_px = np.asarray(out1[output_names[0]]).shape[1]
+            raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1_px} px, a spacing scale of "
                              f"{measured_scale}: use SPCSCALE={measured_scale} (or 0)")
         scale = measured_scale
         context = max(contexts.values())
@@ -528,7 +528,7 @@ def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
 @dataclass
 class TileInput:
     tile: Window  # in output pixels
-    arrays: list  # per source (bands, h, w) or None when the tile is all nodata
+    arrays: list | None  # per source (bands, h, w); None when the tile is all nodata
     windows: list  # per source Window (source pixels)
     background: np.ndarray | None  # (h, w) bool: output pixels to set to background
     batches: list | None = None  # pixels mode: model feeds, batch by batch (built by the reader thread)
@@ -588,7 +588,7 @@ def _pixel_batches(plan: Plan, item: TileInput, cols, rows) -> list[dict]:
     """The model feeds of a tile in pixels mode, batch by batch (on the reader thread,
     so that gathering patches overlaps with inference)."""
     views, starts = [], []
-    for sp, window, array in zip(plan.sources, item.windows, item.arrays, strict=True):
+    for sp, window, array in zip(plan.sources, item.windows, item.arrays or [], strict=True):
         c0 = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, sp.rfield) - window.col_off
         r0 = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, sp.rfield) - window.row_off
         rr, cc = np.meshgrid(r0, c0, indexing="ij")
@@ -597,7 +597,8 @@ def _pixel_batches(plan: Plan, item: TileInput, cols, rows) -> list[dict]:
         # patch is then a view (start row, start col) -> (rfield, rfield, bands), and a
         # batch is one gathering copy.
         hwc = np.ascontiguousarray(_prepare(sp, array.transpose(1, 2, 0), sp.dtype))
-        views.append(np.lib.stride_tricks.sliding_window_view(hwc, (sp.rfield, sp.rfield), axis=(0, 1))
+        # numpy's stubs say axis is one int; it takes a tuple of them
+        views.append(np.lib.stride_tricks.sliding_window_view(hwc, (sp.rfield, sp.rfield), axis=(0, 1))  # type: ignore[call-overload]
                      .transpose(0, 1, 3, 4, 2))
     n = len(cols) * len(rows)
     batches = []
@@ -646,7 +647,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
     elif plan.mode == "pixels":
         n = tile.width * tile.height
         flat = np.empty((plan.bands, n), dtype=np.float32)
-        for k, feeds in enumerate(item.batches):
+        for k, feeds in enumerate(item.batches or []):
             check_cancelled(progress, "serving")
             first, last = k * plan.batch, min((k + 1) * plan.batch, n)
             result = model.run(feeds)

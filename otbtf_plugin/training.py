@@ -27,13 +27,22 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from . import __version__, deps
 from .errors import Cancelled, InputError
 from .metrics import classification_html, confusion_matrix, regression_report, report
-from .model_metadata import METADATA_FILE, BandStatistics, ModelClass, ModelInput, ModelMetadata, write_metadata
+from .model_metadata import (
+    METADATA_FILE,
+    BandStatistics,
+    ModelClass,
+    ModelInput,
+    ModelMetadata,
+    Task,
+    write_metadata,
+)
 from .outputs import Output, StagedOutputs, check_paths, staged_or_now
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
@@ -395,7 +404,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         if unknown:
             raise InputError(f"validation labels hold classes absent from training: {unknown}")
         weights = pixel_weights = None
-        if config.class_weights and not regression:
+        if config.class_weights and not regression and label_index is not None:
             counts = np.bincount(label_index[all_labels[train_idx].astype(np.int64)].ravel(), minlength=len(codes))
             per_class = np.array([counts.sum() / (len(codes) * max(n, 1)) for n in counts], dtype=np.float32)
             if task == "segmentation":  # Keras' class_weight is for one label per sample: weight pixels
@@ -425,7 +434,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             metrics = report(matrix, [names[c] for c in codes])
         metadata = ModelMetadata(
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            otbtf_plugin=__version__, task=task, architecture=architecture,
+            otbtf_plugin=__version__, task=cast(Task, task), architecture=architecture,
             inputs=[ModelInput(s["name"], rfield=s["patch"], bands=s["bands"],
                                band_statistics=BandStatistics(tuple(s["mean"]), tuple(s["std"]))) for s in sources],
             efield=efield, scale=1,
@@ -434,7 +443,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             # Served only when named in OUTPUT_NAMES.
             extra_outputs={"features": "deep features: the network's values before its head"}
             if isinstance(served.output, dict) and "features" in served.output else {},
-            target_statistics={"mean": target[0], "std": target[1]} if regression else None,
+            target_statistics={"mean": target[0], "std": target[1]} if target is not None else None,
             classes=[ModelClass(c, names[c]) for c in codes],
             training={"patches": len(train_idx), "validation_patches": len(valid_idx),
                       "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import shutil
 import threading
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,14 @@ class Features:
     class_names: dict[int, str]  # code -> class as written in the layer
     field: str
     string_classes: bool
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> count
     crs_wkt: str | None = None  # CRS of the geometries (None: unknown)
     layer_crs_wkt: str | None = None  # the layer's own CRS, before any reprojection (None: none)
     # Point and multi-point features, as flat arrays of their parts (no shapely: fast).
-    point_feature: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # part -> feature index
-    point_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    point_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # part -> feature index
+    point_feature: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    point_x: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    point_y: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.fids)
