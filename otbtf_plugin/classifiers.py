@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .assignments import parse_assignments
 from .errors import DependencyError, InputError
 from .metrics import classification_html, confusion_matrix, report
 from .outputs import StagedOutputs, staged_or_now
@@ -102,12 +103,7 @@ def _estimator(name: str, seed: int):
 def parse_params(text: str | None) -> dict[str, object]:
     """``"a=1;b=gini"`` -> ``{"a": 1, "b": "gini"}``."""
     params: dict[str, object] = {}
-    for part in (text or "").replace("\n", ";").split(";"):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise InputError(f"CLASSIFIER_PARAMS: {part.strip()!r} is not name=value (e.g. n_estimators=200)")
-        name, raw = (s.strip() for s in part.split("=", 1))
+    for name, raw in parse_assignments(text, "CLASSIFIER_PARAMS", "n_estimators=200").items():
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):

@@ -30,7 +30,7 @@ from .grid import tiles
 from .outputs import Output, StagedOutputs, check_paths, geotiff
 from .pipeline import Executor, LocalThreads, TileWork, raster_outputs
 from .progress import NullProgress, Progress, ScaledProgress
-from .raster import GDAL_IO, AlignedRaster, crs_wkt, open_raster
+from .raster import GDAL_IO, AlignedRaster, class_code_types, crs_wkt, open_raster
 from .selection import sample_selection
 from .serving import TileInput, absolute, infer_tile, output_profile, tile_input, tile_is_empty
 from .styles import write_class_style, write_confidence_style
@@ -206,13 +206,13 @@ def class_map_type(codes) -> tuple[str, int]:
     """Smallest GeoTIFF integer type for the class codes, and a nodata value that is not a code."""
     codes = [int(c) for c in codes]
     low, high = min(codes), max(codes)
-    for dtype, lo, hi in (("uint8", 0, 255), ("uint16", 0, 65535), ("int16", -32768, 32767),
-                          ("int32", -2 ** 31, 2 ** 31 - 1)):
-        if lo <= low and high <= hi:
-            candidates = [0, hi, lo] if lo == 0 else [lo, hi]
-            free = [v for v in candidates if v not in codes]
-            if free:
-                return dtype, free[0]
+    for dtype, lo, hi in class_code_types(low, high):
+        if dtype == "int64":  # a class map stays readable by every GIS: 32 bits at most
+            break
+        candidates = [0, hi, lo] if lo == 0 else [lo, hi]
+        free = [v for v in candidates if v not in codes]
+        if free:
+            return dtype, free[0]
     raise InputError(f"class codes {low} .. {high} do not fit a 32-bit class map")
 
 

@@ -30,7 +30,7 @@ from .grid import Window, patch_start
 from .outputs import StagedOutputs, check_paths, geotiff
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled, mebibytes
-from .raster import crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
+from .raster import class_code_types, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
 from .vector import read_features, transform_xy
 
@@ -277,12 +277,8 @@ def _scratch(path: Path, dtype, shape) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r+", shape=shape)
 
 
-def _label_dtype(codes: np.ndarray):
-    if codes.min() >= 0 and codes.max() <= 255:
-        return np.uint8
-    if codes.min() >= -(2 ** 31) and codes.max() < 2 ** 31:
-        return np.int32
-    return np.int64
+def _label_dtype(codes: np.ndarray) -> str:
+    return class_code_types(int(codes.min()), int(codes.max()))[0][0]
 
 
 def _nothing_extracted(n, rejected, sources, datasets, px, py, points_wkt) -> str:

@@ -22,6 +22,17 @@ from .grid import Grid, Window
 GDAL_IO = threading.Lock()
 
 
+# Integer pixel types for class codes, smallest first (GeoTIFF reads them all).
+CLASS_CODE_TYPES = (("uint8", 0, 2 ** 8 - 1), ("uint16", 0, 2 ** 16 - 1), ("int16", -(2 ** 15), 2 ** 15 - 1),
+                    ("int32", -(2 ** 31), 2 ** 31 - 1), ("int64", -(2 ** 63), 2 ** 63 - 1))
+
+
+def class_code_types(low: int, high: int) -> list[tuple[str, int, int]]:
+    """The integer types that hold every code from ``low`` to ``high``, smallest first: the one
+    rule for labels images and class maps."""
+    return [(dtype, lo, hi) for dtype, lo, hi in CLASS_CODE_TYPES if lo <= low and high <= hi]
+
+
 def open_raster(path: str | Path):
     """Open a raster for reading, with an error that names the file; complex pixels are refused."""
     try:

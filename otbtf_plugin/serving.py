@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from .assignments import parse_assignments
 from .errors import InputError
 from .grid import AxisMap, Grid, GridError, ModelGeometry, Window, block_starts, patch_starts, tiles
 from .model import ModelError, ServedModel, load_model
@@ -75,14 +76,8 @@ class ServeOptions:
 
 def parse_user_placeholders(text: str) -> dict[str, object]:
     """``"dropout=0.1;training=false;w=[0.2,0.5]"`` -> ``{"dropout": 0.1, ...}``."""
-    values: dict[str, object] = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(";"))):
-        name, sep, raw = item.partition("=")
-        name, raw = name.strip(), raw.strip()
-        if not sep or not name or not raw:
-            raise InputError(f"user placeholder {item!r} is not of the form name=value (e.g. dropout=0.1)")
-        values[name] = _parse_value(name, raw)
-    return values
+    return {name: _parse_value(name, raw)
+            for name, raw in parse_assignments(text, "USER_PLACEHOLDERS", "dropout=0.1").items()}
 
 
 def _parse_value(name: str, raw: str):

@@ -48,7 +48,7 @@ def test_parameters_are_parsed_and_checked():
         classifiers.make_classifier("rf", "n_trees=10")
     with pytest.raises(InputError, match="n_estimators"):
         classifiers.make_classifier("rf", "n_estimators=-3")
-    with pytest.raises(InputError, match="is not name=value"):
+    with pytest.raises(InputError, match="is not of the form name=value"):
         classifiers.make_classifier("rf", "n_estimators")
     with pytest.raises(InputError, match="use one of: rf, svm, boost, dt, gbt, bayes, knn, ann"):
         classifiers.make_classifier("forest")
