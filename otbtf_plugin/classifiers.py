@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import reports
 from .assignments import parse_assignments
 from .errors import DependencyError, InputError
 from .metrics import classification_html, confusion_matrix, report
@@ -405,29 +406,19 @@ def load(path: str | Path) -> TrainedClassifier:
 def write_report(path: str | Path, trained: TrainedClassifier, title: str,
                  staged: StagedOutputs | None = None) -> Path:
     """HTML report (and the same as JSON beside it), staged with ``staged`` or written now."""
-    path = Path(path)
-    content = {"classifier": trained.classifier, "params": {k: repr(v) for k, v in trained.params.items()},
-               "classes": trained.classes, "training_samples": trained.training_samples,
-               "validation_samples": trained.validation_samples, "validation": trained.metrics,
-               "warnings": trained.warnings, "features": trained.recipe.get("features")}
-    body = classification_html(trained.metrics) if trained.metrics else \
+    data = {"classifier": trained.classifier, "params": {k: repr(v) for k, v in trained.params.items()},
+            "classes": trained.classes, "training_samples": trained.training_samples,
+            "validation_samples": trained.validation_samples, "validation": trained.metrics,
+            "warnings": trained.warnings, "features": trained.recipe.get("features")}
+    scores = classification_html(trained.metrics) if trained.metrics else \
         "<p>No validation: no class had two polygons (or VALIDATION was 0).</p>"
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in trained.warnings)
     params = ", ".join(f"{html.escape(k)}={html.escape(repr(v))}" for k, v in trained.params.items()) or "defaults"
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>Classifier <b>{html.escape(trained.classifier)}</b> ({params}); {len(trained.recipe.get('features', []))}
+    features = len(trained.recipe.get("features", []))
+    body = f"""<p>Classifier <b>{html.escape(trained.classifier)}</b> ({params}); {features}
 features; {trained.training_samples} training and {trained.validation_samples} validation samples
 (validation polygons held out whole).</p>
 {f'<ul>{notes}</ul>' if notes else ''}
 <h2>Validation</h2>
-{body}
-</body></html>
-"""
-    with staged_or_now(staged) as group:
-        group.file(path.with_suffix(".json")).write_text(json.dumps(content, indent=2), encoding="utf-8")
-        group.file(path).write_text(page, encoding="utf-8")
-    return path
+{scores}"""
+    return reports.write_report(path, title, body, data, staged)

@@ -23,7 +23,6 @@ import base64
 import datetime
 import html
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import cast
 
 import numpy as np
 
-from . import __version__, deps
+from . import __version__, deps, reports
 from .errors import Cancelled, InputError
 from .metrics import classification_html, confusion_matrix, regression_report, report
 from .model_metadata import (
@@ -43,7 +42,7 @@ from .model_metadata import (
     Task,
     write_metadata,
 )
-from .outputs import Output, StagedOutputs, check_paths, staged_or_now
+from .outputs import Output, StagedOutputs, check_paths
 from .patches_image import PatchesImage
 from .progress import NullProgress, Progress
 
@@ -592,28 +591,17 @@ def _curves_png(history: dict) -> bytes:
 def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
                  staged: StagedOutputs | None = None) -> Path:
     """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
-    path = Path(path)
-    content = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
     if "rmse" in metrics:
-        body = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
-                f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
+        scores = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
+                  f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
     else:
-        body = classification_html(metrics)
+        scores = classification_html(metrics)
     curves = base64.b64encode(_curves_png(history)).decode() if history else ""
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>otbtf training report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>
-<h1>Training report</h1>
-<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
+    body = f"""<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
 {metadata.training['patches']} training and {metadata.training['validation_patches']} validation patches;
 {metadata.training['epochs']} epochs.</p>
 <h2>Validation</h2>
-{body}
-<h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">
-</body></html>
-"""
-    with staged_or_now(staged) as group:
-        group.file(path.with_suffix(".json")).write_text(json.dumps(content, indent=2), encoding="utf-8")
-        group.file(path).write_text(page, encoding="utf-8")
-    return path
+{scores}
+<h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
+    data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
+    return reports.write_report(path, "Training report", body, data, staged)

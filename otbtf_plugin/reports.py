@@ -1,0 +1,25 @@
+"""Reports a person reads (HTML) with their numbers beside them (JSON, same name): the one
+writer of training, classifier and validation reports."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .outputs import PathLike, StagedOutputs, staged_or_now
+
+STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #999;padding:4px 8px;text-align:right}"""
+
+
+def write_report(path: PathLike, title: str, body: str, data: dict, staged: StagedOutputs | None = None) -> Path:
+    """``body`` (HTML) under ``title`` at ``path``, and ``data`` as JSON beside it; both staged
+    with ``staged`` (renamed with the run's other outputs) or written now."""
+    path = Path(path)
+    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    with staged_or_now(staged) as group:
+        group.file(path.with_suffix(".json")).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        group.file(path).write_text(page, encoding="utf-8")
+    return path
