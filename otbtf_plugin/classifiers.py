@@ -241,8 +241,8 @@ def decision_function(estimator, confidence: bool = True):
     def forest_classes(table: np.ndarray):
         table = np.ascontiguousarray(table, dtype=np.float32)
         best = np.empty(len(table), dtype=np.int32)
-        rows = np.arange(len(table))
-        total = np.zeros((len(table), classes), dtype=np.float64)
+        rows: np.ndarray = np.arange(len(table))
+        total: np.ndarray = np.zeros((len(table), classes), dtype=np.float64)
         for done_trees, tree in enumerate(trees, 1):
             total += tree.predict_proba(table, check_input=False)
             if done_trees in checks and len(rows):

@@ -264,11 +264,12 @@ class Decisions:
         self.cells = classifiers.threshold_cells(estimator)
         self.lock = threading.Lock()
         self.rows_seen = self.cells_new = self.calls = 0  # to give up the cells when they do not pay
-        self.best = np.zeros(0, dtype=np.int32)  # decisions of the cells seen, in the order first seen
-        self.confidence = np.zeros(0, dtype=np.float32) if confidence else None
+        self.best: np.ndarray = np.zeros(0, dtype=np.int32)  # decisions of the cells seen, in the order first seen
+        self.confidence: np.ndarray | None = np.zeros(0, dtype=np.float32) if confidence else None
         self.table: np.ndarray | None = None  # dense: cell -> decision, -1 when not seen
-        self.sorted_keys = np.zeros(0, dtype=np.int64)  # otherwise: the cells seen, sorted, and their decisions
-        self.sorted_slots = np.zeros(0, dtype=np.int32)
+        # otherwise: the cells seen, sorted, and their decisions
+        self.sorted_keys: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.sorted_slots: np.ndarray = np.zeros(0, dtype=np.int32)
 
     def __call__(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.cells is None or (self.calls >= 4 and 4 * self.cells_new > 3 * self.rows_seen):

@@ -170,7 +170,7 @@ class _CanonicalRanks:
         # Offset of each feature within its class, features in index order.
         self.feature_offset = np.zeros(len(feats), dtype=np.int64)
         running: dict[int, int] = {}
-        for i, code in enumerate(feats.codes.tolist()):
+        for i, code in enumerate(int(c) for c in feats.codes):
             self.feature_offset[i] = running.get(code, 0)
             running[code] = running.get(code, 0) + int(self.per_feature[i])
         self.row_offset = [np.concatenate(([0], np.cumsum(c)[:-1])) if len(c) else c for c in row_counts]

@@ -143,7 +143,7 @@ def band_statistics(image: PatchesImage, indices: np.ndarray) -> tuple[list[floa
             n += len(data)
     mean = total / max(n, 1)
     std = np.sqrt(np.maximum(squares / max(n, 1) - mean ** 2, 0))
-    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+    return [float(v) for v in mean], [float(v) for v in np.where(std > 0, std, 1.0)]
 
 
 def _keras():
@@ -332,8 +332,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                 raise InputError(f"{len(config.train_patches)} training sources but {len(config.valid_patches)} "
                                  "validation sources: give one validation patches image per source")
             valid_data = _Sources(config.valid_patches, config.valid_labels, "validation")
-            train_idx = np.arange(train_data.count)
-            valid_source, valid_idx = valid_data, np.arange(valid_data.count)
+            train_idx: np.ndarray = np.arange(train_data.count)
+            valid_idx: np.ndarray = np.arange(valid_data.count)
+            valid_source = valid_data
         else:
             order = np.random.default_rng(config.seed).permutation(train_data.count)
             n_valid = round(config.valid_fraction * train_data.count)
