@@ -219,14 +219,48 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
 
 def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeOptions,
                  datasets: list) -> Plan:
-    """Resolve and check the geometry of a serving run (no pixel is read)."""
+    """Resolve and check the geometry of a serving run (no pixel is read): which model input
+    each source feeds, the receptive fields, then the model kind's own measurement (fixed
+    input sizes: patches or blocks; any size: regions), the sources' plans and the output grid."""
     meta = model.metadata or ModelMetadata()
-    meta_inputs = {entry.name: entry for entry in meta.inputs}
     feeds = {name: _feed_value(model, name, value) for name, value in options.user_placeholders.items()}
+    names = _bind_inputs(sources, model, feeds, meta)
+    _check_bands(names, datasets, model)
+    static = [_static_square(model.input(n), f"fed by source {k + 1}") for k, n in enumerate(names)]
+    rfields = []
+    for k, (src, name) in enumerate(zip(sources, names, strict=True)):
+        given = meta.input(name)
+        rfields.append(src.rfield or (given.rfield if given else None) or static[k] or 0)
+    output_names = _output_names(options, model, meta)
+    probe = _Probe(model, feeds, names, datasets)
+    if all(s is not None for s in static) or not options.fully_conv:
+        measured = _measure_fixed_size(probe, rfields, static, output_names, options.efield or meta.efield or 0,
+                                       options.scale or meta.scale or 0)
+    else:
+        ratio_x = [grid_of(datasets[0]).res_x / grid_of(ds).res_x for ds in datasets]
+        measured = _measure_any_size(probe, rfields, ratio_x, output_names, options.efield or meta.efield or 0,
+                                     options.scale or meta.scale or 0)
+    try:
+        geometry = ModelGeometry(measured.rfields[0], measured.efield, measured.scale)
+    except GridError as err:
+        raise ModelError(str(err)) from err
+    source_plans = _source_plans(sources, names, datasets, model, meta, measured)
+    outputs = [OutputPlan(n, int(measured.channels[n]), measured.crop[n], np.asarray(measured.result[n]).dtype.name)
+               for n in output_names]
+    reference = grid_of(datasets[0])
+    out_grid, first, phase = _output_grid(geometry, source_plans, reference, measured.mode, options.pad)
+    tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
+    return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
+                float(options.background), options.pad, notes)
+
+
+def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, meta: ModelMetadata) -> list[str]:
+    """The model input each source feeds: its PLACEHOLDERn, else the image inputs in order
+    (the metadata's order first); every image input must be fed."""
     image_inputs = [t.name for t in model.inputs if t.name not in feeds]
-    if meta_inputs:
-        image_inputs = [n for n in meta_inputs if n in image_inputs] + [n for n in image_inputs
-                                                                         if n not in meta_inputs]
+    if meta.inputs:
+        declared = [i.name for i in meta.inputs]
+        image_inputs = [n for n in declared if n in image_inputs] + [n for n in image_inputs if n not in declared]
     names = []
     for k, src in enumerate(sources):
         if src.placeholder:
@@ -242,171 +276,198 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
             + (f"; nothing feeds {', '.join(missing)}: add a source (PLACEHOLDERn) or a user placeholder"
                if missing else "")
         )
-    reference = grid_of(datasets[0])
-    ratio_x = [reference.res_x / grid_of(ds).res_x for ds in datasets]
-    mode_fcn = options.fully_conv
-    static = [_static_square(model.input(n), f"fed by source {k + 1}") for k, n in enumerate(names)]
+    return names
+
+
+def _check_bands(names: list[str], datasets, model: ServedModel) -> None:
     for k, (name, ds) in enumerate(zip(names, datasets, strict=True)):
         want = model.input(name).shape[3]
         if want is not None and want != ds.count:
             raise ModelError(f"source {k + 1} has {ds.count} band(s); model input {model.input(name).describe()} "
                              f"expects {want}")
-    rfields = []
-    for k, (src, name) in enumerate(zip(sources, names, strict=True)):
-        given = meta_inputs.get(name)
-        rfields.append(src.rfield or (given.rfield if given else None) or static[k] or 0)
-    scale = options.scale or meta.scale or 0
-    efield = options.efield or meta.efield or 0
-    extras = set(meta.extra_outputs)  # e.g. "features": served when named only
-    output_names = options.output_names or [t.name for t in model.outputs if t.name not in extras] \
+
+
+def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata) -> list[str]:
+    """OUTPUT_NAMES, else the model's outputs without its extras (served only when named)."""
+    extras = set(meta.extra_outputs)  # e.g. "features"
+    names = options.output_names or [t.name for t in model.outputs if t.name not in extras] \
         or [t.name for t in model.outputs]
-    for name in output_names:
+    for name in names:
         model.output(name)
+    return names
 
-    def zeros(sizes):
-        return {**feeds, **{n: np.zeros((1, s, s, ds.count), dtype=model.input(n).dtype)
-                            for n, s, ds in zip(names, sizes, datasets, strict=True)}}
 
-    def run_probe(sizes):
+class _Probe:
+    """Runs the model once on zeros of given input sizes (no pixel read), errors in plain words."""
+
+    def __init__(self, model: ServedModel, feeds: dict, names: list[str], datasets):
+        self.model, self.feeds, self.names, self.datasets = model, feeds, names, datasets
+
+    def __call__(self, sizes: list[int]) -> dict:
+        zeros = {n: np.zeros((1, s, s, ds.count), dtype=self.model.input(n).dtype)
+                 for n, s, ds in zip(self.names, sizes, self.datasets, strict=True)}
         try:
-            return model.run(zeros(sizes))
+            return self.model.run({**self.feeds, **zeros})
         except Exception as err:  # any TensorFlow error: say it in plain words
             raise ModelError(f"the model could not run on inputs of {' / '.join(f'{s} x {s}' for s in sizes)} px "
                              f"({_first_line(err)})") from err
 
-    if all(s is not None for s in static) or not mode_fcn:
-        # pixels or blocks: one fixed input size per source
-        if any(r == 0 for r in rfields):
-            k = rfields.index(0)
-            raise ModelError(f"the receptive field of source {k + 1} is unknown (model input "
-                             f"{model.input(names[k]).describe()} has no fixed size and no metadata); give "
-                             f"RFIELD{k + 1}, the patch size the model was trained on")
-        for k, (r, s) in enumerate(zip(rfields, static, strict=True)):
-            if s is not None and r != s:
-                raise ModelError(f"RFIELD{k + 1}={r} but model input {names[k]} takes {s} x {s} px: "
-                                 f"use RFIELD{k + 1}={s} (or 0, from the model)")
-        result = run_probe(rfields)
-        sizes = {}
-        for name in output_names:
-            shape = np.asarray(result[name]).shape
-            if len(shape) in (1, 2) or (len(shape) == 4 and shape[1] == shape[2] == 1) or \
-                    (len(shape) == 3 and shape[1] == shape[2] == 1):
-                sizes[name] = 1
-            elif len(shape) in (3, 4) and shape[1] == shape[2]:
-                sizes[name] = shape[1]
-            else:
-                raise ModelError(f"output {name} has shape {shape} for one input patch; expected [n], [n, c], "
-                                 "[n, y, x] or [n, y, x, c] with y = x")
-        distinct = set(sizes.values())
-        if len(distinct) != 1:
-            raise ModelError("the outputs do not cover the same area ("
-                             + ", ".join(f"{n}: {s} x {s} px" for n, s in sizes.items())
-                             + "); serve them in separate runs (OUTPUT_NAMES)")
-        measured = distinct.pop()
-        if efield and efield != measured:
-            raise ModelError(_maps_message(rfields[0], measured, efield_given=efield))
-        efield = measured
-        scale = scale or 1  # a fixed-size model cannot tell its scale: the user or metadata does
-        mode = "pixels" if efield == 1 else "blocks"
-        crop = dict.fromkeys(output_names, 0)
-        channels = {n: (1 if np.asarray(result[n]).ndim in (1, 3) else np.asarray(result[n]).shape[-1])
-                    for n in output_names}
-    else:
-        # regions: measure context and scale by running the model on two sizes
-        if len(sources) > 1 and any(r == 0 for r in rfields):
-            raise ModelError("fully-convolutional serving of several sources needs every RFIELDn "
-                             "(or a model with metadata)")
-        n1, n2 = PROBE_SIZES
-        sizes1 = [max(1, round(n1 * abs(r))) for r in ratio_x]
-        sizes2 = [max(1, round(n2 * abs(r))) for r in ratio_x]
-        out1, out2 = run_probe(sizes1), run_probe(sizes2)
-        contexts, scales = {}, {}
-        for name in output_names:
-            m1, m2 = np.asarray(out1[name]).shape, np.asarray(out2[name]).shape
-            if len(m1) not in (3, 4):
-                raise ModelError(f"output {name} has shape {m1}: not an image; fully-convolutional serving "
-                                 "needs [n, y, x] or [n, y, x, c] outputs (use FULLYCONV=false for a patch "
-                                 "classifier)")
-            if m2[1] == m1[1]:
-                raise ModelError(f"output {name} keeps the size {m1[1]} px whatever the input size: not "
-                                 "fully-convolutional; use FULLYCONV=false")
-            step = (n2 - n1) / (m2[1] - m1[1])
-            if step != int(step) or step < 1:
-                raise ModelError(f"output {name}: {n1} px -> {m1[1]} px and {n2} px -> {m2[1]} px; the spacing "
-                                 "scale is not a whole number")
-            scales[name] = int(step)
-            contexts[name] = n1 - m1[1] * int(step)
-        if len(set(scales.values())) != 1:
-            raise ModelError("the outputs have different spacing scales ("
-                             + ", ".join(f"{n}: {s}" for n, s in scales.items()) + "); serve them separately")
-        measured_scale = scales[output_names[0]]
-        if scale and scale != measured_scale:
-            m1_px = np.asarray(out1[output_names[0]]).shape[1]
-            raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1_px} px, a spacing scale of "
-                             f"{measured_scale}: use SPCSCALE={measured_scale} (or 0)")
-        scale = measured_scale
-        context = max(contexts.values())
-        if rfields[0] and efield and rfields[0] - efield * scale != contexts[output_names[0]]:
-            expected_ef = (rfields[0] - contexts[output_names[0]]) // scale
-            raise ModelError(_maps_message(rfields[0], expected_ef, efield_given=efield))
-        if rfields[0] and not efield:
-            efield = (rfields[0] - context) // scale
-            if efield < 1:
-                raise ModelError(f"RFIELD1={rfields[0]} is smaller than the model's context ({context} px); "
-                                 f"use RFIELD1 of at least {context + scale}")
-        efield = efield or 64  # a declared block, for the centring rule only
-        mode = "regions"
-        # Each output's first pixel, counted from the most cropped one (centres coincide).
-        befores = {n: (efield * scale + c) // 2 - (efield * scale) // 2 for n, c in contexts.items()}
-        top = max(befores.values())
-        crop = {}
-        for name in output_names:
-            offset = top - befores[name]
-            if offset % scale:
-                raise ModelError(f"output {name} is not aligned with the others on the output grid")
-            crop[name] = offset // scale
-        channels = {n: (1 if np.asarray(out1[n]).ndim == 3 else np.asarray(out1[n]).shape[-1]) for n in output_names}
-        rfields = [rfields[0] or efield * scale + context, *rfields[1:]]
-        result = out1
-    try:
-        geometry = ModelGeometry(rfields[0], efield, scale)
-    except GridError as err:
-        raise ModelError(str(err)) from err
 
-    source_plans = []
+@dataclass
+class _Measured:
+    """What measuring the model gave: its mode and geometry, per output its crop and channels,
+    and one result of the model (for the outputs' types)."""
+
+    mode: str
+    rfields: list[int]
+    efield: int
+    scale: int
+    crop: dict[str, int]
+    channels: dict[str, int]
+    result: dict
+
+
+def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_names: list[str],
+                        efield: int, scale: int) -> _Measured:
+    """Pixels or blocks: one fixed input size per source; the output size of one patch is the
+    expression field."""
+    if any(r == 0 for r in rfields):
+        k = rfields.index(0)
+        raise ModelError(f"the receptive field of source {k + 1} is unknown (model input "
+                         f"{probe.model.input(probe.names[k]).describe()} has no fixed size and no metadata); "
+                         f"give RFIELD{k + 1}, the patch size the model was trained on")
+    for k, (r, s) in enumerate(zip(rfields, static, strict=True)):
+        if s is not None and r != s:
+            raise ModelError(f"RFIELD{k + 1}={r} but model input {probe.names[k]} takes {s} x {s} px: "
+                             f"use RFIELD{k + 1}={s} (or 0, from the model)")
+    result = probe(rfields)
+    sizes = {}
+    for name in output_names:
+        shape = np.asarray(result[name]).shape
+        if len(shape) in (1, 2) or (len(shape) == 4 and shape[1] == shape[2] == 1) or \
+                (len(shape) == 3 and shape[1] == shape[2] == 1):
+            sizes[name] = 1
+        elif len(shape) in (3, 4) and shape[1] == shape[2]:
+            sizes[name] = shape[1]
+        else:
+            raise ModelError(f"output {name} has shape {shape} for one input patch; expected [n], [n, c], "
+                             "[n, y, x] or [n, y, x, c] with y = x")
+    distinct = set(sizes.values())
+    if len(distinct) != 1:
+        raise ModelError("the outputs do not cover the same area ("
+                         + ", ".join(f"{n}: {s} x {s} px" for n, s in sizes.items())
+                         + "); serve them in separate runs (OUTPUT_NAMES)")
+    measured = distinct.pop()
+    if efield and efield != measured:
+        raise ModelError(_maps_message(rfields[0], measured, efield_given=efield))
+    channels = {n: (1 if np.asarray(result[n]).ndim in (1, 3) else np.asarray(result[n]).shape[-1])
+                for n in output_names}
+    # a fixed-size model cannot tell its scale: the user or metadata does
+    return _Measured("pixels" if measured == 1 else "blocks", rfields, measured, scale or 1,
+                     dict.fromkeys(output_names, 0), channels, result)
+
+
+def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], output_names: list[str],
+                      efield: int, scale: int) -> _Measured:
+    """Regions (fully-convolutional): context and spacing scale measured by running the model
+    on two input sizes; each output's crop aligns its first pixel with the others'."""
+    if len(rfields) > 1 and any(r == 0 for r in rfields):
+        raise ModelError("fully-convolutional serving of several sources needs every RFIELDn "
+                         "(or a model with metadata)")
+    n1, n2 = PROBE_SIZES
+    out1 = probe([max(1, round(n1 * abs(r))) for r in ratio_x])
+    out2 = probe([max(1, round(n2 * abs(r))) for r in ratio_x])
+    contexts, scales = {}, {}
+    for name in output_names:
+        m1, m2 = np.asarray(out1[name]).shape, np.asarray(out2[name]).shape
+        if len(m1) not in (3, 4):
+            raise ModelError(f"output {name} has shape {m1}: not an image; fully-convolutional serving "
+                             "needs [n, y, x] or [n, y, x, c] outputs (use FULLYCONV=false for a patch "
+                             "classifier)")
+        if m2[1] == m1[1]:
+            raise ModelError(f"output {name} keeps the size {m1[1]} px whatever the input size: not "
+                             "fully-convolutional; use FULLYCONV=false")
+        step = (n2 - n1) / (m2[1] - m1[1])
+        if step != int(step) or step < 1:
+            raise ModelError(f"output {name}: {n1} px -> {m1[1]} px and {n2} px -> {m2[1]} px; the spacing "
+                             "scale is not a whole number")
+        scales[name] = int(step)
+        contexts[name] = n1 - m1[1] * int(step)
+    if len(set(scales.values())) != 1:
+        raise ModelError("the outputs have different spacing scales ("
+                         + ", ".join(f"{n}: {s}" for n, s in scales.items()) + "); serve them separately")
+    measured_scale = scales[output_names[0]]
+    if scale and scale != measured_scale:
+        m1_px = np.asarray(out1[output_names[0]]).shape[1]
+        raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1_px} px, a spacing scale of "
+                         f"{measured_scale}: use SPCSCALE={measured_scale} (or 0)")
+    scale = measured_scale
+    context = max(contexts.values())
+    if rfields[0] and efield and rfields[0] - efield * scale != contexts[output_names[0]]:
+        expected_ef = (rfields[0] - contexts[output_names[0]]) // scale
+        raise ModelError(_maps_message(rfields[0], expected_ef, efield_given=efield))
+    if rfields[0] and not efield:
+        efield = (rfields[0] - context) // scale
+        if efield < 1:
+            raise ModelError(f"RFIELD1={rfields[0]} is smaller than the model's context ({context} px); "
+                             f"use RFIELD1 of at least {context + scale}")
+    efield = efield or 64  # a declared block, for the centring rule only
+    # Each output's first pixel, counted from the most cropped one (centres coincide).
+    befores = {n: (efield * scale + c) // 2 - (efield * scale) // 2 for n, c in contexts.items()}
+    top = max(befores.values())
+    crop = {}
+    for name in output_names:
+        offset = top - befores[name]
+        if offset % scale:
+            raise ModelError(f"output {name} is not aligned with the others on the output grid")
+        crop[name] = offset // scale
+    channels = {n: (1 if np.asarray(out1[n]).ndim == 3 else np.asarray(out1[n]).shape[-1]) for n in output_names}
+    return _Measured("regions", [rfields[0] or efield * scale + context, *rfields[1:]], efield, scale, crop,
+                     channels, out1)
+
+
+def _source_plans(sources: list[ServeSource], names: list[str], datasets, model: ServedModel, meta: ModelMetadata,
+                  measured: _Measured) -> list[SourcePlan]:
+    """Each source's plan: its axes against the reference, its share of an output block."""
+    reference = grid_of(datasets[0])
+    plans = []
     for k, (src, name, ds) in enumerate(zip(sources, names, datasets, strict=True)):
         grid = grid_of(ds)
         x = AxisMap.between(reference.x0, reference.res_x, grid.x0, grid.res_x)
         y = AxisMap.between(reference.y0, reference.res_y, grid.y0, grid.res_y)
-        source_efield = efield * scale * x.ratio
-        if mode != "pixels" and abs(source_efield - round(source_efield)) > 1e-6:
-            raise ModelError(f"source {k + 1}: an output block of {efield * scale} reference px is "
-                             f"{source_efield:g} of its pixels; use an expression field that makes it whole")
-        given = meta_inputs.get(name)
-        source_plans.append(SourcePlan(
-            Path(src.path), name, ds.count, int(rfields[k]), round(source_efield) if mode != "pixels" else 1,
-            x, y, grid, nodata_values(ds, src.nodata), _normalisation(given.normalisation if given else None, ds.count),
-            model.input(name).dtype))
-    if mode == "regions":
-        for k, sp in enumerate(source_plans[1:], 2):
+        source_efield = measured.efield * measured.scale * x.ratio
+        if measured.mode != "pixels" and abs(source_efield - round(source_efield)) > 1e-6:
+            raise ModelError(f"source {k + 1}: an output block of {measured.efield * measured.scale} reference px "
+                             f"is {source_efield:g} of its pixels; use an expression field that makes it whole")
+        given = meta.input(name)
+        plans.append(SourcePlan(
+            Path(src.path), name, ds.count, int(measured.rfields[k]),
+            round(source_efield) if measured.mode != "pixels" else 1, x, y, grid, nodata_values(ds, src.nodata),
+            _normalisation(given.normalisation if given else None, ds.count), model.input(name).dtype))
+    if measured.mode == "regions":
+        for k, sp in enumerate(plans[1:], 2):
             if not sp.rfield:
                 raise ModelError(f"give RFIELD{k} for fully-convolutional serving")
-    outputs = [OutputPlan(n, int(channels[n]), crop[n], np.asarray(result[n]).dtype.name) for n in output_names]
-    # The source grid cropped by the receptive field, sampled every `scale` pixels: the
-    # first output pixel whose input fits starts its input at pixel 0.
+    return plans
+
+
+def _output_grid(geometry: ModelGeometry, source_plans: list[SourcePlan], reference: Grid, mode: str,
+                 pad: bool) -> tuple[Grid, tuple[int, int], int]:
+    """The output grid: the reference grid cropped by the receptive field (or padded),
+    sampled every ``scale`` pixels; the first output pixel whose input fits starts its input
+    at pixel 0. Also the output index of its first pixel and the phase."""
+    scale = geometry.scale
     phase = geometry.before % scale
-    first, count = _output_extent(geometry, source_plans, reference, mode, options.pad, phase)
-    if mode == "blocks" and not options.pad:
+    first, count = _output_extent(geometry, source_plans, reference, mode, pad, phase)
+    if mode == "blocks" and not pad:
         # A block's every pixel depends on its whole input: keep whole blocks only.
-        count = (count[0] // efield * efield, count[1] // efield * efield)
+        count = (count[0] // geometry.efield * geometry.efield, count[1] // geometry.efield * geometry.efield)
+    if count[0] <= 0 or count[1] <= 0:
+        raise InputError(_no_room_message(geometry, source_plans, reference))
     out_grid = Grid(reference.x0 + (phase + first[0] * scale) * reference.res_x,
                     reference.y0 + (phase + first[1] * scale) * reference.res_y,
                     reference.res_x * scale, reference.res_y * scale, count[0], count[1])
-    if count[0] <= 0 or count[1] <= 0:
-        raise InputError(_no_room_message(geometry, source_plans, reference))
-    tile, batch, notes = _sizes(options, geometry, source_plans, outputs, mode)
-    return Plan(mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
-                float(options.background), options.pad, notes)
+    return out_grid, first, phase
 
 
 def _first_line(err: Exception) -> str:
