@@ -28,11 +28,12 @@ from .errors import InputError
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences, recipe_notes
 from .grid import tiles
 from .outputs import Output, StagedOutputs, check_paths, geotiff
-from .pipeline import Executor, LocalThreads, TileWork, raster_outputs
+from .pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .progress import NullProgress, Progress, ScaledProgress
 from .raster import GDAL_IO, AlignedRaster, class_code_types, crs_wkt, open_raster
 from .selection import sample_selection
-from .serving import TileInput, absolute, infer_tile, output_profile, tile_input, tile_is_empty
+from .serving.output import output_profile
+from .serving.tiles import TileInput, infer_tile, tile_input, tile_is_empty
 from .styles import write_class_style, write_confidence_style
 from .vector import read_features, read_fields, transform_xy, write_points
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import rasterio
@@ -26,6 +27,12 @@ from .grid import Window
 from .outputs import PathLike, StagedOutputs
 from .progress import Progress, check_cancelled
 from .raster import GDAL_IO
+
+
+def absolute(path) -> str:
+    """A path as a work's ``build`` takes it: absolute, since cluster workers do not share
+    this process' working directory."""
+    return str(Path(path).resolve())
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def reaches(start: str, targets: set[str]) -> list[str] | None:
 
 
 def test_the_reader_sees_the_modules():
-    assert {"otbtf_plugin.serving", "otbtf_plugin.pipeline", "otbtf_plugin.cluster",
+    assert {"otbtf_plugin.serving", "otbtf_plugin.serving.planning", "otbtf_plugin.pipeline", "otbtf_plugin.cluster",
             "processing_provider.provider", "plugin.plugin"} <= set(MODULES)
     assert "otbtf_plugin.pipeline" in GRAPH["otbtf_plugin.serving"]
     assert "otbtf_plugin.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
@@ -91,8 +91,9 @@ def test_only_the_dask_executor_knows_dask(name):
 
 
 def test_the_pipeline_and_the_executors_know_no_work():
-    work = {"otbtf_plugin.serving", "otbtf_plugin.deep_classification", "otbtf_plugin.features",
-            "otbtf_plugin.classifiers", "otbtf_plugin.model", "otbtf_plugin.training"}
+    work = {m for m in MODULES if m.startswith(("otbtf_plugin.serving", "otbtf_plugin.deep_classification",
+                                                 "otbtf_plugin.features", "otbtf_plugin.classifiers",
+                                                 "otbtf_plugin.model", "otbtf_plugin.training"))}
     for name in ("otbtf_plugin.pipeline", "otbtf_plugin.cluster"):
         assert reaches(name, work) is None, reaches(name, work)
 
@@ -103,6 +104,14 @@ def test_geometry_is_pure():
     roots = {i.split(".")[0] for i in EXTERNAL["otbtf_plugin.grid"]}
     assert roots <= {"__future__", "collections", "dataclasses", "math", "numpy", "typing", "otbtf_plugin"}, roots
     assert GRAPH["otbtf_plugin.grid"] <= {"otbtf_plugin.errors"}
+
+
+def test_serving_planning_needs_no_tiles_or_output():
+    """The plan is geometry decided against the model: it does not reach tile computation,
+    the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""
+    rooms = {"otbtf_plugin.serving.tiles", "otbtf_plugin.serving.output", "otbtf_plugin.pipeline",
+             "otbtf_plugin.serving"}
+    assert reaches("otbtf_plugin.serving.planning", rooms) is None, reaches("otbtf_plugin.serving.planning", rooms)
 
 
 def test_no_import_cycle():
