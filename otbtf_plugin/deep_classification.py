@@ -33,7 +33,7 @@ from .progress import NullProgress, Progress, ScaledProgress
 from .raster import GDAL_IO, AlignedRaster, class_code_types, crs_wkt, open_raster
 from .selection import sample_selection
 from .serving.output import output_profile
-from .serving.tiles import TileInput, infer_tile, tile_input, tile_is_empty
+from .serving.tiles import TileInput, infer_tile, read_tile, tile_is_empty
 from .styles import write_class_style, write_confidence_style
 from .vector import read_features, read_fields, transform_xy, write_points
 
@@ -355,6 +355,7 @@ class TileClassifier:
     def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True,
                  confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
+        self.plan, self.datasets = self.opened.plan, self.opened.datasets  # what serving.tiles.read_tile reads
         self.notes: list[str] = []
         if check:  # cluster workers skip it: the client checked the same inputs
             differences = recipe_differences(trained.recipe, self.opened.recipe)
@@ -417,10 +418,6 @@ def build_classifier_state(spec: FeatureSpec, classifier_path: str, mask, confid
     return TileClassifier(spec, trained, mask, stack, check=False, confidence=confidence)
 
 
-def read_classifier_tile(state: TileClassifier, tile) -> TileInput:
-    return tile_input(state.opened.plan, state.opened.datasets, tile)
-
-
 def compute_classifier_tile(state: TileClassifier, item: TileInput, progress: Progress):
     return state(item, progress)
 
@@ -451,7 +448,7 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                                 model=absolute(spec.model) if spec.model else None)
         work = TileWork(build=partial(build_classifier_state, absolute_spec, absolute(classifier_path),
                                       absolute(mask) if mask else None, bool(confidence)),
-                        read=read_classifier_tile, compute=compute_classifier_tile, empty=tile_is_empty)
+                        read=read_tile, compute=compute_classifier_tile, empty=tile_is_empty)
         if executor.local:  # the trees on a pool of this run's threads
             classifiers.single_threaded(trained.estimator)
             classify.decide.rows = stack.enter_context(_Parallel(classify.decide.rows))

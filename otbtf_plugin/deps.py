@@ -242,13 +242,20 @@ def import_tensorflow():
     require()
     if "tensorflow" not in sys.modules:
         isolate_tensorflow_symbols()
-        flags = sys.getdlopenflags()
-        sys.setdlopenflags(flags | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
-        try:
+        with _local_deep_binding():
             import tensorflow  # noqa: F401  (heavy and optional: imported here only)
-        finally:
-            sys.setdlopenflags(flags)
     return sys.modules["tensorflow"]
+
+
+@contextlib.contextmanager
+def _local_deep_binding():
+    """Shared libraries loaded inside the block bind RTLD_LOCAL | RTLD_DEEPBIND."""
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
+    try:
+        yield
+    finally:
+        sys.setdlopenflags(flags)
 
 
 class _SafeTensorflowLoader:
@@ -263,12 +270,8 @@ class _SafeTensorflowLoader:
     def exec_module(self, module):
         # "tensorflow" is in sys.modules already (the import system puts it there first)
         sys.modules.setdefault(TF_GLOBAL_FLAGS_MODULE, None)
-        flags = sys.getdlopenflags()
-        sys.setdlopenflags(flags | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
-        try:
+        with _local_deep_binding():
             self.loader.exec_module(module)
-        finally:
-            sys.setdlopenflags(flags)
 
 
 class SafeTensorflowImport(importlib.abc.MetaPathFinder):

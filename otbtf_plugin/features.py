@@ -179,7 +179,7 @@ def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> di
         },
         "output_names": [o.name for o in plan.outputs] if model.kind != "bands" else [],
         "sources": [{"bands": sp.bands, "rfield": sp.rfield, "dtype": str(ds.dtypes[0]), "name": Path(ds.name).name,
-                     "resolution": [abs(ds.transform.a), abs(ds.transform.e)], "bounds": list(ds.bounds)}
+                     "resolution": [abs(ds.transform.a), abs(ds.transform.e)]}
                     for sp, ds in zip(plan.sources, datasets, strict=True)],
         "features": band_names(plan, "{name}_{c}") if model.kind != "bands" else [
             f"source{k}_band{b}" for k, sp in enumerate(plan.sources, 1) for b in range(1, sp.bands + 1)],
@@ -216,7 +216,7 @@ def recipe_differences(trained: dict, given: dict) -> list[str]:
 
 
 def _resolution(source: dict) -> tuple[float, float] | None:
-    resolution = source.get("resolution")  # classifiers written before version 0.x have none
+    resolution = source.get("resolution")  # older classifier files have none
     return (float(resolution[0]), float(resolution[1])) if resolution else None
 
 
@@ -239,13 +239,13 @@ def _swapped_sources(trained: list[dict], given: list[dict]) -> str | None:
         if not match:
             return None  # other data altogether: said by recipe_notes
         order.append(match[0])
-    described = ", ".join(f"SOURCE{j + 1} = the {_metres(was[j])} raster ({trained[j].get('name', '?')} at training)"
-                          for j in range(len(trained)))
-    given_order = ", ".join(f"source {k} is {_metres(now[k - 1])}" for k in range(1, len(now) + 1))
+    described = ", ".join(f"SOURCE{j + 1} = the {_pixel_size(size)} raster ({source.get('name', '?')} at training)"
+                          for j, (size, source) in enumerate(zip(was, trained, strict=True)))
+    given_order = ", ".join(f"source {k} is {_pixel_size(now[k - 1])}" for k in range(1, len(now) + 1))
     return f"the sources seem swapped ({given_order}): give them in the training order, {described}"
 
 
-def _metres(resolution) -> str:
+def _pixel_size(resolution) -> str:
     return f"{resolution[0]:g} x {resolution[1]:g}"
 
 
@@ -256,8 +256,8 @@ def recipe_notes(trained: dict, given: dict) -> list[str]:
     for k, (t, g) in enumerate(zip(trained.get("sources", []), given.get("sources", []), strict=False), 1):
         was, now = _resolution(t), _resolution(g)
         if was and now and not _same_resolution(was, now):
-            notes.append(f"warning: source {k} has pixels of {_metres(now)}; the classifier was trained on "
-                         f"{_metres(was)} ({t.get('name', '?')}): check that this is the data you mean")
+            notes.append(f"warning: source {k} has pixels of {_pixel_size(now)}; the classifier was trained on "
+                         f"{_pixel_size(was)} ({t.get('name', '?')}): check that this is the data you mean")
         if t.get("dtype") and t["dtype"] != g.get("dtype"):
             notes.append(f"warning: source {k} holds {g.get('dtype')} pixels; the classifier was trained on "
                          f"{t['dtype']} ({t.get('name', '?')}): values on another scale give a wrong map")

@@ -26,7 +26,7 @@ import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
@@ -62,14 +62,10 @@ class Output:
         return [path, *(_companion(path, suffix) for suffix in self.companions)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Named:
     name: str
     path: Path
-    key: str = field(init=False)
-
-    def __post_init__(self):
-        self.key = _key(self.path)
 
 
 def _companion(path: Path, suffix: str) -> Path:
@@ -287,9 +283,8 @@ def _replace_folder(new: Path, final: Path) -> None:
 def atomic_output(final: PathLike) -> Iterator[Path]:
     """One file: yield a temporary path beside ``final``, renamed to it when the block
     ends without error, deleted otherwise. The caller closes its file inside the block."""
-    with StagedOutputs() as staged:
+    with staged_or_now(None) as staged:
         yield staged.file(final)
-        staged.commit()
 
 
 @contextmanager

@@ -95,7 +95,6 @@ class ServeResult:
     style: Path | None = None  # a .qml beside a class map
 
 
-
 def serve(sources: list[ServeSource], model_path, output, options: ServeOptions | None = None,
           progress: Progress | None = None, model: ServedModel | None = None,
           executor: Executor | None = None) -> ServeResult:
@@ -118,7 +117,8 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         progress.info(plan.describe())
         for note in plan.notes + scale_warnings(plan, model, datasets):
             progress.info(note)
-        plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)  # (the submodule .tiles hides the name)
+        # grid.tiles, qualified: inside this package the name `tiles` is the submodule
+        plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, output_dtype(plan), options.compress)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
             profile["nodata"] = plan.background
