@@ -245,6 +245,12 @@ class ModelGeometry:
     def after(self) -> int:
         return self.context - self.before
 
+    @property
+    def output_span(self) -> slice:
+        """Where the output block lies in the model's input (reference pixels, either axis):
+        ``before .. before + efield * scale``. Training cuts label patches to it."""
+        return slice(self.before, self.before + self.efield * self.scale)
+
 
 def margins_px(rfield: int, efield: int, scale: int = 1) -> tuple[int, int]:
     """``(before, after)``: input pixels before and after an output block."""

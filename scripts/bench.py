@@ -359,27 +359,29 @@ sys.path.insert(0, {root!r})
 from otbtf_plugin.deps import import_tensorflow
 import_tensorflow()
 import keras
-from otbtf_plugin.training import _Sources, _sequence, band_statistics, build_cnn
-data = _Sources([{patches!r}], {labels!r}, "training")
+from otbtf_plugin.model_metadata import BandStatistics, ModelInput
+from otbtf_plugin.training.architectures import build_cnn
+from otbtf_plugin.training.data import TrainingSet, band_statistics, batches
+data = TrainingSet([{patches!r}], {labels!r}, "training")
 indices = np.arange(data.count)
 patches, labels = data.read(indices)
 codes = sorted(np.unique(labels).astype(int).tolist())
 label_index = np.zeros(max(codes) + 1, dtype=np.int64)
 label_index[codes] = np.arange(len(codes))
 mean, std = band_statistics(data.images[0], indices)
-source = {{"name": "x1", "patch": 16, "bands": 3, "mean": mean, "std": std}}
+source = ModelInput("x1", rfield=16, bands=3, band_statistics=BandStatistics(tuple(mean), tuple(std)))
 epochs, batch = 2, 64
 
 def model():
     keras.utils.set_random_seed(0)
-    m = build_cnn(keras, [dict(source)], len(codes), codes)[0]
+    m = build_cnn(keras, [source], len(codes), codes)[0]
     m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     m.fit(patches[0][:batch].astype("float32"), label_index[labels[:batch].astype(int)], epochs=1, verbose=0)
     return m
 
 m = model()
 started = time.perf_counter()
-m.fit(_sequence(keras, data, indices, batch, ["x1"], label_index, 0, True), epochs=epochs, verbose=0)
+m.fit(batches(keras, data, indices, batch, label_index, 0, True), epochs=epochs, verbose=0)
 disk = time.perf_counter() - started
 x, y = patches[0].astype("float32"), label_index[labels.astype(int)]
 m = model()

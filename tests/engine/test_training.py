@@ -223,13 +223,14 @@ def test_single_class_labels_are_refused(tmp_path):
 
 
 def test_augmentation_applies_one_dihedral_transform_to_patch_and_labels():
-    from otbtf_plugin.training import _keras, _sequence, _Sources, dihedral
+    from otbtf_plugin.training.architectures import keras_module
+    from otbtf_plugin.training.data import TrainingSet, batches, dihedral
 
-    keras = _keras()
-    data = _Sources([A_PATCHES], A_LABELS, "training")
+    keras = keras_module()
+    data = TrainingSet([A_PATCHES], A_LABELS, "training")
     label_index = np.array([0, 1])
-    plain = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False)
-    augmented = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False, augment=True)
+    plain = batches(keras, data, np.arange(24), 8, label_index, 0, shuffle=False)
+    augmented = batches(keras, data, np.arange(24), 8, label_index, 0, shuffle=False, augment=True)
     x0, y0 = plain[1]
     x1, y1 = augmented[1]
     changed = 0
@@ -239,7 +240,7 @@ def test_augmentation_applies_one_dihedral_transform_to_patch_and_labels():
         assert any(np.array_equal(dihedral(y0[k], t), y1[k]) for t in matches)  # ...and its labels the same one
         changed += not np.array_equal(x0[k], x1[k])
     assert changed > 0
-    again = _sequence(keras, data, np.arange(24), 8, ["x1"], label_index, 0, shuffle=False, augment=True)
+    again = batches(keras, data, np.arange(24), 8, label_index, 0, shuffle=False, augment=True)
     assert np.array_equal(again[1][0], x1)  # seeded
     data.close()
 
@@ -247,13 +248,13 @@ def test_augmentation_applies_one_dihedral_transform_to_patch_and_labels():
 def test_fine_tuning_can_freeze_the_first_layers(trained, patches, tmp_path):
     import keras
 
-    from otbtf_plugin.training import _class_code_layer
+    from otbtf_plugin.training.architectures import class_code_layer
 
     _, _, out = trained
     (tp, ty, _) = patches["train"]
     train(TrainConfig([tp], ty, tmp_path / "tuned", epochs=1, batch_size=16, initial_model=out / "model",
                       freeze_layers=2, augment=True))
-    _class_code_layer(keras)
+    class_code_layer(keras)
     before = keras.saving.load_model(out / "model" / "model.keras")
     after = keras.saving.load_model(tmp_path / "tuned" / "model.keras")
     with_weights = [(a, b) for a, b in zip(before.layers, after.layers, strict=True) if a.weights]

@@ -1,0 +1,291 @@
+"""Training TensorFlow models from patches images (ours or otbtf's).
+
+``train()`` goes: check the configuration and the paths, open the data (``data``), hold
+out the validation patches, decide what to learn from the labels (``targets``), build or
+load the network (``architectures``), fit, validate, and write the model folder and the
+report (``report``) together.
+
+The model folder holds ``savedmodel/`` (signature ``serving_default``), ``model.keras`` and
+``otbtf_model.json`` (``model_metadata``: what serving reads: input names, receptive
+fields, expression field, scale, class codes and names, band statistics, history).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import Cancelled, InputError
+from ..grid import ModelGeometry
+from ..metrics import confusion_matrix, regression_report
+from ..metrics import report as accuracy_report
+from ..model_metadata import (
+    METADATA_FILE,
+    BandStatistics,
+    ModelClass,
+    ModelInput,
+    ModelMetadata,
+    write_metadata,
+)
+from ..outputs import Output, StagedOutputs, check_paths
+from ..progress import NullProgress, Progress
+from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
+from .data import TrainingSet, band_statistics, batches, hold_out, predict
+from .report import tensorboard_validation, write_report
+from .targets import TASKS, Target, class_weights, decide_target
+
+__all__ = ["ARCHITECTURES", "TASKS", "TrainConfig", "TrainResult", "train"]
+
+
+@dataclass
+class TrainConfig:
+    train_patches: list  # one patches image per source
+    train_labels: str | Path
+    output_model: str | Path
+    valid_patches: list | None = None
+    valid_labels: str | Path | None = None
+    output_report: str | Path | None = None
+    architecture: str = "cnn"
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    learning_rate: float = 1e-3
+    class_weights: bool = True
+    valid_fraction: float = 0.2  # held out of the training patches when no validation set is given
+    tensorboard_dir: str | Path | None = None
+    class_names: dict = field(default_factory=dict)  # code -> name (default: from the labels' metadata)
+    initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
+    freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
+    augment: bool = False  # random flips and 90-degree rotations of the training patches
+    task: str = "auto"  # auto (labels decide), classification, regression
+
+
+@dataclass
+class TrainResult:
+    model_folder: Path
+    report: dict
+    report_html: Path | None
+    history: dict
+
+
+@dataclass
+class _Split:
+    """The training patches and the validation patches (a set of their own, or held out)."""
+
+    train: TrainingSet
+    train_idx: np.ndarray
+    valid: TrainingSet
+    valid_idx: np.ndarray
+
+    def close(self) -> None:
+        self.train.close()
+        if self.valid is not self.train:
+            self.valid.close()
+
+
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train a model on patches images and write the model folder and the report."""
+    progress = progress or NullProgress()
+    output = _check(config)
+    keras = keras_module()
+    import tensorflow as tf
+
+    split = _open_split(config)
+    try:
+        labels = split.train.read_labels(split.train_idx)
+        names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
+        target = decide_target(config.task, config.architecture, split.train.layout, labels,
+                               bool(config.initial_model), names)
+        sources = [_input_spec(config, k, image, split.train_idx) for k, image in enumerate(split.train.images)]
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+        training_model, served, sources = _networks(keras, config, target, sources, progress)
+        efield = int(training_model.output.shape[1]) if split.train.layout == "segmentation" else 1
+        # Label patches are cut to the model's output block, where serving puts it (grid rule).
+        span = ModelGeometry(int(sources[0].rfield or 1), efield).output_span if efield > 1 else None
+        training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                               loss="mse" if target.regression else "sparse_categorical_crossentropy",
+                               metrics=["mae"] if target.regression else ["accuracy"])
+        truth = _validation_truth(split, target, span)
+        history = _fit(keras, config, split, target, labels, training_model, span, progress)
+        metrics = _validate(training_model, split, target, truth)
+        metadata = _metadata(config, target, sources, efield, served, history, split)
+        if config.tensorboard_dir:
+            tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
+        report_html = None
+        with StagedOutputs() as staged:
+            _write_model_folder(staged.folder(output, METADATA_FILE), served, metadata)
+            if config.output_report:
+                report_html = write_report(config.output_report, metrics, history, metadata, staged)
+            staged.commit()
+    finally:
+        split.close()
+    if target.regression:
+        progress.info(f"validation: RMSE {metrics['rmse']:.4g}, MAE {metrics['mae']:.4g}, R2 {metrics['r2']:.3f}")
+    else:
+        progress.info(f"validation: overall accuracy {metrics['overall_accuracy']:.3f}, kappa {metrics['kappa']:.3f}")
+    return TrainResult(output, metrics, report_html, history)
+
+
+def _check(config: TrainConfig) -> Path:
+    """The options and the paths, before TensorFlow is loaded; returns the model folder."""
+    if config.architecture not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {config.architecture!r}; use one of: {', '.join(ARCHITECTURES)}")
+    if config.task not in TASKS:
+        raise InputError(f"unknown task {config.task!r}; use one of: {', '.join(TASKS)}")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise InputError(f"EPOCHS ({config.epochs}) and BATCH_SIZE ({config.batch_size}) must be at least 1")
+    output = Path(config.output_model)
+    if not output.parent.is_dir():
+        raise InputError(f"output folder {str(output.parent)!r} does not exist")
+    if config.valid_patches and len(config.valid_patches) != len(config.train_patches):
+        raise InputError(f"{len(config.train_patches)} training sources but {len(config.valid_patches)} "
+                         "validation sources: give one validation patches image per source")
+    check_paths({"TRAIN_PATCHES": config.train_patches, "TRAIN_LABELS": config.train_labels,
+                 "VALID_PATCHES": config.valid_patches, "VALID_LABELS": config.valid_labels,
+                 "MODEL": config.initial_model},
+                {"OUTPUT_MODEL": Output(output, "folder", marker=METADATA_FILE),
+                 "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
+                 if config.output_report else None})
+    return output
+
+
+def _open_split(config: TrainConfig) -> _Split:
+    """The training set and its validation patches: VALID_* when given, else a held-out share."""
+    data = TrainingSet(config.train_patches, config.train_labels, "training")
+    try:
+        if not config.valid_patches:
+            train_idx, valid_idx = hold_out(data.count, config.valid_fraction, config.seed)
+            return _Split(data, train_idx, data, valid_idx)
+        valid = TrainingSet(config.valid_patches, config.valid_labels, "validation")
+    except BaseException:
+        data.close()
+        raise
+    split = _Split(data, np.arange(data.count), valid, np.arange(valid.count))
+    if valid.layout != data.layout:
+        split.close()
+        raise InputError(f"training labels are for {data.layout}, validation labels for {valid.layout}")
+    return split
+
+
+def _input_spec(config: TrainConfig, k: int, image, indices: np.ndarray) -> ModelInput:
+    """Input ``x<k+1>``: its patch size, bands and band statistics over the training patches."""
+    if image.patch_width != image.patch_height:
+        raise InputError(f"{Path(image.path).name}: the {config.architecture} architecture needs square patches")
+    mean, std = band_statistics(image, indices)
+    return ModelInput(f"x{k + 1}", rfield=image.patch_width, bands=image.bands,
+                      band_statistics=BandStatistics(tuple(mean), tuple(std)))
+
+
+def _networks(keras, config: TrainConfig, target: Target, sources: list[ModelInput], progress: Progress):
+    """(training model, served model, inputs): built anew, or loaded for fine-tuning with its
+    first FREEZE_LAYERS layers frozen."""
+    if not config.initial_model:
+        build = BUILDERS[target.architecture]
+        return (*build(keras, sources, len(target.codes), target.codes, target=target.statistics), sources)
+    training_model, served, sources = fine_tune_start(keras, config.initial_model, sources, target.codes)
+    frozen = [layer for layer in training_model.layers if layer.weights][:config.freeze_layers]
+    for layer in frozen:
+        layer.trainable = False
+    if frozen:
+        progress.info("frozen: " + ", ".join(layer.name for layer in frozen))
+    return training_model, served, sources
+
+
+def _validation_truth(split: _Split, target: Target, span: slice | None) -> np.ndarray:
+    """The validation labels (label patches cut to the output block), checked against the
+    training classes before the long fit."""
+    truth = split.valid.read_labels(split.valid_idx)
+    truth = truth if span is None else truth[:, span, span]
+    if not target.regression:
+        unknown = sorted(set(np.unique(truth).tolist()) - set(target.codes))
+        if unknown:
+            raise InputError(f"validation labels hold classes absent from training: {unknown}")
+    return truth
+
+
+def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.ndarray, model,
+         span: slice | None, progress: Progress) -> dict[str, list[float]]:
+    """Fit ``model`` on the training patches, validating each epoch; returns the history."""
+    label_index = target.label_index()
+    weights = pixel_weights = None
+    if config.class_weights and not target.regression:
+        per_class = class_weights(target, labels)
+        if target.task == "segmentation":  # Keras' class_weight is for one label per sample: weight pixels
+            pixel_weights = per_class
+        else:
+            weights = {k: float(w) for k, w in enumerate(per_class)}
+    training = batches(keras, split.train, split.train_idx, config.batch_size, label_index, config.seed,
+                       shuffle=True, label_span=span, pixel_weights=pixel_weights, augment=config.augment)
+    validation = batches(keras, split.valid, split.valid_idx, config.batch_size, label_index, config.seed,
+                         shuffle=False, label_span=span)
+    callbacks = [_progress_callback(keras, progress, config.epochs * len(training))]
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
+    fit = model.fit(training, validation_data=validation, epochs=config.epochs, class_weight=weights,
+                    callbacks=callbacks, verbose=0)
+    if progress.cancelled():
+        raise Cancelled("training cancelled: no model was written")
+    return {key: [float(v) for v in values] for key, values in fit.history.items()}
+
+
+def _validate(model, split: _Split, target: Target, truth: np.ndarray) -> dict:
+    """Scores of ``model`` on the validation patches."""
+    predicted = predict(model, split.valid, split.valid_idx, target.regression)
+    if target.regression:
+        return regression_report(truth, predicted)
+    matrix = confusion_matrix(truth.astype(np.int64), np.asarray(target.codes)[predicted], target.codes)
+    return accuracy_report(matrix, [target.names[c] for c in target.codes])
+
+
+def _metadata(config: TrainConfig, target: Target, sources: list[ModelInput], efield: int, served,
+              history: dict, split: _Split) -> ModelMetadata:
+    stats = target.statistics
+    return ModelMetadata(
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        otbtf_plugin=__version__, task=target.task, architecture=target.architecture,
+        inputs=sources, efield=efield, scale=1,
+        outputs={"value": "predicted value, in the labels' units"} if target.regression else
+        {"prob": "class probabilities, in the order of classes", "class": "class code"},
+        # Served only when named in OUTPUT_NAMES.
+        extra_outputs={"features": "deep features: the network's values before its head"}
+        if isinstance(served.output, dict) and "features" in served.output else {},
+        target_statistics={"mean": stats[0], "std": stats[1]} if stats is not None else None,
+        classes=[ModelClass(c, target.names[c]) for c in target.codes],
+        training={"patches": len(split.train_idx), "validation_patches": len(split.valid_idx),
+                  "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
+                  "learning_rate": config.learning_rate, "augment": config.augment,
+                  "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
+                  "frozen_layers": config.freeze_layers if config.initial_model else 0},
+        history=history,
+    )
+
+
+def _progress_callback(keras, progress: Progress, total: int):
+    """A Keras callback reporting each batch and stopping after the batch when cancelled."""
+
+    class ProgressCallback(keras.callbacks.Callback):
+        done = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            progress.step(self.done, total)
+            if progress.cancelled():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            text = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+            progress.info(f"epoch {epoch + 1}: {text}")
+
+    return ProgressCallback()
+
+
+def _write_model_folder(folder: Path, served, metadata: ModelMetadata) -> None:
+    """SavedModel, .keras and metadata into ``folder`` (a staged temporary folder)."""
+    served.export(str(folder / "savedmodel"), verbose=False)
+    served.save(folder / "model.keras")
+    write_metadata(folder, metadata)

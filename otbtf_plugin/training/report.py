@@ -1,0 +1,72 @@
+"""What a training run tells its user: the validation report (HTML with learning curves,
+JSON beside it) and the validation scores for TensorBoard."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from .. import reports
+from ..metrics import classification_html
+from ..model_metadata import ModelMetadata
+from ..outputs import StagedOutputs
+
+
+def curves_png(history: dict) -> bytes:
+    """Loss and accuracy (or MAE) per epoch, as PNG. Drawn on an Agg canvas of its own: no
+    pyplot, no change of the process' matplotlib backend (QGIS has its own)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.2))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    second = "accuracy" if "accuracy" in history else "mae"
+    for axis, key in zip(axes, ("loss", second), strict=True):
+        for name, style in ((key, "-"), (f"val_{key}", "--")):
+            if name in history:
+                axis.plot(range(1, len(history[name]) + 1), history[name], style, label=name)
+        axis.set_xlabel("epoch")
+        axis.set_title(key)
+        axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
+                 staged: StagedOutputs | None = None) -> Path:
+    """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
+    if "rmse" in metrics:
+        scores = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
+                  f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
+    else:
+        scores = classification_html(metrics)
+    curves = base64.b64encode(curves_png(history)).decode() if history else ""
+    body = f"""<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
+{metadata.training['patches']} training and {metadata.training['validation_patches']} validation patches;
+{metadata.training['epochs']} epochs.</p>
+<h2>Validation</h2>
+{scores}
+<h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
+    data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
+    return reports.write_report(path, "Training report", body, data, staged)
+
+
+def tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
+    """The validation scores, and the confusion matrix as a table, for TensorBoard."""
+    with tf.summary.create_file_writer(str(folder / "validation")).as_default():
+        if "rmse" in metrics:
+            for key in ("rmse", "mae", "bias", "r2"):
+                tf.summary.scalar(f"validation/{key}", metrics[key], step=step)
+            return
+        tf.summary.scalar("validation/overall_accuracy", metrics["overall_accuracy"], step=step)
+        tf.summary.scalar("validation/kappa", metrics["kappa"], step=step)
+        names = [c["name"] for c in metrics["classes"]]
+        rows = ["| truth \\ prediction | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        rows += [f"| {name} | " + " | ".join(str(v) for v in row) + " |"
+                 for name, row in zip(names, metrics["confusion_matrix"], strict=True)]
+        tf.summary.text("validation/confusion_matrix", "\n".join(rows), step=step)
