@@ -26,13 +26,13 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from .errors import InputError
-from .grid import Window, patch_start
+from .grid import Grid, block_index, cut_patches, margins_px, patch_centre, patch_fits, patch_start, patches_window
 from .outputs import StagedOutputs, check_paths, geotiff
 from .patches_image import TAG_CLASS_CODES, PatchesWriter
 from .progress import NullProgress, Progress, check_cancelled, mebibytes
 from .raster import class_code_types, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
-from .vector import read_features, transform_xy
+from .vector import Features, read_features, transform_xy
 
 GROUP_PX = 512  # patch centres are grouped by blocks of this many pixels for reading
 WRITE_CHUNK = 256  # patches per write
@@ -105,6 +105,58 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
                     group_px: int = GROUP_PX, progress: Progress | None = None) -> Extraction:
     """Extract one patch per point and per source (see module doc)."""
     progress = progress or NullProgress()
+    targets = _check_request(sources, vector, outputs, field_name, labels_output)
+    with ExitStack() as stack:
+        # Each window is read once: GDAL's block cache (5 % of the RAM by default) need not grow.
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=64))
+        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        grids = _check_sources(sources, datasets)
+        points = _read_points(vector, field_name, layer, len(sources), progress)
+        rejected: dict[str, int] = {}
+        starts, inside = _patch_starts(sources, datasets, grids, points, rejected)
+        slots = np.flatnonzero(inside)  # the points whose patches lie in every source, in input order
+        del inside
+        if len(slots) == 0:
+            raise InputError(_nothing_extracted(rejected, sources, datasets, points))
+        tmpdir = scratch_dir(Path(targets[0]).parent, "otbtf-extraction")
+        stack.callback(shutil.rmtree, tmpdir, True)
+        groups = [_groups(src, grid, col0[slots], row0[slots], group_px)
+                  for src, grid, (col0, row0) in zip(sources, grids, starts, strict=True)]
+        steps = _Steps(progress, sum(len(g) for g in groups) + 1)
+        buffers = []
+        nodata_hit = np.zeros(len(slots), dtype=bool)
+        for i, (src, ds, (col0, row0), source_groups) in enumerate(
+                zip(sources, datasets, starts, groups, strict=True), 1):
+            buffer = _scratch(tmpdir / f"source{i}.raw", np.dtype(ds.dtypes[0]),
+                              (len(slots), ds.count, src.height, src.patch_width))
+            buffers.append(buffer)
+            hits = _cut_source(src, ds, col0[slots], row0[slots], source_groups, buffer, steps)
+            newly = hits & ~nodata_hit
+            if newly.any():
+                rejected[f"nodata in source {i}"] = int(newly.sum())
+            nodata_hit |= hits
+        keep = np.flatnonzero(~nodata_hit)  # positions in `slots`
+        accepted = slots[keep]
+        if len(accepted) == 0:
+            raise InputError(_nothing_extracted(rejected, sources, datasets, points))
+        staged = stack.enter_context(StagedOutputs())
+        _write_patches(staged, sources, datasets, buffers, keep, targets, progress)
+        labels_path = None
+        if labels_output:
+            labels_path = Path(labels_output)
+            _write_labels(staged.file(labels_path), points.codes[points.point_feature[accepted]], points)
+        for buffer in buffers:
+            buffer._mmap.close()  # type: ignore[attr-defined]  # release the temporary files before removal
+        steps.finish()
+        result = _result(targets, labels_path, points, accepted, rejected, field_name, datasets[0])
+        for message in result.messages:
+            progress.info(message)
+        staged.commit()
+    return result
+
+
+def _check_request(sources: list[PatchSource], vector, outputs: list, field_name, labels_output) -> list[Path]:
+    """The request's shape and its paths, before any file is opened."""
     if not sources:
         raise InputError("no source raster given")
     if len(outputs) != len(sources):
@@ -114,154 +166,154 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             raise InputError(f"source {i}: patch size {src.patch_width} x {src.height} must be at least 1 x 1")
     if labels_output and not field_name:
         raise InputError("a labels image needs a class field (FIELD)")
-    outputs = [Path(p) for p in outputs]
+    paths = [Path(p) for p in outputs]
     check_paths({**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
-                {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(outputs, 1)},
+                {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(paths, 1)},
                  "OUTPUT_LABELS": geotiff(labels_output)})
-    with ExitStack() as stack:
-        # Each window is read once: GDAL's block cache (5 % of the RAM by default) need not grow.
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=64))
-        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
-        _check_overlap(datasets)
-        grids = [grid_of(ds) for ds in datasets]
-        for i, (src, grid) in enumerate(zip(sources, grids, strict=True), 1):
-            if src.patch_width > grid.width or src.height > grid.height:
-                raise InputError(
-                    f"source {i}: patch size {src.patch_width} x {src.height} px is larger than the "
-                    f"raster ({grid.width} x {grid.height} px); use at most {min(grid.width, grid.height)}"
-                )
-        feats = read_features(vector, field_name, None, layer)
-        others = feats.geometry_types() - {"Point"}
-        if others:
+    return paths
+
+
+def _check_sources(sources: list[PatchSource], datasets) -> list[Grid]:
+    """The sources' grids, once they are known to overlap and to be larger than their patches."""
+    _check_overlap(datasets)
+    grids = [grid_of(ds) for ds in datasets]
+    for i, (src, grid) in enumerate(zip(sources, grids, strict=True), 1):
+        if src.patch_width > grid.width or src.height > grid.height:
             raise InputError(
-                f"VECTOR must hold points, not {', '.join(sorted(others))}; "
-                "make points from polygons with otbtf:sampleselection first"
+                f"source {i}: patch size {src.patch_width} x {src.height} px is larger than the "
+                f"raster ({grid.width} x {grid.height} px); use at most {min(grid.width, grid.height)}"
             )
-        part_feature, px, py = feats.point_feature, feats.point_x, feats.point_y
-        n = len(px)
-        if n == 0:
-            raise InputError(f"the vector {str(vector)!r} has no point"
-                             + (f" with a class in field {field_name!r}" if field_name else ""))
-        needed = n * (BYTES_PER_POINT + 8 * len(sources))
-        if needed > MEMORY_SHARE * physical_memory():
-            raise InputError(f"{n} points would need about {mebibytes(needed)} of working memory, more than half "
-                             f"of this machine's {mebibytes(physical_memory())}: extract them in parts (split the "
-                             "points layer by area, e.g. with Vector > Research Tools > Create Grid and Clip)")
-        progress.info(f"{n} points: about {mebibytes(needed)} of working memory (the patches themselves go to "
-                      "a temporary file beside the output)")
-        rejected: dict[str, int] = {}
-        alive = np.ones(n, dtype=bool)
-        starts = []  # per source: (col0, row0) of every point's patch
-        for i, (src, ds, grid) in enumerate(zip(sources, datasets, grids, strict=True), 1):
-            x, y = transform_xy(px, py, feats.crs_wkt, crs_wkt(ds))
-            col, row = grid.pixel_of(x, y)
-            del x, y
-            # int32 patch starts (a raster is far narrower than 2**31 px): 8 bytes a point per source
-            col0, row0 = (patch_start(col, src.patch_width).astype(np.int32),
-                          patch_start(row, src.height).astype(np.int32))
-            del col, row
-            inside = (col0 >= 0) & (row0 >= 0) & (col0 + src.patch_width <= grid.width) \
-                & (row0 + src.height <= grid.height)
-            outside = alive & ~inside
-            if outside.any():
-                rejected[f"patch not entirely inside source {i}"] = int(outside.sum())
-            alive &= inside
-            starts.append((col0, row0))
+    return grids
 
-        slots = np.flatnonzero(alive)  # candidate points still possible, in input order
-        if len(slots) == 0:
-            raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
-        tmpdir = scratch_dir(Path(outputs[0]).parent, "otbtf-extraction")
-        stack.callback(shutil.rmtree, tmpdir, True)
-        buffers = []
-        groups_total = 0
-        plans = []
-        for src, (col0, row0), grid in zip(sources, starts, grids, strict=True):
-            # Points grouped by the block of group_px pixels holding their centre, blocks row by row.
-            columns = grid.width // group_px + 1
-            key = ((row0[slots].astype(np.int64) + src.height // 2) // group_px) * columns \
-                + (col0[slots] + src.patch_width // 2) // group_px
-            order = np.argsort(key, kind="stable")
-            key = key[order]
-            bounds = np.flatnonzero(key[1:] != key[:-1]) + 1
-            del key
-            plans.append(np.split(order, bounds) if len(order) else [])
-            groups_total += len(plans[-1])
-        done = 0
-        nodata_hit = np.zeros(n, dtype=bool)
-        for i, (src, ds, (col0, row0), plan) in enumerate(zip(sources, datasets, starts, plans, strict=True), 1):
-            buffer = _scratch(tmpdir / f"source{i}.raw", np.dtype(ds.dtypes[0]),
-                              (len(slots), ds.count, src.height, src.patch_width))
-            buffers.append(buffer)
-            nodata = nodata_values(ds, src.nodata)
-            hits = np.zeros(len(slots), dtype=bool)
-            for members in plan:  # members: positions in `slots`
-                check_cancelled(progress, "patches extraction")
-                c0, r0 = col0[slots[members]], row0[slots[members]]
-                window = Window(int(c0.min()), int(r0.min()), int(c0.max() - c0.min()) + src.patch_width,
-                                int(r0.max() - r0.min()) + src.height)
-                block = read(ds, window=window.to_rasterio())
-                rows = (r0 - window.row_off)[:, None, None] + np.arange(src.height)[None, :, None]
-                cols = (c0 - window.col_off)[:, None, None] + np.arange(src.patch_width)[None, None, :]
-                patches = block[:, rows, cols].transpose(1, 0, 2, 3)  # (m, bands, h, w)
-                buffer[members] = patches
-                if any(v is not None for v in nodata):
-                    bad = invalid_pixels(patches.transpose(1, 0, 2, 3).reshape(ds.count, len(members), -1),
-                                         nodata)
-                    hits[members] = bad.any(axis=1)
-                done += 1
-                progress.step(done, groups_total + 1)
-            newly = hits & ~nodata_hit[slots]
-            if newly.any():
-                rejected[f"nodata in source {i}"] = int(newly.sum())
-            nodata_hit[slots] |= hits
-        keep = ~nodata_hit[slots]  # over slots
-        accepted = slots[keep]
-        if len(accepted) == 0:
-            raise InputError(_nothing_extracted(n, rejected, sources, datasets, px, py, feats.crs_wkt))
 
-        staged = stack.enter_context(StagedOutputs())
-        finals = [staged.file(out) for out in [*outputs, *([Path(labels_output)] if labels_output else [])]]
-        codes_tag = {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(feats.class_names.items()))} \
-            if feats.string_classes else {}
-        keep_positions = np.flatnonzero(keep)
-        for i, (src, ds, buffer, tmp) in enumerate(zip(sources, datasets, buffers, finals, strict=False), 1):
-            check_cancelled(progress, "patches extraction")
-            writer = PatchesWriter(tmp, len(accepted), src.patch_width, src.height, ds.count, ds.dtypes[0],
-                                   descriptions=list(ds.descriptions),
-                                   tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)})
-            try:
-                for start in range(0, len(keep_positions), WRITE_CHUNK):
-                    writer.write(np.asarray(buffer[keep_positions[start:start + WRITE_CHUNK]]))
-            finally:
-                writer.close()
-        labels_path = None
-        if labels_output:
-            codes = feats.codes[part_feature[accepted]]
-            writer = PatchesWriter(finals[-1], len(accepted), 1, 1, 1, _label_dtype(codes), tags=codes_tag)
-            try:
-                writer.write(codes.reshape(-1, 1, 1, 1))
-            finally:
-                writer.close()
-            labels_path = Path(labels_output)
-        for buffer in buffers:
-            buffer._mmap.close()  # type: ignore[attr-defined]  # release the temporary files before removal
-        progress.step(groups_total + 1, groups_total + 1)
-        x1, y1 = transform_xy(px[accepted], py[accepted], feats.crs_wkt, crs_wkt(datasets[0]))
-        messages = [f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"
-                                                                    for reason, count in rejected.items()]
-        for message in messages:
-            progress.info(message)
-        result = Extraction(
-            outputs=[Path(p) for p in outputs], labels=labels_path, candidates=n, accepted=len(accepted),
-            rejected=rejected,
-            fids=feats.fids[part_feature[accepted]], codes=feats.codes[part_feature[accepted]],
-            x=np.asarray(x1), y=np.asarray(y1), class_names=feats.class_names,
-            string_classes=feats.string_classes, field=field_name or "", crs_wkt=crs_wkt(datasets[0]),
-            messages=messages,
+def _read_points(vector, field_name, layer, n_sources: int, progress: Progress) -> Features:
+    """The points (and their classes), refused when there are none or too many for memory."""
+    points = read_features(vector, field_name, None, layer)
+    others = points.geometry_types() - {"Point"}
+    if others:
+        raise InputError(
+            f"VECTOR must hold points, not {', '.join(sorted(others))}; "
+            "make points from polygons with otbtf:sampleselection first"
         )
-        staged.commit()
-    return result
+    n = len(points.point_x)
+    if n == 0:
+        raise InputError(f"the vector {str(vector)!r} has no point"
+                         + (f" with a class in field {field_name!r}" if field_name else ""))
+    needed = n * (BYTES_PER_POINT + 8 * n_sources)
+    if needed > MEMORY_SHARE * physical_memory():
+        raise InputError(f"{n} points would need about {mebibytes(needed)} of working memory, more than half "
+                         f"of this machine's {mebibytes(physical_memory())}: extract them in parts (split the "
+                         "points layer by area, e.g. with Vector > Research Tools > Create Grid and Clip)")
+    progress.info(f"{n} points: about {mebibytes(needed)} of working memory (the patches themselves go to "
+                  "a temporary file beside the output)")
+    return points
+
+
+def _patch_starts(sources, datasets, grids, points: Features,
+                  rejected: dict[str, int]) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per source, ``(col0, row0)``: the first pixel of every point's patch (int32: a raster is far
+    narrower than 2**31 px, so 8 bytes a point); and whether a point's patches lie in every
+    source. Counts the points whose patch falls outside a source (the first that refuses it)."""
+    starts = []
+    alive = np.ones(len(points.point_x), dtype=bool)
+    for i, (src, ds, grid) in enumerate(zip(sources, datasets, grids, strict=True), 1):
+        x, y = transform_xy(points.point_x, points.point_y, points.crs_wkt, crs_wkt(ds))
+        col, row = grid.pixel_of(x, y)
+        del x, y
+        col0 = patch_start(col, src.patch_width).astype(np.int32)
+        row0 = patch_start(row, src.height).astype(np.int32)
+        del col, row
+        inside = patch_fits(col0, src.patch_width, grid.width) & patch_fits(row0, src.height, grid.height)
+        outside = alive & ~inside
+        if outside.any():
+            rejected[f"patch not entirely inside source {i}"] = int(outside.sum())
+        alive &= inside
+        starts.append((col0, row0))
+    return starts, alive
+
+
+def _groups(src: PatchSource, grid: Grid, col0: np.ndarray, row0: np.ndarray, group_px: int) -> list[np.ndarray]:
+    """Positions of the patches grouped by the block of ``group_px`` pixels holding their
+    centre, blocks row by row: each group is one windowed read."""
+    key = block_index(patch_centre(col0, src.patch_width), patch_centre(row0, src.height), group_px, grid.width)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    return np.split(order, np.flatnonzero(key[1:] != key[:-1]) + 1) if len(order) else []
+
+
+class _Steps:
+    """Progress over the reads of every source, and one last step for the writes."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def step(self) -> None:
+        self.done += 1
+        self.progress.step(self.done, self.total)
+
+    def finish(self) -> None:
+        self.progress.step(self.total, self.total)
+
+
+def _cut_source(src: PatchSource, ds, col0: np.ndarray, row0: np.ndarray, groups: list[np.ndarray],
+                buffer: np.ndarray, steps: _Steps) -> np.ndarray:
+    """The patches of one source into ``buffer``, a group at a time; returns, per patch,
+    whether it holds a nodata value of the source."""
+    nodata = nodata_values(ds, src.nodata)
+    hits = np.zeros(len(col0), dtype=bool)
+    for members in groups:
+        check_cancelled(steps.progress, "patches extraction")
+        c0, r0 = col0[members], row0[members]
+        window = patches_window(c0, r0, src.patch_width, src.height)
+        block = read(ds, window=window.to_rasterio())
+        patches = cut_patches(block, c0 - window.col_off, r0 - window.row_off, src.patch_width, src.height)
+        buffer[members] = patches
+        if any(v is not None for v in nodata):
+            bad = invalid_pixels(patches.transpose(1, 0, 2, 3).reshape(ds.count, len(members), -1), nodata)
+            hits[members] = bad.any(axis=1)
+        steps.step()
+    return hits
+
+
+def _write_patches(staged: StagedOutputs, sources, datasets, buffers, keep: np.ndarray, outputs: list[Path],
+                   progress: Progress) -> None:
+    """The kept patches of every source into its patches image, in point order."""
+    for i, (src, ds, buffer, out) in enumerate(zip(sources, datasets, buffers, outputs, strict=True), 1):
+        check_cancelled(progress, "patches extraction")
+        writer = PatchesWriter(staged.file(out), len(keep), src.patch_width, src.height, ds.count, ds.dtypes[0],
+                               descriptions=list(ds.descriptions),
+                               tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)})
+        try:
+            for start in range(0, len(keep), WRITE_CHUNK):
+                writer.write(np.asarray(buffer[keep[start:start + WRITE_CHUNK]]))
+        finally:
+            writer.close()
+
+
+def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
+    """One 1 x 1 label patch per kept point; class names in the metadata when they are text."""
+    tags = {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(points.class_names.items()))} \
+        if points.string_classes else {}
+    writer = PatchesWriter(path, len(codes), 1, 1, 1, _label_dtype(codes), tags=tags)
+    try:
+        writer.write(codes.reshape(-1, 1, 1, 1))
+    finally:
+        writer.close()
+
+
+def _result(outputs: list[Path], labels: Path | None, points: Features, accepted: np.ndarray,
+            rejected: dict[str, int], field_name, reference) -> Extraction:
+    n = len(points.point_x)
+    x, y = transform_xy(points.point_x[accepted], points.point_y[accepted], points.crs_wkt, crs_wkt(reference))
+    features = points.point_feature[accepted]
+    return Extraction(
+        outputs=outputs, labels=labels, candidates=n, accepted=len(accepted), rejected=rejected,
+        fids=points.fids[features], codes=points.codes[features], x=np.asarray(x), y=np.asarray(y),
+        class_names=points.class_names, string_classes=points.string_classes, field=field_name or "",
+        crs_wkt=crs_wkt(reference),
+        messages=[f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"
+                                                                 for reason, count in rejected.items()],
+    )
 
 
 def _scratch(path: Path, dtype, shape) -> np.ndarray:
@@ -281,18 +333,18 @@ def _label_dtype(codes: np.ndarray) -> str:
     return class_code_types(int(codes.min()), int(codes.max()))[0][0]
 
 
-def _nothing_extracted(n, rejected, sources, datasets, px, py, points_wkt) -> str:
+def _nothing_extracted(rejected, sources, datasets, points: Features) -> str:
     reasons = "; ".join(f"{count} {reason}" for reason, count in rejected.items())
-    parts = [f"no patch could be extracted from the {n} points ({reasons})"]
-    x, y = transform_xy(px, py, points_wkt, crs_wkt(datasets[0]))
+    parts = [f"no patch could be extracted from the {len(points.point_x)} points ({reasons})"]
+    x, y = transform_xy(points.point_x, points.point_y, points.crs_wkt, crs_wkt(datasets[0]))
     parts.append(f"the points lie in {_describe_bounds((x.min(), y.min(), x.max(), y.max()))}")
     for i, (src, ds) in enumerate(zip(sources, datasets, strict=True), 1):
         grid = grid_of(ds)
-        before_x, before_y = src.patch_width // 2, src.height // 2
+        (left, right), (top, bottom) = margins_px(src.patch_width, 1), margins_px(src.height, 1)
         parts.append(
             f"source {i} covers {_describe_bounds(ds.bounds)}; a {src.patch_width} x {src.height} px patch "
-            f"needs its centre at least {before_x} px from the left, {src.patch_width - before_x - 1} px from "
-            f"the right, {before_y} px from the top and {src.height - before_y - 1} px from the bottom edge "
-            f"({abs(grid.res_x) * before_x:g} map units from the left)"
+            f"needs its centre at least {left} px from the left, {right} px from "
+            f"the right, {top} px from the top and {bottom} px from the bottom edge "
+            f"({abs(grid.res_x) * left:g} map units from the left)"
         )
     return "; ".join(parts)

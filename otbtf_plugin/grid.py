@@ -102,6 +102,41 @@ def patch_window(col: int, row: int, width: int, height: int | None = None) -> W
     return Window(patch_start(col, width), patch_start(row, height), width, height)
 
 
+def patch_centre(start, size: int):
+    """The centre index of a patch of ``size`` pixels starting at ``start``: the inverse of
+    :func:`patch_start`."""
+    return start + size // 2
+
+
+def patch_fits(start, size: int, axis_px: int):
+    """Whether a patch of ``size`` pixels starting at ``start`` (an int or an array) lies
+    entirely on an axis of ``axis_px`` pixels."""
+    return (start >= 0) & (start + size <= axis_px)
+
+
+def patches_window(col0, row0, width: int, height: int) -> Window:
+    """The smallest window holding every ``width x height`` patch starting at ``(col0, row0)``
+    (arrays, at least one patch)."""
+    col, row = int(np.min(col0)), int(np.min(row0))
+    return Window(col, row, int(np.max(col0)) - col + width, int(np.max(row0)) - row + height)
+
+
+def cut_patches(block: np.ndarray, col0, row0, width: int, height: int) -> np.ndarray:
+    """``(n, bands, height, width)`` patches of ``block`` (``(bands, rows, cols)``) starting at
+    ``(col0, row0)``, counted from the block's top-left pixel."""
+    rows = np.asarray(row0)[:, None, None] + np.arange(height)[None, :, None]
+    cols = np.asarray(col0)[:, None, None] + np.arange(width)[None, None, :]
+    return block[:, rows, cols].transpose(1, 0, 2, 3)
+
+
+def block_index(col, row, block_px: int, width: int):
+    """Row-major number of the ``block_px`` square block holding pixel ``(col, row)`` of a
+    grid ``width`` pixels wide (ints or arrays). Sorting pixels by it groups them by block,
+    blocks row by row."""
+    columns = -(-width // block_px)
+    return (np.asarray(row, dtype=np.int64) // block_px) * columns + np.asarray(col, dtype=np.int64) // block_px
+
+
 @dataclass(frozen=True)
 class Grid:
     """A north-up raster grid: origin (top-left corner), pixel size, shape."""

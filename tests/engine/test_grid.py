@@ -208,3 +208,28 @@ def test_block_starts_and_alignment():
     shifted = AxisMap.between(0.0, 30.0, 15.0, 60.0)
     with pytest.raises(GridError, match="not aligned"):
         block_starts(np.array([1]), shifted, 16, 1, 8, 2)
+
+
+def test_patch_helpers_hand_checked():
+    from otbtf_plugin.grid import block_index, patch_centre, patch_fits, patch_start, patches_window
+
+    # a 16 px patch centred on pixel 8 starts at 0; its centre is 8 again
+    assert patch_start(8, 16) == 0 and patch_centre(0, 16) == 8 and patch_centre(patch_start(5, 5), 5) == 5
+    # on a 20 px axis a 16 px patch may start at 0..4
+    assert patch_fits(np.array([-1, 0, 4, 5]), 16, 20).tolist() == [False, True, True, False]
+    # patches of 3 x 2 starting at (1, 5) and (4, 2): columns 1..6, rows 2..6
+    assert patches_window(np.array([1, 4]), np.array([5, 2]), 3, 2) == Window(1, 2, 6, 5)
+    # 512 px blocks on a 1100 px wide grid: 3 blocks a row
+    assert block_index(np.array([0, 511, 512, 1099, 0]), np.array([0, 0, 0, 511, 512]), 512, 1100).tolist() \
+        == [0, 0, 1, 2, 3]
+
+
+def test_cut_patches_equals_slicing_each_patch():
+    from otbtf_plugin.grid import cut_patches
+
+    block = np.arange(2 * 7 * 9).reshape(2, 7, 9)
+    col0, row0 = np.array([0, 6, 3]), np.array([4, 0, 2])
+    patches = cut_patches(block, col0, row0, 3, 3)
+    assert patches.shape == (3, 2, 3, 3)
+    for k in range(3):
+        assert np.array_equal(patches[k], block[:, row0[k]:row0[k] + 3, col0[k]:col0[k] + 3])
