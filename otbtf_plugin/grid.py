@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -202,6 +203,12 @@ class Grid:
         row1 = math.floor((ymin - self.y0) / self.res_y - 0.5) + 1
         return intersection(Window(col0, row0, col1 - col0, row1 - row0), self.window)
 
+    def coarser(self, col: int, row: int, scale: int, width: int, height: int) -> Grid:
+        """The grid of ``scale x scale`` pixel blocks whose first block starts at pixel
+        ``(col, row)`` of this grid (``scale`` 1: a window's grid)."""
+        x, y = self.to_map(col, row)
+        return Grid(x, y, self.res_x * scale, self.res_y * scale, width, height)
+
     def window_transform(self, window: Window) -> tuple[float, float, float, float, float, float]:
         """The affine ``(a, b, c, d, e, f)`` of a window's own pixel grid."""
         x, y = self.to_map(window.col_off, window.row_off)
@@ -330,3 +337,86 @@ def block_starts(out_index, axis: AxisMap, offset_px: int, scale: int, source_rf
         )
     return rounded.astype(np.int64) - (source_rfield // 2 - source_efield // 2)
 
+
+
+# -- One source, one axis, as serving reads it -----------------------------------------
+
+Mode = Literal["pixels", "blocks", "regions"]
+"""How a model is served: ``pixels`` (a patch per output pixel), ``blocks`` (a fixed-size
+input per block of ``efield`` output pixels), ``regions`` (fully-convolutional: one input per
+tile, any size)."""
+
+
+@dataclass(frozen=True)
+class SourceAxis:
+    """Where the input of output index ``i`` lies in one source's pixels, along one axis.
+
+    ``phase`` and ``scale``: output index ``i`` covers reference pixels
+    ``phase + i * scale .. + scale - 1``; ``rfield`` and ``efield``: the model's receptive
+    field and output block in this source's pixels (``efield`` 1 in pixels mode)."""
+
+    map: AxisMap
+    phase: int
+    scale: int
+    rfield: int
+    efield: int = 1
+
+    @property
+    def ratio(self) -> float:
+        return self.map.ratio
+
+    def patch_starts(self, index):
+        """Pixels mode: the first pixel of each output pixel's patch."""
+        return patch_starts(index, self.map, self.phase, self.scale, self.rfield)
+
+    def centre_pixels(self, index):
+        """The source pixel holding each output pixel's centre."""
+        return patch_starts(index, self.map, self.phase, self.scale, 0)
+
+    def block_starts(self, index):
+        """Blocks and regions: the first pixel of the input of the block starting at each index."""
+        return block_starts(index, self.map, self.phase, self.scale, self.rfield, self.efield)
+
+    def pixel_input(self, index, mode: Mode):
+        """``(starts, length)``: the input of each output pixel alone (within its block)."""
+        if mode == "pixels":
+            return self.patch_starts(index), self.rfield
+        return self.block_starts(index), self.rfield - self.efield + max(1, round(self.scale * self.ratio))
+
+    def tile_input(self, first: int, count: int, mode: Mode, model_efield: int) -> tuple[int, int]:
+        """``(start, length)``: the source pixels a run of ``count`` output pixels from index
+        ``first`` reads (whole blocks of ``model_efield`` output pixels in blocks mode)."""
+        if mode == "pixels":
+            starts = self.patch_starts(np.arange(first, first + count))
+            return int(starts.min()), int(starts.max() - starts.min()) + self.rfield
+        start = int(self.block_starts(np.array([first]))[0])
+        context = self.rfield - self.efield
+        if mode == "blocks":
+            return start, math.ceil(count / model_efield) * self.efield + context
+        return start, round(count * self.scale * self.ratio) + context
+
+
+def input_window(x: SourceAxis, y: SourceAxis, tile: Window, first: tuple[int, int], mode: Mode,
+                 model_efield: int) -> Window:
+    """The source window a tile of the output reads; ``first`` is the output index of the
+    output grid's pixel 0."""
+    col, width = x.tile_input(tile.col_off + first[0], tile.width, mode, model_efield)
+    row, height = y.tile_input(tile.row_off + first[1], tile.height, mode, model_efield)
+    return Window(col, row, width, height)
+
+
+def output_range(size: int, phase: int, scale: int, axes: list[tuple[SourceAxis, int]], mode: Mode,
+                 pad: bool) -> tuple[int, int]:
+    """``(first index, count)`` of the output pixels along one axis of a reference of ``size``
+    pixels: with ``pad``, every output pixel covering part of the reference; without, those
+    whose input lies inside every source (``axes``: each source's axis and its size)."""
+    index = np.arange(-1, math.ceil(size / scale) + 1)
+    if pad:
+        where = index[(phase + index * scale + scale > 0) & (phase + index * scale < size)]
+        return int(where[0]), len(where)
+    ok = np.ones(len(index), dtype=bool)
+    for axis, limit in axes:
+        starts, length = axis.pixel_input(index, mode)
+        ok &= patch_fits(starts, length, limit)
+    where = index[ok]
+    return (int(where[0]), int(where[-1] - where[0] + 1)) if len(where) else (0, 0)

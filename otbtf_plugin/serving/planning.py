@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..grid import AxisMap, Grid, GridError, ModelGeometry, block_starts, patch_starts
+from ..grid import AxisMap, Grid, GridError, Mode, ModelGeometry, SourceAxis, output_range
 from ..model import ModelError, ServedModel
 from ..model_metadata import BandStatistics, ModelMetadata
 from ..raster import grid_of, nodata_values
@@ -29,8 +29,8 @@ class SourcePlan:
     bands: int
     rfield: int  # source pixels
     efield: int  # source pixels per output block (blocks / regions)
-    x: AxisMap
-    y: AxisMap
+    x: SourceAxis  # output index -> this source's pixels
+    y: SourceAxis
     grid: Grid
     nodata: list
     normalisation: tuple | None  # (mean, std) arrays per band
@@ -47,7 +47,7 @@ class OutputPlan:
 
 @dataclass
 class Plan:
-    mode: str  # pixels | blocks | regions
+    mode: Mode
     geometry: ModelGeometry  # in reference pixels
     sources: list[SourcePlan]
     outputs: list[OutputPlan]
@@ -130,11 +130,12 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
         geometry = ModelGeometry(measured.rfields[0], measured.efield, measured.scale)
     except GridError as err:
         raise ModelError(str(err)) from err
-    source_plans = _source_plans(sources, names, datasets, model, meta, measured)
+    phase = geometry.before % geometry.scale
+    source_plans = _source_plans(sources, names, datasets, model, meta, measured, phase)
     outputs = [OutputPlan(n, int(measured.channels[n]), measured.crop[n], np.asarray(measured.result[n]).dtype.name)
                for n in output_names]
     reference = grid_of(datasets[0])
-    out_grid, first, phase = _output_grid(geometry, source_plans, reference, measured.mode, options.pad)
+    out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, options.pad)
     tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
     return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
                 float(options.background), options.pad, notes)
@@ -204,7 +205,7 @@ class _Measured:
     """What measuring the model gave: its mode and geometry, per output its crop and channels,
     and one result of the model (for the outputs' types)."""
 
-    mode: str
+    mode: Mode
     rfields: list[int]
     efield: int
     scale: int
@@ -313,7 +314,7 @@ def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], o
 
 
 def _source_plans(sources: list[ServeSource], names: list[str], datasets, model: ServedModel, meta: ModelMetadata,
-                  measured: _Measured) -> list[SourcePlan]:
+                  measured: _Measured, phase: int) -> list[SourcePlan]:
     """Each source's plan: its axes against the reference, its share of an output block."""
     reference = grid_of(datasets[0])
     plans = []
@@ -326,9 +327,10 @@ def _source_plans(sources: list[ServeSource], names: list[str], datasets, model:
             raise ModelError(f"source {k + 1}: an output block of {measured.efield * measured.scale} reference px "
                              f"is {source_efield:g} of its pixels; use an expression field that makes it whole")
         given = meta.input(name)
+        rfield, efield = int(measured.rfields[k]), round(source_efield) if measured.mode != "pixels" else 1
         plans.append(SourcePlan(
-            Path(src.path), name, ds.count, int(measured.rfields[k]),
-            round(source_efield) if measured.mode != "pixels" else 1, x, y, grid, nodata_values(ds, src.nodata),
+            Path(src.path), name, ds.count, rfield, efield, SourceAxis(x, phase, measured.scale, rfield, efield),
+            SourceAxis(y, phase, measured.scale, rfield, efield), grid, nodata_values(ds, src.nodata),
             _normalisation(given.normalisation if given else None, ds.count), model.input(name).dtype))
     if measured.mode == "regions":
         for k, sp in enumerate(plans[1:], 2):
@@ -337,23 +339,22 @@ def _source_plans(sources: list[ServeSource], names: list[str], datasets, model:
     return plans
 
 
-def _output_grid(geometry: ModelGeometry, source_plans: list[SourcePlan], reference: Grid, mode: str,
-                 pad: bool) -> tuple[Grid, tuple[int, int], int]:
+def _output_grid(geometry: ModelGeometry, phase: int, source_plans: list[SourcePlan], reference: Grid, mode: Mode,
+                 pad: bool) -> tuple[Grid, tuple[int, int]]:
     """The output grid: the reference grid cropped by the receptive field (or padded),
     sampled every ``scale`` pixels; the first output pixel whose input fits starts its input
-    at pixel 0. Also the output index of its first pixel and the phase."""
+    at pixel 0. Also the output index of its first pixel."""
     scale = geometry.scale
-    phase = geometry.before % scale
-    first, count = _output_extent(geometry, source_plans, reference, mode, pad, phase)
+    col, width = output_range(reference.width, phase, scale, [(sp.x, sp.grid.width) for sp in source_plans],
+                              mode, pad)
+    row, height = output_range(reference.height, phase, scale, [(sp.y, sp.grid.height) for sp in source_plans],
+                               mode, pad)
     if mode == "blocks" and not pad:
         # A block's every pixel depends on its whole input: keep whole blocks only.
-        count = (count[0] // geometry.efield * geometry.efield, count[1] // geometry.efield * geometry.efield)
-    if count[0] <= 0 or count[1] <= 0:
+        width, height = width // geometry.efield * geometry.efield, height // geometry.efield * geometry.efield
+    if width <= 0 or height <= 0:
         raise InputError(_no_room_message(geometry, source_plans, reference))
-    out_grid = Grid(reference.x0 + (phase + first[0] * scale) * reference.res_x,
-                    reference.y0 + (phase + first[1] * scale) * reference.res_y,
-                    reference.res_x * scale, reference.res_y * scale, count[0], count[1])
-    return out_grid, first, phase
+    return reference.coarser(phase + col * scale, phase + row * scale, scale, width, height), (col, row)
 
 
 def _first_line(err: Exception) -> str:
@@ -364,39 +365,6 @@ def _first_line(err: Exception) -> str:
 def _maps_message(rfield: int, measured_efield: int, efield_given: int) -> str:
     return (f"EFIELD={efield_given} does not fit this model: it maps {rfield} x {rfield} px to "
             f"{measured_efield} x {measured_efield} px; use RFIELD1={rfield}, EFIELD={measured_efield}")
-
-
-def _source_windows(sp: SourcePlan, geometry: ModelGeometry, mode: str, index, axis: str, phase: int):
-    """First source pixel and size of each output pixel's (or block's) input, on one axis."""
-    amap = sp.x if axis == "x" else sp.y
-    if mode == "pixels":
-        return patch_starts(index, amap, phase, geometry.scale, sp.rfield), sp.rfield
-    starts = block_starts(index, amap, phase, geometry.scale, sp.rfield, sp.efield)
-    # the input of output pixel i alone, within its block
-    return starts, sp.rfield - sp.efield + max(1, round(geometry.scale * amap.ratio))
-
-
-def _output_extent(geometry, sources, reference, mode, pad, phase):
-    """``(first index (col, row), count (cols, rows))`` of the output grid."""
-    counts, firsts = [], []
-    scale = geometry.scale
-    for axis, size in (("x", reference.width), ("y", reference.height)):
-        index = np.arange(-1, math.ceil(size / scale) + 1)
-        if pad:  # every output pixel that covers part of the reference raster
-            ok = (phase + index * scale + scale > 0) & (phase + index * scale < size)
-            where = index[ok]
-            firsts.append(int(where[0]))
-            counts.append(len(where))
-            continue
-        ok = np.ones(len(index), dtype=bool)
-        for sp in sources:
-            starts, length = _source_windows(sp, geometry, mode, index, axis, phase)
-            limit = sp.grid.width if axis == "x" else sp.grid.height
-            ok &= (starts >= 0) & (starts + length <= limit)
-        where = index[ok]
-        firsts.append(int(where[0]) if len(where) else 0)
-        counts.append(int(where[-1] - where[0] + 1) if len(where) else 0)
-    return (firsts[0], firsts[1]), (counts[0], counts[1])
 
 
 def _no_room_message(geometry, sources, reference) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import Window, block_starts, patch_starts
+from ..grid import Window, cut_patches, input_window
 from ..model import ModelError, ServedModel, load_model
 from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
@@ -48,21 +48,7 @@ def tile_input(plan: Plan, datasets, tile: Window) -> TileInput:
     background = np.zeros((tile.height, tile.width), dtype=bool)
     all_nodata = True
     for sp, ds in zip(plan.sources, datasets, strict=True):
-        if plan.mode == "pixels":
-            c0, size_c = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, sp.rfield), sp.rfield
-            r0, size_r = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, sp.rfield), sp.rfield
-            window = Window(int(c0.min()), int(r0.min()), int(c0.max() - c0.min()) + size_c,
-                            int(r0.max() - r0.min()) + size_r)
-        else:
-            c0 = block_starts(np.array([cols[0]]), sp.x, plan.phase, plan.geometry.scale, sp.rfield, sp.efield)[0]
-            r0 = block_starts(np.array([rows[0]]), sp.y, plan.phase, plan.geometry.scale, sp.rfield, sp.efield)[0]
-            extra = sp.rfield - sp.efield
-            width = round(tile.width * plan.geometry.scale * sp.x.ratio) + extra
-            height = round(tile.height * plan.geometry.scale * sp.y.ratio) + extra
-            if plan.mode == "blocks":  # whole blocks
-                width = round(math.ceil(tile.width / plan.geometry.efield) * sp.efield) + extra
-                height = round(math.ceil(tile.height / plan.geometry.efield) * sp.efield) + extra
-            window = Window(int(c0), int(r0), int(width), int(height))
+        window = input_window(sp.x, sp.y, tile, plan.first, plan.mode, plan.geometry.efield)
         has_nodata = any(v is not None for v in sp.nodata)
         fill = next((v for v in sp.nodata if v is not None), 0)
         array = _read_window(ds, window, fill)
@@ -73,8 +59,8 @@ def tile_input(plan: Plan, datasets, tile: Window) -> TileInput:
             if not bad.all():
                 all_nodata = False
             # the centre input pixel of each output pixel
-            cc = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, 0) - window.col_off
-            rr = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, 0) - window.row_off
+            cc = sp.x.centre_pixels(cols) - window.col_off
+            rr = sp.y.centre_pixels(rows) - window.row_off
             inside_c = (cc >= 0) & (cc < window.width)
             inside_r = (rr >= 0) & (rr < window.height)
             centre_bad = np.ones((len(rr), len(cc)), dtype=bool)
@@ -96,8 +82,8 @@ def _pixel_batches(plan: Plan, item: TileInput, cols, rows) -> list[dict]:
     so that gathering patches overlaps with inference)."""
     views, starts = [], []
     for sp, window, array in zip(plan.sources, item.windows, item.arrays or [], strict=True):
-        c0 = patch_starts(cols, sp.x, plan.phase, plan.geometry.scale, sp.rfield) - window.col_off
-        r0 = patch_starts(rows, sp.y, plan.phase, plan.geometry.scale, sp.rfield) - window.row_off
+        c0 = sp.x.patch_starts(cols) - window.col_off
+        r0 = sp.y.patch_starts(rows) - window.row_off
         rr, cc = np.meshgrid(r0, c0, indexing="ij")
         starts.append((rr.ravel(), cc.ravel()))
         # The window once as contiguous (rows, cols, bands) in the model's dtype; every
@@ -173,9 +159,9 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
             check_cancelled(progress, "serving")
             chunk = index[first:first + plan.batch]
             feeds = dict(plan.feeds)
+            block_rows, block_cols = np.array(chunk).T
             for sp, array in zip(plan.sources, item.arrays, strict=True):
-                patches = np.stack([array[:, br * sp.efield:br * sp.efield + sp.rfield,
-                                          bc * sp.efield:bc * sp.efield + sp.rfield] for br, bc in chunk])
+                patches = cut_patches(array, block_cols * sp.efield, block_rows * sp.efield, sp.rfield, sp.rfield)
                 feeds[sp.name] = _prepare(sp, patches.transpose(0, 2, 3, 1), dtypes[sp.name])
             result = model.run(feeds)
             band = 0

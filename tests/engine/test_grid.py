@@ -233,3 +233,36 @@ def test_cut_patches_equals_slicing_each_patch():
     assert patches.shape == (3, 2, 3, 3)
     for k in range(3):
         assert np.array_equal(patches[k], block[:, row0[k]:row0[k] + 3, col0[k]:col0[k] + 3])
+
+
+def test_serving_axis_the_worked_examples_of_the_module():
+    from otbtf_plugin.grid import AxisMap, SourceAxis, input_window, output_range
+
+    same = AxisMap(0.0, 1.0)  # the reference itself
+    # patch model, rfield 16, a 100 px source: 85 output pixels, the first at index 8
+    patch = SourceAxis(same, phase=0, scale=1, rfield=16)
+    assert output_range(100, 0, 1, [(patch, 100)], "pixels", pad=False) == (8, 85)
+    assert output_range(100, 0, 1, [(patch, 100)], "pixels", pad=True) == (0, 100)
+    # a tile of 10 x 5 output px from the first one reads columns 0..24 and rows 0..19
+    assert input_window(patch, patch, Window(0, 0, 10, 5), (8, 8), "pixels", 1) == Window(0, 0, 25, 20)
+    # FCN, rfield 64, efield 32: inputs start 16 px before their block; 68 output px, 16 in
+    fcn = SourceAxis(same, phase=0, scale=1, rfield=64, efield=32)
+    assert output_range(100, 0, 1, [(fcn, 100)], "regions", pad=False) == (16, 68)
+    assert fcn.block_starts(np.array([16, 48])).tolist() == [0, 32]
+    # regions: a 40 px tile reads 40 + 32 px of context; blocks: whole blocks, 2 x 32 + 32
+    assert fcn.tile_input(16, 40, "regions", 32) == (0, 72)
+    assert fcn.tile_input(16, 40, "blocks", 32) == (0, 96)
+    # a second source at half the resolution (60 m over 30 m): patch of 8 px centred on the
+    # 60 m pixel holding the output pixel's centre
+    coarse = SourceAxis(AxisMap(0.0, 0.5), phase=0, scale=1, rfield=8)
+    assert coarse.centre_pixels(np.array([0, 1, 2, 3])).tolist() == [0, 0, 1, 1]
+    assert coarse.patch_starts(np.array([8, 9])).tolist() == [0, 0]
+    # both sources must hold the input: a coarse source of 48 px (1440 m) holds the patch of
+    # index i while floor((i + 0.5) / 2) - 4 + 8 <= 48, i.e. up to i = 89
+    assert output_range(100, 0, 1, [(patch, 100), (coarse, 48)], "pixels", pad=False) == (8, 82)
+    assert output_range(100, 0, 1, [(patch, 100), (coarse, 50)], "pixels", pad=False) == (8, 85)
+
+
+def test_coarser_grid_origin_and_pixel_size():
+    g = Grid(500000.0, 4000000.0, 30.0, -30.0, 100, 80)
+    assert g.coarser(8, 4, 2, 46, 38) == Grid(500240.0, 3999880.0, 60.0, -60.0, 46, 38)
