@@ -466,7 +466,7 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
 CLASSIFY_RUN = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from otbtf_plugin.deep_classification import classify_image
+from otbtf_plugin.image_classification import classify_image
 from otbtf_plugin.features import FeatureSource, FeatureSpec
 started = time.perf_counter()
 result = classify_image(FeatureSpec([FeatureSource({image!r})]), {classifier!r}, {output!r}, compress="deflate")
@@ -476,7 +476,7 @@ print(json.dumps({{"seconds": time.perf_counter() - started}}))
 CLASSIFIER_SAMPLES = """
 import sys
 sys.path.insert(0, {root!r})
-from otbtf_plugin.deep_classification import sample_extraction, train_vector_classifier
+from otbtf_plugin.classifier_training import sample_extraction, train_vector_classifier
 from otbtf_plugin.features import FeatureSource, FeatureSpec
 from otbtf_plugin.selection import sample_selection
 points = {points!r}

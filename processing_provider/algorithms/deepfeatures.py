@@ -16,10 +16,11 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ...otbtf_plugin import deep_classification as dc
 from ...otbtf_plugin import deps
+from ...otbtf_plugin.classifier_training import sample_extraction, train_from_features, train_vector_classifier
 from ...otbtf_plugin.classifiers import CLASSIFIER_NAMES
 from ...otbtf_plugin.features import FeatureSource, FeatureSpec
+from ...otbtf_plugin.image_classification import classify_image
 from ...otbtf_plugin.model import model_path_problem
 from ...otbtf_plugin.selection import STRATEGIES
 from ...otbtf_plugin.serving import COMPRESSIONS, parse_output_names
@@ -178,7 +179,7 @@ class TrainClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
         result = self.run_engine(
-            dc.train_from_features, feedback, spec, vector, self.parameterAsString(parameters, "FIELD", context),
+            train_from_features, feedback, spec, vector, self.parameterAsString(parameters, "FIELD", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
             strategy=list(STRATEGIES)[self.parameterAsEnum(parameters, "STRATEGY", context)],
@@ -223,7 +224,7 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         spec = feature_spec(self, parameters, context)
         confidence = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
         result = self.run_engine(
-            dc.classify_image, feedback, spec, self.parameterAsFile(parameters, "CLASSIFIER", context),
+            classify_image, feedback, spec, self.parameterAsFile(parameters, "CLASSIFIER", context),
             self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence,
             raster_path(self, parameters, "MASK", context, required=False),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
@@ -258,7 +259,7 @@ class SampleExtractionFromDeepFeatures(ClassicalMLAlgorithm):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
         path, count, rejected = self.run_engine(
-            dc.sample_extraction, feedback, spec, vector, self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            sample_extraction, feedback, spec, vector, self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             self.parameterAsString(parameters, "FIELD", context) or None, layer=layer)
         return {"OUTPUT": str(path), "POINTS": count, "REJECTED": rejected}
 
@@ -288,7 +289,7 @@ class TrainVectorClassifier(ClassicalMLAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
         result = self.run_engine(
-            dc.train_vector_classifier, feedback, vector,
+            train_vector_classifier, feedback, vector,
             self.parameterAsFields(parameters, "FEATURES", context),
             self.parameterAsString(parameters, "FIELD", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),

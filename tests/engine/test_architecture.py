@@ -91,7 +91,8 @@ def test_only_the_dask_executor_knows_dask(name):
 
 
 def test_the_pipeline_and_the_executors_know_no_work():
-    work = {m for m in MODULES if m.startswith(("otbtf_plugin.serving", "otbtf_plugin.deep_classification",
+    work = {m for m in MODULES if m.startswith(("otbtf_plugin.serving", "otbtf_plugin.image_classification",
+                                                 "otbtf_plugin.classifier_training", "otbtf_plugin.ground_truth",
                                                  "otbtf_plugin.features", "otbtf_plugin.classifiers",
                                                  "otbtf_plugin.model", "otbtf_plugin.training"))}
     for name in ("otbtf_plugin.pipeline", "otbtf_plugin.cluster"):

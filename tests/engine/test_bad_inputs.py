@@ -13,10 +13,10 @@ from osgeo import gdal, ogr, osr
 
 from common import POINTS, POLYGONS, RGB, ROOT
 from otbtf_plugin import classifiers
-from otbtf_plugin.deep_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.features import FeatureSource, FeatureSpec
+from otbtf_plugin.image_classification import classify_image
 from otbtf_plugin.patches_image import PatchesImage
 from otbtf_plugin.raster import open_raster
 from otbtf_plugin.sampling import class_statistics
@@ -257,7 +257,7 @@ sys.path.insert(0, {root!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing the process
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 from otbtf_plugin import classifiers
-from otbtf_plugin.deep_classification import classify_image
+from otbtf_plugin.image_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.features import FeatureSource, FeatureSpec
@@ -292,7 +292,7 @@ keras.Model(inp, keras.layers.Conv2D(8, 3, name="y")(inp)).save({out!r} + "/mode
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 from otbtf_plugin import classifiers
-from otbtf_plugin.deep_classification import classify_image
+from otbtf_plugin.image_classification import classify_image
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 try:

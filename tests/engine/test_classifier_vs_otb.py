@@ -14,8 +14,8 @@ from common import RGB
 
 pytest.importorskip("sklearn")
 
+from otbtf_plugin import classifier_training as dc
 from otbtf_plugin import classifiers
-from otbtf_plugin import deep_classification as dc
 from otbtf_plugin.features import FeatureSource, FeatureSpec
 from otbtf_plugin.selection import sample_selection
 

@@ -16,8 +16,9 @@ from common import POLYGONS, RGB, CancelAfter, Log
 
 pytest.importorskip("sklearn")
 
+from otbtf_plugin import classifier_training as dc
 from otbtf_plugin import classifiers
-from otbtf_plugin import deep_classification as dc
+from otbtf_plugin import image_classification as ic
 from otbtf_plugin.errors import Cancelled, InputError
 from otbtf_plugin.features import FeatureSource, FeatureSpec
 
@@ -150,7 +151,7 @@ def test_class_map_equals_the_classifier_on_every_pixel(forest, tmp_path):
         keep[:, : src.width // 2] = 1
         with rasterio.open(mask, "w", **profile) as m:
             m.write(keep, 1)
-    done = dc.classify_image(spec, out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif", mask=mask)
+    done = ic.classify_image(spec, out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif", mask=mask)
     estimator = result.trained.estimator
     probabilities = estimator.predict_proba(pixels)
     expected = estimator.classes_[probabilities.argmax(axis=1)].reshape(keep.shape)
@@ -164,7 +165,7 @@ def test_class_map_equals_the_classifier_on_every_pixel(forest, tmp_path):
     assert np.allclose(confidence[inside], probabilities.max(axis=1).reshape(keep.shape)[inside])
     assert done.style.read_text().count("paletteEntry") == 4
     # Without confidence the forest may stop a pixel's trees early: the same classes.
-    classes_only = dc.classify_image(spec, out_skops(forest), tmp_path / "classes.tif", mask=mask)
+    classes_only = ic.classify_image(spec, out_skops(forest), tmp_path / "classes.tif", mask=mask)
     with rasterio.open(classes_only.output) as cm:
         assert np.array_equal(cm.read(1), classes)
 
@@ -175,15 +176,15 @@ def out_skops(forest):
 
 def test_a_classifier_refuses_inputs_that_differ_from_its_training(forest, tmp_path):
     with pytest.raises(InputError, match=r"source 1 had 3 band\(s\) at training; the one given has 1"):
-        dc.classify_image(FeatureSpec([FeatureSource(B2_30)]), out_skops(forest), tmp_path / "x.tif")
+        ic.classify_image(FeatureSpec([FeatureSource(B2_30)]), out_skops(forest), tmp_path / "x.tif")
     with pytest.raises(InputError, match=r"1 source\(s\) at training; 2 given"):
-        dc.classify_image(FeatureSpec([FeatureSource(RGB), FeatureSource(RGB)]), out_skops(forest), tmp_path / "x.tif")
+        ic.classify_image(FeatureSpec([FeatureSource(RGB), FeatureSource(RGB)]), out_skops(forest), tmp_path / "x.tif")
     assert not list(tmp_path.iterdir())
 
 
 def test_cancel_leaves_no_class_map(forest, tmp_path):
     with pytest.raises(Cancelled):
-        dc.classify_image(forest[1], out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif",
+        ic.classify_image(forest[1], out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif",
                           progress=CancelAfter(2))
     assert not list(tmp_path.iterdir())
 
@@ -209,7 +210,7 @@ def test_sample_extraction_then_vector_classifier(parts, tmp_path):
     fields = [f"source1_band{b}" for b in (1, 2, 3)]
     result = dc.train_vector_classifier(path, fields, "name", tmp_path / "v.skops", tmp_path / "v.html", seed=2)
     assert result.trained.validation_samples > 0 and result.trained.metrics["overall_accuracy"] > 0.9
-    done = dc.classify_image(spec, result.classifier, tmp_path / "map.tif")
+    done = ic.classify_image(spec, result.classifier, tmp_path / "map.tif")
     with rasterio.open(done.output) as cm:
         assert cm.read(1)[samples.rows, samples.cols].tolist() == \
             result.trained.estimator.predict(image[:, samples.rows, samples.cols].T.astype(np.float32)).tolist()
@@ -218,10 +219,10 @@ def test_sample_extraction_then_vector_classifier(parts, tmp_path):
 
 
 def test_class_map_type():
-    assert dc.class_map_type([1, 2, 3]) == ("uint8", 0)
-    assert dc.class_map_type([0, 1, 2]) == ("uint8", 255)
-    assert dc.class_map_type([0, 255]) == ("uint16", 65535)
-    assert dc.class_map_type([-1, 5]) == ("int16", -32768)
+    assert ic.class_map_type([1, 2, 3]) == ("uint8", 0)
+    assert ic.class_map_type([0, 1, 2]) == ("uint8", 255)
+    assert ic.class_map_type([0, 255]) == ("uint16", 65535)
+    assert ic.class_map_type([-1, 5]) == ("int16", -32768)
 
 
 def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
@@ -264,7 +265,7 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
         profile = dict(src.profile, width=48, height=40, transform=src.window_transform(window))
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
-    done = dc.classify_image(FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"]),
+    done = ic.classify_image(FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"]),
                              result.classifier, tmp_path / "deep_map.tif")
     with rasterio.open(done.output) as cm, rasterio.open(crop) as src:
         classes = cm.read(1)
@@ -276,7 +277,7 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
             feats, ok, _ = open_features(spec_crop, stack).values_at(np.asarray(x), np.asarray(y))
     assert ok.all() and classes[r, c].tolist() == result.trained.estimator.predict(feats).tolist()
     with pytest.raises(InputError, match="features came from model 'model' at training; now from the bands"):
-        dc.classify_image(FeatureSpec([FeatureSource(crop)]), result.classifier, tmp_path / "x.tif")
+        ic.classify_image(FeatureSpec([FeatureSource(crop)]), result.classifier, tmp_path / "x.tif")
 
 
 def test_sources_swapped_between_training_and_classification_are_named(tmp_path, parts):
@@ -299,10 +300,10 @@ def test_sources_swapped_between_training_and_classification_are_named(tmp_path,
                                          r"give them in the training order, SOURCE1 = the 30 x 30 raster "
                                          r"\(LC08_224077_20200518_B2_30m_crop.tif at training\), "
                                          r"SOURCE2 = the 60 x 60"):
-        dc.classify_image(swapped, trained.classifier, tmp_path / "map.tif")
+        ic.classify_image(swapped, trained.classifier, tmp_path / "map.tif")
     assert not (tmp_path / "map.tif").exists()
     log = Log()
-    dc.classify_image(FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_30)]), trained.classifier,
+    ic.classify_image(FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_30)]), trained.classifier,
                       tmp_path / "map.tif", progress=log)
     assert any(line.startswith("warning: source 2 has pixels of 30 x 30; the classifier was trained on 60 x 60")
                for line in log.lines), log.lines

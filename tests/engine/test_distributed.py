@@ -130,7 +130,8 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     """Random forest on raw bands, with a mask: class map and confidence identical."""
     pytest.importorskip("sklearn")
     from common import POLYGONS
-    from otbtf_plugin import deep_classification as dc
+    from otbtf_plugin import classifier_training as dc
+    from otbtf_plugin import image_classification as ic
     from otbtf_plugin.features import FeatureSource, FeatureSpec
 
     spec = FeatureSpec([FeatureSource(RGB)])
@@ -145,7 +146,7 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
         m.write(keep, 1)
     outputs = {}
     for where, scheduler in (("local", ""), ("cluster", cluster.scheduler_address)):
-        done = dc.classify_image(spec, trained.classifier, tmp_path / f"{where}.tif", tmp_path / f"{where}_conf.tif",
+        done = ic.classify_image(spec, trained.classifier, tmp_path / f"{where}.tif", tmp_path / f"{where}_conf.tif",
                                  mask=mask, executor=DaskExecutor(scheduler) if scheduler else None)
         outputs[where] = done
     assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
@@ -153,7 +154,7 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     with rasterio.open(tmp_path / "cluster.tif") as cm:
         assert (cm.read(1)[300:500, 200:600] == cm.nodata).all()
     # Classes only (the workers' forests stop early): the same class map.
-    dc.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
+    ic.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
                       executor=DaskExecutor(cluster.scheduler_address))
     assert same(tmp_path / "local.tif", tmp_path / "classes.tif")
 

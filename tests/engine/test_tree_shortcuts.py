@@ -13,7 +13,7 @@ from common import RGB
 pytest.importorskip("sklearn")
 
 from otbtf_plugin import classifiers
-from otbtf_plugin.deep_classification import Decisions
+from otbtf_plugin.classifiers import Decisions
 
 TREE_MODELS = ("rf", "dt", "boost", "gbt")
 SMALL = {"rf": "n_estimators=20;max_depth=5", "dt": "max_depth=7", "boost": "n_estimators=30",

@@ -1,0 +1,94 @@
+"""Fitting a classifier on the training polygons and scoring it on the polygons held out
+whole (never on samples that share a polygon with the training set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..metrics import confusion_matrix, report
+from .registry import as_params, make_classifier
+
+
+def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
+                   names: dict[int, str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """``validation`` mask: whole groups (polygons) drawn per class until about ``fraction``
+    of the class's samples; a class with a single group keeps it for training."""
+    if not 0 <= fraction < 1:
+        raise InputError(f"VALIDATION={fraction:g}: give a fraction of the polygons in [0, 1), e.g. 0.3")
+    rng = np.random.default_rng(seed)
+    validation = np.zeros(len(codes), dtype=bool)
+    warnings: list[str] = []
+    if fraction == 0:
+        return validation, warnings
+    for code in np.unique(codes):
+        members = codes == code
+        ids, counts = np.unique(groups[members], return_counts=True)
+        if len(ids) < 2:
+            label = (names or {}).get(int(code), int(code))
+            warnings.append(f"class {label} has samples from one polygon only: none of it is held out, "
+                            "the report cannot assess that class")
+            continue
+        order = rng.permutation(len(ids))
+        taken: list[int] = []
+        total = counts.sum()
+        for k in order:
+            if counts[taken].sum() >= fraction * total or len(taken) == len(ids) - 1:
+                break
+            taken.append(k)
+        validation |= members & np.isin(groups, ids[taken])
+    return validation, warnings
+
+
+
+@dataclass
+class TrainedClassifier:
+    estimator: object
+    recipe: dict  # how the features are made (see features.py)
+    classes: list[dict]  # [{"code": 1, "name": "water"}, ...]
+    classifier: str
+    params: dict
+    metrics: dict | None = None
+    training_samples: int = 0
+    validation_samples: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def codes(self) -> np.ndarray:
+        return np.asarray([c["code"] for c in self.classes], dtype=np.int64)
+
+
+
+def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_names: dict[int, str],
+          recipe: dict, classifier: str = "rf", params: str | None = None, seed: int = 0,
+          validation: float = 0.3) -> TrainedClassifier:
+    """Fit on the training groups (polygons) and score on the held-out ones."""
+    features = np.asarray(features, dtype=np.float32)
+    codes = np.asarray(codes, dtype=np.int64)
+    if len(features) == 0:
+        raise InputError("no sample to train on: check that the points or polygons lie on valid pixels")
+    present = np.unique(codes)
+    if len(present) < 2:
+        raise InputError(f"the samples hold one class only ({class_names.get(int(present[0]), present[0])}): "
+                         "a classifier needs at least two")
+    if not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        raise InputError(f"{bad} sample(s) have NaN or infinite features: set the sources' nodata value")
+    estimator = make_classifier(classifier, params, seed)
+    held_out, warnings = split_by_group(codes, np.asarray(groups), validation, seed, class_names)
+    classes = [{"code": int(c), "name": str(class_names.get(int(c), int(c)))} for c in present]
+    metrics = None
+    try:
+        # The file holds the classifier the report describes: fitted on the training polygons only.
+        estimator.fit(features[~held_out], codes[~held_out])
+        if held_out.any():
+            predicted = estimator.predict(features[held_out])
+            matrix = confusion_matrix(codes[held_out], predicted, [c["code"] for c in classes])
+            metrics = report(matrix, [str(c["name"]) for c in classes])
+    except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
+        raise InputError(f"{classifier} could not be trained: {err}") from err
+    return TrainedClassifier(estimator, recipe, classes, classifier, as_params(params), metrics,
+                             int((~held_out).sum()), int(held_out.sum()), warnings)
+
