@@ -30,11 +30,10 @@ from contextlib import ExitStack
 from .errors import Cancelled, InputError
 from .grid import Window
 from .progress import NullProgress, Progress
-from .raster import GDAL_IO
 
 IN_FLIGHT_PER_WORKER = 4
 CONNECT_TIMEOUT = 10.0  # seconds
-_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
+_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack, the run's dataset lock)
 _KEEP_RUNS = 2
 
 
@@ -42,21 +41,22 @@ _RUNS_LOCK = threading.Lock()  # a worker started with --nthreads > 1 runs tasks
 
 
 def _run_state(run: str, build):
-    """This worker's state for ``run``, built once by ``build(stack)``."""
+    """This worker's state for ``run``, built once by ``build(stack)``, and the lock of its
+    datasets (the worker's threads share them; a GDAL dataset is not thread-safe)."""
     with _RUNS_LOCK:
         if run not in _RUNS:
             while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
                 _RUNS.pop(next(iter(_RUNS)))[1].close()
             stack = ExitStack()
-            _RUNS[run] = (build(stack), stack)
-        return _RUNS[run][0]
+            _RUNS[run] = (build(stack), stack, threading.Lock())
+        return _RUNS[run][0], _RUNS[run][2]
 
 
 def _compute_on_worker(run: str, work, tile: tuple[int, int, int, int]):
     """On a worker: ``(tile, result, all nodata)`` of one tile of ``work``."""
-    state = _run_state(run, work.build)
+    state, datasets = _run_state(run, work.build)
     window = Window(*tile)
-    with GDAL_IO:  # the run's datasets are shared by the worker's threads
+    with datasets:
         item = work.read(state, window)
     return tile, work.compute(state, item, NullProgress()), bool(work.empty(item))
 
@@ -179,9 +179,9 @@ class DaskExecutor:
         self.address = scheduler_address(address)
 
     def run(self, work, tiles, write, progress: Progress | None = None, state=None) -> int:
-        """Every tile on the cluster, ``write(tile, result)`` on this thread under the GDAL lock as
-        results arrive; returns the number of all-nodata tiles. ``state`` (the client's own) is
-        not used: workers build theirs."""
+        """Every tile on the cluster, ``write(tile, result)`` on this thread as results arrive;
+        returns the number of all-nodata tiles. ``state`` (the client's own) is not used:
+        workers build theirs."""
         from distributed import as_completed
 
         progress = progress or NullProgress()
@@ -215,8 +215,7 @@ class DaskExecutor:
                     error = future.exception()
                     raise InputError(f"a worker failed on a tile: {type(error).__name__}: {error}") from error
                 tile, result, empty = future.result()
-                with GDAL_IO:
-                    write(Window(*tile), result)
+                write(Window(*tile), result)
                 skipped += bool(empty)
                 progress.step(done, len(tiles))
                 following = submit_next()

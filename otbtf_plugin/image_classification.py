@@ -20,7 +20,7 @@ from .grid import tiles
 from .outputs import check_paths, geotiff
 from .pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .progress import NullProgress, Progress
-from .raster import GDAL_IO, AlignedRaster, class_code_types
+from .raster import AlignedRaster, class_code_types, write
 from .serving.output import output_profile
 from .serving.tiles import TileInput, infer_tile, read_tile, tile_is_empty
 from .styles import write_class_style, write_confidence_style
@@ -86,8 +86,9 @@ class TileClassifier:
             self.mask = AlignedRaster(mask, _Grid(self.profile))
             stack.callback(self.mask.close)
 
-    def __call__(self, item, progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class codes and confidence (None when not wanted) of a tile."""
+    def __call__(self, item: TileInput, mask: np.ndarray | None,
+                 progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class codes and confidence (None when not wanted) of a tile; ``mask``: its valid pixels."""
         tile, plan = item.tile, self.opened.plan
         values = infer_tile(plan, self.opened.model, item, progress)  # (features, h, w)
         invalid = np.zeros((tile.height, tile.width), dtype=bool)
@@ -95,9 +96,8 @@ class TileClassifier:
             invalid[:] = True
         elif item.background is not None:
             invalid |= item.background
-        if self.mask is not None:
-            with GDAL_IO:
-                invalid |= ~self.mask.read_mask(tile)
+        if mask is not None:
+            invalid |= ~mask
         classes = np.full(tile.height * tile.width, self.nodata, dtype=self.dtype)
         scores = np.full(tile.height * tile.width, -1.0, dtype=np.float32) if self.confidence else None
         keep = np.flatnonzero(~invalid.ravel())
@@ -134,8 +134,17 @@ def build_classifier_state(spec: FeatureSpec, classifier_path: str, mask, confid
 
 
 
-def compute_classifier_tile(state: TileClassifier, item: TileInput, progress: Progress):
-    return state(item, progress)
+def read_classifier_tile(state: TileClassifier, tile) -> tuple[TileInput, np.ndarray | None]:
+    """A tile's features input and its mask: every read of the tile, in the executor's read step."""
+    return read_tile(state, tile), None if state.mask is None else state.mask.read_mask(tile)
+
+
+def compute_classifier_tile(state: TileClassifier, item: tuple[TileInput, np.ndarray | None], progress: Progress):
+    return state(*item, progress)
+
+
+def classifier_tile_is_empty(item: tuple[TileInput, np.ndarray | None]) -> bool:
+    return tile_is_empty(item[0])
 
 
 
@@ -165,18 +174,19 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
                                 model=absolute(spec.model) if spec.model else None)
         work = TileWork(build=partial(build_classifier_state, absolute_spec, absolute(classifier_path),
                                       absolute(mask) if mask else None, bool(confidence)),
-                        read=read_tile, compute=compute_classifier_tile, empty=tile_is_empty)
+                        read=read_classifier_tile, compute=compute_classifier_tile,
+                        empty=classifier_tile_is_empty)
         if executor.local:  # the trees on a pool of this run's threads
             classifiers.single_threaded(trained.estimator)
             classify.decide.rows = stack.enter_context(classifiers.ParallelDecisions(classify.decide.rows))
         with raster_outputs(rasters) as out:
-            def write(tile, result):  # called under the GDAL lock
+            def write_tile(tile, result):
                 classes, scores = result
-                out.writers[0].write(classes, 1, window=tile.to_rasterio())
+                write(out.writers[0], classes, 1, window=tile.to_rasterio())
                 if confidence:
-                    out.writers[1].write(scores, 1, window=tile.to_rasterio())
+                    write(out.writers[1], scores, 1, window=tile.to_rasterio())
 
-            skipped = executor.run(work, plan_tiles, write, progress, classify)
+            skipped = executor.run(work, plan_tiles, write_tile, progress, classify)
             style = write_class_style(output, trained.classes, out.staged)
             if confidence:
                 write_confidence_style(confidence, out.staged)

@@ -21,7 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
 from .errors import InputError
-from .raster import read, refuse_complex
+from .raster import close_written, read, refuse_complex, write
 
 TAG_WIDTH = "OTBTF_PATCH_WIDTH"
 TAG_HEIGHT = "OTBTF_PATCH_HEIGHT"
@@ -117,8 +117,8 @@ class PatchesWriter:
         bands = patches.shape[1]
         block = patches.transpose(1, 0, 2, 3).reshape(bands, n * self.patch_height, self.patch_width)
         window = RioWindow(0, self.written * self.patch_height, self.patch_width, n * self.patch_height)
-        self.dataset.write(block, window=window)
+        write(self.dataset, block, window=window)
         self.written += n
 
     def close(self) -> None:
-        self.dataset.close()
+        close_written(self.dataset)

@@ -26,7 +26,7 @@ from .errors import InputError
 from .grid import Window
 from .outputs import PathLike, StagedOutputs
 from .progress import Progress, check_cancelled
-from .raster import GDAL_IO
+from .raster import close_written
 
 
 def absolute(path) -> str:
@@ -41,7 +41,8 @@ class TileWork:
     ``functools.partial`` of one) so that a cluster can ship it to its workers:
 
     - ``build(stack)``: the run's state (sources opened into ``stack``, model loaded);
-    - ``read(state, tile)``: a tile's input (I/O, under the GDAL lock);
+    - ``read(state, tile)``: a tile's input: every pixel read of the tile happens here, with
+      ``raster.read`` (which takes the process' GDAL read access);
     - ``compute(state, item, progress)``: its result;
     - ``empty(item)``: True when the tile was all nodata (counted, not an error).
     """
@@ -59,8 +60,8 @@ class Executor(Protocol):
     def run(self, work: TileWork, tiles: list[Window], write: Callable[[Window, Any], None],
             progress: Progress, state: Any = None) -> int:
         """Compute every tile and hand its result to ``write(tile, result)`` (in one thread at a
-        time, under the GDAL lock); return the number of all-nodata tiles. ``state``: the
-        run's state, when the caller has built it already."""
+        time; it writes with ``raster.write``); return the number of all-nodata tiles.
+        ``state``: the run's state, when the caller has built it already."""
 
 
 _DONE = object()
@@ -102,8 +103,7 @@ class LocalThreads:
                 for tile in tiles:
                     if stop.is_set():
                         break
-                    with GDAL_IO:
-                        item = work.read(state, tile)
+                    item = work.read(state, tile)
                     while not stop.is_set():
                         try:
                             inputs.put((tile, item), timeout=0.2)
@@ -121,8 +121,7 @@ class LocalThreads:
                     item = results.get()
                     if item is _DONE:
                         break
-                    with GDAL_IO:
-                        write(*item)
+                    write(*item)
             except BaseException as err:  # handed to the calling thread
                 errors.append(err)
                 stop.set()
@@ -182,11 +181,12 @@ def raster_outputs(outputs: list[tuple[PathLike, dict, list[str]]]) -> Iterator[
     with StagedOutputs() as staged, ExitStack() as files:
         writers = []
         for path, profile, names in outputs:
-            writer = files.enter_context(rasterio.open(staged.file(path), "w", **profile))
+            writer = rasterio.open(staged.file(path), "w", **profile)
+            files.callback(close_written, writer)
             for band, name in enumerate(names, 1):
                 writer.set_band_description(band, name)
             writers.append(writer)
         yield OpenRasters(staged, writers)
         for writer in writers:
-            writer.close()
+            close_written(writer)
         staged.commit()

@@ -6,6 +6,8 @@ Rasters are never read whole: callers read windows of a bounded size.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,64 @@ from rasterio.vrt import WarpedVRT
 from .errors import InputError
 from .grid import Grid, Window
 
-# GDAL I/O from the reader and writer threads of a run goes through this lock: GDAL's block
-# cache is shared by all datasets, and reads overlapping writes from another thread gave,
-# rarely, a tile of wrong values (found by a property test). Computing still overlaps I/O.
-GDAL_IO = threading.Lock()
+
+class GdalAccess:
+    """When this process' threads may use GDAL for pixels: reads together, a write alone.
+
+    GDAL's block cache is one for every dataset of the process. A thread that needs room
+    in it may write out the dirty (written, not yet flushed) blocks of *another* dataset,
+    while the thread that owns that dataset works on it: that block is then lost or stale
+    (GDAL issue 2011; our property test of tiled serving caught it: rarely, a tile of
+    wrong values). So every write and every close of a written dataset holds
+    :meth:`writing`, which waits until no read is under way, and every read holds
+    :meth:`reading`, which many threads hold at once (two runs read their sources
+    together; only writes wait). Writers go first once they wait, so a stream of reads
+    cannot starve them. Not re-entrant: a thread holding one must not ask for either.
+
+    This guards the *cache*, which is the process'. A dataset shared by several threads
+    (a cluster worker's run) needs the run's own lock as well: GDAL datasets are not
+    thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._state:
+            while self._writing or self._writers_waiting:
+                self._state.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._readers -= 1
+                if not self._readers:
+                    self._state.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._state:
+            self._writers_waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._state.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._writing = False
+                self._state.notify_all()
+
+
+GDAL_IO = GdalAccess()
 
 
 # Integer pixel types for class codes, smallest first (GeoTIFF reads them all).
@@ -62,10 +118,24 @@ def refuse_complex(dataset, name: str) -> None:
 def read(dataset, *args, **kwargs) -> np.ndarray:
     """``dataset.read`` with an error that names the file and says what to do."""
     try:
-        return dataset.read(*args, **kwargs)
+        with GDAL_IO.reading():
+            return dataset.read(*args, **kwargs)
     except rasterio.errors.RasterioIOError as err:
         raise InputError(f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
                          "re-create or copy it again") from err
+
+
+def write(dataset, array: np.ndarray, *args, **kwargs) -> None:
+    """``dataset.write``, alone among this process' GDAL pixel I/O (see :class:`GdalAccess`)."""
+    with GDAL_IO.writing():
+        dataset.write(array, *args, **kwargs)
+
+
+def close_written(dataset) -> None:
+    """Close a dataset that was written: its last blocks are flushed now, alone."""
+    if not dataset.closed:
+        with GDAL_IO.writing():
+            dataset.close()
 
 
 def grid_of(dataset) -> Grid:

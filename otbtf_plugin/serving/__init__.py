@@ -40,7 +40,7 @@ from ..model import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from ..progress import NullProgress, Progress
-from ..raster import invalid_pixels, open_raster, read
+from ..raster import invalid_pixels, open_raster, read, write
 from ..styles import write_class_style
 from .options import ServeOptions, ServeSource, parse_output_names, parse_user_placeholders
 from .output import COMPRESSIONS, band_names, output_dtype, output_profile
@@ -132,10 +132,10 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             writer = out.writers[0]
             dtype = writer.dtypes[0]
 
-            def write(tile: Window, values: np.ndarray) -> None:
-                writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
+            def write_tile(tile: Window, values: np.ndarray) -> None:
+                write(writer, values.astype(dtype, copy=False), window=tile.to_rasterio())
 
-            skipped = executor.run(work, plan_tiles, write, progress, ServingState(plan, datasets, model))
+            skipped = executor.run(work, plan_tiles, write_tile, progress, ServingState(plan, datasets, model))
             style = None
             classes = model.metadata.class_dicts() if model.metadata else []
             if classes and [o.name for o in plan.outputs] == ["class"]:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import models
 import numpy as np
 import pytest
 import rasterio
@@ -55,12 +56,7 @@ def truncated(tmp):
 
 def patch_model(tmp):
     """A 16 px patch classifier with input ``x`` and output ``prob`` (.keras)."""
-    keras = pytest.importorskip("keras")
-    inp = keras.Input((16, 16, 3), name="x")
-    out = keras.layers.Dense(2, activation="softmax", name="prob")(keras.layers.GlobalAveragePooling2D()(inp))
-    path = tmp / "model.keras"
-    keras.Model(inp, {"prob": out}).save(path)
-    return path
+    return models.saved(models.patch_classifier(16, as_dict=True), tmp / "model.keras")
 
 
 def rgb_classifier(tmp):

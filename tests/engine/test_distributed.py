@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
+from models import fcn, model_folder, patch_classifier, saved
 
 from common import RGB, ROOT, CancelAfter
 
@@ -41,13 +42,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((None, None, 3), name="x")
-    h = keras.layers.Conv2D(8, 5, activation="relu")(keras.layers.Rescaling(1e-4)(inp))
-    keras.Model(inp, keras.layers.Conv2D(3, 3, name="y")(h)).export(str(folder / "fcn"), verbose=False)
-    inp = keras.Input((16, 16, 3), name="x")
-    h = keras.layers.Flatten()(keras.layers.Rescaling(1e-4)(inp))
-    keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h)).save(folder / "patch.keras")
+    model_folder(fcn(filters=(8, 3), seed=0, scale=1e-4), folder / "fcn")
+    saved(patch_classifier(16, scale=1e-4), folder / "patch.keras")
     return folder
 
 

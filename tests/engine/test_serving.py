@@ -4,6 +4,7 @@ Tiled results must equal them whatever the tile and batch sizes."""
 
 import math
 
+import models
 import numpy as np
 import pytest
 import rasterio
@@ -50,13 +51,7 @@ def small_rgb(tmp_path_factory, rgb_window):
 
 
 def patch_classifier(rf, bands=3, seed=0, name="x1"):
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((rf, rf, bands), name=name)
-    h = keras.layers.Rescaling(1 / 5000.0)(inp)
-    h = keras.layers.Conv2D(6, 3, activation="relu")(h)
-    h = keras.layers.Flatten()(h)
-    out = keras.layers.Dense(4, activation="softmax", name="prob")(h)
-    return keras.Model(inp, out)
+    return models.patch_classifier(rf, bands, classes=4, name=name, seed=seed, conv=6)
 
 
 def reference_patches(image, rf, scale=1):
@@ -92,14 +87,7 @@ def test_patch_based_equals_whole_image_prediction(tmp_path, small_rgb, rgb_wind
 
 
 def fcn(context_kernels=(5, 3), stride=1, seed=1, outputs=("y",)):
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((None, None, 3), name="x")
-    h = keras.layers.Rescaling(1 / 5000.0)(inp)
-    h = keras.layers.Conv2D(5, context_kernels[0], strides=stride, activation="relu", name="c1")(h)
-    result = {"y": keras.layers.Conv2D(2, context_kernels[1], name="c2")(h)}
-    if "feat" in outputs:
-        result["feat"] = h
-    return keras.Model(inp, result if len(outputs) > 1 else result["y"])
+    return models.fcn(kernels=context_kernels, stride=stride, seed=seed, features="feat" in outputs)
 
 
 def test_fully_convolutional_equals_one_call_on_the_whole_image(tmp_path, small_rgb, rgb_window):

@@ -5,6 +5,7 @@ import sys
 import zipfile
 
 import pytest
+from models import fcn, patch_classifier, saved
 
 from common import OTB_COUNTS, POLYGONS, RGB, ROOT
 from helpers import qgis_process_binary, run_qgis_process
@@ -86,11 +87,7 @@ def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_pat
 
 
 def test_serve_a_model_from_the_command_line(installed_profile, tmp_path):
-    keras = pytest.importorskip("keras")
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((None, None, 1), name="x")
-    model = keras.Model(inp, keras.layers.Conv2D(1, 5, name="y")(keras.layers.Rescaling(1 / 5000.0)(inp)))
-    model.save(tmp_path / "fcn.keras")
+    saved(fcn(bands=1, kernels=(5, 1), filters=(4, 1)), tmp_path / "fcn.keras")
     b2 = ROOT / "data" / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
     out = run_qgis_process(installed_profile, "run", "otbtf:tensorflowmodelserve", "--json", f"--SOURCE1={b2}",
                            f"--MODEL={tmp_path / 'fcn.keras'}", "--FULLYCONV=true",
@@ -113,11 +110,7 @@ def test_sigterm_stops_a_run_and_leaves_nothing(installed_profile, tmp_path):
 
     from helpers import qgis_process_env
 
-    keras = pytest.importorskip("keras")
-    inp = keras.Input((16, 16, 3), name="x")
-    h = keras.layers.Conv2D(16, 3, activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
-    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(keras.layers.Flatten()(h)))
-    model.save(tmp_path / "patch.keras")
+    saved(patch_classifier(16, conv=16), tmp_path / "patch.keras")
     out = tmp_path / "out"
     out.mkdir()
     process = subprocess.Popen(

@@ -6,6 +6,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
+from models import patch_classifier, saved
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsRasterLayer
 
 from common import DATA
@@ -18,13 +19,8 @@ B2_30 = DATA / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
 
 @pytest.fixture(scope="module")
 def patch_model(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((16, 16, 1), name="x1")
-    h = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp))
-    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h))
-    path = tmp_path_factory.mktemp("model") / "patch16.keras"
-    model.save(path)
-    return model, path
+    model = patch_classifier(16, bands=1, name="x1")
+    return model, saved(model, tmp_path_factory.mktemp("model") / "patch16.keras")
 
 
 def test_serve_a_keras_patch_classifier(tmp_path, patch_model):

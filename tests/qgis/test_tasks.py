@@ -2,9 +2,9 @@
 QgsProcessingAlgRunnerTask: progress reaches 100, cancel ends the task and leaves
 nothing, two tasks at once give the single-run result."""
 
-import json
 import time
 
+import models
 import numpy as np
 import pytest
 import rasterio
@@ -28,26 +28,15 @@ def plugin_module(name):
 @pytest.fixture(scope="module")
 def fcn(tmp_path_factory):
     """A fully-convolutional model folder with otbtf metadata (receptive field 5)."""
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((None, None, 1), name="x1")
-    h = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
-    model = keras.Model(inp, keras.layers.Conv2D(2, 3, name="y")(h))
-    folder = tmp_path_factory.mktemp("fcn") / "model"
-    folder.mkdir()
-    model.export(str(folder / "savedmodel"), verbose=False)
-    (folder / "otbtf_model.json").write_text(json.dumps({
+    model = models.fcn(bands=1, kernels=(3, 3), filters=(4, 2), seed=0, name="x1")
+    return models.model_folder(model, tmp_path_factory.mktemp("fcn") / "model", {
         "inputs": [{"name": "x1", "rfield": 5}], "efield": 1, "scale": 1,
-        "classes": [{"code": 1, "name": "water"}, {"code": 2, "name": "land"}]}))
-    return folder
+        "classes": [{"code": 1, "name": "water"}, {"code": 2, "name": "land"}]})
 
 
 @pytest.fixture(scope="module")
 def patch16(tmp_path_factory):
-    inp = keras.Input((16, 16, 3), name="x")
-    h = keras.layers.Flatten()(keras.layers.Rescaling(1 / 10000.0)(inp))
-    path = tmp_path_factory.mktemp("patch") / "patch16.keras"
-    keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="prob")(h)).save(path)
-    return path
+    return models.saved(models.patch_classifier(16, scale=1e-4), tmp_path_factory.mktemp("patch") / "patch16.keras")
 
 
 def start(task):
