@@ -26,6 +26,12 @@ DATA = ROOT / "data" / "landsat8"
 RGB = DATA / "LC08_224078_20200518_rgb_crop.tif"
 POLYGONS = DATA / "LC08_224078_20200518_polygons.gpkg"
 PY = sys.executable
+PROGRAMS = Path(__file__).resolve().parent / "bench_programs.py"
+
+
+def program(name: str, **arguments) -> list[str]:
+    """The command that runs ``bench_programs.NAME(**arguments)`` in a fresh process."""
+    return [PY, str(PROGRAMS), name, json.dumps(arguments)]
 
 
 @dataclass
@@ -114,12 +120,7 @@ def bench_class_statistics(out: Path, repeat: int) -> list[tuple[str, str, str]]
         return [("class statistics vs OTB", "skipped", "otb-bin not installed")]
     vrt, vec, (width, height) = mosaic(out, 10, 8)
     print(f"class statistics: {width} x {height} px mosaic, {8 * 10 * 4} polygons")
-    ours_code = (
-        f"import json, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from otbtf_plugin.sampling import class_statistics\n"
-        f"print(json.dumps(class_statistics({str(vrt)!r}, {str(vec)!r}, 'name').by_class()))\n"
-    )
-    ours = [timed([PY, "-c", ours_code]) for _ in range(repeat)]
+    ours = [timed(program("class_statistics", image=str(vrt), vector=str(vec))) for _ in range(repeat)]
     otb_xml = out / "otb_stats.xml"
     otb = [timed(["otbcli_PolygonClassStatistics", "-in", str(vrt), "-vec", str(vec), "-field", "name",
                   "-out", str(otb_xml)]) for _ in range(repeat)]
@@ -139,20 +140,6 @@ def bench_class_statistics(out: Path, repeat: int) -> list[tuple[str, str, str]]
         ("class statistics: worst per-class count difference vs OTB", f"{100 * worst:.2f} %", "goal <= 1 %"),
     ]
 
-
-OURS_PIPELINE = """
-import sys
-sys.path.insert(0, {root!r})
-from otbtf_plugin.extraction import PatchSource, extract_patches
-from otbtf_plugin.sampling import class_statistics
-from otbtf_plugin.selection import sample_selection
-class_statistics({image!r}, {vector!r}, "name")
-samples = sample_selection({image!r}, {vector!r}, "name", strategy="all")
-samples.write_gpkg({out!r} + "/ours_samples.sqlite")  # SQLite, as OTB writes
-result = extract_patches([PatchSource({image!r}, {patch})], {out!r} + "/ours_samples.sqlite",
-                         [{out!r} + "/ours_patches.tif"], "name", labels_output={out!r} + "/ours_labels.tif")
-print(len(samples), result.accepted)
-"""
 
 OTB_PIPELINE = """set -e
 otbcli_PolygonClassStatistics -in {image} -vec {vector} -field name -out {out}/otb_stats.xml >/dev/null
@@ -177,8 +164,7 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
 
     def ours(patch):
         (out / "ours_samples.sqlite").unlink(missing_ok=True)
-        code = OURS_PIPELINE.format(root=str(ROOT), image=str(vrt), vector=str(vec), out=str(out), patch=patch)
-        return timed([PY, "-c", code])
+        return timed(program("sampling_pipeline", image=str(vrt), vector=str(vec), out=str(out), patch=patch))
 
     def otb():
         for leftover in out.glob("otb_*.sqlite"):
@@ -217,8 +203,7 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
 
     def run(image):
         (out / "ours_samples.sqlite").unlink(missing_ok=True)
-        code = OURS_PIPELINE.format(root=str(ROOT), image=str(image), vector=str(POLYGONS), out=str(out), patch=16)
-        return timed([PY, "-c", code])
+        return timed(program("sampling_pipeline", image=str(image), vector=str(POLYGONS), out=str(out), patch=16))
 
     a = best([run(small_vrt) for _ in range(repeat)])
     b = best([run(large_vrt) for _ in range(repeat)])
@@ -226,81 +211,8 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
              f"{b.peak_mib / a.peak_mib:.2f}", f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1")]
 
 
-KERAS_MODEL_START = """
-import sys
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-import_tensorflow()
-import keras
-keras.utils.set_random_seed(0)
-inp = keras.Input((None, None, 3), name="x")
-h = keras.layers.Rescaling(1 / 10000.0)(inp)
-"""
-
-SERVING_MODELS = KERAS_MODEL_START + """
-h = keras.layers.Conv2D(8, 5, activation="relu")(h)
-h = keras.layers.Conv2D(8, 3, activation="relu")(h)
-keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export({out!r} + "/bench_fcn", verbose=False)
-inp = keras.Input((16, 16, 3), name="x")
-h = keras.layers.Rescaling(1 / 10000.0)(inp)
-h = keras.layers.Conv2D(16, 3, activation="relu")(h)
-h = keras.layers.MaxPooling2D(2)(h)
-h = keras.layers.Conv2D(16, 3, activation="relu")(h)
-h = keras.layers.GlobalAveragePooling2D()(h)
-keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="prob")(h)).export(
-    {out!r} + "/bench_patch", verbose=False)
-"""
-
-SERVE_RUN = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-import_tensorflow()
-from otbtf_plugin.serving import ServeOptions, ServeSource, serve
-started = time.perf_counter()
-result = serve([ServeSource({image!r})], {model!r}, {output!r}, ServeOptions(fully_conv={fcn}))
-seconds = time.perf_counter() - started
-print(json.dumps({{"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}}))
-"""
-
-IN_MEMORY_FCN = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-tf = import_tensorflow()
-import rasterio
-with rasterio.open({image!r}) as src:
-    data = tf.constant(src.read().transpose(1, 2, 0)[None].astype("float32"))
-function = tf.saved_model.load({model!r}).signatures["serving_default"]
-function(x=data[:, :100, :100])  # warm-up, as serving's probe is
-started = time.perf_counter()
-out = next(iter(function(x=data).values())).numpy()
-print(json.dumps({{"seconds": time.perf_counter() - started, "pixels": out.shape[1] * out.shape[2]}}))
-"""
-
-IN_MEMORY_PATCHES = """
-import json, sys, time
-import numpy as np
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-tf = import_tensorflow()
-import rasterio
-with rasterio.open({image!r}) as src:
-    image = src.read().astype("float32")
-n_r, n_c = image.shape[1] - 15, image.shape[2] - 15
-windows = np.lib.stride_tricks.sliding_window_view(image, (16, 16), axis=(1, 2))  # (3, n_r, n_c, 16, 16)
-patches = np.ascontiguousarray(windows.transpose(1, 2, 3, 4, 0).reshape(n_r * n_c, 16, 16, 3))
-function = tf.saved_model.load({model!r}).signatures["serving_default"]
-function(x=tf.constant(patches[:8]))
-started = time.perf_counter()
-for first in range(0, len(patches), 4096):
-    next(iter(function(x=tf.constant(patches[first:first + 4096])).values())).numpy()
-print(json.dumps({{"seconds": time.perf_counter() - started, "pixels": len(patches)}}))
-"""
-
-
-def _json_run(code: str) -> tuple[dict, Run]:
-    run = timed([PY, "-c", code])
+def _json_run(command: list[str]) -> tuple[dict, Run]:
+    run = timed(command)
     return json.loads(run.stdout.strip().splitlines()[-1]), run
 
 
@@ -316,7 +228,7 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     """Fully-convolutional serving over 8000 x 9120 px vs one call on the same pixels in
     memory; patch-based serving vs a batched predict of the same patches; peak RSS of
     serving at 8000 x 9120 px vs 1000 x 1000 px."""
-    timed([PY, "-c", SERVING_MODELS.format(root=str(ROOT), out=str(out))])
+    timed(program("serving_models", out=str(out)))
     vrt, _, (width, height) = mosaic(out, 10, 8)
     large = _crop(vrt, out / "serve_large.tif", width, height)
     small = _crop(vrt, out / "serve_small.tif", 1000, 1000)
@@ -324,15 +236,15 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     fcn, patch = str(out / "bench_fcn"), str(out / "bench_patch")
 
     def ours(image, model, fully_conv):
-        return _json_run(SERVE_RUN.format(root=str(ROOT), image=str(image), model=model,
-                                          output=str(out / "served.tif"), fcn=fully_conv))
+        return _json_run(program("serve_run", image=str(image), model=model, output=str(out / "served.tif"),
+                                 fcn=fully_conv))
 
     served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
-    memory = min((_json_run(IN_MEMORY_FCN.format(root=str(ROOT), image=str(large), model=fcn))
+    memory = min((_json_run(program("in_memory_fcn", image=str(large), model=fcn))
                   for _ in range(repeat)), key=lambda r: r[0]["seconds"])
     small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     p_served = min((ours(patch_area, patch, False) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
-    p_memory = min((_json_run(IN_MEMORY_PATCHES.format(root=str(ROOT), image=str(patch_area), model=patch))
+    p_memory = min((_json_run(program("in_memory_patches", image=str(patch_area), model=patch))
                     for _ in range(repeat)), key=lambda r: r[0]["seconds"])
     if served[0]["pixels"] != memory[0]["pixels"] or p_served[0]["pixels"] != p_memory[0]["pixels"]:
         raise SystemExit("bench: served and in-memory runs did not cover the same pixels")
@@ -352,60 +264,13 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     ]
 
 
-TRAINING_RUN = """
-import json, sys, time
-import numpy as np
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-import_tensorflow()
-import keras
-from otbtf_plugin.model_metadata import BandStatistics, ModelInput
-from otbtf_plugin.training.architectures import build_cnn
-from otbtf_plugin.training.data import TrainingSet, band_statistics, batches
-data = TrainingSet([{patches!r}], {labels!r}, "training")
-indices = np.arange(data.count)
-patches, labels = data.read(indices)
-codes = sorted(np.unique(labels).astype(int).tolist())
-label_index = np.zeros(max(codes) + 1, dtype=np.int64)
-label_index[codes] = np.arange(len(codes))
-mean, std = band_statistics(data.images[0], indices)
-source = ModelInput("x1", rfield=16, bands=3, band_statistics=BandStatistics(tuple(mean), tuple(std)))
-epochs, batch = 2, 64
-
-def model():
-    keras.utils.set_random_seed(0)
-    m = build_cnn(keras, [source], len(codes), codes)[0]
-    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    m.fit(patches[0][:batch].astype("float32"), label_index[labels[:batch].astype(int)], epochs=1, verbose=0)
-    return m
-
-m = model()
-started = time.perf_counter()
-m.fit(batches(keras, data, indices, batch, label_index, 0, True), epochs=epochs, verbose=0)
-disk = time.perf_counter() - started
-x, y = patches[0].astype("float32"), label_index[labels.astype(int)]
-m = model()
-started = time.perf_counter()
-m.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0)
-memory = time.perf_counter() - started
-print(json.dumps({{"patches": int(data.count), "epochs": epochs, "disk": disk, "memory": memory}}))
-"""
-
-
 def bench_training(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     """Training throughput from patches images on disk vs the same model fed from arrays."""
     vrt, vec, _ = mosaic(out, 4, 4)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from otbtf_plugin.extraction import PatchSource, extract_patches\n"
-            "from otbtf_plugin.selection import sample_selection\n"
-            f"s = sample_selection({str(vrt)!r}, {str(vec)!r}, 'name', strategy='all')\n"
-            f"s.write_gpkg({str(out / 'train_points.gpkg')!r})\n"
-            f"extract_patches([PatchSource({str(vrt)!r}, 16)], {str(out / 'train_points.gpkg')!r}, "
-            f"[{str(out / 'train_patches.tif')!r}], 'name', labels_output={str(out / 'train_labels.tif')!r})\n")
     (out / "train_points.gpkg").unlink(missing_ok=True)
-    timed([PY, "-c", code])
-    runs = [_json_run(TRAINING_RUN.format(root=str(ROOT), patches=str(out / "train_patches.tif"),
-                                          labels=str(out / "train_labels.tif")))[0] for _ in range(repeat)]
+    timed(program("training_patches", image=str(vrt), vector=str(vec), out=str(out)))
+    runs = [_json_run(program("training_run", patches=str(out / "train_patches.tif"),
+                              labels=str(out / "train_labels.tif")))[0] for _ in range(repeat)]
     best_run = max(runs, key=lambda r: r["memory"] / r["disk"])
     n = best_run["patches"] * best_run["epochs"]
     print(f"training, {best_run['patches']} patches x {best_run['epochs']} epochs: from disk "
@@ -414,37 +279,21 @@ def bench_training(out: Path, repeat: int) -> list[tuple[str, str, str]]:
              f"{best_run['memory'] / best_run['disk']:.2f}", "goal >= 0.8")]
 
 
-SCALE_MODEL = KERAS_MODEL_START + """
-keras.Model(inp, keras.layers.Conv2D(1, 3, name="y")(h)).export({out!r} + "/bench_small", verbose=False)
-"""
-
-BASELINE_RUN = """
-import sys
-sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
-import_tensorflow()
-import numpy as np
-from otbtf_plugin.model import load_model
-model = load_model({model!r})
-model.run({{"x": np.zeros((1, 256, 256, 3), "float32")}})
-"""
-
-
 def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     """A 30000 x 30000 px VRT repeating the sample scene, served with a small
     fully-convolutional model under the default 512 MiB budget: peak RSS above the
     process that only loaded TensorFlow and the model, and throughput compared with
     the same model on a 3000 x 3000 px crop."""
-    timed([PY, "-c", SCALE_MODEL.format(root=str(ROOT), out=str(out))])
+    timed(program("scale_model", out=str(out)))
     model = str(out / "bench_small")
     vrt, _, _ = mosaic(out, 38, 27, size=(30000, 30000))
     crop = _crop(vrt, out / "scale_crop.tif", 3000, 3000)
-    baseline = min(timed([PY, "-c", BASELINE_RUN.format(root=str(ROOT), model=model)]).peak_mib
+    baseline = min(timed(program("baseline_run", model=model)).peak_mib
                    for _ in range(repeat))
 
     def ours(image):
-        return _json_run(SERVE_RUN.format(root=str(ROOT), image=str(image), model=model,
-                                          output=str(out / "scale_served.tif"), fcn=True))
+        return _json_run(program("serve_run", image=str(image), model=model, output=str(out / "scale_served.tif"),
+                                 fcn=True))
 
     small = min((ours(crop) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
     large, run = ours(vrt)  # once: 900 Mpx
@@ -461,31 +310,6 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
         ("30000x30000 VRT serving throughput / 3000x3000 crop", f"{rate_large / rate_small:.2f}",
          f"goal >= 0.8 ({rate_large:.1f} vs {rate_small:.1f} Mpx/s)"),
     ]
-
-
-CLASSIFY_RUN = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from otbtf_plugin.image_classification import classify_image
-from otbtf_plugin.features import FeatureSource, FeatureSpec
-started = time.perf_counter()
-result = classify_image(FeatureSpec([FeatureSource({image!r})]), {classifier!r}, {output!r}, compress="deflate")
-print(json.dumps({{"seconds": time.perf_counter() - started}}))
-"""
-
-CLASSIFIER_SAMPLES = """
-import sys
-sys.path.insert(0, {root!r})
-from otbtf_plugin.classifier_training import sample_extraction, train_vector_classifier
-from otbtf_plugin.features import FeatureSource, FeatureSpec
-from otbtf_plugin.selection import sample_selection
-points = {points!r}
-if points.endswith("polygons.gpkg"):
-    points = sample_selection({image!r}, points, "code", strategy="all").write_gpkg({out!r} + "/rf_points.gpkg")
-features, _, _ = sample_extraction(FeatureSpec([FeatureSource({image!r})]), points, {features!r}, "code")
-train_vector_classifier(features, ["source1_band1", "source1_band2", "source1_band3"], "code",
-                        {classifier!r}, classifier="rf", params="n_estimators=100;max_depth=25", validation=0)
-"""
 
 
 def _code_polygons(source: Path, target: Path) -> Path:
@@ -552,14 +376,14 @@ def _forest_race(out: Path, image: Path, points: Path, name: str, repeat: int) -
     features, ours_file, otb_file = out / f"{name}_features.gpkg", out / f"{name}.skops", out / f"otb_{name}.txt"
     for path in (out / "rf_points.gpkg", features):
         path.unlink(missing_ok=True)
-    timed([PY, "-c", CLASSIFIER_SAMPLES.format(root=str(ROOT), image=str(image), points=str(points), out=str(out),
-                                               features=str(features), classifier=str(ours_file))])
+    timed(program("classifier_samples", image=str(image), points=str(points), out=str(out), features=str(features),
+                  classifier=str(ours_file)))
     timed(["otbcli_TrainVectorClassifier", "-io.vd", str(features), "-io.out", str(otb_file),
            "-feat", "source1_band1", "source1_band2", "source1_band3", "-cfield", "code",
            "-classifier", "rf", "-classifier.rf.nbtrees", "100", "-classifier.rf.max", "25",
            "-classifier.rf.min", "1", "-classifier.rf.acc", "0", "-rand", "0"])  # acc 0: all 100 trees
-    ours = min((_json_run(CLASSIFY_RUN.format(root=str(ROOT), image=str(image), classifier=str(ours_file),
-                                              output=str(out / f"{name}_map.tif"))) for _ in range(repeat)),
+    ours = min((_json_run(program("classify_run", image=str(image), classifier=str(ours_file),
+                                  output=str(out / f"{name}_map.tif"))) for _ in range(repeat)),
                key=lambda r: r[0]["seconds"])[1]
     env = dict(os.environ, OTB_MAX_RAM_HINT="512", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(os.cpu_count() or 1))
     otb = best([timed(["otbcli_ImageClassifier", "-in", str(image), "-model", str(otb_file),
@@ -609,42 +433,18 @@ def _agreement(ours: Path, theirs: Path) -> float:
     return same / total
 
 
-CLUSTER_RUN = """
-import json, os, sys, time
-sys.path.insert(0, {root!r})
-os.environ["PYTHONPATH"] = {root!r}
-from distributed import LocalCluster
-from otbtf_plugin.cluster import DaskExecutor
-from otbtf_plugin.serving import ServeOptions, ServeSource, serve
-if __name__ == "__main__":
-    # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.
-    env = {{"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}}
-    with LocalCluster(n_workers={workers}, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env=env) as cluster:
-        # Uncompressed output: the client (here sharing the 2 cores) only assembles tiles.
-        options = ServeOptions(fully_conv=True, tile_px=512, compress="none")
-        executor = DaskExecutor(cluster.scheduler_address)
-        serve([ServeSource({image!r})], {model!r}, {output!r}, options, executor=executor)  # warm-up: workers load
-        started = time.perf_counter()
-        result = serve([ServeSource({image!r})], {model!r}, {output!r}, options, executor=executor)
-        print(json.dumps({{"seconds": time.perf_counter() - started,
-                          "pixels": result.plan.grid.width * result.plan.grid.height}}))
-"""
-
-
 def bench_cluster(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     """Fully-convolutional serving of 3000 x 3000 px on a Dask LocalCluster of one and
     of two single-core workers: the throughput ratio (2 on separate machines; here the
     client and the scheduler share the same 2 cores)."""
-    timed([PY, "-c", SERVING_MODELS.format(root=str(ROOT), out=str(out))])
+    timed(program("serving_models", out=str(out)))
     vrt, _, _ = mosaic(out, 4, 3)
     image = _crop(vrt, out / "cluster_image.tif", 3000, 3000)
-    script = out / "cluster_run.py"
     rates = {}
     for workers in (1, 2):
-        script.write_text(CLUSTER_RUN.format(root=str(ROOT), image=str(image), model=str(out / "bench_fcn"),
-                                             output=str(out / "cluster_served.tif"), workers=workers))
-        runs = [json.loads(timed([PY, str(script)]).stdout.strip().splitlines()[-1]) for _ in range(repeat)]
+        command = program("cluster_run", image=str(image), model=str(out / "bench_fcn"),
+                          output=str(out / "cluster_served.tif"), workers=workers)
+        runs = [_json_run(command)[0] for _ in range(repeat)]
         fastest = min(runs, key=lambda r: r["seconds"])
         rates[workers] = fastest["pixels"] / fastest["seconds"] / 1e6
     print(f"cluster: 3000 x 3000 px served by 1 worker {rates[1]:.1f} Mpx/s, by 2 workers {rates[2]:.1f} Mpx/s")

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""The programs ``scripts/bench.py`` times, one function each. Each runs in a fresh process,
+so that every side of a race pays its own start-up and imports:
+
+    python3 scripts/bench_programs.py NAME '{"argument": "value", ...}'
+
+Heavy imports stay inside the functions; a program that measures prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def class_statistics(image: str, vector: str) -> None:
+    from otbtf_plugin.sampling import class_statistics as statistics
+
+    print(json.dumps(statistics(image, vector, "name").by_class()))
+
+
+def sampling_pipeline(image: str, vector: str, out: str, patch: int) -> None:
+    """Class statistics, selection of every sample and extraction, as OTB's three applications."""
+    from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.sampling import class_statistics as statistics
+    from otbtf_plugin.selection import sample_selection
+
+    statistics(image, vector, "name")
+    samples = sample_selection(image, vector, "name", strategy="all")
+    samples.write_gpkg(out + "/ours_samples.sqlite")  # SQLite, as OTB writes
+    result = extract_patches([PatchSource(image, patch)], out + "/ours_samples.sqlite", [out + "/ours_patches.tif"],
+                             "name", labels_output=out + "/ours_labels.tif")
+    print(len(samples), result.accepted)
+
+
+def training_patches(image: str, vector: str, out: str) -> None:
+    """Every sample of the polygons as 16 px patches and labels (the training bench's input)."""
+    from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.selection import sample_selection
+
+    sample_selection(image, vector, "name", strategy="all").write_gpkg(out + "/train_points.gpkg")
+    extract_patches([PatchSource(image, 16)], out + "/train_points.gpkg", [out + "/train_patches.tif"], "name",
+                    labels_output=out + "/train_labels.tif")
+
+
+def _keras():
+    from otbtf_plugin.deps import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+def serving_models(out: str) -> None:
+    """``bench_fcn`` (fully-convolutional, context 6) and ``bench_patch`` (16 px patches,
+    4 classes), as SavedModels."""
+    keras = _keras()
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Rescaling(1 / 10000.0)(inp)
+    h = keras.layers.Conv2D(8, 5, activation="relu")(h)
+    h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+    keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export(out + "/bench_fcn", verbose=False)
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Rescaling(1 / 10000.0)(inp)
+    h = keras.layers.Conv2D(16, 3, activation="relu")(h)
+    h = keras.layers.MaxPooling2D(2)(h)
+    h = keras.layers.Conv2D(16, 3, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="prob")(h)).export(
+        out + "/bench_patch", verbose=False)
+
+
+def scale_model(out: str) -> None:
+    """``bench_small``: one 3 x 3 convolution, for the 30000 x 30000 px run."""
+    keras = _keras()
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Rescaling(1 / 10000.0)(inp)
+    keras.Model(inp, keras.layers.Conv2D(1, 3, name="y")(h)).export(out + "/bench_small", verbose=False)
+
+
+def serve_run(image: str, model: str, output: str, fcn: bool) -> None:
+    """Our serving, timed from the call (TensorFlow already imported)."""
+    from otbtf_plugin.deps import import_tensorflow
+
+    import_tensorflow()
+    from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+
+    started = time.perf_counter()
+    result = serve([ServeSource(image)], model, output, ServeOptions(fully_conv=fcn))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}))
+
+
+def in_memory_fcn(image: str, model: str) -> None:
+    """The reference at its best: the whole image already in memory, one call of the model."""
+    from otbtf_plugin.deps import import_tensorflow
+
+    tf = import_tensorflow()
+    import rasterio
+
+    with rasterio.open(image) as src:
+        data = tf.constant(src.read().transpose(1, 2, 0)[None].astype("float32"))
+    function = tf.saved_model.load(model).signatures["serving_default"]
+    function(x=data[:, :100, :100])  # warm-up, as serving's probe is
+    started = time.perf_counter()
+    out = next(iter(function(x=data).values())).numpy()
+    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": out.shape[1] * out.shape[2]}))
+
+
+def in_memory_patches(image: str, model: str) -> None:
+    """The reference at its best: every 16 px patch gathered in memory beforehand (not
+    timed), then batches of 4096 predicted."""
+    import numpy as np
+
+    from otbtf_plugin.deps import import_tensorflow
+
+    tf = import_tensorflow()
+    import rasterio
+
+    with rasterio.open(image) as src:
+        pixels = src.read().astype("float32")
+    n_r, n_c = pixels.shape[1] - 15, pixels.shape[2] - 15
+    windows = np.lib.stride_tricks.sliding_window_view(pixels, (16, 16), axis=(1, 2))  # (3, n_r, n_c, 16, 16)
+    patches = np.ascontiguousarray(windows.transpose(1, 2, 3, 4, 0).reshape(n_r * n_c, 16, 16, 3))
+    function = tf.saved_model.load(model).signatures["serving_default"]
+    function(x=tf.constant(patches[:8]))
+    started = time.perf_counter()
+    for first in range(0, len(patches), 4096):
+        next(iter(function(x=tf.constant(patches[first:first + 4096])).values())).numpy()
+    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": len(patches)}))
+
+
+def training_run(patches: str, labels: str) -> None:
+    """The cnn trained 2 epochs from the patches image on disk, then from arrays in memory."""
+    import numpy as np
+
+    keras = _keras()
+    from otbtf_plugin.model_metadata import BandStatistics, ModelInput
+    from otbtf_plugin.training.architectures import build_cnn
+    from otbtf_plugin.training.data import TrainingSet, band_statistics, batches
+
+    data = TrainingSet([patches], labels, "training")
+    indices = np.arange(data.count)
+    arrays, values = data.read(indices)
+    codes = sorted(np.unique(values).astype(int).tolist())
+    label_index = np.zeros(max(codes) + 1, dtype=np.int64)
+    label_index[codes] = np.arange(len(codes))
+    mean, std = band_statistics(data.images[0], indices)
+    source = ModelInput("x1", rfield=16, bands=3, band_statistics=BandStatistics(tuple(mean), tuple(std)))
+    epochs, batch = 2, 64
+
+    def model():
+        keras.utils.set_random_seed(0)
+        m = build_cnn(keras, [source], len(codes), codes)[0]
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        m.fit(arrays[0][:batch].astype("float32"), label_index[values[:batch].astype(int)], epochs=1, verbose=0)
+        return m
+
+    m = model()
+    started = time.perf_counter()
+    m.fit(batches(keras, data, indices, batch, label_index, 0, True), epochs=epochs, verbose=0)
+    disk = time.perf_counter() - started
+    x, y = arrays[0].astype("float32"), label_index[values.astype(int)]
+    m = model()
+    started = time.perf_counter()
+    m.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0)
+    memory = time.perf_counter() - started
+    print(json.dumps({"patches": int(data.count), "epochs": epochs, "disk": disk, "memory": memory}))
+
+
+def baseline_run(model: str) -> None:
+    """TensorFlow and the model loaded and run once: the memory floor of any serving run."""
+    from otbtf_plugin.deps import import_tensorflow
+
+    import_tensorflow()
+    import numpy as np
+
+    from otbtf_plugin.model import load_model
+
+    load_model(model).run({"x": np.zeros((1, 256, 256, 3), "float32")})
+
+
+def classify_run(image: str, classifier: str, output: str) -> None:
+    from otbtf_plugin.features import FeatureSource, FeatureSpec
+    from otbtf_plugin.image_classification import classify_image
+
+    started = time.perf_counter()
+    classify_image(FeatureSpec([FeatureSource(image)]), classifier, output, compress="deflate")
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def classifier_samples(image: str, points: str, out: str, features: str, classifier: str) -> None:
+    """Pixel values at the points (every pixel of the polygons when given polygons), and our
+    forest trained on them (100 trees of depth <= 25, as OTB's in the race)."""
+    from otbtf_plugin.classifier_training import sample_extraction, train_vector_classifier
+    from otbtf_plugin.features import FeatureSource, FeatureSpec
+    from otbtf_plugin.selection import sample_selection
+
+    if points.endswith("polygons.gpkg"):
+        points = str(sample_selection(image, points, "code", strategy="all").write_gpkg(out + "/rf_points.gpkg"))
+    values, _, _ = sample_extraction(FeatureSpec([FeatureSource(image)]), points, features, "code")
+    train_vector_classifier(values, ["source1_band1", "source1_band2", "source1_band3"], "code", classifier,
+                            classifier="rf", params="n_estimators=100;max_depth=25", validation=0)
+
+
+def cluster_run(image: str, model: str, output: str, workers: int) -> None:
+    """Serving on a Dask LocalCluster of ``workers`` single-core workers, timed after a warm-up run."""
+    os.environ["PYTHONPATH"] = str(ROOT)
+    from distributed import LocalCluster
+
+    from otbtf_plugin.cluster import DaskExecutor
+    from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+
+    # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.
+    env = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env=env) as cluster:
+        # Uncompressed output: the client (here sharing the 2 cores) only assembles tiles.
+        options = ServeOptions(fully_conv=True, tile_px=512, compress="none")
+        executor = DaskExecutor(cluster.scheduler_address)
+        serve([ServeSource(image)], model, output, options, executor=executor)  # warm-up: workers load
+        started = time.perf_counter()
+        result = serve([ServeSource(image)], model, output, options, executor=executor)
+        print(json.dumps({"seconds": time.perf_counter() - started,
+                          "pixels": result.plan.grid.width * result.plan.grid.height}))
+
+
+PROGRAMS = {f.__name__: f for f in (class_statistics, sampling_pipeline, training_patches, serving_models,
+                                     scale_model, serve_run, in_memory_fcn, in_memory_patches, training_run,
+                                     baseline_run, classify_run, classifier_samples, cluster_run)}
+
+
+if __name__ == "__main__":
+    PROGRAMS[sys.argv[1]](**json.loads(sys.argv[2]))
