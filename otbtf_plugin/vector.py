@@ -171,26 +171,7 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     ``Features.skipped``.
     """
     dataset, lyr = open_layer(path, layer)
-    definition = lyr.GetLayerDefn()
-    field_index = -1
-    string_classes = False
-    if field_name:
-        field_index = definition.GetFieldIndex(field_name)
-        if field_index < 0:
-            names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-            raise InputError(
-                f"the vector has no field {field_name!r}; its fields: {', '.join(names) or '(none)'}"
-            )
-        field_type = definition.GetFieldDefn(field_index).GetType()
-        if field_type in (ogr.OFTInteger, ogr.OFTInteger64):
-            string_classes = False
-        elif field_type == ogr.OFTString:
-            string_classes = True
-        else:
-            raise InputError(
-                f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
-                "use an integer or text field"
-            )
+    field_index, string_classes = _class_field(lyr.GetLayerDefn(), field_name)
     transform = _transform_to(lyr, raster_wkt)
     # Geometries end up in the raster's CRS when one is given, else stay in the layer's.
     source_srs = lyr.GetSpatialRef()
@@ -259,19 +240,10 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             fid_values, label_index = fid_values[keep], label_index[keep]
             geometries = [g for g, k in zip(geometries, keep, strict=True) if k]
     del dataset
-    values = list(seen)  # by index of first appearance
-    present = [values[i] for i in np.unique(label_index)] if len(label_index) else []
-    if string_classes:
-        code_of = {name: code for code, name in enumerate(sorted(present), 1)}
-        lookup = np.array([code_of.get(v, 0) for v in values], dtype=np.int64)
-        class_names = {code: name for name, code in code_of.items()}
-    else:
-        lookup = np.array(values, dtype=np.int64)
-        class_names = {int(c): str(c) for c in sorted(present)}
-    codes = lookup[label_index] if len(label_index) else np.zeros(0, dtype=np.int64)
+    codes, class_names = _class_codes(list(seen), label_index, string_classes)
     return Features(
         fids=fid_values,
-        codes=np.asarray(codes, dtype=np.int64),
+        codes=codes,
         geometries=geometries,
         class_names=class_names,
         field=field_name or "",
@@ -283,6 +255,39 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
         point_x=xy[:, 0].copy(),
         point_y=xy[:, 1].copy(),
     )
+
+
+def _class_field(definition, field_name: str | None) -> tuple[int, bool]:
+    """(index of the class field, whether its classes are text); (-1, False) without one."""
+    if not field_name:
+        return -1, False
+    index = definition.GetFieldIndex(field_name)
+    if index < 0:
+        names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+        raise InputError(f"the vector has no field {field_name!r}; its fields: {', '.join(names) or '(none)'}")
+    field_type = definition.GetFieldDefn(index).GetType()
+    if field_type in (ogr.OFTInteger, ogr.OFTInteger64):
+        return index, False
+    if field_type == ogr.OFTString:
+        return index, True
+    raise InputError(f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
+                     "use an integer or text field")
+
+
+def _class_codes(values: list, label_index: np.ndarray, string_classes: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Each feature's class code and the names of the codes present: integer classes are their
+    own codes; text classes get 1, 2, ... in alphabetical order. ``values``: the classes as
+    read, by first appearance; ``label_index``: each feature's index into them."""
+    present = [values[i] for i in np.unique(label_index)] if len(label_index) else []
+    if string_classes:
+        code_of = {name: code for code, name in enumerate(sorted(present), 1)}
+        lookup = np.array([code_of.get(v, 0) for v in values], dtype=np.int64)
+        class_names = {code: name for name, code in code_of.items()}
+    else:
+        lookup = np.array(values, dtype=np.int64)
+        class_names = {int(c): str(c) for c in sorted(present)}
+    codes = lookup[label_index] if len(label_index) else np.zeros(0, dtype=np.int64)
+    return np.asarray(codes, dtype=np.int64), class_names
 
 
 TRANSFORM_CHUNK = 65536  # points handed to OSR at once (as Python lists: bounded)
