@@ -242,9 +242,64 @@ def import_tensorflow():
     require()
     if "tensorflow" not in sys.modules:
         isolate_tensorflow_symbols()
-        with _local_deep_binding():
+        with _local_deep_binding(), quiet_tensorflow():
             import tensorflow  # noqa: F401  (heavy and optional: imported here only)
     return sys.modules["tensorflow"]
+
+
+# What TensorFlow's libraries print while they load, before its log level applies: notices
+# about oneDNN and CPU instructions, and absl's note that logging is not initialised.
+TF_LOAD_NOTICES = re.compile(r"oneDNN custom operations are on|cpu_feature_guard|To enable the following "
+                             r"instructions|rebuild TensorFlow with the appropriate|before absl::InitializeLog")
+TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+@contextlib.contextmanager
+def quiet_tensorflow():
+    """TensorFlow's C++ log kept off the terminal and the QGIS log: its level is set to errors
+    the user can act on only (3: its harmless "NodeDef mentions attribute" errors, info and
+    warnings are dropped; real failures reach the user as Python exceptions), and the notices
+    its libraries print while loading are filtered out of the process' stderr. A user who
+    set ``TF_CPP_MIN_LOG_LEVEL`` asked for TensorFlow's log: nothing is changed or filtered.
+    Every other line written to stderr meanwhile goes through at once."""
+    if TF_LOG_LEVEL in os.environ:
+        yield
+        return
+    os.environ[TF_LOG_LEVEL] = "3"  # read by TensorFlow only, when it logs
+    with _filtered_stderr(TF_LOAD_NOTICES):
+        yield
+
+
+@contextlib.contextmanager
+def _filtered_stderr(noise: re.Pattern):
+    """File descriptor 2 (where C++ libraries write) through a pipe: lines matching ``noise``
+    are dropped, the others written to the real stderr as they come."""
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr at all: nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+
+    def forward():
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not noise.search(line.decode("utf-8", "replace")):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=forward, name="otbtf-stderr", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer is gone: the thread reads to its end
+        thread.join(5)
+        os.close(real)
 
 
 @contextlib.contextmanager
@@ -270,7 +325,7 @@ class _SafeTensorflowLoader:
     def exec_module(self, module):
         # "tensorflow" is in sys.modules already (the import system puts it there first)
         sys.modules.setdefault(TF_GLOBAL_FLAGS_MODULE, None)
-        with _local_deep_binding():
+        with _local_deep_binding(), quiet_tensorflow():
             self.loader.exec_module(module)
 
 

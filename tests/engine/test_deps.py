@@ -257,3 +257,40 @@ def test_engine_imports_no_qgis():
 def test_python_executable_is_a_python(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
     assert Path(deps.python_executable()).name.startswith("python")
+
+
+QUIET_RUN = textwrap.dedent("""\
+    import sys
+    sys.path.insert(0, {root!r})
+    print("before", file=sys.stderr, flush=True)
+    from otbtf_plugin.deps import import_tensorflow
+    import_tensorflow()
+    import keras, numpy as np
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+        def __getitem__(self, i):
+            return np.zeros((4, 8, 8, 3), "float32"), np.zeros(4, "int64")
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(Batches(), epochs=1, verbose=0)
+    print("after", file=sys.stderr)
+""")
+
+
+@pytest.mark.parametrize("level", [None, "0"])
+def test_tensorflow_stays_quiet_unless_asked(level):
+    """Importing TensorFlow and training print nothing of TensorFlow's own (its load notices,
+    info lines); other stderr lines pass. TF_CPP_MIN_LOG_LEVEL set by the user: all of it."""
+    pytest.importorskip("tensorflow")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    err = subprocess.run([sys.executable, "-c", QUIET_RUN.format(root=str(ROOT))], capture_output=True, text=True,
+                         check=True, env=env).stderr
+    lines = [line for line in err.splitlines() if line.strip()]
+    if level is None:
+        assert lines == ["before", "after"], lines
+    else:
+        assert "oneDNN" in err and lines[0] == "before" and lines[-1] == "after"
