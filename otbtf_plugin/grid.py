@@ -138,6 +138,21 @@ def block_index(col, row, block_px: int, width: int):
     return (np.asarray(row, dtype=np.int64) // block_px) * columns + np.asarray(col, dtype=np.int64) // block_px
 
 
+def dihedral(array: np.ndarray, transform: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """One of the 8 flips and 90-degree rotations of the plane of ``axes``: ``transform`` 0 is
+    the identity, 1-3 turn by 90, 180, 270 degrees, 4-7 turn the same then flip the second
+    axis. A view when numpy can make one."""
+    turned = np.rot90(array, transform % 4, axes=axes)
+    return np.flip(turned, axis=axes[1]) if transform >= 4 else turned
+
+
+def undo_dihedral(array: np.ndarray, transform: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """The inverse of :func:`dihedral`: ``undo_dihedral(dihedral(a, t), t)`` is ``a``."""
+    if transform >= 4:
+        array = np.flip(array, axis=axes[1])
+    return np.rot90(array, -(transform % 4), axes=axes)
+
+
 @dataclass(frozen=True)
 class Grid:
     """A north-up raster grid: origin (top-left corner), pixel size, shape."""

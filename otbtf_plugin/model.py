@@ -93,7 +93,8 @@ def _load_savedmodel(path: Path) -> ServedModel:
     function = signatures["serving_default"]
     _, kwargs = function.structured_input_signature
     inputs = [_spec_info(name, spec) for name, spec in kwargs.items()]
-    outputs = [_spec_info(name, spec) for name, spec in function.structured_outputs.items()]
+    # By name: the signature's dict comes back in no fixed order, and band order must not vary.
+    outputs = [_spec_info(name, spec) for name, spec in sorted(function.structured_outputs.items())]
     input_dtypes = {t.name: t.dtype for t in inputs}
 
     def call(feeds):

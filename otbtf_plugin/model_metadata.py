@@ -76,8 +76,9 @@ class ModelMetadata:
     scale: int | None = None  # spacing scale
     task: Task | None = None
     architecture: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)  # served by default: name -> what it is
+    outputs: dict[str, str] = field(default_factory=dict)  # the model's outputs: name -> what it is
     extra_outputs: dict[str, str] = field(default_factory=dict)  # served when named (deep features)
+    default_outputs: list[str] = field(default_factory=list)  # served without OUTPUT_NAMES (empty: all outputs)
     classes: list[ModelClass] = field(default_factory=list)
     target_statistics: dict | None = None  # regression: mean and std of the labels
     training: dict = field(default_factory=dict)  # the run's record (patches, epochs, seed...)
@@ -103,6 +104,7 @@ class ModelMetadata:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data.update({"outputs": self.outputs, "extra_outputs": self.extra_outputs,
+                     "default_outputs": self.default_outputs,
                      "target_statistics": self.target_statistics, "classes": self.class_dicts(),
                      "training": self.training, "history": self.history})
         return {**data, **self.others}
@@ -120,6 +122,7 @@ class ModelMetadata:
             efield=_int(data, "efield", where), scale=_int(data, "scale", where), task=task,
             architecture=data.get("architecture"),
             outputs=dict(data.get("outputs") or {}), extra_outputs=dict(data.get("extra_outputs") or {}),
+            default_outputs=[str(n) for n in _list(data, "default_outputs", where)],
             classes=[ModelClass(int(_get(c, "code", where)), str(_get(c, "name", where)))
                      for c in _list(data, "classes", where)],
             target_statistics=data.get("target_statistics"), training=dict(data.get("training") or {}),

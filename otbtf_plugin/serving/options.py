@@ -34,6 +34,7 @@ class ServeOptions:
     memory_mb: int = 512
     allow_lambda: bool = False
     compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
+    tta: bool = False  # test-time augmentation: the mean over the 8 flips / 90-degree rotations
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:

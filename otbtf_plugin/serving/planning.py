@@ -45,6 +45,16 @@ class OutputPlan:
     dtype: str
 
 
+@dataclass(frozen=True)
+class ClassFromScores:
+    """With test-time augmentation a class output is the class of the mean scores: output
+    ``output`` is ``codes[argmax(mean of scores)]``."""
+
+    output: str
+    scores: str
+    codes: tuple[int, ...]
+
+
 @dataclass
 class Plan:
     mode: Mode
@@ -60,6 +70,9 @@ class Plan:
     background: float
     pad: bool
     notes: list[str] = field(default_factory=list)  # what the user should know (sizes lowered to the budget)
+    other_outputs: list[str] = field(default_factory=list)  # the model's outputs not served
+    tta: bool = False  # test-time augmentation: mean over the 8 flips / 90-degree rotations
+    class_from_scores: ClassFromScores | None = None  # with TTA: the class output, from the mean scores
 
     @property
     def bands(self) -> int:
@@ -67,8 +80,11 @@ class Plan:
 
     def describe(self) -> str:
         g = self.geometry
+        served = ", ".join(f"{o.name} ({o.channels} band{'s' if o.channels > 1 else ''})" for o in self.outputs)
+        others = f"; also available (OUTPUT_NAMES): {', '.join(self.other_outputs)}" if self.other_outputs else ""
         return (f"{self.mode} mode, receptive field {g.rfield} px, expression field {g.efield} px, scale {g.scale}; "
-                f"output {self.grid.width} x {self.grid.height} px, tiles of {self.tile} px")
+                f"output {self.grid.width} x {self.grid.height} px, tiles of {self.tile} px; "
+                f"serving {served}{others}")
 
 
 def _feed_value(model: ServedModel, name: str, value) -> np.ndarray:
@@ -137,8 +153,10 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     reference = grid_of(datasets[0])
     out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, options.pad)
     tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
+    others = [t.name for t in model.outputs if t.name not in output_names]
     return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
-                float(options.background), options.pad, notes)
+                float(options.background), options.pad, notes, others, options.tta,
+                _class_from_scores(options, model, meta, outputs))
 
 
 def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, meta: ModelMetadata) -> list[str]:
@@ -175,9 +193,12 @@ def _check_bands(names: list[str], datasets, model: ServedModel) -> None:
 
 
 def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata) -> list[str]:
-    """OUTPUT_NAMES, else the model's outputs without its extras (served only when named)."""
+    """OUTPUT_NAMES, else the outputs the model folder serves by default (a classifier of ours:
+    its class map), else the model's outputs without its extras (served only when named)."""
     extras = set(meta.extra_outputs)  # e.g. "features"
-    names = options.output_names or [t.name for t in model.outputs if t.name not in extras] \
+    own = {t.name for t in model.outputs}
+    defaults = [n for n in meta.default_outputs if n in own]
+    names = options.output_names or defaults or [t.name for t in model.outputs if t.name not in extras] \
         or [t.name for t in model.outputs]
     for name in names:
         model.output(name)
@@ -355,6 +376,25 @@ def _output_grid(geometry: ModelGeometry, phase: int, source_plans: list[SourceP
     if width <= 0 or height <= 0:
         raise InputError(_no_room_message(geometry, source_plans, reference))
     return reference.coarser(phase + col * scale, phase + row * scale, scale, width, height), (col, row)
+
+
+def _class_from_scores(options: ServeOptions, model: ServedModel, meta: ModelMetadata,
+                       outputs: list[OutputPlan]) -> ClassFromScores | None:
+    """Test-time augmentation averages outputs; a class output cannot be averaged: it is taken
+    from the mean of the scores it comes from (a classifier of ours: ``prob``), else refused."""
+    if not options.tta:
+        return None
+    derived = None
+    for o in outputs:
+        if np.issubdtype(np.dtype(o.dtype), np.floating):
+            continue
+        has_scores = any(t.name == "prob" for t in model.outputs)
+        if o.name != "class" or not meta.classes or not has_scores:
+            raise ModelError(f"TTA averages the outputs over 8 flips and rotations, and output {o.name} holds "
+                             f"{o.dtype} values (classes?), which cannot be averaged: serve the model's scores "
+                             f"with TTA, or {o.name} without it")
+        derived = ClassFromScores(o.name, "prob", tuple(c.code for c in meta.classes))
+    return derived
 
 
 def _first_line(err: Exception) -> str:

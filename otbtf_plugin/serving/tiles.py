@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import Window, cut_patches, input_window
+from ..grid import Window, cut_patches, dihedral, input_window, undo_dihedral
 from ..model import ModelError, ServedModel, load_model
 from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
@@ -112,6 +112,32 @@ def _prepare(sp: SourcePlan, array: np.ndarray, dtype) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
+def _predict(plan: Plan, model: ServedModel, feeds: dict) -> dict:
+    """The model's outputs for ``feeds``. With test-time augmentation, the mean over the 8
+    flips and 90-degree rotations T of T^-1(model(T(input))): every image input turned in
+    its rows and columns, every spatial output turned back (a class output: the class of
+    the mean scores)."""
+    if not plan.tta:
+        return model.run(feeds)
+    derived = plan.class_from_scores
+    wanted = [o.name for o in plan.outputs if derived is None or o.name != derived.output]
+    if derived is not None and derived.scores not in wanted:
+        wanted.append(derived.scores)
+    images = [sp.name for sp in plan.sources]
+    totals: dict[str, np.ndarray] = {}
+    for transform in range(8):
+        result = model.run({**feeds, **{name: dihedral(feeds[name], transform, (1, 2)) for name in images}})
+        for name in wanted:
+            value = np.asarray(result[name], dtype=np.float64)
+            if value.ndim >= 3:  # [n, y, x(, c)]: back to the input's orientation
+                value = undo_dihedral(value, transform, (1, 2))
+            totals[name] = totals[name] + value if name in totals else value.copy()
+    means = {name: (total / 8).astype(np.float32) for name, total in totals.items()}
+    if derived is not None:
+        means[derived.output] = np.asarray(derived.codes)[np.argmax(means[derived.scores], axis=-1)]
+    return means
+
+
 def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progress) -> np.ndarray:
     """``(bands, h, w)`` float32 model outputs of one tile; background where the input is nodata."""
     tile = item.tile
@@ -124,7 +150,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
         feeds = dict(plan.feeds)
         for sp, array in zip(plan.sources, item.arrays, strict=True):
             feeds[sp.name] = _prepare(sp, array.transpose(1, 2, 0)[None], dtypes[sp.name])
-        result = model.run(feeds)
+        result = _predict(plan, model, feeds)
         band = 0
         for o in plan.outputs:
             value = np.asarray(result[o.name])[0]
@@ -143,7 +169,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
         for k, feeds in enumerate(item.batches or []):
             check_cancelled(progress, "serving")
             first, last = k * plan.batch, min((k + 1) * plan.batch, n)
-            result = model.run(feeds)
+            result = _predict(plan, model, feeds)
             band = 0
             for o in plan.outputs:
                 value = np.asarray(result[o.name]).reshape(last - first, -1)
@@ -163,7 +189,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
             for sp, array in zip(plan.sources, item.arrays, strict=True):
                 patches = cut_patches(array, block_cols * sp.efield, block_rows * sp.efield, sp.rfield, sp.rfield)
                 feeds[sp.name] = _prepare(sp, patches.transpose(0, 2, 3, 1), dtypes[sp.name])
-            result = model.run(feeds)
+            result = _predict(plan, model, feeds)
             band = 0
             for o in plan.outputs:
                 value = np.asarray(result[o.name]).reshape(len(chunk), e, e, -1)

@@ -251,6 +251,8 @@ def _metadata(config: TrainConfig, target: Target, sources: list[ModelInput], ef
         inputs=sources, efield=efield, scale=1,
         outputs={"value": "predicted value, in the labels' units"} if target.regression else
         {"prob": "class probabilities, in the order of classes", "class": "class code"},
+        # Without OUTPUT_NAMES a classifier serves its class map (prob on request).
+        default_outputs=["value"] if target.regression else ["class"],
         # Served only when named in OUTPUT_NAMES.
         extra_outputs={"features": "deep features: the network's values before its head"}
         if isinstance(served.output, dict) and "features" in served.output else {},

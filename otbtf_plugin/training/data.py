@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import InputError
+from ..grid import dihedral
 from ..patches_image import PatchesImage
 
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
@@ -115,12 +116,6 @@ def band_statistics(image: PatchesImage, indices: np.ndarray) -> tuple[list[floa
     mean = total / max(n, 1)
     std = np.sqrt(np.maximum(squares / max(n, 1) - mean ** 2, 0))
     return [float(v) for v in mean], [float(v) for v in np.where(std > 0, std, 1.0)]
-
-
-def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 flips / 90-degree rotations of ``(h, w, ...)``: ``transform`` in 0..7."""
-    turned = np.rot90(array, transform % 4, axes=(0, 1))
-    return turned[:, ::-1] if transform >= 4 else turned
 
 
 def model_inputs(arrays: list):

@@ -48,8 +48,13 @@ class TensorflowModelServe(OtbtfAlgorithm):
         "does, so a model is served on the context it was trained on. Sources may have different "
         "resolutions (e.g. 16 px at 30 m with 8 px at 60 m).\n\n"
         "USER_PLACEHOLDERS: other model inputs, as name=value;name=value (numbers, true/false, "
-        "lists like [0.2,0.5]). OUTPUT_NAMES: comma-separated outputs to write (empty: the model's "
-        "outputs, without extras such as 'features').\n\n"
+        "lists like [0.2,0.5]). OUTPUT_NAMES: comma-separated outputs to write (empty: what the model "
+        "folder serves by default, the class map of a classifier trained here; else every output "
+        "without extras such as 'features'). The log says what was served and what else is available.\n\n"
+        "TTA: test-time augmentation, the mean of the model over the 8 flips and 90-degree rotations "
+        "of its input (each patch about itself; a whole tile for fully-convolutional models), outputs "
+        "turned back; a class output is the class of the mean scores. Eight times the work; the "
+        "result still does not depend on the tiles.\n\n"
         "Tiles whose sources hold only nodata are not computed; output pixels whose centre input "
         "pixel is nodata get BACKGROUND_VALUE. Results do not depend on tile or batch size.\n\n"
         "SCHEDULER (advanced): the address of a Dask scheduler; its workers compute the tiles (they "
@@ -70,7 +75,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "USER_PLACEHOLDERS", "User placeholders (name=value;name=value)", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "OUTPUT_NAMES", "Output tensors (comma-separated; empty: all)", optional=True))
+            "OUTPUT_NAMES", "Output tensors (comma-separated; empty: the model's default, else all)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "FULLYCONV", "Fully-convolutional (whole tiles at once)", defaultValue=False))
         self.addParameter(QgsProcessingParameterNumber(
@@ -84,6 +89,9 @@ class TensorflowModelServe(OtbtfAlgorithm):
             defaultValue=0.0))
         self.addParameter(QgsProcessingParameterBoolean(
             "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "TTA", "Test-time augmentation: mean over the 8 flips and 90-degree rotations (8 times the work)",
+            defaultValue=False, optional=True))  # optional: graphical models saved before TTA existed still run
         add_advanced(self, [
             QgsProcessingParameterNumber("TILE_SIZE",
                                          "Tile size (output pixels; 0: from the memory budget, which it never passes)",
@@ -139,6 +147,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
             allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
+            tta=self.parameterAsBool(parameters, "TTA", context),
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),

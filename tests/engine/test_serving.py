@@ -480,3 +480,74 @@ def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, ki
     assert (small.plan.tile, small.plan.batch if kind == "pixels" else 3) == (8, 3)  # within the budget: kept
     assert np.array_equal(read(tmp_path / "auto.tif")[0], read(tmp_path / "typed.tif")[0])
     assert auto.plan.tile <= typed.plan.tile
+
+
+# -- test-time augmentation --------------------------------------------------------------
+
+def augmented(predict, inputs: np.ndarray) -> np.ndarray:
+    """The mean over the 8 flips / rotations T of T^-1(predict(T(inputs))), inputs and outputs
+    [n, y, x, ...] (outputs without y, x are not turned back): the API's definition."""
+    from otbtf_plugin.grid import dihedral, undo_dihedral
+
+    total = 0.0
+    for t in range(8):
+        out = np.asarray(predict(np.ascontiguousarray(dihedral(inputs, t, (1, 2)))), dtype=np.float64)
+        total = total + (undo_dihedral(out, t, (1, 2)) if out.ndim >= 3 else out)
+    return total / 8
+
+
+def test_tta_patch_based_turns_each_patch_about_itself(tmp_path, small_rgb, rgb_window):
+    model = patch_classifier(16)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    patches, n_r, n_c, _ = reference_patches(rgb_window[0], 16)
+    expected = augmented(lambda x: model.predict(x, batch_size=4096, verbose=0), patches)
+    expected = expected.reshape(n_r, n_c, 4).transpose(2, 0, 1)
+    plain = model.predict(patches, batch_size=4096, verbose=0).reshape(n_r, n_c, 4).transpose(2, 0, 1)
+    assert np.abs(expected - plain).max() > 1e-3  # the augmentation changes the answer
+    for tile, batch in ((1000, 0), (37, 100)):
+        out = tmp_path / f"tta_{tile}.tif"
+        serve([ServeSource(small_rgb)], path, out, ServeOptions(tile_px=tile, batch_size=batch, tta=True))
+        assert np.abs(read(out)[0] - expected).max() <= TOL
+
+
+def test_tta_fully_convolutional_turns_the_whole_image(tmp_path, small_rgb, rgb_window):
+    model = fcn()
+    path = tmp_path / "fcn.keras"
+    model.save(path)
+    image = rgb_window[0].transpose(1, 2, 0)[None]
+    expected = augmented(lambda x: model(x, training=False), image)[0].transpose(2, 0, 1)
+    assert expected.shape == (2, 124, 144)
+    for tile in (64, 50, 1000):
+        out = tmp_path / f"tta_fcn_{tile}.tif"
+        result = serve([ServeSource(small_rgb)], path, out, ServeOptions(fully_conv=True, tile_px=tile, tta=True))
+        assert result.plan.mode == "regions" and result.plan.tta
+        assert np.abs(read(out)[0] - expected).max() <= TOL
+
+
+def test_tta_block_model_turns_each_block_input(tmp_path, small_rgb, rgb_window):
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    h = keras.layers.Conv2D(2, 3, padding="same")(h)
+    model = keras.Model(inp, keras.layers.Cropping2D(4, name="y")(h))
+    model.save(tmp_path / "blocks.keras")
+    image = rgb_window[0]
+    n_r, n_c = (130 - 8) // 8, (150 - 8) // 8
+    blocks = np.stack([image[:, r * 8:r * 8 + 16, c * 8:c * 8 + 16] for r in range(n_r) for c in range(n_c)])
+    predicted = augmented(lambda x: model.predict(x, verbose=0), blocks.transpose(0, 2, 3, 1))
+    expected = predicted.reshape(n_r, n_c, 8, 8, 2).transpose(4, 0, 2, 1, 3).reshape(2, n_r * 8, n_c * 8)
+    for tile in (16, 40):
+        out = tmp_path / f"tta_b{tile}.tif"
+        serve([ServeSource(small_rgb)], tmp_path / "blocks.keras", out, ServeOptions(tile_px=tile, tta=True))
+        assert np.abs(read(out)[0] - expected).max() <= TOL
+
+
+def test_tta_refuses_to_average_classes_it_cannot_rebuild(tmp_path, small_rgb):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="x")
+    scores = keras.layers.Dense(3)(keras.layers.Flatten()(inp))
+    keras.Model(inp, {"label": keras.ops.cast(keras.ops.argmax(scores, axis=-1), "int32")}).save(tmp_path / "c.keras")
+    with pytest.raises(ModelError, match=r"output label holds int32 values .* cannot be averaged"):
+        serve([ServeSource(small_rgb)], tmp_path / "c.keras", tmp_path / "out.tif", ServeOptions(tta=True))
+    assert not (tmp_path / "out.tif").exists()

@@ -174,6 +174,32 @@ def test_class_map_gets_a_paletted_style(trained, tmp_path):
     assert probabilities.style is None
 
 
+def test_a_classifier_serves_its_class_map_unless_told_otherwise(trained, tmp_path):
+    _, _, out = trained
+    log = Log()
+    default = serve([ServeSource(RGB)], out / "model", tmp_path / "default.tif", progress=log)
+    named = serve([ServeSource(RGB)], out / "model", tmp_path / "named.tif", ServeOptions(output_names=["class"]))
+    assert [o.name for o in default.plan.outputs] == ["class"] and default.style is not None
+    with rasterio.open(tmp_path / "default.tif") as a, rasterio.open(tmp_path / "named.tif") as b:
+        assert a.count == 1 and a.descriptions == ("class",) and np.array_equal(a.read(), b.read())
+    assert any("serving class (1 band); also available (OUTPUT_NAMES): features, prob" in line
+               for line in log.lines), log.lines
+    meta = json.loads((out / "model" / "otbtf_model.json").read_text())
+    assert meta["default_outputs"] == ["class"] and named.plan.other_outputs == ["features", "prob"]
+
+
+def test_tta_class_is_the_class_of_the_mean_scores(trained, tmp_path):
+    _, _, out = trained
+    options = ServeOptions(output_names=["class", "prob"], tta=True, tile_px=64)
+    served = serve([ServeSource(RGB)], out / "model", tmp_path / "tta.tif", options)
+    assert served.plan.class_from_scores is not None
+    plain = serve([ServeSource(RGB)], out / "model", tmp_path / "plain.tif", ServeOptions(output_names=["prob"]))
+    with rasterio.open(served.output) as tta, rasterio.open(plain.output) as once:
+        classes, scores, scores_once = tta.read(1), tta.read([2, 3, 4, 5]), once.read()
+    assert np.array_equal(classes, np.array([1, 2, 3, 4])[np.argmax(scores, axis=0)])
+    assert np.abs(scores - scores_once).max() > 1e-3  # the augmentation is applied
+
+
 def test_unet_segmentation_report_and_served_blocks(tmp_path):
     """otbtf's Amsterdam patches (64 px, 4 bands, label patches 0/1): the report equals a
     per-pixel confusion computed from the SavedModel; served block by block over a

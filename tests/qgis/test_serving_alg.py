@@ -109,3 +109,21 @@ def test_serving_on_a_dask_cluster_from_processing(tmp_path, patch_model, plugin
     assert cluster_run["TILES"] == local_run["TILES"] == 25
     with rasterio.open(cluster_run["OUTPUT"]) as a, rasterio.open(local_run["OUTPUT"]) as b:
         assert np.array_equal(a.read(), b.read())
+
+
+def test_tta_through_processing(tmp_path, patch_model):
+    """TTA=true: each output pixel is the mean of the model over its patch's 8 flips and
+    rotations (checked at three pixels against the model run by hand)."""
+    model, path = patch_model
+    result = processing.run("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(B2_30), "MODEL": str(path), "TTA": True, "OUTPUT": str(tmp_path / "tta.tif"),
+    })
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(B2_30) as src:
+        served = out.read()
+        band = src.read(1).astype("float32")
+    for r, c in ((0, 0), (100, 250), (384, 384)):
+        patch = band[r:r + 16, c:c + 16]
+        turned = [np.rot90(patch, k) for k in range(4)]
+        turned += [t[:, ::-1] for t in turned]
+        expected = model.predict(np.stack(turned)[..., None], verbose=0).mean(axis=0)
+        assert np.abs(served[:, r, c] - expected).max() <= 1e-5
