@@ -225,9 +225,12 @@ def _crop(source: Path, target: Path, width: int, height: int) -> Path:
 
 
 def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
-    """Fully-convolutional serving over 8000 x 9120 px vs one call on the same pixels in
-    memory; patch-based serving vs a batched predict of the same patches; peak RSS of
-    serving at 8000 x 9120 px vs 1000 x 1000 px."""
+    """Serving against the model at its best. Fully-convolutional: our marginal throughput
+    through ``processing.run`` (8000 x 9120 px minus 1000 x 1000 px, so that starting QGIS,
+    importing TensorFlow and loading the model cancel out) vs the model run tile by tile on
+    the same pixels already in memory at its fastest tile size (256 to 2048 px). Patch-based:
+    vs batches of the same patches gathered from the image in memory and predicted. Peak RSS
+    of serving at 8000 x 9120 px vs 1000 x 1000 px."""
     timed(program("serving_models", out=str(out)))
     vrt, _, (width, height) = mosaic(out, 10, 8)
     large = _crop(vrt, out / "serve_large.tif", width, height)
@@ -239,26 +242,36 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
         return _json_run(program("serve_run", image=str(image), model=model, output=str(out / "served.tif"),
                                  fcn=fully_conv))
 
-    served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
-    memory = min((_json_run(program("in_memory_fcn", image=str(large), model=fcn))
-                  for _ in range(repeat)), key=lambda r: r[0]["seconds"])
+    def rate(result: dict) -> float:
+        return result["pixels"] / result["seconds"]
+
+    race = str(out / "bench_fcn32")
+    marginal = max((_json_run(program("serve_two_sizes", small=str(small), large=str(large), model=race, out=str(out),
+                                      fcn=True))[0] for _ in range(repeat)), key=rate)
+    tiled = max((_json_run(program("in_memory_fcn_tiled", image=str(large), model=race,
+                                   sizes=[256, 512, 1024, 2048]))[0] for _ in range(repeat)), key=rate)
+    served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
-    p_served = min((ours(patch_area, patch, False) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
-    p_memory = min((_json_run(program("in_memory_patches", image=str(patch_area), model=patch))
-                    for _ in range(repeat)), key=lambda r: r[0]["seconds"])
-    if served[0]["pixels"] != memory[0]["pixels"] or p_served[0]["pixels"] != p_memory[0]["pixels"]:
+    p_served = max((ours(patch_area, patch, False)[0] for _ in range(repeat)), key=rate)
+    p_memory = max((_json_run(program("in_memory_patches", image=str(patch_area), model=patch))[0]
+                    for _ in range(repeat)), key=rate)
+    if tiled["pixels"] != marginal["large"][1] or p_served["pixels"] != p_memory["pixels"]:
         raise SystemExit("bench: served and in-memory runs did not cover the same pixels")
-    fcn_ratio = (served[0]["pixels"] / served[0]["seconds"]) / (memory[0]["pixels"] / memory[0]["seconds"])
-    patch_ratio = p_memory[0]["seconds"] / p_served[0]["seconds"]
-    print(f"serving FCN {width} x {height} px: ours {served[0]['seconds']:.1f} s (read, infer, write, ZSTD), "
-          f"in memory {memory[0]['seconds']:.1f} s; peak RSS {served[1].peak_mib:.0f} MiB vs "
-          f"{small_run[1].peak_mib:.0f} MiB at 1000 x 1000 px (in memory: {memory[1].peak_mib:.0f} MiB)")
-    print(f"serving patch-based, 16 px patches, {p_served[0]['pixels']} output pixels: ours "
-          f"{p_served[0]['seconds']:.1f} s, batched predict of the patches in memory {p_memory[0]['seconds']:.1f} s")
+    fcn_ratio = rate(marginal) / rate(tiled)
+    patch_ratio = rate(p_served) / rate(p_memory)
+    timings = ", ".join(f"{k} px {v:.2f} s" for k, v in tiled["timings"].items())
+    print(f"serving FCN through processing.run: {width} x {height} px in {marginal['large'][0]:.2f} s, 1000 x 1000 "
+          f"px in {marginal['small'][0]:.2f} s: {rate(marginal) / 1e6:.1f} Mpx/s marginal; the model on the same "
+          f"pixels in memory, tile by tile: {timings} (best {rate(tiled) / 1e6:.1f} Mpx/s)")
+    print(f"serving FCN peak RSS {served[1].peak_mib:.0f} MiB vs {small_run[1].peak_mib:.0f} MiB at 1000 x 1000 px")
+    print(f"serving patch-based, 16 px patches, {p_served['pixels']} output pixels: ours {p_served['seconds']:.1f} s, "
+          f"gathering and predicting batches of the patches in memory {p_memory['seconds']:.1f} s")
     return [
-        (f"FCN serving {width}x{height} throughput / one in-memory call", f"{fcn_ratio:.2f}", "goal >= 0.85"),
-        (f"patch-based serving, {p_served[0]['pixels']} patches of 16 px: throughput / batched predict in memory",
-         f"{patch_ratio:.2f}", "goal >= 0.8"),
+        (f"FCN (3 layers, 32 channels) serving via processing.run, marginal throughput ({width}x{height} minus "
+         f"1000x1000) / the model tiled in memory at its best tile ({tiled['tile']} px)", f"{fcn_ratio:.2f}",
+         "goal >= 0.85"),
+        (f"patch-based serving, {p_served['pixels']} patches of 16 px: throughput / gathering + batched predict "
+         "in memory", f"{patch_ratio:.2f}", "goal >= 0.9"),
         (f"FCN serving peak RSS {width}x{height} / 1000x1000", f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
          f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)"),
     ]

@@ -60,14 +60,20 @@ def _keras():
 
 
 def serving_models(out: str) -> None:
-    """``bench_fcn`` (fully-convolutional, context 6) and ``bench_patch`` (16 px patches,
-    4 classes), as SavedModels."""
+    """``bench_fcn`` (fully-convolutional, context 6, 8 channels), ``bench_fcn32`` (3 layers of
+    32 channels, context 4) and ``bench_patch`` (16 px patches, 4 classes), as SavedModels."""
     keras = _keras()
     inp = keras.Input((None, None, 3), name="x")
     h = keras.layers.Rescaling(1 / 10000.0)(inp)
     h = keras.layers.Conv2D(8, 5, activation="relu")(h)
     h = keras.layers.Conv2D(8, 3, activation="relu")(h)
     keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export(out + "/bench_fcn", verbose=False)
+    # The serving race's model, as in the issue that set its goal: 3 layers, 32 channels.
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Rescaling(1 / 10000.0)(inp)
+    h = keras.layers.Conv2D(32, 3, activation="relu")(h)
+    h = keras.layers.Conv2D(32, 3, activation="relu")(h)
+    keras.Model(inp, keras.layers.Conv2D(2, 1, name="y")(h)).export(out + "/bench_fcn32", verbose=False)
     inp = keras.Input((16, 16, 3), name="x")
     h = keras.layers.Rescaling(1 / 10000.0)(inp)
     h = keras.layers.Conv2D(16, 3, activation="relu")(h)
@@ -99,25 +105,76 @@ def serve_run(image: str, model: str, output: str, fcn: bool) -> None:
     print(json.dumps({"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}))
 
 
-def in_memory_fcn(image: str, model: str) -> None:
-    """The reference at its best: the whole image already in memory, one call of the model."""
+def serve_two_sizes(small: str, large: str, model: str, out: str, fcn: bool) -> None:
+    """Our serving as a QGIS user runs it, ``processing.run`` in a QGIS application: a warm-up
+    run (TensorFlow imported, the model loaded), then ``small`` and ``large`` timed; the
+    fixed costs cancel in their difference."""
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False, out + "/qgis-profile")
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    import processing
+    from plugin_files import start_from_repository
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    start_from_repository()
+
+    def run(image: str) -> float:
+        started = time.perf_counter()
+        result = processing.run("otbtf:tensorflowmodelserve", {
+            "SOURCE1": image, "MODEL": model, "FULLYCONV": fcn, "OUTPUT": out + "/served_two_sizes.tif"})
+        seconds = time.perf_counter() - started
+        import rasterio
+
+        with rasterio.open(result["OUTPUT"]) as served:
+            pixels = served.width * served.height
+        return seconds, pixels
+
+    run(small)  # warm-up
+    (t_small, p_small), (t_large, p_large) = run(small), run(large)
+    print(json.dumps({"small": [t_small, p_small], "large": [t_large, p_large],
+                      "seconds": t_large - t_small, "pixels": p_large - p_small}))
+    app.exitQgis()
+
+
+def in_memory_fcn_tiled(image: str, model: str, sizes: list[int]) -> None:
+    """The reference at its best: the image already in memory (float32), the model run tile by
+    tile (each tile's input with the model's context) at each tile size; the fastest size
+    counts. The same output pixels as serving's."""
     from otbtf_plugin.deps import import_tensorflow
 
     tf = import_tensorflow()
+    import numpy as np
     import rasterio
 
     with rasterio.open(image) as src:
-        data = tf.constant(src.read().transpose(1, 2, 0)[None].astype("float32"))
+        data = np.ascontiguousarray(src.read().transpose(1, 2, 0)[None].astype("float32"))
     function = tf.saved_model.load(model).signatures["serving_default"]
-    function(x=data[:, :100, :100])  # warm-up, as serving's probe is
-    started = time.perf_counter()
-    out = next(iter(function(x=data).values())).numpy()
-    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": out.shape[1] * out.shape[2]}))
+    probe = next(iter(function(x=tf.constant(data[:, :100, :100])).values())).numpy()
+    context = 100 - probe.shape[1]
+    height, width = data.shape[1] - context, data.shape[2] - context
+    timings = {}
+    for size in sizes:
+        function(x=tf.constant(data[:, :size + context, :size + context]))  # warm-up at this size
+        started = time.perf_counter()
+        for row in range(0, height, size):
+            for col in range(0, width, size):
+                tile = data[:, row:min(row + size, height) + context, col:min(col + size, width) + context]
+                next(iter(function(x=tf.constant(tile)).values())).numpy()
+        timings[size] = time.perf_counter() - started
+    best = min(timings, key=timings.get)
+    print(json.dumps({"seconds": timings[best], "pixels": height * width, "tile": best,
+                      "timings": {str(k): v for k, v in timings.items()}}))
 
 
 def in_memory_patches(image: str, model: str) -> None:
-    """The reference at its best: every 16 px patch gathered in memory beforehand (not
-    timed), then batches of 4096 predicted."""
+    """The reference at its best: the image in memory, each batch of 4096 patches of 16 px
+    gathered from a view of the image (one copy, timed: serving gathers them too) and
+    predicted."""
     import numpy as np
 
     from otbtf_plugin.deps import import_tensorflow
@@ -128,14 +185,16 @@ def in_memory_patches(image: str, model: str) -> None:
     with rasterio.open(image) as src:
         pixels = src.read().astype("float32")
     n_r, n_c = pixels.shape[1] - 15, pixels.shape[2] - 15
-    windows = np.lib.stride_tricks.sliding_window_view(pixels, (16, 16), axis=(1, 2))  # (3, n_r, n_c, 16, 16)
-    patches = np.ascontiguousarray(windows.transpose(1, 2, 3, 4, 0).reshape(n_r * n_c, 16, 16, 3))
+    hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    windows = np.lib.stride_tricks.sliding_window_view(hwc, (16, 16), axis=(0, 1))  # (n_r, n_c, 3, 16, 16)
     function = tf.saved_model.load(model).signatures["serving_default"]
-    function(x=tf.constant(patches[:8]))
+    function(x=tf.constant(windows[0, :8].transpose(0, 2, 3, 1)))
+    rows, cols = np.divmod(np.arange(n_r * n_c), n_c)
     started = time.perf_counter()
-    for first in range(0, len(patches), 4096):
-        next(iter(function(x=tf.constant(patches[first:first + 4096])).values())).numpy()
-    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": len(patches)}))
+    for first in range(0, n_r * n_c, 4096):
+        batch = windows[rows[first:first + 4096], cols[first:first + 4096]].transpose(0, 2, 3, 1)
+        next(iter(function(x=tf.constant(batch)).values())).numpy()
+    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": n_r * n_c}))
 
 
 def training_run(patches: str, labels: str) -> None:
@@ -234,7 +293,8 @@ def cluster_run(image: str, model: str, output: str, workers: int) -> None:
 
 
 PROGRAMS = {f.__name__: f for f in (class_statistics, sampling_pipeline, training_patches, serving_models,
-                                     scale_model, serve_run, in_memory_fcn, in_memory_patches, training_run,
+                                     scale_model, serve_run, serve_two_sizes, in_memory_fcn_tiled,
+                                     in_memory_patches, training_run,
                                      baseline_run, classify_run, classifier_samples, cluster_run)}
 
 
