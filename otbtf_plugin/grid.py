@@ -91,6 +91,39 @@ def tiles(width: int, height: int, tile_width: int, tile_height: int | None = No
     ]
 
 
+def expanded(window: Window, margin: int, bounds: Window) -> Window:
+    """``window`` grown by ``margin`` pixels on each side, within ``bounds``."""
+    grown = Window(window.col_off - margin, window.row_off - margin, window.width + 2 * margin,
+                   window.height + 2 * margin)
+    return intersection(grown, bounds)
+
+
+def _smooth_step(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def blend_weights(window: Window, margin: int, bounds: Window) -> np.ndarray:
+    """``(h, w)`` weights of a tile computed over ``window`` (a tile grown by ``margin``, see
+    :func:`expanded`): on each side that faces a neighbour they rise smoothly (3x^2 - 2x^3)
+    from 0 at the edge to 1 at ``2 * margin`` pixels in; on a side on the edge of ``bounds``
+    (the image) they stay 1. Across the ``2 * margin`` pixels two neighbours share, their
+    weights sum to 1. Example: margin 2, a side facing a neighbour: 0.043, 0.316, 0.684,
+    0.957, then 1."""
+
+    def ramp(start: int, size: int, low: int, high: int) -> np.ndarray:
+        centre = np.arange(size) + 0.5
+        weights = np.ones(size)
+        if margin and start > low:
+            weights = np.minimum(weights, _smooth_step(centre / (2 * margin)))
+        if margin and start + size < high:
+            weights = np.minimum(weights, _smooth_step((size - centre) / (2 * margin)))
+        return weights
+
+    return np.outer(ramp(window.row_off, window.height, bounds.row_off, bounds.row_end),
+                    ramp(window.col_off, window.width, bounds.col_off, bounds.col_end))
+
+
 def patch_start(center, size: int):
     """First index of a patch of ``size`` pixels centred on index ``center`` (an int, or an
     integer array of centres)."""

@@ -42,6 +42,7 @@ from ..pipeline import Executor, LocalThreads, TileWork, absolute, raster_output
 from ..progress import NullProgress, Progress
 from ..raster import invalid_pixels, open_raster, read, write
 from ..styles import write_class_style
+from .blending import Blender
 from .options import ServeOptions, ServeSource, parse_output_names, parse_user_placeholders
 from .output import COMPRESSIONS, band_names, output_dtype, output_profile
 from .planning import Plan, plan_serving
@@ -135,7 +136,13 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             def write_tile(tile: Window, values: np.ndarray) -> None:
                 write(writer, values.astype(dtype, copy=False), window=tile.to_rasterio())
 
-            skipped = executor.run(work, plan_tiles, write_tile, progress, ServingState(plan, datasets, model))
+            state = ServingState(plan, datasets, model)
+            if plan.overlap:  # grown tiles computed, each output tile written once blended
+                columns = -(-plan.grid.width // plan.tile)
+                blender = Blender(plan_tiles, columns, plan.overlap, plan.grid.window, write_tile)
+                skipped = executor.run(work, blender.tiles, blender.add, progress, state)
+            else:
+                skipped = executor.run(work, plan_tiles, write_tile, progress, state)
             style = None
             classes = model.metadata.class_dicts() if model.metadata else []
             if classes and [o.name for o in plan.outputs] == ["class"]:

@@ -35,6 +35,7 @@ class ServeOptions:
     allow_lambda: bool = False
     compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
     tta: bool = False  # test-time augmentation: the mean over the 8 flips / 90-degree rotations
+    overlap: int = 0  # output pixels shared by neighbouring tiles, blended (fully-convolutional serving)
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:

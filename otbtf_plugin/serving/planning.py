@@ -73,6 +73,7 @@ class Plan:
     other_outputs: list[str] = field(default_factory=list)  # the model's outputs not served
     tta: bool = False  # test-time augmentation: mean over the 8 flips / 90-degree rotations
     class_from_scores: ClassFromScores | None = None  # with TTA: the class output, from the mean scores
+    overlap: int = 0  # output pixels each tile is grown by and blended over (regions mode)
 
     @property
     def bands(self) -> int:
@@ -83,8 +84,9 @@ class Plan:
         served = ", ".join(f"{o.name} ({o.channels} band{'s' if o.channels > 1 else ''})" for o in self.outputs)
         others = f"; also available (OUTPUT_NAMES): {', '.join(self.other_outputs)}" if self.other_outputs else ""
         return (f"{self.mode} mode, receptive field {g.rfield} px, expression field {g.efield} px, scale {g.scale}; "
-                f"output {self.grid.width} x {self.grid.height} px, tiles of {self.tile} px; "
-                f"serving {served}{others}")
+                f"output {self.grid.width} x {self.grid.height} px, tiles of {self.tile} px"
+                + (f" grown by {self.overlap} px and blended" if self.overlap else "")
+                + f"; serving {served}{others}")
 
 
 def _feed_value(model: ServedModel, name: str, value) -> np.ndarray:
@@ -153,10 +155,17 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     reference = grid_of(datasets[0])
     out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, options.pad)
     tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
+    overlap = _overlap(options, measured.mode, outputs)
+    if overlap:
+        tile = _blended_tile(options, tile, overlap, out_grid.width, sum(o.channels for o in outputs), notes)
+    elif options.overlap:
+        notes.append(f"OVERLAP {options.overlap}: a {measured.mode} model answers for each "
+                     f"{'patch' if measured.mode == 'pixels' else 'block'} alone, whatever the tiles: "
+                     "nothing to blend")
     others = [t.name for t in model.outputs if t.name not in output_names]
     return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
                 float(options.background), options.pad, notes, others, options.tta,
-                _class_from_scores(options, model, meta, outputs))
+                _class_from_scores(options, model, meta, outputs), overlap)
 
 
 def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, meta: ModelMetadata) -> list[str]:
@@ -395,6 +404,34 @@ def _class_from_scores(options: ServeOptions, model: ServedModel, meta: ModelMet
                              f"with TTA, or {o.name} without it")
         derived = ClassFromScores(o.name, "prob", tuple(c.code for c in meta.classes))
     return derived
+
+
+def _overlap(options: ServeOptions, mode: str, outputs: list[OutputPlan]) -> int:
+    """The blending margin: OVERLAP in regions mode (patch and block models do not depend on
+    the tiles); integer outputs (classes) cannot be blended."""
+    if options.overlap < 0:
+        raise InputError(f"OVERLAP={options.overlap}: give a number of output pixels, 0 or more")
+    if not options.overlap or mode != "regions":
+        return 0
+    for o in outputs:
+        if not np.issubdtype(np.dtype(o.dtype), np.floating):
+            raise ModelError(f"OVERLAP blends neighbouring tiles, and output {o.name} holds {o.dtype} values "
+                             "(classes?), which cannot be blended: serve the model's scores with OVERLAP")
+    return options.overlap
+
+
+def _blended_tile(options: ServeOptions, tile: int, overlap: int, width: int, bands: int, notes: list[str]) -> int:
+    """Tiles grown by ``overlap`` on each side: the grown tile must fit where the tile did, the
+    tiles waiting for their lower neighbours (about a row: ``width`` x tile px of sums and
+    weights, 8 bytes each) take at most a quarter of the budget, and a tile is at least
+    2 x ``overlap`` wide, so that a grown tile reaches only its neighbours."""
+    budget = max(32, options.memory_mb) * 2 ** 20
+    row_cap = (budget // 4) // max(1, width * (bands + 1) * 8)
+    fitted = max(2 * overlap, min(tile if options.tile_px else tile - 2 * overlap, row_cap))
+    if options.tile_px and fitted < options.tile_px:
+        notes.append(f"TILE_SIZE {options.tile_px} with OVERLAP {overlap}: using {fitted} px so that the grown "
+                     f"tiles and those waiting to be blended fit MEMORY_MB {options.memory_mb}")
+    return int(fitted)
 
 
 def _first_line(err: Exception) -> str:

@@ -92,6 +92,10 @@ class TensorflowModelServe(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "TTA", "Test-time augmentation: mean over the 8 flips and 90-degree rotations (8 times the work)",
             defaultValue=False, optional=True))  # optional: graphical models saved before TTA existed still run
+        self.addParameter(QgsProcessingParameterNumber(
+            "OVERLAP", "Overlap of neighbouring tiles, blended (output pixels; removes the seams of zero-padded "
+            "fully-convolutional models)", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
+            optional=True))
         add_advanced(self, [
             QgsProcessingParameterNumber("TILE_SIZE",
                                          "Tile size (output pixels; 0: from the memory budget, which it never passes)",
@@ -148,6 +152,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             allow_lambda=self.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
             tta=self.parameterAsBool(parameters, "TTA", context),
+            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),

@@ -52,9 +52,10 @@ def same(a, b) -> bool:
         return x.profile == y.profile and np.array_equal(x.read(), y.read())
 
 
-@pytest.mark.parametrize("kind", ["fcn", "patch.keras"])
-def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, kind):
-    options = {"fully_conv": kind == "fcn", "tile_px": 128}
+@pytest.mark.parametrize(("kind", "extra"), [("fcn", {}), ("patch.keras", {}), ("fcn", {"overlap": 8}),
+                                             ("patch.keras", {"tta": True})])
+def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, kind, extra):
+    options = {"fully_conv": kind == "fcn", "tile_px": 128, **extra}
     local = serve([ServeSource(RGB)], models / kind, tmp_path / "local.tif", ServeOptions(**options))
     served = serve([ServeSource(RGB)], models / kind, tmp_path / "cluster.tif",
                    ServeOptions(**options), executor=DaskExecutor(cluster.scheduler_address))

@@ -551,3 +551,135 @@ def test_tta_refuses_to_average_classes_it_cannot_rebuild(tmp_path, small_rgb):
     with pytest.raises(ModelError, match=r"output label holds int32 values .* cannot be averaged"):
         serve([ServeSource(small_rgb)], tmp_path / "c.keras", tmp_path / "out.tif", ServeOptions(tta=True))
     assert not (tmp_path / "out.tif").exists()
+
+
+# -- blended tiles (OVERLAP) -------------------------------------------------------------
+
+def test_overlap_changes_nothing_for_a_translation_exact_model(tmp_path, small_rgb, rgb_window):
+    model = fcn()
+    path = tmp_path / "fcn.keras"
+    model.save(path)
+    expected = np.asarray(model(rgb_window[0].transpose(1, 2, 0)[None], training=False))[0].transpose(2, 0, 1)
+    for tile in (50, 64):
+        out = tmp_path / f"o{tile}.tif"
+        result = serve([ServeSource(small_rgb)], path, out, ServeOptions(fully_conv=True, tile_px=tile, overlap=8))
+        assert result.plan.overlap == 8 and result.plan.tile == tile
+        assert np.abs(read(out)[0] - expected).max() <= TOL
+
+
+def zero_padded(seed=4):
+    """'same' convolutions: the output near a tile's edge sees zeros, so tiles show seams."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, None, 3), name="x")
+    h = keras.layers.Conv2D(6, 5, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    return keras.Model(inp, keras.layers.Conv2D(2, 5, padding="same", name="y")(h))
+
+
+def test_overlap_blends_away_the_seams_of_a_zero_padded_model(tmp_path, small_rgb, rgb_window):
+    model = zero_padded()
+    path = tmp_path / "same.keras"
+    model.save(path)
+    image = rgb_window[0]  # (3, 130, 150); 'same' padding: the output grid is the image's
+    whole = np.asarray(model(image.transpose(1, 2, 0)[None], training=False))[0].transpose(2, 0, 1)
+    tile, margin = 50, 8
+
+    # The definition, written out independently: every 50 px tile grown by 8 px (within the
+    # image), run alone, weighted by a smooth step over 16 px from each edge that faces a
+    # neighbour, and the weighted mean taken.
+    def ramp(start, size, total):
+        centre = np.arange(size) + 0.5
+        rise = np.clip(centre / (2 * margin), 0, 1)
+        fall = np.clip((size - centre) / (2 * margin), 0, 1)
+        w = np.ones(size)
+        if start > 0:
+            w = np.minimum(w, rise * rise * (3 - 2 * rise))
+        if start + size < total:
+            w = np.minimum(w, fall * fall * (3 - 2 * fall))
+        return w
+
+    sums, weights = np.zeros_like(whole, dtype=np.float64), np.zeros(whole.shape[1:])
+    for row in range(0, 130, tile):
+        for col in range(0, 150, tile):
+            r0, r1 = max(row - margin, 0), min(row + tile + margin, 130)
+            c0, c1 = max(col - margin, 0), min(col + tile + margin, 150)
+            part = np.asarray(model(image[:, r0:r1, c0:c1].transpose(1, 2, 0)[None], training=False))[0]
+            w = np.outer(ramp(r0, r1 - r0, 130), ramp(c0, c1 - c0, 150))
+            sums[:, r0:r1, c0:c1] += part.transpose(2, 0, 1) * w
+            weights[r0:r1, c0:c1] += w
+    expected = sums / weights
+
+    plain, blended = tmp_path / "plain.tif", tmp_path / "blended.tif"
+    serve([ServeSource(small_rgb)], path, plain, ServeOptions(fully_conv=True, tile_px=tile))
+    result = serve([ServeSource(small_rgb)], path, blended,
+                   ServeOptions(fully_conv=True, tile_px=tile, overlap=margin))
+    assert result.plan.mode == "regions" and result.tiles == 9
+    assert np.abs(read(blended)[0] - expected).max() <= TOL
+    # The seams: across the tile boundary at column 50, plain tiles jump; blended ones follow the
+    # whole-image answer far more closely.
+    seam = (slice(None), slice(None), slice(46, 54))
+    plain_error = np.abs(read(plain)[0][seam] - whole[seam]).max()
+    blended_error = np.abs(read(blended)[0][seam] - whole[seam]).max()
+    assert plain_error > 5 * blended_error, (plain_error, blended_error)
+
+
+def test_overlap_leaves_patch_models_alone_and_refuses_classes(tmp_path, small_rgb):
+    patch_classifier(16).save(tmp_path / "p.keras")
+    log = Log()
+    plain = serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "a.tif", ServeOptions(tile_px=40))
+    over = serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "b.tif",
+                 ServeOptions(tile_px=40, overlap=6), progress=log)
+    assert over.plan.overlap == 0 and any("nothing to blend" in line for line in log.lines)
+    assert np.array_equal(read(tmp_path / "a.tif")[0], read(tmp_path / "b.tif")[0]) and plain.tiles == over.tiles
+    inp = keras.Input((None, None, 3), name="x")
+    scores = keras.layers.Conv2D(3, 3)(inp)
+    keras.Model(inp, {"label": keras.ops.cast(keras.ops.argmax(scores, axis=-1), "int32")}).save(
+        tmp_path / "c.keras")
+    with pytest.raises(ModelError, match=r"output label holds int32 values .* cannot be blended"):
+        serve([ServeSource(small_rgb)], tmp_path / "c.keras", tmp_path / "c.tif",
+              ServeOptions(fully_conv=True, overlap=4))
+
+
+def _same_whatever_the_tiles(tmp_path, sources, model_path, options: dict, tiles=(1000, 29)):
+    results = []
+    for tile in tiles:
+        out = tmp_path / f"t{tile}.tif"
+        serve(sources, model_path, out, ServeOptions(tile_px=tile, **options))
+        results.append(read(out)[0])
+    assert results[0].shape == results[1].shape
+    assert np.abs(results[0] - results[1]).max() <= TOL
+    return results[0]
+
+
+def test_tta_and_overlap_with_two_resolutions_scale_2_and_nodata(tmp_path, small_rgb):
+    """TTA (and OVERLAP) with what else serving does: two sources of different resolutions,
+    a strided model (spacing scale 2), nodata: the result still does not depend on the tiles."""
+    keras.utils.set_random_seed(3)
+    a, b = keras.Input((16, 16, 1), name="x30"), keras.Input((8, 8, 1), name="x60")
+    fa = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(a))
+    fb = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(b))
+    keras.Model([a, b], keras.layers.Dense(3, name="z")(keras.layers.Concatenate()([fa, fb]))).save(
+        tmp_path / "two.keras")
+    two = _same_whatever_the_tiles(tmp_path, [ServeSource(B2_30), ServeSource(B2_60)], tmp_path / "two.keras",
+                                   {"tta": True})
+    plain = serve([ServeSource(B2_30), ServeSource(B2_60)], tmp_path / "two.keras", tmp_path / "p.tif")
+    assert np.abs(read(plain.output)[0] - two).max() > 1e-4  # the augmentation is applied
+    fcn(context_kernels=(4, 3), stride=2).save(tmp_path / "strided.keras")
+    for extra in ({"tta": True}, {"overlap": 6}, {"tta": True, "overlap": 6}):
+        _same_whatever_the_tiles(tmp_path, [ServeSource(small_rgb)], tmp_path / "strided.keras",
+                                 {"fully_conv": True, **extra}, tiles=(1000, 24))
+    _same_whatever_the_tiles(tmp_path, [ServeSource(small_rgb, nodata=0)], tmp_path / "strided.keras",
+                             {"fully_conv": True, "tta": True, "background": -1}, tiles=(1000, 24))
+
+
+def test_blended_tiles_are_sized_for_the_memory_budget():
+    from otbtf_plugin.serving.planning import _blended_tile
+
+    notes: list[str] = []
+    # 64 MiB: a quarter (16 MiB) for a row of waiting tiles of 30000 px x (2 bands + weights) x 8 bytes:
+    # 16777216 // (30000 * 3 * 8) = 23 px tall tiles, noted since TILE_SIZE asked for 512
+    assert _blended_tile(ServeOptions(memory_mb=64, tile_px=512, overlap=8), 512, 8, 30000, 2, notes) == 23
+    assert "using 23 px" in notes[0]
+    # chosen from the budget (1024 px): the grown tile takes the tile's place, 1024 - 2 x 8
+    assert _blended_tile(ServeOptions(memory_mb=512, overlap=8), 1024, 8, 2000, 2, []) == 1008
+    # never below 2 x OVERLAP: a grown tile reaches only its neighbours
+    assert _blended_tile(ServeOptions(memory_mb=32, overlap=40), 100, 40, 100000, 4, []) == 80
