@@ -253,7 +253,8 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     p_served = max((ours(patch_area, patch, False)[0] for _ in range(repeat)), key=rate)
-    p_memory = max((_json_run(program("in_memory_patches", image=str(patch_area), model=patch))[0]
+    p_memory = max((_json_run(program("in_memory_patches", image=str(patch_area), model=patch,
+                                      sizes=[2048, 4096, 8192, 16384]))[0]
                     for _ in range(repeat)), key=rate)
     if tiled["pixels"] != marginal["large"][1] or p_served["pixels"] != p_memory["pixels"]:
         raise SystemExit("bench: served and in-memory runs did not cover the same pixels")
@@ -271,7 +272,7 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
          f"1000x1000) / the model tiled in memory at its best tile ({tiled['tile']} px)", f"{fcn_ratio:.2f}",
          "goal >= 0.85"),
         (f"patch-based serving, {p_served['pixels']} patches of 16 px: throughput / gathering + batched predict "
-         "in memory", f"{patch_ratio:.2f}", "goal >= 0.9"),
+         f"in memory at its best batch ({p_memory['batch']})", f"{patch_ratio:.2f}", "goal >= 0.9"),
         (f"FCN serving peak RSS {width}x{height} / 1000x1000", f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
          f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)"),
     ]

@@ -171,10 +171,10 @@ def in_memory_fcn_tiled(image: str, model: str, sizes: list[int]) -> None:
                       "timings": {str(k): v for k, v in timings.items()}}))
 
 
-def in_memory_patches(image: str, model: str) -> None:
-    """The reference at its best: the image in memory, each batch of 4096 patches of 16 px
-    gathered from a view of the image (one copy, timed: serving gathers them too) and
-    predicted."""
+def in_memory_patches(image: str, model: str, sizes: list[int]) -> None:
+    """The reference at its best: the image in memory, each batch of patches of 16 px gathered
+    from a view of the image (one copy, timed: serving gathers them too) and predicted, at
+    each batch size of ``sizes``; the fastest counts."""
     import numpy as np
 
     from otbtf_plugin.deps import import_tensorflow
@@ -190,11 +190,16 @@ def in_memory_patches(image: str, model: str) -> None:
     function = tf.saved_model.load(model).signatures["serving_default"]
     function(x=tf.constant(windows[0, :8].transpose(0, 2, 3, 1)))
     rows, cols = np.divmod(np.arange(n_r * n_c), n_c)
-    started = time.perf_counter()
-    for first in range(0, n_r * n_c, 4096):
-        batch = windows[rows[first:first + 4096], cols[first:first + 4096]].transpose(0, 2, 3, 1)
-        next(iter(function(x=tf.constant(batch)).values())).numpy()
-    print(json.dumps({"seconds": time.perf_counter() - started, "pixels": n_r * n_c}))
+    timings = {}
+    for size in sizes:
+        started = time.perf_counter()
+        for first in range(0, n_r * n_c, size):
+            batch = windows[rows[first:first + size], cols[first:first + size]].transpose(0, 2, 3, 1)
+            next(iter(function(x=tf.constant(batch)).values())).numpy()
+        timings[size] = time.perf_counter() - started
+    best = min(timings, key=timings.get)
+    print(json.dumps({"seconds": timings[best], "pixels": n_r * n_c, "batch": best,
+                      "timings": {str(k): v for k, v in timings.items()}}))
 
 
 def training_run(patches: str, labels: str) -> None:
