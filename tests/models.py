@@ -41,6 +41,17 @@ def fcn(bands: int = 3, kernels: tuple[int, int] = (5, 3), filters: tuple[int, i
     return keras.Model(inp, {"y": y, "feat": h} if features else y)
 
 
+def block_model(seed: int = 8):
+    """A fixed-size model: 16 x 16 px in, the central 8 x 8 px block out ('same' convolutions,
+    then a crop of 4 px each side), output ``y`` of 2 channels."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((16, 16, 3), name="x")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
+    h = keras.layers.Conv2D(2, 3, padding="same")(h)
+    return keras.Model(inp, keras.layers.Cropping2D(4, name="y")(h))
+
+
 def saved(model, path: Path) -> Path:
     """The model as a ``.keras`` file."""
     model.save(path)

@@ -374,11 +374,7 @@ def test_fixed_size_block_model(tmp_path, small_rgb, rgb_window):
     """A model with a fixed 16 px input and an 8 x 8 px output block ('same' convolutions,
     then a centre crop): served block by block on a grid anchored at the first output
     pixel, whole blocks only. Reference: the model on each 16 px block, in memory."""
-    keras.utils.set_random_seed(8)
-    inp = keras.Input((16, 16, 3), name="x")
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
-    h = keras.layers.Conv2D(2, 3, padding="same")(h)
-    model = keras.Model(inp, keras.layers.Cropping2D(4, name="y")(h))
+    model = models.block_model(8)
     model.save(tmp_path / "blocks.keras")
     image, transform = rgb_window
     # before = 16 // 2 - 8 // 2 = 4: output block j starts 4 px in, its input at 8 j.
@@ -526,11 +522,7 @@ def test_tta_fully_convolutional_turns_the_whole_image(tmp_path, small_rgb, rgb_
 
 
 def test_tta_block_model_turns_each_block_input(tmp_path, small_rgb, rgb_window):
-    keras.utils.set_random_seed(3)
-    inp = keras.Input((16, 16, 3), name="x")
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 5000.0)(inp))
-    h = keras.layers.Conv2D(2, 3, padding="same")(h)
-    model = keras.Model(inp, keras.layers.Cropping2D(4, name="y")(h))
+    model = models.block_model(3)
     model.save(tmp_path / "blocks.keras")
     image = rgb_window[0]
     n_r, n_c = (130 - 8) // 8, (150 - 8) // 8
