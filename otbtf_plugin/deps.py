@@ -299,7 +299,8 @@ def _filtered_stderr(noise: re.Pattern):
             sys.stderr.flush()
         os.dup2(real, 2)  # the pipe's last writer is gone: the thread reads to its end
         thread.join(5)
-        os.close(real)
+        if not thread.is_alive():  # else a child still holds the pipe: the thread keeps writing to ``real``
+            os.close(real)
 
 
 @contextlib.contextmanager

@@ -123,7 +123,7 @@ def serve_two_sizes(small: str, large: str, model: str, out: str, fcn: bool) -> 
     Processing.initialize()
     start_from_repository()
 
-    def run(image: str) -> float:
+    def run(image: str) -> tuple[float, int]:
         started = time.perf_counter()
         result = processing.run("otbtf:tensorflowmodelserve", {
             "SOURCE1": image, "MODEL": model, "FULLYCONV": fcn, "OUTPUT": out + "/served_two_sizes.tif"})

@@ -138,8 +138,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
 
             state = ServingState(plan, datasets, model)
             if plan.overlap:  # grown tiles computed, each output tile written once blended
-                columns = -(-plan.grid.width // plan.tile)
-                blender = Blender(plan_tiles, columns, plan.overlap, plan.grid.window, write_tile)
+                blender = Blender(plan_tiles, plan.overlap, plan.grid.window, write_tile)
                 skipped = executor.run(work, blender.tiles, blender.add, progress, state)
             else:
                 skipped = executor.run(work, plan_tiles, write_tile, progress, state)

@@ -19,13 +19,13 @@ from ..grid import Window, blend_weights, expanded, intersection
 
 class Blender:
     """Accumulates the results of grown tiles into the output tiles ``cores`` (``grid.tiles``
-    of ``bounds``, row by row, ``columns`` a row) and hands each finished output tile to
+    of ``bounds``, row by row) and hands each finished output tile to
     ``write(tile, values)``. Memory: the output tiles still waiting for a neighbour, about one
     row of tiles (the plan sizes the tiles for it)."""
 
-    def __init__(self, cores: list[Window], columns: int, margin: int, bounds: Window,
-                 write: Callable[[Window, np.ndarray], None]):
+    def __init__(self, cores: list[Window], margin: int, bounds: Window, write: Callable[[Window, np.ndarray], None]):
         self.cores, self.margin, self.bounds, self.write = cores, margin, bounds, write
+        columns = sum(1 for core in cores if core.row_off == cores[0].row_off)
         self.grown = [expanded(core, margin, bounds) for core in cores]
         self.index = {window: k for k, window in enumerate(self.grown)}
         if len(self.index) != len(cores):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import Window, cut_patches, dihedral, input_window, undo_dihedral
+from ..grid import Window, cut_patches, dihedral, input_window, intersection, undo_dihedral
 from ..model import ModelError, ServedModel, load_model
 from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
@@ -19,14 +19,11 @@ from .planning import Plan, SourcePlan, plan_serving
 
 def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
     """``(bands, h, w)``; parts outside the raster are ``fill``."""
-    inside = Window(max(window.col_off, 0), max(window.row_off, 0), 0, 0)
-    col_end = min(window.col_end, dataset.width)
-    row_end = min(window.row_end, dataset.height)
-    inside = Window(inside.col_off, inside.row_off, col_end - inside.col_off, row_end - inside.row_off)
-    if inside.width == window.width and inside.height == window.height:
+    inside = intersection(window, Window(0, 0, dataset.width, dataset.height))
+    if inside == window:
         return read(dataset, window=window.to_rasterio())
     out = np.full((dataset.count, window.height, window.width), fill, dtype=dataset.dtypes[0])
-    if inside.width > 0 and inside.height > 0:
+    if not inside.is_empty():
         rows, cols = inside.relative_to(window).slices()
         out[:, rows, cols] = read(dataset, window=inside.to_rasterio())
     return out
