@@ -15,11 +15,11 @@ import numpy as np
 from . import classifiers
 from .errors import InputError
 from .features import FeatureSpec, open_features
-from .ground_truth import optional_field, training_samples
+from .ground_truth import training_samples
 from .outputs import Output, StagedOutputs, check_paths
 from .progress import NullProgress, Progress, ScaledProgress
 from .raster import crs_wkt
-from .vector import read_features, read_fields, transform_xy, write_points
+from .vector import origins, read_features, read_fields, transform_xy, write_points
 
 RECIPE_TAG = "OTBTF_FEATURE_RECIPE"
 
@@ -97,7 +97,8 @@ def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None 
     names = recipe["features"]
     fields: dict[str, tuple] = {}
     part_fid = feats.fids[feats.point_feature]
-    fields["originfid"] = (part_fid[ok].tolist(), "Integer64")
+    polygon = origins(vector, part_fid, layer)  # sample points keep their polygon: validation holds it out whole
+    fields["originfid"] = ((part_fid if polygon is None else polygon)[ok].tolist(), "Integer64")
     if field_name:
         codes = feats.codes[feats.point_feature][ok]
         fields[field_name] = ([feats.class_names[int(c)] for c in codes], "String") if feats.string_classes \
@@ -131,8 +132,8 @@ def train_vector_classifier(vector, features: list[str], field_name: str, output
     messages = []
     if (~complete).any():
         messages.append(f"{int((~complete).sum())} feature(s) with a NULL value skipped")
-    _, origin, _ = optional_field(vector, "originfid", layer)
-    groups = feats.fids if origin is None else origin[rows]
+    origin = origins(vector, feats.fids, layer)
+    groups = feats.fids if origin is None else origin
     recipe = {"fields": list(features), "features": list(features)}
     stored = metadata.get(RECIPE_TAG)
     if stored:  # points written by sample extraction: keep how their features were made

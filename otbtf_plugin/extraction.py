@@ -27,12 +27,12 @@ from rasterio.warp import transform_bounds
 
 from .errors import InputError
 from .grid import Grid, block_index, cut_patches, margins_px, patch_centre, patch_fits, patch_start, patches_window
-from .outputs import StagedOutputs, check_paths, geotiff
-from .patches_image import TAG_CLASS_CODES, PatchesWriter
+from .outputs import GEOTIFF, RASTER_COMPANIONS, Output, StagedOutputs, check_paths, geotiff
+from .patches_image import ORIGINS_SUFFIX, TAG_CLASS_CODES, PatchesWriter, origins_path, write_origins
 from .progress import NullProgress, Progress, check_cancelled, mebibytes
 from .raster import class_code_types, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
-from .vector import Features, read_features, transform_xy
+from .vector import Features, origins, read_features, transform_xy
 
 GROUP_PX = 512  # patch centres are grouped by blocks of this many pixels for reading
 WRITE_CHUNK = 256  # patches per write
@@ -61,7 +61,7 @@ class Extraction:
     candidates: int
     accepted: int
     rejected: dict[str, int]
-    fids: np.ndarray  # of the accepted points, in patch order
+    fids: np.ndarray  # origin of the accepted points (their polygon, else the point), in patch order
     codes: np.ndarray
     x: np.ndarray  # accepted points, in the first source's CRS
     y: np.ndarray
@@ -142,17 +142,27 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
         staged = stack.enter_context(StagedOutputs())
         _write_patches(staged, sources, datasets, buffers, keep, targets, progress)
         labels_path = None
+        polygon = origins(vector, points.fids[points.point_feature[accepted]], layer)
         if labels_output:
             labels_path = Path(labels_output)
             _write_labels(staged.file(labels_path), points.codes[points.point_feature[accepted]], points)
+            col0, row0 = starts[0]
+            write_origins(staged.file(origins_path(labels_path)), polygon,
+                          patch_centre(col0[accepted], sources[0].patch_width),
+                          patch_centre(row0[accepted], sources[0].height))
         for buffer in buffers:
             buffer._mmap.close()  # type: ignore[attr-defined]  # release the temporary files before removal
         steps.finish()
-        result = _result(targets, labels_path, points, accepted, rejected, field_name, datasets[0])
+        result = _result(targets, labels_path, points, accepted, rejected, field_name, datasets[0], polygon)
         for message in result.messages:
             progress.info(message)
         staged.commit()
     return result
+
+
+def labels_image(path) -> Output | None:
+    """A labels image output, with its origins table beside it."""
+    return Output(path, companions=(*RASTER_COMPANIONS, ORIGINS_SUFFIX), suffixes=GEOTIFF) if path else None
 
 
 def _check_request(sources: list[PatchSource], vector, outputs: list, field_name, labels_output) -> list[Path]:
@@ -169,7 +179,7 @@ def _check_request(sources: list[PatchSource], vector, outputs: list, field_name
     paths = [Path(p) for p in outputs]
     check_paths({**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
                 {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(paths, 1)},
-                 "OUTPUT_LABELS": geotiff(labels_output)})
+                 "OUTPUT_LABELS": labels_image(labels_output)})
     return paths
 
 
@@ -302,13 +312,14 @@ def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
 
 
 def _result(outputs: list[Path], labels: Path | None, points: Features, accepted: np.ndarray,
-            rejected: dict[str, int], field_name, reference) -> Extraction:
+            rejected: dict[str, int], field_name, reference, polygon: np.ndarray | None) -> Extraction:
     n = len(points.point_x)
     x, y = transform_xy(points.point_x[accepted], points.point_y[accepted], points.crs_wkt, crs_wkt(reference))
     features = points.point_feature[accepted]
     return Extraction(
         outputs=outputs, labels=labels, candidates=n, accepted=len(accepted), rejected=rejected,
-        fids=points.fids[features], codes=points.codes[features], x=np.asarray(x), y=np.asarray(y),
+        fids=points.fids[features] if polygon is None else polygon, codes=points.codes[features],
+        x=np.asarray(x), y=np.asarray(y),
         class_names=points.class_names, string_classes=points.string_classes, field=field_name or "",
         crs_wkt=crs_wkt(reference),
         messages=[f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"

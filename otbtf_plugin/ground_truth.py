@@ -14,7 +14,7 @@ from .features import FeatureSpec
 from .progress import NullProgress, Progress
 from .raster import crs_wkt, open_raster
 from .selection import sample_selection
-from .vector import read_features, read_fields, transform_xy
+from .vector import origins, read_features, transform_xy
 
 
 @dataclass
@@ -44,22 +44,8 @@ def training_samples(spec: FeatureSpec, vector, field_name: str, strategy: str =
     with open_raster(spec.sources[0].path) as ds:
         x, y = transform_xy(feats.point_x, feats.point_y, feats.crs_wkt, crs_wkt(ds))
     fid = feats.fids[feats.point_feature]
-    groups = fid
-    fids_all, origin, _ = optional_field(vector, "originfid", layer)
-    if origin is not None:
-        lookup = dict(zip(fids_all.tolist(), origin.tolist(), strict=True))
-        groups = np.asarray([lookup[f] for f in fid.tolist()], dtype=np.int64)
+    origin = origins(vector, fid, layer)
+    groups = fid if origin is None else origin
     return TrainingSamples(np.asarray(x), np.asarray(y), feats.codes[feats.point_feature], groups,
                            feats.class_names)
-
-
-
-def optional_field(vector, name: str, layer: str | None):
-    try:
-        fids, values, metadata = read_fields(vector, [name], layer)
-    except InputError:
-        return None, None, {}
-    if np.isnan(values[name]).any():
-        return None, None, metadata
-    return fids, values[name].astype(np.int64), metadata
 

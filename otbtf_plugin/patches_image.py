@@ -13,6 +13,7 @@ Reading returns arrays in TensorFlow's order: ``(n, h, w, bands)``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,53 @@ class PatchesWriter:
 
     def close(self) -> None:
         close_written(self.dataset)
+
+
+# Where each patch comes from, in a table beside the labels image (``labels.origins.csv``):
+# the polygon of its sample point (``originfid``, empty when unknown) and its centre pixel in
+# source 1. Training holds out whole polygons with it (spatial blocks when the polygon is
+# unknown); otbtf ignores it.
+ORIGINS_SUFFIX = ".origins.csv"
+ORIGINS_HEADER = "patch,originfid,col,row"
+
+
+@dataclass
+class PatchOrigins:
+    """The polygon (None: unknown) and source-1 centre pixel of every patch."""
+
+    polygon: np.ndarray | None
+    col: np.ndarray
+    row: np.ndarray
+
+
+def origins_path(labels: str | Path) -> Path:
+    return Path(labels).with_suffix(ORIGINS_SUFFIX)
+
+
+def write_origins(path: Path, polygon: np.ndarray | None, col: np.ndarray, row: np.ndarray) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        out.write(ORIGINS_HEADER + "\n")
+        polygons = polygon.tolist() if polygon is not None else [""] * len(col)
+        for k, (fid, c, r) in enumerate(zip(polygons, col.tolist(), row.tolist(), strict=True)):
+            out.write(f"{k},{fid},{c},{r}\n")
+
+
+def read_origins(labels: str | Path, count: int) -> tuple[PatchOrigins | None, str]:
+    """The origins table beside ``labels``, or None and why it cannot be used."""
+    path = origins_path(labels)
+    if not path.is_file():
+        return None, f"no {path.name} beside the labels image"
+    try:
+        with open(path, encoding="utf-8") as table:
+            if table.readline().strip() != ORIGINS_HEADER:
+                return None, f"{path.name} does not start with {ORIGINS_HEADER!r}"
+            rows = [line.rstrip("\n").split(",") for line in table if line.strip()]
+        if len(rows) != count or any(len(r) != 4 for r in rows):
+            return None, f"{path.name} describes {len(rows)} patches, the labels image holds {count}"
+        col = np.asarray([int(r[2]) for r in rows], dtype=np.int64)
+        row = np.asarray([int(r[3]) for r in rows], dtype=np.int64)
+        known = [r[1] for r in rows]
+        polygon = np.asarray([int(v) for v in known], dtype=np.int64) if all(known) else None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return None, f"{path.name} cannot be read ({err})"
+    return PatchOrigins(polygon, col, row), ""

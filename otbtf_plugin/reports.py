@@ -23,3 +23,19 @@ def write_report(path: PathLike, title: str, body: str, data: dict, staged: Stag
         group.file(path.with_suffix(".json")).write_text(json.dumps(data, indent=2), encoding="utf-8")
         group.file(path).write_text(page, encoding="utf-8")
     return path
+
+
+def validation_html(held_out: dict) -> str:
+    """How the validation samples were chosen: the method, the groups on each side per class,
+    and the warnings (classes the scores cannot assess)."""
+    if not held_out:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{sides['training']}</td><td>{sides['validation']}</td></tr>"
+                   for name, sides in held_out.get("groups", {}).items())
+    table = (f"<table><tr><th>class</th><th>groups for training</th><th>groups held out</th></tr>{rows}</table>"
+             if rows else "")
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in held_out.get("warnings", []))
+    how = (f"held out {held_out['method']}: no group gives samples to both sides" if rows
+           else str(held_out["method"]))
+    return (f"<p>Validation samples: {held_out['validation_samples']}, {html.escape(how)}.</p>{table}"
+            + (f"<ul class=warnings>{warnings}</ul>" if warnings else ""))

@@ -140,6 +140,22 @@ def read_fields(path: str | Path, names: list[str], layer: str | None = None
     return np.asarray(fids, dtype=np.int64), {n: values[:, k] for k, n in enumerate(names)}, metadata
 
 
+ORIGIN_FIELD = "originfid"  # the polygon a sample point was drawn from (sample selection writes it)
+
+
+def origins(path: str | Path, fids: np.ndarray, layer: str | None = None) -> np.ndarray | None:
+    """The ``originfid`` of the features ``fids`` (int64), or None when the layer has no such
+    numeric field or a feature has none."""
+    try:
+        all_fids, values, _ = read_fields(path, [ORIGIN_FIELD], layer)
+    except InputError:
+        return None
+    origin = values[ORIGIN_FIELD]
+    if np.isnan(origin).any():
+        return None
+    row_of = {f: k for k, f in enumerate(all_fids.tolist())}
+    return origin[[row_of[f] for f in np.asarray(fids).tolist()]].astype(np.int64)
+
 def _transform_to(layer, raster_wkt: str | None):
     source = layer.GetSpatialRef()
     if source is None or not raster_wkt:

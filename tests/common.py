@@ -10,6 +10,9 @@ LANDSAT = DATA / "landsat8"
 RGB = LANDSAT / "LC08_224078_20200518_rgb_crop.tif"
 POLYGONS = LANDSAT / "LC08_224078_20200518_polygons.gpkg"
 POINTS = LANDSAT / "LC08_224078_20200518_points.gpkg"
+NC = DATA / "nc_landsat7"  # real, hard: 34 polygons, 7 classes (data/README.md)
+NC_IMAGE = NC / "landsat_multiband.tif"
+NC_POLYGONS = NC / "landsat96_polygons.gpkg"
 
 # Class counts of otbcli_PolygonClassStatistics (Orfeo ToolBox, Debian 12) on the
 # full scene LC08_224078_20200518_rgb.tif with the polygons, field "name".
@@ -54,3 +57,22 @@ class Log(CancelAfter):
 
     def info(self, message):
         self.lines.append(message)
+
+
+def write_points(path, xy, classes=None, epsg=32621):
+    from osgeo import ogr, osr
+
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    layer = ds.CreateLayer("points", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
+    for k, (x, y) in enumerate(xy):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("cls", int(classes[k]) if classes is not None else 0)
+        point = ogr.Geometry(ogr.wkbPoint)
+        point.AddPoint_2D(float(x), float(y))
+        feature.SetGeometry(point)
+        layer.CreateFeature(feature)
+    ds = None
+    return path

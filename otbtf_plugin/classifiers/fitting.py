@@ -9,38 +9,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import confusion_matrix, report
+from ..validation import hold_out_groups
 from .registry import as_params, make_classifier
 
 
 def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
                    names: dict[int, str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """``validation`` mask: whole groups (polygons) drawn per class until about ``fraction``
-    of the class's samples; a class with a single group keeps it for training."""
-    if not 0 <= fraction < 1:
-        raise InputError(f"VALIDATION={fraction:g}: give a fraction of the polygons in [0, 1), e.g. 0.3")
-    rng = np.random.default_rng(seed)
-    validation = np.zeros(len(codes), dtype=bool)
-    warnings: list[str] = []
-    if fraction == 0:
-        return validation, warnings
-    for code in np.unique(codes):
-        members = codes == code
-        ids, counts = np.unique(groups[members], return_counts=True)
-        if len(ids) < 2:
-            label = (names or {}).get(int(code), int(code))
-            warnings.append(f"class {label} has samples from one polygon only: none of it is held out, "
-                            "the report cannot assess that class")
-            continue
-        order = rng.permutation(len(ids))
-        taken: list[int] = []
-        total = counts.sum()
-        for k in order:
-            if counts[taken].sum() >= fraction * total or len(taken) == len(ids) - 1:
-                break
-            taken.append(k)
-        validation |= members & np.isin(groups, ids[taken])
-    return validation, warnings
-
+    """``validation`` mask: whole groups (polygons) held out, about ``fraction`` of each
+    class's samples (see :func:`validation.hold_out_groups`); and the warnings."""
+    split = hold_out_groups(codes, groups, fraction, seed, names)
+    return split.validation, split.warnings
 
 
 @dataclass

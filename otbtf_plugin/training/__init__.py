@@ -32,10 +32,13 @@ from ..model_metadata import (
     write_metadata,
 )
 from ..outputs import Output, StagedOutputs, check_paths
+from ..patches_image import origins_path
 from ..progress import NullProgress, Progress
+from ..validation import GroupSplit
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
-from .data import TrainingSet, band_statistics, batches, hold_out, predict
+from .data import TrainingSet, band_statistics, batches, batches_per_epoch, hold_out, predict
 from .report import tensorboard_validation, write_report
+from .schedule import Checkpoints, ScheduleState, fingerprint, schedule_callback
 from .targets import TASKS, Target, class_weights, decide_target
 
 __all__ = ["ARCHITECTURES", "TASKS", "TrainConfig", "TrainResult", "train"]
@@ -57,6 +60,8 @@ class TrainConfig:
     class_weights: bool = True
     valid_fraction: float = 0.2  # held out of the training patches when no validation set is given
     tensorboard_dir: str | Path | None = None
+    patience: int = 0  # stop when the validation loss has not improved for this many epochs (0: never)
+    checkpoint_dir: str | Path | None = None  # a checkpoint after every epoch; the same folder resumes
     class_names: dict = field(default_factory=dict)  # code -> name (default: from the labels' metadata)
     initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
     freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
@@ -70,6 +75,7 @@ class TrainResult:
     report: dict
     report_html: Path | None
     history: dict
+    training: dict = field(default_factory=dict)  # the metadata's account: epochs, kept epoch, validation split
 
 
 @dataclass
@@ -80,6 +86,15 @@ class _Split:
     train_idx: np.ndarray
     valid: TrainingSet
     valid_idx: np.ndarray
+    held_out: GroupSplit | None = None  # how the validation patches were held out (None: a set of their own)
+
+    def describe(self) -> dict:
+        """How validation was made, for the report and the model's metadata."""
+        if self.held_out is None:
+            return {"method": "an independent validation set (VALID_PATCHES, VALID_LABELS)",
+                    "training_samples": len(self.train_idx), "validation_samples": len(self.valid_idx),
+                    "groups": {}, "warnings": []}
+        return self.held_out.as_dict(self.train.class_names())
 
     def close(self) -> None:
         self.train.close()
@@ -96,6 +111,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
 
     split = _open_split(config)
     try:
+        _log_split(split.describe(), progress)
         labels = split.train.read_labels(split.train_idx)
         names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
         target = decide_target(config.task, config.architecture, split.train.layout, labels,
@@ -111,9 +127,10 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
                                loss="mse" if target.regression else "sparse_categorical_crossentropy",
                                metrics=["mae"] if target.regression else ["accuracy"])
         truth = _validation_truth(split, target, span)
-        history = _fit(keras, config, split, target, labels, training_model, span, progress)
+        schedule = _fit(keras, config, split, target, labels, training_model, span, progress)
+        history = schedule.history
         metrics = _validate(training_model, split, target, truth)
-        metadata = _metadata(config, target, sources, efield, served, history, split)
+        metadata = _metadata(config, target, sources, efield, served, schedule, split)
         if config.tensorboard_dir:
             tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
         report_html = None
@@ -128,7 +145,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         progress.info(f"validation: RMSE {metrics['rmse']:.4g}, MAE {metrics['mae']:.4g}, R2 {metrics['r2']:.3f}")
     else:
         progress.info(f"validation: overall accuracy {metrics['overall_accuracy']:.3f}, kappa {metrics['kappa']:.3f}")
-    return TrainResult(output, metrics, report_html, history)
+    return TrainResult(output, metrics, report_html, history, metadata.training)
 
 
 def _check(config: TrainConfig) -> Path:
@@ -139,6 +156,8 @@ def _check(config: TrainConfig) -> Path:
         raise InputError(f"unknown task {config.task!r}; use one of: {', '.join(TASKS)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError(f"EPOCHS ({config.epochs}) and BATCH_SIZE ({config.batch_size}) must be at least 1")
+    if config.patience < 0:
+        raise InputError(f"PATIENCE={config.patience}: give a number of epochs, 0 to train all EPOCHS")
     output = Path(config.output_model)
     if not output.parent.is_dir():
         raise InputError(f"output folder {str(output.parent)!r} does not exist")
@@ -150,7 +169,8 @@ def _check(config: TrainConfig) -> Path:
                  "MODEL": config.initial_model},
                 {"OUTPUT_MODEL": Output(output, "folder", marker=METADATA_FILE),
                  "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
-                 if config.output_report else None})
+                 if config.output_report else None,
+                 "CHECKPOINT_DIR": Output(config.checkpoint_dir, "into") if config.checkpoint_dir else None})
     return output
 
 
@@ -159,8 +179,9 @@ def _open_split(config: TrainConfig) -> _Split:
     data = TrainingSet(config.train_patches, config.train_labels, "training")
     try:
         if not config.valid_patches:
-            train_idx, valid_idx = hold_out(data.count, config.valid_fraction, config.seed)
-            return _Split(data, train_idx, data, valid_idx)
+            held_out = hold_out(data, config.train_labels, config.valid_fraction, config.seed)
+            return _Split(data, np.flatnonzero(~held_out.validation), data, np.flatnonzero(held_out.validation),
+                          held_out)
         valid = TrainingSet(config.valid_patches, config.valid_labels, "validation")
     except BaseException:
         data.close()
@@ -170,6 +191,15 @@ def _open_split(config: TrainConfig) -> _Split:
         split.close()
         raise InputError(f"training labels are for {data.layout}, validation labels for {valid.layout}")
     return split
+
+
+def _log_split(held_out: dict, progress: Progress) -> None:
+    progress.info(f"validation: {held_out['validation_samples']} patches held out {held_out['method']}, "
+                  f"{held_out['training_samples']} for training")
+    for name, sides in held_out["groups"].items():
+        progress.info(f"  {name}: {sides['training']} group(s) for training, {sides['validation']} held out")
+    for warning in held_out["warnings"]:
+        progress.info(f"warning: {warning}")
 
 
 def _input_spec(config: TrainConfig, k: int, image, indices: np.ndarray) -> ModelInput:
@@ -209,8 +239,9 @@ def _validation_truth(split: _Split, target: Target, span: slice | None) -> np.n
 
 
 def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.ndarray, model,
-         span: slice | None, progress: Progress) -> dict[str, list[float]]:
-    """Fit ``model`` on the training patches, validating each epoch; returns the history."""
+         span: slice | None, progress: Progress) -> ScheduleState:
+    """Fit ``model`` on the training patches, validating each epoch, with the schedule (early
+    stopping, learning rate on plateaus, checkpoints: ``schedule``); returns its final state."""
     label_index = target.label_index()
     weights = pixel_weights = None
     if config.class_weights and not target.regression:
@@ -219,18 +250,44 @@ def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.n
             pixel_weights = per_class
         else:
             weights = {k: float(w) for k, w in enumerate(per_class)}
+    checkpoints = Checkpoints(config.checkpoint_dir, _run_key(config))
+    state = checkpoints.load(model, model.optimizer) or ScheduleState(learning_rate=config.learning_rate)
+    if state.epochs_done:
+        progress.info(f"resuming from the checkpoint in {config.checkpoint_dir} after epoch {state.epochs_done}"
+                      + (" (training had stopped early: nothing more to train)" if state.stopped else ""))
+    first = state.epochs_done
+    last = first if state.stopped else max(config.epochs, first)
+    model.optimizer.learning_rate = state.learning_rate
     training = batches(keras, split.train, split.train_idx, config.batch_size, label_index, config.seed,
-                       shuffle=True, label_span=span, pixel_weights=pixel_weights, augment=config.augment)
+                       shuffle=True, label_span=span, pixel_weights=pixel_weights, augment=config.augment,
+                       first_epoch=first, epochs=max(last - first, 1))
     validation = batches(keras, split.valid, split.valid_idx, config.batch_size, label_index, config.seed,
                          shuffle=False, label_span=span)
-    callbacks = [_progress_callback(keras, progress, config.epochs * len(training))]
+    per_epoch = batches_per_epoch(len(split.train_idx), config.batch_size)
+    schedule = schedule_callback(keras, config.patience, checkpoints, state, model.optimizer, progress.cancelled)
+    callbacks = [_progress_callback(keras, progress, max(last - first, 1) * per_epoch), schedule]
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
-    fit = model.fit(training, validation_data=validation, epochs=config.epochs, class_weight=weights,
-                    callbacks=callbacks, verbose=0)
+    model.fit(training, validation_data=validation, epochs=last, initial_epoch=first, steps_per_epoch=per_epoch,
+              shuffle=False, class_weight=weights, callbacks=callbacks, verbose=0)  # batches shuffle themselves
     if progress.cancelled():
-        raise Cancelled("training cancelled: no model was written")
-    return {key: [float(v) for v in values] for key, values in fit.history.items()}
+        raise Cancelled("training cancelled: no model was written"
+                        + (f" (the checkpoint in {config.checkpoint_dir} resumes it)" if config.checkpoint_dir else ""))
+    if config.patience and state.best_epoch >= 0:
+        progress.info(f"kept epoch {state.best_epoch + 1} of {state.epochs_done} (lowest validation loss "
+                      f"{state.best_loss:.4f})" + (": stopped early" if state.stopped else ""))
+    return state
+
+
+def _run_key(config: TrainConfig) -> str:
+    """What a checkpoint must match: the settings that shape the run, and the data."""
+    settings = {key: getattr(config, key) for key in (
+        "architecture", "task", "batch_size", "seed", "learning_rate", "class_weights", "valid_fraction",
+        "augment", "patience", "initial_model", "freeze_layers", "class_names")}
+    files = [*config.train_patches, config.train_labels, *(config.valid_patches or []),
+             *([config.valid_labels] if config.valid_labels else [])]
+    origins = origins_path(config.train_labels)
+    return fingerprint(settings, files + ([origins] if origins.is_file() else []))
 
 
 def _validate(model, split: _Split, target: Target, truth: np.ndarray) -> dict:
@@ -243,7 +300,7 @@ def _validate(model, split: _Split, target: Target, truth: np.ndarray) -> dict:
 
 
 def _metadata(config: TrainConfig, target: Target, sources: list[ModelInput], efield: int, served,
-              history: dict, split: _Split) -> ModelMetadata:
+              schedule: ScheduleState, split: _Split) -> ModelMetadata:
     stats = target.statistics
     return ModelMetadata(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -262,8 +319,11 @@ def _metadata(config: TrainConfig, target: Target, sources: list[ModelInput], ef
                   "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
                   "learning_rate": config.learning_rate, "augment": config.augment,
                   "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
-                  "frozen_layers": config.freeze_layers if config.initial_model else 0},
-        history=history,
+                  "frozen_layers": config.freeze_layers if config.initial_model else 0,
+                  "patience": config.patience, "epochs_run": schedule.epochs_done,
+                  "kept_epoch": (schedule.best_epoch + 1 if config.patience else schedule.epochs_done),
+                  "stopped_early": schedule.stopped, "validation": split.describe()},
+        history=schedule.history,
     )
 
 

@@ -15,9 +15,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..grid import dihedral
-from ..patches_image import PatchesImage
+from ..patches_image import PatchesImage, read_origins
+from ..validation import GroupSplit, consecutive_runs, hold_out_groups, spatial_blocks
 
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
+BLOCK_PATCHES = 4  # spatial blocks (points without originfid) are this many patch widths wide
+MIN_BLOCK_PX = 64
+LONE_POLYGON_BLOCKS = 4  # a class of one polygon is cut into at least this many blocks when it can be
+MAX_STRATA = 1000  # more distinct whole-number labels than this: values to regress, not classes
 
 Layout = Literal["classification", "segmentation"]  # one label per patch, or label patches
 
@@ -91,15 +96,68 @@ def _runs(sorted_indices: np.ndarray) -> list[np.ndarray]:
     return np.split(sorted_indices, np.flatnonzero(np.diff(sorted_indices) != 1) + 1)
 
 
-def hold_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training, validation) indices: ``fraction`` of ``count`` patches drawn with ``seed``
-    for validation, both sorted."""
-    order = np.random.default_rng(seed).permutation(count)
-    n_valid = round(fraction * count)
-    if n_valid < 1 or n_valid >= count:
-        raise InputError(f"{count} training patches: too few to hold out a validation set; "
-                         "give VALID_PATCHES1 and VALID_LABELS")
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+def hold_out(data: TrainingSet, labels_path: str | Path, fraction: float, seed: int) -> GroupSplit:
+    """Validation patches held out of the training set by whole group (``validation``): the
+    polygons of the origins table beside the labels image, else spatial blocks of its patch
+    centres, else (otbtf's patches) runs of consecutive patches. Classes (the centre label of
+    a label patch) get about ``fraction`` of their patches each; values to regress, of all."""
+    origins, why = read_origins(labels_path, data.count)
+    if origins is None:
+        groups, method = consecutive_runs(data.count), "by runs of consecutive patches"
+        notes = [f"where the patches come from is unknown ({why}): validation holds out runs of "
+                 "consecutive patches, which follow their polygons when the points came from sample "
+                 "selection; extract patches with otbtf:patchesextraction to hold out whole polygons"]
+    elif origins.polygon is None:
+        side = _block_side(data)
+        groups, method = spatial_blocks(origins.col, origins.row, side), "by spatial block"
+        notes = [f"the points carry no originfid: validation holds out blocks of {side} x {side} px "
+                 "of source 1"]
+    else:
+        groups, method, notes = origins.polygon, "by polygon", []
+    labels = data.read_labels(np.arange(data.count))
+    if labels.ndim == 3:  # label patches: a patch counts for its centre pixel's class
+        labels = labels[:, labels.shape[1] // 2, labels.shape[2] // 2]
+    whole = np.issubdtype(labels.dtype, np.integer) or bool(np.all(np.mod(labels, 1) == 0))
+    strata = labels.astype(np.int64) if whole and len(np.unique(labels)) <= MAX_STRATA else np.zeros(len(labels))
+    sides: dict[int, int] = {}
+    if origins is not None and origins.polygon is not None:
+        groups, sides = _blocks_of_lone_polygons(strata, groups, origins, data.images[0].patch_width)
+        names = data.class_names()
+        notes += [f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
+                  f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
+                  "polygons of that class)" for c, side in sides.items()]
+    units = dict.fromkeys(sides, "spatial block")
+    split = hold_out_groups(strata, groups, fraction, seed, data.class_names(), method, units)
+    split.warnings[:0] = notes
+    if not split.validation.any():
+        raise InputError(f"{data.count} training patches from {len(np.unique(groups))} group(s) ({method}): "
+                         "too few to hold out whole polygons for validation; give VALID_PATCHES1 and "
+                         "VALID_LABELS, or more polygons")
+    return split
+
+
+def _block_side(data: TrainingSet) -> int:
+    """Spatial blocks' side in pixels of source 1: a few patch widths."""
+    return max(BLOCK_PATCHES * data.images[0].patch_width, MIN_BLOCK_PX)
+
+
+def _blocks_of_lone_polygons(strata: np.ndarray, polygons: np.ndarray, origins, patch: int):
+    """Groups where a class drawn from a single polygon is cut into spatial blocks (nothing
+    else could be held out of it): the widest of 4, 2 and 1 patch widths that gives the class
+    at least ``LONE_POLYGON_BLOCKS`` blocks. Returns the groups and, per such class, its block side."""
+    groups = polygons.copy()
+    sides: dict[int, int] = {}
+    for code in np.unique(strata):
+        members = strata == code
+        if len(np.unique(polygons[members])) > 1:
+            continue
+        for side in (BLOCK_PATCHES * patch, 2 * patch, patch):
+            blocks = spatial_blocks(origins.col[members], origins.row[members], side)
+            if len(np.unique(blocks)) >= LONE_POLYGON_BLOCKS:
+                break
+        groups[members] = -1 - blocks  # negative: never equal to a polygon's fid
+        sides[int(code)] = side
+    return groups, sides
 
 
 def band_statistics(image: PatchesImage, indices: np.ndarray) -> tuple[list[float], list[float]]:
@@ -124,28 +182,41 @@ def model_inputs(arrays: list):
 
 
 def batches(keras, data: TrainingSet, indices, batch: int, label_index, seed: int, shuffle: bool,
-            label_span: slice | None = None, pixel_weights=None, augment: bool = False):
-    """A Keras dataset of (inputs, labels[, pixel weights]) batches of the patches ``indices``.
+            label_span: slice | None = None, pixel_weights=None, augment: bool = False,
+            first_epoch: int = 0, epochs: int = 1):
+    """A Keras dataset of (inputs, labels[, pixel weights]) batches of the patches ``indices``:
+    the batches of ``epochs`` epochs from ``first_epoch`` on, one after the other (fit it with
+    ``steps_per_epoch=batches_per_epoch(...)``).
 
     ``label_index`` maps class codes to the model's class indices (None: regression values);
     ``label_span`` cuts label patches to the model's output block (rows and columns);
-    ``augment`` applies one random flip/rotation to a patch of every source and its label patch."""
+    ``augment`` applies one random flip/rotation to a patch of every source and its label patch.
+    Batch ``j`` is a function of ``seed`` and ``j`` alone (epoch ``first_epoch + j // n``, its
+    order and transforms drawn from the seed and the epoch), never of the order Keras asks
+    for batches or of epoch callbacks, which race with its prefetching: a run resumed at
+    ``first_epoch`` sees what an uninterrupted run sees."""
+    per_epoch = batches_per_epoch(len(indices), batch)
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=1, use_multiprocessing=False)
-            self.rng = np.random.default_rng(seed)
-            self.augment_rng = np.random.default_rng(seed + 1)
-            self.order = self.rng.permutation(indices) if shuffle else np.asarray(indices)
+            self.orders: dict[int, np.ndarray] = {}
+
+        def _order(self, epoch: int) -> np.ndarray:
+            if epoch not in self.orders:
+                self.orders = {epoch: np.random.default_rng([seed, epoch]).permutation(indices) if shuffle
+                               else np.asarray(indices)}
+            return self.orders[epoch]
 
         def __len__(self):
-            return math.ceil(len(self.order) / batch)
+            return per_epoch * epochs
 
-        def __getitem__(self, i):
-            chunk = self.order[i * batch:(i + 1) * batch]
+        def __getitem__(self, j):
+            epoch, i = first_epoch + j // per_epoch, j % per_epoch
+            chunk = self._order(epoch)[i * batch:(i + 1) * batch]
             patches, labels = data.read(chunk)
             if augment:  # the same transform for every source's patch and its label patch
-                transforms = self.augment_rng.integers(0, 8, len(chunk))
+                transforms = np.random.default_rng([seed, epoch, i, 1]).integers(0, 8, len(chunk))
                 patches = [np.stack([dihedral(p, t) for p, t in zip(ps, transforms, strict=True)]) for ps in patches]
                 if labels.ndim == 3:
                     labels = np.stack([dihedral(lab, t) for lab, t in zip(labels, transforms, strict=True)])
@@ -157,11 +228,11 @@ def batches(keras, data: TrainingSet, indices, batch: int, label_index, seed: in
                 return x, y
             return x, y, pixel_weights[y]
 
-        def on_epoch_end(self):
-            if shuffle:
-                self.order = self.rng.permutation(indices)
-
     return Batches()
+
+
+def batches_per_epoch(count: int, batch: int) -> int:
+    return max(1, math.ceil(count / batch))
 
 
 def predict(model, data: TrainingSet, indices, regression: bool = False) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..model_metadata import ModelMetadata
 from ..outputs import StagedOutputs
 
 
-def curves_png(history: dict) -> bytes:
+def curves_png(history: dict, kept_epoch: int | None = None) -> bytes:
     """Loss and accuracy (or MAE) per epoch, as PNG. Drawn on an Agg canvas of its own: no
     pyplot, no change of the process' matplotlib backend (QGIS has its own)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,6 +28,8 @@ def curves_png(history: dict) -> bytes:
         for name, style in ((key, "-"), (f"val_{key}", "--")):
             if name in history:
                 axis.plot(range(1, len(history[name]) + 1), history[name], style, label=name)
+        if kept_epoch:
+            axis.axvline(kept_epoch, color="0.4", linewidth=1, linestyle=":", label=f"kept: epoch {kept_epoch}")
         axis.set_xlabel("epoch")
         axis.set_title(key)
         axis.legend()
@@ -45,15 +47,30 @@ def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
                   f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
     else:
         scores = classification_html(metrics)
-    curves = base64.b64encode(curves_png(history)).decode() if history else ""
+    training = metadata.training
+    kept = training.get("kept_epoch")
+    curves = base64.b64encode(curves_png(history, kept if training.get("patience") else None)).decode() \
+        if history else ""
+    held_out = training.get("validation") or {}
     body = f"""<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
-{metadata.training['patches']} training and {metadata.training['validation_patches']} validation patches;
-{metadata.training['epochs']} epochs.</p>
+{training['patches']} training and {training['validation_patches']} validation patches;
+{_epochs_text(training)}.</p>
 <h2>Validation</h2>
+{reports.validation_html(held_out)}
 {scores}
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
     data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
     return reports.write_report(path, "Training report", body, data, staged)
+
+
+def _epochs_text(training: dict) -> str:
+    run, kept = training.get("epochs_run", training["epochs"]), training.get("kept_epoch")
+    if not training.get("patience"):
+        return f"{run} epochs"
+    stop = "stopped early" if training.get("stopped_early") else f"at most {training['epochs']}"
+    return (f"{run} epochs ({stop}, patience {training['patience']}); the weights of epoch {kept}, the lowest "
+            "validation loss, are kept: the epoch was chosen on the validation patches, so their scores "
+            "below flatter the model slightly")
 
 
 def tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:

@@ -40,9 +40,20 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         "normalisation is computed from the training patches and built into the model. MODEL: "
         "fine-tune an existing model instead (a model folder of ours or a .keras file; the original "
         "is not changed).\n\n"
-        "Validation: VALID_PATCHESn and VALID_LABELS, or else a fraction of the training patches held "
-        "out with SEED (patches near each other are alike: an independent validation set is more "
-        "honest). Data are read from disk batch by batch: a training set larger than memory works.\n\n"
+        "Validation: VALID_PATCHESn and VALID_LABELS, or else whole polygons held out of the training "
+        "patches with SEED (VALID_FRACTION of each class's patches): patches of one polygon look alike, "
+        "so none is split between training and validation. The polygons come from the table "
+        "otbtf:patchesextraction writes beside the labels image (labels.origins.csv, from the "
+        "originfid of otbtf:sampleselection's points); without originfid, spatial blocks are held "
+        "out; without the table (otbtf's patches), runs of consecutive patches. A class of one "
+        "polygon is cut into blocks, and the report warns that its scores flatter it. The report "
+        "says how the split was made and how many polygons each side holds. Data are read from disk "
+        "batch by batch: a training set larger than memory works.\n\n"
+        "PATIENCE (epochs, 0 = off): stop when the validation loss has not improved for that many "
+        "epochs and keep the best epoch's weights (EPOCHS is then a maximum); the learning rate is "
+        "halved after half as many epochs without improvement. CHECKPOINT_DIR: the run's state is "
+        "saved there after every epoch; run again with the same folder, data and settings to resume a "
+        "killed or cancelled run (the result equals an uninterrupted run's; EPOCHS may be raised).\n\n"
         "OUTPUT_MODEL: a folder with the SavedModel, model.keras and otbtf_model.json, which "
         "otbtf:tensorflowmodelserve reads (no geometry to type). Serve its 'class' output for a class "
         "map, 'prob' for probabilities. OUTPUT_REPORT: per-class precision, recall, F1, overall "
@@ -78,8 +89,13 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
             "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "PATIENCE", "Patience: stop after this many epochs without improvement (0: train all epochs)",
+            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0, optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(
             "TENSORBOARD_DIR", "TensorBoard logs", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            "CHECKPOINT_DIR", "Checkpoints (the same folder resumes a run)", optional=True, createByDefault=False))
         add_advanced(self, [
             QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
                                          defaultValue=0.001, minValue=0.0),
@@ -88,7 +104,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                                           defaultValue=False),
             QgsProcessingParameterNumber("FREEZE_LAYERS", "Fine-tuning: keep the weights of the first N layers",
                                          type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber("VALID_FRACTION", "Fraction held out for validation (no validation set)",
+            QgsProcessingParameterNumber("VALID_FRACTION",
+                                         "Share of each class's polygons held out for validation (no validation set)",
                                          type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
                                          minValue=0.01, maxValue=0.9),
         ])
@@ -114,6 +131,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
 
         tensorboard = self.parameterAsString(parameters, "TENSORBOARD_DIR", context) \
             if parameters.get("TENSORBOARD_DIR") else None
+        checkpoints = self.parameterAsString(parameters, "CHECKPOINT_DIR", context) \
+            if parameters.get("CHECKPOINT_DIR") else None
         config = TrainConfig(
             train_patches=sources("TRAIN_PATCHES"),
             train_labels=raster_path(self, parameters, "TRAIN_LABELS", context),
@@ -130,14 +149,19 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             class_weights=self.parameterAsBool(parameters, "CLASS_WEIGHTS", context),
             valid_fraction=self.parameterAsDouble(parameters, "VALID_FRACTION", context),
             tensorboard_dir=tensorboard,
+            patience=self.parameterAsInt(parameters, "PATIENCE", context) if parameters.get("PATIENCE") else 0,
+            checkpoint_dir=checkpoints,
             initial_model=self.parameterAsFile(parameters, "MODEL", context) or None,
             freeze_layers=self.parameterAsInt(parameters, "FREEZE_LAYERS", context),
             augment=self.parameterAsBool(parameters, "AUGMENT", context),
         )
         result = self.run_engine(train, feedback, config)
         metrics = result.report
+        held_out = result.training.get("validation", {})
         answer = {"OUTPUT_MODEL": str(result.model_folder),
-                  "OUTPUT_REPORT": str(result.report_html) if result.report_html else None}
+                  "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
+                  "EPOCHS_RUN": result.training.get("epochs_run"), "KEPT_EPOCH": result.training.get("kept_epoch"),
+                  "VALIDATION_METHOD": held_out.get("method"), "WARNINGS": held_out.get("warnings", [])}
         if "rmse" in metrics:
             return {**answer, **{key.upper(): metrics[key] for key in ("rmse", "mae", "bias", "r2")}}
         return {

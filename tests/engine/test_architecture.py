@@ -107,6 +107,13 @@ def test_geometry_is_pure():
     assert GRAPH["otbtf_plugin.grid"] <= {"otbtf_plugin.errors"}
 
 
+def test_validation_rules_are_pure():
+    """validation.py: which samples validate, from class codes and groups; no I/O."""
+    roots = {i.split(".")[0] for i in EXTERNAL["otbtf_plugin.validation"]}
+    assert roots <= {"__future__", "dataclasses", "numpy", "otbtf_plugin"}, roots
+    assert GRAPH["otbtf_plugin.validation"] <= {"otbtf_plugin.errors"}
+
+
 def test_serving_planning_needs_no_tiles_or_output():
     """The plan is geometry decided against the model: it does not reach tile computation,
     the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""

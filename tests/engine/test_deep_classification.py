@@ -100,8 +100,10 @@ def test_validation_holds_out_whole_polygons():
     for g in np.unique(groups):
         assert len(set(held[groups == g])) == 1  # a polygon is all in or all out
     assert held[codes == 1].sum() == 10 and held[codes == 2].sum() == 10 and not held[codes == 3].any()
-    assert warnings == ["class water has samples from one polygon only: none of it is held out, "
-                        "the report cannot assess that class"]
+    assert warnings == [
+        "class 1: one polygon held out; its scores rest on that area alone (give more polygons of that class)",
+        "class 2: one polygon held out; its scores rest on that area alone (give more polygons of that class)",
+        "class water comes from one polygon only: none of it is held out, the report cannot assess that class"]
     with pytest.raises(InputError, match="VALIDATION=30"):
         classifiers.split_by_group(codes, groups, 30, 0)
 
@@ -307,3 +309,21 @@ def test_sources_swapped_between_training_and_classification_are_named(tmp_path,
                       tmp_path / "map.tif", progress=log)
     assert any(line.startswith("warning: source 2 has pixels of 30 x 30; the classifier was trained on 60 x 60")
                for line in log.lines), log.lines
+
+
+def test_extracted_samples_keep_the_polygon_they_come_from(tmp_path):
+    """Sample extraction of sample-selection points writes each point's polygon as originfid,
+    so that training on the extracted features holds out whole polygons (a point's own fid
+    would make every sample its own group: a random split that flatters the report)."""
+    from otbtf_plugin.selection import sample_selection
+
+    points = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=30).write_gpkg(tmp_path / "p.gpkg")
+    dataset = ogr.Open(str(points))  # kept while its layer is read
+    expected = {f.GetFID(): f.GetField("originfid") for f in dataset.GetLayer(0)}
+    features, written, _ = dc.sample_extraction(FeatureSpec([FeatureSource(RGB)]), points, tmp_path / "f.gpkg",
+                                                "name")
+    dataset = ogr.Open(str(features))
+    got = [f.GetField("originfid") for f in dataset.GetLayer(0)]
+    assert written == 120 and got == list(expected.values())
+    assert sorted(set(got)) == [1, 2, 3, 4]
+

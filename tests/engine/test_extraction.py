@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
-from common import DATA, OTB_COUNTS, POLYGONS, RGB, CancelAfter
+from common import DATA, OTB_COUNTS, POLYGONS, RGB, CancelAfter, write_points
 from otbtf_plugin.errors import Cancelled, InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
-from otbtf_plugin.patches_image import PatchesImage, PatchesImageError
+from otbtf_plugin.patches_image import PatchesImage, PatchesImageError, read_origins
 from otbtf_plugin.selection import sample_selection
 
 gdal.UseExceptions()
@@ -42,23 +42,6 @@ def direct_patch(path, x, y, width, height=None):
     return data.reshape(ds.RasterCount, height, width).transpose(1, 2, 0)
 
 
-def write_points(path, xy, classes=None, epsg=32621):
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    layer = ds.CreateLayer("points", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
-    for k, (x, y) in enumerate(xy):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("cls", int(classes[k]) if classes is not None else 0)
-        point = ogr.Geometry(ogr.wkbPoint)
-        point.AddPoint_2D(float(x), float(y))
-        feature.SetGeometry(point)
-        layer.CreateFeature(feature)
-    ds = None
-    return path
-
-
 @pytest.fixture(scope="module")
 def samples_all(tmp_path_factory):
     path = tmp_path_factory.mktemp("samples") / "all.gpkg"
@@ -75,12 +58,20 @@ def test_every_patch_equals_the_window_read_directly(tmp_path, samples_all):
         patches = image.read(0, len(image))
         label_values = labels.read(0, len(labels)).ravel()
         assert labels.class_codes == {"crop": "1", "developed": "2", "tree": "3", "water": "4"}
+    origins, why = read_origins(tmp_path / "labels.tif", len(label_values))
+    assert why == "" and origins.polygon is not None
+    x0, rx, _, y0, _, ry = gdal.Open(str(RGB)).GetGeoTransform()
     ds = ogr.Open(str(samples_all))
     for k, feature in enumerate(ds.GetLayer(0)):
         point = feature.GetGeometryRef()
         assert np.array_equal(patches[k], direct_patch(RGB, point.GetX(), point.GetY(), 16)), k
         assert label_values[k] == int(labels.class_codes[feature.GetField("name")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "p.tif"]
+        # The origins table: the sample's polygon and the pixel that holds the point.
+        assert origins.polygon[k] == feature.GetField("originfid")
+        assert (origins.col[k], origins.row[k]) == (math.floor((point.GetX() - x0) / rx),
+                                                    math.floor((point.GetY() - y0) / ry))
+    assert len(set(origins.polygon.tolist())) == 4  # the sample's four polygons
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.origins.csv", "labels.tif", "p.tif"]
 
 
 def test_two_resolutions_and_the_otbtf_layout(tmp_path):

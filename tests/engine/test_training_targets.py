@@ -1,14 +1,21 @@
 """What training decides from the labels before building a network (pure: no TensorFlow),
 and the training set's reads against whole-image reads."""
 
+import shutil
+
 import numpy as np
 import pytest
 import rasterio
 
+from common import NC_IMAGE, NC_POLYGONS, write_points
 from otbtf_plugin.errors import InputError
+from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.grid import ModelGeometry
-from otbtf_plugin.training.data import hold_out
+from otbtf_plugin.patches_image import read_origins, write_origins
+from otbtf_plugin.selection import sample_selection
+from otbtf_plugin.training.data import TrainingSet, hold_out
 from otbtf_plugin.training.targets import class_weights, decide_target
+from otbtf_plugin.validation import spatial_blocks
 
 
 def test_whole_labels_make_a_classifier_with_names_and_a_code_index():
@@ -51,14 +58,85 @@ def test_class_weights_make_every_class_weigh_the_same():
     assert per_class_total == pytest.approx([per_class_total[0]] * 3)
 
 
-def test_hold_out_is_seeded_disjoint_and_complete():
-    train, valid = hold_out(50, 0.2, seed=3)
-    assert len(valid) == 10 and len(train) == 40
-    assert sorted(np.concatenate([train, valid]).tolist()) == list(range(50))
-    again = hold_out(50, 0.2, seed=3)
-    assert np.array_equal(again[1], valid) and not np.array_equal(hold_out(50, 0.2, seed=4)[1], valid)
-    with pytest.raises(InputError, match="too few to hold out"):
-        hold_out(3, 0.1, seed=0)
+@pytest.fixture(scope="module")
+def nc_patches(tmp_path_factory):
+    """8 px patches of every polygon pixel of the North Carolina scene, with their origins."""
+    folder = tmp_path_factory.mktemp("nc")
+    points = sample_selection(NC_IMAGE, NC_POLYGONS, "id", strategy="all").write_gpkg(folder / "points.gpkg")
+    extract_patches([PatchSource(NC_IMAGE, 8)], points, [folder / "x.tif"], "id", labels_output=folder / "y.tif")
+    return folder
+
+
+def test_validation_holds_out_whole_polygons_of_real_patches(nc_patches):
+    data = TrainingSet([nc_patches / "x.tif"], nc_patches / "y.tif", "training")
+    try:
+        split = hold_out(data, nc_patches / "y.tif", 0.3, seed=0)
+        labels = data.read_labels(np.arange(data.count)).astype(int)
+    finally:
+        data.close()
+    origins, _ = read_origins(nc_patches / "y.tif", len(labels))
+    polygons = origins.polygon
+    assert split.method == "by polygon"
+    for fid in np.unique(polygons[labels != 2]):  # no polygon on both sides
+        assert len(set(split.validation[polygons == fid].tolist())) == 1
+    # Agriculture (2) has one polygon of 46 px (9 x 8 px): cut into blocks of source 1, the widest
+    # of 32, 16 and 8 px that gives at least 4 blocks (here 8), whole blocks held out.
+    agriculture = labels == 2
+    counts = {side: len(np.unique(spatial_blocks(origins.col[agriculture], origins.row[agriculture], side)))
+              for side in (32, 16, 8)}
+    assert counts[32] < 4 and counts[16] < 4 and counts[8] >= 4
+    blocks = spatial_blocks(origins.col, origins.row, 8)[agriculture]
+    for block in np.unique(blocks):
+        assert len(set(split.validation[labels == 2][blocks == block].tolist())) == 1
+    assert split.validation[labels == 2].any() and not split.validation[labels == 2].all()
+    assert any(w.startswith("class 2 comes from one polygon: validation holds out blocks of 8 x 8 px")
+               for w in split.warnings)
+    for code in (1, 3, 4, 5, 6, 7):  # every other class: whole polygons on each side
+        members = labels == code
+        assert split.groups_per_class[code] == (len(np.unique(polygons[members & ~split.validation])),
+                                                len(np.unique(polygons[members & split.validation])))
+        assert split.groups_per_class[code][1] >= 1
+    again = TrainingSet([nc_patches / "x.tif"], nc_patches / "y.tif", "training")
+    try:
+        assert np.array_equal(hold_out(again, nc_patches / "y.tif", 0.3, seed=0).validation, split.validation)
+    finally:
+        again.close()
+
+
+def test_without_polygons_validation_holds_out_blocks_then_runs(nc_patches, tmp_path):
+    rows = (nc_patches / "y.origins.csv").read_text().splitlines()
+    origins, _ = read_origins(nc_patches / "y.tif", len(rows) - 1)
+    for name in ("x.tif", "y.tif"):
+        shutil.copy(nc_patches / name, tmp_path / name)
+    # Points without originfid: the table holds their pixels only.
+    write_origins(tmp_path / "y.origins.csv", None, origins.col, origins.row)
+    data = TrainingSet([tmp_path / "x.tif"], tmp_path / "y.tif", "training")
+    try:
+        blocks = hold_out(data, tmp_path / "y.tif", 0.3, seed=0)
+        (tmp_path / "y.origins.csv").unlink()  # otbtf's patches: only their order is known
+        runs = hold_out(data, tmp_path / "y.tif", 0.3, seed=0)
+    finally:
+        data.close()
+    assert blocks.method == "by spatial block" and "blocks of 64 x 64 px" in blocks.warnings[0]
+    cells = spatial_blocks(origins.col, origins.row, 64)
+    for cell in np.unique(cells):
+        assert len(set(blocks.validation[cells == cell].tolist())) == 1
+    assert runs.method == "by runs of consecutive patches" and "no y.origins.csv" in runs.warnings[0]
+    assert 0.2 < runs.validation.mean() < 0.45
+
+
+def test_too_few_groups_to_hold_out_is_one_line(tmp_path):
+    with rasterio.open(NC_IMAGE) as ds:  # two pixels side by side: one spatial block
+        xy = [ds.xy(100, 100), ds.xy(100, 101)]
+    write_points(tmp_path / "p.gpkg", xy, [1, 1], epsg=32119)
+    extract_patches([PatchSource(NC_IMAGE, 8)], tmp_path / "p.gpkg", [tmp_path / "x.tif"], "cls",
+                    labels_output=tmp_path / "y.tif")
+    data = TrainingSet([tmp_path / "x.tif"], tmp_path / "y.tif", "training")
+    try:
+        with pytest.raises(InputError, match="too few to hold out whole polygons"):
+            hold_out(data, tmp_path / "y.tif", 0.2, seed=0)
+    finally:
+        data.close()
 
 
 def test_label_patches_are_cut_to_the_block_serving_writes():
