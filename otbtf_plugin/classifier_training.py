@@ -53,7 +53,7 @@ def _finish_training(trained, output, report_path, title, rejected, messages) ->
 
 def train_from_features(spec: FeatureSpec, vector, field_name: str, output, report_path=None,
                         classifier: str = "rf", params: str | None = None, seed: int = 0,
-                        validation: float = 0.3, strategy: str = "smallest", value: float | None = None,
+                        validation: float = 0.3, strategy: str = "all", value: float | None = None,
                         layer: str | None = None, progress: Progress | None = None) -> TrainResult:
     """otbtf:trainclassifierfromdeepfeatures."""
     progress = progress or NullProgress()

@@ -272,7 +272,7 @@ def classifier_samples(image: str, points: str, out: str, features: str, classif
         points = str(sample_selection(image, points, "code", strategy="all").write_gpkg(out + "/rf_points.gpkg"))
     values, _, _ = sample_extraction(FeatureSpec([FeatureSource(image)]), points, features, "code")
     train_vector_classifier(values, ["source1_band1", "source1_band2", "source1_band3"], "code", classifier,
-                            classifier="rf", params="n_estimators=100;max_depth=25", validation=0)
+                            classifier="rf", params="n_estimators=100;max_depth=25;min_samples_split=2", validation=0)
 
 
 def cluster_run(image: str, model: str, output: str, workers: int) -> None:

@@ -3,7 +3,8 @@
 =========  ======================================================  ============
 name       scikit-learn estimator (our defaults)                   standardised
 =========  ======================================================  ============
-``rf``     RandomForestClassifier(n_estimators=100)                no
+``rf``     RandomForestClassifier(n_estimators=100, max_depth=5,   no
+           min_samples_split=10): OTB's defaults
 ``svm``    SVC(kernel="rbf", C=1, gamma="scale"), probabilities    yes
            calibrated by CalibratedClassifierCV(ensemble=False)
 ``boost``  AdaBoostClassifier(n_estimators=100) on depth-1 trees   no
@@ -17,11 +18,13 @@ name       scikit-learn estimator (our defaults)                   standardised
 
 ``CLASSIFIER_PARAMS`` is ``name=value;name=value`` with the estimator's own
 parameter names (``n_estimators=300;max_depth=12``); values are Python literals
-(numbers, ``True``, ``None``, ``(64, 32)``) or plain words (``gini``).
+(numbers, ``True``, ``None``, ``(64, 32)``) or plain words (``gini``); ``auto`` searches
+a small grid by cross-validation grouped by polygon (``search``).
 
 The rooms: ``registry`` (names, estimators, parameters), ``fitting`` (fit on training
-polygons, score on held-out ones), ``decisions`` (rows -> classes, exact shortcuts for
-trees), ``files`` (skops files, loaded without unpickling), ``report``.
+polygons, score on held-out ones, refit on all), ``search`` (``auto``), ``decisions``
+(rows -> classes, exact shortcuts for trees), ``files`` (skops files, loaded without
+unpickling), ``report``.
 """
 
 from .decisions import (

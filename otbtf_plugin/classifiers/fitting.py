@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..metrics import confusion_matrix, report
 from ..validation import hold_out_groups
 from .registry import as_params, make_classifier
+from .search import is_auto, search
 
 
 def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
@@ -32,6 +33,9 @@ class TrainedClassifier:
     training_samples: int = 0
     validation_samples: int = 0
     warnings: list[str] = field(default_factory=list)
+    held_out: dict = field(default_factory=dict)  # how validation was held out (validation.GroupSplit.as_dict)
+    refit: bool = False  # trained again on every sample after scoring
+    search: dict = field(default_factory=dict)  # CLASSIFIER_PARAMS=auto: folds, candidates and scores, chosen
 
     @property
     def codes(self) -> np.ndarray:
@@ -41,10 +45,15 @@ class TrainedClassifier:
 
 def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_names: dict[int, str],
           recipe: dict, classifier: str = "rf", params: str | None = None, seed: int = 0,
-          validation: float = 0.3) -> TrainedClassifier:
-    """Fit on the training groups (polygons) and score on the held-out ones."""
+          validation: float = 0.3, refit: bool = True) -> TrainedClassifier:
+    """Score a classifier trained on the training groups (polygons) on the held-out ones;
+    with ``refit``, the returned classifier is then trained again on every sample (more
+    polygons: a better map; the report says its scores are those of the first).
+    ``params="auto"``: the settings are chosen first by cross-validation grouped by polygon
+    on the training polygons (``search``)."""
     features = np.asarray(features, dtype=np.float32)
     codes = np.asarray(codes, dtype=np.int64)
+    groups = np.asarray(groups)
     if len(features) == 0:
         raise InputError("no sample to train on: check that the points or polygons lie on valid pixels")
     present = np.unique(codes)
@@ -54,19 +63,33 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
     if not np.isfinite(features).all():
         bad = int((~np.isfinite(features)).any(axis=1).sum())
         raise InputError(f"{bad} sample(s) have NaN or infinite features: set the sources' nodata value")
-    estimator = make_classifier(classifier, params, seed)
-    held_out, warnings = split_by_group(codes, np.asarray(groups), validation, seed, class_names)
+    make_classifier(classifier, params, seed)  # the parameters are checked before any fit
+    split = hold_out_groups(codes, groups, validation, seed, class_names)
+    held_out, warnings = split.validation, split.warnings
     classes = [{"code": int(c), "name": str(class_names.get(int(c), int(c)))} for c in present]
-    metrics = None
+    metrics, searched = None, {}
     try:
-        # The file holds the classifier the report describes: fitted on the training polygons only.
+        chosen: str | dict | None = params
+        if is_auto(params):
+            best, candidates, folds = search(classifier, features[~held_out], codes[~held_out],
+                                             groups[~held_out], seed)
+            searched = {"folds": folds, "candidates": [c.as_dict() for c in candidates],
+                        "chosen": {k: repr(v) for k, v in best.items()}}
+            chosen = best
+        estimator = make_classifier(classifier, chosen, seed)
         estimator.fit(features[~held_out], codes[~held_out])
         if held_out.any():
             predicted = estimator.predict(features[held_out])
             matrix = confusion_matrix(codes[held_out], predicted, [c["code"] for c in classes])
             metrics = report(matrix, [str(c["name"]) for c in classes])
+            if refit:
+                estimator = make_classifier(classifier, chosen, seed)
+                estimator.fit(features, codes)
     except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
         raise InputError(f"{classifier} could not be trained: {err}") from err
-    return TrainedClassifier(estimator, recipe, classes, classifier, as_params(params), metrics,
-                             int((~held_out).sum()), int(held_out.sum()), warnings)
-
+    refitted = refit and bool(held_out.any())
+    trained = TrainedClassifier(estimator, recipe, classes, classifier, as_params(chosen), metrics,
+                                len(codes) if refitted else int((~held_out).sum()), int(held_out.sum()), warnings,
+                                split.as_dict(class_names))
+    trained.refit, trained.search = refitted, searched
+    return trained

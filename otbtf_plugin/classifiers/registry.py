@@ -40,7 +40,10 @@ def _estimator(name: str, seed: int):
 
     threads = max(1, os.cpu_count() or 1)
     if name == "rf":
-        return RandomForestClassifier(n_estimators=100, n_jobs=threads, random_state=seed)
+        # Orfeo ToolBox's defaults (depth 5, 10 samples to split a node): on few polygons, fully
+        # grown trees learn the polygons, not the classes (README: grouped cross-validation).
+        return RandomForestClassifier(n_estimators=100, max_depth=5, min_samples_split=10, n_jobs=threads,
+                                      random_state=seed)
     if name == "svm":
         return CalibratedClassifierCV(SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed), ensemble=False)
     if name == "boost":
@@ -93,7 +96,8 @@ def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
     from sklearn.preprocessing import StandardScaler
 
     estimator = _estimator(name, seed)
-    params = as_params(params)
+    # "auto" is resolved by fitting.train (a search); here it stands for the defaults.
+    params = {} if isinstance(params, str) and params.strip().lower() == "auto" else as_params(params)
     target = estimator.estimator if name == "svm" else estimator  # svm: the SVC inside the calibration
     known = target.get_params(deep=False)
     unknown = sorted(set(params) - set(known))

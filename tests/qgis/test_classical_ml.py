@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
-from common import POLYGONS, RGB
+from common import OTB_COUNTS, POLYGONS, RGB
 
 pytestmark = pytest.mark.usefixtures("provider_loaded")
 pytest.importorskip("sklearn")
@@ -47,7 +47,7 @@ def test_polygons_with_a_classifier_and_its_parameters(tmp_path):
         processing.run("otbtf:trainclassifierfromdeepfeatures", {**common, "CLASSIFIER_PARAMS": "n_trees=3"})
     assert list(tmp_path.iterdir()) == []
     result = processing.run("otbtf:trainclassifierfromdeepfeatures", {**common, "CLASSIFIER": 5})  # bayes
-    assert result["TRAINING_SAMPLES"] == 4 * 81  # "smallest" strategy: 81 per class
+    assert result["TRAINING_SAMPLES"] == sum(OTB_COUNTS.values())  # STRATEGY all: every polygon pixel
     assert (tmp_path / "c.html").is_file() and (tmp_path / "c.json").is_file()
     with pytest.raises(QgsProcessingException, match="does not match these inputs: source 1 had 3 band"):
         processing.run("otbtf:imageclassifierfromdeepfeatures", {

@@ -1,0 +1,85 @@
+"""``CLASSIFIER_PARAMS=auto``: a small grid of settings per classifier, each scored by
+cross-validation grouped by polygon (no polygon gives samples to both sides of a fold),
+the best refit by the caller.
+
+The grids are short on purpose (at most 6 candidates, 4 folds: at most 24 fits, a few
+times one training), and hold the defaults, so that ``auto`` never does worse than the
+defaults on the folds. Deterministic with the seed: the folds and the estimators use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..metrics import confusion_matrix, report
+from ..validation import group_folds
+from .registry import make_classifier
+
+AUTO = "auto"
+MAX_FOLDS = 4
+# A candidate replaces the defaults only when its pooled overall accuracy is higher by this
+# much: with tens of polygons, smaller differences are the folds' noise (scripts/measure_accuracy.py).
+MARGIN = 0.02
+
+GRIDS: dict[str, list[dict]] = {
+    "rf": [{}, {"max_depth": None, "min_samples_split": 2}, {"max_depth": None, "min_samples_leaf": 5},
+           {"max_depth": 10, "min_samples_leaf": 5}, {"max_depth": 3}, {"max_features": None}],
+    "svm": [{}, {"C": 0.1}, {"C": 10.0}, {"C": 100.0}, {"C": 10.0, "gamma": 0.1}, {"C": 100.0, "gamma": 0.01}],
+    "boost": [{}, {"learning_rate": 0.5}, {"n_estimators": 300}],
+    "dt": [{}, {"max_depth": 5}, {"max_depth": 10}, {"min_samples_leaf": 10}],
+    "gbt": [{}, {"learning_rate": 0.05}, {"max_depth": 3}, {"max_leaf_nodes": 7, "l2_regularization": 1.0}],
+    "bayes": [{}, {"reg_param": 1e-3}, {"reg_param": 0.1}, {"reg_param": 0.5}],
+    "knn": [{}, {"n_neighbors": 11}, {"n_neighbors": 25}, {"n_neighbors": 11, "weights": "distance"}],
+    "ann": [{}, {"alpha": 0.01}, {"hidden_layer_sizes": (32,)}, {"hidden_layer_sizes": (64, 32), "alpha": 0.01}],
+}
+
+
+@dataclass
+class Candidate:
+    params: dict
+    overall_accuracy: float
+    kappa: float
+
+    def as_dict(self) -> dict:
+        return {"params": {k: repr(v) for k, v in self.params.items()},
+                "overall_accuracy": self.overall_accuracy, "kappa": self.kappa}
+
+
+def is_auto(params) -> bool:
+    return isinstance(params, str) and params.strip().lower() == AUTO
+
+
+def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,
+           seed: int) -> tuple[dict, list[Candidate], int]:
+    """(best parameters, every candidate's pooled scores, folds): the overall accuracy pooled
+    over the held-out folds decides (the earlier candidate on a tie), and the defaults (the
+    first) stay unless beaten by ``MARGIN``."""
+    if name not in GRIDS:
+        raise InputError(f"CLASSIFIER_PARAMS=auto: no search for {name!r}")
+    folds = min(MAX_FOLDS, len(np.unique(groups)))
+    if folds < 2:
+        raise InputError("CLASSIFIER_PARAMS=auto needs samples from at least 2 polygons to cross-validate; "
+                         "give parameters instead")
+    fold = group_folds(codes, groups, folds, seed)
+    classes = sorted(np.unique(codes).tolist())
+    candidates = []
+    for params in GRIDS[name]:
+        truth, predicted = [], []
+        for k in range(folds):
+            train = fold != k
+            if len(np.unique(codes[train])) < 2:
+                continue
+            estimator = make_classifier(name, params, seed)
+            estimator.fit(features[train], codes[train])
+            truth.append(codes[~train])
+            predicted.append(estimator.predict(features[~train]))
+        scores = report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes),
+                        [str(c) for c in classes])
+        candidates.append(Candidate(params, float(scores["overall_accuracy"]), float(scores["kappa"])))
+    best = max(range(len(candidates)), key=lambda i: (candidates[i].overall_accuracy, -i))
+    if candidates[best].overall_accuracy < candidates[0].overall_accuracy + MARGIN:
+        best = 0  # within the folds' noise of the defaults: keep them
+    return candidates[best].params, candidates, folds
