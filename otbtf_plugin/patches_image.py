@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from .errors import InputError
@@ -99,6 +100,10 @@ class PatchesWriter:
         profile = {
             "driver": "GTiff", "width": patch_width, "height": count * patch_height, "count": bands,
             "dtype": np.dtype(dtype).name, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+            # Pixel units, north up, no CRS: the extent QGIS gives a raster without georeferencing,
+            # written down so that its GDAL provider does not log "ERROR 1: Unable to compute a
+            # transformation" each time the image is loaded (otbtf ignores it).
+            "transform": Affine(1, 0, 0, 0, -1, 0),
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

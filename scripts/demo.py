@@ -211,18 +211,19 @@ def main(argv: list[str]) -> int:
     print(f"    class codes in labels.tif: {patches['CLASS_CODES']}")
     print(f"    -> {patches['OUTPUT1']}\n    -> {patches['OUTPUT_LABELS']}")
 
-    print("\n[4] otbtf:tensorflowmodeltrain (cnn patch classifier, at most 20 epochs, patience 5, "
-          "validation held out by polygon)")
+    print("\n[4] otbtf:tensorflowmodeltrain (cnn patch classifier, the defaults: early stopping, "
+          "augmentation, validation held out by polygon)")
     trained = processing.run("otbtf:tensorflowmodeltrain", {
-        "TRAIN_PATCHES1": patches["OUTPUT1"], "TRAIN_LABELS": patches["OUTPUT_LABELS"], "EPOCHS": 20,
-        "BATCH_SIZE": 32, "SEED": 0, "PATIENCE": 5, "OUTPUT_MODEL": str(out / "model"),
+        "TRAIN_PATCHES1": patches["OUTPUT1"], "TRAIN_LABELS": patches["OUTPUT_LABELS"],
+        "SEED": 0, "OUTPUT_MODEL": str(out / "model"),
         "OUTPUT_REPORT": str(out / "report.html"),
     })
     print(f"    {trained['EPOCHS_RUN']} epochs run, epoch {trained['KEPT_EPOCH']} kept; validation patches "
           f"held out {trained['VALIDATION_METHOD']}")
     print(f"    validation: overall accuracy {trained['OVERALL_ACCURACY']:.3f}, kappa {trained['KAPPA']:.3f}")
     for name, scores in trained["CLASSES"].items():
-        print(f"    {name:<10} F1 {scores['f1']:.3f} ({scores['support']} patches)")
+        print(f"    {name:<10} " + (f"F1 {scores['f1']:.3f} ({scores['support']} patches)" if scores["support"]
+                                    else "not assessed: nothing of it could be held out"))
     print("    (one polygon per class in this sample: each is cut into blocks, and the report warns that "
           "neighbouring blocks flatter the scores)")
     print(f"    -> {trained['OUTPUT_MODEL']}\n    -> {trained['OUTPUT_REPORT']}")

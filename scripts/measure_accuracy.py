@@ -120,7 +120,8 @@ def ours(name, params, values, codes, fold, seed, strategy, origin) -> dict:
 
 
 def _otb(arguments: list[str]) -> None:
-    done = subprocess.run(arguments, capture_output=True, text=True, check=False)  # noqa: S603  # nosec B603 (fixed OTB apps)
+    """Run an OTB application (a fixed name and our own arguments), its log on failure."""
+    done = subprocess.run(arguments, capture_output=True, text=True, check=False)  # noqa: S603  # nosec B603
     if done.returncode:
         raise SystemExit(f"{arguments[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
@@ -137,7 +138,7 @@ def otb_forest(features: Path, fids, codes, fold, seed, folder: Path) -> dict | 
             ids = ",".join(str(int(f)) for f in fids[mask])
             subsets[side] = folder / f"{side}{k}.gpkg"
             gdal.VectorTranslate(str(subsets[side]), str(features), format="GPKG", layerName="samples",
-                                 SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})")  # noqa: S608
+                                 SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})")  # noqa: S608  # nosec B608
         model = folder / f"otb_rf{k}.txt"
         _otb(["otbcli_TrainVectorClassifier", "-io.vd", str(subsets["train"]), "-io.out", str(model),
               "-feat", *BANDS, "-cfield", "id", "-classifier", "rf", "-rand", str(seed)])
@@ -153,10 +154,91 @@ def otb_forest(features: Path, fids, codes, fold, seed, folder: Path) -> dict | 
     return pooled(parts, np.unique(codes))
 
 
+# (label, TrainConfig options) of the cnn on 8 px patches.
+# (label, TrainConfig options) of the cnn on 8 px patches. The defaults since 2026-11-30: at
+# most 100 epochs, PATIENCE 10, AUGMENT, no class weights, learning rate 0.001.
+NETWORKS = [
+    ("cnn, defaults", {}),
+    ("cnn, 20 epochs, no PATIENCE, no AUGMENT, CLASS_WEIGHTS (the defaults before 2026-11-30)",
+     {"epochs": 20, "patience": 0, "augment": False, "class_weights": True}),
+    ("cnn, 20 epochs, no PATIENCE, no AUGMENT", {"epochs": 20, "patience": 0, "augment": False}),
+    ("cnn, PATIENCE 5, no AUGMENT, CLASS_WEIGHTS", {"patience": 5, "augment": False, "class_weights": True}),
+    ("cnn, PATIENCE 5, no AUGMENT", {"patience": 5, "augment": False}),
+    ("cnn, PATIENCE 5", {"patience": 5}),
+    ("cnn, LEARNING_RATE 0.0003", {"learning_rate": 3e-4}),
+    ("cnn, LEARNING_RATE 0.0003, no AUGMENT", {"learning_rate": 3e-4, "augment": False}),
+]
+PATCH = 8
+
+
+def _write_patches(path: Path, patches: np.ndarray) -> None:
+    """(n, h, w, bands) -> a patches image in otbtf's layout."""
+    from otbtf_plugin.patches_image import PatchesWriter
+
+    writer = PatchesWriter(path, len(patches), patches.shape[2], patches.shape[1], patches.shape[3], patches.dtype)
+    writer.write(patches.transpose(0, 3, 1, 2))
+    writer.close()
+
+
+def networks(folder: Path, seed: int, count: int, variants: list[int] | None = None
+             ) -> list[tuple[str, dict, float]]:
+    """The cnn variants (and a forest on each one's deep features) on 8 px patches of every
+    polygon pixel, the same folds rule; each training holds out polygons of its own training
+    folds for PATIENCE."""
+    from otbtf_plugin.deps import import_tensorflow
+    from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.patches_image import PatchesImage, read_origins, write_origins
+    from otbtf_plugin.training import TrainConfig, train
+
+    tf = import_tensorflow()
+    points = folder / "points.gpkg"
+    extract_patches([PatchSource(IMAGE, PATCH)], points, [folder / "x.tif"], "id", labels_output=folder / "y.tif")
+    with PatchesImage(folder / "x.tif") as images, PatchesImage(folder / "y.tif") as labels:
+        x = images.read(0, len(images))
+        codes = labels.read(0, len(labels)).ravel().astype(np.int64)
+    origins, _ = read_origins(folder / "y.tif", len(codes))
+    fold = folds_of(codes, origins.polygon, -origins.row.astype(float), count, seed)
+    rows = []
+    for label, options in [NETWORKS[i] for i in variants] if variants else NETWORKS:
+        started = time.perf_counter()
+        parts, deep_parts = [], []
+        for k in np.unique(fold):
+            train_mask = fold != k
+            _write_patches(folder / "tx.tif", x[train_mask])
+            _write_patches(folder / "ty.tif", codes[train_mask].reshape(-1, 1, 1, 1))
+            write_origins(folder / "ty.origins.csv", origins.polygon[train_mask], origins.col[train_mask],
+                          origins.row[train_mask])
+            model = folder / f"model{k}"
+            shutil.rmtree(model, ignore_errors=True)
+            train(TrainConfig([folder / "tx.tif"], folder / "ty.tif", model, seed=seed, **options))
+            served = tf.saved_model.load(str(model / "savedmodel")).signatures["serving_default"]
+            out = {name: [] for name in ("class", "features")}
+            for start in range(0, len(x), 512):
+                result = served(x1=tf.constant(x[start:start + 512].astype(np.float32)))
+                for name in out:
+                    out[name].append(result[name].numpy())
+            predicted = np.concatenate(out["class"])
+            parts.append((codes[~train_mask], predicted[~train_mask]))
+            features = np.concatenate(out["features"])
+            forest = classifiers.make_classifier("rf", None, seed).fit(features[train_mask], codes[train_mask])
+            deep_parts.append((codes[~train_mask], forest.predict(features[~train_mask])))
+        seconds = time.perf_counter() - started
+        rows.append((label, pooled(parts, np.unique(codes)), seconds))
+        rows.append((f"rf (defaults) on the deep features of: {label}", pooled(deep_parts, np.unique(codes)), 0.0))
+    started = time.perf_counter()
+    raw = ours("rf", "", x[:, PATCH // 2, PATCH // 2, :], codes, fold, seed, "all", origins.polygon)
+    rows.append(("rf (defaults) on the raw bands of the same patches' centre pixels", raw,
+                 time.perf_counter() - started))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--networks", action="store_true", help="the cnn variants too (minutes)")
+    parser.add_argument("--networks-only", action="store_true", help="the cnn variants alone")
+    parser.add_argument("--variants", type=int, nargs="*", help="the cnn variants to run (indexes in NETWORKS)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="otbtf-accuracy-"))
     try:
@@ -166,15 +248,19 @@ def main() -> None:
               f"(seed {args.seed}); pooled overall accuracy on the held-out folds\n")
         print("| method | overall accuracy | kappa | seconds |\n|---|---|---|---|")
         started = time.perf_counter()
-        otb = otb_forest(features, fids, codes, fold, args.seed, folder)
+        otb = None if args.networks_only else otb_forest(features, fids, codes, fold, args.seed, folder)
         if otb:
             print(f"| OTB 8.1 rf, its defaults | {otb['overall_accuracy']:.3f} | {otb['kappa']:.3f} | "
                   f"{time.perf_counter() - started:.1f} |")
-        for name, params, strategy in CANDIDATES:
+        for name, params, strategy in [] if args.networks_only else CANDIDATES:
             started = time.perf_counter()
             scores = ours(name, params, values, codes, fold, args.seed, strategy, origin)
             print(f"| ours {name} {params or '(defaults)'}, STRATEGY {strategy} | {scores['overall_accuracy']:.3f} | "
                   f"{scores['kappa']:.3f} | {time.perf_counter() - started:.1f} |")
+        if args.networks or args.networks_only:
+            for label, scores, seconds in networks(folder, args.seed, args.folds, args.variants):
+                print(f"| ours {label} | {scores['overall_accuracy']:.3f} | {scores['kappa']:.3f} | "
+                      f"{seconds:.1f} |", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
