@@ -53,7 +53,7 @@ def _finish_training(trained, output, report_path, title, rejected, messages) ->
 
 def train_from_features(spec: FeatureSpec, vector, field_name: str, output, report_path=None,
                         classifier: str = "rf", params: str | None = None, seed: int = 0,
-                        validation: float = 0.3, strategy: str = "all", value: float | None = None,
+                        validation: float = 0.3, strategy: str = "all", value: float | None = None, folds: int = 0,
                         layer: str | None = None, progress: Progress | None = None) -> TrainResult:
     """otbtf:trainclassifierfromdeepfeatures."""
     progress = progress or NullProgress()
@@ -69,7 +69,7 @@ def train_from_features(spec: FeatureSpec, vector, field_name: str, output, repo
     for message in messages:
         progress.info(message)
     trained = classifiers.train(values[ok], samples.codes[ok], samples.groups[ok], samples.class_names, recipe,
-                                classifier, params, seed, validation)
+                                classifier, params, seed, validation, folds=folds)
     progress.step(1000, 1000)
     return _finish_training(trained, output, report_path, "Classifier on deep features", rejected, messages)
 
@@ -115,7 +115,7 @@ def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None 
 
 def train_vector_classifier(vector, features: list[str], field_name: str, output, report_path=None,
                             classifier: str = "rf", params: str | None = None, seed: int = 0,
-                            validation: float = 0.3, layer: str | None = None,
+                            validation: float = 0.3, layer: str | None = None, folds: int = 0,
                             progress: Progress | None = None) -> TrainResult:
     """otbtf:trainvectorclassifier: features are fields of the vector."""
     progress = progress or NullProgress()
@@ -144,7 +144,7 @@ def train_vector_classifier(vector, features: list[str], field_name: str, output
             messages.append("FEATURES is not the full list of extracted features, in order: this classifier "
                             "can classify vectors, not images")
     trained = classifiers.train(matrix[complete], feats.codes[complete], groups[complete], feats.class_names,
-                                recipe, classifier, params, seed, validation)
+                                recipe, classifier, params, seed, validation, folds=folds)
     progress.step(1, 1)
     return _finish_training(trained, output, report_path, "Vector classifier", {}, messages)
 

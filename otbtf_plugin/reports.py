@@ -39,3 +39,26 @@ def validation_html(held_out: dict) -> str:
            else str(held_out["method"]))
     return (f"<p>Validation samples: {held_out['validation_samples']}, {html.escape(how)}.</p>{table}"
             + (f"<ul class=warnings>{warnings}</ul>" if warnings else ""))
+
+
+CV_COLUMNS = {"overall_accuracy": "overall accuracy", "kappa": "kappa", "mean_f1": "mean F1",
+              "rmse": "RMSE", "mae": "MAE", "r2": "R&sup2;"}
+
+
+def cross_validation_html(validated: dict) -> str:
+    """FOLDS: the scores of each fold, their mean and standard deviation, and pooled."""
+    if not validated:
+        return ""
+    keys = [key for key in CV_COLUMNS if key in validated["summary"]]
+    head = "".join(f"<th>{CV_COLUMNS[key]}</th>" for key in keys)
+    rows = "".join(f"<tr><td>{k + 1}</td><td>{fold['samples']}</td>"
+                   + "".join(f"<td>{fold[key]:.3f}</td>" for key in keys) + "</tr>"
+                   for k, fold in enumerate(validated["per_fold"]))
+    summary = "".join(f"<td>{validated['summary'][key]['mean']:.3f} &plusmn; {validated['summary'][key]['std']:.3f}"
+                      "</td>" for key in keys)
+    pooled = "".join(f"<td>{validated['pooled'][key]:.3f}</td>" if key in validated["pooled"] else "<td></td>"
+                     for key in keys)
+    return (f"<h2>Cross-validation grouped by polygon ({validated['folds']} folds)</h2><p>Every polygon in one "
+            "fold; each fold scored by a model trained on the others.</p><table><tr><th>fold</th>"
+            f"<th>samples</th>{head}</tr>{rows}<tr><td>mean &plusmn; sd</td><td></td>{summary}</tr>"
+            f"<tr><td>pooled</td><td></td>{pooled}</tr></table>")

@@ -117,7 +117,8 @@ def group_folds(codes: np.ndarray, groups: np.ndarray, folds: int, seed: int) ->
     codes = np.asarray(codes)
     ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
     if len(ids) < folds:
-        raise InputError(f"{len(ids)} polygons (or blocks) cannot fill {folds} folds: use at most {len(ids)}")
+        raise InputError(f"{len(ids)} polygons (or blocks) cannot fill {folds} cross-validation folds: "
+                         f"use FOLDS of at most {len(ids)}")
     classes = np.unique(codes)
     counts = np.zeros((len(ids), len(classes)), dtype=np.int64)
     np.add.at(counts, (inverse, np.searchsorted(classes, codes)), 1)

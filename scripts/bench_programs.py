@@ -209,7 +209,7 @@ def training_run(patches: str, labels: str) -> None:
     keras = _keras()
     from otbtf_plugin.model_metadata import BandStatistics, ModelInput
     from otbtf_plugin.training.architectures import build_cnn
-    from otbtf_plugin.training.data import TrainingSet, band_statistics, batches
+    from otbtf_plugin.training.data import TrainingSet, band_statistics, batches, batches_per_epoch
 
     data = TrainingSet([patches], labels, "training")
     indices = np.arange(data.count)
@@ -230,7 +230,9 @@ def training_run(patches: str, labels: str) -> None:
 
     m = model()
     started = time.perf_counter()
-    m.fit(batches(keras, data, indices, batch, label_index, 0, True), epochs=epochs, verbose=0)
+    # As training runs it: the batches of every epoch in one sequence, shuffled by the seed.
+    m.fit(batches(keras, data, indices, batch, label_index, 0, True, epochs=epochs), epochs=epochs,
+          steps_per_epoch=batches_per_epoch(len(indices), batch), shuffle=False, verbose=0)
     disk = time.perf_counter() - started
     x, y = arrays[0].astype("float32"), label_index[values.astype(int)]
     m = model()

@@ -22,9 +22,9 @@ parameter names (``n_estimators=300;max_depth=12``); values are Python literals
 a small grid by cross-validation grouped by polygon (``search``).
 
 The rooms: ``registry`` (names, estimators, parameters), ``fitting`` (fit on training
-polygons, score on held-out ones, refit on all), ``search`` (``auto``), ``decisions``
-(rows -> classes, exact shortcuts for trees), ``files`` (skops files, loaded without
-unpickling), ``report``.
+polygons, score on held-out ones, refit on all), ``search`` (grouped cross-validation:
+``auto`` and ``FOLDS``), ``decisions`` (rows -> classes, exact shortcuts for trees),
+``files`` (skops files, loaded without unpickling), ``report``.
 """
 
 from .decisions import (

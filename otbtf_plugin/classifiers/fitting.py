@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..metrics import confusion_matrix, report
 from ..validation import hold_out_groups
 from .registry import as_params, make_classifier
-from .search import is_auto, search
+from .search import cross_validate, is_auto, search
 
 
 def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
@@ -36,6 +36,7 @@ class TrainedClassifier:
     held_out: dict = field(default_factory=dict)  # how validation was held out (validation.GroupSplit.as_dict)
     refit: bool = False  # trained again on every sample after scoring
     search: dict = field(default_factory=dict)  # CLASSIFIER_PARAMS=auto: folds, candidates and scores, chosen
+    cross_validation: dict = field(default_factory=dict)  # FOLDS: per fold, mean and spread, pooled
 
     @property
     def codes(self) -> np.ndarray:
@@ -45,12 +46,13 @@ class TrainedClassifier:
 
 def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_names: dict[int, str],
           recipe: dict, classifier: str = "rf", params: str | None = None, seed: int = 0,
-          validation: float = 0.3, refit: bool = True) -> TrainedClassifier:
+          validation: float = 0.3, refit: bool = True, folds: int = 0) -> TrainedClassifier:
     """Score a classifier trained on the training groups (polygons) on the held-out ones;
     with ``refit``, the returned classifier is then trained again on every sample (more
     polygons: a better map; the report says its scores are those of the first).
     ``params="auto"``: the settings are chosen first by cross-validation grouped by polygon
-    on the training polygons (``search``)."""
+    on the training polygons (``search``). ``folds`` > 1: the chosen classifier is also
+    cross-validated over all the polygons in that many folds (``cross_validation``)."""
     features = np.asarray(features, dtype=np.float32)
     codes = np.asarray(codes, dtype=np.int64)
     groups = np.asarray(groups)
@@ -85,11 +87,12 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
             if refit:
                 estimator = make_classifier(classifier, chosen, seed)
                 estimator.fit(features, codes)
+        validated = cross_validate(classifier, chosen, features, codes, groups, folds, seed) if folds > 1 else {}
     except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
         raise InputError(f"{classifier} could not be trained: {err}") from err
     refitted = refit and bool(held_out.any())
     trained = TrainedClassifier(estimator, recipe, classes, classifier, as_params(chosen), metrics,
                                 len(codes) if refitted else int((~held_out).sum()), int(held_out.sum()), warnings,
                                 split.as_dict(class_names))
-    trained.refit, trained.search = refitted, searched
+    trained.refit, trained.search, trained.cross_validation = refitted, searched, validated
     return trained

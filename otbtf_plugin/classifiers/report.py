@@ -18,7 +18,8 @@ def write_report(path: str | Path, trained: TrainedClassifier, title: str,
             "classes": trained.classes, "training_samples": trained.training_samples,
             "validation_samples": trained.validation_samples, "validation": trained.metrics,
             "warnings": trained.warnings, "features": trained.recipe.get("features"),
-            "held_out": trained.held_out, "refit": trained.refit, "search": trained.search}
+            "held_out": trained.held_out, "refit": trained.refit, "search": trained.search,
+            "cross_validation": trained.cross_validation}
     scores = classification_html(trained.metrics) if trained.metrics else \
         "<p>No validation: no class had two polygons (or VALIDATION was 0).</p>"
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in trained.warnings)
@@ -34,7 +35,8 @@ features; {_samples_text(trained)}.</p>
 <h2>Validation</h2>
 {reports.validation_html({**trained.held_out, "warnings": []}) if trained.held_out else ""}
 {refit}
-{scores}"""
+{scores}
+{reports.cross_validation_html(trained.cross_validation)}"""
     return reports.write_report(path, title, body, data, staged)
 
 

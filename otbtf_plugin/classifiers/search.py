@@ -1,6 +1,6 @@
-"""``CLASSIFIER_PARAMS=auto``: a small grid of settings per classifier, each scored by
-cross-validation grouped by polygon (no polygon gives samples to both sides of a fold),
-the best refit by the caller.
+"""Cross-validation grouped by polygon (no polygon gives samples to both sides of a fold):
+``CLASSIFIER_PARAMS=auto``'s search of a small grid of settings per classifier (the best is
+refit by the caller), and ``FOLDS``' scores of one setting.
 
 The grids are short on purpose (at most 6 candidates, 4 folds: at most 24 fits, a few
 times one training), and hold the defaults, so that ``auto`` never does worse than the
@@ -46,6 +46,34 @@ class Candidate:
     def as_dict(self) -> dict:
         return {"params": {k: repr(v) for k, v in self.params.items()},
                 "overall_accuracy": self.overall_accuracy, "kappa": self.kappa}
+
+
+def cross_validate(name: str, params, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,
+                   folds: int, seed: int) -> dict:
+    """Grouped k-fold cross-validation (FOLDS): each fold's overall accuracy, kappa and mean F1
+    over the classes present in it, their mean and standard deviation, and the scores pooled
+    over all folds."""
+    fold = group_folds(codes, groups, folds, seed)
+    classes = sorted(np.unique(codes).tolist())
+    per_fold, truth, predicted = [], [], []
+    for k in range(folds):
+        train = fold != k
+        estimator = make_classifier(name, params, seed)
+        estimator.fit(features[train], codes[train])
+        guess = estimator.predict(features[~train])
+        scores = report(confusion_matrix(codes[~train], guess, classes), [str(c) for c in classes])
+        present = [c["f1"] for c in scores["classes"] if c["support"]]
+        per_fold.append({"overall_accuracy": scores["overall_accuracy"], "kappa": scores["kappa"],
+                         "mean_f1": float(np.mean(present)), "samples": scores["samples"]})
+        truth.append(codes[~train])
+        predicted.append(guess)
+    pooled = report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes),
+                    [str(c) for c in classes])
+    summary = {key: {"mean": float(np.mean([f[key] for f in per_fold])),
+                     "std": float(np.std([f[key] for f in per_fold]))}
+               for key in ("overall_accuracy", "kappa", "mean_f1")}
+    return {"folds": folds, "per_fold": per_fold, "summary": summary,
+            "pooled": {"overall_accuracy": pooled["overall_accuracy"], "kappa": pooled["kappa"]}}
 
 
 def is_auto(params) -> bool:

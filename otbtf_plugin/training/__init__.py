@@ -13,7 +13,7 @@ fields, expression field, scale, class codes and names, band statistics, history
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,10 @@ from ..model_metadata import (
 )
 from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
-from ..progress import NullProgress, Progress
-from ..validation import GroupSplit
+from ..progress import NullProgress, Progress, check_cancelled
+from ..validation import GroupSplit, group_folds, hold_out_groups
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
-from .data import TrainingSet, band_statistics, batches, batches_per_epoch, hold_out, predict
+from .data import TrainingSet, band_statistics, batches, batches_per_epoch, hold_out, patch_groups, predict
 from .report import tensorboard_validation, write_report
 from .schedule import Checkpoints, ScheduleState, fingerprint, schedule_callback
 from .targets import TASKS, Target, class_weights, decide_target
@@ -67,6 +67,7 @@ class TrainConfig:
     tensorboard_dir: str | Path | None = None
     patience: int = 10  # stop when the validation loss has not improved for this many epochs (0: never)
     checkpoint_dir: str | Path | None = None  # a checkpoint after every epoch; the same folder resumes
+    folds: int = 0  # > 1: cross-validation grouped by polygon in that many folds, in the report
     class_names: dict = field(default_factory=dict)  # code -> name (default: from the labels' metadata)
     initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
     freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
@@ -122,20 +123,19 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         target = decide_target(config.task, config.architecture, split.train.layout, labels,
                                bool(config.initial_model), names)
         sources = [_input_spec(config, k, image, split.train_idx) for k, image in enumerate(split.train.images)]
-        keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
-        training_model, served, sources = _networks(keras, config, target, sources, progress)
+        training_model, served, sources = _compiled_networks(keras, config, target, sources, progress)
         efield = int(training_model.output.shape[1]) if split.train.layout == "segmentation" else 1
         # Label patches are cut to the model's output block, where serving puts it (grid rule).
         span = ModelGeometry(int(sources[0].rfield or 1), efield).output_span if efield > 1 else None
-        training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                               loss="mse" if target.regression else "sparse_categorical_crossentropy",
-                               metrics=["mae"] if target.regression else ["accuracy"])
         truth = _validation_truth(split, target, span)
+        validated = _cross_validate(keras, config, split.train, target, sources, span, progress) \
+            if config.folds > 1 else {}
         schedule = _fit(keras, config, split, target, labels, training_model, span, progress)
         history = schedule.history
         metrics = _validate(training_model, split, target, truth)
         metadata = _metadata(config, target, sources, efield, served, schedule, split)
+        metadata.training["cross_validation"] = validated
         if config.tensorboard_dir:
             tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
         report_html = None
@@ -161,6 +161,8 @@ def _check(config: TrainConfig) -> Path:
         raise InputError(f"unknown task {config.task!r}; use one of: {', '.join(TASKS)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError(f"EPOCHS ({config.epochs}) and BATCH_SIZE ({config.batch_size}) must be at least 1")
+    if config.folds == 1 or config.folds < 0:
+        raise InputError(f"FOLDS={config.folds}: give 0 (no cross-validation) or at least 2 folds")
     if config.patience < 0:
         raise InputError(f"PATIENCE={config.patience}: give a number of epochs, 0 to train all EPOCHS")
     output = Path(config.output_model)
@@ -214,6 +216,64 @@ def _input_spec(config: TrainConfig, k: int, image, indices: np.ndarray) -> Mode
     mean, std = band_statistics(image, indices)
     return ModelInput(f"x{k + 1}", rfield=image.patch_width, bands=image.bands,
                       band_statistics=BandStatistics(tuple(mean), tuple(std)))
+
+
+def _compiled_networks(keras, config: TrainConfig, target: Target, sources: list[ModelInput], progress: Progress):
+    """:func:`_networks` from the seed, the training model compiled."""
+    keras.utils.set_random_seed(config.seed)
+    training_model, served, sources = _networks(keras, config, target, sources, progress)
+    training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                           loss="mse" if target.regression else "sparse_categorical_crossentropy",
+                           metrics=["mae"] if target.regression else ["accuracy"])
+    return training_model, served, sources
+
+
+def _cross_validate(keras, config: TrainConfig, data: TrainingSet, target: Target, sources: list[ModelInput],
+                    span: slice | None, progress: Progress) -> dict:
+    """FOLDS: the training patches shared out in folds of whole polygons (``validation``);
+    for each fold, a new network trained on the others (their own polygons held out for
+    PATIENCE), scored on it. Band statistics are those of all the training patches."""
+    found = patch_groups(data, config.train_labels)
+    fold = group_folds(found.strata, found.groups, config.folds, config.seed)
+    inner = replace(config, checkpoint_dir=None, tensorboard_dir=None, folds=0)
+    per_fold, truths, guesses = [], [], []
+    for k in range(config.folds):
+        rest, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        held = hold_out_groups(found.strata[rest], found.groups[rest], config.valid_fraction, config.seed).validation
+        split = _Split(data, rest[~held] if held.any() else rest, data, rest[held] if held.any() else rest)
+        model, _, _ = _compiled_networks(keras, inner, target, sources, NullProgress())
+        _fit(keras, inner, split, target, data.read_labels(split.train_idx), model, span, progress)
+        check_cancelled(progress, "cross-validation")
+        truth = _validation_truth(_Split(data, split.train_idx, data, test), target, span)
+        guess = predict(model, data, test, target.regression)
+        scores = _scores(truth, guess, target)
+        per_fold.append(scores)
+        truths.append(truth)
+        guesses.append(guess)
+        progress.info(f"cross-validation fold {k + 1} of {config.folds}: " + _scores_text(scores))
+    return _fold_summary(per_fold, truths, guesses, target)
+
+
+def _fold_summary(per_fold: list[dict], truths, guesses, target: Target) -> dict:
+    """Each fold's scores, their mean and standard deviation, and the scores pooled over the folds."""
+    keys = ("rmse", "mae", "r2") if target.regression else ("overall_accuracy", "kappa", "mean_f1")
+    rows = []
+    for scores in per_fold:
+        row = {key: scores[key] for key in keys if key in scores}
+        if not target.regression:
+            row["mean_f1"] = float(np.mean([c["f1"] for c in scores["classes"] if c["support"]]))
+        rows.append({**row, "samples": scores["samples"]})
+    pooled = _scores(np.concatenate(truths), np.concatenate(guesses), target)
+    return {"folds": len(per_fold), "per_fold": rows,
+            "summary": {key: {"mean": float(np.mean([r[key] for r in rows])),
+                              "std": float(np.std([r[key] for r in rows]))} for key in keys},
+            "pooled": {key: pooled[key] for key in keys if key in pooled}}
+
+
+def _scores_text(scores: dict) -> str:
+    if "rmse" in scores:
+        return f"RMSE {scores['rmse']:.4g}, R2 {scores['r2']:.3f}"
+    return f"overall accuracy {scores['overall_accuracy']:.3f}, kappa {scores['kappa']:.3f}"
 
 
 def _networks(keras, config: TrainConfig, target: Target, sources: list[ModelInput], progress: Progress):
@@ -297,7 +357,11 @@ def _run_key(config: TrainConfig) -> str:
 
 def _validate(model, split: _Split, target: Target, truth: np.ndarray) -> dict:
     """Scores of ``model`` on the validation patches."""
-    predicted = predict(model, split.valid, split.valid_idx, target.regression)
+    return _scores(truth, predict(model, split.valid, split.valid_idx, target.regression), target)
+
+
+def _scores(truth: np.ndarray, predicted: np.ndarray, target: Target) -> dict:
+    """Regression scores, or the classification report (``predicted``: class indices)."""
     if target.regression:
         return regression_report(truth, predicted)
     matrix = confusion_matrix(truth.astype(np.int64), np.asarray(target.codes)[predicted], target.codes)

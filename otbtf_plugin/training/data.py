@@ -8,6 +8,7 @@ is dropped (the last batch may be smaller).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -96,11 +97,22 @@ def _runs(sorted_indices: np.ndarray) -> list[np.ndarray]:
     return np.split(sorted_indices, np.flatnonzero(np.diff(sorted_indices) != 1) + 1)
 
 
-def hold_out(data: TrainingSet, labels_path: str | Path, fraction: float, seed: int) -> GroupSplit:
-    """Validation patches held out of the training set by whole group (``validation``): the
-    polygons of the origins table beside the labels image, else spatial blocks of its patch
-    centres, else (otbtf's patches) runs of consecutive patches. Classes (the centre label of
-    a label patch) get about ``fraction`` of their patches each; values to regress, of all."""
+@dataclass
+class PatchGroups:
+    """What validation holds out whole: the group of every patch, the class it counts for
+    (``strata``: zeros for values to regress), and what to tell the user."""
+
+    groups: np.ndarray
+    strata: np.ndarray
+    method: str
+    notes: list[str]
+    units: dict[int, str]  # classes whose groups are not the method's own (spatial blocks)
+
+
+def patch_groups(data: TrainingSet, labels_path: str | Path) -> PatchGroups:
+    """The groups of the training patches: the polygons of the origins table beside the labels
+    image (a class of a single polygon cut into spatial blocks), else spatial blocks of its
+    patch centres, else (otbtf's patches) runs of consecutive patches."""
     origins, why = read_origins(labels_path, data.count)
     if origins is None:
         groups, method = consecutive_runs(data.count), "by runs of consecutive patches"
@@ -126,13 +138,21 @@ def hold_out(data: TrainingSet, labels_path: str | Path, fraction: float, seed: 
         notes += [f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
                   f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
                   "polygons of that class)" for c, side in sides.items()]
-    units = dict.fromkeys(sides, "spatial block")
-    split = hold_out_groups(strata, groups, fraction, seed, data.class_names(), method, units)
-    split.warnings[:0] = notes
+    return PatchGroups(groups, strata, method, notes, dict.fromkeys(sides, "spatial block"))
+
+
+def hold_out(data: TrainingSet, labels_path: str | Path, fraction: float, seed: int) -> GroupSplit:
+    """Validation patches held out of the training set by whole group (:func:`patch_groups`):
+    classes (the centre label of a label patch) get about ``fraction`` of their patches each;
+    values to regress, of all."""
+    found = patch_groups(data, labels_path)
+    split = hold_out_groups(found.strata, found.groups, fraction, seed, data.class_names(), found.method,
+                            found.units)
+    split.warnings[:0] = found.notes
     if not split.validation.any():
-        raise InputError(f"{data.count} training patches from {len(np.unique(groups))} group(s) ({method}): "
-                         "too few to hold out whole polygons for validation; give VALID_PATCHES1 and "
-                         "VALID_LABELS, or more polygons")
+        raise InputError(f"{data.count} training patches from {len(np.unique(found.groups))} group(s) "
+                         f"({found.method}): too few to hold out whole polygons for validation; give "
+                         "VALID_PATCHES1 and VALID_LABELS, or more polygons")
     return split
 
 

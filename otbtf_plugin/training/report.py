@@ -58,8 +58,10 @@ def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
 <h2>Validation</h2>
 {reports.validation_html(held_out)}
 {scores}
+{reports.cross_validation_html(training.get("cross_validation") or {})}
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
-    data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts()}
+    data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts(),
+            "cross_validation": training.get("cross_validation") or {}}
     return reports.write_report(path, "Training report", body, data, staged)
 
 

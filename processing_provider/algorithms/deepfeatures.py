@@ -52,7 +52,9 @@ CLASSIFIER_HELP = (
     "20 fits, so a few times one training; the report lists every candidate and its scores. "
     "VALIDATION: the share of each class's polygons held out, whole, for the report (a class with one "
     "polygon cannot be held out; the report says so); the saved classifier is then trained again on "
-    "every polygon.\n\n"
+    "every polygon. FOLDS (advanced, 0 = none): k-fold cross-validation grouped by polygon over all the "
+    "polygons besides, in the report (each fold, mean and spread of overall accuracy, kappa, mean F1) "
+    "and in the results (CV_OVERALL_ACCURACY, CV_KAPPA: means).\n\n"
     "OUTPUT_CLASSIFIER is a .skops file: loading it never runs code from it. It records how its "
     "features were made, and classification refuses sources or a model that differ."
 )
@@ -111,6 +113,9 @@ def add_classifier_parameters(algorithm) -> None:
         defaultValue=0.3, minValue=0.0, maxValue=0.95))
     algorithm.addParameter(QgsProcessingParameterNumber(
         "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+    add_advanced(algorithm, [QgsProcessingParameterNumber(
+        "FOLDS", "Cross-validation grouped by polygon: folds (0: none)", type=QgsProcessingParameterNumber.Integer,
+        defaultValue=0, minValue=0, maxValue=20, optional=True)])
 
 
 def classifier_args(algorithm, parameters, context) -> dict:
@@ -119,6 +124,7 @@ def classifier_args(algorithm, parameters, context) -> dict:
         "params": algorithm.parameterAsString(parameters, "CLASSIFIER_PARAMS", context),
         "seed": algorithm.parameterAsInt(parameters, "SEED", context),
         "validation": algorithm.parameterAsDouble(parameters, "VALIDATION", context),
+        "folds": algorithm.parameterAsInt(parameters, "FOLDS", context),
     }
 
 
@@ -136,11 +142,19 @@ def training_results(algorithm, result, feedback) -> dict:
     if trained.metrics:
         feedback.pushInfo(f"Validation on {trained.validation_samples} held-out samples: overall accuracy "
                           f"{trained.metrics['overall_accuracy']:.4f}, kappa {trained.metrics['kappa']:.4f}")
+    validated = trained.cross_validation
+    if validated:
+        accuracy = validated["summary"]["overall_accuracy"]
+        feedback.pushInfo(f"Cross-validation grouped by polygon, {validated['folds']} folds: overall accuracy "
+                          f"{accuracy['mean']:.4f} +- {accuracy['std']:.4f} (pooled "
+                          f"{validated['pooled']['overall_accuracy']:.4f})")
     return {"OUTPUT_CLASSIFIER": str(result.classifier),
             "OUTPUT_REPORT": str(result.report) if result.report else None,
             "OVERALL_ACCURACY": trained.metrics["overall_accuracy"] if trained.metrics else None,
             "KAPPA": trained.metrics["kappa"] if trained.metrics else None,
-            "TRAINING_SAMPLES": trained.training_samples, "VALIDATION_SAMPLES": trained.validation_samples}
+            "TRAINING_SAMPLES": trained.training_samples, "VALIDATION_SAMPLES": trained.validation_samples,
+            "CV_OVERALL_ACCURACY": validated["summary"]["overall_accuracy"]["mean"] if validated else None,
+            "CV_KAPPA": validated["summary"]["kappa"]["mean"] if validated else None}
 
 
 class ClassicalMLAlgorithm(OtbtfAlgorithm):

@@ -53,7 +53,10 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         "epochs and keep the best epoch's weights (EPOCHS is then a maximum); the learning rate is "
         "halved after half as many epochs without improvement. CHECKPOINT_DIR: the run's state is "
         "saved there after every epoch; run again with the same folder, data and settings to resume a "
-        "killed or cancelled run (the result equals an uninterrupted run's; EPOCHS may be raised).\n\n"
+        "killed or cancelled run (the result equals an uninterrupted run's; EPOCHS may be raised). "
+        "FOLDS (advanced, 0 = none): k-fold cross-validation grouped by polygon, one more network per "
+        "fold (k times the training time), each fold's scores with their mean and spread in the report "
+        "and the results (CV_OVERALL_ACCURACY, CV_KAPPA, CV_MEAN_F1: means).\n\n"
         "OUTPUT_MODEL: a folder with the SavedModel, model.keras and otbtf_model.json, which "
         "otbtf:tensorflowmodelserve reads (no geometry to type). Serve its 'class' output for a class "
         "map, 'prob' for probabilities. OUTPUT_REPORT: per-class precision, recall, F1, overall "
@@ -109,6 +112,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                                           defaultValue=True),
             QgsProcessingParameterNumber("FREEZE_LAYERS", "Fine-tuning: keep the weights of the first N layers",
                                          type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber("FOLDS", "Cross-validation grouped by polygon: folds (0: none)",
+                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
+                                         maxValue=20, optional=True),
             QgsProcessingParameterNumber("VALID_FRACTION",
                                          "Share of each class's polygons held out for validation (no validation set)",
                                          type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
@@ -156,6 +162,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             tensorboard_dir=tensorboard,
             patience=self.parameterAsInt(parameters, "PATIENCE", context),
             checkpoint_dir=checkpoints,
+            folds=self.parameterAsInt(parameters, "FOLDS", context),
             initial_model=self.parameterAsFile(parameters, "MODEL", context) or None,
             freeze_layers=self.parameterAsInt(parameters, "FREEZE_LAYERS", context),
             augment=self.parameterAsBool(parameters, "AUGMENT", context),
@@ -167,6 +174,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                   "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
                   "EPOCHS_RUN": result.training.get("epochs_run"), "KEPT_EPOCH": result.training.get("kept_epoch"),
                   "VALIDATION_METHOD": held_out.get("method"), "WARNINGS": held_out.get("warnings", [])}
+        validated = result.training.get("cross_validation") or {}
+        for key, value in validated.get("summary", {}).items():
+            answer[f"CV_{key.upper()}"] = value["mean"]
         if "rmse" in metrics:
             return {**answer, **{key.upper(): metrics[key] for key in ("rmse", "mae", "bias", "r2")}}
         return {

@@ -371,3 +371,26 @@ def test_the_saved_classifier_is_refit_on_every_polygon():
     part = classifiers.make_classifier("rf", None, 4).fit(values[mask], codes[mask])
     assert np.array_equal(held.estimator.predict(values), part.predict(values))
     assert held.metrics == trained.metrics
+
+
+def test_folds_cross_validate_over_whole_polygons():
+    from otbtf_plugin.validation import group_folds
+
+    values, codes, groups = _nc_samples()
+    trained = classifiers.train(values, codes, groups, {}, {}, "bayes", None, seed=2, validation=0.3, folds=4)
+    validated = trained.cross_validation
+    per_fold = validated["per_fold"]
+    assert validated["folds"] == 4 and sum(f["samples"] for f in per_fold) == len(codes)
+    # Pooled accuracy: the folds' correct samples over all samples.
+    correct = sum(f["overall_accuracy"] * f["samples"] for f in per_fold)
+    assert validated["pooled"]["overall_accuracy"] == pytest.approx(correct / len(codes))
+    assert validated["summary"]["overall_accuracy"]["mean"] == pytest.approx(
+        np.mean([f["overall_accuracy"] for f in per_fold]))
+    # Fold 1, recomputed: the classifier trained on the polygons of the other folds.
+    fold = group_folds(codes, groups, 4, 2)
+    assert not set(groups[fold == 1].tolist()) & set(groups[fold != 1].tolist())
+    model = classifiers.make_classifier("bayes", None, 2).fit(values[fold != 1], codes[fold != 1])
+    right = model.predict(values[fold == 1]) == codes[fold == 1]
+    assert per_fold[1]["overall_accuracy"] == pytest.approx(np.mean(right))
+    with pytest.raises(InputError, match="cannot fill 40 cross-validation folds: use FOLDS of at most"):
+        classifiers.train(values, codes, groups, {}, {}, "bayes", None, seed=2, folds=40)

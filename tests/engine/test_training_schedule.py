@@ -214,3 +214,41 @@ def test_strays_of_a_killed_write_are_removed_and_others_files_kept(patches, tmp
     assert names["state"] == "state.3.npz" and names != named
     assert sorted(p.name for p in folder.iterdir()) == sorted(["checkpoint.json", "notes.txt", *names.values()])
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_folds_cross_validate_networks_on_whole_polygons(nc_patches, tmp_path):
+    """FOLDS=2: a network per fold scored on polygons it never saw; the model written is the
+    one trained without FOLDS."""
+    from otbtf_plugin.patches_image import read_origins
+    from otbtf_plugin.training.data import patch_groups
+    from otbtf_plugin.validation import group_folds
+
+    x, y = nc_patches
+    options = {"epochs": 3, "patience": 0, "batch_size": 64, "seed": 1}
+    plain = train(TrainConfig([x], y, tmp_path / "plain", **options))
+    log = Log()
+    crossed = train(TrainConfig([x], y, tmp_path / "crossed", folds=2, output_report=tmp_path / "r.html", **options),
+                    progress=log)
+    validated = crossed.training["cross_validation"]
+    data = TrainingSet([x], y, "training")
+    try:
+        found = patch_groups(data, y)
+    finally:
+        data.close()
+    fold = group_folds(found.strata, found.groups, 2, 1)
+    origins, _ = read_origins(y, len(fold))
+    whole = found.groups >= 0  # the single agriculture polygon is cut into blocks (negative groups)
+    assert (~whole).any() and set(origins.polygon[~whole].tolist()) == {int(origins.polygon[~whole][0])}
+    assert not set(origins.polygon[whole & (fold == 0)].tolist()) & set(origins.polygon[whole & (fold == 1)].tolist())
+    assert [f["samples"] for f in validated["per_fold"]] == [int((fold == 0).sum()), int((fold == 1).sum())]
+    accuracy = [f["overall_accuracy"] for f in validated["per_fold"]]
+    assert validated["summary"]["overall_accuracy"]["mean"] == pytest.approx(np.mean(accuracy))
+    assert validated["pooled"]["overall_accuracy"] == pytest.approx(
+        sum(a * f["samples"] for a, f in zip(accuracy, validated["per_fold"], strict=True)) / len(fold))
+    assert sum(line.startswith("cross-validation fold") for line in log.lines) == 2
+    assert "Cross-validation grouped by polygon (2 folds)" in (tmp_path / "r.html").read_text()
+    # The model written does not depend on FOLDS.
+    assert np.array_equal(scores(tmp_path / "plain", x), scores(tmp_path / "crossed", x))
+    assert plain.history == crossed.history
+    with pytest.raises(InputError, match="FOLDS=1: give 0"):
+        train(TrainConfig([x], y, tmp_path / "m", folds=1))

@@ -46,8 +46,11 @@ def test_polygons_with_a_classifier_and_its_parameters(tmp_path):
     with pytest.raises(QgsProcessingException, match="n_trees is not a parameter of rf"):
         processing.run("otbtf:trainclassifierfromdeepfeatures", {**common, "CLASSIFIER_PARAMS": "n_trees=3"})
     assert list(tmp_path.iterdir()) == []
-    result = processing.run("otbtf:trainclassifierfromdeepfeatures", {**common, "CLASSIFIER": 5})  # bayes
+    result = processing.run("otbtf:trainclassifierfromdeepfeatures", {**common, "CLASSIFIER": 5, "FOLDS": 2})  # bayes
     assert result["TRAINING_SAMPLES"] == sum(OTB_COUNTS.values())  # STRATEGY all: every polygon pixel
+    # Two folds of two polygons each (one per class: a class is missing from each training side).
+    assert 0 <= result["CV_OVERALL_ACCURACY"] <= 0.5 and result["CV_KAPPA"] <= 0.5
+    assert "Cross-validation grouped by polygon (2 folds)" in (tmp_path / "c.html").read_text()
     assert (tmp_path / "c.html").is_file() and (tmp_path / "c.json").is_file()
     with pytest.raises(QgsProcessingException, match="does not match these inputs: source 1 had 3 band"):
         processing.run("otbtf:imageclassifierfromdeepfeatures", {
