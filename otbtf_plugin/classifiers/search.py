@@ -21,7 +21,8 @@ from .registry import make_classifier
 AUTO = "auto"
 MAX_FOLDS = 4
 # A candidate replaces the defaults only when its pooled overall accuracy is higher by this
-# much: with tens of polygons, smaller differences are the folds' noise (scripts/measure_accuracy.py).
+# much, and its gain fold by fold exceeds two standard errors: with tens of polygons,
+# smaller differences are the folds' noise (scripts/measure_accuracy.py).
 MARGIN = 0.02
 
 GRIDS: dict[str, list[dict]] = {
@@ -82,9 +83,9 @@ def is_auto(params) -> bool:
 
 def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,
            seed: int) -> tuple[dict, list[Candidate], int]:
-    """(best parameters, every candidate's pooled scores, folds): the overall accuracy pooled
-    over the held-out folds decides (the earlier candidate on a tie), and the defaults (the
-    first) stay unless beaten by ``MARGIN``."""
+    """(chosen parameters, every candidate's pooled scores, folds): the overall accuracy pooled
+    over the held-out folds decides (the earlier candidate on a tie); the defaults (the
+    first) stay unless clearly beaten (:func:`_choice`)."""
     if name not in GRIDS:
         raise InputError(f"CLASSIFIER_PARAMS=auto: no search for {name!r}")
     folds = min(MAX_FOLDS, len(np.unique(groups)))
@@ -93,9 +94,9 @@ def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarra
                          "give parameters instead")
     fold = group_folds(codes, groups, folds, seed)
     classes = sorted(np.unique(codes).tolist())
-    candidates = []
+    candidates, per_fold = [], []
     for params in GRIDS[name]:
-        truth, predicted = [], []
+        truth, predicted, accuracies = [], [], []
         for k in range(folds):
             train = fold != k
             if len(np.unique(codes[train])) < 2:
@@ -104,10 +105,21 @@ def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarra
             estimator.fit(features[train], codes[train])
             truth.append(codes[~train])
             predicted.append(estimator.predict(features[~train]))
+            accuracies.append(float(np.mean(predicted[-1] == truth[-1])))
         scores = report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes),
                         [str(c) for c in classes])
         candidates.append(Candidate(params, float(scores["overall_accuracy"]), float(scores["kappa"])))
+        per_fold.append(np.asarray(accuracies))
+    return candidates[_choice(candidates, per_fold)].params, candidates, folds
+
+
+def _choice(candidates: list[Candidate], per_fold: list[np.ndarray]) -> int:
+    """The best candidate by pooled overall accuracy if it beats the defaults (the first) by
+    ``MARGIN`` and fold by fold beyond the folds' noise (mean gain over two standard errors
+    of the gains); else the defaults."""
     best = max(range(len(candidates)), key=lambda i: (candidates[i].overall_accuracy, -i))
-    if candidates[best].overall_accuracy < candidates[0].overall_accuracy + MARGIN:
-        best = 0  # within the folds' noise of the defaults: keep them
-    return candidates[best].params, candidates, folds
+    gains = per_fold[best] - per_fold[0]
+    noise = 2 * float(np.std(gains, ddof=1)) / np.sqrt(len(gains)) if len(gains) > 1 else 0.0
+    if candidates[best].overall_accuracy < candidates[0].overall_accuracy + MARGIN or gains.mean() <= noise:
+        return 0
+    return best
