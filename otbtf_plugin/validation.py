@@ -62,7 +62,7 @@ def hold_out_groups(codes: np.ndarray, groups: np.ndarray, fraction: float, seed
     check_fraction(fraction)
     codes = np.asarray(codes)
     groups = np.asarray(groups)
-    validation = np.zeros(len(codes), dtype=bool)
+    validation: np.ndarray = np.zeros(len(codes), dtype=bool)
     ids, inverse = np.unique(groups, return_inverse=True)
     classes = np.unique(codes)
     class_index = np.searchsorted(classes, codes)
@@ -123,7 +123,8 @@ def group_folds(codes: np.ndarray, groups: np.ndarray, folds: int, seed: int) ->
     counts = np.zeros((len(ids), len(classes)), dtype=np.int64)
     np.add.at(counts, (inverse, np.searchsorted(classes, codes)), 1)
     rng = np.random.default_rng(seed)
-    order = sorted(rng.permutation(len(ids)).tolist(), key=lambda g: -counts[g].sum())
+    shuffled = rng.permutation(len(ids))
+    order = shuffled[np.argsort(-counts[shuffled].sum(axis=1), kind="stable")]  # largest first, ties shuffled
     filled = np.zeros((folds, len(classes)), dtype=np.int64)
     fold_of = np.zeros(len(ids), dtype=np.int64)
     for g in order:

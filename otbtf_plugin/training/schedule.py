@@ -22,6 +22,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,12 +115,13 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         files = dict(self.files)
         files["state"] = f"state.{state.epochs_done}.npz"
-        arrays = {f"model{k}": np.asarray(v) for k, v in enumerate(model.variables)}
+        arrays: dict[str, Any] = {f"model{k}": np.asarray(v) for k, v in enumerate(model.variables)}
         arrays.update({f"optimizer{k}": np.asarray(v) for k, v in enumerate(optimizer.variables)})
         _replace(self.folder / files["state"], lambda f: np.savez(f, **arrays))
         if best is not None:
             files["best"] = f"best.{state.best_epoch + 1}.npz"
-            _replace(self.folder / files["best"], lambda f: np.savez(f, **{f"w{k}": w for k, w in enumerate(best)}))
+            weights: dict[str, Any] = {f"w{k}": w for k, w in enumerate(best)}
+            _replace(self.folder / files["best"], lambda f: np.savez(f, **weights))
         text = json.dumps({"key": self.key, "files": files, "state": asdict(state)}, indent=1)
         _replace(self.folder / STATE_FILE, lambda f: f.write(text.encode()))
         for old in set(self.files.values()) - set(files.values()):
