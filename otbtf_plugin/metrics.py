@@ -85,3 +85,23 @@ def classification_html(metrics: dict) -> str:
             "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
             f"{rows}</table><h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>"
             f"<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>")
+
+
+FOLD_KEYS = {"classification": ("overall_accuracy", "kappa", "mean_f1"), "regression": ("rmse", "mae", "r2")}
+
+
+def fold_summary(per_fold: list[dict], pooled: dict) -> dict:
+    """Cross-validation in the reports' form: each fold's scores (``report`` or
+    ``regression_report`` dicts; classification adds the mean F1 of the classes present in
+    the fold), their mean and standard deviation, and the ``pooled`` scores of all folds."""
+    keys = FOLD_KEYS["regression" if "rmse" in pooled else "classification"]
+    rows = []
+    for scores in per_fold:
+        row = {key: float(scores[key]) for key in keys if key in scores}
+        if "classes" in scores:
+            row["mean_f1"] = float(np.mean([c["f1"] for c in scores["classes"] if c["support"]]))
+        rows.append({**row, "samples": int(scores["samples"])})
+    return {"folds": len(rows), "per_fold": rows,
+            "summary": {key: {"mean": float(np.mean([r[key] for r in rows])),
+                              "std": float(np.std([r[key] for r in rows]))} for key in keys},
+            "pooled": {key: float(pooled[key]) for key in keys if key in pooled}}

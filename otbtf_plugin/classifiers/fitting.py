@@ -10,8 +10,8 @@ import numpy as np
 from ..errors import InputError
 from ..metrics import confusion_matrix, report
 from ..validation import hold_out_groups
-from .registry import as_params, make_classifier
-from .search import cross_validate, is_auto, search
+from .registry import as_params, is_auto, make_classifier
+from .search import cross_validate, search
 
 
 def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,

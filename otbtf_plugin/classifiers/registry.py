@@ -10,6 +10,7 @@ from ..assignments import parse_assignments
 from ..errors import DependencyError, InputError
 
 CLASSIFIER_NAMES = ("rf", "svm", "boost", "dt", "gbt", "bayes", "knn", "ann")
+AUTO = "auto"
 
 
 STANDARDISED = {"svm", "knn", "ann"}
@@ -90,14 +91,18 @@ def single_threaded(estimator):
 
 
 
+def is_auto(params) -> bool:
+    """CLASSIFIER_PARAMS=auto: the settings are chosen by a grouped cross-validation (``search``)."""
+    return isinstance(params, str) and params.strip().lower() == AUTO
+
+
 def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
     """The estimator (a pipeline with a scaler where needed), parameters checked."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     estimator = _estimator(name, seed)
-    # "auto" is resolved by fitting.train (a search); here it stands for the defaults.
-    params = {} if isinstance(params, str) and params.strip().lower() == "auto" else as_params(params)
+    params = {} if is_auto(params) else as_params(params)  # auto: a search (fitting.train) from the defaults
     target = estimator.estimator if name == "svm" else estimator  # svm: the SVC inside the calibration
     known = target.get_params(deep=False)
     unknown = sorted(set(params) - set(known))

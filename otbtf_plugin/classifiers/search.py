@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..metrics import confusion_matrix, report
+from ..metrics import confusion_matrix, fold_summary, report
 from ..validation import group_folds
 from .registry import make_classifier
 
-AUTO = "auto"
 MAX_FOLDS = 4
 # A candidate replaces the defaults only when its pooled overall accuracy is higher by this
 # much, and its gain fold by fold exceeds two standard errors: with tens of polygons,
@@ -56,29 +55,17 @@ def cross_validate(name: str, params, features: np.ndarray, codes: np.ndarray, g
     over all folds."""
     fold = group_folds(codes, groups, folds, seed)
     classes = sorted(np.unique(codes).tolist())
+    names = [str(c) for c in classes]
     per_fold, truth, predicted = [], [], []
     for k in range(folds):
         train = fold != k
         estimator = make_classifier(name, params, seed)
         estimator.fit(features[train], codes[train])
-        guess = estimator.predict(features[~train])
-        scores = report(confusion_matrix(codes[~train], guess, classes), [str(c) for c in classes])
-        present = [c["f1"] for c in scores["classes"] if c["support"]]
-        per_fold.append({"overall_accuracy": scores["overall_accuracy"], "kappa": scores["kappa"],
-                         "mean_f1": float(np.mean(present)), "samples": scores["samples"]})
         truth.append(codes[~train])
-        predicted.append(guess)
-    pooled = report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes),
-                    [str(c) for c in classes])
-    summary = {key: {"mean": float(np.mean([f[key] for f in per_fold])),
-                     "std": float(np.std([f[key] for f in per_fold]))}
-               for key in ("overall_accuracy", "kappa", "mean_f1")}
-    return {"folds": folds, "per_fold": per_fold, "summary": summary,
-            "pooled": {"overall_accuracy": pooled["overall_accuracy"], "kappa": pooled["kappa"]}}
-
-
-def is_auto(params) -> bool:
-    return isinstance(params, str) and params.strip().lower() == AUTO
+        predicted.append(estimator.predict(features[~train]))
+        per_fold.append(report(confusion_matrix(truth[-1], predicted[-1], classes), names))
+    return fold_summary(per_fold, report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted),
+                                                          classes), names))
 
 
 def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,

@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import Cancelled, InputError
 from ..grid import ModelGeometry
-from ..metrics import confusion_matrix, regression_report
+from ..metrics import confusion_matrix, fold_summary, regression_report
 from ..metrics import report as accuracy_report
 from ..model_metadata import (
     METADATA_FILE,
@@ -240,9 +240,14 @@ def _cross_validate(keras, config: TrainConfig, data: TrainingSet, target: Targe
     for k in range(config.folds):
         rest, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         held = hold_out_groups(found.strata[rest], found.groups[rest], config.valid_fraction, config.seed).validation
-        split = _Split(data, rest[~held] if held.any() else rest, data, rest[held] if held.any() else rest)
-        model, _, _ = _compiled_networks(keras, inner, target, sources, NullProgress())
-        _fit(keras, inner, split, target, data.read_labels(split.train_idx), model, span, progress)
+        # Nothing of the other folds can be held out for PATIENCE: all their epochs, the last kept.
+        run = inner if held.any() else replace(inner, patience=0)
+        split = _Split(data, rest[~held], data, rest[held]) if held.any() else _Split(data, rest, data, rest)
+        if not held.any():
+            progress.info(f"cross-validation fold {k + 1}: no polygon of the other folds can be held out for "
+                          "PATIENCE; all EPOCHS are trained")
+        model, _, _ = _compiled_networks(keras, run, target, sources, NullProgress())
+        _fit(keras, run, split, target, data.read_labels(split.train_idx), model, span, progress)
         check_cancelled(progress, "cross-validation")
         truth = _validation_truth(_Split(data, split.train_idx, data, test), target, span)
         guess = predict(model, data, test, target.regression)
@@ -251,23 +256,7 @@ def _cross_validate(keras, config: TrainConfig, data: TrainingSet, target: Targe
         truths.append(truth)
         guesses.append(guess)
         progress.info(f"cross-validation fold {k + 1} of {config.folds}: " + _scores_text(scores))
-    return _fold_summary(per_fold, truths, guesses, target)
-
-
-def _fold_summary(per_fold: list[dict], truths, guesses, target: Target) -> dict:
-    """Each fold's scores, their mean and standard deviation, and the scores pooled over the folds."""
-    keys = ("rmse", "mae", "r2") if target.regression else ("overall_accuracy", "kappa", "mean_f1")
-    rows = []
-    for scores in per_fold:
-        row = {key: scores[key] for key in keys if key in scores}
-        if not target.regression:
-            row["mean_f1"] = float(np.mean([c["f1"] for c in scores["classes"] if c["support"]]))
-        rows.append({**row, "samples": scores["samples"]})
-    pooled = _scores(np.concatenate(truths), np.concatenate(guesses), target)
-    return {"folds": len(per_fold), "per_fold": rows,
-            "summary": {key: {"mean": float(np.mean([r[key] for r in rows])),
-                              "std": float(np.std([r[key] for r in rows]))} for key in keys},
-            "pooled": {key: pooled[key] for key in keys if key in pooled}}
+    return fold_summary(per_fold, _scores(np.concatenate(truths), np.concatenate(guesses), target))
 
 
 def _scores_text(scores: dict) -> str:
@@ -315,7 +304,8 @@ def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.n
             pixel_weights = per_class
         else:
             weights = {k: float(w) for k, w in enumerate(per_class)}
-    checkpoints = Checkpoints(config.checkpoint_dir, _run_key(config))
+    # The key hashes every training file: computed only when there is a checkpoint to match.
+    checkpoints = Checkpoints(config.checkpoint_dir, _run_key(config) if config.checkpoint_dir else "")
     state = checkpoints.load(model, model.optimizer) or ScheduleState(learning_rate=config.learning_rate)
     if state.epochs_done:
         progress.info(f"resuming from the checkpoint in {config.checkpoint_dir} after epoch {state.epochs_done}"

@@ -177,8 +177,7 @@ def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: Sch
                 state.since_best += 1
                 state.since_lr_cut += 1
             if patience > 0 and state.since_lr_cut >= max(1, patience // 2):
-                state.learning_rate = float(optimizer.learning_rate) * LR_FACTOR
-                optimizer.learning_rate = state.learning_rate
+                optimizer.learning_rate = float(optimizer.learning_rate) * LR_FACTOR
                 state.since_lr_cut = 0
             state.learning_rate = float(optimizer.learning_rate)
             if patience > 0 and state.since_best >= patience:
