@@ -1,77 +1,32 @@
 """Loading models to serve, and asking them about their tensors.
 
-Accepted: a TensorFlow SavedModel folder (signature ``serving_default``; otbtf's
-and Keras' ``model.export()`` ones included), a Keras ``.keras`` file (loaded in
-safe mode: a Lambda layer is refused unless ``allow_lambda``), and a model folder
-of ours: a SavedModel plus ``otbtf_model.json`` (written by training), whose
-metadata gives receptive fields, expression field, scale, input names, band
-normalisation and class names, so that nobody has to type them.
+Accepted: an ONNX file (run with onnxruntime: :mod:`onnx_model`), a TensorFlow SavedModel
+folder (signature ``serving_default``; otbtf's and Keras' ``model.export()`` ones
+included), a Keras ``.keras`` file (loaded in safe mode: a Lambda layer is refused unless
+``allow_lambda``), and a model folder of ours: a SavedModel plus ``otbtf_model.json``
+(written by training), whose metadata gives receptive fields, expression field, scale,
+input names, band normalisation and class names, so that nobody has to type them. Every
+model is seen channels last (:mod:`served_model`).
 
-TensorFlow is imported on first use, after checking that it is installed.
+TensorFlow and onnxruntime are imported on first use, after checking that they are installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import deps
-from .errors import InputError
-from .model_metadata import METADATA_FILE, ModelMetadata, read_metadata
+from . import runtimes
+from .model_metadata import METADATA_FILE, read_metadata
+from .served_model import LAYOUTS, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
-
-class ModelError(InputError):
-    """A model that cannot be used as asked; the message says what would work."""
+__all__ = ["LAYOUTS", "ModelError", "ServedModel", "TensorInfo", "load_model", "model_path_problem", "tensorflow"]
 
 
 def tensorflow():
     """The ``tensorflow`` module, or a :class:`~otbtf_plugin.errors.DependencyError` with the fix."""
-    return deps.import_tensorflow()
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str  # numpy dtype name
-    shape: tuple  # None for unknown dimensions; batch first
-
-    def describe(self) -> str:
-        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.name} [{dims}] {self.dtype}"
-
-
-@dataclass
-class ServedModel:
-    path: Path
-    kind: str  # "savedmodel", "keras"
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    metadata: ModelMetadata | None = None  # from otbtf_model.json, when the folder has one
-    _call: Callable[[dict], dict] | None = None
-    _keep: object = None  # what the call needs alive (a loaded SavedModel)
-
-    def input(self, name: str) -> TensorInfo:
-        for tensor in self.inputs:
-            if tensor.name == name:
-                return tensor
-        raise ModelError(f"the model has no input {name!r}; its inputs: "
-                         + ", ".join(t.describe() for t in self.inputs))
-
-    def output(self, name: str) -> TensorInfo:
-        for tensor in self.outputs:
-            if tensor.name == name:
-                return tensor
-        raise ModelError(f"the model has no output {name!r}; its outputs: "
-                         + ", ".join(t.describe() for t in self.outputs))
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model once; ``feeds`` holds every input, by name."""
-        if self._call is None:
-            raise ModelError(f"{self.path}: this model cannot be run")
-        return self._call(feeds)
+    return runtimes.import_tensorflow()
 
 
 def _spec_info(name: str, spec) -> TensorInfo:
@@ -141,22 +96,31 @@ def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
     return ServedModel(path, "keras", inputs, outputs, _call=call)
 
 
-def load_model(path: str | Path, allow_lambda: bool = False) -> ServedModel:
-    """Load a SavedModel folder, a model folder of ours, or a ``.keras`` file."""
+def load_model(path: str | Path, allow_lambda: bool = False, layout: str = "auto") -> ServedModel:
+    """Load an ONNX file, a SavedModel folder, a model folder of ours, or a ``.keras`` file;
+    seen channels last whatever its own layout (``layout``: auto, NHWC or NCHW)."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        from .onnx_model import load_onnx
+
+        return load_onnx(path, layout)
     if path.is_file() and path.suffix == ".keras":
-        return _load_keras(path, allow_lambda)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
+        model = _load_keras(path, allow_lambda)
+    elif path.is_dir() and (path / "saved_model.pb").is_file():
         model = _load_savedmodel(path)
     elif path.is_dir() and (path / METADATA_FILE).is_file() and (path / "savedmodel" / "saved_model.pb").is_file():
         model = _load_savedmodel(path / "savedmodel")
         model.path = path
     else:
         raise ModelError(
-            f"{path} is not a model: give a TensorFlow SavedModel folder (with saved_model.pb), "
-            "a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
+            f"{path} is not a model: give an ONNX file (.onnx), a TensorFlow SavedModel folder (with "
+            "saved_model.pb), a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
         )
-    model.metadata = read_metadata(path)
+    model.metadata = read_metadata(path) if path.is_dir() else None
+    found, how = resolve_layout(model, layout, "NHWC", guess=False)
+    if found == "NCHW":
+        model = channels_last(model)
+        model.notes.append(f"channels first (NCHW), {how}")
     return model
 
 
@@ -166,9 +130,9 @@ def model_path_problem(path: str | Path) -> str | None:
     if not path.exists():
         return f"the model {str(path)!r} does not exist"
     if path.is_file():
-        return None if path.suffix == ".keras" else \
-            f"{path.name}: a model file must be a .keras file (or give a SavedModel folder)"
+        return None if path.suffix.lower() in (".keras", ".onnx") else \
+            f"{path.name}: a model file must be an .onnx or a .keras file (or give a SavedModel folder)"
     if (path / "saved_model.pb").is_file() or (path / "savedmodel" / "saved_model.pb").is_file():
         return None
-    return (f"{str(path)!r} is not a model: give a TensorFlow SavedModel folder (with saved_model.pb), "
-            "a model folder written by otbtf:tensorflowmodeltrain, or a .keras file")
+    return (f"{str(path)!r} is not a model: give an ONNX file (.onnx), a TensorFlow SavedModel folder (with "
+            "saved_model.pb), a model folder written by otbtf:tensorflowmodeltrain, or a .keras file")

@@ -80,6 +80,8 @@ class ModelMetadata:
     extra_outputs: dict[str, str] = field(default_factory=dict)  # served when named (deep features)
     default_outputs: list[str] = field(default_factory=list)  # served without OUTPUT_NAMES (empty: all outputs)
     classes: list[ModelClass] = field(default_factory=list)
+    scores_output: str | None = None  # the output whose highest score gives the class (None: "prob")
+    class_threshold: float | None = None  # scores below it count as 0 when taking the class (Deepness)
     target_statistics: dict | None = None  # regression: mean and std of the labels
     training: dict = field(default_factory=dict)  # the run's record (patches, epochs, seed...)
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -100,7 +102,7 @@ class ModelMetadata:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data["inputs"] = [i.to_json() for i in self.inputs]
-        for key in ("efield", "scale"):
+        for key in ("efield", "scale", "scores_output", "class_threshold"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data.update({"outputs": self.outputs, "extra_outputs": self.extra_outputs,
@@ -125,6 +127,8 @@ class ModelMetadata:
             default_outputs=[str(n) for n in _list(data, "default_outputs", where)],
             classes=[ModelClass(int(_get(c, "code", where)), str(_get(c, "name", where)))
                      for c in _list(data, "classes", where)],
+            scores_output=None if data.get("scores_output") is None else str(data["scores_output"]),
+            class_threshold=_float(data, "class_threshold", where),
             target_statistics=data.get("target_statistics"), training=dict(data.get("training") or {}),
             history={k: [float(v) for v in values] for k, values in (data.get("history") or {}).items()},
             format=str(data.get("format", FORMAT)), created=data.get("created"),
@@ -153,6 +157,15 @@ def _int(data: dict, key: str, where: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
         raise MetadataError(f"{where}: {key!r} must be a whole number of pixels, found {value!r}")
     return int(value)
+
+
+def _float(data: dict, key: str, where: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MetadataError(f"{where}: {key!r} must be a number, found {value!r}")
+    return float(value)
 
 
 def _statistics(entry: dict, key: str, where: str) -> BandStatistics | None:

@@ -126,6 +126,8 @@ def target_problem(name: str, output: Output) -> str | None:
         return None
     if output.suffixes and path.suffix.lower() not in output.suffixes:
         got = f"ends in {path.suffix!r}" if path.suffix else "has no extension"
+        if output.suffixes != GEOTIFF:
+            return f"{name} {str(path)!r} {got}: give a name ending in {' or '.join(output.suffixes)}"
         return (f"{name} {str(path)!r} {got}, but it is written as GeoTIFF: give a name ending in "
                 f"{' or '.join(output.suffixes)} (convert it afterwards with gdal_translate if you need "
                 "another format)")

@@ -10,7 +10,7 @@ from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QAction, QPushButton
 
-from ..otbtf_plugin import deps
+from ..otbtf_plugin import deps, runtimes
 from ..otbtf_plugin.errors import EngineError
 
 # "from package import module": QGIS' import hook records both, and unloads both.
@@ -62,9 +62,9 @@ class OtbtfPlugin:
         deps.activate()
         # A plain "import tensorflow" (console, other plugins, scripts) would abort QGIS: from
         # now on every import of it takes the safe path.
-        deps.protect_tensorflow_imports()
+        runtimes.protect_tensorflow_imports()
         self.missing_message = None  # the message bar entry offering the install
-        if not deps.isolate_tensorflow_symbols():
+        if not runtimes.isolate_tensorflow_symbols():
             QgsMessageLog.logMessage(
                 "TensorFlow was loaded before the otbtf plugin, with its symbols global: QGIS may crash "
                 "when it closes. Disable the plugin that loads TensorFlow at start-up.", LOG_TAG, Qgis.Warning)
@@ -111,7 +111,7 @@ class OtbtfPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
-        deps.unprotect_tensorflow_imports()
+        runtimes.unprotect_tensorflow_imports()
 
     # -- Dependencies --------------------------------------------------------
     def show_missing_dependencies(self, problems: list[str]) -> None:

@@ -185,9 +185,9 @@ def networks(folder: Path, seed: int, count: int, variants: list[int] | None = N
     """The cnn variants (and a forest on each one's deep features) on 8 px patches of every
     polygon pixel, the same folds rule; each training holds out polygons of its own training
     folds for PATIENCE."""
-    from otbtf_plugin.deps import import_tensorflow
     from otbtf_plugin.extraction import PatchSource, extract_patches
     from otbtf_plugin.patches_image import PatchesImage, read_origins, write_origins
+    from otbtf_plugin.runtimes import import_tensorflow
     from otbtf_plugin.training import TrainConfig, train
 
     tf = import_tensorflow()

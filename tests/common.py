@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Tests import keras/TensorFlow directly: load it first the way the plugin does
-# (otbtf_plugin.deps.import_tensorflow), so that it cannot clash with QGIS' libraries.
-from otbtf_plugin.deps import import_tensorflow  # noqa: E402
+# (otbtf_plugin.runtimes.import_tensorflow), so that it cannot clash with QGIS' libraries.
 from otbtf_plugin.errors import DependencyError  # noqa: E402
+from otbtf_plugin.runtimes import import_tensorflow  # noqa: E402
 
 with contextlib.suppress(DependencyError):  # the tests that need TensorFlow skip themselves
     import_tensorflow()

@@ -87,6 +87,21 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
     return lines
 
 
+def resolution_warnings(model: ServedModel, datasets, tolerance: float = 1.5) -> list[str]:
+    """A line when the reference source's pixels are far (more than ``tolerance`` times) from
+    those a model was made for (Deepness' ``resolution``, cm): Deepness resamples the raster
+    to it; serving keeps the raster's grid, so the user should."""
+    wanted = ((model.metadata.others.get("deepness") or {}) if model.metadata else {}).get("resolution_cm")
+    crs = datasets[0].crs
+    if not wanted or crs is None or not crs.is_projected:
+        return []
+    metres = abs(datasets[0].res[0]) * (crs.linear_units_factor[1] if crs.linear_units_factor else 1.0)
+    if 1 / tolerance <= metres * 100 / wanted <= tolerance:
+        return []
+    return [f"warning: the model was made for {wanted:g} cm pixels and source 1 has {metres * 100:g} cm pixels; "
+            f"resample it to {wanted / 100:g} m (Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"]
+
+
 @dataclass
 class ServeResult:
     output: Path
@@ -108,15 +123,17 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         raise InputError("no source raster given")
     check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
                 {"OUTPUT": geotiff(output)})
-    model = model or load_model(model_path, allow_lambda=options.allow_lambda)
+    model = model or load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
         # blocks: bound it by the budget, so memory does not grow with the image.
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=max(16, min(128, options.memory_mb // 8))))
         datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
         plan = plan_serving(sources, model, options, datasets)
+        if model.notes:  # what was read from the file (layout, Deepness settings)
+            progress.info(f"model: {model.describe()}")
         progress.info(plan.describe())
-        for note in plan.notes + scale_warnings(plan, model, datasets):
+        for note in plan.notes + scale_warnings(plan, model, datasets) + resolution_warnings(model, datasets):
             progress.info(note)
         # grid.tiles, qualified: inside this package the name `tiles` is the submodule
         plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)

@@ -36,6 +36,7 @@ class ServeOptions:
     compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
     tta: bool = False  # test-time augmentation: the mean over the 8 flips / 90-degree rotations
     overlap: int = 0  # output pixels shared by neighbouring tiles, blended (fully-convolutional serving)
+    layout: str = "auto"  # the model's own layout: auto (read from an ONNX model's sizes), NHWC or NCHW
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:

@@ -11,8 +11,18 @@ from .planning import Plan
 
 
 def output_dtype(plan: Plan) -> str:
-    kinds = {np.dtype(o.dtype).kind for o in plan.outputs}
-    return "int32" if kinds <= {"i", "u", "b"} else "float32"
+    """float32 when any output is not whole numbers; else the smallest of uint8, int16, uint16
+    and int32 that holds every output (class maps: usually one byte) and the background."""
+    dtypes = [np.dtype("uint8") if o.dtype == "bool" else np.dtype(o.dtype) for o in plan.outputs]
+    if any(d.kind not in "iu" for d in dtypes):
+        return "float32"
+    common = np.result_type(*dtypes)
+    for small in ("uint8", "int16", "uint16"):
+        limits = np.iinfo(small)
+        if np.can_cast(common, small) and float(plan.background).is_integer() \
+                and limits.min <= plan.background <= limits.max:
+            return small
+    return "int32"
 
 
 COMPRESSIONS = ("zstd", "deflate", "lzw", "none")

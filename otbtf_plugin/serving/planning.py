@@ -48,11 +48,12 @@ class OutputPlan:
 @dataclass(frozen=True)
 class ClassFromScores:
     """With test-time augmentation a class output is the class of the mean scores: output
-    ``output`` is ``codes[argmax(mean of scores)]``."""
+    ``output`` is ``served_model.classes_of_scores(mean of scores, codes, threshold)``."""
 
     output: str
     scores: str
     codes: tuple[int, ...]
+    threshold: float | None = None  # scores below it count as 0 (Deepness' rule)
 
 
 @dataclass
@@ -195,7 +196,8 @@ def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, me
 
 def _check_bands(names: list[str], datasets, model: ServedModel) -> None:
     for k, (name, ds) in enumerate(zip(names, datasets, strict=True)):
-        want = model.input(name).shape[3]
+        shape = model.input(name).shape
+        want = shape[3] if len(shape) == 4 else None  # not an image: said by _static_square
         if want is not None and want != ds.count:
             raise ModelError(f"source {k + 1} has {ds.count} band(s); model input {model.input(name).describe()} "
                              f"expects {want}")
@@ -390,19 +392,21 @@ def _output_grid(geometry: ModelGeometry, phase: int, source_plans: list[SourceP
 def _class_from_scores(options: ServeOptions, model: ServedModel, meta: ModelMetadata,
                        outputs: list[OutputPlan]) -> ClassFromScores | None:
     """Test-time augmentation averages outputs; a class output cannot be averaged: it is taken
-    from the mean of the scores it comes from (a classifier of ours: ``prob``), else refused."""
+    from the mean of the scores it comes from (a classifier of ours: ``prob``; a Deepness
+    segmentor: its scores), else refused."""
     if not options.tta:
         return None
     derived = None
+    scores = meta.scores_output or "prob"
     for o in outputs:
         if np.issubdtype(np.dtype(o.dtype), np.floating):
             continue
-        has_scores = any(t.name == "prob" for t in model.outputs)
+        has_scores = any(t.name == scores for t in model.outputs)
         if o.name != "class" or not meta.classes or not has_scores:
             raise ModelError(f"TTA averages the outputs over 8 flips and rotations, and output {o.name} holds "
                              f"{o.dtype} values (classes?), which cannot be averaged: serve the model's scores "
                              f"with TTA, or {o.name} without it")
-        derived = ClassFromScores(o.name, "prob", tuple(c.code for c in meta.classes))
+        derived = ClassFromScores(o.name, scores, tuple(c.code for c in meta.classes), meta.class_threshold)
     return derived
 
 

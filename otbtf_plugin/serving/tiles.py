@@ -13,6 +13,7 @@ from ..grid import Window, cut_patches, dihedral, input_window, intersection, un
 from ..model import ModelError, ServedModel, load_model
 from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
+from ..served_model import classes_of_scores
 from .options import ServeOptions, ServeSource
 from .planning import Plan, SourcePlan, plan_serving
 
@@ -131,7 +132,9 @@ def _predict(plan: Plan, model: ServedModel, feeds: dict) -> dict:
             totals[name] = totals[name] + value if name in totals else value.copy()
     means = {name: (total / 8).astype(np.float32) for name, total in totals.items()}
     if derived is not None:
-        means[derived.output] = np.asarray(derived.codes)[np.argmax(means[derived.scores], axis=-1)]
+        scores = means[derived.scores]
+        means[derived.output] = classes_of_scores(scores[..., None] if scores.ndim == 3 else scores, derived.codes,
+                                                  derived.threshold)
     return means
 
 
@@ -211,7 +214,7 @@ class ServingState:
 
 def build_state(sources: list[ServeSource], model_path: str, options: ServeOptions, stack: ExitStack) -> ServingState:
     """A run's state, built again where the tiles are computed (a cluster worker)."""
-    model = load_model(model_path, allow_lambda=options.allow_lambda)
+    model = load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
     datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
     return ServingState(plan_serving(sources, model, options, datasets), datasets, model)
 

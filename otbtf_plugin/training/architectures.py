@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import deps
+from .. import runtimes
 from ..errors import InputError
 from ..model_metadata import ModelInput
 
@@ -28,7 +28,7 @@ ARCHITECTURES = ("cnn", "unet", "regressor")
 
 def keras_module():
     """Keras, after TensorFlow was imported the plugin's way (its own wheels, dlopen flags)."""
-    deps.import_tensorflow()
+    runtimes.import_tensorflow()
     import keras
 
     return keras

@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from ...otbtf_plugin import deps
-from ...otbtf_plugin.model import model_path_problem
+from ...otbtf_plugin.model import LAYOUTS, model_path_problem
 from ...otbtf_plugin.serving import (
     COMPRESSIONS,
     ServeOptions,
@@ -34,10 +34,15 @@ class TensorflowModelServe(OtbtfAlgorithm):
     GROUP = "Serving"
     GROUP_ID = "serving"
     HELP = (
-        "Applies a TensorFlow model to images of any size, tile by tile, and writes its outputs "
+        "Applies a TensorFlow or ONNX model to images of any size, tile by tile, and writes its outputs "
         "as the bands of one GeoTIFF.\n\n"
         "MODEL: a SavedModel folder (ours from otbtf:tensorflowmodeltrain, otbtf's, or Keras "
-        "model.export()), or a .keras file. SOURCE1 is the reference: the output grid is its grid "
+        "model.export()), a .keras file, or an .onnx file (PyTorch exports, Deepness' model zoo; run "
+        "with onnxruntime). Channels-first ONNX models ([n, bands, rows, cols]) are recognised from "
+        "their input sizes; LAYOUT (advanced) says it when they cannot tell. An ONNX file with "
+        "Deepness metadata is served as Deepness serves it, with nothing to type: its tile size and "
+        "overlap, x / 255 then its standardisation, and a 'class' output styled with its class "
+        "names (the log lists what was read). SOURCE1 is the reference: the output grid is its grid "
         "(times SPCSCALE), cropped where the receptive field does not fit, unless PAD.\n\n"
         "Leave RFIELDn, PLACEHOLDERn, EFIELD and SPCSCALE at 0 / empty: they come from the model "
         "(its metadata, its fixed input sizes, or by measuring it). Values you give are checked "
@@ -70,7 +75,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
                                   f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)",
                                   optional=True)])
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model (SavedModel folder; type a path to use a .keras file)",
+            self.MODEL, "Model (SavedModel folder; type a path to use an .onnx or a .keras file)",
             behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterString(
             "USER_PLACEHOLDERS", "User placeholders (name=value;name=value)", optional=True))
@@ -111,6 +116,9 @@ class TensorflowModelServe(OtbtfAlgorithm):
                                        options=list(COMPRESSIONS), defaultValue=0),
             QgsProcessingParameterString("SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)",
                                          optional=True),
+            QgsProcessingParameterEnum("LAYOUT", "Model layout (auto: read from an ONNX model's input sizes; "
+                                       "NCHW: channels first, NHWC: channels last)", options=list(LAYOUTS),
+                                       defaultValue=0, optional=True),
         ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Output"))
 
@@ -153,6 +161,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
             tta=self.parameterAsBool(parameters, "TTA", context),
             overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            layout=LAYOUTS[self.parameterAsEnum(parameters, "LAYOUT", context)],
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),

@@ -182,7 +182,7 @@ CASES = {
         r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]"),
     "a path that is not a model": (
         lambda t: serve([ServeSource(RGB)], t.mkdir(exist_ok=True) or t, t / "out.tif"),
-        r"is not a model: give a TensorFlow SavedModel folder"),
+        r"is not a model: give an ONNX file \(.onnx\), a TensorFlow SavedModel folder"),
     "a classifier applied to other sources": (
         lambda t: classify_image(FeatureSpec([FeatureSource(B2_30)]), rgb_classifier(t), t / "out.tif"),
         r"does not match these inputs: source 1 had 3 band\(s\) at training; the one given has 1"),
@@ -280,7 +280,7 @@ def test_a_disk_that_fills_up_while_writing(tmp_path):
 SERVE_DISK_FULL = """
 import resource, signal, sys
 sys.path.insert(0, {root!r})
-from otbtf_plugin.deps import import_tensorflow
+from otbtf_plugin.runtimes import import_tensorflow
 import_tensorflow()
 import keras
 inp = keras.Input((None, None, 3), name="x")

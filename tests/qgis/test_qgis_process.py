@@ -142,3 +142,19 @@ def test_an_output_equal_to_an_input_is_refused_by_qgis_process(installed_profil
     assert out.returncode != 0
     assert "OUTPUT" in out.stdout + out.stderr and "is the same file as the input VECTOR" in out.stdout + out.stderr
     assert snapshot(tmp_path / "truth.gpkg") == before
+
+
+def test_serve_an_onnx_model_from_the_command_line(installed_profile, tmp_path):
+    """onnxruntime inside qgis_process (its libraries beside QGIS' own): a channels-first
+    model of any size served fully-convolutionally."""
+    onnx_models = pytest.importorskip("onnx_models")
+    model = onnx_models.save(onnx_models.conv_model(bands=1, kernel=5), tmp_path / "conv.onnx")
+    b2 = ROOT / "data" / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
+    out = run_qgis_process(installed_profile, "run", "otbtf:tensorflowmodelserve", "--json", f"--SOURCE1={b2}",
+                           f"--MODEL={model}", "--FULLYCONV=true", f"--OUTPUT={tmp_path / 'served.tif'}")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["results"]["MODE"] == "regions"
+    from osgeo import gdal
+
+    ds = gdal.Open(str(tmp_path / "served.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (396, 396, 2)

@@ -9,7 +9,7 @@ import rasterio
 from models import patch_classifier, saved
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsRasterLayer
 
-from common import DATA
+from common import DATA, RGB
 
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.usefixtures("provider_loaded")
@@ -127,3 +127,53 @@ def test_tta_through_processing(tmp_path, patch_model):
         turned += [t[:, ::-1] for t in turned]
         expected = model.predict(np.stack(turned)[..., None], verbose=0).mean(axis=0)
         assert np.abs(served[:, r, c] - expected).max() <= 1e-5
+
+
+def _rgb8(path):
+    """The Landsat 8 RGB sample stretched to 8 bits: what Deepness models take."""
+    with rasterio.open(RGB) as src:
+        data = src.read(window=((300, 430), (200, 350))).astype("float32")
+        profile = {"driver": "GTiff", "width": 150, "height": 130, "count": 3, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.window_transform(((300, 430), (200, 350)))}
+    lo, hi = data.min(axis=(1, 2), keepdims=True), data.max(axis=(1, 2), keepdims=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.round((data - lo) / (hi - lo) * 255).astype("uint8"))
+    return path
+
+
+def test_serve_a_deepness_onnx_model_with_nothing_typed(tmp_path):
+    """An ONNX segmentor with Deepness metadata: SOURCE1 and MODEL only give its class map,
+    styled with its class names, on 32 px tiles keeping their central 24 px (blocks)."""
+    onnx_models = pytest.importorskip("onnx_models")
+    image = _rgb8(tmp_path / "rgb8.tif")
+    model = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
+                             onnx_models.DEEPNESS)
+    result = processing.run("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(image), "MODEL": str(model), "OUTPUT": str(tmp_path / "classes.tif")})
+    assert (result["MODE"], result["RFIELD"], result["EFIELD"]) == ("blocks", 32, 24)
+    layer = QgsRasterLayer(result["OUTPUT"], "classes")
+    assert layer.isValid() and layer.bandCount() == 1
+    assert "urban" in (tmp_path / "classes.qml").read_text()
+    with rasterio.open(image) as src:
+        _, classes = onnx_models.deepness_reference(src.read())
+    with rasterio.open(result["OUTPUT"]) as out:
+        served = out.read(1)
+    assert served.shape == classes.shape and (served == classes).mean() > 0.99
+
+
+def test_layout_parameter_reaches_the_onnx_model(tmp_path):
+    onnx_models = pytest.importorskip("onnx_models")
+    image = _rgb8(tmp_path / "rgb8.tif")
+    model = onnx_models.save(onnx_models.conv_model(kernel=1, out=2, nhwc=True), tmp_path / "nhwc.onnx")
+    runs = {}
+    for layout in (0, 2):  # auto (read from the sizes: NHWC here); NCHW forced: the model refuses, in one line
+        params = {"SOURCE1": str(image), "MODEL": str(model), "FULLYCONV": True, "LAYOUT": layout,
+                  "OUTPUT": str(tmp_path / f"o{layout}.tif")}
+        if layout == 2:
+            with pytest.raises(QgsProcessingException, match=r"could not run .*Expected: 3"):
+                processing.run("otbtf:tensorflowmodelserve", params)
+            continue
+        runs[layout] = processing.run("otbtf:tensorflowmodelserve", params)
+    with rasterio.open(runs[0]["OUTPUT"]) as out, rasterio.open(image) as src:
+        expected = onnx_models.conv_reference(src.read().astype("float32"), kernel=1, out=2)
+        assert np.abs(out.read() - expected).max() < 1e-4

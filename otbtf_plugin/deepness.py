@@ -1,0 +1,220 @@
+"""ONNX models carrying Deepness' metadata, served as Deepness serves them.
+
+Deepness (a QGIS plugin for ONNX models, and its model zoo) keeps a model's settings in
+the ONNX file's metadata, each value a JSON text: ``model_type``, ``class_names``,
+``resolution`` (cm per pixel), ``tile_size`` (its documentation says ``tiles_size``),
+``tiles_overlap`` (percent of the tile), ``standardization_mean`` / ``_std``,
+``seg_thresh``, ``reg_output_scaling``. What Deepness does with them, and we do too:
+
+* input: the first bands of the raster, ``x / 255``, then ``(x - mean) / std``: here one
+  normalisation, ``(x - 255 mean) / (255 std)``;
+* tiles of ``tile_size`` px overlapping by ``tiles_overlap`` percent, of which the central
+  part is kept: here a fixed-size model whose output is that central part (blocks mode:
+  exact, whatever our own tiles);
+* segmentation: scores below ``seg_thresh`` (default 0.5) count as 0, the class is the
+  highest score (one sigmoid score: the class where it passes the threshold), named by
+  ``class_names``: our output ``class``, styled;
+* regression: outputs multiplied by ``reg_output_scaling``.
+
+Not done: Deepness resamples the raster to the model's resolution (we serve on the
+raster's own grid and warn when they differ), and cleans class maps of small segments.
+Detection, recognition and super-resolution models are refused with what is supported.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .model_metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata
+from .served_model import ModelError, ServedModel, TensorInfo, classes_of_scores
+
+KEYS = ("model_type", "class_names", "names", "resolution", "tile_size", "tiles_size", "tiles_overlap",
+        "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment", "reg_output_scaling",
+        "det_conf", "det_iou_thresh", "det_type")
+SERVED_TYPES = ("Segmentor", "Regressor")
+CLASS_OUTPUT = "class"
+
+
+@dataclass(frozen=True)
+class DeepnessSettings:
+    """The Deepness keys of one ONNX file, typed."""
+
+    model_type: str | None = None
+    class_names: list[list[str]] = field(default_factory=list)  # per output, by class index
+    resolution_cm: float | None = None
+    tile_size: int | None = None
+    overlap_percent: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    threshold: float = 0.5
+    output_scaling: float = 1.0
+
+    def overlap_px(self, tile: int) -> int:
+        """Deepness' own rounding of the overlap, in pixels of a ``tile`` px tile."""
+        return int(tile * self.overlap_percent / 100 * 2) // 2
+
+
+def _value(raw: str) -> Any:
+    """A metadata value: JSON (Deepness' documented form), a Python literal (which Deepness
+    also accepts for class names), else the text itself (``Segmentor`` without quotes)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+
+
+def _class_names(value: Any, where: str) -> list[list[str]]:
+    tables = [value] if isinstance(value, dict) else value
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ModelError(f"{where}: metadata 'class_names' must be {{index: name}} (or a list of them, one per output)")
+    names = []
+    for table in tables:
+        ordered = sorted((int(k), str(v)) for k, v in table.items())
+        if [k for k, _ in ordered] != list(range(len(ordered))):
+            raise ModelError(f"{where}: metadata 'class_names' must number the classes 0, 1, 2... without gaps; "
+                             f"found {[k for k, _ in ordered]}")
+        names.append([v for _, v in ordered])
+    return names
+
+
+def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None:
+    """The Deepness settings in an ONNX file's metadata map, or None when it has none."""
+    if not any(k in custom for k in KEYS):
+        return None
+    values = {k: _value(v) for k, v in custom.items() if k in KEYS}
+
+    def number(key: str, kind=float):
+        value = values.get(key)
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"{where}: metadata {key!r} = {value!r} is not a number") from err
+
+    def floats(key: str) -> tuple[float, ...] | None:
+        value = values.get(key)
+        if value is None:
+            return None
+        value = value if isinstance(value, list) else [value]
+        try:
+            return tuple(float(v) for v in value)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"{where}: metadata {key!r} must be a list of numbers, found {value!r}") from err
+
+    names = values.get("class_names", values.get("names"))
+    threshold = number("seg_thresh")
+    return DeepnessSettings(
+        model_type=str(values["model_type"]).capitalize() if "model_type" in values else None,
+        class_names=_class_names(names, where) if names is not None else [],
+        resolution_cm=number("resolution"),
+        tile_size=number("tile_size", int) or number("tiles_size", int),
+        overlap_percent=number("tiles_overlap") or 0.0,
+        mean=floats("standardization_mean"), std=floats("standardization_std"),
+        threshold=0.5 if threshold is None else threshold,
+        output_scaling=number("reg_output_scaling") or 1.0,
+    )
+
+
+def _crop(value: np.ndarray, before: int, after: int) -> np.ndarray:
+    """``[n, h, w(, c)]`` without ``before`` rows/cols at the start and ``after`` at the end."""
+    return value[:, before:value.shape[1] - after, before:value.shape[2] - after]
+
+
+def adapt(model: ServedModel, settings: DeepnessSettings, classes: list[ModelClass] | None = None) -> ServedModel:
+    """``model`` (channels last) served the Deepness way (see the module's text); ``classes``
+    (codes and names, one per score) replace the indices and ``class_names`` (our export
+    keeps the training labels' codes)."""
+    where = model.path.name
+    kind = settings.model_type or ("Segmentor" if settings.class_names else None)
+    if kind is not None and kind not in SERVED_TYPES:
+        raise ModelError(f"{where} is a Deepness {kind} model; served here: Segmentor and Regressor models "
+                         "(and ONNX models without Deepness metadata, as plain tensors)")
+    images = [t for t in model.inputs if len(t.shape) == 4]
+    if len(model.inputs) != 1 or len(images) != 1:
+        raise ModelError(f"{where}: a Deepness model has one image input [n, bands, rows, cols]; this one has: "
+                         + ", ".join(t.describe() for t in model.inputs))
+    image = images[0]
+    static = image.shape[1] if image.shape[1] is not None and image.shape[1] == image.shape[2] else None
+    tile = static or settings.tile_size
+    overlap = settings.overlap_px(tile) if tile else 0
+    before, after = overlap // 2, overlap - overlap // 2
+    bands = image.shape[3]
+    count = bands or len(settings.mean or settings.std or ())
+    mean = np.asarray(settings.mean if settings.mean is not None else [0.0] * count, dtype=np.float64)
+    std = np.asarray(settings.std if settings.std is not None else [1.0] * count, dtype=np.float64)
+    normalisation = BandStatistics(tuple(255 * mean), tuple(255 * std)) if count else None
+    notes = [f"Deepness {kind or 'model'}: input x / 255"
+             + (f", then (x - {list(mean)}) / {list(std)}" if settings.mean or settings.std else "")]
+    if tile:
+        notes.append(f"tiles of {tile} px overlapping {settings.overlap_percent:g} % ({overlap} px): the central "
+                     f"{tile - overlap} px of each kept")
+    if settings.resolution_cm:
+        notes.append(f"made for {settings.resolution_cm:g} cm pixels")
+    spatial = {t.name for t in model.outputs if len(t.shape) in (3, 4)}
+    inner = model.run
+    scores_name, codes = None, []
+    if kind == "Segmentor":
+        scores = next((t for t in model.outputs if t.name in spatial), None)
+        if scores is None:
+            raise ModelError(f"{where}: a Deepness Segmentor gives [n, classes, rows, cols] scores; its outputs: "
+                             + ", ".join(t.describe() for t in model.outputs))
+        channels = scores.shape[3] if len(scores.shape) == 4 else 1
+        names = settings.class_names[0] if settings.class_names else []
+        if channels == 1:  # a sigmoid: background against its class (Deepness' rule)
+            names = ["background", *(names[-1:] or ["class 1"])]
+            channels = 2
+        elif channels is not None and len(names) != channels:
+            names = [f"class {k}" for k in range(channels)]
+        scores_name = scores.name
+        if not (classes and len(classes) == len(names)):
+            classes = [ModelClass(k, n) for k, n in enumerate(names)]
+        codes = [c.code for c in classes]
+        notes.append(f"classes: {', '.join(f'{c.code} {c.name}' for c in classes) or 'as many as its scores'}; "
+                     f"scores below {settings.threshold:g} count as 0")
+    elif kind == "Regressor" and settings.output_scaling != 1:
+        notes.append(f"outputs x {settings.output_scaling:g}")
+
+    class_type = "uint8" if all(0 <= c <= 255 for c in codes) else "int32"
+
+    def run(feeds: dict) -> dict:
+        result = dict(inner(feeds))
+        size = np.shape(feeds[image.name])[1:3]
+        for name in spatial:
+            value = np.asarray(result[name])
+            if overlap and value.shape[1:3] == size:
+                value = _crop(value, before, after)
+            if kind == "Regressor" and settings.output_scaling != 1:
+                value = value * np.float32(settings.output_scaling)
+            result[name] = value
+        if scores_name is not None:
+            value = np.asarray(result[scores_name])
+            value = value[..., None] if value.ndim == 3 else value
+            result[CLASS_OUTPUT] = classes_of_scores(value, codes or range(value.shape[-1]),
+                                                     settings.threshold).astype(class_type)
+        return result
+
+    outputs = list(model.outputs)
+    if scores_name is not None and CLASS_OUTPUT not in {t.name for t in outputs}:
+        shape = model.output(scores_name).shape[:3]
+        outputs.append(TensorInfo(CLASS_OUTPUT, class_type, shape))
+    metadata = ModelMetadata(
+        inputs=[ModelInput(image.name, rfield=tile, bands=bands, normalisation=normalisation)],
+        efield=(tile - overlap) if tile and overlap else None,
+        task="segmentation" if kind == "Segmentor" else "regression" if kind == "Regressor" else None,
+        outputs={scores_name: "class scores", CLASS_OUTPUT: "class of the highest score"} if scores_name else {},
+        default_outputs=[CLASS_OUTPUT] if scores_name else [],
+        classes=(classes or []) if scores_name else [], scores_output=scores_name,
+        class_threshold=settings.threshold if scores_name else None,
+        others={"deepness": {"model_type": kind, "resolution_cm": settings.resolution_cm, "tile_size": tile,
+                             "tiles_overlap": settings.overlap_percent}},
+    )
+    return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])

@@ -1,0 +1,97 @@
+"""ONNX models, run with onnxruntime on the CPU, behind the same :class:`ServedModel` as
+TensorFlow's: every serving mode and option works unchanged.
+
+Tensors are read from the file: unknown (symbolic) sizes are ``None``; a channels-first
+model (PyTorch's exports, Deepness' zoo) is recognised from its inputs' sizes (or told
+with ``layout``) and seen channels last. Deepness metadata, when the file has it, is
+applied (:mod:`deepness`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import deepness, runtimes
+from .model_metadata import ModelMetadata
+from .served_model import ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
+
+METADATA_KEY = "otbtf_model"  # our model folder's otbtf_model.json, in files written by onnx_export
+
+# onnxruntime's tensor types -> numpy's
+_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+          "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int16)": "int16",
+          "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+def _first_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    # onnxruntime prefixes its messages with "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "
+    return text.split(" : ")[-1][:300] if "ONNXRuntimeError" in text else text[:300]
+
+
+def _info(arg, where: str) -> TensorInfo:
+    dtype = _TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelError(f"{where}: tensor {arg.name} is of type {arg.type}, which serving does not handle "
+                         f"(numbers only: {', '.join(t[7:-1] for t in _TYPES)})")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (arg.shape or []))
+    return TensorInfo(arg.name, dtype, shape)
+
+
+def load_onnx(path: Path, layout: str = "auto") -> ServedModel:
+    """An ``.onnx`` file as a served model (one onnxruntime session, CPU)."""
+    ort = runtimes.import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors reach the user as exceptions; no warnings on the terminal
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own exception types: say it in one line
+        raise ModelError(f"{path.name}: not a usable ONNX model ({_first_line(err)}); check that the file is "
+                         "complete and was exported with standard operators") from err
+    where = path.name
+    inputs = [_info(a, where) for a in session.get_inputs()]
+    outputs = [_info(a, where) for a in session.get_outputs()]
+    names = [t.name for t in outputs]
+    types = {t.name: np.dtype(t.dtype) for t in inputs}
+
+    def call(feeds: dict) -> dict:
+        given = {name: np.ascontiguousarray(value, dtype=types[name]) for name, value in feeds.items()
+                 if name in types}
+        try:
+            values = session.run(names, given)
+        except Exception as err:
+            raise ModelError(f"{where}: onnxruntime could not run the model ({_first_line(err)})") from err
+        return dict(zip(names, values, strict=True))
+
+    model = ServedModel(path, "onnx", inputs, outputs, _call=call, _keep=session)
+    custom = dict(session.get_modelmeta().custom_metadata_map)
+    ours = _our_metadata(custom, where)
+    written = custom.get("layout", "").strip('"')  # written by our export
+    if layout == "auto" and written in ("NCHW", "NHWC"):
+        found, how = written, "as the file says"
+    else:
+        found, how = resolve_layout(model, layout, "NCHW", guess=True)
+    if found == "NCHW":
+        model = channels_last(model)
+    model.notes.append(f"{'channels first (NCHW)' if found == 'NCHW' else 'channels last (NHWC)'}, {how}")
+    settings = deepness.read_settings(custom, where)
+    if settings is not None:
+        model = deepness.adapt(model, settings, ours.classes if ours else None)
+    elif ours is not None:
+        model.metadata = ours
+    return model
+
+
+def _our_metadata(custom: dict, where: str) -> ModelMetadata | None:
+    """The ``otbtf_model.json`` our export keeps in the file, if it does."""
+    text = custom.get(METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        return ModelMetadata.from_json(json.loads(text), f"{where} ({METADATA_KEY})")
+    except ValueError as err:
+        raise ModelError(f"{where}: its {METADATA_KEY!r} metadata is not JSON ({err})") from err

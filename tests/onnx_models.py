@@ -1,0 +1,144 @@
+"""Small ONNX models built in the tests with onnx's helper, and their numpy references.
+
+Every model is channels first (``[n, bands, rows, cols]``, PyTorch's convention) unless
+said otherwise; the references take and give channels-first arrays of one image."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from otbtf_plugin.runtimes import import_onnx
+
+onnx = import_onnx()
+helper, TensorProto, numpy_helper = onnx.helper, onnx.TensorProto, onnx.numpy_helper
+OPSET = 17
+
+
+def _weights(seed: int, out: int, bands: int, kernel: int):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.5, (out, bands, kernel, kernel)).astype(np.float32),
+            rng.normal(0, 0.1, out).astype(np.float32))
+
+
+def save(model, path: Path, metadata: dict | None = None) -> Path:
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)  # JSON texts, as Deepness documents
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=False, nhwc=False,
+               extra_input=False):
+    """Conv (valid, or zero-padded to keep the size with ``pad``) + ReLU (+ softmax over the
+    channels). ``size``: a fixed input size (else any). ``nhwc``: the model takes and gives
+    channels last (transposes inside). ``extra_input``: a scalar input ``gain`` multiplies
+    the output."""
+    w, b = _weights(seed, out, bands, kernel)
+    p = kernel // 2 if pad else 0
+    x_name = "x_nhwc" if nhwc else "x"
+    nodes = []
+    if nhwc:
+        nodes.append(helper.make_node("Transpose", ["x_nhwc"], ["x"], perm=[0, 3, 1, 2]))
+    nodes += [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel, kernel], pads=[p] * 4),
+              helper.make_node("Relu", ["c"], ["r"])]
+    last = "r"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [last], ["s"], axis=1))
+        last = "s"
+    if extra_input:
+        nodes.append(helper.make_node("Mul", [last, "gain"], ["g"]))
+        last = "g"
+    if nhwc:
+        nodes.append(helper.make_node("Transpose", [last], ["y"], perm=[0, 2, 3, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    h = size if size else "h"
+    out_h = (size - kernel + 1 + 2 * p) if size else "oh"
+    in_shape = ["n", h, h, bands] if nhwc else ["n", bands, h, h]
+    out_shape = ["n", out_h, out_h, out] if nhwc else ["n", out, out_h, out_h]
+    if not size:
+        in_shape = ["n", "h", "w", bands] if nhwc else ["n", bands, "h", "w"]
+        out_shape = ["n", "oh", "ow", out] if nhwc else ["n", out, "oh", "ow"]
+    inputs = [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, in_shape)]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]))
+    graph = helper.make_graph(nodes, "conv", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def conv_reference(image, bands=3, out=2, kernel=3, seed=0, pad=False, softmax=False, gain=1.0):
+    """``conv_model``'s output for ``image`` ``(bands, h, w)``, computed with numpy."""
+    w, b = _weights(seed, out, bands, kernel)
+    x = image.astype(np.float64)
+    if pad:
+        p = kernel // 2
+        x = np.pad(x, ((0, 0), (p, p), (p, p)))
+    windows = sliding_window_view(x, (kernel, kernel), axis=(1, 2))  # (bands, oh, ow, k, k)
+    y = np.einsum("cijuv,ocuv->oij", windows, w.astype(np.float64)) + b[:, None, None]
+    y = np.maximum(y, 0)
+    if softmax:
+        e = np.exp(y - y.max(axis=0))
+        y = e / e.sum(axis=0)
+    return y * gain
+
+
+def patch_classifier(bands=3, size=5, classes=3, seed=0):
+    """Flatten + Gemm + Softmax over a ``size`` x ``size`` patch: ``[n, bands, s, s] -> [n, classes]``."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.01, (bands * size * size, classes)).astype(np.float32)
+    b = rng.normal(0, 0.1, classes).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["g"]),
+             helper.make_node("Softmax", ["g"], ["prob"], axis=1)]
+    graph = helper.make_graph(nodes, "patches",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, size, size])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["n", classes])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), w, b
+
+
+def with_operator(op: str, domain: str = "com.example.nothere"):
+    """A model calling an operator nobody implements."""
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], "odd",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(domain, 1)])
+
+
+def vector_model():
+    """Input ``[n, 3]``: not an image."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "vec",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+# A Deepness segmentor's metadata (JSON texts, as Deepness documents them) and what
+# Deepness computes with it.
+DEEPNESS = {"model_type": "Segmentor", "class_names": {"0": "background", "1": "field", "2": "urban", "3": "water"},
+            "tiles_size": 32, "tiles_overlap": 25, "standardization_mean": [0.4, 0.45, 0.5],
+            "standardization_std": [0.2, 0.25, 0.3], "resolution": 3000, "seg_thresh": 0.4}
+
+
+def deepness_reference(u8, tile=32, stride=24, mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3), threshold=0.4):
+    """What Deepness computes, written from its code: each tile of ``tile`` px, every
+    ``stride`` px, scaled to 0-1, standardised, scored; scores below the threshold set to
+    0, the class their argmax; the central part of each tile kept. Returns (scores,
+    classes) of the tiles that fit, laid side by side."""
+    rows, cols = (u8.shape[1] - tile) // stride + 1, (u8.shape[2] - tile) // stride + 1
+    cut = (tile - stride) // 2
+    scores = np.zeros((4, rows * stride, cols * stride))
+    for r in range(rows):
+        for c in range(cols):
+            x = np.float32(u8[:, r * stride:r * stride + tile, c * stride:c * stride + tile] * (1.0 / 255.0))
+            x = (x - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
+            y = conv_reference(x, out=4, pad=True, softmax=True)
+            scores[:, r * stride:(r + 1) * stride, c * stride:(c + 1) * stride] = y[:, cut:cut + stride,
+                                                                                    cut:cut + stride]
+    kept = np.where(scores < threshold, 0, scores)
+    return scores, np.argmax(kept, axis=0)
