@@ -129,10 +129,12 @@ def _crop(value: np.ndarray, before: int, after: int) -> np.ndarray:
     return value[:, before:value.shape[1] - after, before:value.shape[2] - after]
 
 
-def adapt(model: ServedModel, settings: DeepnessSettings, classes: list[ModelClass] | None = None) -> ServedModel:
-    """``model`` (channels last) served the Deepness way (see the module's text); ``classes``
-    (codes and names, one per score) replace the indices and ``class_names`` (our export
-    keeps the training labels' codes)."""
+def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | None = None) -> ServedModel:
+    """``model`` (channels last) served the Deepness way (see the module's text). A file of
+    our export also holds its model folder's metadata, ``ours``: its classes (the labels'
+    codes) replace the indices, and it is served as the folder is (the raster's edges left
+    out, not padded as Deepness does)."""
+    classes = ours.classes if ours is not None else None
     where = model.path.name
     kind = settings.model_type or ("Segmentor" if settings.class_names else None)
     if kind is not None and kind not in SERVED_TYPES:
@@ -152,8 +154,11 @@ def adapt(model: ServedModel, settings: DeepnessSettings, classes: list[ModelCla
     mean = np.asarray(settings.mean if settings.mean is not None else [0.0] * count, dtype=np.float64)
     std = np.asarray(settings.std if settings.std is not None else [1.0] * count, dtype=np.float64)
     normalisation = BandStatistics(tuple(255 * mean), tuple(255 * std)) if count else None
+    def listed(values) -> str:
+        return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
     notes = [f"Deepness {kind or 'model'}: input x / 255"
-             + (f", then (x - {list(mean)}) / {list(std)}" if settings.mean or settings.std else "")]
+             + (f", then (x - {listed(mean)}) / {listed(std)}" if settings.mean or settings.std else "")]
     if tile:
         notes.append(f"tiles of {tile} px overlapping {settings.overlap_percent:g} % ({overlap} px): the central "
                      f"{tile - overlap} px of each kept")
@@ -215,6 +220,6 @@ def adapt(model: ServedModel, settings: DeepnessSettings, classes: list[ModelCla
         classes=(classes or []) if scores_name else [], scores_output=scores_name,
         class_threshold=settings.threshold if scores_name else None,
         others={"deepness": {"model_type": kind, "resolution_cm": settings.resolution_cm, "tile_size": tile,
-                             "tiles_overlap": settings.overlap_percent}},
+                             "tiles_overlap": settings.overlap_percent, "covers_raster": ours is None}},
     )
     return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])

@@ -91,21 +91,12 @@ def _deepness_keys(meta: ModelMetadata, size: int, bands: int) -> dict:
             "standardization_std": [1 / 255] * bands}
 
 
-def export_onnx(folder: str | Path, output: str | Path) -> Path:
-    """Write the model folder ``folder`` (written by otbtf:tensorflowmodeltrain) as ``output``."""
-    folder, output = Path(folder), Path(output)
-    meta = read_metadata(folder)
-    if meta is None or not (folder / "model.keras").is_file():
-        raise InputError(f"{folder}: not a model folder written by otbtf:tensorflowmodeltrain (it needs "
-                         f"{METADATA_FILE} and model.keras)")
-    check_paths({"MODEL": folder}, {"OUTPUT": Output(output, suffixes=(".onnx",))})
-    keras, served = _load_keras(folder)
-    tf, tf2onnx, onnx = runtimes.import_tensorflow(), _import_tf2onnx(), runtimes.import_onnx()
-    source = meta.inputs[0]
-    size, bands = int(source.rfield or served.inputs[0].shape[1]), int(served.inputs[0].shape[-1])
-    spatial = meta.architecture == "unet" and meta.task != "regression"
-    if spatial:  # the whole tile's scores, before the model's own crop: Deepness keeps the centre
-        served = keras.Model(served.inputs, {"prob": served.get_layer("scores").output})
+def keras_to_onnx(served, where: str) -> tuple:
+    """A Keras model as an ONNX model, channels first (its image inputs and outputs: one
+    layout for the whole file, as readers expect), tensors named as the Keras model's inputs
+    and output keys, without a ``class`` output (Keras 3's argmax does not convert). Returns
+    the ONNX model and the Keras model's output structure."""
+    tf, tf2onnx = runtimes.import_tensorflow(), _import_tf2onnx()
     names = [t.name.split(":")[0] for t in served.inputs]
     signature = [tf.TensorSpec([None, *t.shape[1:]], tf.float32, name=n) for t, n in zip(served.inputs, names,
                                                                                        strict=True)]
@@ -126,17 +117,37 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
     graph_def = frozen.graph.as_graph_def()
     inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
     outputs = {name: tensor.name for name, tensor in zip(sorted(keep), frozen.outputs, strict=True)}
+    images = [tensor.name for tensor in frozen.outputs if tensor.shape.rank == 4]
     try:
         with _quiet(tf):
             proto, _ = tf2onnx.convert.from_graph_def(
                 graph_def, input_names=inputs, output_names=list(outputs.values()), opset=OPSET,
-                inputs_as_nchw=inputs, outputs_as_nchw=[outputs["prob"]] if spatial else [])
+                inputs_as_nchw=[t.name for t in frozen.inputs if t.dtype != tf.resource and t.shape.rank == 4],
+                outputs_as_nchw=images)
     except Exception as err:  # tf2onnx's own errors: one line
-        raise InputError(f"{folder}: tf2onnx could not convert the model ({str(err).splitlines()[0][:300]})") \
+        raise InputError(f"{where}: tf2onnx could not convert the model ({str(err).splitlines()[0][:300]})") \
             from err
     _rename(proto, {**{v: k for k, v in outputs.items()}, **dict(zip(inputs, names, strict=True))})
+    return proto, structure
+
+
+def export_onnx(folder: str | Path, output: str | Path) -> Path:
+    """Write the model folder ``folder`` (written by otbtf:tensorflowmodeltrain) as ``output``."""
+    folder, output = Path(folder), Path(output)
+    meta = read_metadata(folder)
+    if meta is None or not (folder / "model.keras").is_file():
+        raise InputError(f"{folder}: not a model folder written by otbtf:tensorflowmodeltrain (it needs "
+                         f"{METADATA_FILE} and model.keras)")
+    check_paths({"MODEL": folder}, {"OUTPUT": Output(output, suffixes=(".onnx",))})
+    keras, served = _load_keras(folder)
+    onnx = runtimes.import_onnx()
+    size, bands = int(meta.inputs[0].rfield or served.inputs[0].shape[1]), int(served.inputs[0].shape[-1])
+    spatial = meta.architecture == "unet" and meta.task != "regression"
+    if spatial:  # the whole tile's scores, before the model's own crop: Deepness keeps the centre
+        served = keras.Model(served.inputs, {"prob": served.get_layer("scores").output})
+    proto, structure = keras_to_onnx(served, str(folder))
     graph = proto.graph
-    if not spatial and "prob" in keep and meta.classes and "class" in structure:
+    if not spatial and "prob" in structure and meta.classes and "class" in structure:
         nodes, table = _class_nodes(onnx, [c.code for c in meta.classes], "prob", axis=1)
         graph.node.extend(nodes)
         graph.initializer.append(table)
@@ -144,6 +155,14 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
     props = {METADATA_KEY: meta.to_json(), "layout": "NCHW"}
     if spatial:
         props.update(_deepness_keys(meta, size, bands))
+    write_onnx(proto, output, props)
+    return output
+
+
+def write_onnx(proto, output: Path, props: dict) -> None:
+    """``proto`` with ``props`` (JSON texts, as Deepness reads them), checked, written whole or
+    not at all."""
+    onnx = runtimes.import_onnx()
     del proto.metadata_props[:]
     for key, value in props.items():
         entry = proto.metadata_props.add()
@@ -151,7 +170,6 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
     onnx.checker.check_model(proto)
     with atomic_output(output) as staged:
         staged.write_bytes(proto.SerializeToString())
-    return output
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def load_onnx(path: Path, layout: str = "auto") -> ServedModel:
     model.notes.append(f"{'channels first (NCHW)' if found == 'NCHW' else 'channels last (NHWC)'}, {how}")
     settings = deepness.read_settings(custom, where)
     if settings is not None:
-        model = deepness.adapt(model, settings, ours.classes if ours else None)
+        model = deepness.adapt(model, settings, ours)
     elif ours is not None:
         model.metadata = ours
     return model

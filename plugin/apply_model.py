@@ -1,8 +1,8 @@
 """Plugins > otbtf > Apply a model to a layer: a small dialog (model, raster layer,
 output) that serves the model in the background through the task manager.
 
-The geometry is read from the model's metadata (otbtf_model.json) and shown
-before anything runs; the work is otbtf:tensorflowmodelserve in a
+What was read from the model (its metadata, or what an ONNX file says: inputs,
+layout, tile size, classes) is shown before anything runs; the work is otbtf:tensorflowmodelserve in a
 QgsProcessingAlgRunnerTask, so progress and cancel are the task manager's.
 """
 
@@ -30,19 +30,43 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..otbtf_plugin.model import model_path_problem
-from ..otbtf_plugin.model_metadata import MetadataError, read_metadata
+from ..otbtf_plugin.errors import EngineError
+from ..otbtf_plugin.model import load_model, model_path_problem
+from ..otbtf_plugin.model_metadata import METADATA_FILE, MetadataError, read_metadata
 
 ALGORITHM = "otbtf:tensorflowmodelserve"
 
 
+def model_location(path: str) -> str:
+    """The model a chosen file stands for: an ``.onnx`` or ``.keras`` file itself; the folder of
+    a SavedModel's ``saved_model.pb`` or of our ``otbtf_model.json`` (our folder, when the
+    SavedModel is its ``savedmodel/``)."""
+    chosen = Path(path)
+    if chosen.name == METADATA_FILE:
+        return str(chosen.parent)
+    if chosen.name == "saved_model.pb":
+        folder = chosen.parent
+        ours = folder.name == "savedmodel" and (folder.parent / METADATA_FILE).is_file()
+        return str(folder.parent if ours else folder)
+    return path
+
+
 def describe_model(path: str) -> str:
-    """What the dialog says about a model before running it."""
+    """What the dialog says about a model before running it: for an ONNX file, what was read
+    from it (inputs, layout, tile size, classes); for a folder, its metadata."""
     if not path:
-        return "Choose a model folder (or a .keras file)."
+        return "Choose a model: an .onnx file, a .keras file, or a model folder (pick its saved_model.pb)."
     problem = model_path_problem(path)
     if problem:
         return problem
+    if Path(path).suffix.lower() == ".onnx":
+        try:
+            model = load_model(path)
+        except EngineError as err:
+            return str(err)
+        meta = model.metadata
+        classes = ", ".join(f"{c.code} {c.name}" for c in meta.classes) if meta else ""
+        return model.describe() + (f". Classes: {classes}." if classes and "classes:" not in model.describe() else ".")
     try:
         meta = read_metadata(path) if Path(path).is_dir() else None
     except MetadataError as err:
@@ -66,8 +90,10 @@ class ApplyModelDialog(QDialog):
         self.layer = QgsMapLayerComboBox()
         self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.model = QgsFileWidget()
-        self.model.setStorageMode(QgsFileWidget.GetDirectory)
-        self.model.setDialogTitle("Model folder (SavedModel, or a folder written by otbtf training)")
+        self.model.setStorageMode(QgsFileWidget.GetFile)
+        self.model.setDialogTitle("Model: an ONNX or Keras file, or a model folder's saved_model.pb")
+        self.model.setFilter("Models (*.onnx *.keras saved_model.pb otbtf_model.json);;ONNX (*.onnx);;"
+                             "Keras (*.keras);;SavedModel (saved_model.pb)")
         self.geometry = QLabel(describe_model(""))
         self.geometry.setWordWrap(True)
         self.outputs = QLineEdit()
@@ -76,7 +102,7 @@ class ApplyModelDialog(QDialog):
         self.output = QgsFileWidget()
         self.output.setStorageMode(QgsFileWidget.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif)")
-        self.model.fileChanged.connect(lambda path: self.geometry.setText(describe_model(path)))
+        self.model.fileChanged.connect(lambda path: self.geometry.setText(describe_model(model_location(path))))
 
         form = QFormLayout()
         form.addRow("Raster layer", self.layer)
@@ -96,7 +122,7 @@ class ApplyModelDialog(QDialog):
         layer = self.layer.currentLayer()
         return {
             "SOURCE1": layer.source() if layer is not None else None,
-            "MODEL": self.model.filePath(),
+            "MODEL": model_location(self.model.filePath()),
             "OUTPUT_NAMES": self.outputs.text().strip(),
             "FULLYCONV": self.fully_conv.isChecked(),
             "OUTPUT": self.output.filePath() or "TEMPORARY_OUTPUT",

@@ -467,10 +467,47 @@ def bench_cluster(out: Path, repeat: int) -> list[tuple[str, str, str]]:
              "the 2 cores")]
 
 
+def bench_onnx(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """onnxruntime against TensorFlow, the same fully-convolutional model (3 layers of 32
+    channels, its weights converted by tf2onnx) on the same 8000 x 9120 px: each run tile by
+    tile on the image in memory at its own best tile size (the models themselves), then each
+    served by ``serve()`` from the GeoTIFF (what a user chooses between)."""
+    timed(program("serving_models", out=str(out)))
+    vrt, _, (width, height) = mosaic(out, 10, 8)
+    large = _crop(vrt, out / "serve_large.tif", width, height)
+    savedmodel, onnx_file = str(out / "bench_fcn32"), str(out / "bench_fcn32.onnx")
+
+    def rate(result: dict) -> float:
+        return result["pixels"] / result["seconds"]
+
+    sizes = [256, 512, 1024, 2048]
+    tf_memory = max((_json_run(program("in_memory_fcn_tiled", image=str(large), model=savedmodel, sizes=sizes))[0]
+                     for _ in range(repeat)), key=rate)
+    ort_memory = max((_json_run(program("in_memory_fcn_tiled_onnx", image=str(large), model=onnx_file,
+                                        sizes=sizes))[0] for _ in range(repeat)), key=rate)
+    served = {}
+    for name, model in (("tf", savedmodel), ("onnx", onnx_file)):
+        served[name] = max((_json_run(program("serve_run", image=str(large), model=model,
+                                              output=str(out / f"served_{name}.tif"), fcn=True))[0]
+                            for _ in range(repeat)), key=rate)
+    if tf_memory["pixels"] != ort_memory["pixels"] or served["tf"]["pixels"] != served["onnx"]["pixels"]:
+        raise SystemExit("bench: the two backends did not cover the same pixels")
+    print(f"FCN in memory, best tile: TensorFlow {tf_memory['seconds']:.2f} s ({tf_memory['tile']} px), onnxruntime "
+          f"{ort_memory['seconds']:.2f} s ({ort_memory['tile']} px); served: SavedModel {served['tf']['seconds']:.2f} "
+          f"s, ONNX {served['onnx']['seconds']:.2f} s")
+    return [
+        (f"onnxruntime / TensorFlow throughput, the same FCN (3 layers, 32 channels) on {width}x{height} px in "
+         f"memory, each at its best tile ({ort_memory['tile']} / {tf_memory['tile']} px)",
+         f"{rate(ort_memory) / rate(tf_memory):.2f}", "> 1: onnxruntime faster"),
+        (f"serve() throughput, the same FCN as an .onnx file / as a SavedModel, {width}x{height} px GeoTIFF",
+         f"{rate(served['onnx']) / rate(served['tf']):.2f}", "> 1: the ONNX file serves faster"),
+    ]
+
+
 BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
            "memory_vs_raster_size": bench_memory_vs_raster_size, "serving": bench_serving,
            "training": bench_training, "classification": bench_classification, "scale": bench_scale,
-           "cluster": bench_cluster}
+           "cluster": bench_cluster, "onnx": bench_onnx}
 
 
 def main(argv: list[str] | None = None) -> int:

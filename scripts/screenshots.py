@@ -88,6 +88,38 @@ def grab_dialog(dialog):
 def grab_apply(apply):
     apply.grab().save(str(OUT / "apply-model-dialog.png"))
     apply.close()
+    # A Deepness-style ONNX segmentor (scripts/deepness_example.py): what the dialog reads from
+    # it, then its class map served with SOURCE1 and MODEL only, in the main window.
+    from otbtf.plugin.apply_model import ApplyModelDialog
+
+    onnx_file = DEMO / "landcover_deepness.onnx"
+    apply = ApplyModelDialog(iface.mainWindow())
+    apply.model.setFilePath(str(onnx_file))
+    apply.resize(QSize(640, 330))
+    apply.show()
+    QTimer.singleShot(1000, lambda: grab_onnx(apply, onnx_file))
+
+
+def grab_onnx(apply, onnx_file):
+    apply.grab().save(str(OUT / "apply-onnx-dialog.png"))
+    apply.close()
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    result = processing.run("otbtf:tensorflowmodelserve", {"SOURCE1": str(RGB), "MODEL": str(onnx_file),
+                                                            "OUTPUT": str(DEMO / "landcover_classes.tif")})
+    scene = project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
+    classes = QgsRasterLayer(result["OUTPUT"], "Deepness-style ONNX segmentor")
+    classes.loadNamedStyle(str(DEMO / "landcover_classes.qml"))
+    project.addMapLayer(classes)
+    project.layerTreeRoot().findLayer(scene.id()).setExpanded(False)
+    project.layerTreeRoot().findLayer(classes.id()).setExpanded(True)  # the legend: class names
+    iface.mapCanvas().setExtent(classes.extent())
+    QTimer.singleShot(3000, finish)
+
+
+def finish():
+    iface.mapCanvas().refreshAllLayers()
+    iface.mainWindow().grab().save(str(OUT / "qgis-onnx-deepness.png"))
     LOG.append(f"provider loaded: {QgsApplication.processingRegistry().providerById('otbtf') is not None}")
     LOG.append(f"plugin started: {'otbtf' in plugins}")
     panel = log_panel()

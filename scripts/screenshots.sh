@@ -7,6 +7,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$ROOT/demo-output/model" ] || { echo "run make demo first" >&2; exit 1; }
 WORK=$(mktemp -d)
+/usr/bin/python3 "$ROOT/scripts/deepness_example.py" "$ROOT/demo-output/landcover_deepness.onnx"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 python3 "$ROOT/scripts/plugin_files.py" install --config-root "$WORK/config" --profile default >/dev/null
 Xvfb :97 -screen 0 1400x900x24 >/dev/null 2>&1 &

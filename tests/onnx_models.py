@@ -126,19 +126,23 @@ DEEPNESS = {"model_type": "Segmentor", "class_names": {"0": "background", "1": "
 
 
 def deepness_reference(u8, tile=32, stride=24, mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3), threshold=0.4):
-    """What Deepness computes, written from its code: each tile of ``tile`` px, every
-    ``stride`` px, scaled to 0-1, standardised, scored; scores below the threshold set to
-    0, the class their argmax; the central part of each tile kept. Returns (scores,
-    classes) of the tiles that fit, laid side by side."""
-    rows, cols = (u8.shape[1] - tile) // stride + 1, (u8.shape[2] - tile) // stride + 1
+    """What Deepness computes, written from its code: the raster's extent grown by half the
+    overlap (zeros outside), tiles of ``tile`` px every ``stride`` px, each scaled to 0-1,
+    standardised and scored, its central ``stride`` px kept; scores below the threshold set
+    to 0, the class their argmax. Returns (scores, classes) over the whole raster."""
+    bands, height, width = u8.shape
     cut = (tile - stride) // 2
+    rows, cols = -(-height // stride), -(-width // stride)
+    padded = np.zeros((bands, (rows - 1) * stride + tile, (cols - 1) * stride + tile), u8.dtype)
+    padded[:, cut:cut + height, cut:cut + width] = u8
     scores = np.zeros((4, rows * stride, cols * stride))
     for r in range(rows):
         for c in range(cols):
-            x = np.float32(u8[:, r * stride:r * stride + tile, c * stride:c * stride + tile] * (1.0 / 255.0))
+            x = np.float32(padded[:, r * stride:r * stride + tile, c * stride:c * stride + tile] * (1.0 / 255.0))
             x = (x - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
             y = conv_reference(x, out=4, pad=True, softmax=True)
             scores[:, r * stride:(r + 1) * stride, c * stride:(c + 1) * stride] = y[:, cut:cut + stride,
                                                                                     cut:cut + stride]
+    scores = scores[:, :height, :width]
     kept = np.where(scores < threshold, 0, scores)
     return scores, np.argmax(kept, axis=0)

@@ -138,8 +138,14 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         # grid.tiles, qualified: inside this package the name `tiles` is the submodule
         plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, output_dtype(plan), options.compress)
-        if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or plan.pad:
+        # nodata where sources have it, or where the user asked for padding (a Deepness model's
+        # own padding gives real values: no nodata, so that no class is hidden)
+        if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or options.pad:
             profile["nodata"] = plan.background
+            codes = {c.code for c in model.metadata.classes} if model.metadata else set()
+            if "class" in {o.name for o in plan.outputs} and plan.background in codes:
+                progress.info(f"warning: BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
+                              "class will show as nodata; give a BACKGROUND_VALUE that is not a class (e.g. 255)")
         # Elsewhere, the tiles are planned with this run's sizes (the same plan whatever a
         # worker's memory) and absolute paths.
         work = TileWork(

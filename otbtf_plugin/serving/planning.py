@@ -130,14 +130,15 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     meta = model.metadata or ModelMetadata()
     feeds = {name: _feed_value(model, name, value) for name, value in options.user_placeholders.items()}
     names = _bind_inputs(sources, model, feeds, meta)
-    _check_bands(names, datasets, model)
+    band_notes: list[str] = []
+    bands = _source_bands(names, datasets, model, meta, band_notes)
     static = [_static_square(model.input(n), f"fed by source {k + 1}") for k, n in enumerate(names)]
     rfields = []
     for k, (src, name) in enumerate(zip(sources, names, strict=True)):
         given = meta.input(name)
         rfields.append(src.rfield or (given.rfield if given else None) or static[k] or 0)
     output_names = _output_names(options, model, meta)
-    probe = _Probe(model, feeds, names, datasets)
+    probe = _Probe(model, feeds, names, bands)
     if all(s is not None for s in static) or not options.fully_conv:
         measured = _measure_fixed_size(probe, rfields, static, output_names, options.efield or meta.efield or 0,
                                        options.scale or meta.scale or 0)
@@ -150,11 +151,15 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     except GridError as err:
         raise ModelError(str(err)) from err
     phase = geometry.before % geometry.scale
-    source_plans = _source_plans(sources, names, datasets, model, meta, measured, phase)
+    source_plans = _source_plans(sources, names, datasets, bands, model, meta, measured, phase)
     outputs = [OutputPlan(n, int(measured.channels[n]), measured.crop[n], np.asarray(measured.result[n]).dtype.name)
                for n in output_names]
     reference = grid_of(datasets[0])
-    out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, options.pad)
+    # A Deepness model covers the whole raster, its edges padded with zeros (Deepness does so)
+    pad = options.pad or bool((meta.others.get("deepness") or {}).get("covers_raster"))
+    if pad and not options.pad:
+        band_notes.append("the whole raster is covered, its edges padded (nodata, else 0), as Deepness does")
+    out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, pad)
     tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
     overlap = _overlap(options, measured.mode, outputs)
     if overlap:
@@ -165,7 +170,7 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                      "nothing to blend")
     others = [t.name for t in model.outputs if t.name not in output_names]
     return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
-                float(options.background), options.pad, notes, others, options.tta,
+                float(options.background), pad, band_notes + notes, others, options.tta,
                 _class_from_scores(options, model, meta, outputs), overlap)
 
 
@@ -194,13 +199,22 @@ def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, me
     return names
 
 
-def _check_bands(names: list[str], datasets, model: ServedModel) -> None:
+def _source_bands(names: list[str], datasets, model: ServedModel, meta: ModelMetadata, notes: list[str]) -> list[int]:
+    """The bands each source gives its input: all of them, or (a Deepness model, which takes
+    the first bands of an RGBA image, say) the first ones the input takes."""
+    first_bands = bool(meta.others.get("deepness"))
+    used = []
     for k, (name, ds) in enumerate(zip(names, datasets, strict=True)):
         shape = model.input(name).shape
         want = shape[3] if len(shape) == 4 else None  # not an image: said by _static_square
-        if want is not None and want != ds.count:
+        if want is not None and want < ds.count and first_bands:
+            notes.append(f"source {k + 1} has {ds.count} bands and the model takes {want}: bands 1 to {want} "
+                         "are used, as Deepness does")
+        elif want is not None and want != ds.count:
             raise ModelError(f"source {k + 1} has {ds.count} band(s); model input {model.input(name).describe()} "
                              f"expects {want}")
+        used.append(want or ds.count)
+    return used
 
 
 def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata) -> list[str]:
@@ -219,12 +233,12 @@ def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata
 class _Probe:
     """Runs the model once on zeros of given input sizes (no pixel read), errors in plain words."""
 
-    def __init__(self, model: ServedModel, feeds: dict, names: list[str], datasets):
-        self.model, self.feeds, self.names, self.datasets = model, feeds, names, datasets
+    def __init__(self, model: ServedModel, feeds: dict, names: list[str], bands: list[int]):
+        self.model, self.feeds, self.names, self.bands = model, feeds, names, bands
 
     def __call__(self, sizes: list[int]) -> dict:
-        zeros = {n: np.zeros((1, s, s, ds.count), dtype=self.model.input(n).dtype)
-                 for n, s, ds in zip(self.names, sizes, self.datasets, strict=True)}
+        zeros = {n: np.zeros((1, s, s, b), dtype=self.model.input(n).dtype)
+                 for n, s, b in zip(self.names, sizes, self.bands, strict=True)}
         try:
             return self.model.run({**self.feeds, **zeros})
         except Exception as err:  # any TensorFlow error: say it in plain words
@@ -345,12 +359,12 @@ def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], o
                      channels, out1)
 
 
-def _source_plans(sources: list[ServeSource], names: list[str], datasets, model: ServedModel, meta: ModelMetadata,
-                  measured: _Measured, phase: int) -> list[SourcePlan]:
+def _source_plans(sources: list[ServeSource], names: list[str], datasets, bands: list[int], model: ServedModel,
+                  meta: ModelMetadata, measured: _Measured, phase: int) -> list[SourcePlan]:
     """Each source's plan: its axes against the reference, its share of an output block."""
     reference = grid_of(datasets[0])
     plans = []
-    for k, (src, name, ds) in enumerate(zip(sources, names, datasets, strict=True)):
+    for k, (src, name, ds, count) in enumerate(zip(sources, names, datasets, bands, strict=True)):
         grid = grid_of(ds)
         x = AxisMap.between(reference.x0, reference.res_x, grid.x0, grid.res_x)
         y = AxisMap.between(reference.y0, reference.res_y, grid.y0, grid.res_y)
@@ -361,9 +375,9 @@ def _source_plans(sources: list[ServeSource], names: list[str], datasets, model:
         given = meta.input(name)
         rfield, efield = int(measured.rfields[k]), round(source_efield) if measured.mode != "pixels" else 1
         plans.append(SourcePlan(
-            Path(src.path), name, ds.count, rfield, efield, SourceAxis(x, phase, measured.scale, rfield, efield),
-            SourceAxis(y, phase, measured.scale, rfield, efield), grid, nodata_values(ds, src.nodata),
-            _normalisation(given.normalisation if given else None, ds.count), model.input(name).dtype))
+            Path(src.path), name, count, rfield, efield, SourceAxis(x, phase, measured.scale, rfield, efield),
+            SourceAxis(y, phase, measured.scale, rfield, efield), grid, nodata_values(ds, src.nodata)[:count],
+            _normalisation(given.normalisation if given else None, count), model.input(name).dtype))
     if measured.mode == "regions":
         for k, sp in enumerate(plans[1:], 2):
             if not sp.rfield:

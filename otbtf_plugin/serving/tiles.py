@@ -18,15 +18,16 @@ from .options import ServeOptions, ServeSource
 from .planning import Plan, SourcePlan, plan_serving
 
 
-def _read_window(dataset, window: Window, fill: float) -> np.ndarray:
-    """``(bands, h, w)``; parts outside the raster are ``fill``."""
+def _read_window(dataset, window: Window, fill: float, bands: int) -> np.ndarray:
+    """``(bands, h, w)`` of the first ``bands`` bands; parts outside the raster are ``fill``."""
+    indexes = list(range(1, bands + 1)) if bands < dataset.count else None
     inside = intersection(window, Window(0, 0, dataset.width, dataset.height))
     if inside == window:
-        return read(dataset, window=window.to_rasterio())
-    out = np.full((dataset.count, window.height, window.width), fill, dtype=dataset.dtypes[0])
+        return read(dataset, indexes, window=window.to_rasterio())
+    out = np.full((bands, window.height, window.width), fill, dtype=dataset.dtypes[0])
     if not inside.is_empty():
         rows, cols = inside.relative_to(window).slices()
-        out[:, rows, cols] = read(dataset, window=inside.to_rasterio())
+        out[:, rows, cols] = read(dataset, indexes, window=inside.to_rasterio())
     return out
 
 
@@ -49,7 +50,7 @@ def tile_input(plan: Plan, datasets, tile: Window) -> TileInput:
         window = input_window(sp.x, sp.y, tile, plan.first, plan.mode, plan.geometry.efield)
         has_nodata = any(v is not None for v in sp.nodata)
         fill = next((v for v in sp.nodata if v is not None), 0)
-        array = _read_window(ds, window, fill)
+        array = _read_window(ds, window, fill, sp.bands)
         windows.append(window)
         arrays.append(array)
         if has_nodata:

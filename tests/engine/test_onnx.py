@@ -143,7 +143,8 @@ def test_tta_on_an_onnx_model_equals_the_mean_over_the_eight_turns(tmp_path, sce
 def test_deepness_segmentor_is_served_as_deepness_serves_it(tmp_path, scene):
     """Nothing typed: 32 px tiles overlapping 25 % (the central 24 px kept), x / 255 then
     standardised, scores under seg_thresh as 0, the class of the highest score, styled with
-    the class names; the same map whatever our own tiles."""
+    the class names, over the whole raster (edges padded, as Deepness grows its extent); the
+    same map whatever our own tiles."""
     paths, images, transform = scene
     path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
                             onnx_models.DEEPNESS)
@@ -155,7 +156,7 @@ def test_deepness_segmentor_is_served_as_deepness_serves_it(tmp_path, scene):
         result = serve([ServeSource(paths["u8"])], path, out, ServeOptions(tile_px=tile), progress=log)
         got, got_transform, dtype = read(out)
         assert (result.plan.mode, result.plan.geometry.rfield, result.plan.geometry.efield) == ("blocks", 32, 24)
-        assert dtype == "uint8" and got_transform == transform * transform.translation(4, 4)
+        assert dtype == "uint8" and got_transform == transform
         assert got.shape[1:] == classes.shape
         maps.append(got[0])
         assert result.style is not None and "urban" in result.style.read_text()
@@ -191,7 +192,8 @@ def test_deepness_regressor_scales_and_other_kinds_are_refused(tmp_path, scene):
     serve([ServeSource(paths["u8"])], path, out, ServeOptions(fully_conv=True))
     got, _, _ = read(out)
     expected = 100 * onnx_models.conv_reference(np.float32(images["u8"] * (1.0 / 255.0)), out=1)
-    assert np.abs(got - expected).max() < 1e-3
+    assert got.shape[1:] == (130, 150)  # the whole raster, as Deepness covers it: edges padded
+    assert np.abs(got[:, 1:-1, 1:-1] - expected).max() < 1e-3
     detector = onnx_models.save(onnx_models.conv_model(), tmp_path / "det.onnx", {"model_type": "Detector"})
     with pytest.raises(ModelError, match=r"^det.onnx is a Deepness Detector model; served here: Segmentor and "
                                          r"Regressor"):
@@ -296,3 +298,46 @@ def test_an_exported_model_serves_as_its_folder(tmp_path, scene, architecture):
     assert ("otbtf_model" in keys) and (deepness <= keys) == (architecture == "unet")
     with pytest.raises(InputError, match=r"ends in '.keras': give a name ending in .onnx$"):
         export_onnx(folder, folder / "model.keras")  # never over the model itself
+
+
+def test_a_deepness_model_takes_the_first_bands_of_an_rgba_image(tmp_path, scene):
+    """Deepness feeds an RGB model the first three bands of an RGBA orthophoto: so do we,
+    and say it; a model without Deepness metadata is still refused a band count it does
+    not take."""
+    paths, images, transform = scene
+    rgba = tmp_path / "rgba.tif"
+    with rasterio.open(rgba, "w", driver="GTiff", width=150, height=130, count=4, dtype="uint8", crs="EPSG:32621",
+                       transform=transform) as dst:
+        dst.write(np.concatenate([images["u8"], np.full((1, 130, 150), 255, "uint8")]))
+    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
+                            onnx_models.DEEPNESS)
+    log = Log()
+    serve([ServeSource(rgba)], path, tmp_path / "from_rgba.tif", progress=log)
+    serve([ServeSource(paths["u8"])], path, tmp_path / "from_rgb.tif")
+    assert np.array_equal(read(tmp_path / "from_rgba.tif")[0], read(tmp_path / "from_rgb.tif")[0])
+    assert any("source 1 has 4 bands and the model takes 3: bands 1 to 3" in line for line in log.lines)
+    plain = onnx_models.save(onnx_models.conv_model(), tmp_path / "plain.onnx")
+    with pytest.raises(ModelError, match=r"source 1 has 4 band\(s\); model input x \[\?, \?, \?, 3\]"):
+        serve([ServeSource(rgba)], plain, tmp_path / "refused.tif", ServeOptions(fully_conv=True))
+
+
+def test_a_background_value_that_is_a_class_is_warned(tmp_path, scene):
+    """Deepness' class 0 is 'background'; with nodata in the source, the default
+    BACKGROUND_VALUE 0 would hide it: said, with the value that would work."""
+    _, images, transform = scene
+    holes = tmp_path / "holes.tif"
+    data = images["u8"].copy()
+    data[:, :10, :10] = 7
+    with rasterio.open(holes, "w", driver="GTiff", width=150, height=130, count=3, dtype="uint8", crs="EPSG:32621",
+                       transform=transform, nodata=7) as dst:
+        dst.write(data)
+    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
+                            onnx_models.DEEPNESS)
+    log = Log()
+    serve([ServeSource(holes)], path, tmp_path / "a.tif", progress=log)
+    assert any("BACKGROUND_VALUE 0 is also a class code" in line for line in log.lines)
+    log = Log()
+    serve([ServeSource(holes)], path, tmp_path / "b.tif", ServeOptions(background=255), progress=log)
+    assert not any("also a class code" in line for line in log.lines)
+    with rasterio.open(tmp_path / "b.tif") as src:
+        assert src.nodata == 255 and src.dtypes[0] == "uint8" and (src.read(1) == 255).any()

@@ -121,3 +121,29 @@ def test_two_tasks_at_once(fcn, tmp_path):
     assert [wait_for(e) for e in ended] == ["complete", "complete"]
     with rasterio.open(tmp_path / "out1.tif") as a, rasterio.open(tmp_path / "out2.tif") as b:
         assert np.array_equal(a.read(), b.read()) and a.read().std() > 0
+
+
+def test_the_dialog_shows_what_an_onnx_file_says(tmp_path):
+    """An ONNX file with Deepness metadata: the dialog lists its input, layout, tiles and
+    classes before anything runs; a SavedModel is picked by its saved_model.pb."""
+    onnx_models = pytest.importorskip("onnx_models")
+    dialogs = plugin_module("apply_model")
+    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
+                            onnx_models.DEEPNESS)
+    dialog = dialogs.ApplyModelDialog()
+    dialog.model.setFilePath(str(path))
+    text = dialog.geometry.text()
+    for part in ("onnx model, NCHW", "x [?, 32, 32, 3]", "tiles of 32 px overlapping 25 %", "2 urban",
+                 "input x / 255"):
+        assert part in text, text
+    assert dialog.parameters()["MODEL"] == str(path)
+    folder = tmp_path / "ours"
+    (folder / "savedmodel").mkdir(parents=True)
+    (folder / "otbtf_model.json").write_text("{}")
+    (folder / "savedmodel" / "saved_model.pb").write_bytes(b"")
+    assert dialogs.model_location(str(folder / "savedmodel" / "saved_model.pb")) == str(folder)
+    assert dialogs.model_location(str(folder / "otbtf_model.json")) == str(folder)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(path.read_bytes()[:100])
+    dialog.model.setFilePath(str(truncated))
+    assert dialog.geometry.text().startswith("truncated.onnx: not a usable ONNX model")
