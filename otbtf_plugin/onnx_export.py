@@ -32,7 +32,7 @@ from . import runtimes
 from .errors import InputError
 from .model_metadata import METADATA_FILE, ModelMetadata, read_metadata
 from .onnx_model import METADATA_KEY
-from .outputs import Output, atomic_output, check_paths
+from .outputs import Output, StagedOutputs, check_paths, staged_or_now
 
 OPSET = 17
 
@@ -140,12 +140,20 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
                          f"{METADATA_FILE} and model.keras)")
     check_paths({"MODEL": folder}, {"OUTPUT": Output(output, suffixes=(".onnx",))})
     keras, served = _load_keras(folder)
+    write_model(keras, served, meta, output, where=str(folder))
+    return output
+
+
+def write_model(keras, served, meta: ModelMetadata, output: Path, staged: StagedOutputs | None = None,
+                where: str = "the model") -> None:
+    """The served Keras model of a model folder (``meta`` its metadata) as the ONNX file
+    ``output`` (in ``staged``: written with the run's other outputs)."""
     onnx = runtimes.import_onnx()
     size, bands = int(meta.inputs[0].rfield or served.inputs[0].shape[1]), int(served.inputs[0].shape[-1])
     spatial = meta.architecture == "unet" and meta.task != "regression"
     if spatial:  # the whole tile's scores, before the model's own crop: Deepness keeps the centre
         served = keras.Model(served.inputs, {"prob": served.get_layer("scores").output})
-    proto, structure = keras_to_onnx(served, str(folder))
+    proto, structure = keras_to_onnx(served, where)
     graph = proto.graph
     if not spatial and "prob" in structure and meta.classes and "class" in structure:
         nodes, table = _class_nodes(onnx, [c.code for c in meta.classes], "prob", axis=1)
@@ -155,21 +163,20 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
     props = {METADATA_KEY: meta.to_json(), "layout": "NCHW"}
     if spatial:
         props.update(_deepness_keys(meta, size, bands))
-    write_onnx(proto, output, props)
-    return output
+    write_onnx(proto, output, props, staged)
 
 
-def write_onnx(proto, output: Path, props: dict) -> None:
+def write_onnx(proto, output: Path, props: dict, staged: StagedOutputs | None = None) -> None:
     """``proto`` with ``props`` (JSON texts, as Deepness reads them), checked, written whole or
-    not at all."""
+    not at all (with ``staged``'s other outputs, or alone)."""
     onnx = runtimes.import_onnx()
     del proto.metadata_props[:]
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.checker.check_model(proto)
-    with atomic_output(output) as staged:
-        staged.write_bytes(proto.SerializeToString())
+    with staged_or_now(staged) as group:
+        group.file(output).write_bytes(proto.SerializeToString())
 
 
 def main(argv: list[str] | None = None) -> int:

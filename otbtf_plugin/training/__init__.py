@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, onnx_export
 from ..errors import Cancelled, InputError
 from ..grid import ModelGeometry
 from ..metrics import confusion_matrix, fold_summary, regression_report
@@ -55,6 +55,7 @@ class TrainConfig:
     valid_patches: list | None = None
     valid_labels: str | Path | None = None
     output_report: str | Path | None = None
+    output_onnx: str | Path | None = None  # the model also as one ONNX file (onnx_export)
     architecture: str = "cnn"
     epochs: int = 100  # a maximum: PATIENCE stops earlier
     batch_size: int = 32
@@ -141,6 +142,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         report_html = None
         with StagedOutputs() as staged:
             _write_model_folder(staged.folder(output, METADATA_FILE), served, metadata)
+            if config.output_onnx:
+                progress.info(f"writing the model as ONNX: {config.output_onnx}")
+                onnx_export.write_model(keras, served, metadata, Path(config.output_onnx), staged)
             if config.output_report:
                 report_html = write_report(config.output_report, metrics, history, metadata, staged)
             staged.commit()
@@ -177,7 +181,8 @@ def _check(config: TrainConfig) -> Path:
                 {"OUTPUT_MODEL": Output(output, "folder", marker=METADATA_FILE),
                  "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
                  if config.output_report else None,
-                 "CHECKPOINT_DIR": Output(config.checkpoint_dir, "into") if config.checkpoint_dir else None})
+                 "CHECKPOINT_DIR": Output(config.checkpoint_dir, "into") if config.checkpoint_dir else None,
+                 "OUTPUT_ONNX": Output(config.output_onnx, suffixes=(".onnx",)) if config.output_onnx else None})
     return output
 
 

@@ -61,6 +61,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         "otbtf:tensorflowmodelserve reads (no geometry to type). Serve its 'class' output for a class "
         "map, 'prob' for probabilities. OUTPUT_REPORT: per-class precision, recall, F1, overall "
         "accuracy, kappa, confusion matrix and learning curves (HTML, and JSON beside it). "
+        "OUTPUT_ONNX (optional): the same model as one ONNX file (channels first, with this folder's "
+        "metadata inside), which otbtf:tensorflowmodelserve serves like the folder and onnxruntime runs "
+        "anywhere; a unet's file also carries Deepness' metadata, so that Deepness serves it. "
         "TENSORBOARD_DIR: logs for TensorBoard. SEED gives the same weights on the same machine. "
         "A cnn also serves, when named in OUTPUT_NAMES, 'features': its 64 values per source before "
         "the head, for otbtf:trainclassifierfromdeepfeatures.\n\n"
@@ -123,6 +126,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Trained model"))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Validation report", "HTML files (*.html)", optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_ONNX", "The model also as an ONNX file (onnxruntime, Deepness)", "ONNX files (*.onnx)",
+            optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
@@ -151,6 +157,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             valid_labels=raster_path(self, parameters, "VALID_LABELS", context, required=False),
             output_model=self.parameterAsString(parameters, "OUTPUT_MODEL", context),
             output_report=self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
+            output_onnx=self.parameterAsFileOutput(parameters, "OUTPUT_ONNX", context) or None,
             architecture=ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
             task=TASKS[self.parameterAsEnum(parameters, "TASK", context)],
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
@@ -172,6 +179,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         held_out = result.training.get("validation", {})
         answer = {"OUTPUT_MODEL": str(result.model_folder),
                   "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
+                  "OUTPUT_ONNX": self.parameterAsFileOutput(parameters, "OUTPUT_ONNX", context) or None,
                   "EPOCHS_RUN": result.training.get("epochs_run"), "KEPT_EPOCH": result.training.get("kept_epoch"),
                   "VALIDATION_METHOD": held_out.get("method"), "WARNINGS": held_out.get("warnings", [])}
         validated = result.training.get("cross_validation") or {}

@@ -83,7 +83,8 @@ def test_train_then_serve_from_processing(tmp_path):
         "OUTPUT1": str(tmp_path / "p.tif"), "OUTPUT_LABELS": str(tmp_path / "y.tif")})
     trained = processing.run("otbtf:tensorflowmodeltrain", {
         "TRAIN_PATCHES1": patches["OUTPUT1"], "TRAIN_LABELS": patches["OUTPUT_LABELS"], "EPOCHS": 2,
-        "BATCH_SIZE": 16, "OUTPUT_MODEL": str(tmp_path / "model"), "OUTPUT_REPORT": str(tmp_path / "report.html")})
+        "BATCH_SIZE": 16, "OUTPUT_MODEL": str(tmp_path / "model"), "OUTPUT_REPORT": str(tmp_path / "report.html"),
+        "OUTPUT_ONNX": str(tmp_path / "model.onnx")})
     assert 0.0 <= trained["OVERALL_ACCURACY"] <= 1.0
     assert set(trained["CLASSES"]) == {"crop", "developed", "tree", "water"}
     assert (tmp_path / "report.html").is_file() and (tmp_path / "report.json").is_file()
@@ -92,6 +93,12 @@ def test_train_then_serve_from_processing(tmp_path):
         "OUTPUT": str(tmp_path / "classes.tif")})
     layer = QgsRasterLayer(served["OUTPUT"], "classes")
     assert (layer.width(), layer.height(), layer.bandCount()) == (785, 1125, 1)
+    # the same model as ONNX (OUTPUT_ONNX), served with nothing typed: the same class map
+    assert trained["OUTPUT_ONNX"] == str(tmp_path / "model.onnx")
+    from_onnx = processing.run("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_ONNX"], "OUTPUT": str(tmp_path / "onnx_classes.tif")})
+    with rasterio.open(served["OUTPUT"]) as a, rasterio.open(from_onnx["OUTPUT"]) as b:
+        assert np.array_equal(a.read(), b.read())
 
 
 def test_serving_on_a_dask_cluster_from_processing(tmp_path, patch_model, plugin_path, monkeypatch):
