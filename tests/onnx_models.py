@@ -146,3 +146,47 @@ def deepness_reference(u8, tile=32, stride=24, mean=(0.4, 0.45, 0.5), std=(0.2, 
     scores = scores[:, :height, :width]
     kept = np.where(scores < threshold, 0, scores)
     return scores, np.argmax(kept, axis=0)
+
+
+def two_branch_model(seed=0):
+    """Two image inputs of 3 and 1 bands (any size), two outputs: ``a`` = ReLU(conv3x3(x1) +
+    conv3x3(x2)) (valid, 2 channels) and ``b`` = -a."""
+    w1, b1 = _weights(seed, 2, 3, 3)
+    w2, _ = _weights(seed + 1, 2, 1, 3)
+    nodes = [helper.make_node("Conv", ["x1", "w1", "b1"], ["c1"], kernel_shape=[3, 3]),
+             helper.make_node("Conv", ["x2", "w2"], ["c2"], kernel_shape=[3, 3]),
+             helper.make_node("Add", ["c1", "c2"], ["s"]), helper.make_node("Relu", ["s"], ["a"]),
+             helper.make_node("Neg", ["a"], ["b"])]
+    graph = helper.make_graph(nodes, "two", [
+        helper.make_tensor_value_info("x1", TensorProto.FLOAT, ["n", 3, "h", "w"]),
+        helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["n", 1, "h", "w"])], [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2, "oh", "ow"]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, "oh", "ow"])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def two_branch_reference(x1, x2, seed=0):
+    w1, b1 = _weights(seed, 2, 3, 3)
+    w2, _ = _weights(seed + 1, 2, 1, 3)
+    conv = [np.einsum("cijuv,ocuv->oij", sliding_window_view(x.astype(np.float64), (3, 3), axis=(1, 2)),
+                      w.astype(np.float64)) for x, w in ((x1, w1), (x2, w2))]
+    a = np.maximum(conv[0] + conv[1] + b1[:, None, None], 0)
+    return a, -a
+
+
+def strided_model(bands=3, seed=0):
+    """A 4 x 4 convolution with stride 2 (valid): spacing scale 2."""
+    w, b = _weights(seed, 2, bands, 4)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[2, 2])
+    graph = helper.make_graph([conv], "strided",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, "oh", "ow"])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def strided_reference(image, bands=3, seed=0):
+    w, b = _weights(seed, 2, bands, 4)
+    windows = sliding_window_view(image.astype(np.float64), (4, 4), axis=(1, 2))[:, ::2, ::2]
+    return np.einsum("cijuv,ocuv->oij", windows, w.astype(np.float64)) + b[:, None, None]

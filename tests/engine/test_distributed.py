@@ -44,6 +44,11 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     model_folder(fcn(filters=(8, 3), seed=0, scale=1e-4), folder / "fcn")
     saved(patch_classifier(16, scale=1e-4), folder / "patch.keras")
+    import onnx_models
+
+    onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), folder / "seg.onnx",
+                     onnx_models.DEEPNESS)
+    onnx_models.save(onnx_models.conv_model(pad=True), folder / "conv.onnx")
     return folder
 
 
@@ -53,9 +58,10 @@ def same(a, b) -> bool:
 
 
 @pytest.mark.parametrize(("kind", "extra"), [("fcn", {}), ("patch.keras", {}), ("fcn", {"overlap": 8}),
-                                             ("patch.keras", {"tta": True})])
+                                             ("patch.keras", {"tta": True}), ("seg.onnx", {}),
+                                             ("conv.onnx", {"overlap": 8})])
 def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, kind, extra):
-    options = {"fully_conv": kind == "fcn", "tile_px": 128, **extra}
+    options = {"fully_conv": kind in ("fcn", "conv.onnx"), "tile_px": 128, **extra}
     local = serve([ServeSource(RGB)], models / kind, tmp_path / "local.tif", ServeOptions(**options))
     served = serve([ServeSource(RGB)], models / kind, tmp_path / "cluster.tif",
                    ServeOptions(**options), executor=DaskExecutor(cluster.scheduler_address))

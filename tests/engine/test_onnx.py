@@ -341,3 +341,34 @@ def test_a_background_value_that_is_a_class_is_warned(tmp_path, scene):
     assert not any("also a class code" in line for line in log.lines)
     with rasterio.open(tmp_path / "b.tif") as src:
         assert src.nodata == 255 and src.dtypes[0] == "uint8" and (src.read(1) == 255).any()
+
+
+def test_two_inputs_and_two_outputs(tmp_path, scene):
+    """Two sources feed an ONNX model's two inputs (bound in order); both outputs are served
+    as bands, in the order asked, equal to numpy's on the whole image whatever the tiles."""
+    paths, images, transform = scene
+    second = tmp_path / "band.tif"
+    with rasterio.open(second, "w", driver="GTiff", width=150, height=130, count=1, dtype="float32",
+                       crs="EPSG:32621", transform=transform) as dst:
+        dst.write(images["float"][1:2] * 2)
+    path = onnx_models.save(onnx_models.two_branch_model(), tmp_path / "two.onnx")
+    a, b = onnx_models.two_branch_reference(images["float"], images["float"][1:2] * 2)
+    for tile in (1000, 21):
+        out = tmp_path / f"two_{tile}.tif"
+        serve([ServeSource(paths["float"], rfield=3), ServeSource(second, rfield=3)], path, out,
+              ServeOptions(fully_conv=True, tile_px=tile, output_names=["b", "a"]))
+        got, _, _ = read(out)
+        assert got.shape == (4, 128, 148)
+        assert np.abs(got[:2] - b).max() < TOL and np.abs(got[2:] - a).max() < TOL
+
+
+def test_a_strided_onnx_model_has_spacing_scale_2(tmp_path, scene):
+    paths, images, transform = scene
+    path = onnx_models.save(onnx_models.strided_model(), tmp_path / "strided.onnx")
+    expected = onnx_models.strided_reference(images["float"])
+    for tile in (1000, 13):
+        out = tmp_path / f"s_{tile}.tif"
+        result = serve([ServeSource(paths["float"])], path, out, ServeOptions(fully_conv=True, tile_px=tile))
+        got, got_transform, _ = read(out)
+        assert result.plan.geometry.scale == 2 and got_transform.a == 2 * transform.a
+        assert got.shape == expected.shape and np.abs(got - expected).max() < TOL
