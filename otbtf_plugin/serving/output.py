@@ -29,13 +29,16 @@ COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
 
 
 def _compression(name: str, dtype: str) -> dict:
-    """GeoTIFF creation options. ZSTD level 1 writes ~8x faster than DEFLATE here,
-    and smaller with the predictor; DEFLATE for software without ZSTD."""
+    """GeoTIFF creation options. ZSTD (the default) is for speed: level 1, horizontal
+    differencing (predictor 2) even for floats: writing 2 float32 bands of 73 Mpx took 0.96 s
+    against 1.7-2.4 s with the floating-point predictor (3), for a file 16 % larger (422 vs
+    363 MiB), and serving an FCN over them went from 7.2 s to 6.5 s on 2 cores. DEFLATE and
+    LZW (for software without ZSTD) keep predictor 3 for floats: the smaller file."""
     if name not in COMPRESSIONS:
         raise InputError(f"unknown compression {name!r}; use one of: {', '.join(COMPRESSIONS)}")
     if name == "none":
         return {}
-    options = {"compress": name, "predictor": 3 if dtype.startswith("float") else 2}
+    options = {"compress": name, "predictor": 3 if dtype.startswith("float") and name != "zstd" else 2}
     if name == "zstd":
         options["zstd_level"] = 1
     return options
