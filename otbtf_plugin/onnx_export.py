@@ -38,7 +38,7 @@ OPSET = 17
 
 
 def _load_keras(folder: Path):
-    from .training.architectures import class_code_layer, keras_module
+    from .keras_layers import class_code_layer, keras_module
 
     keras = keras_module()
     class_code_layer(keras)  # registered, so that safe mode can load it

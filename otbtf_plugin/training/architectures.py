@@ -19,40 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runtimes
 from ..errors import InputError
+from ..keras_layers import class_code_layer, keras_module
 from ..model_metadata import ModelInput
 
+__all__ = ["ARCHITECTURES", "BUILDERS", "build_cnn", "build_unet", "class_code_layer", "fine_tune_start",
+           "keras_module"]
+
 ARCHITECTURES = ("cnn", "unet", "regressor")
-
-
-def keras_module():
-    """Keras, after TensorFlow was imported the plugin's way (its own wheels, dlopen flags)."""
-    runtimes.import_tensorflow()
-    import keras
-
-    return keras
-
-
-def class_code_layer(keras):
-    """The ``ClassCode`` layer (registered, so that safe mode can load saved models)."""
-
-    @keras.saving.register_keras_serializable(package="otbtf")
-    class ClassCode(keras.layers.Layer):
-        """argmax of the probabilities, mapped to the class codes of the labels."""
-
-        def __init__(self, codes, **kwargs):
-            super().__init__(**kwargs)
-            self.codes = [int(c) for c in codes]
-
-        def call(self, probabilities):
-            table = keras.ops.convert_to_tensor(self.codes, dtype="int32")
-            return keras.ops.take(table, keras.ops.argmax(probabilities, axis=-1))
-
-        def get_config(self):
-            return {**super().get_config(), "codes": self.codes}
-
-    return ClassCode
 
 
 def _normalise(keras, inp, source: ModelInput, name: str):
