@@ -219,7 +219,6 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
         default_outputs=[CLASS_OUTPUT] if scores_name else [],
         classes=(classes or []) if scores_name else [], scores_output=scores_name,
         class_threshold=settings.threshold if scores_name else None,
-        others={"deepness": {"model_type": kind, "resolution_cm": settings.resolution_cm, "tile_size": tile,
-                             "tiles_overlap": settings.overlap_percent, "covers_raster": ours is None}},
+        resolution_cm=settings.resolution_cm, covers_raster=ours is None, first_bands=True,
     )
     return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])

@@ -82,6 +82,9 @@ class ModelMetadata:
     classes: list[ModelClass] = field(default_factory=list)
     scores_output: str | None = None  # the output whose highest score gives the class (None: "prob")
     class_threshold: float | None = None  # scores below it count as 0 when taking the class (Deepness)
+    resolution_cm: float | None = None  # the pixel size the model was made for (Deepness' resolution)
+    covers_raster: bool = False  # served over the whole raster, its edges padded (as Deepness serves)
+    first_bands: bool = False  # a source with more bands than an input takes gives its first ones
     target_statistics: dict | None = None  # regression: mean and std of the labels
     training: dict = field(default_factory=dict)  # the run's record (patches, epochs, seed...)
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -102,9 +105,12 @@ class ModelMetadata:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data["inputs"] = [i.to_json() for i in self.inputs]
-        for key in ("efield", "scale", "scores_output", "class_threshold"):
+        for key in ("efield", "scale", "scores_output", "class_threshold", "resolution_cm"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        for key in ("covers_raster", "first_bands"):
+            if getattr(self, key):
+                data[key] = True
         data.update({"outputs": self.outputs, "extra_outputs": self.extra_outputs,
                      "default_outputs": self.default_outputs,
                      "target_statistics": self.target_statistics, "classes": self.class_dicts(),
@@ -129,6 +135,8 @@ class ModelMetadata:
                      for c in _list(data, "classes", where)],
             scores_output=None if data.get("scores_output") is None else str(data["scores_output"]),
             class_threshold=_float(data, "class_threshold", where),
+            resolution_cm=_float(data, "resolution_cm", where),
+            covers_raster=bool(data.get("covers_raster", False)), first_bands=bool(data.get("first_bands", False)),
             target_statistics=data.get("target_statistics"), training=dict(data.get("training") or {}),
             history={k: [float(v) for v in values] for k, values in (data.get("history") or {}).items()},
             format=str(data.get("format", FORMAT)), created=data.get("created"),

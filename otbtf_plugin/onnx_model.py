@@ -70,7 +70,7 @@ def load_onnx(path: Path, layout: str = "auto") -> ServedModel:
     model = ServedModel(path, "onnx", inputs, outputs, _call=call, _keep=session)
     custom = dict(session.get_modelmeta().custom_metadata_map)
     ours = _our_metadata(custom, where)
-    written = custom.get("layout", "").strip('"')  # written by our export
+    written = _json_value(custom, "layout", where)  # written by our export
     if layout == "auto" and written in ("NCHW", "NHWC"):
         found, how = written, "as the file says"
     else:
@@ -86,12 +86,18 @@ def load_onnx(path: Path, layout: str = "auto") -> ServedModel:
     return model
 
 
-def _our_metadata(custom: dict, where: str) -> ModelMetadata | None:
-    """The ``otbtf_model.json`` our export keeps in the file, if it does."""
-    text = custom.get(METADATA_KEY)
+def _json_value(custom: dict, key: str, where: str):
+    """A metadata value our export wrote (a JSON text), or None when the file has none."""
+    text = custom.get(key)
     if text is None:
         return None
     try:
-        return ModelMetadata.from_json(json.loads(text), f"{where} ({METADATA_KEY})")
+        return json.loads(text)
     except ValueError as err:
-        raise ModelError(f"{where}: its {METADATA_KEY!r} metadata is not JSON ({err})") from err
+        raise ModelError(f"{where}: its {key!r} metadata is not JSON ({err})") from err
+
+
+def _our_metadata(custom: dict, where: str) -> ModelMetadata | None:
+    """The ``otbtf_model.json`` our export keeps in the file, if it does."""
+    data = _json_value(custom, METADATA_KEY, where)
+    return None if data is None else ModelMetadata.from_json(data, f"{where} ({METADATA_KEY})")

@@ -91,7 +91,7 @@ def resolution_warnings(model: ServedModel, datasets, tolerance: float = 1.5) ->
     """A line when the reference source's pixels are far (more than ``tolerance`` times) from
     those a model was made for (Deepness' ``resolution``, cm): Deepness resamples the raster
     to it; serving keeps the raster's grid, so the user should."""
-    wanted = ((model.metadata.others.get("deepness") or {}) if model.metadata else {}).get("resolution_cm")
+    wanted = model.metadata.resolution_cm if model.metadata else None
     crs = datasets[0].crs
     if not wanted or crs is None or not crs.is_projected:
         return []

@@ -156,9 +156,10 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                for n in output_names]
     reference = grid_of(datasets[0])
     # A Deepness model covers the whole raster, its edges padded with zeros (Deepness does so)
-    pad = options.pad or bool((meta.others.get("deepness") or {}).get("covers_raster"))
+    pad = options.pad or meta.covers_raster
     if pad and not options.pad:
-        band_notes.append("the whole raster is covered, its edges padded (nodata, else 0), as Deepness does")
+        band_notes.append("the whole raster is covered, its edges padded (nodata, else 0), as the model's "
+                          "metadata asks (Deepness serves so)")
     out_grid, first = _output_grid(geometry, phase, source_plans, reference, measured.mode, pad)
     tile, batch, notes = _sizes(options, geometry, source_plans, outputs, measured.mode)
     overlap = _overlap(options, measured.mode, outputs)
@@ -200,16 +201,15 @@ def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, me
 
 
 def _source_bands(names: list[str], datasets, model: ServedModel, meta: ModelMetadata, notes: list[str]) -> list[int]:
-    """The bands each source gives its input: all of them, or (a Deepness model, which takes
-    the first bands of an RGBA image, say) the first ones the input takes."""
-    first_bands = bool(meta.others.get("deepness"))
+    """The bands each source gives its input: all of them, or (a model whose metadata says
+    ``first_bands``: Deepness', which takes the RGB of an RGBA image) the first ones."""
     used = []
     for k, (name, ds) in enumerate(zip(names, datasets, strict=True)):
         shape = model.input(name).shape
         want = shape[3] if len(shape) == 4 else None  # not an image: said by _static_square
-        if want is not None and want < ds.count and first_bands:
+        if want is not None and want < ds.count and meta.first_bands:
             notes.append(f"source {k + 1} has {ds.count} bands and the model takes {want}: bands 1 to {want} "
-                         "are used, as Deepness does")
+                         "are used, as the model's metadata asks (Deepness does so)")
         elif want is not None and want != ds.count:
             raise ModelError(f"source {k + 1} has {ds.count} band(s); model input {model.input(name).describe()} "
                              f"expects {want}")

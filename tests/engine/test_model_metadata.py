@@ -42,6 +42,19 @@ def test_round_trip_keeps_every_key_including_unknown_ones(tmp_path):
                                  "band_statistics": {"mean": [1.0, 2.0, 3.0], "std": [0.5, 0.5, 0.5]}}
     assert data["written_by_a_newer_version"] == {"tta": True}
     assert read_metadata(tmp_path) == meta
+    assert not {"scores_output", "class_threshold", "resolution_cm", "covers_raster", "first_bands"} & set(data)
+
+
+def test_how_a_model_is_served_round_trips(tmp_path):
+    """What an ONNX file's Deepness metadata tells serving (class scores and threshold, the
+    resolution, whole-raster coverage, first bands) is typed, and kept through the file."""
+    meta = ModelMetadata(inputs=[ModelInput("x", 512, 3)], scores_output="scores", class_threshold=0.5,
+                         resolution_cm=10.0, covers_raster=True, first_bands=True)
+    write_metadata(tmp_path, meta)
+    data = json.loads((tmp_path / "otbtf_model.json").read_text())
+    assert (data["scores_output"], data["class_threshold"], data["resolution_cm"], data["covers_raster"],
+            data["first_bands"]) == ("scores", 0.5, 10.0, True, True)
+    assert read_metadata(tmp_path) == meta
 
 
 @pytest.mark.parametrize(("content", "message"), [
