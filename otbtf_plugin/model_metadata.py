@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import InputError
+from .outputs import Output, PathLike
 
 METADATA_FILE = "otbtf_model.json"
+# What training writes in a model folder: an existing folder holding anything else is refused
+# as OUTPUT_MODEL (replacing it would delete the rest).
+MODEL_FOLDER_ENTRIES = (METADATA_FILE, "savedmodel", "model.keras")
 FORMAT = "otbtf-qgis model 1"
 
 Task = Literal["classification", "segmentation", "regression"]
 TASKS: tuple[str, ...] = get_args(Task)
+
+
+def model_folder_output(path: PathLike) -> Output:
+    """A model folder as a run's output: replaced whole, when absent, empty or only ours."""
+    return Output(path, "folder", marker=METADATA_FILE, owned=MODEL_FOLDER_ENTRIES)
 
 
 class MetadataError(InputError):

@@ -1,22 +1,28 @@
 """What a run may write, and how: the rules that keep the user's files safe.
 
 1. No output may be the same file as an input, or as another output of the
-   same run, or hold an input inside it (a folder output). The files written
-   beside an output (its ``.qml`` style, ``.aux.xml``, a report's ``.json``)
-   count as that output.
+   same run, or hold an input inside it (a folder output), or lie inside
+   anything the run reads or owns: an input folder (a model), a folder output
+   (replaced whole, or written into: checkpoints, TensorBoard logs), the files
+   kept beside an input (its style, the labels' ``.origins.csv``). The files
+   written beside an output (its ``.qml`` style, ``.aux.xml``, a report's
+   ``.json``) count as that output.
 2. Nothing the user did not name as an output is deleted: an existing folder is
    replaced only when it is one of ours (it holds ``marker``, the model
-   metadata file) or is empty.
+   metadata file) and holds nothing but what the run writes there (``owned``),
+   or is empty.
 3. An existing target whose write permission bits are all off is refused, even
    for root (for whom the rename over it would succeed).
-4. Outputs appear complete or not at all: every file of a run is written under
+4. Every name fits the file system with room for its temporary name
+   (refused before any work, with the limit).
+5. Outputs appear complete or not at all: every file of a run is written under
    a temporary name beside its target (see :mod:`scratch`) and renamed only once
    all of them are complete; a failure or a cancel removes the temporaries.
 
-:func:`check_paths` applies rules 1-3 before any work; the Processing
+:func:`check_paths` applies rules 1-4 before any work; the Processing
 provider calls it once for every algorithm, from the parameter definitions,
 and the engine's entry points call it for scripts. :class:`StagedOutputs`
-does rule 4.
+does rule 5.
 """
 
 from __future__ import annotations
@@ -26,17 +32,20 @@ import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import InputError
-from .scratch import clean_stale, partial_path, scratch_dir
+from .scratch import clean_stale, longest_temporary_name, partial_path, scratch_dir
 
 GEOTIFF = (".tif", ".tiff")
 RASTER_COMPANIONS = (".qml", ".aux.xml")  # a style and GDAL's statistics, written beside rasters
 
-# Files that GIS software keeps beside a raster or vector and that belong to it.
-SIDECARS = (".qml", ".aux.xml", ".ovr", ".msk", ".prj", ".dbf", ".shx", ".cpg", ".qix", ".sbn", ".sbx")
+# Files that GIS software keeps beside a raster or vector and that belong to it, and the
+# table that training reads beside a labels image (patches_image.ORIGINS_SUFFIX).
+SIDECARS = (".qml", ".aux.xml", ".ovr", ".msk", ".prj", ".dbf", ".shx", ".cpg", ".qix", ".sbn", ".sbx",
+            ".origins.csv")
 
 PathLike = str | Path
 
@@ -48,13 +57,17 @@ class Output:
     ``kind`` is ``"file"``, ``"folder"`` (replaced whole) or ``"into"`` (a folder the run
     adds files to, such as TensorBoard logs: nothing in it is removed); ``companions`` are suffixes of
     files written beside a file output (``".qml"`` replaces the suffix,
-    ``".aux.xml"`` is appended, as GDAL and QGIS do).
+    ``".aux.xml"`` is appended, as GDAL and QGIS do). A folder output with a ``marker``
+    may already exist only when empty, or holding the marker and nothing but ``owned``
+    (patterns such as ``"state.*.npz"``): the rest is the user's.
     """
 
     path: PathLike
     kind: str = "file"
     companions: tuple[str, ...] = ()
     marker: str | None = None  # folder outputs: the file that makes an existing folder ours
+    owned: tuple[str, ...] = ()  # folder outputs: patterns of the entries the run writes there; () any
+    ours: str = "an otbtf model"  # what a folder holding ``marker`` is, in messages
     suffixes: tuple[str, ...] = ()  # file outputs: the name must end in one of these (any case); () any
 
     def files(self) -> list[Path]:
@@ -112,18 +125,12 @@ def target_problem(name: str, output: Output) -> str | None:
     parent = path.absolute().parent
     if output.kind != "into" and not parent.is_dir():  # TensorBoard makes its folders
         return f"{name} {str(path)!r}: the folder {str(parent)!r} does not exist; create it or choose another"
-    if output.kind == "into":
-        return f"{name} {str(path)!r} is a file, not a folder: choose a folder path" \
-            if path.exists() and not path.is_dir() else None
-    if output.kind == "folder":
+    if output.kind in ("folder", "into"):
         if path.exists() and not path.is_dir():
             return f"{name} {str(path)!r} is a file, not a folder: choose a folder path"
-        if path.is_dir() and read_only(path):
+        if output.kind == "folder" and path.is_dir() and read_only(path):
             return f"{name} {str(path)!r} is read-only: choose another folder, or make it writable"
-        if path.is_dir() and any(path.iterdir()) and not (output.marker and (path / output.marker).is_file()):
-            return (f"{name} {str(path)!r} is an existing folder that is not an otbtf model "
-                    f"(no {output.marker}); it would be replaced: choose a new or empty folder")
-        return None
+        return _foreign_content(name, output) if path.is_dir() else None
     if output.suffixes and path.suffix.lower() not in output.suffixes:
         got = f"ends in {path.suffix!r}" if path.suffix else "has no extension"
         if output.suffixes != GEOTIFF:
@@ -138,6 +145,79 @@ def target_problem(name: str, output: Output) -> str | None:
             return (f"{name} {str(file)!r} exists and is read-only: choose another name, "
                     "or make the file writable to replace it")
     return None
+
+
+def _foreign_content(name: str, output: Output) -> str | None:
+    """Why an existing folder output may not be used: it is not ours (no marker), or it also
+    holds entries the run does not write (which the run would delete or overwrite). None when
+    it is empty, ours, or a folder written into with no rule (TensorBoard logs)."""
+    path = Path(output.path)
+    if output.kind == "into" and not output.owned:
+        return None
+    entries = sorted(entry.name for entry in path.iterdir())
+    if not entries:
+        return None
+    consequence = "it would be replaced" if output.kind == "folder" else "the run writes and removes files there"
+    if output.marker and not (path / output.marker).is_file():
+        return (f"{name} {str(path)!r} is an existing folder that is not {output.ours} "
+                f"(no {output.marker}); {consequence}: choose a new or empty folder")
+    if not output.owned:
+        return None if output.marker else \
+            f"{name} {str(path)!r} is an existing folder; {consequence}: choose a new or empty folder"
+    foreign = [entry for entry in entries if not any(fnmatch(entry, pattern) for pattern in output.owned)]
+    if foreign:
+        listed = ", ".join(repr(entry) for entry in foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                                                     if len(foreign) > 3 else "")
+        return (f"{name} {str(path)!r} holds {listed}, which otbtf did not write there; {consequence}: "
+                "move them out, or choose a new or empty folder")
+    return None
+
+
+def name_problem(name: str, output: Output) -> str | None:
+    """Why a name of ``output`` (or the temporary name written beside it) is too long for its
+    file system, or None. Checked before anything asks the file system about the path: a name
+    over the limit makes every look-up fail."""
+    for file in output.files():
+        final = Path(file)
+        folder = _existing_ancestor(final.absolute().parent)
+        name_max, path_max = _limits(folder)
+        if output.kind == "file":
+            longest = longest_temporary_name(final) + (".aux.xml" if ".aux.xml" in output.companions else "")
+        elif output.kind == "folder":
+            longest = longest_temporary_name(final, folder=True)
+        else:
+            longest = final.name
+        size, extra = len(os.fsencode(final.name)), len(os.fsencode(longest)) - len(os.fsencode(final.name))
+        if size + extra > name_max:
+            unit = "characters" if size == len(final.name) else "bytes"
+            return (f"{name}: the name {_shortened(final.name)!r} is {size} {unit} long; the file system of "
+                    f"{str(folder)!r} allows {name_max} per name, and the run needs {extra} more for its "
+                    f"temporary files: give a name of at most {name_max - extra} {unit}")
+        if len(os.fsencode(str(final.absolute()))) + extra >= path_max:
+            return (f"{name}: the path {_shortened(str(final))!r} is too long for the file system "
+                    f"({path_max} bytes at most, with {extra} more for temporary files): choose a shorter path")
+    return None
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    while True:
+        try:
+            if folder.is_dir() or folder.parent == folder:
+                return folder
+        except OSError:
+            pass
+        folder = folder.parent
+
+
+def _limits(folder: Path) -> tuple[int, int]:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
 
 
 def geotiff(path: PathLike | None) -> Output | None:
@@ -155,16 +235,30 @@ def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],
     """
     named_outputs = {name: value if isinstance(value, Output) else Output(value)
                      for name, value in outputs.items() if value not in (None, "")}
+    for name, output in named_outputs.items():
+        problem = name_problem(name, output)
+        if problem:
+            raise InputError(problem)
     named_inputs: list[_Named] = []
     for name, value in inputs.items():
         paths = [value] if isinstance(value, str | Path) else list(value or [])
         named_inputs += [_Named(name, Path(p)) for p in paths if p not in (None, "")]
+    try:
+        _check_against(named_inputs, named_outputs)
+    except OSError as err:  # a path the file system refuses to look at (permissions, a loop of links)
+        raise InputError(f"cannot check {err.filename or 'a path'}: {err.strerror}; choose another path") from err
+
+
+def _check_against(named_inputs: list[_Named], named_outputs: dict[str, Output]) -> None:
     seen: list[tuple[str, Path, str]] = []  # (name, path, kind) of the outputs checked so far
     for name, output in named_outputs.items():
         for file in output.files():
             for source in named_inputs:
                 if _same(file, source.path):
                     raise _refusal(name, output, f"is the same file as the input {source.name}")
+                if _inside(file, source.path) and source.path.is_dir():
+                    raise _refusal(name, output, f"lies inside the input folder {source.name} "
+                                                 f"({str(source.path)!r}), which the run reads")
                 if any(sidecar.exists() and _same(file, sidecar) for sidecar in input_files(source.path)[1:]):
                     raise _refusal(name, output, f"would replace {Path(file).name!r}, which belongs to the "
                                                  f"input {source.name} ({str(source.path)!r})")
@@ -174,11 +268,10 @@ def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],
             for other_name, other, other_kind in seen:
                 if _same(file, other):
                     raise _refusal(name, output, f"is the same path as the output {other_name}")
-                nested = (output.kind == "folder" and _inside(other, file)) \
-                    or (other_kind == "folder" and _inside(file, other))
-                if nested:
-                    raise _refusal(name, output, f"and the output {other_name} lie one inside the other, and the "
-                                                 "folder is replaced at the end of the run")
+                for kind, why in (("folder", "the folder is replaced at the end of the run"),
+                                  ("into", "the run writes files into that folder")):
+                    if (output.kind == kind and _inside(other, file)) or (other_kind == kind and _inside(file, other)):
+                        raise _refusal(name, output, f"and the output {other_name} lie one inside the other, and {why}")
             seen.append((name, file, output.kind))
         problem = target_problem(name, output)
         if problem:
@@ -198,13 +291,14 @@ class StagedOutputs:
 
     def __init__(self) -> None:
         self._files: list[tuple[Path, Path]] = []  # (temporary, final)
-        self._folders: list[tuple[Path, Path, str | None]] = []
+        self._folders: list[tuple[Path, Output]] = []  # (temporary, final)
 
     def file(self, final: PathLike) -> Path:
         """A temporary path beside ``final`` (same suffix), renamed to it on commit."""
         final = Path(final)
         _check_folder(final.parent)
-        problem = target_problem(str(final.name), Output(final))
+        output = Output(final)
+        problem = name_problem(final.name, output) or target_problem(final.name, output)
         if problem:
             raise InputError(problem)
         clean_stale(final.parent)
@@ -212,26 +306,26 @@ class StagedOutputs:
         self._files.append((tmp, final))
         return tmp
 
-    def folder(self, final: PathLike, marker: str) -> Path:
-        """A temporary folder beside ``final``; on commit it replaces ``final``
-        (which must be absent, empty, or hold ``marker``)."""
-        final = Path(final)
+    def folder(self, target: Output) -> Path:
+        """A temporary folder beside ``target.path``; on commit it replaces it (which must be
+        absent, empty, or ours: see :class:`Output`)."""
+        final = Path(target.path)
         _check_folder(final.parent)
-        problem = target_problem(str(final.name), Output(final, "folder", marker=marker))
+        problem = name_problem(final.name, target) or target_problem(final.name, target)
         if problem:
             raise InputError(problem)
         tmp = scratch_dir(final.parent, final.name)
-        self._folders.append((tmp, final, marker))
+        self._folders.append((tmp, replace(target, path=final)))
         return tmp
 
     def commit(self) -> None:
         """Rename every temporary over its target (folders last checked again)."""
         try:
-            for tmp, final, marker in self._folders:
-                problem = target_problem(final.name, Output(final, "folder", marker=marker))
+            for tmp, target in self._folders:
+                problem = target_problem(Path(target.path).name, target)
                 if problem:  # the folder changed while the run worked
                     raise InputError(problem)
-                _replace_folder(tmp, final)
+                _replace_folder(tmp, Path(target.path))
             for tmp, final in self._files:
                 os.replace(tmp, final)
         except OSError as err:
@@ -243,7 +337,7 @@ class StagedOutputs:
         for tmp, _ in self._files:
             for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
                 leftover.unlink(missing_ok=True)
-        for tmp, _, _ in self._folders:
+        for tmp, _ in self._folders:
             shutil.rmtree(tmp, ignore_errors=True)
         self._files, self._folders = [], []
 

@@ -29,6 +29,16 @@ def partial_path(final: str | Path) -> Path:
     return final.with_name(f".{final.stem}.partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
+def longest_temporary_name(final: str | Path, folder: bool = False) -> str:
+    """The longest name a temporary of ``final`` can take (any process id up to Linux's
+    largest, 4194304): :func:`partial_path`'s, or for a folder :func:`scratch_dir`'s and
+    the name the replaced folder is moved aside to."""
+    final, pid, tag = Path(final), "9" * 7, "0" * 8
+    if folder:
+        return f".{final.name}.partial-{HOST}-{pid}-{tag}.old"
+    return f".{final.stem}.partial-{HOST}-{pid}-{tag}{final.suffix}"
+
+
 def scratch_dir(parent: str | Path, name: str) -> Path:
     """Create and return a temporary folder in ``parent``, named after ``name``."""
     clean_stale(parent)

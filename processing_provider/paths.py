@@ -5,6 +5,7 @@ without each one listing its parameters again."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 
 from qgis.core import (
     QgsProcessingDestinationParameter,
@@ -58,10 +59,11 @@ def run_inputs(algorithm, parameters, context) -> dict[str, list[str]]:
     return found
 
 
-def run_outputs(algorithm, parameters, context, replaced_folders: dict[str, str]) -> dict[str, Output]:
-    """The files and folders each output parameter will write. ``replaced_folders`` maps a
-    folder output that the run replaces to the file that marks such a folder as ours;
-    other folder outputs are written into (nothing in them is removed)."""
+def run_outputs(algorithm, parameters, context,
+                folder_outputs: Mapping[str, Callable[[str], Output]]) -> dict[str, Output]:
+    """The files and folders each output parameter will write. ``folder_outputs`` maps a
+    folder output to the engine's rule for it (a model folder replaced whole, a checkpoint
+    folder); other folder outputs are written into (nothing in them is removed)."""
     found: dict[str, Output] = {}
     for definition in algorithm.destinationParameterDefinitions():
         name = definition.name()
@@ -72,8 +74,8 @@ def run_outputs(algorithm, parameters, context, replaced_folders: dict[str, str]
         if isinstance(definition, QgsProcessingParameterFolderDestination):
             path = algorithm.parameterAsFileOutput(parameters, name, context)
             if path:
-                marker = replaced_folders.get(name)
-                found[name] = Output(path, "folder" if marker else "into", marker=marker)
+                rule = folder_outputs.get(name)
+                found[name] = rule(path) if rule else Output(path, "into")
         elif isinstance(definition, QgsProcessingParameterFileDestination):
             path = algorithm.parameterAsFileOutput(parameters, name, context)
             if path:

@@ -24,11 +24,11 @@ from ..grid import ModelGeometry
 from ..metrics import confusion_matrix, fold_summary, regression_report
 from ..metrics import report as accuracy_report
 from ..model_metadata import (
-    METADATA_FILE,
     BandStatistics,
     ModelClass,
     ModelInput,
     ModelMetadata,
+    model_folder_output,
     write_metadata,
 )
 from ..outputs import Output, StagedOutputs, check_paths
@@ -38,7 +38,7 @@ from ..validation import GroupSplit, group_folds, hold_out_groups
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
 from .data import TrainingSet, band_statistics, batches, batches_per_epoch, hold_out, patch_groups, predict
 from .report import tensorboard_validation, write_report
-from .schedule import Checkpoints, ScheduleState, fingerprint, schedule_callback
+from .schedule import Checkpoints, ScheduleState, checkpoint_output, fingerprint, schedule_callback
 from .targets import TASKS, Target, class_weights, decide_target
 
 __all__ = ["ARCHITECTURES", "TASKS", "TrainConfig", "TrainResult", "train"]
@@ -141,7 +141,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
         report_html = None
         with StagedOutputs() as staged:
-            _write_model_folder(staged.folder(output, METADATA_FILE), served, metadata)
+            _write_model_folder(staged.folder(model_folder_output(output)), served, metadata)
             if config.output_onnx:
                 progress.info(f"writing the model as ONNX: {config.output_onnx}")
                 onnx_export.write_model(keras, served, metadata, Path(config.output_onnx), staged)
@@ -178,10 +178,11 @@ def _check(config: TrainConfig) -> Path:
     check_paths({"TRAIN_PATCHES": config.train_patches, "TRAIN_LABELS": config.train_labels,
                  "VALID_PATCHES": config.valid_patches, "VALID_LABELS": config.valid_labels,
                  "MODEL": config.initial_model},
-                {"OUTPUT_MODEL": Output(output, "folder", marker=METADATA_FILE),
+                {"OUTPUT_MODEL": model_folder_output(output),
                  "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
                  if config.output_report else None,
-                 "CHECKPOINT_DIR": Output(config.checkpoint_dir, "into") if config.checkpoint_dir else None,
+                 "CHECKPOINT_DIR": checkpoint_output(config.checkpoint_dir) if config.checkpoint_dir else None,
+                 "TENSORBOARD_DIR": Output(config.tensorboard_dir, "into") if config.tensorboard_dir else None,
                  "OUTPUT_ONNX": Output(config.output_onnx, suffixes=(".onnx",)) if config.output_onnx else None})
     return output
 

@@ -3,6 +3,7 @@ engine errors become QgsProcessingException."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,7 +11,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtGui import QIcon
 
 from ...otbtf_plugin.errors import EngineError
-from ...otbtf_plugin.outputs import check_paths
+from ...otbtf_plugin.outputs import Output, check_paths
 from ...otbtf_plugin.progress import sigterm_cancels
 from ..feedback import FeedbackProgress
 from ..paths import invalid_value_message, run_inputs, run_outputs
@@ -24,8 +25,8 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
     NAME = ""
     DISPLAY_NAME = ""
     HELP = ""
-    # Folder outputs that a run replaces whole, and the file that marks such a folder as ours.
-    REPLACED_FOLDERS: ClassVar[dict[str, str]] = {}
+    # Folder outputs with a rule of the engine's (replaced whole, or only ours), by parameter.
+    FOLDER_OUTPUTS: ClassVar[dict[str, Callable[[str], Output]]] = {}
 
     def createInstance(self):
         return type(self)()
@@ -53,9 +54,11 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
         to another output, a folder that is not ours, a read-only file), or None."""
         try:
             check_paths(run_inputs(self, parameters, context),
-                        run_outputs(self, parameters, context, self.REPLACED_FOLDERS))
+                        run_outputs(self, parameters, context, self.FOLDER_OUTPUTS))
         except EngineError as err:
             return str(err)
+        except OSError as err:  # the file system refused to look at a path: still one line, never an abort
+            return f"cannot check {err.filename or 'a path'}: {err.strerror}; choose another path"
         return None
 
     def checkParameterValues(self, parameters, context):

@@ -1,5 +1,6 @@
 """otbtf:tensorflowmodeltrain"""
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from qgis.core import (
@@ -13,8 +14,10 @@ from qgis.core import (
 )
 
 from ...otbtf_plugin import deps
-from ...otbtf_plugin.model_metadata import METADATA_FILE
+from ...otbtf_plugin.model_metadata import model_folder_output
+from ...otbtf_plugin.outputs import Output
 from ...otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
+from ...otbtf_plugin.training.schedule import checkpoint_output
 from .base import OtbtfAlgorithm
 from .common import add_advanced, raster_path
 
@@ -26,7 +29,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
     DISPLAY_NAME = "TensorFlow model train"
     GROUP = "Training"
     GROUP_ID = "training"
-    REPLACED_FOLDERS: ClassVar[dict[str, str]] = {"OUTPUT_MODEL": METADATA_FILE}
+    FOLDER_OUTPUTS: ClassVar[dict[str, Callable[[str], Output]]] = {
+        "OUTPUT_MODEL": model_folder_output, "CHECKPOINT_DIR": checkpoint_output}
     HELP = (
         "Trains a TensorFlow model on patches images (from otbtf:patchesextraction, or otbtf's "
         "PatchesExtraction), one per source, with a labels image: one class per patch "

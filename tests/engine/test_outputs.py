@@ -7,6 +7,7 @@ import os
 import pytest
 
 from otbtf_plugin.errors import InputError
+from otbtf_plugin.model_metadata import model_folder_output
 from otbtf_plugin.outputs import Output, StagedOutputs, check_paths
 from snapshot import snapshot
 
@@ -91,7 +92,7 @@ def test_a_group_appears_whole_or_not_at_all(folder):
     with StagedOutputs() as staged:
         staged.file(folder / "a.tif").write_bytes(b"new a")
         staged.file(folder / "b.tif").write_bytes(b"new b")
-        model = staged.folder(folder / "model", "otbtf_model.json")
+        model = staged.folder(model_folder_output(folder / "model"))
         (model / "otbtf_model.json").write_text("{}")
         assert not (folder / "b.tif").exists() and (folder / "a.tif").read_bytes() == b"old a"
         staged.commit()
@@ -101,7 +102,7 @@ def test_a_group_appears_whole_or_not_at_all(folder):
 
 def test_a_folder_that_became_foreign_during_the_run_is_not_replaced(folder):
     with pytest.raises(InputError, match=r"not an otbtf model"), StagedOutputs() as staged:
-        staged.folder(folder / "sub", "otbtf_model.json")
+        staged.folder(model_folder_output(folder / "sub"))
         (folder / "sub" / "user.txt").write_text("written while the run worked")
         staged.commit()
     assert (folder / "sub" / "user.txt").read_text() == "written while the run worked"
@@ -121,3 +122,100 @@ def test_an_output_in_a_folder_that_does_not_exist(folder):
     with pytest.raises(InputError, match=r"OUTPUT '.*nofolder/s.gpkg': the folder '.*nofolder' does not exist; "
                                          "create it or choose another"):
         check_paths({}, {"OUTPUT": folder / "nofolder" / "s.gpkg"})
+
+
+def _model_folder(path, *extra):
+    """A model folder as training writes it, plus the user's ``extra`` files."""
+    path.mkdir()
+    (path / "otbtf_model.json").write_text("{}")
+    (path / "savedmodel").mkdir()
+    (path / "savedmodel" / "saved_model.pb").write_bytes(b"pb")
+    (path / "model.keras").write_bytes(b"keras")
+    for name in extra:
+        (path / name).write_text("the user's")
+    return path
+
+
+def test_an_output_inside_an_input_folder_is_refused(folder):
+    """A report beside a fine-tuned model's metadata would replace it (its .json companion)."""
+    model = _model_folder(folder / "model")
+    before = snapshot(folder)
+    report = Output(model / "otbtf_model.html", companions=(".json",))
+    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder "
+                                         r"MODEL \('.*model'\), which the run reads: choose another output path$"):
+        check_paths({"MODEL": model}, {"OUTPUT_MODEL": model_folder_output(folder / "new"), "OUTPUT_REPORT": report})
+    with pytest.raises(InputError, match=r"lies inside the input folder MODEL"):
+        check_paths({"MODEL": str(model)}, {"OUTPUT": model / "savedmodel" / "map.tif"})
+    assert snapshot(folder) == before
+    check_paths({"MODEL": model}, {"OUTPUT_REPORT": Output(folder / "otbtf_model.html", companions=(".json",))})
+
+
+def test_a_file_read_beside_an_input_is_kept(folder):
+    """Training reads labels.origins.csv beside the labels image: no output may replace it."""
+    (folder / "labels.tif").write_bytes(b"labels")
+    (folder / "labels.origins.csv").write_text("patch,originfid,col,row\n")
+    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*labels.origins.csv' would replace 'labels.origins.csv', "
+                                         r"which belongs to the input TRAIN_LABELS"):
+        check_paths({"TRAIN_LABELS": folder / "labels.tif"}, {"OUTPUT_REPORT": folder / "labels.origins.csv"})
+    from otbtf_plugin.patches_image import ORIGINS_SUFFIX, origins_path
+    assert origins_path(folder / "labels.tif").name == "labels" + ORIGINS_SUFFIX
+
+
+def test_a_model_folder_is_replaced_only_when_it_holds_only_ours(folder):
+    ours = _model_folder(folder / "ours")
+    check_paths({}, {"OUTPUT_MODEL": model_folder_output(ours)})
+    mixed = _model_folder(folder / "mixed", "map.tif", "map.qml", "notes.txt", "z.txt")
+    before = snapshot(folder)
+    with pytest.raises(InputError, match=r"^OUTPUT_MODEL '.*mixed' holds 'map.qml', 'map.tif', 'notes.txt' and 1 more, "
+                                         r"which otbtf did not write there; it would be replaced: move them out, "
+                                         r"or choose a new or empty folder$"):
+        check_paths({}, {"OUTPUT_MODEL": model_folder_output(mixed)})
+    with pytest.raises(InputError, match=r"holds 'map.qml'"), StagedOutputs() as staged:
+        staged.folder(model_folder_output(mixed))
+    assert snapshot(folder) == before
+
+
+def test_a_checkpoint_folder_holds_only_checkpoints(folder):
+    from otbtf_plugin.training.schedule import checkpoint_output
+
+    checkpoints = folder / "ckpt"
+    checkpoints.mkdir()
+    check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints)})  # empty
+    for name in ("checkpoint.json", "state.3.npz", "best.2.npz", ".state.4.npz.partial"):
+        (checkpoints / name).write_bytes(b"ours")
+    check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints)})
+    # A report inside it would replace checkpoint.json (its .json companion)
+    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*ckpt/checkpoint.html' and the output CHECKPOINT_DIR lie "
+                                         r"one inside the other, and the run writes files into that folder"):
+        check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints),
+                         "OUTPUT_REPORT": Output(checkpoints / "checkpoint.html", companions=(".json",))})
+    (folder / "logs").mkdir()
+    with pytest.raises(InputError, match=r"TENSORBOARD_DIR .* lie one inside the other"):
+        check_paths({}, {"OUTPUT_REPORT": Output(folder / "logs" / "r.html"),
+                         "TENSORBOARD_DIR": Output(folder / "logs", "into")})
+    (checkpoints / "state.npz.bak").write_bytes(b"the user's")
+    with pytest.raises(InputError, match=r"CHECKPOINT_DIR '.*ckpt' holds 'state.npz.bak', which otbtf did not write "
+                                         r"there; the run writes and removes files there"):
+        check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints)})
+
+
+@pytest.mark.parametrize("length", [200, 230, 247, 250, 255, 256, 300])
+def test_names_too_long_for_the_file_system_are_refused_first(folder, length):
+    """NAME_MAX is 255 bytes here; the temporary name beside an output is longer than the
+    output's. A name over the limit makes every look-up raise (no OSError may escape)."""
+    from otbtf_plugin.scratch import longest_temporary_name
+
+    name = "m" * (length - 4) + ".tif"
+    output = Output(folder / name, companions=(".qml", ".aux.xml"), suffixes=(".tif",))
+    limit = os.pathconf(folder, "PC_NAME_MAX")
+    extra = len(longest_temporary_name(folder / name)) + len(".aux.xml") - length
+    if length + extra <= limit:
+        check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": output})
+        return
+    with pytest.raises(InputError, match=rf"^OUTPUT: the name 'mmm.*mmm.tif' is {length} characters long; the file "
+                                         rf"system of '.*' allows {limit} per name, and the run needs {extra} more for "
+                                         rf"its temporary files: give a name of at most {limit - extra} characters$"):
+        check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": output})
+    with pytest.raises(InputError, match=r"the name .* is \d+ characters long"):
+        check_paths({}, {"OUTPUT_MODEL": model_folder_output(folder / ("d" * length))})
+

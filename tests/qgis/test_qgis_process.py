@@ -158,3 +158,16 @@ def test_serve_an_onnx_model_from_the_command_line(installed_profile, tmp_path):
 
     ds = gdal.Open(str(tmp_path / "served.tif"))
     assert (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (396, 396, 2)
+
+
+@pytest.mark.parametrize("length", [244, 250, 255, 300])
+def test_a_name_too_long_for_the_file_system_is_one_line(installed_profile, tmp_path, length):
+    """Names at or over NAME_MAX (or too long for the temporary beside them) used to abort
+    qgis_process (rc 134, an OSError in checkParameterValues) or fail after the work."""
+    output = tmp_path / ("s" * (length - 4) + ".csv")
+    out = run_qgis_process(installed_profile, "run", "otbtf:polygonclassstatistics",
+                           f"--INPUT={RGB}", f"--VECTOR={POLYGONS}", "--FIELD=name", f"--OUTPUT={output}")
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert f"is {length} characters long" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr + out.stdout
+    assert sorted(tmp_path.iterdir()) == []

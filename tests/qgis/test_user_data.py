@@ -127,3 +127,71 @@ def test_a_value_out_of_range_says_the_range(tmp_path, values, message):
         QgsProcessingContext())
     assert not ok
     assert re.match(message, said), said
+
+
+def _model_folder(path, *extra):
+    """A model folder as training writes it (its files are only looked at, not loaded), plus
+    the user's ``extra`` files."""
+    path.mkdir()
+    (path / "otbtf_model.json").write_text('{"format": "otbtf-qgis model 1"}')
+    (path / "savedmodel").mkdir()
+    (path / "savedmodel" / "saved_model.pb").write_bytes(b"pb")
+    (path / "model.keras").write_bytes(b"keras")
+    for name in extra:
+        (path / name).write_text("the user's\n")
+    return path
+
+
+def test_a_report_inside_the_model_it_reads_is_refused(user_folder):
+    """OUTPUT_REPORT=MODEL/otbtf_model.html would replace the model's otbtf_model.json (the
+    report's .json): fine-tuning, and a classifier on the model's deep features."""
+    model = _model_folder(user_folder / "model")
+    before = snapshot(user_folder)
+    _refused("otbtf:tensorflowmodeltrain", {
+        "TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "scene.tif"),
+        "MODEL": str(model), "OUTPUT_MODEL": str(user_folder / "tuned"),
+        "OUTPUT_REPORT": str(model / "otbtf_model.html"),
+    }, r"OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder MODEL")
+    _refused("otbtf:trainclassifierfromdeepfeatures", {
+        "SOURCE1": str(user_folder / "scene.tif"), "MODEL": str(model), "VECTOR": str(user_folder / "truth.gpkg"),
+        "FIELD": "name", "OUTPUT_CLASSIFIER": str(user_folder / "rf.skops"),
+        "OUTPUT_REPORT": str(model / "otbtf_model.html"),
+    }, r"OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder MODEL")
+    _refused("otbtf:tensorflowmodelserve", {
+        "SOURCE1": str(user_folder / "scene.tif"), "MODEL": str(model), "OUTPUT": str(model / "map.tif"),
+    }, r"OUTPUT '.*model/map.tif' lies inside the input folder MODEL")
+    assert_untouched(before, user_folder)
+
+
+def test_a_report_over_a_checkpoint_or_the_labels_table_is_refused(user_folder):
+    checkpoints = user_folder / "ckpt"
+    checkpoints.mkdir()
+    (checkpoints / "checkpoint.json").write_text("{}")
+    (checkpoints / "state.2.npz").write_bytes(b"state")
+    shutil.copy(user_folder / "scene.tif", user_folder / "labels.tif")
+    (user_folder / "labels.origins.csv").write_text("patch,originfid,col,row\n0,1,8,8\n")
+    before = snapshot(user_folder)
+    base = {"TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "labels.tif"),
+            "OUTPUT_MODEL": str(user_folder / "new_model")}
+    _refused("otbtf:tensorflowmodeltrain", {
+        **base, "CHECKPOINT_DIR": str(checkpoints), "OUTPUT_REPORT": str(checkpoints / "checkpoint.html"),
+    }, r"OUTPUT_REPORT '.*ckpt/checkpoint.html' and the output CHECKPOINT_DIR lie one inside the other")
+    _refused("otbtf:tensorflowmodeltrain", {**base, "OUTPUT_REPORT": str(user_folder / "labels.origins.csv")},
+             r"would replace 'labels.origins.csv', which belongs to the input TRAIN_LABELS")
+    (checkpoints / "notes.txt").write_text("mine\n")
+    _refused("otbtf:tensorflowmodeltrain", {**base, "CHECKPOINT_DIR": str(checkpoints)},
+             r"CHECKPOINT_DIR '.*ckpt' holds 'notes.txt', which otbtf did not write there")
+    assert_untouched({**before, "ckpt/notes.txt": snapshot(user_folder)["ckpt/notes.txt"]}, user_folder)
+
+
+def test_retraining_into_a_model_folder_holding_the_users_files_is_refused(user_folder):
+    """A map served into the model folder (an older version allowed it), then the folder
+    given as OUTPUT_MODEL again: replacing it would delete the map, its style and a note."""
+    model = _model_folder(user_folder / "model", "map.tif", "map.qml", "notes.txt")
+    before = snapshot(user_folder)
+    _refused("otbtf:tensorflowmodeltrain", {
+        "TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "scene.tif"),
+        "OUTPUT_MODEL": str(model)},
+        r"OUTPUT_MODEL '.*model' holds 'map.qml', 'map.tif', 'notes.txt', which otbtf did not write there; it would "
+        "be replaced: move them out, or choose a new or empty folder")
+    assert_untouched(before, user_folder)
