@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,10 +65,10 @@ def _value(raw: str) -> Any:
     also accepts for class names), else the text itself (``Segmentor`` without quotes)."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             return ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return raw
 
 
@@ -77,7 +78,11 @@ def _class_names(value: Any, where: str) -> list[list[str]]:
         raise ModelError(f"{where}: metadata 'class_names' must be {{index: name}} (or a list of them, one per output)")
     names = []
     for table in tables:
-        ordered = sorted((int(k), str(v)) for k, v in table.items())
+        try:
+            ordered = sorted((int(k), str(v)) for k, v in table.items())
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"{where}: metadata 'class_names' must number the classes 0, 1, 2...; found the keys "
+                             f"{list(table)[:5]}") from err
         if [k for k, _ in ordered] != list(range(len(ordered))):
             raise ModelError(f"{where}: metadata 'class_names' must number the classes 0, 1, 2... without gaps; "
                              f"found {[k for k, _ in ordered]}")
@@ -91,14 +96,18 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
         return None
     values = {k: _value(v) for k, v in custom.items() if k in KEYS}
 
-    def number(key: str, kind=float):
+    def number(key: str, kind=float, low: float = -math.inf, high: float = math.inf, what: str = "a number"):
         value = values.get(key)
         if value is None:
             return None
         try:
-            return kind(value)
-        except (TypeError, ValueError) as err:
-            raise ModelError(f"{where}: metadata {key!r} = {value!r} is not a number") from err
+            found = float(value)
+        except (TypeError, ValueError, OverflowError):
+            found = math.nan
+        if not (math.isfinite(found) and low <= found <= high) or (kind is int and found != int(found)):
+            raise ModelError(f"{where}: metadata {key!r} = {value!r} is not {what}; fix the key in the model's "
+                             "metadata (Deepness writes JSON values)")
+        return kind(found)
 
     def floats(key: str) -> tuple[float, ...] | None:
         value = values.get(key)
@@ -106,18 +115,23 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
             return None
         value = value if isinstance(value, list) else [value]
         try:
-            return tuple(float(v) for v in value)
-        except (TypeError, ValueError) as err:
+            found = tuple(float(v) for v in value)
+        except (TypeError, ValueError, OverflowError) as err:
             raise ModelError(f"{where}: metadata {key!r} must be a list of numbers, found {value!r}") from err
+        if not all(math.isfinite(v) for v in found) or (key.endswith("std") and not all(v > 0 for v in found)):
+            raise ModelError(f"{where}: metadata {key!r} = {value!r} must hold finite numbers"
+                             + (" above 0" if key.endswith("std") else ""))
+        return found
 
     names = values.get("class_names", values.get("names"))
-    threshold = number("seg_thresh")
+    threshold = number("seg_thresh", low=0, high=1, what="a threshold from 0 to 1")
     return DeepnessSettings(
         model_type=str(values["model_type"]).capitalize() if "model_type" in values else None,
         class_names=_class_names(names, where) if names is not None else [],
-        resolution_cm=number("resolution"),
-        tile_size=number("tile_size", int) or number("tiles_size", int),
-        overlap_percent=number("tiles_overlap") or 0.0,
+        resolution_cm=number("resolution", low=1e-9, what="a resolution in cm above 0"),
+        tile_size=number("tile_size", int, 1, 2 ** 20, "a tile size in pixels (a whole number, at least 1)")
+        or number("tiles_size", int, 1, 2 ** 20, "a tile size in pixels (a whole number, at least 1)"),
+        overlap_percent=number("tiles_overlap", low=0, high=99, what="a percentage from 0 to 99") or 0.0,
         mean=floats("standardization_mean"), std=floats("standardization_std"),
         threshold=0.5 if threshold is None else threshold,
         output_scaling=number("reg_output_scaling") or 1.0,

@@ -13,11 +13,13 @@ TensorFlow and onnxruntime are imported on first use, after checking that they a
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import runtimes
+from .keras_layers import class_code_layer, keras_module
 from .model_metadata import METADATA_FILE, read_metadata
 from .served_model import LAYOUTS, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
@@ -62,17 +64,20 @@ def _load_savedmodel(path: Path) -> ServedModel:
 
 
 def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
-    tensorflow()
-    import keras
-
+    keras = keras_module()
+    class_code_layer(keras)  # the layer our training's model.keras holds, registered for safe mode
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras 3 model file (a .keras file is a zip archive; this one is damaged, "
+                         "empty or of another format): save the model again with model.save('name.keras')")
     try:
         model = keras.saving.load_model(str(path), safe_mode=not allow_lambda)
-    except ValueError as err:
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:
         if "Lambda" in str(err) or "safe_mode" in str(err):
             raise ModelError(
                 f"{path}: the model holds a Lambda layer, whose Python code would run when loading it; "
                 "this is refused unless you trust the file and allow it (ALLOW_LAMBDA)") from err
-        raise ModelError(f"{path}: not a loadable Keras model ({err})") from err
+        raise ModelError(f"{path}: not a loadable Keras model ({str(err).splitlines()[0] if str(err) else err!r})"
+                         ) from err
     inputs = [TensorInfo(t.name.split(":")[0], np.dtype(t.dtype).name, tuple(t.shape)) for t in model.inputs]
     structure = model.output
     if isinstance(structure, dict):  # built with named outputs: the call returns that dict

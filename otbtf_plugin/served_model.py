@@ -65,16 +65,42 @@ class ServedModel:
                          + ", ".join(t.describe() for t in self.outputs))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model once; ``feeds`` holds every input, by name (images channels last)."""
+        """Run the model on a batch; ``feeds`` holds every input, by name (images channels
+        last). A model whose inputs have a fixed batch size (``[1, 3, 64, 64]``, as many
+        exports have) is called on batches of that size, the last one padded with zeros and
+        its padding dropped from the outputs: the result does not depend on the batch size."""
         if self._call is None:
             raise ModelError(f"{self.path}: this model cannot be run")
-        return self._call(feeds)
+        fixed = self.fixed_batch()
+        count = max((len(value) for value in feeds.values() if np.ndim(value) > 0), default=0)
+        if fixed is None or count in (0, fixed):
+            return self._call(feeds)
+        parts = []
+        for start in range(0, count, fixed):
+            size = min(fixed, count - start)
+            chunk = {name: _batch_slice(value, start, size, fixed) if np.ndim(value) > 0 and len(value) == count
+                     else value for name, value in feeds.items()}
+            parts.append({name: value[:size] for name, value in self._call(chunk).items()})
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's image inputs require, or None when they take any."""
+        sizes = {int(t.shape[0]) for t in self.inputs if len(t.shape) == 4 and t.shape[0] is not None}
+        return min(sizes) if sizes else None
 
     def describe(self) -> str:
         """One paragraph: what the model takes and gives (the log, the Apply dialog)."""
         text = (f"{self.kind} model, {self.layout}; inputs: " + ", ".join(t.describe() for t in self.inputs)
                 + "; outputs: " + ", ".join(t.describe() for t in self.outputs))
         return text + "".join(f"; {note}" for note in self.notes)
+
+
+def _batch_slice(value: np.ndarray, start: int, size: int, fixed: int) -> np.ndarray:
+    """``size`` items of ``value`` from ``start``, padded with zeros to ``fixed`` items."""
+    part = value[start:start + size]
+    if size == fixed:
+        return part
+    return np.concatenate([part, np.zeros((fixed - size, *part.shape[1:]), part.dtype)])
 
 
 def _is_image(info: TensorInfo) -> bool:

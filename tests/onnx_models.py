@@ -32,11 +32,11 @@ def save(model, path: Path, metadata: dict | None = None) -> Path:
 
 
 def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=False, nhwc=False,
-               extra_input=False):
+               extra_input=False, batch=None):
     """Conv (valid, or zero-padded to keep the size with ``pad``) + ReLU (+ softmax over the
     channels). ``size``: a fixed input size (else any). ``nhwc``: the model takes and gives
     channels last (transposes inside). ``extra_input``: a scalar input ``gain`` multiplies
-    the output."""
+    the output. ``batch``: a fixed batch size (many exports have 1)."""
     w, b = _weights(seed, out, bands, kernel)
     p = kernel // 2 if pad else 0
     x_name = "x_nhwc" if nhwc else "x"
@@ -63,6 +63,8 @@ def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=F
     if not size:
         in_shape = ["n", "h", "w", bands] if nhwc else ["n", bands, "h", "w"]
         out_shape = ["n", "oh", "ow", out] if nhwc else ["n", out, "oh", "ow"]
+    if batch:
+        in_shape, out_shape = [batch, *in_shape[1:]], [batch, *out_shape[1:]]
     inputs = [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, in_shape)]
     if extra_input:
         inputs.append(helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]))

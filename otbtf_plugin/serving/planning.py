@@ -138,6 +138,8 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
         given = meta.input(name)
         rfields.append(src.rfield or (given.rfield if given else None) or static[k] or 0)
     output_names = _output_names(options, model, meta)
+    _check_one_input_fits(options.memory_mb, rfields, bands, model.fixed_batch() or 1,
+                          "RFIELD as given" if any(src.rfield for src in sources) else "read from the model")
     probe = _Probe(model, feeds, names, bands)
     if all(s is not None for s in static) or not options.fully_conv:
         measured = _measure_fixed_size(probe, rfields, static, output_names, options.efield or meta.efield or 0,
@@ -173,6 +175,20 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
                 float(options.background), pad, band_notes + notes, others, options.tta,
                 _class_from_scores(options, model, meta, outputs), overlap)
+
+
+def _check_one_input_fits(memory_mb: int, rfields: list[int], bands: list[int], batch: int, origin: str) -> None:
+    """Refuse, before the model is first run, a model whose single input (at its fixed batch
+    size) cannot fit MEMORY_MB with room for its work (x 8): a size read from a file (Deepness'
+    tile_size, a fixed input shape) must not exhaust the machine."""
+    need_bytes = 8 * batch * sum(r * r * b * 4 for r, b in zip(rfields, bands, strict=True))
+    if need_bytes <= max(32, memory_mb) * 2 ** 20:
+        return
+    need = -(-need_bytes // 2 ** 20)
+    inputs = ", ".join(f"{r} x {r} px x {b} band(s)" for r, b in zip(rfields, bands, strict=True))
+    raise InputError(f"the model takes inputs of {inputs}{f' in batches of {batch}' if batch > 1 else ''} ({origin}), "
+                     f"which need about {need} MiB with the model's working memory, more than MEMORY_MB "
+                     f"{memory_mb}: raise MEMORY_MB to at least {need}, or use a model that takes smaller tiles")
 
 
 def _bind_inputs(sources: list[ServeSource], model: ServedModel, feeds: dict, meta: ModelMetadata) -> list[str]:

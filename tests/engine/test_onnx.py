@@ -174,6 +174,20 @@ def test_deepness_segmentor_is_served_as_deepness_serves_it(tmp_path, scene):
     assert not [line for line in log.lines if line.startswith("warning")]  # made for 3000 cm pixels: 30 m ones
 
 
+@pytest.mark.parametrize("fixed", [1, 3])
+def test_a_model_with_a_fixed_batch_size_is_called_with_that_size(tmp_path, scene, fixed):
+    """Many exports fix the batch dimension ([1, 3, 32, 32]): serving calls them with that
+    many tiles at a time (the last call padded), and the map is the one of any batch size."""
+    paths, images, _ = scene
+    model = onnx_models.conv_model(out=4, pad=True, softmax=True, size=32, batch=fixed)
+    path = onnx_models.save(model, tmp_path / "seg1.onnx", onnx_models.DEEPNESS)
+    scores, _ = onnx_models.deepness_reference(images["u8"])
+    for batch in (0, 5):
+        out = tmp_path / f"scores_{batch}.tif"
+        serve([ServeSource(paths["u8"])], path, out, ServeOptions(output_names=["y"], batch_size=batch, tile_px=48))
+        assert np.abs(read(out)[0] - scores).max() < 1e-5
+
+
 def test_deepness_resolution_far_from_the_raster_is_warned(tmp_path, scene):
     paths, _, _ = scene
     path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
@@ -372,3 +386,39 @@ def test_a_strided_onnx_model_has_spacing_scale_2(tmp_path, scene):
         got, got_transform, _ = read(out)
         assert result.plan.geometry.scale == 2 and got_transform.a == 2 * transform.a
         assert got.shape == expected.shape and np.abs(got - expected).max() < TOL
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("tile_size", -32, r"metadata 'tile_size' = -32 is not a tile size in pixels \(a whole number, at least 1\)"),
+    ("tile_size", 2.5, r"metadata 'tile_size' = 2.5 is not a tile size in pixels"),
+    ("tile_size", "big", r"metadata 'tile_size' = 'big' is not a tile size in pixels"),
+    ("tiles_overlap", 150, r"metadata 'tiles_overlap' = 150 is not a percentage from 0 to 99"),
+    ("resolution", float("nan"), r"metadata 'resolution' = nan is not a resolution in cm above 0"),
+    ("seg_thresh", "Infinity", r"metadata 'seg_thresh' = 'Infinity' is not a threshold from 0 to 1"),
+    ("standardization_std", [0.2, 0, 0.3], r"metadata 'standardization_std' = \[0.2, 0, 0.3\] must hold finite "
+                                           r"numbers above 0"),
+    ("class_names", {"a": "x"}, r"metadata 'class_names' must number the classes 0, 1, 2...; found the keys \['a'\]"),
+    ("class_names", "[" * 5000 + "]" * 5000, r"metadata 'class_names' must be \{index: name\}"),
+])
+def test_malformed_deepness_keys_are_one_line(tmp_path, scene, key, value, message):
+    paths, _, _ = scene
+    model = onnx_models.conv_model(out=4, pad=True, softmax=True)
+    metadata = {**onnx_models.DEEPNESS, key: value}
+    path = onnx_models.save(model, tmp_path / "bad.onnx", metadata)
+    with pytest.raises(ModelError, match=rf"^bad.onnx: {message}") as err:
+        serve([ServeSource(paths["u8"])], path, tmp_path / "out.tif")
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_a_tile_size_read_from_the_file_counts_against_memory(tmp_path, scene):
+    """Deepness' tile_size of 16000 px used to reach 9.4 GB on a 200 x 200 px raster with
+    MEMORY_MB 512: it is refused before the model first runs, naming what would fit."""
+    paths, _, _ = scene
+    model = onnx_models.conv_model(out=4, pad=True, softmax=True)
+    path = onnx_models.save(model, tmp_path / "huge.onnx", {**onnx_models.DEEPNESS, "tile_size": 16000})
+    with pytest.raises(InputError, match=r"^the model takes inputs of 16000 x 16000 px x 3 band\(s\) \(read from the "
+                                         r"model\), which need about 23438 MiB with the model's working memory, more "
+                                         r"than MEMORY_MB 512: raise MEMORY_MB to at least 23438"):
+        serve([ServeSource(paths["u8"])], path, tmp_path / "out.tif", ServeOptions(memory_mb=512))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.onnx"]
