@@ -10,14 +10,17 @@ one plain error naming the file and the key.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import InputError
 from .outputs import Output, PathLike
+from .raster import CLASS_CODE_RANGE
 
 METADATA_FILE = "otbtf_model.json"
+MAX_PIXELS = 1 << 20  # a receptive or expression field, a scale: larger values are no model's
 # What training writes in a model folder: an existing folder holding anything else is refused
 # as OUTPUT_MODEL (replacing it would delete the rest).
 MODEL_FOLDER_ENTRIES = (METADATA_FILE, "savedmodel", "model.keras")
@@ -138,16 +141,15 @@ class ModelMetadata:
             inputs=[_input(entry, where) for entry in _list(data, "inputs", where)],
             efield=_int(data, "efield", where), scale=_int(data, "scale", where), task=task,
             architecture=data.get("architecture"),
-            outputs=dict(data.get("outputs") or {}), extra_outputs=dict(data.get("extra_outputs") or {}),
+            outputs=_dict(data, "outputs", where), extra_outputs=_dict(data, "extra_outputs", where),
             default_outputs=[str(n) for n in _list(data, "default_outputs", where)],
-            classes=[ModelClass(int(_get(c, "code", where)), str(_get(c, "name", where)))
-                     for c in _list(data, "classes", where)],
+            classes=[ModelClass(_code(c, where), str(_get(c, "name", where))) for c in _list(data, "classes", where)],
             scores_output=None if data.get("scores_output") is None else str(data["scores_output"]),
             class_threshold=_float(data, "class_threshold", where),
             resolution_cm=_float(data, "resolution_cm", where),
             covers_raster=bool(data.get("covers_raster", False)), first_bands=bool(data.get("first_bands", False)),
-            target_statistics=data.get("target_statistics"), training=dict(data.get("training") or {}),
-            history={k: [float(v) for v in values] for k, values in (data.get("history") or {}).items()},
+            target_statistics=_target_statistics(data, where), training=_dict(data, "training", where),
+            history=_history(data, where),
             format=str(data.get("format", FORMAT)), created=data.get("created"),
             otbtf_plugin=data.get("otbtf_plugin"),
             others={k: v for k, v in data.items() if k not in known},
@@ -167,12 +169,29 @@ def _list(data: dict, key: str, where: str) -> list:
     return value
 
 
+def _dict(data: dict, key: str, where: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise MetadataError(f"{where}: {key!r} must be an object ({{name: ...}}), found {_shown(value)}")
+    return dict(value)
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(data: dict, key: str, where: str) -> int | None:
     value = data.get(key)
     if value in (None, 0):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
-        raise MetadataError(f"{where}: {key!r} must be a whole number of pixels, found {value!r}")
+    if not _number(value) or value != int(value) or not 0 < value <= MAX_PIXELS:
+        raise MetadataError(f"{where}: {key!r} must be a whole number of pixels (1 to {MAX_PIXELS}), found "
+                            f"{_shown(value)}")
     return int(value)
 
 
@@ -180,9 +199,48 @@ def _float(data: dict, key: str, where: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MetadataError(f"{where}: {key!r} must be a number, found {value!r}")
+    if not _number(value):
+        raise MetadataError(f"{where}: {key!r} must be a finite number, found {_shown(value)}")
     return float(value)
+
+
+def _code(entry: Any, where: str) -> int:
+    code = _get(entry, "code", where)
+    low, high = CLASS_CODE_RANGE
+    if not _number(code) or code != int(code) or not low <= code <= high:
+        raise MetadataError(f"{where}: a class code must be a whole number from {low} to {high}, found "
+                            f"{_shown(code)}")
+    return int(code)
+
+
+def _numbers(value: Any, what: str, where: str) -> list[float]:
+    """A number or a list of numbers (a nested list flattened, one level of nesting per band row)."""
+    flat: list[float] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list) and len(flat) + len(stack) < 1 << 16:
+            stack.extend(reversed(item))
+        elif _number(item):
+            flat.append(float(item))
+        else:
+            raise MetadataError(f"{where}: {what} must hold finite numbers, found {_shown(item)}")
+    return flat
+
+
+def _target_statistics(data: dict, where: str) -> dict | None:
+    value = data.get("target_statistics")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(_number(value.get(k)) for k in ("mean", "std")):
+        raise MetadataError(f"{where}: 'target_statistics' must be {{\"mean\": number, \"std\": number}}, found "
+                            f"{_shown(value)}")
+    return {"mean": float(value["mean"]), "std": float(value["std"])}
+
+
+def _history(data: dict, where: str) -> dict[str, list[float]]:
+    history = _dict(data, "history", where)
+    return {str(k): _numbers(values, f"'history' {k!r}", where) for k, values in history.items()}
 
 
 def _statistics(entry: dict, key: str, where: str) -> BandStatistics | None:
@@ -191,13 +249,12 @@ def _statistics(entry: dict, key: str, where: str) -> BandStatistics | None:
         return None
     if not isinstance(value, dict) or "mean" not in value:
         raise MetadataError(f"{where}: {key!r} of input {entry.get('name')!r} needs 'mean' (and 'std')")
-    mean = tuple(float(v) for v in _flat(value["mean"]))
-    std = tuple(float(v) for v in _flat(value.get("std", [1.0] * len(mean))))
+    what = f"{key!r} of input {entry.get('name')!r}"
+    mean = tuple(_numbers(value["mean"], what, where))
+    std = tuple(_numbers(value.get("std", [1.0] * len(mean)), what, where))
+    if len(std) != len(mean):
+        raise MetadataError(f"{where}: {what} has {len(mean)} means but {len(std)} standard deviations")
     return BandStatistics(mean, std)
-
-
-def _flat(value) -> list:
-    return [value] if isinstance(value, int | float) else [v for row in value for v in _flat(row)]
 
 
 def _input(entry: Any, where: str) -> ModelInput:
@@ -216,6 +273,8 @@ def read_metadata(folder: str | Path) -> ModelMetadata | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise MetadataError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise MetadataError(f"{path}: nested too deeply to be a model's metadata") from err
     return ModelMetadata.from_json(data, str(path))
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..outputs import StagedOutputs, staged_or_now
+from ..raster import CLASS_CODE_RANGE
 from .fitting import TrainedClassifier
 from .registry import sklearn
 
@@ -72,9 +74,39 @@ def load(path: str | Path) -> TrainedClassifier:
         estimator = content["estimator"]
     except Exception as err:
         raise InputError(f"{path.name} is not a classifier file of this plugin ({err})") from err
+    if not isinstance(header, dict):
+        raise InputError(f"{path.name}: its header is not an object of this plugin; train the classifier again")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise InputError(f"{path.name}: format {header.get('format')} version {header.get('version')}; this plugin "
                          f"reads {FORMAT} version {VERSION}")
-    return TrainedClassifier(estimator, header["recipe"], header["classes"], header["classifier"],
-                             header.get("params", {}), header.get("metrics"))
+    return TrainedClassifier(estimator, _header(header, "recipe", dict, path), _classes(header, path),
+                             _header(header, "classifier", str, path), _header(header, "params", dict, path, {}),
+                             _header(header, "metrics", dict, path, None))
+
+
+def _header(header: dict, key: str, kind: type, path: Path, default: Any = ...) -> Any:
+    """A value of the file's header, of the type the plugin wrote, or one line naming it."""
+    if key not in header and default is not ...:
+        return default
+    value = header.get(key)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, kind):
+        raise InputError(f"{path.name}: its header's {key!r} should be {'text' if kind is str else 'an object'}, "
+                         f"found {type(value).__name__}: the file was not written by this plugin, or was edited; "
+                         "train the classifier again")
+    return value
+
+
+def _classes(header: dict, path: Path) -> list[dict]:
+    """The classes of the header: [{"code": whole number of a class map, "name": text}, ...]."""
+    classes = header.get("classes")
+    low, high = CLASS_CODE_RANGE
+    ok = isinstance(classes, list) and classes and all(
+        isinstance(c, dict) and isinstance(c.get("code"), int) and not isinstance(c.get("code"), bool)
+        and low <= c["code"] <= high and isinstance(c.get("name"), str) for c in classes)
+    if not ok:
+        raise InputError(f"{path.name}: its header's 'classes' should list {{\"code\": a whole number from {low} to "
+                         f"{high}, \"name\": text}}, found {str(classes)[:60]!r}: train the classifier again")
+    return list(classes or [])
 

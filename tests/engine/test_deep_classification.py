@@ -76,6 +76,32 @@ def test_every_classifier_round_trips_through_its_file(name, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.skops"]
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"recipe": "features"}, r"its header's 'recipe' should be an object, found str"),
+    ({"classes": None}, r"its header's 'classes' should list \{\"code\": a whole number from -2147483648"),
+    ({"classes": [{"code": "one", "name": "a"}]}, r"its header's 'classes' should list"),
+    ({"classes": [{"code": 2 ** 40, "name": "a"}]}, r"its header's 'classes' should list"),
+    ({"classifier": 3}, r"its header's 'classifier' should be text, found int"),
+])
+def test_a_classifier_file_with_a_malformed_header_is_one_line(tmp_path, change, message):
+    import json
+
+    import skops.io
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2)).astype(np.float32)
+    codes = np.where(x[:, 0] > 0, 1, 2)
+    trained = classifiers.train(x, codes, np.arange(60) // 5, {1: "a", 2: "b"}, {"features": ["p", "q"]},
+                                classifier="dt", seed=0)
+    header = {"format": "otbtf-classifier", "version": 1, "classifier": "dt", "params": {},
+              "classes": trained.classes, "recipe": trained.recipe, "metrics": None, **change}
+    path = tmp_path / "edited.skops"
+    skops.io.dump({"otbtf": json.dumps(header), "estimator": trained.estimator}, path)
+    with pytest.raises(InputError, match=rf"^edited.skops: {message}") as err:
+        classifiers.load(path)
+    assert "\n" not in str(err.value)
+
+
 def test_a_hostile_classifier_file_is_refused_without_running_anything(tmp_path):
     import skops.io
 

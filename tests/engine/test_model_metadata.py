@@ -59,7 +59,26 @@ def test_how_a_model_is_served_round_trips(tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     ("[1, 2]", r"otbtf_model.json: expected a JSON object, found list"),
-    ('{"efield": "large"}', r"otbtf_model.json: 'efield' must be a whole number of pixels, found 'large'"),
+    ('{"efield": "large"}', r"otbtf_model.json: 'efield' must be a whole number of pixels \(1 to 1048576\), found "
+                            r"'large'"),
+    ('{"inputs": [{"name": "x", "rfield": Infinity}]}', r"'rfield' must be a whole number of pixels .*found inf"),
+    ('{"inputs": [{"name": "x", "rfield": NaN}]}', r"'rfield' must be a whole number of pixels .*found nan"),
+    ('{"scale": 1e300}', r"'scale' must be a whole number of pixels \(1 to 1048576\), found 1e\+300"),
+    ('{"class_threshold": NaN}', r"'class_threshold' must be a finite number, found nan"),
+    ('{"classes": [{"code": "abc", "name": "x"}]}', r"a class code must be a whole number from -2147483648 to "
+                                                    r"2147483647, found 'abc'"),
+    ('{"classes": [{"code": null, "name": "x"}]}', r"a class code must be a whole number .*found None"),
+    ('{"classes": [{"code": 3000000000, "name": "x"}]}', r"a class code must be a whole number .*found 3000000000"),
+    ('{"outputs": "abc"}', r"'outputs' must be an object \(\{name: ...\}\), found 'abc'"),
+    ('{"training": [1]}', r"'training' must be an object"),
+    ('{"history": "loss"}', r"'history' must be an object"),
+    ('{"history": {"loss": "high"}}', r"'history' 'loss' must hold finite numbers, found 'high'"),
+    ('{"target_statistics": {"mean": "a"}}', r"'target_statistics' must be \{\"mean\": number"),
+    ('{"inputs": [{"name": "x", "band_statistics": {"mean": ["a"]}}]}',
+     r"'band_statistics' of input 'x' must hold finite numbers, found 'a'"),
+    ('{"inputs": [{"name": "x", "normalisation": {"mean": [1, 2], "std": [1]}}]}',
+     r"'normalisation' of input 'x' has 2 means but 1 standard deviations"),
+    ("[" * 100000 + "]" * 100000, r"otbtf_model.json: (nested too deeply|not valid JSON)"),
     ('{"inputs": {"name": "x"}}', r"otbtf_model.json: 'inputs' must be a list, found dict"),
     ('{"inputs": [{"rfield": 3}]}', r"otbtf_model.json: an entry has no 'name'"),
     ('{"task": "detection"}', r"task 'detection' is not one of classification, segmentation, regression"),
@@ -68,5 +87,6 @@ def test_how_a_model_is_served_round_trips(tmp_path):
 ])
 def test_what_is_wrong_is_one_line_naming_file_and_key(tmp_path, content, message):
     (tmp_path / "otbtf_model.json").write_text(content)
-    with pytest.raises(MetadataError, match=message):
+    with pytest.raises(MetadataError, match=message) as err:
         read_metadata(tmp_path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
