@@ -335,7 +335,8 @@ class StagedOutputs:
 
     def discard(self) -> None:
         for tmp, _ in self._files:
-            for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            # GDAL's statistics, SQLite's journals (GeoPackage) beside the temporary
+            for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in (".aux.xml", "-journal", "-wal", "-shm"))):
                 leftover.unlink(missing_ok=True)
         for tmp, _ in self._folders:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -345,11 +346,18 @@ class StagedOutputs:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        targets = ", ".join(str(final) for _, final in self._files) or "the outputs"
+        finals = [final for _, final in self._files] + [Path(target.path) for _, target in self._folders]
+        targets = ", ".join(str(final) for final in finals) or "the outputs"
         self.discard()
         if isinstance(error, OSError):  # rasterio's I/O errors are OSErrors; reads raise InputError
             raise InputError(f"could not write {targets}: {error}. Is the disk full or the folder read-only? "
-                             "Nothing was left at that path") from error
+                             + " ".join(unchanged(final) for final in finals[:3])) from error
+
+
+def unchanged(final: PathLike) -> str:
+    """What a failed write left at ``final``: the previous output, or nothing (for messages)."""
+    final = Path(final)
+    return f"The previous {final.name} is as it was." if final.exists() else f"Nothing was written at {final}."
 
 
 def _check_folder(folder: Path) -> None:

@@ -83,6 +83,11 @@ CLASS_CODE_TYPES = (("uint8", 0, 2 ** 8 - 1), ("uint16", 0, 2 ** 16 - 1), ("int1
                     ("int32", -(2 ** 31), 2 ** 31 - 1), ("int64", -(2 ** 63), 2 ** 63 - 1))
 
 
+# Class codes are written in 32-bit class maps (GeoTIFF Int32, the models' class output): a
+# code outside this range would wrap there, so it is refused where classes are read.
+CLASS_CODE_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+
+
 def class_code_types(low: int, high: int) -> list[tuple[str, int, int]]:
     """The integer types that hold every code from ``low`` to ``high``, smallest first: the one
     rule for labels images and class maps."""

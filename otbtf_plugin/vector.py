@@ -23,7 +23,8 @@ from osgeo import gdal, ogr, osr
 from shapely.validation import make_valid
 
 from .errors import InputError
-from .outputs import atomic_output
+from .outputs import atomic_output, unchanged
+from .raster import CLASS_CODE_RANGE
 from .scratch import scratch_dir
 
 _EXCEPTIONS_LOCK = threading.Lock()
@@ -256,7 +257,7 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             fid_values, label_index = fid_values[keep], label_index[keep]
             geometries = [g for g, k in zip(geometries, keep, strict=True) if k]
     del dataset
-    codes, class_names = _class_codes(list(seen), label_index, string_classes)
+    codes, class_names = _class_codes(list(seen), label_index, string_classes, field_name)
     return Features(
         fids=fid_values,
         codes=codes,
@@ -290,11 +291,17 @@ def _class_field(definition, field_name: str | None) -> tuple[int, bool]:
                      "use an integer or text field")
 
 
-def _class_codes(values: list, label_index: np.ndarray, string_classes: bool) -> tuple[np.ndarray, dict[int, str]]:
+def _class_codes(values: list, label_index: np.ndarray, string_classes: bool,
+                 field_name: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
     """Each feature's class code and the names of the codes present: integer classes are their
     own codes; text classes get 1, 2, ... in alphabetical order. ``values``: the classes as
     read, by first appearance; ``label_index``: each feature's index into them."""
     present = [values[i] for i in np.unique(label_index)] if len(label_index) else []
+    low, high = CLASS_CODE_RANGE
+    outside = sorted({int(v) for v in present if not string_classes and not low <= int(v) <= high})
+    if outside:
+        raise InputError(f"the class field {field_name!r} holds the code {outside[0]}, which a class map cannot hold "
+                         f"(32-bit: {low} .. {high}): recode the classes with smaller numbers")
     if string_classes:
         code_of = {name: code for code, name in enumerate(sorted(present), 1)}
         lookup = np.array([code_of.get(v, 0) for v in values], dtype=np.int64)
@@ -354,6 +361,30 @@ VECTOR_DRIVERS = {".gpkg": "GPKG", ".sqlite": "SQLite", ".shp": "ESRI Shapefile"
                   ".fgb": "FlatGeobuf", ".csv": "CSV"}
 
 
+def _translate_points(table: Path, partial: Path, driver: str, layer_name: str, crs_wkt: str | None,
+                      names: list[str], metadata: dict[str, str] | None, count: int) -> None:
+    """The CSV ``table`` as a point layer at ``partial``, then read back: the layer must hold
+    every point (a write that failed half-way, as on a full disk, must not look complete)."""
+    options = gdal.VectorTranslateOptions(
+        format=driver, layerName=layer_name, dstSRS=crs_wkt, srcSRS=crs_wkt,
+        selectFields=names or None, geometryType="POINT",
+    )
+    source = gdal.OpenEx(str(table), gdal.OF_VECTOR,
+                         open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"])
+    result = gdal.VectorTranslate(str(partial), source, options=options)
+    if result is None:
+        raise RuntimeError("the layer could not be created")
+    if metadata:
+        result.GetLayer(0).SetMetadata(metadata)
+    result.FlushCache()  # commits (GeoPackage) and raises on failure, where closing would only print it
+    result = source = None
+    written = gdal.OpenEx(str(partial), gdal.OF_VECTOR)
+    layer = written.GetLayerByName(layer_name) if written is not None else None
+    if layer is None or layer.GetFeatureCount() != count:
+        found = "no layer" if layer is None else f"{layer.GetFeatureCount()} of {count} points"
+        raise RuntimeError(f"the file holds {found} after writing")
+
+
 @gdal_exceptions
 def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.ndarray, y: np.ndarray,
                  fields: dict[str, tuple[list, str]], metadata: dict[str, str] | None = None) -> Path:
@@ -379,19 +410,11 @@ def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.n
                                  *(list(values) for values, _ in fields.values()), strict=True))
         (Path(tmp) / "points.csvt").write_text(",".join(["Real", "Real", *(t for _, t in fields.values())]))
         with atomic_output(path) as partial:
-            options = gdal.VectorTranslateOptions(
-                format=driver, layerName=layer_name, dstSRS=crs_wkt, srcSRS=crs_wkt,
-                selectFields=names or None, geometryType="POINT",
-            )
-            source = gdal.OpenEx(str(table), gdal.OF_VECTOR,
-                                 open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"])
-            result = gdal.VectorTranslate(str(partial), source, options=options)
-            if result is None:
-                raise InputError(f"could not write {path}")
-            if metadata:
-                result.GetLayer(0).SetMetadata(metadata)
-            result = None
-            source = None
+            try:
+                _translate_points(table, partial, driver, layer_name, crs_wkt, names, metadata, len(x))
+            except RuntimeError as err:  # GDAL's exceptions: a full disk, a read-only folder
+                raise InputError(f"could not write {path} ({str(err).strip() or 'GDAL failed'}). Is the disk full "
+                                 f"or the folder read-only? {unchanged(path)}") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -13,6 +13,7 @@ fields, expression field, scale, class codes and names, band statistics, history
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +37,16 @@ from ..patches_image import origins_path
 from ..progress import NullProgress, Progress, check_cancelled
 from ..validation import GroupSplit, group_folds, hold_out_groups
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
-from .data import TrainingSet, band_statistics, batches, batches_per_epoch, hold_out, patch_groups, predict
+from .data import (
+    TrainingSet,
+    align_classes,
+    band_statistics,
+    batches,
+    batches_per_epoch,
+    hold_out,
+    patch_groups,
+    predict,
+)
 from .report import tensorboard_validation, write_report
 from .schedule import Checkpoints, ScheduleState, checkpoint_output, fingerprint, schedule_callback
 from .targets import TASKS, Target, class_weights, decide_target
@@ -94,6 +104,7 @@ class _Split:
     valid: TrainingSet
     valid_idx: np.ndarray
     held_out: GroupSplit | None = None  # how the validation patches were held out (None: a set of their own)
+    recoded: str | None = None  # how the validation labels' codes were matched to training's, for the log
 
     def describe(self) -> dict:
         """How validation was made, for the report and the model's metadata."""
@@ -119,6 +130,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     split = _open_split(config)
     try:
         _log_split(split.describe(), progress)
+        if split.recoded:
+            progress.info(split.recoded)
         labels = split.train.read_labels(split.train_idx)
         names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
         target = decide_target(config.task, config.architecture, split.train.layout, labels,
@@ -169,6 +182,12 @@ def _check(config: TrainConfig) -> Path:
         raise InputError(f"FOLDS={config.folds}: give 0 (no cross-validation) or at least 2 folds")
     if config.patience < 0:
         raise InputError(f"PATIENCE={config.patience}: give a number of epochs, 0 to train all EPOCHS")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise InputError(f"LEARNING_RATE = {config.learning_rate} is not accepted: give a number above 0 "
+                         "(the default is 0.001)")
+    if not math.isfinite(config.valid_fraction):
+        raise InputError(f"VALID_FRACTION = {config.valid_fraction} is not accepted: give a number between 0 and 1 "
+                         "(the default is 0.2)")
     output = Path(config.output_model)
     if not output.parent.is_dir():
         raise InputError(f"output folder {str(output.parent)!r} does not exist")
@@ -203,6 +222,11 @@ def _open_split(config: TrainConfig) -> _Split:
     if valid.layout != data.layout:
         split.close()
         raise InputError(f"training labels are for {data.layout}, validation labels for {valid.layout}")
+    try:
+        split.recoded = align_classes(data, valid)
+    except InputError:
+        split.close()
+        raise
     return split
 
 
@@ -334,6 +358,10 @@ def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.n
     if progress.cancelled():
         raise Cancelled("training cancelled: no model was written"
                         + (f" (the checkpoint in {config.checkpoint_dir} resumes it)" if config.checkpoint_dir else ""))
+    if schedule.diverged:
+        raise InputError(f"training diverged: {schedule.diverged}, so no model was written. LEARNING_RATE "
+                         f"{config.learning_rate:g} is probably too high: try the default 0.001, or ten times lower "
+                         "than the rate that diverged (if the rate is already small, check the patches for NaN values)")
     if config.patience and state.best_epoch >= 0:
         progress.info(f"kept epoch {state.best_epoch + 1} of {state.epochs_done} (lowest validation loss "
                       f"{state.best_loss:.4f})" + (": stopped early" if state.stopped else ""))

@@ -59,6 +59,15 @@ class TrainingSet:
                 f"neither one class per patch (1 x 1) nor the patches of source 1 "
                 f"({first.patch_width} x {first.patch_height}, for segmentation)")
         self.count = len(self.labels)
+        self.recode: dict[int, int] = {}  # this set's class code -> the training set's (see align_classes)
+
+    def _recoded(self, labels: np.ndarray) -> np.ndarray:
+        if not self.recode:
+            return labels
+        source = np.asarray(sorted(self.recode), dtype=np.int64)
+        target = np.asarray([self.recode[c] for c in sorted(self.recode)], dtype=labels.dtype)
+        where = np.clip(np.searchsorted(source, labels.astype(np.int64)), 0, len(source) - 1)
+        return np.where(source[where] == labels, target[where], labels)
 
     def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Patches of every source and labels for ``indices`` (any order)."""
@@ -73,14 +82,14 @@ class TrainingSet:
             out[order] = data
             return out
 
-        labels = gather(self.labels)
+        labels = self._recoded(gather(self.labels))
         labels = labels.reshape(len(indices)) if self.layout == "classification" else labels[..., 0]
         return [gather(i) for i in self.images], labels
 
     def read_labels(self, indices: np.ndarray) -> np.ndarray:
         """The labels of ``indices`` (sorted), without reading the patches."""
         parts = [self.labels.read(int(run[0]), int(run[-1]) + 1) for run in _runs(indices) if len(run)]
-        labels = np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), np.float32)
+        labels = self._recoded(np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), np.float32))
         return labels.reshape(len(indices)) if self.layout == "classification" else labels[..., 0]
 
     def class_names(self) -> dict[int, str]:
@@ -90,6 +99,30 @@ class TrainingSet:
     def close(self) -> None:
         for image in [*self.images, self.labels]:
             image.close()
+
+
+def align_classes(train: TrainingSet, valid: TrainingSet) -> str | None:
+    """Give ``valid`` the class codes of ``train`` through the class names both labels images
+    carry (text classes are coded 1, 2... in alphabetical order of the classes each
+    extraction saw, so a class missing from one extraction shifts the codes of the other).
+    Returns a note for the log when codes were changed; refuses sets that cannot be matched."""
+    train_names, valid_names = train.class_names(), valid.class_names()
+    if not train_names and not valid_names:
+        return None  # whole-number classes: the codes are the user's own
+    where = f"{Path(valid.labels.path).name} and {Path(train.labels.path).name}"
+    if not train_names or not valid_names:
+        named = Path((train if train_names else valid).labels.path).name
+        raise InputError(f"{where}: only {named} names its classes, so the codes cannot be matched; extract the "
+                         "training and validation patches from the same class field")
+    code_of = {name: code for code, name in train_names.items()}
+    unknown = sorted(name for name in valid_names.values() if name not in code_of)
+    if unknown:
+        raise InputError(f"the validation labels hold classes absent from training: {', '.join(unknown)}")
+    valid.recode = {code: code_of[name] for code, name in valid_names.items() if code_of[name] != code}
+    if not valid.recode:
+        return None
+    return ("validation labels re-coded by class name to the training codes: "
+            + ", ".join(f"{valid_names[c]} {c} -> {t}" for c, t in sorted(valid.recode.items())))
 
 
 def _runs(sorted_indices: np.ndarray) -> list[np.ndarray]:

@@ -169,11 +169,27 @@ def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: Sch
         def __init__(self):
             super().__init__()
             self.best = checkpoints.best_weights()
+            self.diverged: str | None = None  # where the loss stopped being a finite number
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)) and self.diverged is None:
+                self.diverged = f"the training loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}"
+                self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
-            if cancelled():
+            if cancelled() or self.diverged:
                 return
             logs = logs or {}
+            if not all(math.isfinite(float(value)) for key, value in logs.items() if key.endswith("loss")):
+                loss = float(logs.get("val_loss", math.nan))
+                self.diverged = f"the validation loss became {loss} in epoch {epoch + 1}"
+                self.model.stop_training = True
+                return
             for key, value in logs.items():
                 if key != "learning_rate":
                     state.history.setdefault(key, []).append(float(value))
@@ -196,7 +212,7 @@ def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: Sch
             checkpoints.save(self.model, optimizer, state, self.best if improved else None)
 
         def on_train_end(self, logs=None):
-            if patience > 0 and self.best is not None:
+            if patience > 0 and self.best is not None and not self.diverged:
                 self.model.set_weights(self.best)
 
     return Schedule()

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model_metadata import Task
+from ..raster import CLASS_CODE_RANGE
 
 TASKS = ("auto", "classification", "regression")  # what a user asks for; "auto": the labels decide
 
@@ -27,14 +28,26 @@ class Target:
     def regression(self) -> bool:
         return self.task == "regression"
 
-    def label_index(self) -> np.ndarray | None:
+    def label_index(self) -> ClassIndex | None:
         """Class code -> the model's class index (-1: not a class); None for a regressor."""
-        if self.regression:
-            return None
-        index = np.full(int(max(self.codes)) + 1, -1, dtype=np.int64)
-        for k, code in enumerate(self.codes):
-            index[code] = k
-        return index
+        return None if self.regression else ClassIndex(self.codes)
+
+
+class ClassIndex:
+    """Class codes -> the model's class indices (0..n-1, in the order of ``codes``; -1 for a
+    code that is not a class), by a search in the sorted codes: memory follows the number of
+    classes, not the largest code (a code of 1e9 or a negative code costs nothing more)."""
+
+    def __init__(self, codes: list[int]):
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.order = np.argsort(self.codes, kind="stable")
+        self.sorted = self.codes[self.order]
+
+    def __getitem__(self, labels) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.int64)
+        where = np.clip(np.searchsorted(self.sorted, labels), 0, max(len(self.sorted) - 1, 0))
+        found = self.sorted[where] == labels
+        return np.where(found, self.order[where], -1).astype(np.int64)
 
 
 def decide_target(asked: str, architecture: str, layout: str, labels: np.ndarray, fine_tuning: bool,
@@ -57,6 +70,11 @@ def decide_target(asked: str, architecture: str, layout: str, labels: np.ndarray
     if regression:
         return Target("regression", architecture, [], {}, (float(labels.mean()), float(labels.std()) or 1.0))
     codes = sorted({int(c) for c in np.unique(labels)})
+    low, high = CLASS_CODE_RANGE
+    if codes and not (low <= codes[0] and codes[-1] <= high):
+        raise InputError(f"the training labels hold the class code {codes[0] if codes[0] < low else codes[-1]}, "
+                         f"which a class map cannot hold (32-bit: {low} .. {high}): recode the classes with smaller "
+                         "numbers")
     if len(codes) < 2:
         raise InputError(f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
                          "there is nothing to learn; give labels with at least two classes")

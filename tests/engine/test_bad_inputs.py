@@ -2,6 +2,7 @@
 wrong and what would work, and leaves no output behind."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from osgeo import gdal, ogr, osr
 
 from common import POINTS, POLYGONS, RGB, ROOT
 from otbtf_plugin import classifiers
+from otbtf_plugin.classifier_training import train_from_features
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
 from otbtf_plugin.features import FeatureSource, FeatureSpec
@@ -181,7 +183,7 @@ CASES = {
         lambda t: serve([ServeSource(RGB, placeholder="image")], patch_model(t), t / "out.tif"),
         r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]"),
     "a path that is not a model": (
-        lambda t: serve([ServeSource(RGB)], t.mkdir(exist_ok=True) or t, t / "out.tif"),
+        lambda t: serve([ServeSource(RGB)], t.mkdir(exist_ok=True) or (t / "m").mkdir() or t / "m", t / "out.tif"),
         r"is not a model: give an ONNX file \(.onnx\), a TensorFlow SavedModel folder"),
     "a classifier applied to other sources": (
         lambda t: classify_image(FeatureSpec([FeatureSource(B2_30)]), rgb_classifier(t), t / "out.tif"),
@@ -307,3 +309,65 @@ def test_a_disk_that_fills_up_while_serving(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "INPUT_ERROR could not write" in out.stdout and "Is the disk full" in out.stdout, out.stdout + out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+POINTS_DISK_FULL = """
+import hashlib, resource, signal, sys
+sys.path.insert(0, {root!r})
+from otbtf_plugin.errors import InputError
+from otbtf_plugin.selection import sample_selection
+samples = sample_selection({rgb!r}, {polygons!r}, "name", strategy="all")
+few = sample_selection({rgb!r}, {polygons!r}, "name", strategy="constant", value=2)
+few.write_gpkg({out!r} + "/points.gpkg")
+before = hashlib.sha256(open({out!r} + "/points.gpkg", "rb").read()).hexdigest()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+for name in ("points.gpkg", "new.gpkg"):
+    try:
+        samples.write_gpkg({out!r} + "/" + name)
+    except InputError as err:
+        print("INPUT_ERROR", err)
+print("KEPT", hashlib.sha256(open({out!r} + "/points.gpkg", "rb").read()).hexdigest() == before, len(samples.x))
+"""
+
+
+def test_points_on_a_disk_that_fills_up(tmp_path):
+    """Sample selection's GeoPackage used to be left with no layer (and the run said nothing).
+    Now the layer is read back before the file is renamed into place: the previous file stays
+    whole, a new one is not created, and the message says which."""
+    code = POINTS_DISK_FULL.format(root=str(ROOT), rgb=str(RGB), polygons=str(POLYGONS), out=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("INPUT_ERROR", "KEPT"))]
+    assert len(lines) == 3, out.stdout + out.stderr
+    assert re.match(r"INPUT_ERROR could not write .*points.gpkg \(.*\)\. Is the disk full or the folder read-only\? "
+                    r"The previous points.gpkg is as it was\.$", lines[0]), lines[0]
+    assert re.match(r"INPUT_ERROR could not write .*new.gpkg .*Nothing was written at .*new.gpkg\.$", lines[1])
+    assert lines[2].startswith("KEPT True")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.gpkg"]
+
+
+@pytest.mark.parametrize("code", [3_000_000_000, -(2 ** 31) - 1, 2 ** 40])
+def test_class_codes_that_a_class_map_cannot_hold_are_refused_where_they_are_read(tmp_path, code):
+    """3e9 used to wrap to -1294967296 in a class map; the classes are read by one function
+    (selection, extraction, classical classifiers), which refuses them in one line."""
+    with rasterio.open(RGB) as src:
+        left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
+    path = str(tmp_path / "points.gpkg")
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    layer = dataset.CreateLayer("p", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger64))
+    for k, value in enumerate([code, 1, 1, code]):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("cls", value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({left + 1000 + 600 * k} {top - 1000 - 600 * k})"))
+        layer.CreateFeature(feature)
+    dataset = None
+    message = (rf"^the class field 'cls' holds the code {code}, which a class map cannot hold \(32-bit: "
+               r"-2147483648 .. 2147483647\): recode the classes with smaller numbers$")
+    with pytest.raises(InputError, match=message):
+        extract_patches([PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "cls", labels_output=tmp_path / "y.tif")
+    with pytest.raises(InputError, match=message):
+        train_from_features(FeatureSpec([FeatureSource(RGB)]), path, "cls", tmp_path / "c.skops")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.gpkg"]

@@ -113,6 +113,26 @@ def test_served_model_agrees_with_the_trained_model(trained, patches, tmp_path):
     assert np.array_equal(values, expected)
 
 
+def test_the_keras_file_of_a_model_folder_serves_as_the_folder(trained, tmp_path):
+    """model.keras holds our ClassCode layer: serving it alone (no metadata: the receptive
+    field from its input size) gives the folder's class map."""
+    _, _, out = trained
+    window = tmp_path / "window.tif"
+    with rasterio.open(RGB) as src:
+        profile = {**src.profile, "width": 120, "height": 100,
+                   "transform": src.window_transform(((400, 500), (300, 420)))}
+        with rasterio.open(window, "w", **profile) as dst:
+            dst.write(src.read(window=((400, 500), (300, 420))))
+    maps = []
+    for model in (out / "model", out / "model" / "model.keras"):
+        target = tmp_path / f"{model.name}.tif"
+        result = serve([ServeSource(window)], model, target, ServeOptions(output_names=["class"]))
+        assert result.plan.geometry.rfield == 16 and result.plan.mode == "pixels"
+        with rasterio.open(target) as src:
+            maps.append(src.read(1))
+    assert np.array_equal(maps[0], maps[1]) and len(np.unique(maps[0])) > 1
+
+
 def test_same_seed_same_weights(patches, tmp_path):
     (tp, ty, _) = patches["train"]
     runs = []
@@ -391,3 +411,59 @@ def test_serving_8_bit_data_to_a_model_of_16_bit_data_warns(trained, tmp_path):
     warnings = [line for line in other.lines if line.startswith("warning")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: source 1 (rgb8.tif) band ")
     assert "the model was trained on values averaging" in warnings[0]
+
+
+def test_a_diverging_training_fails_and_writes_nothing(patches, tmp_path):
+    """LEARNING_RATE 1e6: the loss becomes NaN in the first epoch; the run stops there, names
+    the learning rate and writes no model, no report and no checkpoint."""
+    (tp, ty, _) = patches["train"]
+    before = sorted(p.name for p in patches["folder"].iterdir())
+    config = TrainConfig([tp], ty, tmp_path / "model", output_report=tmp_path / "r.html", epochs=20, batch_size=16,
+                         learning_rate=1e6, checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(InputError, match=r"^training diverged: the (training|validation) loss became (nan|inf) in "
+                                         r"epoch 1.*no model was written. LEARNING_RATE 1e\+06 is probably too high"):
+        train(config)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "ckpt"] == []
+    assert not (tmp_path / "ckpt" / "checkpoint.json").exists()
+    assert sorted(p.name for p in patches["folder"].iterdir()) == before
+    for rate in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(InputError, match=r"^LEARNING_RATE = \S+ is not accepted: give a number above 0"):
+            train(TrainConfig([tp], ty, tmp_path / "model", learning_rate=rate))
+
+
+def test_validation_labels_are_recoded_through_the_class_names(patches, tmp_path):
+    """Validation patches extracted from polygons lacking 'crop' code their text classes on
+    their own (developed=1 where training has crop=1): the report showed accuracy 0 and
+    credited crop with the developed patches. Codes are now matched by name."""
+    from osgeo import gdal
+
+    from otbtf_plugin.training.data import TrainingSet, align_classes
+
+    without_crop = tmp_path / "no_crop.gpkg"
+    gdal.VectorTranslate(str(without_crop), str(POLYGONS), where="name <> 'crop'")
+    samples = sample_selection(RGB, without_crop, "name", strategy="constant", value=20, sampler="random", seed=3)
+    points = samples.write_gpkg(tmp_path / "points.gpkg")
+    extract_patches([PatchSource(RGB, 16)], points, [tmp_path / "vp.tif"], "name", labels_output=tmp_path / "vy.tif")
+    (tp, ty, _) = patches["train"]
+    train_set, valid_set = TrainingSet([tp], ty, "training"), TrainingSet([tmp_path / "vp.tif"], tmp_path / "vy.tif",
+                                                                          "validation")
+    try:
+        assert train_set.class_names() == {1: "crop", 2: "developed", 3: "tree", 4: "water"}
+        assert valid_set.class_names() == {1: "developed", 2: "tree", 3: "water"}
+        raw = valid_set.read_labels(np.arange(valid_set.count)).astype(int)
+        note = align_classes(train_set, valid_set)
+        assert note == ("validation labels re-coded by class name to the training codes: developed 1 -> 2, "
+                        "tree 2 -> 3, water 3 -> 4")
+        assert np.array_equal(valid_set.read_labels(np.arange(valid_set.count)), raw + 1)
+        _, labels = valid_set.read(np.arange(valid_set.count)[::-1])
+        assert np.array_equal(labels, (raw + 1)[::-1])
+    finally:
+        train_set.close()
+        valid_set.close()
+    log = Log()
+    result = train(TrainConfig([tp], ty, tmp_path / "model", valid_patches=[tmp_path / "vp.tif"],
+                               valid_labels=tmp_path / "vy.tif", epochs=1, batch_size=16, seed=1), log)
+    support = {c["name"]: c["support"] for c in result.report["classes"]}
+    names = {1: "developed", 2: "tree", 3: "water"}
+    assert support == {"crop": 0, **{names[c]: int((raw == c).sum()) for c in names}}
+    assert any(line.startswith("validation labels re-coded by class name") for line in log.lines)

@@ -26,6 +26,23 @@ def test_whole_labels_make_a_classifier_with_names_and_a_code_index():
     assert index is not None and index[[3, 7, 9]].tolist() == [0, 1, 2] and index[[0, 4, 8]].tolist() == [-1, -1, -1]
 
 
+def test_large_and_negative_codes_index_in_the_space_of_the_classes():
+    """A code of 1e9 used to allocate a table of 1e9 entries (8 GB); -1 wrapped to the last
+    entry. The index now follows the number of classes."""
+    labels = np.array([10 ** 9, -1, 5, 5, -1, 10 ** 9, 10 ** 9])
+    target = decide_target("auto", "cnn", "classification", labels, False, {})
+    assert target.codes == [-1, 5, 10 ** 9]
+    index = target.label_index()
+    assert index is not None
+    assert index[labels].tolist() == [2, 0, 1, 1, 0, 2, 2]
+    assert index[[0, 4, 10 ** 9 + 1, -(2 ** 40), 2 ** 40]].tolist() == [-1] * 5
+    assert class_weights(target, labels).tolist() == pytest.approx([7 / 6, 7 / 6, 7 / 9])
+    for code in (2 ** 31, -(2 ** 31) - 1, 2 ** 40):
+        with pytest.raises(InputError, match=rf"^the training labels hold the class code {code}, which a class map "
+                                             r"cannot hold \(32-bit: -2147483648 .. 2147483647\)"):
+            decide_target("auto", "cnn", "classification", np.array([1, code]), False, {})
+
+
 def test_fractional_labels_or_the_regressor_make_a_regression_in_the_labels_units():
     values = np.array([0.5, 1.5, 2.5, 3.5])
     target = decide_target("auto", "cnn", "classification", values, False, {})
