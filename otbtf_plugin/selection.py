@@ -140,14 +140,19 @@ class Samples:
             return [self.class_names[int(c)] for c in self.codes]
         return [int(c) for c in self.codes]
 
+    def columns(self) -> dict[str, tuple[list, str]]:
+        """The points' attributes: the class field and ``originfid`` (the polygon)."""
+        return {self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
+                "originfid": (self.fids.tolist(), "Integer64")}
+
+    def layer_metadata(self) -> dict[str, str] | None:
+        """The class codes given to text classes, kept with the layer."""
+        codes = ";".join(f"{name}={code}" for code, name in sorted(self.class_names.items()))
+        return {"OTBTF_CLASS_CODES": codes} if self.string_classes else None
+
     def write_gpkg(self, path: str | Path, layer: str = "samples") -> Path:
         """Points at pixel centres with the class field and ``originfid``."""
-        codes = ";".join(f"{name}={code}" for code, name in sorted(self.class_names.items()))
-        metadata = {"OTBTF_CLASS_CODES": codes} if self.string_classes else None
-        return write_points(path, layer, self.crs_wkt, self.x, self.y, {
-            self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
-            "originfid": (self.fids.tolist(), "Integer64"),
-        }, metadata)
+        return write_points(path, layer, self.crs_wkt, self.x, self.y, self.columns(), self.layer_metadata())
 
 class _CanonicalRanks:
     """Rank of each covered pixel within its class, in an order that does not
@@ -197,6 +202,31 @@ class _CanonicalRanks:
         return ranks
 
 
+def count_shared_pixels(cols: np.ndarray, rows: np.ndarray, codes: np.ndarray,
+                        shared: dict[tuple[int, int], int]) -> None:
+    """Add to ``shared`` the pixels of one scanned block that features of different classes
+    cover (overlapping polygons), counted by (lowest, highest) class code among them."""
+    if len(cols) < 2:
+        return
+    key = (rows.astype(np.int64) << 32) | cols.astype(np.int64)
+    order = np.lexsort((codes, key))
+    key, sorted_codes = key[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    low, high = sorted_codes[starts], np.maximum.reduceat(sorted_codes, starts)
+    for pair in zip(low[low != high].tolist(), high[low != high].tolist(), strict=True):
+        shared[pair] = shared.get(pair, 0) + 1
+
+
+def shared_pixels_warning(shared: dict[tuple[int, int], int], names: dict[int, str]) -> str:
+    """What overlapping polygons of different classes mean for the samples, in one line."""
+    pairs = sorted(shared.items(), key=lambda item: -item[1])
+    listed = "; ".join(f"{names.get(a, a)} and {names.get(b, b)}: {n}" for (a, b), n in pairs[:5])
+    return (f"{sum(shared.values())} pixel(s) lie in polygons of different classes ({listed}"
+            f"{'; ...' if len(pairs) > 5 else ''}): such a pixel is sampled for each of its classes, as OTB "
+            "does, so it may be taught with two labels and land in training and validation; fix the overlapping "
+            "polygons")
+
+
 def sample_selection(raster, vector, field_name: str, mask=None, nodata: float | None = None,
                      strategy: str = "smallest", value: float | None = None, sampler: str = "periodic",
                      seed: int = 0, layer: str | None = None, block_px: int = BLOCK_PX,
@@ -214,9 +244,11 @@ def sample_selection(raster, vector, field_name: str, mask=None, nodata: float |
         rng = np.random.default_rng(seed)
         chosen = {c: choose_ranks(stats.counts[c], wanted[c], sampler, rng) for c in sorted(stats.counts)}
         keep_i, keep_c, keep_r, keep_k = [], [], [], []
+        shared: dict[tuple[int, int], int] = {}
         for index, cols, rows, parts in scan.scan(ScaledProgress(progress, 0.5, 0.5), "sample selection"):
             ranks = canonical.ranks(index, rows, parts)
             codes = scan.feats.codes[index]
+            count_shared_pixels(cols, rows, codes, shared)
             hit = np.zeros(len(index), dtype=bool)
             for code in np.unique(codes):
                 members = np.flatnonzero(codes == code)
@@ -225,6 +257,9 @@ def sample_selection(raster, vector, field_name: str, mask=None, nodata: float |
             keep_c.append(cols[hit])
             keep_r.append(rows[hit])
             keep_k.append(ranks[hit])
+        if shared:
+            warnings = [*warnings, shared_pixels_warning(shared, stats.class_names)]
+            progress.info(warnings[-1])
         index, cols, rows, ranks = (np.concatenate(k) if k else np.zeros(0, np.int64)
                                     for k in (keep_i, keep_c, keep_r, keep_k))
         # Canonical output order too: by feature, then rank (never by block).

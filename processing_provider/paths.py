@@ -4,6 +4,7 @@ without each one listing its parameters again."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 
@@ -88,6 +89,20 @@ def run_outputs(algorithm, parameters, context,
                 raster = isinstance(definition, QgsProcessingParameterRasterDestination)
                 found[name] = geotiff(path) if raster else Output(path)
     return found
+
+
+def non_finite_message(algorithm, parameters, context) -> str | None:
+    """QGIS accepts nan and inf for a number with limits (every comparison with nan is false)."""
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if not isinstance(definition, QgsProcessingParameterNumber) or parameters.get(name) in (None, ""):
+            continue
+        number = algorithm.parameterAsDouble(parameters, name, context)
+        if not math.isfinite(number):
+            default = definition.defaultValue()
+            return (f"{name} = {parameters[name]} is not accepted: give a finite number"
+                    + (f" (the default is {default:g})" if isinstance(default, int | float) else ""))
+    return None
 
 
 def invalid_value_message(algorithm, parameters, context) -> str | None:

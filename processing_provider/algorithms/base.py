@@ -14,7 +14,7 @@ from ...otbtf_plugin.errors import EngineError
 from ...otbtf_plugin.outputs import Output, check_paths
 from ...otbtf_plugin.progress import sigterm_cancels
 from ..feedback import FeedbackProgress
-from ..paths import invalid_value_message, run_inputs, run_outputs
+from ..paths import invalid_value_message, non_finite_message, run_inputs, run_outputs
 
 ICON = Path(__file__).resolve().parent.parent.parent / "resources" / "icon.svg"
 
@@ -66,12 +66,16 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             message = invalid_value_message(self, parameters, context) or message
-        problem = self.paths_problem(parameters, context) if ok else None
+        problem = self.values_problem(parameters, context) if ok else None
         return (False, problem) if problem else (ok, message)
 
+    def values_problem(self, parameters, context) -> str | None:
+        """A number that is nan or infinite, or outputs that would lose the user's data."""
+        return non_finite_message(self, parameters, context) or self.paths_problem(parameters, context)
+
     def prepareAlgorithm(self, parameters, context, feedback):
-        """Every run (model children and ``qgis_process`` too) checks its paths once more."""
-        problem = self.paths_problem(parameters, context)
+        """Every run (model children and ``qgis_process`` too) checks its values and paths once more."""
+        problem = self.values_problem(parameters, context)
         if problem:
             raise QgsProcessingException(problem)
         return True

@@ -4,10 +4,14 @@ plain paths the engine understands."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
+    QgsField,
+    QgsFields,
     QgsGeometry,
     QgsPointXY,
     QgsProcessing,
@@ -19,6 +23,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QVariant
+
+from ...otbtf_plugin.errors import EngineError
+from ...otbtf_plugin.vector import VECTOR_DRIVERS, write_points
+from ..paths import layer_file
 
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "sqlite", "gml", "kml", "tab", "csv", "fgb"]
 
@@ -121,16 +130,35 @@ def add_advanced(algorithm, parameters) -> None:
         algorithm.addParameter(parameter)
 
 
-def write_points_sink(algorithm, parameters, name, context, fields, crs, rows) -> str:
-    """Write ``rows`` of ``(x, y, attributes)`` as points to the sink ``name``; returns its id."""
+def write_points_output(algorithm, parameters, name, context, crs, x, y, columns: dict,
+                        metadata: dict[str, str] | None = None) -> str:
+    """Write points and their attributes (``columns``: name -> (values, "String" or
+    "Integer64")) to the output ``name``; returns its id. A file is written by the engine
+    under a temporary name and renamed when complete and checked (a full disk leaves the
+    previous file, or nothing); a memory layer or a database table goes through QGIS' sink,
+    every feature checked."""
+    destination = algorithm.parameterAsOutputLayer(parameters, name, context)
+    path = Path(destination)
+    if layer_file(destination) == destination and path.suffix.lower() in VECTOR_DRIVERS:
+        try:
+            write_points(path, path.stem, crs.toWkt() or None, x, y, columns, metadata)
+        except EngineError as err:
+            raise QgsProcessingException(str(err)) from err
+        return destination
+    fields = QgsFields()
+    for column, (_, kind) in columns.items():
+        fields.append(QgsField(column, QVariant.String if kind == "String" else QVariant.LongLong))
     sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Point, crs)
     if sink is None:
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))
-    for x, y, attributes in rows:
+    values = [list(v) for v, _ in columns.values()]
+    for k, (px, py) in enumerate(zip(np.asarray(x).tolist(), np.asarray(y).tolist(), strict=True)):
         feature = QgsFeature(fields)
-        feature.setAttributes(list(attributes))
-        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
-        sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        feature.setAttributes([column[k] for column in values])
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(px, py)))
+        if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+            raise QgsProcessingException(f"could not write the points of {name} to {dest_id}: "
+                                         f"{sink.lastError() or 'the layer refused a feature'}")
     return dest_id
 
 

@@ -1,8 +1,6 @@
 """otbtf:patchesextraction"""
 
 from qgis.core import (
-    QgsField,
-    QgsFields,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterFeatureSink,
@@ -12,11 +10,10 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingUtils,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.extraction import PatchSource, extract_patches
 from .base import OtbtfAlgorithm
-from .common import add_source_parameters, optional_number, raster_path, vector_path, write_points_sink
+from .common import add_source_parameters, optional_number, raster_path, vector_path, write_points_output
 
 MAX_SOURCES = 4
 
@@ -108,14 +105,11 @@ class PatchesExtraction(OtbtfAlgorithm):
         return answer
 
     def _write_points(self, parameters, context, result, sources):
-        fields = QgsFields()
+        columns = {}
         if result.field:
-            fields.append(QgsField(result.field, QVariant.String if result.string_classes else QVariant.LongLong))
-        fields.append(QgsField("originfid", QVariant.LongLong))
-        fields.append(QgsField("patch_index", QVariant.LongLong))
+            classes = [result.class_names[c] if result.string_classes else c for c in result.codes.tolist()]
+            columns[result.field] = (classes, "String" if result.string_classes else "Integer64")
+        columns["originfid"] = (result.fids.tolist(), "Integer64")
+        columns["patch_index"] = (list(range(len(result.fids))), "Integer64")
         crs = self.parameterAsRasterLayer(parameters, "SOURCE1", context).crs()
-        classes = [result.class_names[c] if result.string_classes else c for c in result.codes.tolist()]
-        attributes = ([c, fid, k] if result.field else [fid, k]
-                      for k, (c, fid) in enumerate(zip(classes, result.fids.tolist(), strict=True)))
-        return write_points_sink(self, parameters, self.OUTPUT_POINTS, context, fields, crs,
-                                 zip(result.x.tolist(), result.y.tolist(), attributes, strict=True))
+        return write_points_output(self, parameters, self.OUTPUT_POINTS, context, crs, result.x, result.y, columns)

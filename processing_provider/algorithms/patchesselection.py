@@ -1,19 +1,16 @@
 """otbtf:patchesselection"""
 
 from qgis.core import (
-    QgsField,
-    QgsFields,
     QgsProcessing,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.patches_selection import SET_NAMES, STRATEGIES, patches_selection
 from .base import OtbtfAlgorithm
-from .common import add_advanced, optional_number, raster_path, write_points_sink
+from .common import add_advanced, optional_number, raster_path, write_points_output
 
 OUTPUTS = {"train": "OUTPUT_TRAIN", "valid": "OUTPUT_VALID", "test": "OUTPUT_TEST"}
 
@@ -88,16 +85,14 @@ class PatchesSelection(OtbtfAlgorithm):
             cell=int(cell) if cell else None, seed=self.parameterAsInt(parameters, "SEED", context),
         )
         crs = self.parameterAsRasterLayer(parameters, self.INPUT, context).crs()
-        fields = QgsFields()
-        fields.append(QgsField("set", QVariant.String))
         answer = {"COUNTS": result.counts(), "DROPPED_FOR_OVERLAP": result.dropped_for_overlap}
         for set_name in SET_NAMES:
             output = OUTPUTS[set_name]
             if parameters.get(output) is None and set_name != "train":
                 continue
-            rows = ((px, py, [set_name]) for x, y in result.iter_points(set_name)  # streamed: millions of points
-                    for px, py in zip(x.tolist(), y.tolist(), strict=True))
-            answer[output] = write_points_sink(self, parameters, output, context, fields, crs, rows)
+            x, y = result.points(set_name)
+            answer[output] = write_points_output(self, parameters, output, context, crs, x, y,
+                                                 {"set": ([set_name] * len(x), "String")})
         for set_name, n in result.counts().items():
             feedback.pushInfo(f"{set_name}: {n} patches")
         return answer

@@ -1,18 +1,15 @@
 """otbtf:sampleselection"""
 
 from qgis.core import (
-    QgsField,
-    QgsFields,
     QgsProcessing,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ...otbtf_plugin.selection import SAMPLERS, STRATEGIES, sample_selection
 from .base import OtbtfAlgorithm
-from .common import add_ground_truth_parameters, ground_truth, optional_number, write_points_sink
+from .common import add_ground_truth_parameters, ground_truth, optional_number, write_points_output
 
 
 class SampleSelection(OtbtfAlgorithm):
@@ -72,12 +69,8 @@ class SampleSelection(OtbtfAlgorithm):
             sampler=SAMPLERS[self.parameterAsEnum(parameters, self.SAMPLER, context)],
             seed=self.parameterAsInt(parameters, self.SEED, context),
         )
-        fields = QgsFields()
-        fields.append(QgsField(truth.field, QVariant.String if samples.string_classes else QVariant.LongLong))
-        fields.append(QgsField("originfid", QVariant.LongLong))
-        dest_id = write_points_sink(self, parameters, self.OUTPUT, context, fields, truth.crs, zip(
-            samples.x.tolist(), samples.y.tolist(),
-            zip(samples.class_values(), samples.fids.tolist(), strict=True), strict=True))
+        dest_id = write_points_output(self, parameters, self.OUTPUT, context, truth.crs, samples.x, samples.y,
+                                      samples.columns(), samples.layer_metadata())
         available = {samples.class_names[c]: n for c, n in sorted(samples.available.items())}
         for name, count in samples.by_class().items():
             feedback.pushInfo(f"{name}: {count} samples of {available[name]} pixels")

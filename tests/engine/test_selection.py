@@ -217,3 +217,29 @@ def test_property_selection_never_depends_on_block_size(synthetic, block, strate
         return list(zip(s.fids.tolist(), s.cols.tolist(), s.rows.tolist(), strict=True))
 
     assert run(block) == run(10_000)
+
+
+def test_overlapping_polygons_of_different_classes_are_reported(tmp_path):
+    """Two squares of different classes overlap; a third, of the first class, overlaps the
+    first (same class: no conflict). The pixels covered by both classes are counted against
+    an independent rasterisation of each polygon (shapely pixel centres)."""
+    import rasterio
+    from shapely.geometry import box
+
+    with rasterio.open(RGB) as src:
+        left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
+    squares = [("water", box(left + 3000, top - 6000, left + 6000, top - 3000)),
+               ("crop", box(left + 4500, top - 7500, left + 7500, top - 4500)),
+               ("water", box(left + 3600, top - 5400, left + 5400, top - 3600))]
+    frame = geopandas.GeoDataFrame({"name": [n for n, _ in squares]}, geometry=[g for _, g in squares], crs=wkt)
+    path = tmp_path / "overlap.gpkg"
+    frame.to_file(path, driver="GPKG")
+    pixels = [covered_pixels(RGB, g) for _, g in squares]
+    both = (pixels[0] | pixels[2]) & pixels[1]
+    assert len(both) > 100
+    samples = sample_selection(RGB, path, "name", strategy="all")
+    expected = (f"{len(both)} pixel(s) lie in polygons of different classes (crop and water: {len(both)}): such a "
+                "pixel is sampled for each of its classes")
+    assert [w for w in samples.warnings if w.startswith(expected)], samples.warnings
+    clean = sample_selection(RGB, POLYGONS, "name", strategy="all")
+    assert not [w for w in clean.warnings if "polygons of different classes" in w]

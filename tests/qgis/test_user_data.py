@@ -195,3 +195,24 @@ def test_retraining_into_a_model_folder_holding_the_users_files_is_refused(user_
         r"OUTPUT_MODEL '.*model' holds 'map.qml', 'map.tif', 'notes.txt', which otbtf did not write there; it would "
         "be replaced: move them out, or choose a new or empty folder")
     assert_untouched(before, user_folder)
+
+
+@pytest.mark.parametrize(("algorithm", "values"), [
+    ("otbtf:tensorflowmodeltrain", {"LEARNING_RATE": "nan"}),
+    ("otbtf:tensorflowmodeltrain", {"VALID_FRACTION": float("nan")}),
+    ("otbtf:patchesselection", {"TRAIN_FRACTION": "nan"}),
+    ("otbtf:patchesselection", {"CELL": float("inf")}),
+    ("otbtf:trainclassifierfromdeepfeatures", {"STRATEGY_VALUE": "nan"}),
+    ("otbtf:tensorflowmodelserve", {"BACKGROUND_VALUE": "-inf"}),
+])
+def test_nan_and_infinite_numbers_are_one_line(tmp_path, algorithm, values):
+    """QGIS lets nan through a number's limits (every comparison with nan is false)."""
+    registry = QgsApplication.processingRegistry()
+    instance = registry.createAlgorithmById(algorithm)
+    name = next(iter(values))
+    parameters = {**{d.name(): d.defaultValue() for d in instance.parameterDefinitions()
+                     if d.defaultValue() is not None}, **values}
+    ok, said = instance.values_problem(parameters, QgsProcessingContext()) is None, \
+        instance.values_problem(parameters, QgsProcessingContext())
+    assert not ok
+    assert re.match(rf"^{name} = {values[name]} is not accepted: give a finite number", said), said
