@@ -89,16 +89,21 @@ def install(config_root: Path, profile: str = "default") -> Path:
     plugins = profile_dir / "python" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     target = plugins / PLUGIN_NAME
-    staging = plugins / f".{PLUGIN_NAME}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = plugins / f".{PLUGIN_NAME}.partial-{os.getpid()}"
+    aside = plugins / f".{PLUGIN_NAME}.old-{os.getpid()}"
+    for leftover in plugins.glob(f".{PLUGIN_NAME}.partial-*"):  # an install killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
     for rel in plugin_files():
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, staging / rel)
+    # Two renames: a QGIS starting meanwhile finds the old plugin whole, or the new one whole
+    # (or, for an instant, none), never a folder being deleted or filled.
     if target.is_symlink() or target.is_file():
         target.unlink()
-    else:
-        shutil.rmtree(target, ignore_errors=True)
+    elif target.exists():
+        target.rename(aside)
     staging.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
     enable_plugin(profile_dir)
     return target
 

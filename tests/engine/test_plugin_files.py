@@ -3,6 +3,7 @@
 import configparser
 import sys
 import zipfile
+from pathlib import Path
 
 from common import ROOT
 
@@ -59,3 +60,24 @@ def test_enable_plugin_keeps_other_settings(tmp_path):
     assert parser["PythonPlugins"]["otbtf"] == "true"
     assert parser["PythonPlugins"]["processing"] == "true"
     assert parser["locale"]["userLocale"] == "fr"
+
+
+def test_install_swaps_whole_plugins(tmp_path, monkeypatch):
+    """make install used to delete the installed plugin file by file before moving the new
+    one in: a QGIS starting then saw half a plugin. The old copy is now renamed aside whole,
+    and only then deleted."""
+    first = plugin_files.install(tmp_path)
+    (first / "stale.py").write_text("from an older version\n")
+    deleted: list[str] = []
+    real_rmtree = plugin_files.shutil.rmtree
+
+    def watched(path, *args, **kwargs):
+        deleted.append(Path(path).name)
+        assert Path(path) != first, "the installed plugin was deleted in place"
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(plugin_files.shutil, "rmtree", watched)
+    second = plugin_files.install(tmp_path)
+    assert second == first and not (second / "stale.py").exists() and (second / "__init__.py").is_file()
+    assert [name for name in deleted if name.startswith(".otbtf.old-")]
+    assert sorted(p.name for p in second.parent.iterdir()) == ["otbtf"]
