@@ -126,6 +126,9 @@ def read(dataset, *args, **kwargs) -> np.ndarray:
         with GDAL_IO.reading():
             return dataset.read(*args, **kwargs)
     except rasterio.errors.RasterioIOError as err:
+        if dataset.driver == "VRT" or "No such file" in str(err):
+            raise InputError(f"cannot read the pixels of {dataset.name}: a file it refers to is missing or unreadable "
+                             f"({err}); check the paths inside it, or build it again") from err
         raise InputError(f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
                          "re-create or copy it again") from err
 
@@ -144,6 +147,11 @@ def close_written(dataset) -> None:
 
 
 def grid_of(dataset) -> Grid:
+    """The dataset's pixel grid; a raster with no georeferencing at all is said so (GDAL gives
+    it a unit transform whose rows go up, which would read as 'not north-up')."""
+    if dataset.transform.is_identity and dataset.crs is None and not dataset.gcps[0]:
+        raise InputError(f"{Path(dataset.name).name} has no georeferencing (no geotransform, no CRS): georeference it "
+                         "first (QGIS' Georeferencer, or gdal_translate -a_ullr ... -a_srs ...)")
     return Grid.from_transform(dataset.transform, dataset.width, dataset.height)
 
 

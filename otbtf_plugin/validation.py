@@ -89,18 +89,32 @@ def hold_out_groups(codes: np.ndarray, groups: np.ndarray, fraction: float, seed
         validation = taken[inverse]
     names = names or {}
     per_class = {int(code): (int(groups_left[k]), int(present[taken, k].sum())) for k, code in enumerate(classes)}
-    warnings = []
+    # (kind, unit) -> classes, in class order: 300 classes of one polygon give a line, not 300
+    found: dict[tuple[str, str], list] = {}
     if fraction > 0:
         for code, (_, valid) in per_class.items():
-            label = names.get(code, code)
             unit = (units or {}).get(code, _singular(method))
-            if valid == 0:
-                warnings.append(f"class {label} comes from one {unit} only: none of it is held out, "
-                                "the report cannot assess that class")
-            elif valid < MIN_VALID_GROUPS:
-                warnings.append(f"class {label}: one {unit} held out; its scores rest on that "
-                                "area alone (give more polygons of that class)")
+            if valid < MIN_VALID_GROUPS:
+                found.setdefault(("none" if valid == 0 else "one", unit), []).append(names.get(code, code))
+    warnings = []
+    for (kind, unit), labels in found.items():
+        if kind == "none":
+            warnings.append(f"class {labels[0]} comes from one {unit} only: none of it is held out, the report "
+                            "cannot assess that class" if len(labels) == 1 else
+                            f"classes {listed(labels)} each come from one {unit} only: none of them is held out, "
+                            "the report cannot assess these classes")
+        else:
+            warnings.append(f"class {labels[0]}: one {unit} held out; its scores rest on that area alone (give more "
+                            "polygons of that class)" if len(labels) == 1 else
+                            f"classes {listed(labels)}: one {unit} each held out; their scores rest on those areas "
+                            "alone (give more polygons of these classes)")
     return GroupSplit(validation, method, per_class, warnings)
+
+
+def listed(items: list, most: int = 8) -> str:
+    """``a, b, c`` or ``a, b, ... and 12 more``: a list for one line of a message."""
+    shown = ", ".join(str(item) for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def _singular(method: str) -> str:

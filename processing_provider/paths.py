@@ -92,16 +92,19 @@ def run_outputs(algorithm, parameters, context,
 
 
 def non_finite_message(algorithm, parameters, context) -> str | None:
-    """QGIS accepts nan and inf for a number with limits (every comparison with nan is false)."""
+    """QGIS accepts nan and inf for a number with limits (every comparison with nan is false),
+    and rounds 2.5 to 3 for a whole-number parameter without a word."""
     for definition in algorithm.parameterDefinitions():
         name = definition.name()
         if not isinstance(definition, QgsProcessingParameterNumber) or parameters.get(name) in (None, ""):
             continue
         number = algorithm.parameterAsDouble(parameters, name, context)
+        default = definition.defaultValue()
+        also = f" (the default is {default:g})" if isinstance(default, int | float) else ""
         if not math.isfinite(number):
-            default = definition.defaultValue()
-            return (f"{name} = {parameters[name]} is not accepted: give a finite number"
-                    + (f" (the default is {default:g})" if isinstance(default, int | float) else ""))
+            return f"{name} = {parameters[name]} is not accepted: give a finite number{also}"
+        if definition.dataType() == QgsProcessingParameterNumber.Integer and number != int(number):
+            return f"{name} = {parameters[name]} is not accepted: give a whole number{also}"  # QGIS would round it
     return None
 
 

@@ -241,6 +241,9 @@ def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata
     defaults = [n for n in meta.default_outputs if n in own]
     names = options.output_names or defaults or [t.name for t in model.outputs if t.name not in extras] \
         or [t.name for t in model.outputs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ModelError(f"OUTPUT_NAMES names {', '.join(repr(n) for n in twice)} more than once: give each output once")
     for name in names:
         model.output(name)
     return names

@@ -35,7 +35,7 @@ from ..model_metadata import (
 from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
 from ..progress import NullProgress, Progress, check_cancelled
-from ..validation import GroupSplit, group_folds, hold_out_groups
+from ..validation import GroupSplit, check_fraction, group_folds, hold_out_groups
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
 from .data import (
     TrainingSet,
@@ -185,9 +185,7 @@ def _check(config: TrainConfig) -> Path:
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
         raise InputError(f"LEARNING_RATE = {config.learning_rate} is not accepted: give a number above 0 "
                          "(the default is 0.001)")
-    if not math.isfinite(config.valid_fraction):
-        raise InputError(f"VALID_FRACTION = {config.valid_fraction} is not accepted: give a number between 0 and 1 "
-                         "(the default is 0.2)")
+    check_fraction(config.valid_fraction, "VALID_FRACTION")  # hold_out_groups would name VALIDATION
     output = Path(config.output_model)
     if not output.parent.is_dir():
         raise InputError(f"output folder {str(output.parent)!r} does not exist")

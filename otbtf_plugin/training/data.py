@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..grid import dihedral
 from ..patches_image import PatchesImage, read_origins
-from ..validation import GroupSplit, consecutive_runs, hold_out_groups, spatial_blocks
+from ..validation import GroupSplit, consecutive_runs, hold_out_groups, listed, spatial_blocks
 
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
 BLOCK_PATCHES = 4  # spatial blocks (points without originfid) are this many patch widths wide
@@ -168,9 +168,15 @@ def patch_groups(data: TrainingSet, labels_path: str | Path) -> PatchGroups:
     if origins is not None and origins.polygon is not None:
         groups, sides = _blocks_of_lone_polygons(strata, groups, origins, data.images[0].patch_width)
         names = data.class_names()
-        notes += [f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
-                  f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
-                  "polygons of that class)" for c, side in sides.items()]
+        if len(sides) == 1:
+            (c, side), = sides.items()
+            notes.append(f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
+                         f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
+                         "polygons of that class)")
+        elif sides:
+            notes.append(f"classes {listed([names.get(c, c) for c in sides])} each come from one polygon: validation "
+                         "holds out spatial blocks of them, which look like their neighbours, so their scores "
+                         "flatter them (give more polygons of these classes)")
     return PatchGroups(groups, strata, method, notes, dict.fromkeys(sides, "spatial block"))
 
 

@@ -30,17 +30,14 @@ from ..errors import InputError
 from ..outputs import Output, PathLike
 
 STATE_FILE = "checkpoint.json"
-# Every name a checkpoint folder can hold (its temporaries included): a folder that holds
-# anything else is refused as CHECKPOINT_DIR, since stray files of ours are removed there.
-CHECKPOINT_ENTRIES = (STATE_FILE, f".{STATE_FILE}.partial", "state.*.npz", "best.*.npz", ".state.*.npz.partial",
-                      ".best.*.npz.partial")
 LR_FACTOR = 0.5  # learning rate multiplied by this on a plateau
 MIN_DELTA = 1e-4  # a validation loss lower by less than this is no improvement
 
 
 def checkpoint_output(path: PathLike) -> Output:
-    """A checkpoint folder as a run's output: written into, when absent, empty or only ours."""
-    return Output(path, "into", owned=CHECKPOINT_ENTRIES)
+    """A checkpoint folder as a run's output: written into (the user's other files there are
+    kept: only our own stray checkpoint files are removed); no other output may lie in it."""
+    return Output(path, "into")
 
 
 @dataclass

@@ -56,6 +56,26 @@ def truncated(tmp):
     return path
 
 
+def no_georeferencing(tmp):
+    """The sample's pixels with no geotransform and no CRS (a scan, a screenshot)."""
+    tmp.mkdir(exist_ok=True)
+    with rasterio.open(RGB) as src:
+        data = src.read(window=((0, 64), (0, 64)))
+    with rasterio.open(tmp / "plain.tif", "w", driver="GTiff", width=64, height=64, count=3,
+                       dtype=data.dtype) as dst:
+        dst.write(data)
+    return tmp / "plain.tif"
+
+
+def vrt_without_source(tmp):
+    """A VRT over a copy of the sample, whose copy was then moved away."""
+    tmp.mkdir(exist_ok=True)
+    shutil.copy(RGB, tmp / "copy.tif")
+    gdal.BuildVRT(str(tmp / "moved.vrt"), [str(tmp / "copy.tif")]).FlushCache()
+    (tmp / "copy.tif").rename(tmp / "elsewhere.tif")
+    return tmp / "moved.vrt"
+
+
 def patch_model(tmp):
     """A 16 px patch classifier with input ``x`` and output ``prob`` (.keras)."""
     return models.saved(models.patch_classifier(16, as_dict=True), tmp / "model.keras")
@@ -179,6 +199,15 @@ CASES = {
     "an output name the model does not have": (
         lambda t: serve([ServeSource(RGB)], patch_model(t), t / "out.tif", ServeOptions(output_names=["logits"])),
         r"the model has no output 'logits'; its outputs: prob"),
+    "an output named twice": (
+        lambda t: serve([ServeSource(RGB)], patch_model(t), t / "out.tif", ServeOptions(output_names=["prob", "prob"])),
+        r"OUTPUT_NAMES names 'prob' more than once: give each output once"),
+    "a raster with no georeferencing": (
+        lambda t: serve([ServeSource(no_georeferencing(t))], patch_model(t), t / "out.tif"),
+        r"^plain.tif has no georeferencing \(no geotransform, no CRS\): georeference it first"),
+    "a VRT whose source is missing": (
+        lambda t: serve([ServeSource(vrt_without_source(t))], patch_model(t), t / "out.tif"),
+        r"cannot read the pixels of .*moved.vrt: a file it refers to is missing or unreadable"),
     "a placeholder the model does not have": (
         lambda t: serve([ServeSource(RGB, placeholder="image")], patch_model(t), t / "out.tif"),
         r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]"),
@@ -203,8 +232,9 @@ def test_bad_input_is_explained_and_leaves_nothing(case, tmp_path):
     inputs = {p.name for p in tmp_path.iterdir()}
     with pytest.raises(InputError, match=message):
         run(tmp_path)
-    created = {p.name for p in tmp_path.iterdir()} - inputs
-    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif", ".keras", ".skops"))
+    # the cases' own inputs: files of those kinds, and folders (a model folder) not named as temporaries
+    created = {p.name for p in tmp_path.iterdir() if not p.is_dir() or "partial" in p.name} - inputs
+    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif", ".keras", ".skops", ".vrt"))
                  or "partial" in name or name in ("a.tif", "b.tif", "p.tif", "out.tif")}
     assert not leftovers, leftovers
 

@@ -310,8 +310,10 @@ def test_an_exported_model_serves_as_its_folder(tmp_path, scene, architecture):
     keys = {p.key for p in import_onnx().load(str(path)).metadata_props}
     deepness = {"model_type", "class_names", "tiles_size", "tiles_overlap", "standardization_std"}
     assert ("otbtf_model" in keys) and (deepness <= keys) == (architecture == "unet")
-    with pytest.raises(InputError, match=r"ends in '.keras': give a name ending in .onnx$"):
+    with pytest.raises(InputError, match=r"model.keras' lies inside the input folder MODEL"):
         export_onnx(folder, folder / "model.keras")  # never over the model itself
+    with pytest.raises(InputError, match=r"ends in '.keras': give a name ending in .onnx$"):
+        export_onnx(folder, tmp_path / "model.keras")
 
 
 def test_a_deepness_model_takes_the_first_bands_of_an_rgba_image(tmp_path, scene):

@@ -243,8 +243,9 @@ def test_geometry_errors_say_what_would_work(tmp_path, small_rgb):
         serve([ServeSource(small_rgb, placeholder="x9")], tmp_path / "p.keras", tmp_path / "o.tif")
     with pytest.raises(ModelError, match=r"source 1 has 1 band.*expects 3"):
         serve([ServeSource(B2_30)], tmp_path / "p.keras", tmp_path / "o.tif")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="is not a model"):
-        serve([ServeSource(small_rgb)], tmp_path, tmp_path / "o.tif")
+        serve([ServeSource(small_rgb)], tmp_path / "empty", tmp_path / "o.tif")
     assert not (tmp_path / "o.tif").exists()
 
 

@@ -347,15 +347,21 @@ def test_patch_regressor(patches, tmp_path):
 
 def test_a_model_folder_is_replaced_only_if_it_is_ours(patches, tmp_path):
     """An existing model of ours is replaced (the old one is gone, nothing left beside it);
-    a folder that is not a model, or that holds an input, is refused and kept byte for byte."""
+    a folder that is not a model, a model folder that also holds the user's files, or a
+    folder that holds an input, is refused and kept byte for byte."""
     from snapshot import assert_untouched, snapshot
 
     (tp, ty, _) = patches["train"]
     config = TrainConfig([tp], ty, tmp_path / "model", epochs=1, batch_size=16, output_report=tmp_path / "r.html")
     first = train(config)
-    (tmp_path / "model" / "stale.txt").write_text("from the first run")
+    (tmp_path / "model" / "map.tif").write_text("served into the model folder")
+    kept = snapshot(tmp_path / "model")
+    with pytest.raises(InputError, match=r"OUTPUT_MODEL '.*model' holds 'map.tif', which otbtf did not write there"):
+        train(config)
+    assert_untouched(kept, tmp_path / "model")
+    (tmp_path / "model" / "map.tif").unlink()
     train(config)
-    assert not (tmp_path / "model" / "stale.txt").exists()
+    assert snapshot(tmp_path / "model") != kept
     assert (tmp_path / "model" / "otbtf_model.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "r.html", "r.json"]
     assert first.model_folder == tmp_path / "model"

@@ -105,3 +105,18 @@ def test_spatial_blocks_and_runs():
     assert blocks[0] == blocks[1] != blocks[2]
     assert len({int(b) for b in blocks}) == 4
     assert consecutive_runs(10, 3).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+
+
+def test_many_classes_of_one_polygon_make_one_line_not_one_each():
+    """300 classes of one polygon each gave 300 lines (600 with the blocks' notes)."""
+    from otbtf_plugin.validation import hold_out_groups
+
+    codes = np.repeat(np.arange(300), 4)
+    groups = np.repeat(np.arange(300), 4)  # one polygon per class
+    split = hold_out_groups(codes, groups, 0.2, 0)
+    assert len(split.warnings) == 1
+    assert split.warnings[0].startswith("classes 0, 1, 2, 3, 4, 5, 6, 7 and 292 more each come from one polygon "
+                                        "only: none of them is held out")
+    single = hold_out_groups(np.array([1, 1, 2, 2, 2, 2]), np.array([1, 1, 2, 3, 4, 5]), 0.3, 0, {1: "water"})
+    assert single.warnings[0] == ("class water comes from one polygon only: none of it is held out, the report "
+                                  "cannot assess that class")
