@@ -243,7 +243,8 @@ def _output_names(options: ServeOptions, model: ServedModel, meta: ModelMetadata
         or [t.name for t in model.outputs]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise ModelError(f"OUTPUT_NAMES names {', '.join(repr(n) for n in twice)} more than once: give each output once")
+        raise ModelError(f"OUTPUT_NAMES names {', '.join(repr(n) for n in twice)} more than once: "
+                         "give each output once")
     for name in names:
         model.output(name)
     return names
