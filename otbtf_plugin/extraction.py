@@ -198,7 +198,7 @@ def _check_sources(sources: list[PatchSource], datasets) -> list[Grid]:
 
 def _read_points(vector, field_name, layer, n_sources: int, progress: Progress) -> Features:
     """The points (and their classes), refused when there are none or too many for memory."""
-    points = read_features(vector, field_name, None, layer)
+    points = read_features(vector, field_name, None, layer, values=True)  # a real field: values to regress
     others = points.geometry_types() - {"Point"}
     if others:
         raise InputError(
@@ -341,6 +341,10 @@ def _scratch(path: Path, dtype, shape) -> np.ndarray:
 
 
 def _label_dtype(codes: np.ndarray) -> str:
+    """Class codes: the smallest integer type that holds them; values of a real field: float32
+    (what training reads)."""
+    if codes.dtype.kind == "f":
+        return "float32"
     return class_code_types(int(codes.min()), int(codes.max()))[0][0]
 
 

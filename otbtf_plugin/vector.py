@@ -64,7 +64,7 @@ class Features:
     """Features of a layer in the raster's CRS, with their class codes."""
 
     fids: np.ndarray  # int64, the layer's own feature ids
-    codes: np.ndarray  # int64 class code of each feature
+    codes: np.ndarray  # int64 class code of each feature (float64 values of a real field: read_features)
     geometries: list  # shapely geometry of each areal/linear feature; None for point features
     class_names: dict[int, str]  # code -> class as written in the layer
     field: str
@@ -180,15 +180,18 @@ def _transform_to(layer, raster_wkt: str | None):
 
 @gdal_exceptions
 def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,
-                  layer: str | None = None) -> Features:
+                  layer: str | None = None, values: bool = False) -> Features:
     """Every feature with a geometry (and a class when ``field_name`` is given),
-    reprojected to ``raster_wkt``; invalid polygons are repaired.
+    reprojected to ``raster_wkt``; invalid polygons are repaired. ``values``: a real
+    (floating-point) field is also accepted, its values kept as they are (regression targets:
+    ``codes`` is then float64 and there are no class names).
 
     Features with no geometry or a NULL class are skipped and counted in
     ``Features.skipped``.
     """
     dataset, lyr = open_layer(path, layer)
-    field_index, string_classes = _class_field(lyr.GetLayerDefn(), field_name)
+    field_index, string_classes = _class_field(lyr.GetLayerDefn(), field_name, values)
+    real = field_index >= 0 and lyr.GetLayerDefn().GetFieldDefn(field_index).GetType() == ogr.OFTReal
     transform = _transform_to(lyr, raster_wkt)
     # Geometries end up in the raster's CRS when one is given, else stay in the layer's.
     source_srs = lyr.GetSpatialRef()
@@ -234,6 +237,8 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             value = 0
         elif string_classes:
             value = feature.GetFieldAsString(field_index)
+        elif real:
+            value = feature.GetFieldAsDouble(field_index)
         else:
             value = feature.GetFieldAsInteger64(field_index)
         labels.append(seen.setdefault(value, len(seen)))
@@ -257,7 +262,14 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             fid_values, label_index = fid_values[keep], label_index[keep]
             geometries = [g for g, k in zip(geometries, keep, strict=True) if k]
     del dataset
-    codes, class_names = _class_codes(list(seen), label_index, string_classes, field_name)
+    if real:
+        codes = np.asarray(list(seen), dtype=np.float64)[label_index] if len(label_index) else np.zeros(0)
+        if not np.isfinite(codes).all():
+            raise InputError(f"the field {field_name!r} holds values that are not finite numbers (nan or infinite): "
+                             "fix or remove those features")
+        class_names: dict[int, str] = {}
+    else:
+        codes, class_names = _class_codes(list(seen), label_index, string_classes, field_name)
     return Features(
         fids=fid_values,
         codes=codes,
@@ -274,7 +286,7 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     )
 
 
-def _class_field(definition, field_name: str | None) -> tuple[int, bool]:
+def _class_field(definition, field_name: str | None, values: bool = False) -> tuple[int, bool]:
     """(index of the class field, whether its classes are text); (-1, False) without one."""
     if not field_name:
         return -1, False
@@ -287,8 +299,11 @@ def _class_field(definition, field_name: str | None) -> tuple[int, bool]:
         return index, False
     if field_type == ogr.OFTString:
         return index, True
+    if values and field_type == ogr.OFTReal:
+        return index, False
     raise InputError(f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
-                     "use an integer or text field")
+                     "use an integer or text field" + (" (values to regress are taken by otbtf:patchesextraction)"
+                                                        if field_type == ogr.OFTReal else ""))
 
 
 def _class_codes(values: list, label_index: np.ndarray, string_classes: bool,

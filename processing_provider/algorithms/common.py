@@ -132,7 +132,7 @@ def add_advanced(algorithm, parameters) -> None:
 
 def write_points_output(algorithm, parameters, name, context, crs, x, y, columns: dict,
                         metadata: dict[str, str] | None = None) -> str:
-    """Write points and their attributes (``columns``: name -> (values, "String" or
+    """Write points and their attributes (``columns``: name -> (values, "String", "Real" or
     "Integer64")) to the output ``name``; returns its id. A file is written by the engine
     under a temporary name and renamed when complete and checked (a full disk leaves the
     previous file, or nothing); a memory layer or a database table goes through QGIS' sink,
@@ -146,8 +146,9 @@ def write_points_output(algorithm, parameters, name, context, crs, x, y, columns
             raise QgsProcessingException(str(err)) from err
         return destination
     fields = QgsFields()
+    types = {"String": QVariant.String, "Real": QVariant.Double}
     for column, (_, kind) in columns.items():
-        fields.append(QgsField(column, QVariant.String if kind == "String" else QVariant.LongLong))
+        fields.append(QgsField(column, types.get(kind, QVariant.LongLong)))
     sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Point, crs)
     if sink is None:
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))

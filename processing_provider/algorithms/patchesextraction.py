@@ -40,7 +40,8 @@ class PatchesExtraction(OtbtfAlgorithm):
         "inside every source and holds no nodata value; the log and the REJECTED result count "
         "each reason.\n\n"
         "With FIELD, OUTPUT_LABELS is a labels image (one pixel per patch, the class value; text "
-        "classes get codes 1, 2, ... in sorted order, given in CLASS_CODES). OUTPUT_POINTS "
+        "classes get codes 1, 2, ... in sorted order, given in CLASS_CODES; a real field gives its "
+        "values as float32, targets for a regressor). OUTPUT_POINTS "
         "optionally gets the points that were kept, with their patch index.\n\n"
         "Example: SOURCE1 = the Landsat 8 sample, PATCH_SIZE1 = 16, VECTOR = the output of "
         "otbtf:sampleselection, FIELD = name."
@@ -55,7 +56,8 @@ class PatchesExtraction(OtbtfAlgorithm):
             self.VECTOR, "Points (patch centres)", [QgsProcessing.TypeVectorPoint],
         ))
         self.addParameter(QgsProcessingParameterField(
-            self.FIELD, "Class field (for the labels image)", parentLayerParameterName=self.VECTOR,
+            self.FIELD, "Class field, or a numeric field of values to regress (for the labels image)",
+            parentLayerParameterName=self.VECTOR,
             type=QgsProcessingParameterField.Any, optional=True,
         ))
         for n in range(1, MAX_SOURCES + 1):
@@ -108,7 +110,8 @@ class PatchesExtraction(OtbtfAlgorithm):
         columns = {}
         if result.field:
             classes = [result.class_names[c] if result.string_classes else c for c in result.codes.tolist()]
-            columns[result.field] = (classes, "String" if result.string_classes else "Integer64")
+            kind = "String" if result.string_classes else "Real" if result.codes.dtype.kind == "f" else "Integer64"
+            columns[result.field] = (classes, kind)
         columns["originfid"] = (result.fids.tolist(), "Integer64")
         columns["patch_index"] = (list(range(len(result.fids))), "Integer64")
         crs = self.parameterAsRasterLayer(parameters, "SOURCE1", context).crs()

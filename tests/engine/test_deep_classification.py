@@ -130,8 +130,8 @@ def test_validation_holds_out_whole_polygons():
         assert len(set(held[groups == g])) == 1  # a polygon is all in or all out
     assert held[codes == 1].sum() == 10 and held[codes == 2].sum() == 10 and not held[codes == 3].any()
     assert warnings == [
-        "class 1: one polygon held out; its scores rest on that area alone (give more polygons of that class)",
-        "class 2: one polygon held out; its scores rest on that area alone (give more polygons of that class)",
+        "classes 1, 2: one polygon each held out; their scores rest on those areas alone (give more polygons of "
+        "these classes)",
         "class water comes from one polygon only: none of it is held out, the report cannot assess that class"]
     with pytest.raises(InputError, match="VALIDATION=30"):
         classifiers.split_by_group(codes, groups, 30, 0)

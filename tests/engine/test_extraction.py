@@ -253,3 +253,38 @@ def test_more_points_than_memory_allows_are_refused_before_any_work(tmp_path, mo
     with pytest.raises(InputError, match=message + ": extract them in parts"):
         extract_patches([PatchSource(RGB, 16)], samples, [tmp_path / "p.tif"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.gpkg"]
+
+
+def test_a_real_field_gives_values_to_regress(tmp_path):
+    """FIELD may be a real field (regression targets): the labels image holds its values as
+    float32, one per kept point, in the points' order; sample selection still wants classes."""
+    from osgeo import osr
+
+    raster = gdal.Open(str(RGB))
+    x0, rx, _, y0, _, ry = raster.GetGeoTransform()
+    wkt = raster.GetProjection()
+    raster = None
+    path = str(tmp_path / "heights.gpkg")
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    layer = dataset.CreateLayer("p", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("height", ogr.OFTReal))
+    values = [12.25, 0.5, -3.125, 7.0, 1e-3]
+    for k, value in enumerate(values):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("height", value)
+        col, row = 40 + 30 * k, 50 + 20 * k
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x0 + (col + 0.5) * rx} {y0 + (row + 0.5) * ry})"))
+        layer.CreateFeature(feature)
+    dataset = None
+    result = extract_patches([PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "height",
+                             labels_output=tmp_path / "y.tif")
+    assert result.accepted == len(values)
+    with PatchesImage(tmp_path / "y.tif") as labels:
+        got = labels.read(0, len(labels)).ravel()
+        assert labels.dtype == "float32" and labels.class_codes == {}
+    assert got.tolist() == np.asarray(values, dtype=np.float32).tolist()
+    with pytest.raises(InputError, match=r"class field 'height' is of type Real; use an integer or text field "
+                                         r"\(values to regress are taken by otbtf:patchesextraction\)"):
+        sample_selection(RGB, path, "height")
