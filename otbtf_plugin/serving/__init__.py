@@ -44,7 +44,7 @@ from ..raster import invalid_pixels, open_raster, read, write
 from ..styles import write_class_style
 from .blending import Blender
 from .options import ServeOptions, ServeSource, parse_output_names, parse_user_placeholders
-from .output import COMPRESSIONS, band_names, output_dtype, output_profile
+from .output import COMPRESSIONS, band_names, check_nodata, output_dtype, output_profile
 from .planning import Plan, plan_serving
 from .tiles import ServingState, build_state, compute_tile, read_tile, tile_is_empty
 
@@ -141,6 +141,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         # nodata where sources have it, or where the user asked for padding (a Deepness model's
         # own padding gives real values: no nodata, so that no class is hidden)
         if any(any(v is not None for v in sp.nodata) for sp in plan.sources) or options.pad:
+            check_nodata(plan.background, profile["dtype"])
             profile["nodata"] = plan.background
             codes = {c.code for c in model.metadata.classes} if model.metadata else set()
             if "class" in {o.name for o in plan.outputs} and plan.background in codes:

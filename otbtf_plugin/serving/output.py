@@ -25,6 +25,18 @@ def output_dtype(plan: Plan) -> str:
     return "int32"
 
 
+def check_nodata(background: float, dtype: str) -> None:
+    """BACKGROUND_VALUE is the output's nodata: an integer output (a class map) needs a whole
+    number its type holds (GDAL would refuse 1e20 or nan with a traceback)."""
+    if np.dtype(dtype).kind not in "iu":
+        return
+    limits = np.iinfo(dtype)
+    if not (np.isfinite(background) and float(background).is_integer() and limits.min <= background <= limits.max):
+        raise InputError(f"BACKGROUND_VALUE {background:g} cannot be the nodata value of this {dtype} output (a class "
+                         f"map): give a whole number from {limits.min} to {limits.max} that is not a class, e.g. 255 "
+                         "or -1")
+
+
 COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
 
 

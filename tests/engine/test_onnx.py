@@ -424,3 +424,15 @@ def test_a_tile_size_read_from_the_file_counts_against_memory(tmp_path, scene):
                                          r"than MEMORY_MB 512: raise MEMORY_MB to at least 23438"):
         serve([ServeSource(paths["u8"])], path, tmp_path / "out.tif", ServeOptions(memory_mb=512))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.onnx"]
+
+
+@pytest.mark.parametrize("background", [1e20, float("nan"), 2.5])
+def test_a_background_that_a_class_map_cannot_hold_is_one_line(tmp_path, scene, background):
+    """BACKGROUND_VALUE is the class map's nodata: 1e20 or nan gave GDAL's traceback."""
+    paths, _, _ = scene
+    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
+                            onnx_models.DEEPNESS)
+    with pytest.raises(InputError, match=r"^BACKGROUND_VALUE \S+ cannot be the nodata value of this int32 output "
+                                         r"\(a class map\): give a whole number from -2147483648 to 2147483647"):
+        serve([ServeSource(paths["u8"])], path, tmp_path / "c.tif", ServeOptions(pad=True, background=background))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.onnx"]
