@@ -182,7 +182,8 @@ def name_problem(name: str, output: Output) -> str | None:
         folder = _existing_ancestor(final.absolute().parent)
         name_max, path_max = _limits(folder)
         if output.kind == "file":
-            longest = longest_temporary_name(final) + (".aux.xml" if ".aux.xml" in output.companions else "")
+            # GDAL's .aux.xml or SQLite's -journal (GeoPackage) beside the temporary: 8 more
+            longest = longest_temporary_name(final) + "-journal"
         elif output.kind == "folder":
             longest = longest_temporary_name(final, folder=True)
         else:
