@@ -475,7 +475,11 @@ def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, ki
     small = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "small.tif",
                   ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=8, batch_size=3), log)
     assert (small.plan.tile, small.plan.batch if kind == "pixels" else 3) == (8, 3)  # within the budget: kept
-    assert np.array_equal(read(tmp_path / "auto.tif")[0], read(tmp_path / "typed.tif")[0])
+    # Other batch sizes: the same pixels and geometry; float32 kernels may differ in the last
+    # digit with the batch size on some processors (AMD EPYC: 0.6277387 vs 0.62773865).
+    auto_map, typed_map = read(tmp_path / "auto.tif")[0], read(tmp_path / "typed.tif")[0]
+    assert auto_map.shape == typed_map.shape
+    np.testing.assert_allclose(typed_map, auto_map, rtol=1e-5, atol=1e-6)
     assert auto.plan.tile <= typed.plan.tile
 
 
