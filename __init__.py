@@ -1,7 +1,42 @@
 """QGIS entry point of the otbtf plugin.
 
-Nothing heavy is imported here: QGIS imports this package at start-up.
+Nothing heavy is imported here: QGIS imports this package at start-up. It makes the engine
+importable under its one name, ``otbtf_plugin`` (as in scripts, tests and on Dask workers),
+and nothing else of this folder: the provider and the desktop parts import the engine by
+that name, so that its modules (and their state, such as the GDAL lock) exist once.
 """
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+ENGINE = "otbtf_plugin"
+_FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+class EngineFinder(importlib.abc.MetaPathFinder):
+    """Finds the package ``otbtf_plugin`` in this plugin's folder (its submodules are found
+    through the package as usual); answers for no other name."""
+
+    folder = _FOLDER
+
+    def find_spec(self, name, path=None, target=None):
+        if name != ENGINE:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, [self.folder])
+
+
+def expose_engine() -> None:
+    """Put the finder first on ``sys.meta_path`` (once): the engine of this plugin wins over
+    any other folder that might hold a package of that name. Like the engine's modules, which
+    QGIS does not unload (they are not under the plugin's package name), it stays for the
+    session: a plugin reloaded by hand keeps the engine it had loaded."""
+    if not any(type(finder).__name__ == "EngineFinder" for finder in sys.meta_path):
+        sys.meta_path.insert(0, EngineFinder())
+
+
+expose_engine()
 
 
 def classFactory(iface):

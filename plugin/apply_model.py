@@ -30,9 +30,9 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..otbtf_plugin.errors import EngineError
-from ..otbtf_plugin.model import load_model, model_path_problem
-from ..otbtf_plugin.model_metadata import METADATA_FILE, MetadataError, read_metadata
+from otbtf_plugin.errors import EngineError
+from otbtf_plugin.model import load_model, model_path_problem
+from otbtf_plugin.model_metadata import METADATA_FILE, MetadataError, read_metadata
 
 ALGORITHM = "otbtf:tensorflowmodelserve"
 

@@ -10,8 +10,8 @@ from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QAction, QPushButton
 
-from ..otbtf_plugin import deps, runtimes
-from ..otbtf_plugin.errors import EngineError
+from otbtf_plugin import deps, runtimes
+from otbtf_plugin.errors import EngineError
 
 # "from package import module": QGIS' import hook records both, and unloads both.
 from ..processing_provider import provider

@@ -24,7 +24,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..otbtf_plugin.outputs import Output, geotiff
+from otbtf_plugin.outputs import Output, geotiff
 
 _OGR_URI = re.compile(r"""^ogr:dbname=(['"]?)(?P<path>.+?)\1(\s+table=.*)?$""")
 

@@ -10,9 +10,10 @@ from typing import ClassVar
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtGui import QIcon
 
-from ...otbtf_plugin.errors import EngineError
-from ...otbtf_plugin.outputs import Output, check_paths
-from ...otbtf_plugin.progress import sigterm_cancels
+from otbtf_plugin.errors import EngineError
+from otbtf_plugin.outputs import Output, check_paths
+from otbtf_plugin.progress import sigterm_cancels
+
 from ..feedback import FeedbackProgress
 from ..paths import invalid_value_message, non_finite_message, run_inputs, run_outputs
 

@@ -25,8 +25,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ...otbtf_plugin.errors import EngineError
-from ...otbtf_plugin.vector import VECTOR_DRIVERS, write_points
+from otbtf_plugin.errors import EngineError
+from otbtf_plugin.vector import VECTOR_DRIVERS, write_points
+
 from ..paths import layer_file
 
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "sqlite", "gml", "kml", "tab", "csv", "fgb"]
@@ -38,7 +39,7 @@ def executor(algorithm, parameters, context, feedback):
     text = algorithm.parameterAsString(parameters, "SCHEDULER", context).strip()
     if not text:
         return None
-    from ...otbtf_plugin.cluster import executor_for
+    from otbtf_plugin.cluster import executor_for
 
     return algorithm.run_engine(lambda progress: executor_for(text), feedback)
 

@@ -16,14 +16,15 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ...otbtf_plugin import deps
-from ...otbtf_plugin.classifier_training import sample_extraction, train_from_features, train_vector_classifier
-from ...otbtf_plugin.classifiers import CLASSIFIER_NAMES
-from ...otbtf_plugin.features import FeatureSource, FeatureSpec
-from ...otbtf_plugin.image_classification import classify_image
-from ...otbtf_plugin.model import model_path_problem
-from ...otbtf_plugin.selection import STRATEGIES
-from ...otbtf_plugin.serving import COMPRESSIONS, parse_output_names
+from otbtf_plugin import deps
+from otbtf_plugin.classifier_training import sample_extraction, train_from_features, train_vector_classifier
+from otbtf_plugin.classifiers import CLASSIFIER_NAMES
+from otbtf_plugin.features import FeatureSource, FeatureSpec
+from otbtf_plugin.image_classification import classify_image
+from otbtf_plugin.model import model_path_problem
+from otbtf_plugin.selection import STRATEGIES
+from otbtf_plugin.serving import COMPRESSIONS, parse_output_names
+
 from .base import OtbtfAlgorithm
 from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path, vector_path
 

@@ -11,7 +11,8 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ...otbtf_plugin.extraction import PatchSource, extract_patches
+from otbtf_plugin.extraction import PatchSource, extract_patches
+
 from .base import OtbtfAlgorithm
 from .common import add_source_parameters, optional_number, raster_path, vector_path, write_points_output
 

@@ -8,7 +8,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ...otbtf_plugin.patches_selection import SET_NAMES, STRATEGIES, patches_selection
+from otbtf_plugin.patches_selection import SET_NAMES, STRATEGIES, patches_selection
+
 from .base import OtbtfAlgorithm
 from .common import add_advanced, optional_number, raster_path, write_points_output
 

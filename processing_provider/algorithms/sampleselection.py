@@ -7,7 +7,8 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ...otbtf_plugin.selection import SAMPLERS, STRATEGIES, sample_selection
+from otbtf_plugin.selection import SAMPLERS, STRATEGIES, sample_selection
+
 from .base import OtbtfAlgorithm
 from .common import add_ground_truth_parameters, ground_truth, optional_number, write_points_output
 

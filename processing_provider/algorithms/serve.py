@@ -9,9 +9,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...otbtf_plugin import deps
-from ...otbtf_plugin.model import LAYOUTS, model_path_problem
-from ...otbtf_plugin.serving import (
+from otbtf_plugin import deps
+from otbtf_plugin.model import LAYOUTS, model_path_problem
+from otbtf_plugin.serving import (
     COMPRESSIONS,
     ServeOptions,
     ServeSource,
@@ -19,6 +19,7 @@ from ...otbtf_plugin.serving import (
     parse_user_placeholders,
     serve,
 )
+
 from .base import OtbtfAlgorithm
 from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path
 

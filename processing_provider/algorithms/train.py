@@ -13,11 +13,12 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ...otbtf_plugin import deps
-from ...otbtf_plugin.model_metadata import model_folder_output
-from ...otbtf_plugin.outputs import Output
-from ...otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
-from ...otbtf_plugin.training.schedule import checkpoint_output
+from otbtf_plugin import deps
+from otbtf_plugin.model_metadata import model_folder_output
+from otbtf_plugin.outputs import Output
+from otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
+from otbtf_plugin.training.schedule import checkpoint_output
+
 from .base import OtbtfAlgorithm
 from .common import add_advanced, raster_path
 

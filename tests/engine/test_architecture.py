@@ -130,3 +130,19 @@ def test_no_import_cycle():
         if path:
             cycles.append(" -> ".join(path))
     assert not cycles, cycles[0]
+
+
+def test_the_engine_has_one_import_name():
+    """Tests, scripts, Dask workers, the provider and the desktop parts all import the engine
+    as ``otbtf_plugin``: no module climbs out of its package to reach it (``from ...otbtf_plugin``
+    made it ``otbtf.otbtf_plugin`` in QGIS, a second copy of every module and its state)."""
+    climbing = []
+    for name, path in MODULES.items():
+        if name.startswith("otbtf_plugin"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level and (node.module or "").startswith("otbtf_plugin"):
+                climbing.append(f"{name}: from {'.' * node.level}{node.module}")
+    assert climbing == []
+    root = (ROOT / "__init__.py").read_text(encoding="utf-8")
+    assert "otbtf_plugin" in root and "EngineFinder" in root  # QGIS' entry point exposes that name

@@ -119,10 +119,10 @@ def test_the_keras_file_of_a_model_folder_serves_as_the_folder(trained, tmp_path
     _, _, out = trained
     window = tmp_path / "window.tif"
     with rasterio.open(RGB) as src:
-        profile = {**src.profile, "width": 120, "height": 100,
-                   "transform": src.window_transform(((400, 500), (300, 420)))}
+        strip = ((0, src.height), (380, 420))  # a strip across the scene: water, town, forest
+        profile = {**src.profile, "width": 40, "height": src.height, "transform": src.window_transform(strip)}
         with rasterio.open(window, "w", **profile) as dst:
-            dst.write(src.read(window=((400, 500), (300, 420))))
+            dst.write(src.read(window=strip))
     maps = []
     for model in (out / "model", out / "model" / "model.keras"):
         target = tmp_path / f"{model.name}.tif"

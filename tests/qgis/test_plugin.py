@@ -27,6 +27,21 @@ def start_desktop(monkeypatch, iface):
     return menu
 
 
+def test_the_engine_is_loaded_once_under_one_name(plugin_path, unload_after):
+    """QGIS loads the plugin as ``otbtf``; its provider uses the engine as ``otbtf_plugin``, the
+    same modules the tests, scripts and Dask workers import (one GDAL lock, one of each)."""
+    assert qgis.utils.loadPlugin(PLUGIN)
+    assert qgis.utils.startProcessingPlugin(PLUGIN)
+    base = importlib.import_module(f"{PLUGIN}.processing_provider.algorithms.base")
+    outputs = importlib.import_module("otbtf_plugin.outputs")
+    assert base.check_paths is outputs.check_paths
+    assert not [name for name in sys.modules if name.startswith(f"{PLUGIN}.otbtf_plugin")]
+    # Only that name is exposed: the plugin folder's other packages stay inside the plugin.
+    finder = next(f for f in sys.meta_path if type(f).__name__ == "EngineFinder")
+    assert finder.find_spec("plugin") is None and finder.find_spec("processing_provider") is None
+    assert finder.find_spec("otbtf_plugin") is not None
+
+
 def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
         plugin_path, qgis_iface, monkeypatch, unload_after):
     menu = start_desktop(monkeypatch, qgis_iface)
@@ -64,7 +79,7 @@ def test_headless_start_without_iface(plugin_path, monkeypatch, unload_after):
 def test_missing_tensorflow_gives_a_message_and_an_install_button(
         plugin_path, qgis_iface, monkeypatch, tmp_path, unload_after):
     assert qgis.utils.loadPlugin(PLUGIN)
-    deps = importlib.import_module(f"{PLUGIN}.otbtf_plugin.deps")
+    deps = importlib.import_module("otbtf_plugin.deps")
     # Hide the installed packages: no folder to activate, none on sys.path.
     monkeypatch.setattr(deps, "SYSTEM_ROOT", tmp_path / "none")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "none"))
@@ -94,7 +109,7 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
 
 def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monkeypatch, unload_after):
     assert qgis.utils.loadPlugin(PLUGIN)
-    deps = importlib.import_module(f"{PLUGIN}.otbtf_plugin.deps")
+    deps = importlib.import_module("otbtf_plugin.deps")
     calls = []
 
     def fake_install(system, log, step, cancelled):

@@ -59,7 +59,7 @@ def test_dialog_check_catches_a_path_that_is_not_a_model(tmp_path):
 
 def test_missing_tensorflow_is_one_line_with_the_fix(tmp_path, patch_model, monkeypatch):
     _, path = patch_model
-    deps = importlib.import_module("otbtf.otbtf_plugin.deps")
+    deps = importlib.import_module("otbtf_plugin.deps")
     missing = "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)"
     monkeypatch.setattr(deps, "problems", lambda: [missing])
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
@@ -102,11 +102,11 @@ def test_train_then_serve_from_processing(tmp_path):
 
 
 def test_serving_on_a_dask_cluster_from_processing(tmp_path, patch_model, plugin_path, monkeypatch):
-    """SCHEDULER from the toolbox: workers import the plugin as QGIS does (otbtf.otbtf_plugin,
-    from the plugins folder on their PYTHONPATH); the result is the local one."""
+    """SCHEDULER from the toolbox: workers import the engine by its one name (otbtf_plugin,
+    from the plugin's folder on their PYTHONPATH); the result is the local one."""
     distributed = pytest.importorskip("distributed")
     _, path = patch_model
-    monkeypatch.setenv("PYTHONPATH", str(plugin_path))
+    monkeypatch.setenv("PYTHONPATH", str(plugin_path / "otbtf"))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         parameters = {"SOURCE1": str(B2_30), "MODEL": str(path), "TILE_SIZE": 96}

@@ -87,7 +87,7 @@ def test_task_progress_reaches_100_and_the_result_is_the_engine_s(fcn, tmp_path)
     assert wait_for(start(task)) == "complete"
     assert done and done[0][0] and done[0][1]["TILES"] == 7 * 7  # 396 x 396 px in 64 px tiles
     assert progress[-1] == 100 and progress == sorted(progress) and len(progress) > 5
-    engine = __import__("otbtf.otbtf_plugin.serving", fromlist=["serve"])
+    engine = __import__("otbtf_plugin.serving", fromlist=["serve"])
     reference = engine.serve([engine.ServeSource(B2_30)], fcn, tmp_path / "reference.tif",
                              engine.ServeOptions(fully_conv=True))
     with rasterio.open(tmp_path / "out.tif") as a, rasterio.open(reference.output) as b:

@@ -42,8 +42,8 @@ def test_training_into_a_folder_that_is_not_a_model_deletes_nothing(user_folder)
     }, r"OUTPUT_MODEL '.*project' (holds the input|is an existing folder that is not an otbtf model)")
     assert_untouched(before, user_folder)
     # The engine refuses it too (scripts), and says what would work.
-    from otbtf.otbtf_plugin.errors import InputError
-    from otbtf.otbtf_plugin.outputs import Output, check_paths
+    from otbtf_plugin.errors import InputError
+    from otbtf_plugin.outputs import Output, check_paths
     with pytest.raises(InputError, match=r"not an otbtf model .*choose a new or empty folder"):
         check_paths({}, {"OUTPUT_MODEL": Output(user_folder / "old", "folder", marker="otbtf_model.json")})
     assert_untouched(before, user_folder)
