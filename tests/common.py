@@ -1,6 +1,5 @@
 """Paths and reference values shared by the tests."""
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -22,13 +21,13 @@ OTB_COUNTS = {"crop": 192, "developed": 81, "tree": 198, "water": 212}
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Tests import keras/TensorFlow directly: load it first the way the plugin does
-# (otbtf_plugin.runtimes.import_tensorflow), so that it cannot clash with QGIS' libraries.
-from otbtf_plugin.errors import DependencyError  # noqa: E402
-from otbtf_plugin.runtimes import import_tensorflow  # noqa: E402
+# Tests import keras/TensorFlow directly: every such import takes the plugin's safe path
+# (otbtf_plugin.runtimes, as inside QGIS), so that it cannot clash with QGIS' libraries. It is
+# loaded by the tests that need it (pytest.importorskip), not by every test process: a test
+# of the geometry starts in a second, not in the 8 s TensorFlow takes to load.
+from otbtf_plugin.runtimes import protect_tensorflow_imports  # noqa: E402
 
-with contextlib.suppress(DependencyError):  # the tests that need TensorFlow skip themselves
-    import_tensorflow()
+protect_tensorflow_imports()
 
 
 class CancelAfter:

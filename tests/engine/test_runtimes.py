@@ -31,7 +31,8 @@ def test_a_plain_import_of_tensorflow_takes_the_safe_path(monkeypatch):
         def find_spec(self, name, path=None, target=None):
             return importlib.machinery.ModuleSpec(name, Loader()) if name == "tensorflow" else None
 
-    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    others = [f for f in sys.meta_path if not isinstance(f, runtimes.SafeTensorflowImport)]  # tests/common.py's
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *others])
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.delitem(sys.modules, runtimes.TF_GLOBAL_FLAGS_MODULE, raising=False)
     before = sys.getdlopenflags()
