@@ -7,11 +7,12 @@ DEVDEPS = $(CURDIR)/.devdeps/$(PYVER)
 # Test tools come from .devdeps; everything else is what QGIS itself imports.
 RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
 
-.PHONY: help setup test test-engine test-qgis demo bench install package lint lint-only clean
+.PHONY: help setup test check test-engine test-qgis demo bench install package lint lint-only clean
 
 help:
 	@echo "make demo     run the workflow on the sample data (does its own set-up)"
 	@echo "make test     run all tests (does its own set-up)"
+	@echo "make check    lint and the engine tests not marked slow (the fast loop, after make setup)"
 	@echo "make setup    install Debian packages, TensorFlow and the test tools (idempotent)"
 	@echo "make install  install the plugin into the default QGIS profile, enabled"
 	@echo "make package  build dist/otbtf-VERSION.zip for the QGIS plugin repository"
@@ -24,6 +25,12 @@ setup:
 # Lint first, so that pytest's summary is the last thing printed.
 test: setup
 	$(MAKE) --no-print-directory lint-only test-engine test-qgis
+
+# The fast loop: lint, then the engine tests that are not marked slow (several processes when
+# pytest-xdist is there). `make test` still runs everything.
+check:
+	$(MAKE) --no-print-directory lint-only
+	$(RUN) -m pytest -p no:pytest_qgis -p no:cacheprovider -m "not slow" -q tests/engine
 
 # The engine runs without QGIS (as on a cluster worker): pytest-qgis stays off.
 test-engine:

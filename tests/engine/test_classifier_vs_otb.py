@@ -20,6 +20,8 @@ from otbtf_plugin import classifiers
 from otbtf_plugin.features import FeatureSource, FeatureSpec
 from otbtf_plugin.selection import sample_selection
 
+pytestmark = pytest.mark.slow  # OTB's command-line applications side by side
+
 BANDS = ["source1_band1", "source1_band2", "source1_band3"]
 SEED = 5
 

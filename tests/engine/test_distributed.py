@@ -22,6 +22,8 @@ from otbtf_plugin.cluster import DaskExecutor  # noqa: E402
 from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Dask clusters of worker processes, each loading TensorFlow
+
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -208,6 +208,7 @@ def test_reads_are_grouped_by_block_not_by_point(tmp_path, samples_all, monkeypa
     assert 1 <= len(calls) <= 6
 
 
+@pytest.mark.slow
 def test_memory_per_point_is_bounded(tmp_path):
     """Extraction keeps a few arrays per point (the patches go to a scratch file): the peak
     grows by less than BYTES_PER_POINT + 8 per source (it was about 260 bytes and Python lists

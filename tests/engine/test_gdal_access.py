@@ -8,12 +8,14 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.windows import Window
 
 from otbtf_plugin.raster import GdalAccess, close_written, read, write
 
 
+@pytest.mark.slow
 def test_reads_run_together_and_a_write_runs_alone():
     access = GdalAccess()
     events: list[str] = []
@@ -53,6 +55,7 @@ def test_reads_run_together_and_a_write_runs_alone():
     assert events.index("late in") > events.index("write")
 
 
+@pytest.mark.slow
 def test_reads_of_one_dataset_while_another_is_written_lose_no_pixel(tmp_path):
     rng = np.random.default_rng(0)
     source = tmp_path / "source.tif"
@@ -92,6 +95,7 @@ def test_reads_of_one_dataset_while_another_is_written_lose_no_pixel(tmp_path):
                 assert np.array_equal(result.read(), expected), f"trial {trial}: pixels lost"
 
 
+@pytest.mark.slow
 def test_two_serving_runs_at_once_write_what_each_writes_alone(tmp_path):
     """Two runs in one process (two QGIS tasks): their reads overlap, their writes take turns,
     and each output is the one it writes alone."""

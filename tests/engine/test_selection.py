@@ -204,6 +204,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
+@pytest.mark.slow
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(block=st.integers(3, 120), strategy=st.sampled_from(["smallest", "constant", "percent", "all"]),
        sampler=st.sampled_from(["periodic", "random"]), seed=st.integers(0, 5))

@@ -65,6 +65,7 @@ def reference_patches(image, rf, scale=1):
     return patches.transpose(0, 2, 3, 1), n_r, n_c, before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rf", [16, 7])  # even and odd receptive fields
 def test_patch_based_equals_whole_image_prediction(tmp_path, small_rgb, rgb_window, rf):
     model = patch_classifier(rf)
@@ -271,6 +272,7 @@ def test_cancel_leaves_no_output(tmp_path, small_rgb):
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_receptive_field_larger_than_the_image(tmp_path, small_rgb):
     patch_classifier(200).save(tmp_path / "big.keras")
     with pytest.raises(InputError, match="no output pixel has its whole receptive field inside"):
@@ -432,6 +434,7 @@ def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window,
     assert np.abs(got - expected[:, :n_r, :n_c]).max() <= TOL
 
 
+@pytest.mark.slow
 @settings(max_examples=8, phases=NO_SHRINK,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rf=st.integers(1, 12), tile=st.integers(3, 50), batch=st.integers(1, 300))
@@ -450,6 +453,7 @@ def test_property_patch_based_equals_the_whole_image(tmp_path_factory, small_rgb
     assert np.abs(got - expected).max() <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pixels", "regions"])
 def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, kind):
     """TILE_SIZE and BATCH_SIZE typed by hand cannot pass MEMORY_MB: they are lowered to what
@@ -497,6 +501,7 @@ def augmented(predict, inputs: np.ndarray) -> np.ndarray:
     return total / 8
 
 
+@pytest.mark.slow
 def test_tta_patch_based_turns_each_patch_about_itself(tmp_path, small_rgb, rgb_window):
     model = patch_classifier(16)
     path = tmp_path / "m.keras"
@@ -647,6 +652,7 @@ def _same_whatever_the_tiles(tmp_path, sources, model_path, options: dict, tiles
     return results[0]
 
 
+@pytest.mark.slow
 def test_tta_and_overlap_with_two_resolutions_scale_2_and_nodata(tmp_path, small_rgb):
     """TTA (and OVERLAP) with what else serving does: two sources of different resolutions,
     a strided model (spacing scale 2), nodata: the result still does not depend on the tiles."""

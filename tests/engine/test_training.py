@@ -20,6 +20,8 @@ from otbtf_plugin.selection import sample_selection  # noqa: E402
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 from otbtf_plugin.training import TrainConfig, train  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real training runs (a fixture trains for ~30 s) and serving
+
 
 def extract(folder, sampler, seed, strategy="constant", value=40):
     samples = sample_selection(RGB, POLYGONS, "name", strategy=strategy, value=value, sampler=sampler, seed=seed)
@@ -113,20 +115,26 @@ def test_served_model_agrees_with_the_trained_model(trained, patches, tmp_path):
     assert np.array_equal(values, expected)
 
 
-def test_the_keras_file_of_a_model_folder_serves_as_the_folder(trained, tmp_path):
+@pytest.fixture(scope="module")
+def strip(tmp_path_factory):
+    """A 40 px strip across the scene (water, town, forest): 45,600 px to serve, not 912,000."""
+    path = tmp_path_factory.mktemp("strip") / "strip.tif"
+    with rasterio.open(RGB) as src:
+        window = ((0, src.height), (380, 420))
+        profile = {**src.profile, "width": 40, "height": src.height, "transform": src.window_transform(window)}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return path
+
+
+def test_the_keras_file_of_a_model_folder_serves_as_the_folder(trained, tmp_path, strip):
     """model.keras holds our ClassCode layer: serving it alone (no metadata: the receptive
     field from its input size) gives the folder's class map."""
     _, _, out = trained
-    window = tmp_path / "window.tif"
-    with rasterio.open(RGB) as src:
-        strip = ((0, src.height), (380, 420))  # a strip across the scene: water, town, forest
-        profile = {**src.profile, "width": 40, "height": src.height, "transform": src.window_transform(strip)}
-        with rasterio.open(window, "w", **profile) as dst:
-            dst.write(src.read(window=strip))
     maps = []
     for model in (out / "model", out / "model" / "model.keras"):
         target = tmp_path / f"{model.name}.tif"
-        result = serve([ServeSource(window)], model, target, ServeOptions(output_names=["class"]))
+        result = serve([ServeSource(strip)], model, target, ServeOptions(output_names=["class"]))
         assert result.plan.geometry.rfield == 16 and result.plan.mode == "pixels"
         with rasterio.open(target) as src:
             maps.append(src.read(1))
@@ -208,12 +216,12 @@ def test_a_classifier_serves_its_class_map_unless_told_otherwise(trained, tmp_pa
     assert meta["default_outputs"] == ["class"] and named.plan.other_outputs == ["features", "prob"]
 
 
-def test_tta_class_is_the_class_of_the_mean_scores(trained, tmp_path):
+def test_tta_class_is_the_class_of_the_mean_scores(trained, tmp_path, strip):
     _, _, out = trained
     options = ServeOptions(output_names=["class", "prob"], tta=True, tile_px=64)
-    served = serve([ServeSource(RGB)], out / "model", tmp_path / "tta.tif", options)
+    served = serve([ServeSource(strip)], out / "model", tmp_path / "tta.tif", options)
     assert served.plan.class_from_scores is not None
-    plain = serve([ServeSource(RGB)], out / "model", tmp_path / "plain.tif", ServeOptions(output_names=["prob"]))
+    plain = serve([ServeSource(strip)], out / "model", tmp_path / "plain.tif", ServeOptions(output_names=["prob"]))
     with rasterio.open(served.output) as tta, rasterio.open(plain.output) as once:
         classes, scores, scores_once = tta.read(1), tta.read([2, 3, 4, 5]), once.read()
     assert np.array_equal(classes, np.array([1, 2, 3, 4])[np.argmax(scores, axis=0)])

@@ -26,6 +26,8 @@ from otbtf_plugin.training.architectures import keras_module  # noqa: E402
 from otbtf_plugin.training.data import TrainingSet, hold_out  # noqa: E402
 from otbtf_plugin.training.schedule import Checkpoints, ScheduleState, schedule_callback  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real training runs, several per test
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -94,6 +94,7 @@ def test_decisions_by_cell_equal_predict_proba(name, mode, pixels, monkeypatch):
         assert len(decisions.best) <= 40 and sum(predicted) > before
 
 
+@pytest.mark.slow
 def test_fully_grown_models_on_real_pixels(pixels):
     """Deep trees on noisy labels: cells of 62 bits, a sorted index; classes and
     confidence still those of predict_proba (whether the cells pay or are given up)."""
@@ -114,6 +115,7 @@ def counting_rows(tree) -> list[int]:
     return rows
 
 
+@pytest.mark.slow
 def test_classes_only_from_a_forest_equal_predict_proba_and_stop_early(pixels):
     table = pixels[0]
     for trees in (4, 9, 100):  # 4: votes tie; 9: checks at every tree from the 5th

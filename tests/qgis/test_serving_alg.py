@@ -52,8 +52,10 @@ def test_wrong_receptive_field_is_explained(tmp_path, patch_model):
 
 def test_dialog_check_catches_a_path_that_is_not_a_model(tmp_path):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
+    (tmp_path / "empty").mkdir()
     ok, message = algorithm.checkParameterValues(
-        {"SOURCE1": str(B2_30), "MODEL": str(tmp_path), "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext())
+        {"SOURCE1": str(B2_30), "MODEL": str(tmp_path / "empty"), "OUTPUT": str(tmp_path / "o.tif")},
+        QgsProcessingContext())
     assert not ok and "is not a model" in message
 
 
