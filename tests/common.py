@@ -58,20 +58,39 @@ class Log(CancelAfter):
         self.lines.append(message)
 
 
-def write_points(path, xy, classes=None, epsg=32621):
+def write_points(path, xy, classes=None, epsg=32621, wkt=None, field="cls", kind="Integer"):
+    """Points in a GeoPackage, with ``classes`` in ``field`` of OGR type ``kind`` (Integer,
+    Integer64, Real), in the CRS ``wkt`` or ``epsg``."""
     from osgeo import ogr, osr
 
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
+    if wkt:
+        srs.ImportFromWkt(wkt)
+    else:
+        srs.ImportFromEPSG(epsg)
     layer = ds.CreateLayer("points", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn(field, getattr(ogr, f"OFT{kind}")))
+    cast = float if kind == "Real" else int
     for k, (x, y) in enumerate(xy):
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("cls", int(classes[k]) if classes is not None else 0)
+        feature.SetField(field, cast(classes[k]) if classes is not None else 0)
         point = ogr.Geometry(ogr.wkbPoint)
         point.AddPoint_2D(float(x), float(y))
         feature.SetGeometry(point)
         layer.CreateFeature(feature)
     ds = None
+    return path
+
+
+def fake_model_folder(path, *extra):
+    """A model folder as training writes it (looked at, never loaded), plus the user's
+    ``extra`` files."""
+    path.mkdir()
+    (path / "otbtf_model.json").write_text('{"format": "otbtf-qgis model 1"}')
+    (path / "savedmodel").mkdir()
+    (path / "savedmodel" / "saved_model.pb").write_bytes(b"pb")
+    (path / "model.keras").write_bytes(b"keras")
+    for name in extra:
+        (path / name).write_text("the user's\n")
     return path

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from osgeo import gdal, ogr, osr
 
-from common import POINTS, POLYGONS, RGB, ROOT
+from common import POINTS, POLYGONS, RGB, ROOT, write_points
 from otbtf_plugin import classifiers
 from otbtf_plugin.classifier_training import train_from_features
 from otbtf_plugin.errors import InputError
@@ -382,18 +382,8 @@ def test_class_codes_that_a_class_map_cannot_hold_are_refused_where_they_are_rea
     (selection, extraction, classical classifiers), which refuses them in one line."""
     with rasterio.open(RGB) as src:
         left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
-    path = str(tmp_path / "points.gpkg")
-    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    layer = dataset.CreateLayer("p", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger64))
-    for k, value in enumerate([code, 1, 1, code]):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("cls", value)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({left + 1000 + 600 * k} {top - 1000 - 600 * k})"))
-        layer.CreateFeature(feature)
-    dataset = None
+    xy = [(left + 1000 + 600 * k, top - 1000 - 600 * k) for k in range(4)]
+    path = str(write_points(tmp_path / "points.gpkg", xy, [code, 1, 1, code], wkt=wkt, kind="Integer64"))
     message = (rf"^the class field 'cls' holds the code {code}, which a class map cannot hold \(32-bit: "
                r"-2147483648 .. 2147483647\): recode the classes with smaller numbers$")
     with pytest.raises(InputError, match=message):

@@ -259,26 +259,13 @@ def test_more_points_than_memory_allows_are_refused_before_any_work(tmp_path, mo
 def test_a_real_field_gives_values_to_regress(tmp_path):
     """FIELD may be a real field (regression targets): the labels image holds its values as
     float32, one per kept point, in the points' order; sample selection still wants classes."""
-    from osgeo import osr
-
     raster = gdal.Open(str(RGB))
     x0, rx, _, y0, _, ry = raster.GetGeoTransform()
     wkt = raster.GetProjection()
     raster = None
-    path = str(tmp_path / "heights.gpkg")
-    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    layer = dataset.CreateLayer("p", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("height", ogr.OFTReal))
     values = [12.25, 0.5, -3.125, 7.0, 1e-3]
-    for k, value in enumerate(values):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("height", value)
-        col, row = 40 + 30 * k, 50 + 20 * k
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x0 + (col + 0.5) * rx} {y0 + (row + 0.5) * ry})"))
-        layer.CreateFeature(feature)
-    dataset = None
+    xy = [(x0 + (40 + 30 * k + 0.5) * rx, y0 + (50 + 20 * k + 0.5) * ry) for k in range(len(values))]
+    path = str(write_points(tmp_path / "heights.gpkg", xy, values, wkt=wkt, field="height", kind="Real"))
     result = extract_patches([PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "height",
                              labels_output=tmp_path / "y.tif")
     assert result.accepted == len(values)

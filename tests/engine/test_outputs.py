@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from common import fake_model_folder
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.model_metadata import model_folder_output
 from otbtf_plugin.outputs import Output, StagedOutputs, check_paths
@@ -124,21 +125,9 @@ def test_an_output_in_a_folder_that_does_not_exist(folder):
         check_paths({}, {"OUTPUT": folder / "nofolder" / "s.gpkg"})
 
 
-def _model_folder(path, *extra):
-    """A model folder as training writes it, plus the user's ``extra`` files."""
-    path.mkdir()
-    (path / "otbtf_model.json").write_text("{}")
-    (path / "savedmodel").mkdir()
-    (path / "savedmodel" / "saved_model.pb").write_bytes(b"pb")
-    (path / "model.keras").write_bytes(b"keras")
-    for name in extra:
-        (path / name).write_text("the user's")
-    return path
-
-
 def test_an_output_inside_an_input_folder_is_refused(folder):
     """A report beside a fine-tuned model's metadata would replace it (its .json companion)."""
-    model = _model_folder(folder / "model")
+    model = fake_model_folder(folder / "model")
     before = snapshot(folder)
     report = Output(model / "otbtf_model.html", companions=(".json",))
     with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder "
@@ -162,9 +151,9 @@ def test_a_file_read_beside_an_input_is_kept(folder):
 
 
 def test_a_model_folder_is_replaced_only_when_it_holds_only_ours(folder):
-    ours = _model_folder(folder / "ours")
+    ours = fake_model_folder(folder / "ours")
     check_paths({}, {"OUTPUT_MODEL": model_folder_output(ours)})
-    mixed = _model_folder(folder / "mixed", "map.tif", "map.qml", "notes.txt", "z.txt")
+    mixed = fake_model_folder(folder / "mixed", "map.tif", "map.qml", "notes.txt", "z.txt")
     before = snapshot(folder)
     with pytest.raises(InputError, match=r"^OUTPUT_MODEL '.*mixed' holds 'map.qml', 'map.tif', 'notes.txt' and 1 more, "
                                          r"which otbtf did not write there; it would be replaced: move them out, "

@@ -10,7 +10,7 @@ import processing
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
 
-from common import POLYGONS, RGB
+from common import POLYGONS, RGB, fake_model_folder
 from snapshot import assert_untouched, snapshot
 
 pytestmark = pytest.mark.usefixtures("provider_loaded")
@@ -129,23 +129,10 @@ def test_a_value_out_of_range_says_the_range(tmp_path, values, message):
     assert re.match(message, said), said
 
 
-def _model_folder(path, *extra):
-    """A model folder as training writes it (its files are only looked at, not loaded), plus
-    the user's ``extra`` files."""
-    path.mkdir()
-    (path / "otbtf_model.json").write_text('{"format": "otbtf-qgis model 1"}')
-    (path / "savedmodel").mkdir()
-    (path / "savedmodel" / "saved_model.pb").write_bytes(b"pb")
-    (path / "model.keras").write_bytes(b"keras")
-    for name in extra:
-        (path / name).write_text("the user's\n")
-    return path
-
-
 def test_a_report_inside_the_model_it_reads_is_refused(user_folder):
     """OUTPUT_REPORT=MODEL/otbtf_model.html would replace the model's otbtf_model.json (the
     report's .json): fine-tuning, and a classifier on the model's deep features."""
-    model = _model_folder(user_folder / "model")
+    model = fake_model_folder(user_folder / "model")
     before = snapshot(user_folder)
     _refused("otbtf:tensorflowmodeltrain", {
         "TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "scene.tif"),
@@ -184,7 +171,7 @@ def test_a_report_over_a_checkpoint_or_the_labels_table_is_refused(user_folder):
 def test_retraining_into_a_model_folder_holding_the_users_files_is_refused(user_folder):
     """A map served into the model folder (an older version allowed it), then the folder
     given as OUTPUT_MODEL again: replacing it would delete the map, its style and a note."""
-    model = _model_folder(user_folder / "model", "map.tif", "map.qml", "notes.txt")
+    model = fake_model_folder(user_folder / "model", "map.tif", "map.qml", "notes.txt")
     before = snapshot(user_folder)
     _refused("otbtf:tensorflowmodeltrain", {
         "TRAIN_PATCHES1": str(user_folder / "scene.tif"), "TRAIN_LABELS": str(user_folder / "scene.tif"),
