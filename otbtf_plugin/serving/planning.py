@@ -141,13 +141,14 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
     _check_one_input_fits(options.memory_mb, rfields, bands, model.fixed_batch() or 1,
                           "RFIELD as given" if any(src.rfield for src in sources) else "read from the model")
     probe = _Probe(model, feeds, names, bands)
+    said = _Said(tuple(bool(src.rfield) for src in sources), bool(options.efield), bool(options.scale))
     if all(s is not None for s in static) or not options.fully_conv:
         measured = _measure_fixed_size(probe, rfields, static, output_names, options.efield or meta.efield or 0,
-                                       options.scale or meta.scale or 0)
+                                       options.scale or meta.scale or 0, said)
     else:
         ratio_x = [grid_of(datasets[0]).res_x / grid_of(ds).res_x for ds in datasets]
         measured = _measure_any_size(probe, rfields, ratio_x, output_names, options.efield or meta.efield or 0,
-                                     options.scale or meta.scale or 0)
+                                     options.scale or meta.scale or 0, said)
     try:
         geometry = ModelGeometry(measured.rfields[0], measured.efield, measured.scale)
     except GridError as err:
@@ -280,8 +281,28 @@ class _Measured:
     result: dict
 
 
+@dataclass(frozen=True)
+class _Said:
+    """Which sizes the user typed (RFIELDn, EFIELD, SPCSCALE) and which came from the model's
+    metadata: a message quotes the user's words only for what the user typed."""
+
+    rfield_typed: tuple[bool, ...]
+    efield_typed: bool
+    scale_typed: bool
+
+    def rfield(self, k: int, value: int) -> str:
+        return f"RFIELD{k + 1}={value}" if self.rfield_typed[k] else \
+            f"the receptive field of {value} px in the model's metadata"
+
+    def efield(self, value: int) -> str:
+        return f"EFIELD={value}" if self.efield_typed else f"the expression field of {value} px in the model's metadata"
+
+    def scale(self, value: int) -> str:
+        return f"SPCSCALE={value}" if self.scale_typed else f"the spacing scale {value} in the model's metadata"
+
+
 def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_names: list[str],
-                        efield: int, scale: int) -> _Measured:
+                        efield: int, scale: int, said: _Said) -> _Measured:
     """Pixels or blocks: one fixed input size per source; the output size of one patch is the
     expression field."""
     if any(r == 0 for r in rfields):
@@ -291,7 +312,7 @@ def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_
                          f"give RFIELD{k + 1}, the patch size the model was trained on")
     for k, (r, s) in enumerate(zip(rfields, static, strict=True)):
         if s is not None and r != s:
-            raise ModelError(f"RFIELD{k + 1}={r} but model input {probe.names[k]} takes {s} x {s} px: "
+            raise ModelError(f"{said.rfield(k, r)} but model input {probe.names[k]} takes {s} x {s} px: "
                              f"use RFIELD{k + 1}={s} (or 0, from the model)")
     result = probe(rfields)
     sizes = {}
@@ -312,7 +333,7 @@ def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_
                          + "); serve them in separate runs (OUTPUT_NAMES)")
     measured = distinct.pop()
     if efield and efield != measured:
-        raise ModelError(_maps_message(rfields[0], measured, efield_given=efield))
+        raise ModelError(_maps_message(rfields[0], measured, said.efield(efield)))
     channels = {n: (1 if np.asarray(result[n]).ndim in (1, 3) else np.asarray(result[n]).shape[-1])
                 for n in output_names}
     # a fixed-size model cannot tell its scale: the user or metadata does
@@ -321,7 +342,7 @@ def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_
 
 
 def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], output_names: list[str],
-                      efield: int, scale: int) -> _Measured:
+                      efield: int, scale: int, said: _Said) -> _Measured:
     """Regions (fully-convolutional): context and spacing scale measured by running the model
     on two input sizes; each output's crop aligns its first pixel with the others'."""
     if len(rfields) > 1 and any(r == 0 for r in rfields):
@@ -352,17 +373,17 @@ def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], o
     measured_scale = scales[output_names[0]]
     if scale and scale != measured_scale:
         m1_px = np.asarray(out1[output_names[0]]).shape[1]
-        raise ModelError(f"SPCSCALE={scale} but this model maps {n1} px to {m1_px} px, a spacing scale of "
+        raise ModelError(f"{said.scale(scale)} but this model maps {n1} px to {m1_px} px, a spacing scale of "
                          f"{measured_scale}: use SPCSCALE={measured_scale} (or 0)")
     scale = measured_scale
     context = max(contexts.values())
     if rfields[0] and efield and rfields[0] - efield * scale != contexts[output_names[0]]:
         expected_ef = (rfields[0] - contexts[output_names[0]]) // scale
-        raise ModelError(_maps_message(rfields[0], expected_ef, efield_given=efield))
+        raise ModelError(_maps_message(rfields[0], expected_ef, said.efield(efield)))
     if rfields[0] and not efield:
         efield = (rfields[0] - context) // scale
         if efield < 1:
-            raise ModelError(f"RFIELD1={rfields[0]} is smaller than the model's context ({context} px); "
+            raise ModelError(f"{said.rfield(0, rfields[0])} is smaller than the model's context ({context} px); "
                              f"use RFIELD1 of at least {context + scale}")
     efield = efield or 64  # a declared block, for the centring rule only
     # Each output's first pixel, counted from the most cropped one (centres coincide).
@@ -477,8 +498,8 @@ def _first_line(err: Exception) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def _maps_message(rfield: int, measured_efield: int, efield_given: int) -> str:
-    return (f"EFIELD={efield_given} does not fit this model: it maps {rfield} x {rfield} px to "
+def _maps_message(rfield: int, measured_efield: int, efield_given: str) -> str:
+    return (f"{efield_given} does not fit this model: it maps {rfield} x {rfield} px to "
             f"{measured_efield} x {measured_efield} px; use RFIELD1={rfield}, EFIELD={measured_efield}")
 
 
