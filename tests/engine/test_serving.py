@@ -235,17 +235,17 @@ def test_geometry_errors_say_what_would_work(tmp_path, small_rgb):
     with pytest.raises(ModelError, match="RFIELD1=12 but model input x1 takes 16 x 16 px: use RFIELD1=16"):
         serve([ServeSource(small_rgb, rfield=12)], tmp_path / "p.keras", tmp_path / "o.tif")
     fcn().save(tmp_path / "f.keras")
-    with pytest.raises(ModelError, match="^EFIELD=32 does not fit this model: it maps 64 x 64 px to 58 x 58 px; "
+    with pytest.raises(ModelError, match=r"^EFIELD=32 does not fit this model: it maps 64 x 64 px to 58 x 58 px; "
                                          "use RFIELD1=64, EFIELD=58"):
         serve([ServeSource(small_rgb, rfield=64)], tmp_path / "f.keras", tmp_path / "o.tif",
               ServeOptions(fully_conv=True, efield=32))
     # The same sizes read from a model folder's metadata are not quoted as if typed
     folder = models.model_folder(fcn(), tmp_path / "folder", {"inputs": [{"name": "x", "rfield": 64}], "efield": 32})
-    with pytest.raises(ModelError, match="^the expression field of 32 px in the model's metadata does not fit this "
+    with pytest.raises(ModelError, match=r"^the expression field of 32 px in the model's metadata does not fit this "
                                          "model: it maps 64 x 64 px to 58 x 58 px"):
         serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif", ServeOptions(fully_conv=True))
     folder = models.model_folder(patch_classifier(16), tmp_path / "patch", {"inputs": [{"name": "x1", "rfield": 12}]})
-    with pytest.raises(ModelError, match="^the receptive field of 12 px in the model's metadata but model input x1 "
+    with pytest.raises(ModelError, match=r"^the receptive field of 12 px in the model's metadata but model input x1 "
                                          "takes 16 x 16 px: use RFIELD1=16"):
         serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif")
     with pytest.raises(ModelError, match="has no output 'scores'; its outputs: prob"):
