@@ -1,7 +1,7 @@
 """Patches extraction: one patch per point and per source, into patches images.
 
 For each point and each source, the patch is centred on the source pixel that
-contains the point (API.md rule: ``c - P // 2 .. c - P // 2 + P - 1``), so
+contains the point (docs/interface.md: ``c - P // 2 .. c - P // 2 + P - 1``), so
 sources of different resolutions give patches of the same ground when their
 patch sizes are in the ratio of their pixel sizes. A point is kept only if its
 patch lies entirely inside every source and holds no nodata value of its

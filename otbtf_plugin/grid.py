@@ -131,7 +131,7 @@ def patch_start(center, size: int):
 
 
 def patch_window(col: int, row: int, width: int, height: int | None = None) -> Window:
-    """The window of a patch centred on pixel ``(col, row)`` (API.md rule)."""
+    """The window of a patch centred on pixel ``(col, row)`` (the interface's rule: docs/interface.md)."""
     height = width if height is None else height
     return Window(patch_start(col, width), patch_start(row, height), width, height)
 
@@ -294,7 +294,7 @@ def overlap_reach(patch_px: int, step_px: int) -> int:
 # Output pixel ``i`` covers reference pixels ``a + i*scale .. a + i*scale + scale - 1``,
 # where ``a`` is the output grid's offset (reference pixels). Its input starts
 # ``floor(rfield/2) - floor(efield*scale/2)`` reference pixels before its block, so that
-# centres coincide (API.md). Worked example, single resolution, scale 1: a patch-based
+# centres coincide (docs/interface.md). Worked example, single resolution, scale 1: a patch-based
 # model with rfield 16 serves output pixel i from the patch starting 8 pixels before
 # reference pixel a + i, where a = 8 (the first pixel whose patch fits); a 100 px wide
 # source gives 100 - 16 + 1 = 85 output pixels, the output origin 8 pixels right of the

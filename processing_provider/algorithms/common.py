@@ -87,7 +87,7 @@ class GroundTruth:
 
 
 def add_ground_truth_parameters(algorithm) -> None:
-    """INPUT, VECTOR, FIELD, MASK (API.md) and the advanced NODATA."""
+    """INPUT, VECTOR, FIELD, MASK (docs/interface.md) and the advanced NODATA."""
     algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
     algorithm.addParameter(QgsProcessingParameterFeatureSource(
         "VECTOR", "Ground truth (polygons or points)",

@@ -197,3 +197,35 @@ def test_every_algorithm_dialog_opens_and_reports_go_to_the_results_viewer(qgis_
                          "otbtf:trainvectorclassifier"):
         algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
         assert algorithm.outputDefinition("OUTPUT_REPORT").type() == "outputHtml"
+
+
+def _interface_table():
+    """(algorithm id, parameter names) of the table of fixed parameters in docs/interface.md;
+    a per-source name (``SOURCEn``) is checked for source 1."""
+    import re
+
+    from common import ROOT
+
+    rows = []
+    for line in (ROOT / "docs" / "interface.md").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^\| `(otbtf:\w+)` \|(.*)$", line)
+        if match:
+            names = re.findall(r"`([A-Z][A-Z0-9_]*?)(n?)`", match[2])
+            rows.append((match[1], sorted({name + ("1" if n else "") for name, n in names})))
+    return rows
+
+
+def test_every_fixed_id_and_parameter_of_the_interface_exists():
+    """The contract of docs/interface.md, read from the document itself: every algorithm and
+    every parameter it fixes is there, under that name."""
+    from qgis.core import QgsApplication
+
+    rows = _interface_table()
+    assert len(rows) == 10
+    registry = QgsApplication.processingRegistry()
+    missing = []
+    for algorithm_id, names in rows:
+        algorithm = registry.algorithmById(algorithm_id)
+        assert algorithm is not None, algorithm_id
+        missing += [f"{algorithm_id} {name}" for name in names if algorithm.parameterDefinition(name) is None]
+    assert missing == []
