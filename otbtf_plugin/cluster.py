@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
+from typing import Any
 
 from .errors import Cancelled, InputError
 from .grid import Window
@@ -142,7 +143,8 @@ def connect(address: str, timeout: float | None = None, progress: Progress | Non
         raise InputError(f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install "
                          "dependencies, or `make setup`") from err
     _probe(address, timeout, progress)
-    done, answer = threading.Event(), {}
+    done = threading.Event()
+    answer: dict[str, Any] = {}  # "client": the Client, or "error": what starting it raised
 
     def start():
         try:

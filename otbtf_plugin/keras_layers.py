@@ -6,6 +6,8 @@ the ONNX export) needs them registered first, so that Keras' safe mode accepts t
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import runtimes
 
 
@@ -17,7 +19,7 @@ def keras_module():
     return keras
 
 
-def class_code_layer(keras):
+def class_code_layer(keras: Any):
     """The ``ClassCode`` layer (registered, so that safe mode can load saved models)."""
 
     @keras.saving.register_keras_serializable(package="otbtf")

@@ -132,7 +132,7 @@ class _SafeTensorflowLoader:
 
     def exec_module(self, module):
         # "tensorflow" is in sys.modules already (the import system puts it there first)
-        sys.modules.setdefault(TF_GLOBAL_FLAGS_MODULE, None)
+        sys.modules.setdefault(TF_GLOBAL_FLAGS_MODULE, None)  # type: ignore[arg-type]  # None blocks that import
         with _local_deep_binding(), quiet_tensorflow():
             self.loader.exec_module(module)
 

@@ -235,7 +235,7 @@ class Decisions:
         found = np.flatnonzero(slots >= 0)
         all_best = np.empty(len(slots), dtype=np.int32)
         all_best[found], all_best[missing] = self.best[slots[found]], best[inverse]
-        if confidence is None:
+        if confidence is None or self.confidence is None:  # both kept when confidences are asked for
             return all_best, None
         all_confidence = np.empty(len(slots), dtype=np.float32)
         all_confidence[found], all_confidence[missing] = self.confidence[slots[found]], confidence[inverse]
