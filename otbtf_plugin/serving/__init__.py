@@ -147,11 +147,10 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             if "class" in {o.name for o in plan.outputs} and plan.background in codes:
                 progress.info(f"warning: BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
                               "class will show as nodata; give a BACKGROUND_VALUE that is not a class (e.g. 255)")
-        # Elsewhere, the tiles are planned with this run's sizes (the same plan whatever a
-        # worker's memory) and absolute paths.
+        # Elsewhere (a cluster worker), the run's state is built from absolute paths and this plan.
         work = TileWork(
             build=partial(build_state, [replace(s, path=absolute(s.path)) for s in sources], absolute(model_path),
-                          replace(options, tile_px=plan.tile, batch_size=plan.batch)),
+                          options, plan),
             read=read_tile, compute=compute_tile, empty=tile_is_empty)
         with raster_outputs([(output, profile, band_names(plan))]) as out:
             writer = out.writers[0]

@@ -173,9 +173,10 @@ def plan_serving(sources: list[ServeSource], model: ServedModel, options: ServeO
                      f"{'patch' if measured.mode == 'pixels' else 'block'} alone, whatever the tiles: "
                      "nothing to blend")
     others = [t.name for t in model.outputs if t.name not in output_names]
-    return Plan(measured.mode, geometry, source_plans, outputs, out_grid, first, phase, tile, batch, feeds,
-                float(options.background), pad, band_notes + notes, others, options.tta,
-                _class_from_scores(options, model, meta, outputs), overlap)
+    return Plan(mode=measured.mode, geometry=geometry, sources=source_plans, outputs=outputs, grid=out_grid,
+                first=first, phase=phase, tile=tile, batch=batch, feeds=feeds, background=float(options.background),
+                pad=pad, notes=band_notes + notes, other_outputs=others, tta=options.tta,
+                class_from_scores=_class_from_scores(options, model, meta, outputs), overlap=overlap)
 
 
 def _check_one_input_fits(memory_mb: int, rfields: list[int], bands: list[int], batch: int, origin: str) -> None:

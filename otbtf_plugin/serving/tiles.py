@@ -15,7 +15,7 @@ from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
 from ..served_model import classes_of_scores
 from .options import ServeOptions, ServeSource
-from .planning import Plan, SourcePlan, plan_serving
+from .planning import Plan, SourcePlan
 
 
 def _read_window(dataset, window: Window, fill: float, bands: int) -> np.ndarray:
@@ -213,11 +213,14 @@ class ServingState:
     model: ServedModel
 
 
-def build_state(sources: list[ServeSource], model_path: str, options: ServeOptions, stack: ExitStack) -> ServingState:
-    """A run's state, built again where the tiles are computed (a cluster worker)."""
+def build_state(sources: list[ServeSource], model_path: str, options: ServeOptions, plan: Plan,
+                stack: ExitStack) -> ServingState:
+    """A run's state where the tiles are computed (a cluster worker): the sources opened and
+    the model loaded there, the client's plan used as it is (not planned again: no second
+    probe of the model, the same sizes whatever the worker's memory)."""
     model = load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
     datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
-    return ServingState(plan_serving(sources, model, options, datasets), datasets, model)
+    return ServingState(plan, datasets, model)
 
 
 def read_tile(state, tile: Window) -> TileInput:
