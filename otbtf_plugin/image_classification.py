@@ -19,7 +19,7 @@ from .features import FeatureSpec, OpenFeatures, open_features, recipe_differenc
 from .grid import tiles
 from .outputs import check_paths, geotiff
 from .pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, tell
 from .raster import AlignedRaster, class_code_types, write
 from .serving.output import output_profile
 from .serving.tiles import TileInput, infer_tile, read_tile, tile_is_empty
@@ -162,7 +162,7 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
         opened, plan = classify.opened, classify.opened.plan
         for note in classify.notes:
-            progress.info(note)
+            tell(progress, note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
         rasters = [(output, output_profile(plan, crs, 1, classify.dtype, compress) | {"nodata": classify.nodata},

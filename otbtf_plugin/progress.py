@@ -1,8 +1,10 @@
 """Progress and cancel protocol owned by the engine.
 
-Engine functions take a ``progress`` object with two methods and never see a
-``QgsFeedback``: the Processing provider adapts one to this protocol, scripts
-pass nothing (:class:`NullProgress`) or their own object.
+Engine functions take a ``progress`` object and never see a ``QgsFeedback``: the
+Processing provider adapts one to this protocol, scripts pass nothing
+(:class:`NullProgress`) or their own object. Warnings go through :func:`warn` (a
+progress object's ``warn``; an object without one gets the line through ``info``,
+prefixed "warning: ").
 """
 
 from __future__ import annotations
@@ -24,7 +26,32 @@ class Progress(Protocol):
         """True once the user asked to stop."""
 
     def info(self, message: str) -> None:
-        """A line for the user's log (a warning that does not stop the run)."""
+        """A line for the user's log."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should act on that does not stop the run (QGIS shows it as a
+        warning)."""
+
+
+WARNING = "warning: "  # how a warning reads in a plain log, and in notes collected as text
+
+
+def warn(progress, message: str) -> None:
+    """``message`` as a warning: ``progress.warn``, or ``info`` with the prefix for a
+    progress object of a script that has no ``warn``."""
+    method = getattr(progress, "warn", None)
+    if method is not None:
+        method(message)
+    else:
+        progress.info(WARNING + message)
+
+
+def tell(progress, line: str) -> None:
+    """A line collected as text for the log: a warning when it starts with ``warning: ``."""
+    if line.startswith(WARNING):
+        warn(progress, line[len(WARNING):])
+    else:
+        progress.info(line)
 
 
 class NullProgress:
@@ -37,6 +64,9 @@ class NullProgress:
         return False
 
     def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass
 
 
@@ -67,6 +97,9 @@ class ScaledProgress:
 
     def info(self, message: str) -> None:
         self.progress.info(message)
+
+    def warn(self, message: str) -> None:
+        warn(self.progress, message)
 
 
 @contextmanager

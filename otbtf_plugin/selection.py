@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .progress import NullProgress, Progress, ScaledProgress
+from .progress import NullProgress, Progress, ScaledProgress, warn
 from .raster import crs_wkt
 from .sampling import BLOCK_PX, ClassStatistics, PixelScan, _open_inputs, _statistics_from
 from .vector import write_points
@@ -240,7 +240,7 @@ def sample_selection(raster, vector, field_name: str, mask=None, nodata: float |
         stats = _statistics_from(scan, field_name, canonical.per_feature, progress)
         wanted, warnings = requested_counts(stats.counts, strategy, value, stats.class_names)
         for warning in warnings:
-            progress.info(warning)
+            warn(progress, warning)
         rng = np.random.default_rng(seed)
         chosen = {c: choose_ranks(stats.counts[c], wanted[c], sampler, rng) for c in sorted(stats.counts)}
         keep_i, keep_c, keep_r, keep_k = [], [], [], []
@@ -259,7 +259,7 @@ def sample_selection(raster, vector, field_name: str, mask=None, nodata: float |
             keep_k.append(ranks[hit])
         if shared:
             warnings = [*warnings, shared_pixels_warning(shared, stats.class_names)]
-            progress.info(warnings[-1])
+            warn(progress, warnings[-1])
         index, cols, rows, ranks = (np.concatenate(k) if k else np.zeros(0, np.int64)
                                     for k in (keep_i, keep_c, keep_r, keep_k))
         # Canonical output order too: by feature, then rank (never by block).

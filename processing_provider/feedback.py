@@ -15,3 +15,7 @@ class FeedbackProgress:
     def info(self, message: str) -> None:
         if self.feedback is not None:
             self.feedback.pushInfo(message)
+
+    def warn(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushWarning(message)

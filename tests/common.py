@@ -57,6 +57,9 @@ class Log(CancelAfter):
     def info(self, message):
         self.lines.append(message)
 
+    def warn(self, message):
+        self.lines.append("warning: " + message)
+
 
 def write_points(path, xy, classes=None, epsg=32621, wkt=None, field="cls", kind="Integer"):
     """Points in a GeoPackage, with ``classes`` in ``field`` of OGR type ``kind`` (Integer,

@@ -39,7 +39,7 @@ from ..grid import Window
 from ..model import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
-from ..progress import NullProgress, Progress
+from ..progress import NullProgress, Progress, tell, warn
 from ..raster import invalid_pixels, open_raster, read, write
 from ..styles import write_class_style
 from .blending import Blender
@@ -134,7 +134,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             progress.info(f"model: {model.describe()}")
         progress.info(plan.describe())
         for note in plan.notes + scale_warnings(plan, model, datasets) + resolution_warnings(model, datasets):
-            progress.info(note)
+            tell(progress, note)
         # grid.tiles, qualified: inside this package the name `tiles` is the submodule
         plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, output_dtype(plan), options.compress)
@@ -145,7 +145,7 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             profile["nodata"] = plan.background
             codes = {c.code for c in model.metadata.classes} if model.metadata else set()
             if "class" in {o.name for o in plan.outputs} and plan.background in codes:
-                progress.info(f"warning: BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
+                warn(progress, f"BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
                               "class will show as nodata; give a BACKGROUND_VALUE that is not a class (e.g. 255)")
         # Elsewhere (a cluster worker), the run's state is built from absolute paths and this plan.
         work = TileWork(

@@ -34,7 +34,7 @@ from ..model_metadata import (
 )
 from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
-from ..progress import NullProgress, Progress, check_cancelled
+from ..progress import NullProgress, Progress, check_cancelled, warn
 from ..validation import GroupSplit, check_fraction, group_folds, hold_out_groups
 from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
 from .data import (
@@ -234,7 +234,7 @@ def _log_split(held_out: dict, progress: Progress) -> None:
     for name, sides in held_out["groups"].items():
         progress.info(f"  {name}: {sides['training']} group(s) for training, {sides['validation']} held out")
     for warning in held_out["warnings"]:
-        progress.info(f"warning: {warning}")
+        warn(progress, warning)
 
 
 def _input_spec(config: TrainConfig, k: int, image, indices: np.ndarray) -> ModelInput:

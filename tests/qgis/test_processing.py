@@ -229,3 +229,35 @@ def test_every_fixed_id_and_parameter_of_the_interface_exists():
         assert algorithm is not None, algorithm_id
         missing += [f"{algorithm_id} {name}" for name in names if algorithm.parameterDefinition(name) is None]
     assert missing == []
+
+
+def test_warnings_reach_qgis_as_warnings(tmp_path):
+    """The engine's warnings (here: polygons of different classes that overlap) arrive through
+    the feedback's pushWarning, which QGIS shows as warnings, not as plain log lines."""
+    import geopandas
+    import rasterio
+    from qgis.core import QgsProcessingFeedback
+    from shapely.geometry import box
+
+    with rasterio.open(RGB) as src:
+        left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
+    frame = geopandas.GeoDataFrame({"name": ["water", "crop"]}, crs=wkt, geometry=[
+        box(left + 3000, top - 6000, left + 6000, top - 3000), box(left + 4500, top - 7500, left + 7500, top - 4500)])
+    frame.to_file(tmp_path / "overlap.gpkg", driver="GPKG")
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings, self.infos = [], []
+
+        def pushWarning(self, warning):
+            self.warnings.append(warning)
+
+        def pushInfo(self, info):
+            self.infos.append(info)
+
+    feedback = Feedback()
+    processing.run("otbtf:sampleselection", {"INPUT": str(RGB), "VECTOR": str(tmp_path / "overlap.gpkg"),
+                                             "FIELD": "name", "OUTPUT": str(tmp_path / "s.gpkg")}, feedback=feedback)
+    assert [w for w in feedback.warnings if "lie in polygons of different classes (crop and water" in w]
+    assert not [i for i in feedback.infos if "polygons of different classes" in i]
