@@ -143,7 +143,7 @@ def _crop(value: np.ndarray, before: int, after: int) -> np.ndarray:
     return value[:, before:value.shape[1] - after, before:value.shape[2] - after]
 
 
-def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | None = None) -> ServedModel:
+def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | None = None) -> ServedModel:  # noqa: C901
     """``model`` (channels last) served the Deepness way (see the module's text). A file of
     our export also holds its model folder's metadata, ``ours``: its classes (the labels'
     codes) replace the indices, and it is served as the folder is (the raster's edges left

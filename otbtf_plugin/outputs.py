@@ -254,29 +254,39 @@ def _check_against(named_inputs: list[_Named], named_outputs: dict[str, Output])
     seen: list[tuple[str, Path, str]] = []  # (name, path, kind) of the outputs checked so far
     for name, output in named_outputs.items():
         for file in output.files():
-            for source in named_inputs:
-                if _same(file, source.path):
-                    raise _refusal(name, output, f"is the same file as the input {source.name}")
-                if _inside(file, source.path) and source.path.is_dir():
-                    raise _refusal(name, output, f"lies inside the input folder {source.name} "
-                                                 f"({str(source.path)!r}), which the run reads")
-                if any(sidecar.exists() and _same(file, sidecar) for sidecar in input_files(source.path)[1:]):
-                    raise _refusal(name, output, f"would replace {Path(file).name!r}, which belongs to the "
-                                                 f"input {source.name} ({str(source.path)!r})")
-                if output.kind == "folder" and _inside(source.path, file):
-                    raise _refusal(name, output, f"holds the input {source.name} ({str(source.path)!r}), "
-                                                 "which replacing it would delete")
-            for other_name, other, other_kind in seen:
-                if _same(file, other):
-                    raise _refusal(name, output, f"is the same path as the output {other_name}")
-                for kind, why in (("folder", "the folder is replaced at the end of the run"),
-                                  ("into", "the run writes files into that folder")):
-                    if (output.kind == kind and _inside(other, file)) or (other_kind == kind and _inside(file, other)):
-                        raise _refusal(name, output, f"and the output {other_name} lie one inside the other, and {why}")
+            why = _input_conflict(output, file, named_inputs) or _output_conflict(output, file, seen)
+            if why:
+                raise _refusal(name, output, why)
             seen.append((name, file, output.kind))
         problem = target_problem(name, output)
         if problem:
             raise InputError(problem)
+
+
+def _input_conflict(output: Output, file: Path, named_inputs: list[_Named]) -> str | None:
+    """Why ``file`` (an output or one of its companions) would touch what the run reads."""
+    for source in named_inputs:
+        if _same(file, source.path):
+            return f"is the same file as the input {source.name}"
+        if _inside(file, source.path) and source.path.is_dir():
+            return f"lies inside the input folder {source.name} ({str(source.path)!r}), which the run reads"
+        if any(sidecar.exists() and _same(file, sidecar) for sidecar in input_files(source.path)[1:]):
+            return f"would replace {Path(file).name!r}, which belongs to the input {source.name} ({str(source.path)!r})"
+        if output.kind == "folder" and _inside(source.path, file):
+            return f"holds the input {source.name} ({str(source.path)!r}), which replacing it would delete"
+    return None
+
+
+def _output_conflict(output: Output, file: Path, seen: list[tuple[str, Path, str]]) -> str | None:
+    """Why ``file`` would clash with the outputs checked before it."""
+    for other_name, other, other_kind in seen:
+        if _same(file, other):
+            return f"is the same path as the output {other_name}"
+        for kind, why in (("folder", "the folder is replaced at the end of the run"),
+                          ("into", "the run writes files into that folder")):
+            if (output.kind == kind and _inside(other, file)) or (other_kind == kind and _inside(file, other)):
+                return f"and the output {other_name} lie one inside the other, and {why}"
+    return None
 
 
 def _refusal(name: str, output: Output, why: str) -> InputError:

@@ -190,7 +190,7 @@ def _check_fractions(fractions) -> None:
                          f"to 1: for the same proportions use {same}")
 
 
-def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "split",
+def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "split",  # noqa: C901
                       fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), mask=None,
                       nodata: float | None = None, labels=None, cell: int | None = None, seed: int = 0,
                       progress: Progress | None = None) -> PatchesSelection:

@@ -92,7 +92,7 @@ class LocalThreads:
             return self._run(work, state, tiles, write, progress)
 
     @staticmethod
-    def _run(work: TileWork, state, tiles, write, progress: Progress) -> int:
+    def _run(work: TileWork, state, tiles, write, progress: Progress) -> int:  # noqa: C901
         inputs: queue.Queue = queue.Queue(maxsize=2)
         results: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()

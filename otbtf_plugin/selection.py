@@ -38,7 +38,7 @@ STRATEGIES = ("smallest", "constant", "percent", "total", "all")
 SAMPLERS = ("periodic", "random")
 
 
-def requested_counts(available: dict[int, int], strategy: str, value: float | None = None,
+def requested_counts(available: dict[int, int], strategy: str, value: float | None = None,  # noqa: C901
                      names: dict[int, str] | None = None) -> tuple[dict[int, int], list[str]]:
     """Samples wanted per class code, and warnings for the user (naming classes by ``names``)."""
     names = names or {}

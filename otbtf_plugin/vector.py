@@ -179,7 +179,7 @@ def _transform_to(layer, raster_wkt: str | None):
 
 
 @gdal_exceptions
-def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,
+def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,  # noqa: C901
                   layer: str | None = None, values: bool = False) -> Features:
     """Every feature with a geometry (and a class when ``field_name`` is given),
     reprojected to ``raster_wkt``; invalid polygons are repaired. ``values``: a real

@@ -342,7 +342,7 @@ def _measure_fixed_size(probe: _Probe, rfields: list[int], static: list, output_
                      dict.fromkeys(output_names, 0), channels, result)
 
 
-def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], output_names: list[str],
+def _measure_any_size(probe: _Probe, rfields: list[int], ratio_x: list[float], output_names: list[str],  # noqa: C901
                       efield: int, scale: int, said: _Said) -> _Measured:
     """Regions (fully-convolutional): context and spacing scale measured by running the model
     on two input sizes; each output's crop aligns its first pixel with the others'."""

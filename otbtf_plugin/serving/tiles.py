@@ -139,7 +139,7 @@ def _predict(plan: Plan, model: ServedModel, feeds: dict) -> dict:
     return means
 
 
-def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progress) -> np.ndarray:
+def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progress) -> np.ndarray:  # noqa: C901
     """``(bands, h, w)`` float32 model outputs of one tile; background where the input is nodata."""
     tile = item.tile
     out = np.empty((plan.bands, tile.height, tile.width), dtype=np.float32)

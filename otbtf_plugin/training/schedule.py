@@ -156,7 +156,7 @@ def _replace(path: Path, write) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: ScheduleState, optimizer,
+def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: ScheduleState, optimizer,  # noqa: C901
                       cancelled):
     """A Keras callback: early stopping with the best epoch kept, the learning rate halved on
     plateaus (both only with ``patience`` > 0), a checkpoint after every epoch. An epoch
