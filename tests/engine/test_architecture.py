@@ -67,7 +67,7 @@ def reaches(start: str, targets: set[str]) -> list[str] | None:
 def test_the_reader_sees_the_modules():
     assert {"otbtf_plugin.serving", "otbtf_plugin.serving.planning", "otbtf_plugin.pipeline", "otbtf_plugin.cluster",
             "processing_provider.provider", "plugin.plugin"} <= set(MODULES)
-    assert "otbtf_plugin.pipeline" in GRAPH["otbtf_plugin.serving"]
+    assert "otbtf_plugin.pipeline" in GRAPH["otbtf_plugin.serving.run"]
     assert "otbtf_plugin.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
 
 
@@ -114,11 +114,22 @@ def test_validation_rules_are_pure():
     assert GRAPH["otbtf_plugin.validation"] <= {"otbtf_plugin.errors"}
 
 
+def test_the_workflows_live_in_modules_named_for_them():
+    """A package's __init__ is its face: importing serving.planning or training.targets loads
+    no tiles, pipeline, writer or network code (the workflows are in run.py, imported when
+    first asked for)."""
+    for package, run in (("otbtf_plugin.serving", "otbtf_plugin.serving.run"),
+                         ("otbtf_plugin.training", "otbtf_plugin.training.run")):
+        assert run in MODULES
+        assert run not in GRAPH[package], f"{package}/__init__.py imports its workflow at once"
+        assert not [i for i in GRAPH[package] if i.startswith(("otbtf_plugin.pipeline", "otbtf_plugin.raster"))]
+
+
 def test_serving_planning_needs_no_tiles_or_output():
     """The plan is geometry decided against the model: it does not reach tile computation,
     the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""
     rooms = {"otbtf_plugin.serving.tiles", "otbtf_plugin.serving.output", "otbtf_plugin.pipeline",
-             "otbtf_plugin.serving"}
+             "otbtf_plugin.serving.run"}
     assert reaches("otbtf_plugin.serving.planning", rooms) is None, reaches("otbtf_plugin.serving.planning", rooms)
 
 

@@ -390,7 +390,7 @@ def test_a_model_folder_is_replaced_only_if_it_is_ours(patches, tmp_path):
 def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatch):
     """The class map and its .qml are renamed together: a failure writing the style
     keeps the previous map and style byte for byte, and leaves no temporary."""
-    from otbtf_plugin import serving
+    from otbtf_plugin.serving import run as serving
     from snapshot import snapshot
 
     _, _, out = trained
