@@ -6,13 +6,13 @@ from .deepfeatures import (
     ImageClassifierFromDeepFeatures,
     SampleExtractionFromDeepFeatures,
     TrainClassifierFromDeepFeatures,
-    TrainVectorClassifier,
 )
 from .patchesextraction import PatchesExtraction
 from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
 from .serve import TensorflowModelServe
 from .train import TensorflowModelTrain
+from .vectorclassifier import TrainVectorClassifier
 
 ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction,
               TensorflowModelTrain, TensorflowModelServe, TrainClassifierFromDeepFeatures,
