@@ -30,10 +30,10 @@ from .grid import Window
 from .model import ServedModel, TensorInfo, load_model
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import open_raster
+from .serving.inference import tile_input
 from .serving.options import ServeOptions, ServeSource
 from .serving.output import band_names
 from .serving.planning import Plan, plan_serving
-from .serving.tiles import tile_input
 
 BANDS_MODEL = "source bands"
 

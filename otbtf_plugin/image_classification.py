@@ -21,8 +21,8 @@ from .outputs import check_paths, geotiff
 from .pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .progress import NullProgress, Progress, tell
 from .raster import AlignedRaster, class_code_types, write
+from .serving.inference import TileInput, infer_tile, read_tile, tile_is_empty
 from .serving.output import output_profile
-from .serving.tiles import TileInput, infer_tile, read_tile, tile_is_empty
 from .styles import write_class_style, write_confidence_style
 
 
@@ -68,7 +68,7 @@ class TileClassifier:
     def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True,
                  confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
-        self.plan, self.datasets = self.opened.plan, self.opened.datasets  # what serving.tiles.read_tile reads
+        self.plan, self.datasets = self.opened.plan, self.opened.datasets  # what serving.inference.read_tile reads
         self.notes: list[str] = []
         if check:  # cluster workers skip it: the client checked the same inputs
             differences = recipe_differences(trained.recipe, self.opened.recipe)

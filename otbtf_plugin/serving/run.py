@@ -43,10 +43,10 @@ from ..progress import NullProgress, Progress, tell, warn
 from ..raster import invalid_pixels, open_raster, read, write
 from ..styles import write_class_style
 from .blending import Blender
+from .inference import ServingState, build_state, compute_tile, read_tile, tile_is_empty
 from .options import ServeOptions, ServeSource
 from .output import band_names, check_nodata, output_dtype, output_profile
 from .planning import Plan, plan_serving
-from .tiles import ServingState, build_state, compute_tile, read_tile, tile_is_empty
 
 
 def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, side: int = 64) -> list[str]:
@@ -130,7 +130,6 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
         progress.info(plan.describe())
         for note in plan.notes + scale_warnings(plan, model, datasets) + resolution_warnings(model, datasets):
             tell(progress, note)
-        # grid.tiles, qualified: inside this package the name `tiles` is the submodule
         plan_tiles = grid.tiles(plan.grid.width, plan.grid.height, plan.tile)
         profile = output_profile(plan, datasets[0].crs, plan.bands, output_dtype(plan), options.compress)
         # nodata where sources have it, or where the user asked for padding (a Deepness model's

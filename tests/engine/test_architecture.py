@@ -128,7 +128,7 @@ def test_the_workflows_live_in_modules_named_for_them():
 def test_serving_planning_needs_no_tiles_or_output():
     """The plan is geometry decided against the model: it does not reach tile computation,
     the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""
-    rooms = {"otbtf_plugin.serving.tiles", "otbtf_plugin.serving.output", "otbtf_plugin.pipeline",
+    rooms = {"otbtf_plugin.serving.inference", "otbtf_plugin.serving.output", "otbtf_plugin.pipeline",
              "otbtf_plugin.serving.run"}
     assert reaches("otbtf_plugin.serving.planning", rooms) is None, reaches("otbtf_plugin.serving.planning", rooms)
 
