@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .. import reports
+from .. import report_writer
 from ..metrics import classification_html
 from ..outputs import StagedOutputs
 from .fitting import TrainedClassifier
@@ -33,11 +33,11 @@ features; {_samples_text(trained)}.</p>
 {f'<ul>{notes}</ul>' if notes else ''}
 {_search_html(trained.search)}
 <h2>Validation</h2>
-{reports.validation_html({**trained.held_out, "warnings": []}) if trained.held_out else ""}
+{report_writer.validation_html({**trained.held_out, "warnings": []}) if trained.held_out else ""}
 {refit}
 {scores}
-{reports.cross_validation_html(trained.cross_validation)}"""
-    return reports.write_report(path, title, body, data, staged)
+{report_writer.cross_validation_html(trained.cross_validation)}"""
+    return report_writer.write_report(path, title, body, data, staged)
 
 
 

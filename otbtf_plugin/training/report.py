@@ -8,7 +8,7 @@ import html
 import io
 from pathlib import Path
 
-from .. import reports
+from .. import report_writer
 from ..metrics import classification_html
 from ..model_metadata import ModelMetadata
 from ..outputs import StagedOutputs
@@ -56,13 +56,13 @@ def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
 {training['patches']} training and {training['validation_patches']} validation patches;
 {_epochs_text(training)}.</p>
 <h2>Validation</h2>
-{reports.validation_html(held_out)}
+{report_writer.validation_html(held_out)}
 {scores}
-{reports.cross_validation_html(training.get("cross_validation") or {})}
+{report_writer.cross_validation_html(training.get("cross_validation") or {})}
 <h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
     data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts(),
             "cross_validation": training.get("cross_validation") or {}}
-    return reports.write_report(path, "Training report", body, data, staged)
+    return report_writer.write_report(path, "Training report", body, data, staged)
 
 
 def _epochs_text(training: dict) -> str:
