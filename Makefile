@@ -26,8 +26,8 @@ setup:
 test: setup
 	$(MAKE) --no-print-directory lint-only test-engine test-qgis
 
-# The fast loop: lint, then the engine tests that are not marked slow (several processes when
-# pytest-xdist is there). `make test` still runs everything.
+# The fast loop: lint, then the engine tests that are not marked slow. `make test` still runs
+# everything.
 check:
 	$(MAKE) --no-print-directory lint-only
 	$(RUN) -m pytest -p no:pytest_qgis -p no:cacheprovider -m "not slow" -q tests/engine
