@@ -15,10 +15,10 @@ import numpy as np
 
 from . import classifiers
 from .errors import InputError
+from .execution.pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences, recipe_notes
 from .grid import tiles
 from .outputs import check_paths, geotiff
-from .pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .progress import NullProgress, Progress, tell
 from .raster import AlignedRaster, class_code_types, write
 from .serving.inference import TileInput, infer_tile, read_tile, tile_is_empty

@@ -321,7 +321,7 @@ def cluster_run(image: str, model: str, output: str, workers: int) -> None:
     os.environ["PYTHONPATH"] = str(ROOT)
     from distributed import LocalCluster
 
-    from otbtf_plugin.cluster import DaskExecutor
+    from otbtf_plugin.execution.cluster import DaskExecutor
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
     # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.

@@ -39,7 +39,7 @@ def executor(algorithm, parameters, context, feedback):
     text = algorithm.parameterAsString(parameters, "SCHEDULER", context).strip()
     if not text:
         return None
-    from otbtf_plugin.cluster import executor_for
+    from otbtf_plugin.execution.cluster import executor_for
 
     return algorithm.run_engine(lambda progress: executor_for(text), feedback)
 

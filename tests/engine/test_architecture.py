@@ -65,10 +65,11 @@ def reaches(start: str, targets: set[str]) -> list[str] | None:
 
 
 def test_the_reader_sees_the_modules():
-    assert {"otbtf_plugin.serving", "otbtf_plugin.serving.planning", "otbtf_plugin.pipeline", "otbtf_plugin.cluster",
+    assert {"otbtf_plugin.serving", "otbtf_plugin.serving.planning", "otbtf_plugin.execution.pipeline",
+            "otbtf_plugin.execution.cluster",
             "processing_provider.provider", "plugin.plugin"} <= set(MODULES)
-    assert "otbtf_plugin.pipeline" in GRAPH["otbtf_plugin.serving.run"]
-    assert "otbtf_plugin.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
+    assert "otbtf_plugin.execution.pipeline" in GRAPH["otbtf_plugin.serving.run"]
+    assert "otbtf_plugin.execution.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")))
@@ -84,9 +85,9 @@ def test_the_provider_does_not_import_the_plugin_package(name):
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")
-                                        and m != "otbtf_plugin.cluster"))
+                                        and m != "otbtf_plugin.execution.cluster"))
 def test_only_the_dask_executor_knows_dask(name):
-    assert "otbtf_plugin.cluster" not in GRAPH[name], f"{name} imports the Dask executor"
+    assert "otbtf_plugin.execution.cluster" not in GRAPH[name], f"{name} imports the Dask executor"
     assert not [i for i in EXTERNAL[name] if i.split(".")[0] in ("dask", "distributed")], f"{name} imports Dask"
 
 
@@ -95,7 +96,7 @@ def test_the_pipeline_and_the_executors_know_no_work():
                                                  "otbtf_plugin.classifier_training", "otbtf_plugin.ground_truth",
                                                  "otbtf_plugin.features", "otbtf_plugin.classifiers",
                                                  "otbtf_plugin.model", "otbtf_plugin.training"))}
-    for name in ("otbtf_plugin.pipeline", "otbtf_plugin.cluster"):
+    for name in ("otbtf_plugin.execution.pipeline", "otbtf_plugin.execution.cluster"):
         assert reaches(name, work) is None, reaches(name, work)
 
 
@@ -122,13 +123,13 @@ def test_the_workflows_live_in_modules_named_for_them():
                          ("otbtf_plugin.training", "otbtf_plugin.training.run")):
         assert run in MODULES
         assert run not in GRAPH[package], f"{package}/__init__.py imports its workflow at once"
-        assert not [i for i in GRAPH[package] if i.startswith(("otbtf_plugin.pipeline", "otbtf_plugin.raster"))]
+        assert not [i for i in GRAPH[package] if i.startswith(("otbtf_plugin.execution", "otbtf_plugin.raster"))]
 
 
 def test_serving_planning_needs_no_tiles_or_output():
     """The plan is geometry decided against the model: it does not reach tile computation,
     the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""
-    rooms = {"otbtf_plugin.serving.inference", "otbtf_plugin.serving.output", "otbtf_plugin.pipeline",
+    rooms = {"otbtf_plugin.serving.inference", "otbtf_plugin.serving.output", "otbtf_plugin.execution.pipeline",
              "otbtf_plugin.serving.run"}
     assert reaches("otbtf_plugin.serving.planning", rooms) is None, reaches("otbtf_plugin.serving.planning", rooms)
 

@@ -17,9 +17,9 @@ from common import RGB, ROOT, CancelAfter
 keras = pytest.importorskip("keras")
 distributed = pytest.importorskip("distributed")
 
-from otbtf_plugin import cluster as cluster_serving  # noqa: E402
-from otbtf_plugin.cluster import DaskExecutor  # noqa: E402
 from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
+from otbtf_plugin.execution import cluster as cluster_serving  # noqa: E402
+from otbtf_plugin.execution.cluster import DaskExecutor  # noqa: E402
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 
 pytestmark = pytest.mark.slow  # Dask clusters of worker processes, each loading TensorFlow

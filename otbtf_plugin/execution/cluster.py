@@ -28,9 +28,9 @@ import uuid
 from contextlib import ExitStack
 from typing import Any
 
-from .errors import Cancelled, InputError
-from .grid import Window
-from .progress import NullProgress, Progress
+from ..errors import Cancelled, InputError
+from ..grid import Window
+from ..progress import NullProgress, Progress
 
 IN_FLIGHT_PER_WORKER = 4
 CONNECT_TIMEOUT = 10.0  # seconds

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import rasterio
 
-from .errors import InputError
-from .grid import Window
-from .outputs import PathLike, StagedOutputs
-from .progress import Progress, check_cancelled
-from .raster import close_written
+from ..errors import InputError
+from ..grid import Window
+from ..outputs import PathLike, StagedOutputs
+from ..progress import Progress, check_cancelled
+from ..raster import close_written
 
 
 def absolute(path) -> str:
