@@ -33,7 +33,6 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import InputError
@@ -58,16 +57,15 @@ class Output:
     adds files to, such as TensorBoard logs: nothing in it is removed); ``companions`` are suffixes of
     files written beside a file output (``".qml"`` replaces the suffix,
     ``".aux.xml"`` is appended, as GDAL and QGIS do). A folder output with a ``marker``
-    may already exist only when empty, or holding the marker and nothing but ``owned``
-    (patterns such as ``"state.*.npz"``): the rest is the user's.
+    may already exist only when empty, or holding the marker and nothing but ``owned``:
+    the rest is the user's.
     """
 
     path: PathLike
     kind: str = "file"
     companions: tuple[str, ...] = ()
     marker: str | None = None  # folder outputs: the file that makes an existing folder ours
-    owned: tuple[str, ...] = ()  # folder outputs: patterns of the entries the run writes there; () any
-    ours: str = "an otbtf model"  # what a folder holding ``marker`` is, in messages
+    owned: tuple[str, ...] = ()  # folder outputs: the names the run writes there; () any
     suffixes: tuple[str, ...] = ()  # file outputs: the name must end in one of these (any case); () any
 
     def files(self) -> list[Path]:
@@ -148,27 +146,22 @@ def target_problem(name: str, output: Output) -> str | None:
 
 
 def _foreign_content(name: str, output: Output) -> str | None:
-    """Why an existing folder output may not be used: it is not ours (no marker), or it also
-    holds entries the run does not write (which the run would delete or overwrite). None when
-    it is empty, ours, or a folder written into with no rule (TensorBoard logs)."""
+    """Why an existing folder output may not be replaced: it is not ours (no marker), or it
+    also holds entries the run does not write (which replacing it would delete). None when it
+    is empty or ours, and for folders written into (nothing in them is removed)."""
     path = Path(output.path)
-    if output.kind == "into" and not output.owned:
-        return None
-    entries = sorted(entry.name for entry in path.iterdir())
+    entries = sorted(entry.name for entry in path.iterdir()) if output.kind == "folder" else []
     if not entries:
         return None
-    consequence = "it would be replaced" if output.kind == "folder" else "the run writes and removes files there"
-    if output.marker and not (path / output.marker).is_file():
-        return (f"{name} {str(path)!r} is an existing folder that is not {output.ours} "
-                f"(no {output.marker}); {consequence}: choose a new or empty folder")
-    if not output.owned:
-        return None if output.marker else \
-            f"{name} {str(path)!r} is an existing folder; {consequence}: choose a new or empty folder"
-    foreign = [entry for entry in entries if not any(fnmatch(entry, pattern) for pattern in output.owned)]
+    if not (output.marker and (path / output.marker).is_file()):
+        why = f" (no {output.marker})" if output.marker else ""
+        return (f"{name} {str(path)!r} is an existing folder that is not an otbtf model{why}; it would be "
+                "replaced: choose a new or empty folder")
+    foreign = [entry for entry in entries if output.owned and entry not in output.owned]
     if foreign:
         listed = ", ".join(repr(entry) for entry in foreign[:3]) + (f" and {len(foreign) - 3} more"
                                                                      if len(foreign) > 3 else "")
-        return (f"{name} {str(path)!r} holds {listed}, which otbtf did not write there; {consequence}: "
+        return (f"{name} {str(path)!r} holds {listed}, which otbtf did not write there; it would be replaced: "
                 "move them out, or choose a new or empty folder")
     return None
 

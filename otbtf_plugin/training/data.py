@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..grid import dihedral
 from ..patches_image import PatchesImage, read_origins
 from ..validation import GroupSplit, consecutive_runs, hold_out_groups, listed, spatial_blocks
+from .targets import ClassIndex
 
 READ_CHUNK = 256  # patches per read when computing statistics or predicting
 BLOCK_PATCHES = 4  # spatial blocks (points without originfid) are this many patch widths wide
@@ -60,14 +61,20 @@ class TrainingSet:
                 f"({first.patch_width} x {first.patch_height}, for segmentation)")
         self.count = len(self.labels)
         self.recode: dict[int, int] = {}  # this set's class code -> the training set's (see align_classes)
+        self._recode_lookup: tuple[ClassIndex, np.ndarray] | None = None  # built once, used per batch
+
+    def set_recode(self, recode: dict[int, int]) -> None:
+        self.recode = dict(recode)
+        codes = sorted(recode)
+        self._recode_lookup = (ClassIndex(codes), np.asarray([recode[c] for c in codes], dtype=np.int64)) \
+            if codes else None
 
     def _recoded(self, labels: np.ndarray) -> np.ndarray:
-        if not self.recode:
+        if self._recode_lookup is None:
             return labels
-        source = np.asarray(sorted(self.recode), dtype=np.int64)
-        target = np.asarray([self.recode[c] for c in sorted(self.recode)], dtype=labels.dtype)
-        where = np.clip(np.searchsorted(source, labels.astype(np.int64)), 0, len(source) - 1)
-        return np.where(source[where] == labels, target[where], labels)
+        index, target = self._recode_lookup
+        found = index[labels]
+        return np.where(found >= 0, target[np.maximum(found, 0)], labels).astype(labels.dtype)
 
     def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Patches of every source and labels for ``indices`` (any order)."""
@@ -118,7 +125,7 @@ def align_classes(train: TrainingSet, valid: TrainingSet) -> str | None:
     unknown = sorted(name for name in valid_names.values() if name not in code_of)
     if unknown:
         raise InputError(f"the validation labels hold classes absent from training: {', '.join(unknown)}")
-    valid.recode = {code: code_of[name] for code, name in valid_names.items() if code_of[name] != code}
+    valid.set_recode({code: code_of[name] for code, name in valid_names.items() if code_of[name] != code})
     if not valid.recode:
         return None
     return ("validation labels re-coded by class name to the training codes: "
