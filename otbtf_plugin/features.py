@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import InputError
 from .grid import Window
-from .model import ServedModel, TensorInfo, load_model
+from .models.loading import ServedModel, TensorInfo, load_model
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import open_raster
 from .serving.inference import tile_input

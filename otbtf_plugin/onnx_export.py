@@ -28,17 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runtimes
 from .errors import InputError
-from .model_metadata import METADATA_FILE, ModelMetadata, read_metadata
-from .onnx_model import METADATA_KEY
+from .models import runtimes
+from .models.metadata import METADATA_FILE, ModelMetadata, read_metadata
+from .models.onnx_backend import METADATA_KEY
 from .outputs import Output, StagedOutputs, check_paths, staged_or_now
 
 OPSET = 17
 
 
 def _load_keras(folder: Path):
-    from .keras_layers import class_code_layer, keras_module
+    from .models.keras_layers import class_code_layer, keras_module
 
     keras = keras_module()
     class_code_layer(keras)  # registered, so that safe mode can load it

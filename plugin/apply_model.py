@@ -31,8 +31,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from otbtf_plugin.errors import EngineError
-from otbtf_plugin.model import load_model, model_path_problem
-from otbtf_plugin.model_metadata import METADATA_FILE, MetadataError, read_metadata
+from otbtf_plugin.models.loading import load_model, model_path_problem
+from otbtf_plugin.models.metadata import METADATA_FILE, MetadataError, read_metadata
 
 ALGORITHM = "otbtf:tensorflowmodelserve"
 

@@ -10,11 +10,13 @@ from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QAction, QPushButton
 
-from otbtf_plugin import deps, runtimes
+from otbtf_plugin import packages
 from otbtf_plugin.errors import EngineError
+from otbtf_plugin.models import runtimes
 
 # "from package import module": QGIS' import hook records both, and unloads both.
 from ..processing_provider import provider
+from . import installer
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 MENU = "&otbtf"
@@ -33,7 +35,7 @@ class InstallDependenciesTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.target = deps.install(
+            self.target = installer.install(
                 system=False,
                 log=lambda line: QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info),
                 step=lambda done, total: self.setProgress(100.0 * done / max(total, 1)),
@@ -59,7 +61,7 @@ class OtbtfPlugin:
         self.serve_tasks: list = []  # kept alive until they end
         # Folders installed during this session are not yet on sys.path (the
         # .pth only acts at start-up): add them before anything imports numpy.
-        deps.activate()
+        installer.activate()
         # A plain "import tensorflow" (console, other plugins, scripts) would abort QGIS: from
         # now on every import of it takes the safe path.
         runtimes.protect_tensorflow_imports()
@@ -86,7 +88,7 @@ class OtbtfPlugin:
         self.toolbar_actions.append(apply)
         self._add_action(icon, "Install dependencies…", self.install_dependencies)
         self._add_action(icon, "Open the documentation", self.open_documentation)
-        problems = deps.problems()
+        problems = packages.problems()
         if problems:
             self.show_missing_dependencies(problems)
 
@@ -141,7 +143,7 @@ class OtbtfPlugin:
         if not ok:
             self._notify(f"Installing the dependencies failed: {error}", Qgis.Critical)
             return
-        remaining = deps.problems()
+        remaining = packages.problems()
         if remaining:
             self._notify("; ".join(remaining), Qgis.Warning)
             return

@@ -50,7 +50,7 @@ def training_patches(image: str, vector: str, out: str) -> None:
 
 
 def _keras():
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -100,7 +100,7 @@ def scale_model(out: str) -> None:
 
 def serve_run(image: str, model: str, output: str, fcn: bool) -> None:
     """Our serving, timed from the call (TensorFlow already imported)."""
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     import_tensorflow()
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
@@ -151,7 +151,7 @@ def in_memory_fcn_tiled(image: str, model: str, sizes: list[int]) -> None:
     """The reference at its best: the image already in memory (float32), the model run tile by
     tile (each tile's input with the model's context) at each tile size; the fastest size
     counts. The same output pixels as serving's."""
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     tf = import_tensorflow()
     import numpy as np
@@ -184,7 +184,7 @@ def in_memory_fcn_tiled_onnx(image: str, model: str, sizes: list[int]) -> None:
     import numpy as np
     import rasterio
 
-    from otbtf_plugin.runtimes import import_onnxruntime
+    from otbtf_plugin.models.runtimes import import_onnxruntime
 
     ort = import_onnxruntime()
     options = ort.SessionOptions()
@@ -216,7 +216,7 @@ def in_memory_patches(image: str, model: str, sizes: list[int]) -> None:
     each batch size of ``sizes``; the fastest counts."""
     import numpy as np
 
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     tf = import_tensorflow()
     import rasterio
@@ -246,7 +246,7 @@ def training_run(patches: str, labels: str) -> None:
     import numpy as np
 
     keras = _keras()
-    from otbtf_plugin.model_metadata import BandStatistics, ModelInput
+    from otbtf_plugin.models.metadata import BandStatistics, ModelInput
     from otbtf_plugin.training.architectures import build_cnn
     from otbtf_plugin.training.data import TrainingSet, band_statistics, batches, batches_per_epoch
 
@@ -283,12 +283,12 @@ def training_run(patches: str, labels: str) -> None:
 
 def baseline_run(model: str) -> None:
     """TensorFlow and the model loaded and run once: the memory floor of any serving run."""
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     import_tensorflow()
     import numpy as np
 
-    from otbtf_plugin.model import load_model
+    from otbtf_plugin.models.loading import load_model
 
     load_model(model).run({"x": np.zeros((1, 256, 256, 3), "float32")})
 

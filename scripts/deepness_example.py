@@ -44,8 +44,8 @@ def training_pixels() -> tuple[np.ndarray, np.ndarray, list[str]]:
 def main(argv: list[str]) -> int:
     from sklearn.linear_model import LogisticRegression
 
+    from otbtf_plugin.models.runtimes import import_onnx
     from otbtf_plugin.onnx_export import write_onnx
-    from otbtf_plugin.runtimes import import_onnx
 
     output = Path(argv[0])
     x, y, names = training_pixels()

@@ -186,8 +186,8 @@ def networks(folder: Path, seed: int, count: int, variants: list[int] | None = N
     polygon pixel, the same folds rule; each training holds out polygons of its own training
     folds for PATIENCE."""
     from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.models.runtimes import import_tensorflow
     from otbtf_plugin.patches_image import PatchesImage, read_origins, write_origins
-    from otbtf_plugin.runtimes import import_tensorflow
     from otbtf_plugin.training import TrainConfig, train
 
     tf = import_tensorflow()

@@ -21,7 +21,7 @@ def main(target: Path) -> None:
     import numpy as np
     import rasterio
 
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -44,9 +44,9 @@ fi
 
 pyver=$($PY -c 'import sys; print(f"python{sys.version_info.major}.{sys.version_info.minor}")')
 if [[ $(id -u) -eq 0 ]]; then
-    $PY -m otbtf_plugin.deps install --system
+    $PY -m plugin.installer install --system
 else
-    $PY -m otbtf_plugin.deps install
+    $PY -m plugin.installer install
 fi
-$PY -m otbtf_plugin.deps install --requirements requirements-dev.txt --target ".devdeps/$pyver"
-$PY -m otbtf_plugin.deps check
+$PY -m plugin.installer install --requirements requirements-dev.txt --target ".devdeps/$pyver"
+$PY -m plugin.installer check

@@ -22,10 +22,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Tests import keras/TensorFlow directly: every such import takes the plugin's safe path
-# (otbtf_plugin.runtimes, as inside QGIS), so that it cannot clash with QGIS' libraries. It is
+# (otbtf_plugin.models.runtimes, as inside QGIS), so that it cannot clash with QGIS' libraries. It is
 # loaded by the tests that need it (pytest.importorskip), not by every test process: a test
 # of the geometry starts in a second, not in the 8 s TensorFlow takes to load.
-from otbtf_plugin.runtimes import protect_tensorflow_imports  # noqa: E402
+from otbtf_plugin.models.runtimes import protect_tensorflow_imports  # noqa: E402
 
 protect_tensorflow_imports()
 

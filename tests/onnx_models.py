@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from otbtf_plugin.runtimes import import_onnx
+from otbtf_plugin.models.runtimes import import_onnx
 
 onnx = import_onnx()
 helper, TensorProto, numpy_helper = onnx.helper, onnx.TensorProto, onnx.numpy_helper

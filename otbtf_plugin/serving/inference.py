@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..grid import Window, cut_patches, dihedral, input_window, intersection, undo_dihedral
-from ..model import ModelError, ServedModel, load_model
+from ..models.loading import ModelError, ServedModel, load_model
+from ..models.served import classes_of_scores
 from ..progress import Progress, check_cancelled
 from ..raster import invalid_pixels, open_raster, read
-from ..served_model import classes_of_scores
 from .options import ServeOptions, ServeSource
 from .planning import Plan, SourcePlan
 

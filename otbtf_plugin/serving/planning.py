@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..grid import AxisMap, Grid, GridError, Mode, ModelGeometry, SourceAxis, output_range
-from ..model import ModelError, ServedModel
-from ..model_metadata import BandStatistics, ModelMetadata
+from ..models.loading import ModelError, ServedModel
+from ..models.metadata import BandStatistics, ModelMetadata
 from ..raster import grid_of, nodata_values
 from .options import ServeOptions, ServeSource
 

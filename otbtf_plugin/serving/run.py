@@ -37,7 +37,7 @@ from .. import grid
 from ..errors import InputError
 from ..execution.pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
 from ..grid import Window
-from ..model import ServedModel, load_model
+from ..models.loading import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..progress import NullProgress, Progress, tell, warn
 from ..raster import invalid_pixels, open_raster, read, write

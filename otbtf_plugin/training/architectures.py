@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..keras_layers import class_code_layer, keras_module
-from ..model_metadata import ModelInput
+from ..models.keras_layers import class_code_layer, keras_module
+from ..models.metadata import ModelInput
 
 __all__ = ["ARCHITECTURES", "BUILDERS", "build_cnn", "build_unet", "class_code_layer", "fine_tune_start",
            "keras_module"]

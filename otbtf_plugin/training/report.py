@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import report_writer
 from ..metrics import classification_html
-from ..model_metadata import ModelMetadata
+from ..models.metadata import ModelMetadata
 from ..outputs import StagedOutputs
 
 

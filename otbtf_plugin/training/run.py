@@ -24,14 +24,7 @@ from ..errors import Cancelled, InputError
 from ..grid import ModelGeometry
 from ..metrics import confusion_matrix, fold_summary, regression_report
 from ..metrics import report as accuracy_report
-from ..model_metadata import (
-    BandStatistics,
-    ModelClass,
-    ModelInput,
-    ModelMetadata,
-    model_folder_output,
-    write_metadata,
-)
+from ..models.metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata, model_folder_output, write_metadata
 from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
 from ..progress import NullProgress, Progress, check_cancelled, warn

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..model_metadata import Task
+from ..models.metadata import Task
 from ..raster import CLASS_CODE_RANGE
 
 TASKS = ("auto", "classification", "regression")  # what a user asks for; "auto": the labels decide

@@ -8,9 +8,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from otbtf_plugin import deps
+from otbtf_plugin import packages
 from otbtf_plugin.classifiers import CLASSIFIER_NAMES
-from otbtf_plugin.model import model_path_problem
+from otbtf_plugin.models.loading import model_path_problem
 
 from .base import OtbtfAlgorithm
 from .common import add_advanced
@@ -42,7 +42,7 @@ CLASSIFIER_HELP = (
 
 def check_dependencies(algorithm, parameters, context, needs_model: bool = True):
     problems = []
-    missing = deps.requirement_message()
+    missing = packages.requirement_message()
     if missing:
         problems.append(missing)
     if needs_model:

@@ -9,8 +9,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from otbtf_plugin import deps
-from otbtf_plugin.model import LAYOUTS, model_path_problem
+from otbtf_plugin import packages
+from otbtf_plugin.models.loading import LAYOUTS, model_path_problem
 from otbtf_plugin.serving import (
     COMPRESSIONS,
     ServeOptions,
@@ -130,7 +130,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        missing = deps.requirement_message()
+        missing = packages.requirement_message()
         problems = [missing] if missing else []
         model = self.parameterAsFile(parameters, self.MODEL, context)
         problem = model_path_problem(model) if model else "give a MODEL"

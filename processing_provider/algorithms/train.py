@@ -13,8 +13,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from otbtf_plugin import deps
-from otbtf_plugin.model_metadata import model_folder_output
+from otbtf_plugin import packages
+from otbtf_plugin.models.metadata import model_folder_output
 from otbtf_plugin.outputs import Output
 from otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from otbtf_plugin.training.schedule import checkpoint_output
@@ -137,7 +137,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
 
     def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
-        missing = deps.requirement_message()
+        missing = packages.requirement_message()
         if ok and missing:
             return False, missing
         return ok, message

@@ -95,7 +95,7 @@ def test_the_pipeline_and_the_executors_know_no_work():
     work = {m for m in MODULES if m.startswith(("otbtf_plugin.serving", "otbtf_plugin.image_classification",
                                                  "otbtf_plugin.classifier_training", "otbtf_plugin.ground_truth",
                                                  "otbtf_plugin.features", "otbtf_plugin.classifiers",
-                                                 "otbtf_plugin.model", "otbtf_plugin.training"))}
+                                                 "otbtf_plugin.models", "otbtf_plugin.training"))}
     for name in ("otbtf_plugin.execution.pipeline", "otbtf_plugin.execution.cluster"):
         assert reaches(name, work) is None, reaches(name, work)
 
@@ -158,3 +158,21 @@ def test_the_engine_has_one_import_name():
     assert climbing == []
     root = (ROOT / "__init__.py").read_text(encoding="utf-8")
     assert "otbtf_plugin" in root and "EngineFinder" in root  # QGIS' entry point exposes that name
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")))
+def test_the_engine_installs_nothing(name):
+    """Installing packages (pip, site folders, .pth files) is the plugin's installer's job
+    (plugin/installer.py, QGIS-free, also run by make setup): the engine only checks what is
+    there (otbtf_plugin.packages)."""
+    assert "plugin.installer" not in GRAPH[name]
+    assert not {"site", "pip"} & {i.split(".")[0] for i in EXTERNAL[name]}, f"{name} imports site or pip"
+
+
+def test_the_models_are_together():
+    """Loading, serving's view of a model, the metadata contract, Deepness and the runtimes
+    live in otbtf_plugin/models/, nowhere else."""
+    flat = {m.rpartition(".")[2] for m in MODULES if m.count(".") == 1 and m.startswith("otbtf_plugin.")}
+    assert not flat & {"model", "model_metadata", "served_model", "onnx_model", "deepness", "keras_layers",
+                       "runtimes", "deps"}, flat
+    assert {"otbtf_plugin.models.loading", "otbtf_plugin.models.served", "otbtf_plugin.models.metadata"} <= set(MODULES)

@@ -312,7 +312,7 @@ def test_a_disk_that_fills_up_while_writing(tmp_path):
 SERVE_DISK_FULL = """
 import resource, signal, sys
 sys.path.insert(0, {root!r})
-from otbtf_plugin.runtimes import import_tensorflow
+from otbtf_plugin.models.runtimes import import_tensorflow
 import_tensorflow()
 import keras
 inp = keras.Input((None, None, 3), name="x")

@@ -63,7 +63,7 @@ SLOW = """class Slow:  # reports each step, then dawdles: time to kill the proce
 SLOW_SERVE = """
 import sys, time
 sys.path.insert(0, {root!r})
-from otbtf_plugin.runtimes import import_tensorflow
+from otbtf_plugin.models.runtimes import import_tensorflow
 import_tensorflow()
 import keras
 inp = keras.Input((None, None, 3), name="x")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from otbtf_plugin.model_metadata import (
+from otbtf_plugin.models.metadata import (
     BandStatistics,
     MetadataError,
     ModelClass,

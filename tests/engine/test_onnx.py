@@ -13,8 +13,8 @@ from common import RGB, Log
 onnx_models = pytest.importorskip("onnx_models")
 
 from otbtf_plugin.errors import InputError  # noqa: E402
-from otbtf_plugin.model import ModelError, load_model, model_path_problem  # noqa: E402
-from otbtf_plugin.served_model import classes_of_scores, guess_channels_first  # noqa: E402
+from otbtf_plugin.models.loading import ModelError, load_model, model_path_problem  # noqa: E402
+from otbtf_plugin.models.served import classes_of_scores, guess_channels_first  # noqa: E402
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 
 TOL = 1e-5
@@ -265,7 +265,7 @@ def test_layout_can_be_forced(tmp_path, scene):
 
 def _our_model_folder(folder, architecture):
     """A model folder as training writes it (untrained weights: the export only converts)."""
-    from otbtf_plugin.model_metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata, write_metadata
+    from otbtf_plugin.models.metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata, write_metadata
     from otbtf_plugin.training.architectures import BUILDERS, keras_module
 
     keras = keras_module()
@@ -289,8 +289,8 @@ def test_an_exported_model_serves_as_its_folder(tmp_path, scene, architecture):
     served here, the file gives the folder's scores and class codes; a unet's file carries
     Deepness' keys, so that Deepness keeps the same central half of each tile."""
     pytest.importorskip("tf2onnx")
+    from otbtf_plugin.models.runtimes import import_onnx
     from otbtf_plugin.onnx_export import export_onnx
-    from otbtf_plugin.runtimes import import_onnx
 
     paths, _, _ = scene
     folder = _our_model_folder(tmp_path / "model", architecture)

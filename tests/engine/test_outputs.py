@@ -8,7 +8,7 @@ import pytest
 
 from common import fake_model_folder
 from otbtf_plugin.errors import InputError
-from otbtf_plugin.model_metadata import model_folder_output
+from otbtf_plugin.models.metadata import model_folder_output
 from otbtf_plugin.outputs import Output, StagedOutputs, check_paths
 from snapshot import snapshot
 

@@ -1,4 +1,4 @@
-"""Importing TensorFlow and onnxruntime the way QGIS can live with (otbtf_plugin.runtimes)."""
+"""Importing TensorFlow and onnxruntime the way QGIS can live with (otbtf_plugin.models.runtimes)."""
 
 import os
 import re
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from common import ROOT
-from otbtf_plugin import runtimes
+from otbtf_plugin.models import runtimes
 
 
 def test_a_plain_import_of_tensorflow_takes_the_safe_path(monkeypatch):
@@ -54,7 +54,7 @@ QUIET_RUN = textwrap.dedent("""\
     import sys
     sys.path.insert(0, {root!r})
     print("before", file=sys.stderr, flush=True)
-    from otbtf_plugin.runtimes import import_tensorflow
+    from otbtf_plugin.models.runtimes import import_tensorflow
     import_tensorflow()
     import keras, numpy as np
     class Batches(keras.utils.PyDataset):

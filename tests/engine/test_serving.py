@@ -14,7 +14,7 @@ from common import DATA, RGB, CancelAfter, Log
 keras = pytest.importorskip("keras")
 
 from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
-from otbtf_plugin.model import ModelError, load_model  # noqa: E402
+from otbtf_plugin.models.loading import ModelError, load_model  # noqa: E402
 from otbtf_plugin.serving import (  # noqa: E402
     ServeOptions,
     ServeSource,

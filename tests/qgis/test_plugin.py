@@ -79,9 +79,10 @@ def test_headless_start_without_iface(plugin_path, monkeypatch, unload_after):
 def test_missing_tensorflow_gives_a_message_and_an_install_button(
         plugin_path, qgis_iface, monkeypatch, tmp_path, unload_after):
     assert qgis.utils.loadPlugin(PLUGIN)
-    deps = importlib.import_module("otbtf_plugin.deps")
+    installer = importlib.import_module(f"{PLUGIN}.plugin.installer")
+    packages = importlib.import_module("otbtf_plugin.packages")
     # Hide the installed packages: no folder to activate, none on sys.path.
-    monkeypatch.setattr(deps, "SYSTEM_ROOT", tmp_path / "none")
+    monkeypatch.setattr(installer, "SYSTEM_ROOT", tmp_path / "none")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "none"))
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "/otbtf/python3" not in p])
     monkeypatch.setitem(sys.modules, "tensorflow", None)
@@ -100,7 +101,7 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
     # After a successful install the warning is gone for good: the message bar is a stack, and it
     # used to come back when the success message timed out.
     plugin = qgis.utils.plugins[PLUGIN]
-    monkeypatch.setattr(deps, "problems", lambda: [])
+    monkeypatch.setattr(packages, "problems", lambda: [])
     plugin._installed(True, None)
     texts = [item.text() for item in bar.items()]
     assert not any("TensorFlow is not installed" in text for text in texts), texts
@@ -109,7 +110,7 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
 
 def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monkeypatch, unload_after):
     assert qgis.utils.loadPlugin(PLUGIN)
-    deps = importlib.import_module("otbtf_plugin.deps")
+    installer = importlib.import_module(f"{PLUGIN}.plugin.installer")
     calls = []
 
     def fake_install(system, log, step, cancelled):
@@ -118,7 +119,7 @@ def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monke
             step(done, 3)
         return plugin_path
 
-    monkeypatch.setattr(deps, "install", fake_install)
+    monkeypatch.setattr(installer, "install", fake_install)
     assert qgis.utils.startPlugin(PLUGIN)
     plugin = qgis.utils.plugins[PLUGIN]
     bar = qgis_iface.messageBar()

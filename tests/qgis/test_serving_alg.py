@@ -61,9 +61,9 @@ def test_dialog_check_catches_a_path_that_is_not_a_model(tmp_path):
 
 def test_missing_tensorflow_is_one_line_with_the_fix(tmp_path, patch_model, monkeypatch):
     _, path = patch_model
-    deps = importlib.import_module("otbtf_plugin.deps")
+    packages = importlib.import_module("otbtf_plugin.packages")
     missing = "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)"
-    monkeypatch.setattr(deps, "problems", lambda: [missing])
+    monkeypatch.setattr(packages, "problems", lambda: [missing])
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
     parameters = {"SOURCE1": str(B2_30), "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif")}
     ok, message = algorithm.checkParameterValues(parameters, QgsProcessingContext())

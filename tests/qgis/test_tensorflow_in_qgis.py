@@ -15,7 +15,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from qgis.core import QgsApplication
 app = QgsApplication([], False)
 app.initQgis()
-from otbtf_plugin.model import tensorflow
+from otbtf_plugin.models.loading import tensorflow
 tf = tensorflow()
 print(float(tf.reduce_sum(tf.ones(3))))
 app.exitQgis()

@@ -1,4 +1,5 @@
-"""Dependency pins, installation and activation (no network: pip is faked)."""
+"""Dependency pins and their check (the engine's ``packages``), installation and activation
+(``plugin/installer.py``; no network: pip is faked)."""
 
 import importlib.metadata
 import os
@@ -11,14 +12,15 @@ from pathlib import Path
 import pytest
 
 from common import ROOT
-from otbtf_plugin import deps
+from otbtf_plugin import packages
 from otbtf_plugin.errors import Cancelled, DependencyError
+from plugin import installer
 
 
 def test_requirements_are_a_lock_with_per_python_numpy():
     text = (ROOT / "requirements.txt").read_text()
-    py311 = {p.name: p.version for p in deps.parse_requirements(text, (3, 11))}
-    py313 = {p.name: p.version for p in deps.parse_requirements(text, (3, 13))}
+    py311 = {p.name: p.version for p in packages.parse_requirements(text, (3, 11))}
+    py313 = {p.name: p.version for p in packages.parse_requirements(text, (3, 13))}
     assert py311["tensorflow-cpu"] == py313["tensorflow-cpu"] == "2.21.0"
     # Debian 12: numpy 1.26 (< 2, so Debian's compiled rasterio/GDAL keep working).
     assert py311["numpy"] == "1.26.4"
@@ -29,23 +31,23 @@ def test_requirements_are_a_lock_with_per_python_numpy():
 
 def test_a_range_is_refused_with_the_line():
     with pytest.raises(DependencyError, match=r"line 2 'numpy>=1.26'"):
-        deps.parse_requirements("keras==3.15.1\nnumpy>=1.26\n")
+        packages.parse_requirements("keras==3.15.1\nnumpy>=1.26\n")
     with pytest.raises(DependencyError, match="unsupported marker"):
-        deps.parse_requirements('keras==3.15.1 ; sys_platform == "linux"\n')
+        packages.parse_requirements('keras==3.15.1 ; sys_platform == "linux"\n')
 
 
 def test_this_machine_has_the_pinned_packages():
     """make setup installed exactly the lock (the numpy TensorFlow needs wins)."""
-    for pin in deps.pins():
+    for pin in packages.pins():
         assert importlib.metadata.version(pin.name) == pin.version, pin
     import numpy
 
-    assert tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= deps.MIN_NUMPY
-    assert deps.problems() == []
+    assert tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= packages.MIN_NUMPY
+    assert packages.problems() == []
 
 
 def test_pth_line_puts_the_folder_before_site_packages_once(tmp_path):
-    line = deps.pth_line(tmp_path / "deps")
+    line = installer.pth_line(tmp_path / "deps")
     assert line.startswith("import ") and line.count("\n") == 1
     fake_path = ["/usr/lib/python3.11", "/home/u/.local/lib/python3.11/site-packages",
                  "/usr/lib/python3/dist-packages"]
@@ -66,10 +68,10 @@ def test_the_installed_pth_makes_a_fresh_python_import_our_packages():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env).stdout.split()
-    folders = tuple(str(d) for d in deps.installed_dirs())
+    folders = tuple(str(d) for d in installer.installed_dirs())
     assert folders, "make setup installed nothing for this Python"
     assert out[0].startswith(folders)
-    if "numpy" in {p.name for p in deps.pins()}:
+    if "numpy" in {p.name for p in packages.pins()}:
         assert out[1].startswith(folders)
     else:  # Debian 13: Debian's own numpy 2
         assert out[1].startswith("/usr/lib/python3/")
@@ -108,10 +110,10 @@ def fake_env(tmp_path, monkeypatch):
     runner.chmod(0o755)
     requirements = tmp_path / "req.txt"
     requirements.write_text("alpha==1.0\nbeta==2.0\ngamma==3.0\n")
-    monkeypatch.setattr(deps, "python_executable", lambda: str(runner))
-    monkeypatch.setattr(deps, "REQUIREMENTS", requirements)
+    monkeypatch.setattr(installer, "python_executable", lambda: str(runner))
+    monkeypatch.setattr(installer, "REQUIREMENTS", requirements)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setattr(deps, "pth_dir", lambda system: tmp_path / "site")
+    monkeypatch.setattr(installer, "pth_dir", lambda system: tmp_path / "site")
     monkeypatch.setattr(sys, "path", list(sys.path))
 
     def set_mode(mode):
@@ -124,31 +126,31 @@ def test_install_writes_target_stamp_and_pth_then_is_quick(fake_env):
     tmp_path, set_mode = fake_env
     set_mode("ok")
     steps = []
-    target = deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None,
+    target = installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None,
                           step=lambda d, t: steps.append((d, t)))
-    assert target == tmp_path / "data" / "otbtf" / deps.PYVER
+    assert target == tmp_path / "data" / "otbtf" / installer.PYVER
     assert (target / "alpha" / "__init__.py").is_file()
-    assert (target / deps.STAMP_NAME).read_text().strip() == deps.requirements_digest(deps.REQUIREMENTS)
-    assert (tmp_path / "site" / deps.PTH_NAME).read_text() == deps.pth_line(target)
+    assert (target / installer.STAMP_NAME).read_text().strip() == installer.requirements_digest(installer.REQUIREMENTS)
+    assert (tmp_path / "site" / installer.PTH_NAME).read_text() == installer.pth_line(target)
     assert steps[-1] == (3, 3)
     # Activated now: importable without restarting Python.
     assert str(target) in sys.path
     # Second call: nothing is run.
     set_mode("fail")
-    assert deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None) == target
+    assert installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None) == target
     # Nothing left beside the target.
-    assert sorted(p.name for p in target.parent.iterdir()) == [deps.PYVER]
+    assert sorted(p.name for p in target.parent.iterdir()) == [installer.PYVER]
 
 
 def test_failed_install_keeps_the_previous_one_and_says_why(fake_env):
     _, set_mode = fake_env
     set_mode("ok")
-    target = deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None)
+    target = installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None)
     set_mode("fail")
     with pytest.raises(DependencyError, match="no matching distribution"):
-        deps.install(requirements=deps.REQUIREMENTS, log=lambda line: None, force=True)
+        installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None, force=True)
     assert (target / "alpha" / "__init__.py").is_file()
-    assert sorted(p.name for p in target.parent.iterdir()) == [deps.PYVER]
+    assert sorted(p.name for p in target.parent.iterdir()) == [installer.PYVER]
 
 
 def test_cancelled_install_changes_nothing(fake_env):
@@ -156,7 +158,7 @@ def test_cancelled_install_changes_nothing(fake_env):
     set_mode("slow")
     lines = []
     with pytest.raises(Cancelled):
-        deps.install(requirements=deps.REQUIREMENTS, log=lines.append, cancelled=lambda: len(lines) >= 2)
+        installer.install(requirements=installer.REQUIREMENTS, log=lines.append, cancelled=lambda: len(lines) >= 2)
     root = tmp_path / "data" / "otbtf"
     assert list(root.iterdir()) == []
     assert not (tmp_path / "site").exists()
@@ -179,7 +181,7 @@ def test_cancel_while_pip_is_silent_ends_at_once_and_leaves_no_temporary(fake_en
         return False
 
     with pytest.raises(Cancelled):
-        deps.install(requirements=deps.REQUIREMENTS, log=lines.append, cancelled=cancelled)
+        installer.install(requirements=installer.REQUIREMENTS, log=lines.append, cancelled=cancelled)
     assert time.monotonic() - start["at"] < 3
     assert list(system_tmp.iterdir()) == []
     assert list((tmp_path / "data" / "otbtf").iterdir()) == []
@@ -197,14 +199,14 @@ def test_problems_name_the_missing_pieces(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "version", fake_version)
     monkeypatch.delitem(sys.modules, "numpy", raising=False)
-    found = deps.problems()
+    found = packages.problems()
     assert found == ["TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)",
                      "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26"]
     with pytest.raises(DependencyError, match="Install dependencies"):
-        deps.require()
+        packages.require()
     # An install made by an older plugin version: TensorFlow fine, the later packages not there.
     versions.update({"tensorflow-cpu": "2.21.0", "numpy": "1.26.4", "scikit-learn": None, "distributed": "2024.1.0"})
-    assert deps.problems() == ["scikit-learn 1.9.1 (for classical classifiers) is not installed",
+    assert packages.problems() == ["scikit-learn 1.9.1 (for classical classifiers) is not installed",
                                "distributed 2026.8.0 (for Dask clusters) is at version 2024.1.0"]
 
 
@@ -220,4 +222,4 @@ def test_engine_imports_no_qgis():
 
 def test_python_executable_is_a_python(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
-    assert Path(deps.python_executable()).name.startswith("python")
+    assert Path(installer.python_executable()).name.startswith("python")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from .errors import InputError
-from .outputs import Output, PathLike
-from .raster import CLASS_CODE_RANGE
+from ..errors import InputError
+from ..outputs import Output, PathLike
+from ..raster import CLASS_CODE_RANGE
 
 METADATA_FILE = "otbtf_model.json"
 MAX_PIXELS = 1 << 20  # a receptive or expression field, a scale: larger values are no model's

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from .model_metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata
-from .served_model import ModelError, ServedModel, TensorInfo, classes_of_scores
+from .metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata
+from .served import ModelError, ServedModel, TensorInfo, classes_of_scores
 
 KEYS = ("model_type", "class_names", "names", "resolution", "tile_size", "tiles_size", "tiles_overlap",
         "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment", "reg_output_scaling",

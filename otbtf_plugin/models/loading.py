@@ -20,8 +20,8 @@ import numpy as np
 
 from . import runtimes
 from .keras_layers import class_code_layer, keras_module
-from .model_metadata import METADATA_FILE, read_metadata
-from .served_model import LAYOUTS, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
+from .metadata import METADATA_FILE, read_metadata
+from .served import LAYOUTS, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
 __all__ = ["LAYOUTS", "ModelError", "ServedModel", "TensorInfo", "load_model", "model_path_problem", "tensorflow"]
 
@@ -106,7 +106,7 @@ def load_model(path: str | Path, allow_lambda: bool = False, layout: str = "auto
     seen channels last whatever its own layout (``layout``: auto, NHWC or NCHW)."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".onnx":
-        from .onnx_model import load_onnx
+        from .onnx_backend import load_onnx
 
         return load_onnx(path, layout)
     if path.is_file() and path.suffix == ".keras":

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import deepness, runtimes
-from .model_metadata import ModelMetadata
-from .served_model import ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
+from .metadata import ModelMetadata
+from .served import ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
 METADATA_KEY = "otbtf_model"  # our model folder's otbtf_model.json, in files written by onnx_export
 

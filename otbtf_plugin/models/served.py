@@ -16,8 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InputError
-from .model_metadata import ModelMetadata
+from ..errors import InputError
+from .metadata import ModelMetadata
 
 Layout = Literal["auto", "NHWC", "NCHW"]
 LAYOUTS: tuple[str, ...] = ("auto", "NHWC", "NCHW")

@@ -1,7 +1,7 @@
-"""Python packages the plugin needs beyond Debian's: check, install, activate.
+"""The installer of the Python packages the plugin needs beyond Debian's.
 
-The pinned packages of ``requirements.txt`` (TensorFlow and its closure) are
-installed with pip into a folder the plugin owns, one per Python version:
+The pinned packages of ``requirements.txt`` (TensorFlow and its closure) are installed
+with pip into a folder the plugin owns, one per Python version:
 
 * system-wide (``make setup`` as root): ``/usr/local/lib/otbtf/python3.X``;
 * per user (the plugin's "Install dependencies" action):
@@ -11,14 +11,15 @@ A one-line ``otbtf-deps.pth`` in the matching site folder puts that folder on
 ``sys.path`` *before* every site-packages folder each time Python starts, so
 QGIS desktop, ``qgis_process``, PyQGIS scripts and the tests all import the
 same packages, and the numpy TensorFlow needs wins over Debian's even when
-another plugin imports numpy first. Nothing here imports qgis, numpy or
-TensorFlow: checking costs a few file-system look-ups.
+another plugin imports numpy first.
 
-Command line (used by the Makefile)::
+Not part of the engine (which only checks, in ``otbtf_plugin.packages``) and free of QGIS:
+the desktop plugin's button and ``make setup`` run the same code. Command line, from the
+plugin's folder::
 
-    python3 -m otbtf_plugin.deps check
-    python3 -m otbtf_plugin.deps install [--system]
-    python3 -m otbtf_plugin.deps install --requirements requirements-dev.txt --target .devdeps/python3.11
+    python3 -m plugin.installer check
+    python3 -m plugin.installer install [--system]
+    python3 -m plugin.installer install --requirements requirements-dev.txt --target .devdeps/python3.11
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ import argparse
 import contextlib
 import hashlib
 import importlib
-import importlib.metadata
 import os
 import queue
-import re
 import shutil
 import signal
 import site
@@ -38,74 +37,16 @@ import subprocess  # nosec B404
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Cancelled, DependencyError
-from .scratch import scratch_dir
+from otbtf_plugin.errors import Cancelled, DependencyError
+from otbtf_plugin.packages import REQUIREMENTS, pins, problems
+from otbtf_plugin.scratch import scratch_dir
 
-PLUGIN_ROOT = Path(__file__).resolve().parent.parent
-REQUIREMENTS = PLUGIN_ROOT / "requirements.txt"
 PTH_NAME = "otbtf-deps.pth"
 STAMP_NAME = ".otbtf-requirements.sha256"
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 SYSTEM_ROOT = Path("/usr/local/lib/otbtf")
-MIN_NUMPY = (1, 26)
-
-_MARKER = re.compile(r'^python_version\s*(<=|>=|==|!=|<|>)\s*"(\d+)\.(\d+)"$')
-
-
-@dataclass(frozen=True)
-class Pin:
-    name: str
-    version: str
-
-
-def _marker_holds(marker: str, version: tuple[int, int]) -> bool:
-    match = _MARKER.match(marker.strip())
-    if not match:
-        raise DependencyError(
-            f"{REQUIREMENTS}: unsupported marker {marker!r}; "
-            'only python_version comparisons like python_version < "3.12" are allowed'
-        )
-    op, major, minor = match.group(1), int(match.group(2)), int(match.group(3))
-    other = (major, minor)
-    return {
-        "<": version < other,
-        "<=": version <= other,
-        ">": version > other,
-        ">=": version >= other,
-        "==": version == other,
-        "!=": version != other,
-    }[op]
-
-
-def parse_requirements(text: str, version: tuple[int, int] | None = None) -> list[Pin]:
-    """Pins of a requirements text that apply to a Python ``version``.
-
-    Only ``name==version`` lines, optionally with a ``python_version`` marker,
-    are accepted: the file is a lock, not a set of ranges.
-    """
-    version = version or sys.version_info[:2]
-    pins = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        spec, _, marker = line.partition(";")
-        name, sep, pinned = spec.strip().partition("==")
-        if not sep or not name or not pinned:
-            raise DependencyError(
-                f"requirements line {number} {raw.strip()!r} is not of the form name==version"
-            )
-        if marker and not _marker_holds(marker, version):
-            continue
-        pins.append(Pin(name.strip(), pinned.strip()))
-    return pins
-
-
-def pins(requirements: Path = REQUIREMENTS) -> list[Pin]:
-    return parse_requirements(requirements.read_text(encoding="utf-8"))
 
 
 def user_root() -> Path:
@@ -164,72 +105,6 @@ def activate() -> list[Path]:
     if added:
         importlib.invalidate_caches()
     return added
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
-
-
-def _installed_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-# The packages behind the other features; a plugin upgraded over an older install lacks them.
-FEATURE_PACKAGES = {"scikit-learn": "classical classifiers", "skops": "classifier files",
-                    "distributed": "Dask clusters", "onnxruntime": "ONNX models", "onnx": "ONNX files",
-                    "tf2onnx": "ONNX export"}
-
-
-def problems() -> list[str]:
-    """What is missing or wrong, as sentences; empty when everything is usable."""
-    found = []
-    tf_pin = next(p for p in pins() if p.name == "tensorflow-cpu")
-    tf_version = _installed_version("tensorflow-cpu") or _installed_version("tensorflow")
-    if tf_version is None:
-        found.append(f"TensorFlow is not installed (the plugin needs tensorflow-cpu {tf_pin.version})")
-    elif _version_tuple(tf_version)[:2] != _version_tuple(tf_pin.version)[:2]:
-        found.append(f"TensorFlow {tf_version} is installed; the plugin needs {tf_pin.version}")
-    for name, needed_by in FEATURE_PACKAGES.items():  # pinned like TensorFlow, added in later versions
-        pin = next((p for p in pins() if p.name == name), None)
-        version = _installed_version(name)
-        if pin is not None and (version is None or _version_tuple(version)[:2] != _version_tuple(pin.version)[:2]):
-            found.append(f"{name} {pin.version} (for {needed_by}) is " + (
-                "not installed" if version is None else f"at version {version}"))
-    loaded = sys.modules.get("numpy")
-    numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
-    if numpy_version is None:
-        found.append("numpy is not installed")
-    elif _version_tuple(numpy_version)[:2] < MIN_NUMPY:
-        where = "already loaded in this session" if loaded else "installed"
-        found.append(
-            f"numpy {numpy_version} is {where}; TensorFlow needs numpy >= "
-            f"{MIN_NUMPY[0]}.{MIN_NUMPY[1]}" + (" (restart QGIS to load the newer one)" if loaded else "")
-        )
-    return found
-
-
-def install_command() -> str:
-    """What a user types to install the packages without the plugin's button."""
-    return f"make setup (as root), or: {python_executable()} -m otbtf_plugin.deps install"
-
-
-def requirement_message() -> str | None:
-    """One line: what is missing and how to install it; None when nothing is."""
-    found = problems()
-    if not found:
-        return None
-    return ("; ".join(found) + ". Install the pinned packages with the plugin's "
-            f"'Install dependencies' action (Plugins > otbtf), or run {install_command()}")
-
-
-def require() -> None:
-    """Raise :class:`DependencyError` with the fix when something is missing."""
-    message = requirement_message()
-    if message:
-        raise DependencyError(message)
 
 
 def python_executable() -> str:
@@ -370,7 +245,7 @@ def _write_pth(system: bool, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m otbtf_plugin.deps", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 -m plugin.installer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="say what is missing; exit 1 if anything is")
