@@ -20,13 +20,13 @@ client (the work gives absolute paths).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
-import time
 import uuid
-from contextlib import ExitStack
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 
 from ..errors import Cancelled, InputError
 from ..grid import Window
@@ -88,47 +88,54 @@ def _unreachable(address: str, why: str) -> InputError:
                       "empty to serve on this machine")
 
 
-def _wait(done: threading.Event, deadline: float, progress: Progress) -> bool:
-    """Wait for ``done`` until ``deadline`` (monotonic), raising :class:`Cancelled` on cancel."""
-    while not done.wait(0.1):
-        if progress.cancelled():
-            raise Cancelled("cancelled while connecting to the Dask scheduler")
-        if time.monotonic() > deadline:
-            return False
-    return True
-
-
-def _probe(address: str, timeout: float, progress: Progress) -> None:
-    """A Dask scheduler greets a new connection at once (its handshake names its pickle
-    protocol); any other service (a web server, ssh, nothing) is told apart here, within
-    ``timeout`` and cancel, instead of leaving Dask's client waiting for ever."""
+def _refused(address: str, timeout: float) -> None:
+    """Nothing listens there (refused, no route, unknown host): said at once, where Dask's
+    client would retry until its timeout."""
     if not address.startswith("tcp://"):
         return
     host, port = address[len("tcp://"):].rsplit(":", 1)
-    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
-            sock.settimeout(0.1)
-            greeting = b""
-            while b"pickle-protocol" not in greeting and len(greeting) < 4096:
-                if progress.cancelled():
-                    raise Cancelled("cancelled while connecting to the Dask scheduler")
-                if time.monotonic() > deadline:
-                    break
-                try:
-                    chunk = sock.recv(4096)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                greeting += chunk
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
         raise _unreachable(address, err.strerror or str(err)) from err
-    if b"pickle-protocol" not in greeting:
-        said = greeting[:60].decode("ascii", "replace").strip()
-        raise InputError(f"the service at {address!r} is not a Dask scheduler (" +
-                         (f"it answered {said!r}" if said else f"it sent no Dask greeting within {timeout:g} s") +
-                         "): check the port (Dask's default is 8786), or leave SCHEDULER empty")
+
+
+async def _greet(address: str, timeout: float, progress: Progress) -> None:
+    """Dask's own asynchronous client connects once, within ``timeout``, and gives up at once
+    on cancel: asyncio cancels the handshake (the blocking client can wait for ever on a
+    service that accepts and says nothing)."""
+    from distributed import Client
+
+    client = Client(address, asynchronous=True, timeout=timeout, set_as_default=False)
+
+    async def cancel_asked():
+        while not progress.cancelled():
+            await asyncio.sleep(0.1)
+
+    connecting = asyncio.ensure_future(asyncio.wait_for(client, timeout))
+    watching = asyncio.ensure_future(cancel_asked())
+    try:
+        await asyncio.wait({connecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            raise Cancelled("cancelled while connecting to the Dask scheduler")
+        connecting.result()
+    finally:
+        connecting.cancel()
+        watching.cancel()
+        with suppress(Exception):
+            await asyncio.wait_for(client.close(), 2)
+
+
+def _run_coroutine(coroutine) -> None:
+    """Run it to its end here, or in a thread of its own where this thread already runs an
+    event loop (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="otbtf-dask-connect") as thread:
+        thread.submit(asyncio.run, coroutine).result()
 
 
 def connect(address: str, timeout: float | None = None, progress: Progress | None = None):
@@ -142,33 +149,19 @@ def connect(address: str, timeout: float | None = None, progress: Progress | Non
     except ImportError as err:
         raise InputError(f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install "
                          "dependencies, or `make setup`") from err
-    _probe(address, timeout, progress)
-    done = threading.Event()
-    answer: dict[str, Any] = {}  # "client": the Client, or "error": what starting it raised
-
-    def start():
-        try:
-            answer["client"] = Client(address, timeout=timeout, set_as_default=False)
-        except BaseException as err:  # handed to the caller
-            answer["error"] = err
-        finally:
-            done.set()
-
-    threading.Thread(target=start, name="otbtf-dask-connect", daemon=True).start()
+    _refused(address, timeout)
+    check = "check the port (Dask's default is 8786), or leave SCHEDULER empty"
     try:
-        finished = _wait(done, time.monotonic() + timeout + 5, progress)
+        _run_coroutine(_greet(address, timeout, progress))
     except Cancelled:
-        threading.Thread(target=lambda: done.wait() and answer.get("client") and answer["client"].close(),
-                         daemon=True).start()
         raise
-    if not finished:
-        raise _unreachable(address, f"no answer within {timeout:g} s")
-    if "error" in answer:
-        error = answer["error"]
-        if isinstance(error, OSError | TimeoutError | ValueError):
-            raise _unreachable(address, str(error)) from error
-        raise error
-    return answer["client"]
+    except TimeoutError as err:
+        raise InputError(f"the service at {address!r} gave no Dask answer within {timeout:g} s: is it a Dask "
+                         f"scheduler? {check}") from err
+    except Exception as err:  # what a service that is not Dask makes the handshake raise
+        raise InputError(f"the service at {address!r} did not answer as a Dask scheduler ({type(err).__name__}: "
+                         f"{str(err)[:80]}): {check}") from err
+    return Client(address, timeout=timeout, set_as_default=False)
 
 
 class DaskExecutor:

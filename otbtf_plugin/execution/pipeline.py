@@ -2,9 +2,9 @@
 
 A run hands an executor its tiles and a :class:`TileWork`: how to build the run's state
 (open the sources, load the model: once per process), read a tile's input, compute its
-result, and tell an all-nodata tile. :class:`LocalThreads` runs it on this machine: a
-reader thread reads ahead, this thread computes, a writer thread writes, through bounded
-queues, so that computing overlaps I/O. ``cluster.DaskExecutor`` runs the same work on a
+result, and tell an all-nodata tile. :class:`LocalThreads` runs it on this machine: reader
+threads read ahead, this thread computes, a writer thread writes (``concurrent.futures``,
+a bounded number of tiles in flight), so that computing overlaps I/O. ``cluster.DaskExecutor`` runs the same work on a
 Dask cluster. No executor knows what the work is, and the work does not know which
 executor runs it. :func:`raster_outputs` opens the outputs under temporary names and
 renames them together once every tile is written.
@@ -12,17 +12,17 @@ renames them together once every tile is written.
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import rasterio
 
-from ..errors import InputError
 from ..grid import Window
 from ..outputs import PathLike, StagedOutputs
 from ..progress import Progress, check_cancelled
@@ -64,105 +64,81 @@ class Executor(Protocol):
         ``state``: the run's state, when the caller has built it already."""
 
 
-_DONE = object()
+POLL_S = 0.2  # how often a wait looks at cancel
 
 
-def _put(target: queue.Queue, item, consumer: threading.Thread) -> bool:
-    """Put unless the consumer thread has died (then the queue may never drain)."""
-    while consumer.is_alive():
+def _wait(future: Future, progress: Progress):
+    """A future's result, looking at cancel while it is not there."""
+    while True:
+        check_cancelled(progress, "the run")
         try:
-            target.put(item, timeout=0.2)
-            return True
-        except queue.Full:
+            return future.result(timeout=POLL_S)
+        except FutureTimeout:
             continue
-    return False
 
 
 class LocalThreads:
-    """Reader thread -> compute (the calling thread) -> writer thread, through queues of two
-    tiles: at most a few tiles are in memory whatever the image size."""
+    """Tiles on this machine: reads run ahead in a pool of ``readers`` threads, the calling
+    thread computes, one writer thread writes, in tile order. Besides the tile computed, at
+    most ``ahead`` tiles are being read or wait, and ``ahead`` results wait to be written: a
+    few tiles are in memory whatever the image size. A failed read or write, or cancel, ends the run: tiles
+    not started are dropped, those under way finish first (a thread cannot be killed)."""
 
     local = True
+
+    def __init__(self, readers: int = 1, ahead: int = 2):
+        if readers < 1 or ahead < readers:
+            raise ValueError(f"readers {readers} and ahead {ahead}: need 1 <= readers <= ahead")
+        self.readers = readers
+        self.ahead = ahead
 
     def run(self, work: TileWork, tiles: list[Window], write: Callable[[Window, Any], None],
             progress: Progress, state: Any = None) -> int:
         with ExitStack() as stack:
             if state is None:
                 state = work.build(stack)
-            return self._run(work, state, tiles, write, progress)
+            reading = stack.enter_context(_pool(self.readers, "otbtf-tiles-read"))
+            writing = stack.enter_context(_pool(1, "otbtf-tiles-write"))
+            return self._run(work, state, tiles, write, progress, reading, writing)
 
-    @staticmethod
-    def _run(work: TileWork, state, tiles, write, progress: Progress) -> int:  # noqa: C901
-        inputs: queue.Queue = queue.Queue(maxsize=2)
-        results: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def read_all():
-            try:
-                for tile in tiles:
-                    if stop.is_set():
-                        break
-                    item = work.read(state, tile)
-                    while not stop.is_set():
-                        try:
-                            inputs.put((tile, item), timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-            except BaseException as err:  # handed to the calling thread
-                errors.append(err)
-            finally:
-                inputs.put(_DONE)
-
-        def write_all():
-            try:
-                while True:
-                    item = results.get()
-                    if item is _DONE:
-                        break
-                    write(*item)
-            except BaseException as err:  # handed to the calling thread
-                errors.append(err)
-                stop.set()
-
-        reader = threading.Thread(target=read_all, name="otbtf-tiles-read", daemon=True)
-        writer = threading.Thread(target=write_all, name="otbtf-tiles-write", daemon=True)
-        reader.start()
-        writer.start()
+    def _run(self, work: TileWork, state, tiles: list[Window], write, progress: Progress,
+             reading: ThreadPoolExecutor, writing: ThreadPoolExecutor) -> int:
+        upcoming = iter(tiles)
+        reads: deque[tuple[Window, Future]] = deque()
+        writes: deque[Future] = deque()
         done = skipped = 0
-        try:
-            while True:
-                if progress.cancelled():
-                    stop.set()
-                    check_cancelled(progress, "the run")
-                try:
-                    item = inputs.get(timeout=0.2)
-                except queue.Empty:
-                    if errors:
-                        break
-                    continue
-                if item is _DONE or errors:
-                    break
-                tile, tile_input = item
-                skipped += bool(work.empty(tile_input))
-                if not _put(results, (tile, work.compute(state, tile_input, progress)), writer):
-                    break
-                done += 1
-                progress.step(done, len(tiles))
-        finally:
-            stop.set()
-            _put(results, _DONE, writer)
-            writer.join()
-            while reader.is_alive():
-                with suppress(queue.Empty):
-                    inputs.get(timeout=0.1)
-            reader.join()
-        if errors:
-            raise errors[0]
-        if done != len(tiles):
-            raise InputError(f"the run stopped after {done} of {len(tiles)} tiles")
+
+        def read_ahead():
+            while len(reads) < self.ahead and (tile := next(upcoming, None)) is not None:
+                reads.append((tile, reading.submit(work.read, state, tile)))
+
+        read_ahead()
+        while reads:
+            tile, future = reads.popleft()
+            read_ahead()  # the next reads run while this tile waits and computes
+            tile_input = _wait(future, progress)
+            skipped += bool(work.empty(tile_input))
+            result = work.compute(state, tile_input, progress)
+            del tile_input
+            while writes and (len(writes) >= self.ahead or writes[0].done()):
+                _wait(writes.popleft(), progress)  # raises a failed write's error
+            writes.append(writing.submit(write, tile, result))
+            done += 1
+            progress.step(done, len(tiles))
+        while writes:
+            _wait(writes.popleft(), progress)
         return skipped
+
+
+@contextmanager
+def _pool(threads: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, however the block ends, drops the tasks not started and waits for
+    those under way (they hold datasets the caller closes next)."""
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass

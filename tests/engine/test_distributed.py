@@ -212,12 +212,14 @@ def test_a_service_that_is_not_dask_ends_within_the_timeout(models, tmp_path, mo
     address, state = other_service
     monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 1.5)
     start = time.monotonic()
-    with pytest.raises(InputError, match=r"is not a Dask scheduler .*no Dask greeting within 1.5 s.*8786"):
+    silent = r"gave no Dask answer within 1.5 s: is it a Dask scheduler\? check the port \(Dask's default is 8786\)"
+    with pytest.raises(InputError, match=silent):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
               ServeOptions(fully_conv=True), executor=DaskExecutor(address))
     assert time.monotonic() - start < 10
     state["banner"] = b"SSH-2.0-OpenSSH_9.2\r\n"
-    with pytest.raises(InputError, match=r"it answered 'SSH-2\.0-OpenSSH_9\.2'"):
+    other = r"(did not answer as a Dask scheduler|gave no Dask answer within 1.5 s).*check the port"
+    with pytest.raises(InputError, match=other):
         serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
               ServeOptions(fully_conv=True), executor=DaskExecutor(address))
     assert list(tmp_path.iterdir()) == []
