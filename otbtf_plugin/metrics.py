@@ -8,8 +8,6 @@ recall 0; F1 is 0 when precision + recall is 0.
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 
 
@@ -70,21 +68,6 @@ def regression_report(truth, predicted) -> dict:
         "r2": float(1 - (error ** 2).sum() / total) if total > 0 else 0.0,
         "samples": int(truth.size),
     }
-
-
-def classification_html(metrics: dict) -> str:
-    """Overall scores, per-class table and confusion matrix of :func:`report` as HTML."""
-    rows = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
-        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in metrics["classes"])
-    names = [html.escape(c["name"]) for c in metrics["classes"]]
-    matrix = "".join(f"<tr><th>{n}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                     for n, row in zip(names, metrics["confusion_matrix"], strict=True))
-    return (f"<p>Overall accuracy <b>{metrics['overall_accuracy']:.4f}</b>, Cohen's kappa "
-            f"<b>{metrics['kappa']:.4f}</b> ({metrics['samples']} samples).</p>"
-            "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-            f"{rows}</table><h2>Confusion matrix</h2><p>Rows: truth; columns: prediction.</p>"
-            f"<table><tr><th></th>{''.join(f'<th>{n}</th>' for n in names)}</tr>{matrix}</table>")
 
 
 FOLD_KEYS = {"classification": ("overall_accuracy", "kappa", "mean_f1"), "regression": ("rmse", "mae", "r2")}

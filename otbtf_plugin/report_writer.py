@@ -1,64 +1,71 @@
 """Reports a person reads (HTML) with their numbers beside them (JSON, same name): the one
-writer of training, classifier and validation reports."""
+writer of training and classifier reports.
+
+The page is one jinja2 template, ``templates/report.html``, autoescaped: callers hand values
+(:class:`Report`), never HTML, so a class called ``<script>`` or a parameter with a quote is
+shown as typed. Words that mark up values (a paragraph with a bold name) are built with
+``markupsafe.Markup.format``, which escapes the values it is given.
+"""
 
 from __future__ import annotations
 
-import html
+import base64
 import json
+from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from .outputs import PathLike, StagedOutputs, staged_or_now
 
-STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border:1px solid #999;padding:4px 8px;text-align:right}"""
+TEMPLATES = Path(__file__).with_name("templates")
+CV_COLUMNS = {"overall_accuracy": "overall accuracy", "kappa": "kappa", "mean_f1": "mean F1",
+              "rmse": "RMSE", "mae": "MAE", "r2": "R²"}
 
 
-def write_report(path: PathLike, title: str, body: str, data: dict, staged: StagedOutputs | None = None) -> Path:
-    """``body`` (HTML) under ``title`` at ``path``, and ``data`` as JSON beside it; both staged
-    with ``staged`` (renamed with the run's other outputs) or written now."""
+@dataclass
+class Report:
+    """What a report page shows, in its order: ``intro`` paragraphs (text, or ``Markup``),
+    ``notes``, the parameter ``search`` (``folds``, ``rows``: ``text``, ``chosen``,
+    ``overall_accuracy``, ``kappa``), how validation samples were ``held_out``, a
+    ``refit_note``, the validation ``scores`` (``metrics.report`` or
+    ``metrics.regression_report``; ``no_scores`` said when empty), the ``cross_validation``
+    (``metrics.fold_summary``) and the learning ``curves`` (PNG)."""
+
+    title: str
+    intro: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    search: dict = field(default_factory=dict)
+    held_out: dict = field(default_factory=dict)
+    refit_note: str = ""
+    scores: dict = field(default_factory=dict)
+    no_scores: str = ""
+    cross_validation: dict = field(default_factory=dict)
+    curves: bytes = b""
+
+
+@cache
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.globals.update(zip=zip, cv_columns=CV_COLUMNS)
+    return environment.get_template("report.html")
+
+
+def render(report: Report) -> str:
+    """The page of ``report``."""
+    context = {**asdict(report), "curves": base64.b64encode(report.curves).decode()}
+    return _template().render(context)
+
+
+def write_report(path: PathLike, report: Report, data: dict, staged: StagedOutputs | None = None) -> Path:
+    """``report`` as HTML at ``path``, and ``data`` as JSON beside it; both staged with
+    ``staged`` (renamed with the run's other outputs) or written now."""
     path = Path(path)
-    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    page = render(report)
     with staged_or_now(staged) as group:
         group.file(path.with_suffix(".json")).write_text(json.dumps(data, indent=2), encoding="utf-8")
         group.file(path).write_text(page, encoding="utf-8")
     return path
-
-
-def validation_html(held_out: dict) -> str:
-    """How the validation samples were chosen: the method, the groups on each side per class,
-    and the warnings (classes the scores cannot assess)."""
-    if not held_out:
-        return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{sides['training']}</td><td>{sides['validation']}</td></tr>"
-                   for name, sides in held_out.get("groups", {}).items())
-    table = (f"<table><tr><th>class</th><th>groups for training</th><th>groups held out</th></tr>{rows}</table>"
-             if rows else "")
-    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in held_out.get("warnings", []))
-    how = (f"held out {held_out['method']}: no group gives samples to both sides" if rows
-           else str(held_out["method"]))
-    return (f"<p>Validation samples: {held_out['validation_samples']}, {html.escape(how)}.</p>{table}"
-            + (f"<ul class=warnings>{warnings}</ul>" if warnings else ""))
-
-
-CV_COLUMNS = {"overall_accuracy": "overall accuracy", "kappa": "kappa", "mean_f1": "mean F1",
-              "rmse": "RMSE", "mae": "MAE", "r2": "R&sup2;"}
-
-
-def cross_validation_html(validated: dict) -> str:
-    """FOLDS: the scores of each fold, their mean and standard deviation, and pooled."""
-    if not validated:
-        return ""
-    keys = [key for key in CV_COLUMNS if key in validated["summary"]]
-    head = "".join(f"<th>{CV_COLUMNS[key]}</th>" for key in keys)
-    rows = "".join(f"<tr><td>{k + 1}</td><td>{fold['samples']}</td>"
-                   + "".join(f"<td>{fold[key]:.3f}</td>" for key in keys) + "</tr>"
-                   for k, fold in enumerate(validated["per_fold"]))
-    summary = "".join(f"<td>{validated['summary'][key]['mean']:.3f} &plusmn; {validated['summary'][key]['std']:.3f}"
-                      "</td>" for key in keys)
-    pooled = "".join(f"<td>{validated['pooled'][key]:.3f}</td>" if key in validated["pooled"] else "<td></td>"
-                     for key in keys)
-    return (f"<h2>Cross-validation grouped by polygon ({validated['folds']} folds)</h2><p>Every polygon in one "
-            "fold; each fold scored by a model trained on the others.</p><table><tr><th>fold</th>"
-            f"<th>samples</th>{head}</tr>{rows}<tr><td>mean &plusmn; sd</td><td></td>{summary}</tr>"
-            f"<tr><td>pooled</td><td></td>{pooled}</tr></table>")

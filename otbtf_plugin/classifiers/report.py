@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
+from markupsafe import Markup
+
 from .. import report_writer
-from ..metrics import classification_html
 from ..outputs import StagedOutputs
 from .fitting import TrainedClassifier
 
@@ -20,42 +20,31 @@ def write_report(path: str | Path, trained: TrainedClassifier, title: str,
             "warnings": trained.warnings, "features": trained.recipe.get("features"),
             "held_out": trained.held_out, "refit": trained.refit, "search": trained.search,
             "cross_validation": trained.cross_validation}
-    scores = classification_html(trained.metrics) if trained.metrics else \
-        "<p>No validation: no class had two polygons (or VALIDATION was 0).</p>"
-    notes = "".join(f"<li>{html.escape(w)}</li>" for w in trained.warnings)
-    params = ", ".join(f"{html.escape(k)}={html.escape(repr(v))}" for k, v in trained.params.items()) or "defaults"
+    params = ", ".join(f"{k}={v!r}" for k, v in trained.params.items()) or "defaults"
     features = len(trained.recipe.get("features", []))
-    refit = (f"<p>The scores below are those of the classifier trained without the held-out polygons; "
-             f"the file holds it trained again on every sample ({trained.training_samples}), which maps "
-             "at least as well.</p>" if trained.refit else "")
-    body = f"""<p>Classifier <b>{html.escape(trained.classifier)}</b> ({params}); {features}
-features; {_samples_text(trained)}.</p>
-{f'<ul>{notes}</ul>' if notes else ''}
-{_search_html(trained.search)}
-<h2>Validation</h2>
-{report_writer.validation_html({**trained.held_out, "warnings": []}) if trained.held_out else ""}
-{refit}
-{scores}
-{report_writer.cross_validation_html(trained.cross_validation)}"""
-    return report_writer.write_report(path, title, body, data, staged)
+    refit = (f"The scores below are those of the classifier trained without the held-out polygons; the file "
+             f"holds it trained again on every sample ({trained.training_samples}), which maps at least as "
+             "well." if trained.refit else "")
+    report = report_writer.Report(
+        title=title,
+        intro=[Markup("Classifier <b>{}</b> ({}); {} features; {}.").format(
+            trained.classifier, params, features, _samples_text(trained))],
+        notes=list(trained.warnings), search=_search_rows(trained.search),
+        held_out={**trained.held_out, "warnings": []} if trained.held_out else {},
+        refit_note=refit, scores=trained.metrics or {},
+        no_scores="No validation: no class had two polygons (or VALIDATION was 0).",
+        cross_validation=trained.cross_validation or {})
+    return report_writer.write_report(path, report, data, staged)
 
 
-
-def _search_html(search: dict) -> str:
-    """CLASSIFIER_PARAMS=auto: every candidate and its scores, the chosen one in bold."""
+def _search_rows(search: dict) -> dict:
+    """CLASSIFIER_PARAMS=auto: every candidate and its scores, the chosen one marked."""
     if not search:
-        return ""
-    rows = []
-    for candidate in search["candidates"]:
-        text = ", ".join(f"{k}={v}" for k, v in candidate["params"].items()) or "defaults"
-        chosen = candidate["params"] == search["chosen"]
-        cell = f"<b>{html.escape(text)}</b>" if chosen else html.escape(text)
-        rows.append(f"<tr><td style='text-align:left'>{cell}</td><td>{candidate['overall_accuracy']:.3f}</td>"
-                    f"<td>{candidate['kappa']:.3f}</td></tr>")
-    return (f"<h2>Parameters chosen (CLASSIFIER_PARAMS=auto)</h2><p>{search['folds']}-fold cross-validation "
-            "grouped by polygon on the training polygons (the held-out ones are not used); overall "
-            "accuracy pooled over the folds decides.</p><table><tr><th>parameters</th><th>overall accuracy</th>"
-            f"<th>kappa</th></tr>{''.join(rows)}</table>")
+        return {}
+    rows = [{"text": ", ".join(f"{k}={v}" for k, v in c["params"].items()) or "defaults",
+             "chosen": c["params"] == search["chosen"], "overall_accuracy": c["overall_accuracy"],
+             "kappa": c["kappa"]} for c in search["candidates"]]
+    return {"folds": search["folds"], "rows": rows}
 
 
 def _samples_text(trained: TrainedClassifier) -> str:

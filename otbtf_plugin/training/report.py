@@ -3,13 +3,10 @@ JSON beside it) and the validation scores for TensorBoard."""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from pathlib import Path
 
 from .. import report_writer
-from ..metrics import classification_html
 from ..models.metadata import ModelMetadata
 from ..outputs import StagedOutputs
 
@@ -42,27 +39,18 @@ def curves_png(history: dict, kept_epoch: int | None = None) -> bytes:
 def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
                  staged: StagedOutputs | None = None) -> Path:
     """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
-    if "rmse" in metrics:
-        scores = (f"<p>RMSE <b>{metrics['rmse']:.6g}</b>, MAE <b>{metrics['mae']:.6g}</b>, bias "
-                  f"{metrics['bias']:.6g}, R&sup2; <b>{metrics['r2']:.4f}</b> ({metrics['samples']} values).</p>")
-    else:
-        scores = classification_html(metrics)
     training = metadata.training
     kept = training.get("kept_epoch")
-    curves = base64.b64encode(curves_png(history, kept if training.get("patience") else None)).decode() \
-        if history else ""
-    held_out = training.get("validation") or {}
-    body = f"""<p>Task {html.escape(str(metadata.task))}, architecture {html.escape(str(metadata.architecture))};
-{training['patches']} training and {training['validation_patches']} validation patches;
-{_epochs_text(training)}.</p>
-<h2>Validation</h2>
-{report_writer.validation_html(held_out)}
-{scores}
-{report_writer.cross_validation_html(training.get("cross_validation") or {})}
-<h2>Learning curves</h2><img alt="loss and accuracy per epoch" src="data:image/png;base64,{curves}">"""
+    report = report_writer.Report(
+        title="Training report",
+        intro=[f"Task {metadata.task}, architecture {metadata.architecture}; {training['patches']} training and "
+               f"{training['validation_patches']} validation patches; {_epochs_text(training)}."],
+        held_out=training.get("validation") or {}, scores=metrics,
+        cross_validation=training.get("cross_validation") or {},
+        curves=curves_png(history, kept if training.get("patience") else None) if history else b"")
     data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts(),
             "cross_validation": training.get("cross_validation") or {}}
-    return report_writer.write_report(path, "Training report", body, data, staged)
+    return report_writer.write_report(path, report, data, staged)
 
 
 def _epochs_text(training: dict) -> str:
