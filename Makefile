@@ -17,7 +17,7 @@ help:
 	@echo "make install  install the plugin into the default QGIS profile, enabled"
 	@echo "make package  build dist/otbtf-VERSION.zip for the QGIS plugin repository"
 	@echo "make bench    benchmarks (ratios measured side by side)"
-	@echo "make lint     ruff, mypy (the engine) and bandit"
+	@echo "make lint     ruff (lint, format check), mypy and bandit"
 
 setup:
 	@bash scripts/setup.sh

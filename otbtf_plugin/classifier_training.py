@@ -19,6 +19,7 @@ from .ground_truth import training_samples
 from .outputs import Output, StagedOutputs, check_paths
 from .progress import NullProgress, Progress, ScaledProgress
 from .raster import crs_wkt
+from .selection import Strategy
 from .vector import origins, read_features, read_fields, transform_xy, write_points
 
 RECIPE_TAG = "OTBTF_FEATURE_RECIPE"
@@ -53,7 +54,7 @@ def _finish_training(trained, output, report_path, title, rejected, messages) ->
 
 def train_from_features(spec: FeatureSpec, vector, field_name: str, output, report_path=None,
                         classifier: str = "rf", params: str | None = None, seed: int = 0,
-                        validation: float = 0.3, strategy: str = "all", value: float | None = None, folds: int = 0,
+                        validation: float = 0.3, strategy: Strategy = "all", value: float | None = None, folds: int = 0,
                         layer: str | None = None, progress: Progress | None = None) -> TrainResult:
     """otbtf:trainclassifierfromdeepfeatures."""
     progress = progress or NullProgress()

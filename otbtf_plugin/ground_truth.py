@@ -13,7 +13,7 @@ from .errors import InputError
 from .features import FeatureSpec
 from .progress import NullProgress, Progress
 from .raster import crs_wkt, open_raster
-from .selection import sample_selection
+from .selection import Strategy, sample_selection
 from .vector import origins, read_features, transform_xy
 
 
@@ -28,7 +28,7 @@ class TrainingSamples:
 
 
 
-def training_samples(spec: FeatureSpec, vector, field_name: str, strategy: str = "smallest",
+def training_samples(spec: FeatureSpec, vector, field_name: str, strategy: Strategy = "smallest",
                      value: float | None = None, seed: int = 0, layer: str | None = None,
                      progress: Progress | None = None) -> TrainingSamples:
     """Sample positions and classes from polygons (sample selection on source 1) or points."""

@@ -22,6 +22,7 @@ from .outputs import check_paths, geotiff
 from .progress import NullProgress, Progress, tell
 from .raster import AlignedRaster, class_code_types, write
 from .serving.inference import TileInput, infer_tile, read_tile, tile_is_empty
+from .serving.options import Compression
 from .serving.output import output_profile
 from .styles import write_class_style, write_confidence_style
 
@@ -149,7 +150,7 @@ def classifier_tile_is_empty(item: tuple[TileInput, np.ndarray | None]) -> bool:
 
 
 def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
-                   compress: str = "zstd", progress: Progress | None = None,
+                   compress: Compression = "zstd", progress: Progress | None = None,
                    executor: Executor | None = None) -> ClassifyResult:
     """otbtf:imageclassifierfromdeepfeatures, with ``executor`` computing the tiles (default: this
     machine)."""

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal, overload
 
 from .errors import InputError
 from .scratch import clean_stale, longest_temporary_name, partial_path, scratch_dir
@@ -62,7 +63,7 @@ class Output:
     """
 
     path: PathLike
-    kind: str = "file"
+    kind: Literal["file", "folder", "into"] = "file"
     companions: tuple[str, ...] = ()
     marker: str | None = None  # folder outputs: the file that makes an existing folder ours
     owned: tuple[str, ...] = ()  # folder outputs: the names the run writes there; () any
@@ -214,6 +215,10 @@ def _shortened(text: str) -> str:
     return text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
 
 
+@overload
+def geotiff(path: PathLike) -> Output: ...
+@overload
+def geotiff(path: None) -> None: ...
 def geotiff(path: PathLike | None) -> Output | None:
     """A GeoTIFF output written with its style and statistics beside it."""
     return Output(path, companions=RASTER_COMPANIONS, suffixes=GEOTIFF) if path else None

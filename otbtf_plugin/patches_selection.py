@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import rasterio
@@ -33,7 +34,8 @@ from .raster import AlignedRaster, crs_wkt, grid_of, invalid_pixels, nodata_valu
 from .selection import choose_ranks
 from .vector import write_points
 
-STRATEGIES = ("split", "chessboard", "all", "balanced")
+PatchStrategy = Literal["split", "chessboard", "all", "balanced"]
+STRATEGIES: tuple[PatchStrategy, ...] = get_args(PatchStrategy)
 SET_NAMES = ("train", "valid", "test")
 TILE_POSITIONS_PX = 1024  # pixels of patch starts handled per tile
 
@@ -190,7 +192,7 @@ def _check_fractions(fractions) -> None:
                          f"to 1: for the same proportions use {same}")
 
 
-def patches_selection(raster, patch_px: int, step_px: int, strategy: str = "split",  # noqa: C901
+def patches_selection(raster, patch_px: int, step_px: int, strategy: PatchStrategy = "split",  # noqa: C901
                       fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), mask=None,
                       nodata: float | None = None, labels=None, cell: int | None = None, seed: int = 0,
                       progress: Progress | None = None) -> PatchesSelection:

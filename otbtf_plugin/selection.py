@@ -25,6 +25,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -34,8 +35,10 @@ from .raster import crs_wkt
 from .sampling import BLOCK_PX, ClassStatistics, PixelScan, _open_inputs, _statistics_from
 from .vector import write_points
 
-STRATEGIES = ("smallest", "constant", "percent", "total", "all")
-SAMPLERS = ("periodic", "random")
+Strategy = Literal["smallest", "constant", "percent", "total", "all"]
+Sampler = Literal["periodic", "random"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 
 def requested_counts(available: dict[int, int], strategy: str, value: float | None = None,  # noqa: C901
@@ -228,7 +231,7 @@ def shared_pixels_warning(shared: dict[tuple[int, int], int], names: dict[int, s
 
 
 def sample_selection(raster, vector, field_name: str, mask=None, nodata: float | None = None,
-                     strategy: str = "smallest", value: float | None = None, sampler: str = "periodic",
+                     strategy: Strategy = "smallest", value: float | None = None, sampler: Sampler = "periodic",
                      seed: int = 0, layer: str | None = None, block_px: int = BLOCK_PX,
                      progress: Progress | None = None) -> Samples:
     """Select samples per class from the pixels the features cover (see module doc)."""

@@ -21,7 +21,7 @@ import numpy as np
 from . import runtimes
 from .keras_layers import class_code_layer, keras_module
 from .metadata import METADATA_FILE, read_metadata
-from .served import LAYOUTS, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
+from .served import LAYOUTS, Layout, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
 __all__ = ["LAYOUTS", "ModelError", "ServedModel", "TensorInfo", "load_model", "model_path_problem", "tensorflow"]
 
@@ -101,7 +101,7 @@ def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
     return ServedModel(path, "keras", inputs, outputs, _call=call)
 
 
-def load_model(path: str | Path, allow_lambda: bool = False, layout: str = "auto") -> ServedModel:
+def load_model(path: str | Path, allow_lambda: bool = False, layout: Layout = "auto") -> ServedModel:
     """Load an ONNX file, a SavedModel folder, a model folder of ours, or a ``.keras`` file;
     seen channels last whatever its own layout (``layout``: auto, NHWC or NCHW)."""
     path = Path(path)

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import deepness, runtimes
 from .metadata import ModelMetadata
-from .served import ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
+from .served import Layout, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
 METADATA_KEY = "otbtf_model"  # our model folder's otbtf_model.json, in files written by onnx_export
 
@@ -41,7 +41,7 @@ def _info(arg, where: str) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
-def load_onnx(path: Path, layout: str = "auto") -> ServedModel:
+def load_onnx(path: Path, layout: Layout = "auto") -> ServedModel:
     """An ``.onnx`` file as a served model (one onnxruntime session, CPU)."""
     ort = runtimes.import_onnxruntime()
     options = ort.SessionOptions()

@@ -47,7 +47,7 @@ class ServedModel:
     metadata: ModelMetadata | None = None  # from otbtf_model.json, or read from the ONNX file
     _call: Callable[[dict], dict] | None = None
     _keep: object = None  # what the call needs alive (a loaded SavedModel, an onnxruntime session)
-    layout: str = "NHWC"  # of the model itself; inputs and outputs here are always channels last
+    layout: Literal["NHWC", "NCHW"] = "NHWC"  # of the model itself; inputs and outputs here are always channels last
     notes: list[str] = field(default_factory=list)  # what was read from the file, for the log and the dialog
 
     def input(self, name: str) -> TensorInfo:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..assignments import parse_assignments
 from ..errors import InputError
+from ..models.served import Layout
 
+Compression = Literal["zstd", "deflate", "lzw", "none"]
+COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
 @dataclass
 class ServeSource:
@@ -33,10 +37,10 @@ class ServeOptions:
     batch_size: int = 0  # patches per model call (0: from the memory budget)
     memory_mb: int = 512
     allow_lambda: bool = False
-    compress: str = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
+    compress: Compression = "zstd"  # zstd (fast), deflate (read by any GeoTIFF software), lzw, none
     tta: bool = False  # test-time augmentation: the mean over the 8 flips / 90-degree rotations
     overlap: int = 0  # output pixels shared by neighbouring tiles, blended (fully-convolutional serving)
-    layout: str = "auto"  # the model's own layout: auto (read from an ONNX model's sizes), NHWC or NCHW
+    layout: Layout = "auto"  # the model's own layout: auto (read from an ONNX model's sizes), NHWC or NCHW
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:

@@ -7,6 +7,7 @@ import rasterio
 
 from ..errors import InputError
 from ..grid import Window
+from .options import COMPRESSIONS, Compression
 from .planning import Plan
 
 
@@ -37,7 +38,7 @@ def check_nodata(background: float, dtype: str) -> None:
                          "or -1")
 
 
-COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
+
 
 
 def _compression(name: str, dtype: str) -> dict:
@@ -64,7 +65,7 @@ def band_names(plan: Plan, channel: str = "{name}[{c}]") -> list[str]:
     return names
 
 
-def output_profile(plan: Plan, crs, count: int, dtype: str, compress: str) -> dict:
+def output_profile(plan: Plan, crs, count: int, dtype: str, compress: Compression) -> dict:
     """The creation profile of a tiled GeoTIFF on the plan's output grid."""
     return {
         "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": count, "dtype": dtype,

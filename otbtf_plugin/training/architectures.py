@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -26,7 +27,8 @@ from ..models.metadata import ModelInput
 __all__ = ["ARCHITECTURES", "BUILDERS", "build_cnn", "build_unet", "class_code_layer", "fine_tune_start",
            "keras_module"]
 
-ARCHITECTURES = ("cnn", "unet", "regressor")
+Architecture = Literal["cnn", "unet", "regressor"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 
 
 def _normalise(keras, inp, source: ModelInput, name: str):

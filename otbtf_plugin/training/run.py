@@ -29,7 +29,7 @@ from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
 from ..progress import NullProgress, Progress, check_cancelled, warn
 from ..validation import GroupSplit, check_fraction, group_folds, hold_out_groups
-from .architectures import ARCHITECTURES, BUILDERS, fine_tune_start, keras_module
+from .architectures import ARCHITECTURES, BUILDERS, Architecture, fine_tune_start, keras_module
 from .data import (
     TrainingSet,
     align_classes,
@@ -42,7 +42,7 @@ from .data import (
 )
 from .report import tensorboard_validation, write_report
 from .schedule import Checkpoints, ScheduleState, checkpoint_output, fingerprint, schedule_callback
-from .targets import TASKS, Target, class_weights, decide_target
+from .targets import TASKS, Target, TaskChoice, class_weights, decide_target
 
 
 @dataclass
@@ -57,7 +57,7 @@ class TrainConfig:
     valid_labels: str | Path | None = None
     output_report: str | Path | None = None
     output_onnx: str | Path | None = None  # the model also as one ONNX file (onnx_export)
-    architecture: str = "cnn"
+    architecture: Architecture = "cnn"
     epochs: int = 100  # a maximum: PATIENCE stops earlier
     batch_size: int = 32
     seed: int = 0
@@ -74,7 +74,7 @@ class TrainConfig:
     initial_model: str | Path | None = None  # fine-tune: a model folder of ours or a .keras file
     freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
     augment: bool = True  # random flips and 90-degree rotations of the training patches
-    task: str = "auto"  # auto (labels decide), classification, regression
+    task: TaskChoice = "auto"  # auto (labels decide), classification, regression
 
 
 @dataclass

@@ -6,6 +6,7 @@ Pure: numpy only, testable without TensorFlow."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -13,7 +14,8 @@ from ..errors import InputError
 from ..models.metadata import Task
 from ..raster import CLASS_CODE_RANGE
 
-TASKS = ("auto", "classification", "regression")  # what a user asks for; "auto": the labels decide
+TaskChoice = Literal["auto", "classification", "regression"]  # what a user asks for; "auto": the labels decide
+TASKS: tuple[TaskChoice, ...] = get_args(TaskChoice)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 from qgis.core import (
@@ -44,7 +45,11 @@ def executor(algorithm, parameters, context, feedback):
     return algorithm.run_engine(lambda progress: executor_for(text), feedback)
 
 
-def raster_path(algorithm, parameters, name, context, required=True) -> str | None:
+@overload
+def raster_path(algorithm, parameters, name, context, required: Literal[True] = True) -> str: ...
+@overload
+def raster_path(algorithm, parameters, name, context, required: bool) -> str | None: ...
+def raster_path(algorithm, parameters, name, context, required: bool = True) -> str | None:
     layer = algorithm.parameterAsRasterLayer(parameters, name, context)
     if layer is None:
         if required:

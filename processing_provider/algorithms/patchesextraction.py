@@ -1,5 +1,7 @@
 """otbtf:patchesextraction"""
 
+from typing import Any
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -96,7 +98,7 @@ class PatchesExtraction(OtbtfAlgorithm):
             labels = QgsProcessingUtils.generateTempFilename("labels.tif")
         result = self.run_engine(extract_patches, feedback, sources, vector, outputs, field,
                                  labels_output=labels, layer=layer)
-        answer = {name: str(path) for name, path in zip(names, result.outputs, strict=True)}
+        answer: dict[str, Any] = {name: str(path) for name, path in zip(names, result.outputs, strict=True)}
         if result.labels:
             answer[self.OUTPUT_LABELS] = str(result.labels)
         answer["ACCEPTED"] = result.accepted
