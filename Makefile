@@ -56,6 +56,7 @@ lint: setup
 
 lint-only:
 	$(DEVDEPS)/bin/ruff check .
+	$(DEVDEPS)/bin/ruff format --check .
 	PYTHONPATH=$(DEVDEPS) $(PY) -m mypy
 	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider plugin __init__.py scripts -s B101
 

@@ -25,7 +25,6 @@ from .vector import origins, read_features, read_fields, transform_xy, write_poi
 RECIPE_TAG = "OTBTF_FEATURE_RECIPE"
 
 
-
 @dataclass
 class TrainResult:
     classifier: Path
@@ -35,11 +34,11 @@ class TrainResult:
     messages: list[str]
 
 
-
 def _classifier_outputs(output, report_path) -> dict:
-    return {"OUTPUT_CLASSIFIER": output,
-            "OUTPUT_REPORT": Output(report_path, companions=(".json",)) if report_path else None}
-
+    return {
+        "OUTPUT_CLASSIFIER": output,
+        "OUTPUT_REPORT": Output(report_path, companions=(".json",)) if report_path else None,
+    }
 
 
 def _finish_training(trained, output, report_path, title, rejected, messages) -> TrainResult:
@@ -51,17 +50,29 @@ def _finish_training(trained, output, report_path, title, rejected, messages) ->
     return TrainResult(path, report, trained, rejected, trained.warnings)
 
 
-
-def train_from_features(spec: FeatureSpec, vector, field_name: str, output, report_path=None,
-                        classifier: str = "rf", params: str | None = None, seed: int = 0,
-                        validation: float = 0.3, strategy: Strategy = "all", value: float | None = None, folds: int = 0,
-                        layer: str | None = None, progress: Progress | None = None) -> TrainResult:
+def train_from_features(
+    spec: FeatureSpec,
+    vector,
+    field_name: str,
+    output,
+    report_path=None,
+    classifier: str = "rf",
+    params: str | None = None,
+    seed: int = 0,
+    validation: float = 0.3,
+    strategy: Strategy = "all",
+    value: float | None = None,
+    folds: int = 0,
+    layer: str | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     """otbtf:trainclassifierfromdeepfeatures."""
     progress = progress or NullProgress()
     check_paths({**spec.input_paths(), "VECTOR": vector}, _classifier_outputs(output, report_path))
     classifiers.make_classifier(classifier, params, seed)  # bad parameters fail before any work
-    samples = training_samples(spec, vector, field_name, strategy, value, seed, layer,
-                               ScaledProgress(progress, 0.0, 0.3))
+    samples = training_samples(
+        spec, vector, field_name, strategy, value, seed, layer, ScaledProgress(progress, 0.0, 0.3)
+    )
     with ExitStack() as stack:
         opened = open_features(spec, stack)
         values, ok, rejected = opened.values_at(samples.x, samples.y, ScaledProgress(progress, 0.3, 0.5))
@@ -69,15 +80,30 @@ def train_from_features(spec: FeatureSpec, vector, field_name: str, output, repo
     messages = list(samples.messages) + [f"{n} sample(s) rejected: {why}" for why, n in rejected.items()]
     for message in messages:
         progress.info(message)
-    trained = classifiers.train(values[ok], samples.codes[ok], samples.groups[ok], samples.class_names, recipe,
-                                classifier, params, seed, validation, folds=folds)
+    trained = classifiers.train(
+        values[ok],
+        samples.codes[ok],
+        samples.groups[ok],
+        samples.class_names,
+        recipe,
+        classifier,
+        params,
+        seed,
+        validation,
+        folds=folds,
+    )
     progress.step(1000, 1000)
     return _finish_training(trained, output, report_path, "Classifier on deep features", rejected, messages)
 
 
-
-def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None = None,
-                      layer: str | None = None, progress: Progress | None = None) -> tuple[Path, int, dict]:
+def sample_extraction(
+    spec: FeatureSpec,
+    vector,
+    output,
+    field_name: str | None = None,
+    layer: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[Path, int, dict]:
     """otbtf:sampleextractionfromdeepfeatures: the points with one numeric field per feature
     (and the class field when given). Returns (path, points written, rejected)."""
     progress = progress or NullProgress()
@@ -102,22 +128,35 @@ def sample_extraction(spec: FeatureSpec, vector, output, field_name: str | None 
     fields["originfid"] = ((part_fid if polygon is None else polygon)[ok].tolist(), "Integer64")
     if field_name:
         codes = feats.codes[feats.point_feature][ok]
-        fields[field_name] = ([feats.class_names[int(c)] for c in codes], "String") if feats.string_classes \
+        fields[field_name] = (
+            ([feats.class_names[int(c)] for c in codes], "String")
+            if feats.string_classes
             else (codes.tolist(), "Integer64")
+        )
     for k, name in enumerate(names):
         fields[name] = (values[ok, k].tolist(), "Real")
     for why, n in rejected.items():
         progress.info(f"{n} point(s) skipped: {why}")
-    path = write_points(output, "samples", wkt, np.asarray(x)[ok], np.asarray(y)[ok], fields,
-                        {RECIPE_TAG: json.dumps(recipe)})
+    path = write_points(
+        output, "samples", wkt, np.asarray(x)[ok], np.asarray(y)[ok], fields, {RECIPE_TAG: json.dumps(recipe)}
+    )
     return path, int(ok.sum()), rejected
 
 
-
-def train_vector_classifier(vector, features: list[str], field_name: str, output, report_path=None,
-                            classifier: str = "rf", params: str | None = None, seed: int = 0,
-                            validation: float = 0.3, layer: str | None = None, folds: int = 0,
-                            progress: Progress | None = None) -> TrainResult:
+def train_vector_classifier(
+    vector,
+    features: list[str],
+    field_name: str,
+    output,
+    report_path=None,
+    classifier: str = "rf",
+    params: str | None = None,
+    seed: int = 0,
+    validation: float = 0.3,
+    layer: str | None = None,
+    folds: int = 0,
+    progress: Progress | None = None,
+) -> TrainResult:
     """otbtf:trainvectorclassifier: features are fields of the vector."""
     progress = progress or NullProgress()
     check_paths({"VECTOR": vector}, _classifier_outputs(output, report_path))
@@ -142,10 +181,21 @@ def train_vector_classifier(vector, features: list[str], field_name: str, output
         if extracted.get("features") == list(features):
             recipe = extracted
         else:
-            messages.append("FEATURES is not the full list of extracted features, in order: this classifier "
-                            "can classify vectors, not images")
-    trained = classifiers.train(matrix[complete], feats.codes[complete], groups[complete], feats.class_names,
-                                recipe, classifier, params, seed, validation, folds=folds)
+            messages.append(
+                "FEATURES is not the full list of extracted features, in order: this classifier "
+                "can classify vectors, not images"
+            )
+    trained = classifiers.train(
+        matrix[complete],
+        feats.codes[complete],
+        groups[complete],
+        feats.class_names,
+        recipe,
+        classifier,
+        params,
+        seed,
+        validation,
+        folds=folds,
+    )
     progress.step(1, 1)
     return _finish_training(trained, output, report_path, "Vector classifier", {}, messages)
-

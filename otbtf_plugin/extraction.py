@@ -82,8 +82,11 @@ def _check_overlap(datasets) -> None:
     reference = datasets[0]
     boxes = [reference.bounds]
     for ds in datasets[1:]:
-        boxes.append(transform_bounds(ds.crs, reference.crs, *ds.bounds) if ds.crs and reference.crs
-                     and ds.crs != reference.crs else ds.bounds)
+        boxes.append(
+            transform_bounds(ds.crs, reference.crs, *ds.bounds)
+            if ds.crs and reference.crs and ds.crs != reference.crs
+            else ds.bounds
+        )
     xmin, ymin = max(b[0] for b in boxes), max(b[1] for b in boxes)
     xmax, ymax = min(b[2] for b in boxes), min(b[3] for b in boxes)
     if xmin >= xmax or ymin >= ymax:
@@ -100,9 +103,16 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path], field_name: str | None = None,
-                    labels_output: str | Path | None = None, layer: str | None = None,
-                    group_px: int = GROUP_PX, progress: Progress | None = None) -> Extraction:
+def extract_patches(
+    sources: list[PatchSource],
+    vector,
+    outputs: list[str | Path],
+    field_name: str | None = None,
+    labels_output: str | Path | None = None,
+    layer: str | None = None,
+    group_px: int = GROUP_PX,
+    progress: Progress | None = None,
+) -> Extraction:
     """Extract one patch per point and per source (see module doc)."""
     progress = progress or NullProgress()
     targets = _check_request(sources, vector, outputs, field_name, labels_output)
@@ -120,15 +130,19 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             raise InputError(_nothing_extracted(rejected, sources, datasets, points))
         tmpdir = scratch_dir(Path(targets[0]).parent, "otbtf-extraction")
         stack.callback(shutil.rmtree, tmpdir, True)
-        groups = [_groups(src, grid, col0[slots], row0[slots], group_px)
-                  for src, grid, (col0, row0) in zip(sources, grids, starts, strict=True)]
+        groups = [
+            _groups(src, grid, col0[slots], row0[slots], group_px)
+            for src, grid, (col0, row0) in zip(sources, grids, starts, strict=True)
+        ]
         steps = _Steps(progress, sum(len(g) for g in groups) + 1)
         buffers = []
         nodata_hit = np.zeros(len(slots), dtype=bool)
         for i, (src, ds, (col0, row0), source_groups) in enumerate(
-                zip(sources, datasets, starts, groups, strict=True), 1):
-            buffer = _scratch(tmpdir / f"source{i}.raw", np.dtype(ds.dtypes[0]),
-                              (len(slots), ds.count, src.height, src.patch_width))
+            zip(sources, datasets, starts, groups, strict=True), 1
+        ):
+            buffer = _scratch(
+                tmpdir / f"source{i}.raw", np.dtype(ds.dtypes[0]), (len(slots), ds.count, src.height, src.patch_width)
+            )
             buffers.append(buffer)
             hits = _cut_source(src, ds, col0[slots], row0[slots], source_groups, buffer, steps)
             newly = hits & ~nodata_hit
@@ -147,9 +161,12 @@ def extract_patches(sources: list[PatchSource], vector, outputs: list[str | Path
             labels_path = Path(labels_output)
             _write_labels(staged.file(labels_path), points.codes[points.point_feature[accepted]], points)
             col0, row0 = starts[0]
-            write_origins(staged.file(origins_path(labels_path)), polygon,
-                          patch_centre(col0[accepted], sources[0].patch_width),
-                          patch_centre(row0[accepted], sources[0].height))
+            write_origins(
+                staged.file(origins_path(labels_path)),
+                polygon,
+                patch_centre(col0[accepted], sources[0].patch_width),
+                patch_centre(row0[accepted], sources[0].height),
+            )
         for buffer in buffers:
             buffer._mmap.close()  # type: ignore[attr-defined]  # release the temporary files before removal
         steps.finish()
@@ -177,9 +194,13 @@ def _check_request(sources: list[PatchSource], vector, outputs: list, field_name
     if labels_output and not field_name:
         raise InputError("a labels image needs a class field (FIELD)")
     paths = [Path(p) for p in outputs]
-    check_paths({**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
-                {**{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(paths, 1)},
-                 "OUTPUT_LABELS": labels_image(labels_output)})
+    check_paths(
+        {**{f"SOURCE{i}": s.path for i, s in enumerate(sources, 1)}, "VECTOR": vector},
+        {
+            **{f"OUTPUT{i}": geotiff(out) for i, out in enumerate(paths, 1)},
+            "OUTPUT_LABELS": labels_image(labels_output),
+        },
+    )
     return paths
 
 
@@ -207,20 +228,27 @@ def _read_points(vector, field_name, layer, n_sources: int, progress: Progress) 
         )
     n = len(points.point_x)
     if n == 0:
-        raise InputError(f"the vector {str(vector)!r} has no point"
-                         + (f" with a class in field {field_name!r}" if field_name else ""))
+        raise InputError(
+            f"the vector {str(vector)!r} has no point"
+            + (f" with a class in field {field_name!r}" if field_name else "")
+        )
     needed = n * (BYTES_PER_POINT + 8 * n_sources)
     if needed > MEMORY_SHARE * physical_memory():
-        raise InputError(f"{n} points would need about {mebibytes(needed)} of working memory, more than half "
-                         f"of this machine's {mebibytes(physical_memory())}: extract them in parts (split the "
-                         "points layer by area, e.g. with Vector > Research Tools > Create Grid and Clip)")
-    progress.info(f"{n} points: about {mebibytes(needed)} of working memory (the patches themselves go to "
-                  "a temporary file beside the output)")
+        raise InputError(
+            f"{n} points would need about {mebibytes(needed)} of working memory, more than half "
+            f"of this machine's {mebibytes(physical_memory())}: extract them in parts (split the "
+            "points layer by area, e.g. with Vector > Research Tools > Create Grid and Clip)"
+        )
+    progress.info(
+        f"{n} points: about {mebibytes(needed)} of working memory (the patches themselves go to "
+        "a temporary file beside the output)"
+    )
     return points
 
 
-def _patch_starts(sources, datasets, grids, points: Features,
-                  rejected: dict[str, int]) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+def _patch_starts(
+    sources, datasets, grids, points: Features, rejected: dict[str, int]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Per source, ``(col0, row0)``: the first pixel of every point's patch (int32: a raster is far
     narrower than 2**31 px, so 8 bytes a point); and whether a point's patches lie in every
     source. Counts the points whose patch falls outside a source (the first that refuses it)."""
@@ -265,8 +293,15 @@ class _Steps:
         self.progress.step(self.total, self.total)
 
 
-def _cut_source(src: PatchSource, ds, col0: np.ndarray, row0: np.ndarray, groups: list[np.ndarray],
-                buffer: np.ndarray, steps: _Steps) -> np.ndarray:
+def _cut_source(
+    src: PatchSource,
+    ds,
+    col0: np.ndarray,
+    row0: np.ndarray,
+    groups: list[np.ndarray],
+    buffer: np.ndarray,
+    steps: _Steps,
+) -> np.ndarray:
     """The patches of one source into ``buffer``, a group at a time; returns, per patch,
     whether it holds a nodata value of the source."""
     nodata = nodata_values(ds, src.nodata)
@@ -285,25 +320,36 @@ def _cut_source(src: PatchSource, ds, col0: np.ndarray, row0: np.ndarray, groups
     return hits
 
 
-def _write_patches(staged: StagedOutputs, sources, datasets, buffers, keep: np.ndarray, outputs: list[Path],
-                   progress: Progress) -> None:
+def _write_patches(
+    staged: StagedOutputs, sources, datasets, buffers, keep: np.ndarray, outputs: list[Path], progress: Progress
+) -> None:
     """The kept patches of every source into its patches image, in point order."""
     for i, (src, ds, buffer, out) in enumerate(zip(sources, datasets, buffers, outputs, strict=True), 1):
         check_cancelled(progress, "patches extraction")
-        writer = PatchesWriter(staged.file(out), len(keep), src.patch_width, src.height, ds.count, ds.dtypes[0],
-                               descriptions=list(ds.descriptions),
-                               tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)})
+        writer = PatchesWriter(
+            staged.file(out),
+            len(keep),
+            src.patch_width,
+            src.height,
+            ds.count,
+            ds.dtypes[0],
+            descriptions=list(ds.descriptions),
+            tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)},
+        )
         try:
             for start in range(0, len(keep), WRITE_CHUNK):
-                writer.write(np.asarray(buffer[keep[start:start + WRITE_CHUNK]]))
+                writer.write(np.asarray(buffer[keep[start : start + WRITE_CHUNK]]))
         finally:
             writer.close()
 
 
 def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
     """One 1 x 1 label patch per kept point; class names in the metadata when they are text."""
-    tags = {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(points.class_names.items()))} \
-        if points.string_classes else {}
+    tags = (
+        {TAG_CLASS_CODES: ";".join(f"{name}={code}" for code, name in sorted(points.class_names.items()))}
+        if points.string_classes
+        else {}
+    )
     writer = PatchesWriter(path, len(codes), 1, 1, 1, _label_dtype(codes), tags=tags)
     try:
         writer.write(codes.reshape(-1, 1, 1, 1))
@@ -311,19 +357,35 @@ def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
         writer.close()
 
 
-def _result(outputs: list[Path], labels: Path | None, points: Features, accepted: np.ndarray,
-            rejected: dict[str, int], field_name, reference, polygon: np.ndarray | None) -> Extraction:
+def _result(
+    outputs: list[Path],
+    labels: Path | None,
+    points: Features,
+    accepted: np.ndarray,
+    rejected: dict[str, int],
+    field_name,
+    reference,
+    polygon: np.ndarray | None,
+) -> Extraction:
     n = len(points.point_x)
     x, y = transform_xy(points.point_x[accepted], points.point_y[accepted], points.crs_wkt, crs_wkt(reference))
     features = points.point_feature[accepted]
     return Extraction(
-        outputs=outputs, labels=labels, candidates=n, accepted=len(accepted), rejected=rejected,
-        fids=points.fids[features] if polygon is None else polygon, codes=points.codes[features],
-        x=np.asarray(x), y=np.asarray(y),
-        class_names=points.class_names, string_classes=points.string_classes, field=field_name or "",
+        outputs=outputs,
+        labels=labels,
+        candidates=n,
+        accepted=len(accepted),
+        rejected=rejected,
+        fids=points.fids[features] if polygon is None else polygon,
+        codes=points.codes[features],
+        x=np.asarray(x),
+        y=np.asarray(y),
+        class_names=points.class_names,
+        string_classes=points.string_classes,
+        field=field_name or "",
         crs_wkt=crs_wkt(reference),
-        messages=[f"{len(accepted)} of {n} points extracted"] + [f"{count} rejected: {reason}"
-                                                                 for reason, count in rejected.items()],
+        messages=[f"{len(accepted)} of {n} points extracted"]
+        + [f"{count} rejected: {reason}" for reason, count in rejected.items()],
     )
 
 
@@ -335,8 +397,10 @@ def _scratch(path: Path, dtype, shape) -> np.ndarray:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, max(size, 1))
     except OSError as err:
-        raise InputError(f"no room for the {size / 2**20:.1f} MiB of temporary patches in {path.parent.parent}: "
-                         f"{err.strerror}. Free some space or write the outputs to another folder") from err
+        raise InputError(
+            f"no room for the {size / 2**20:.1f} MiB of temporary patches in {path.parent.parent}: "
+            f"{err.strerror}. Free some space or write the outputs to another folder"
+        ) from err
     return np.memmap(path, dtype=dtype, mode="r+", shape=shape)
 
 

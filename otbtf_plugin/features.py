@@ -104,8 +104,9 @@ class OpenFeatures:
     def count(self) -> int:
         return self.plan.bands
 
-    def values_at(self, x: np.ndarray, y: np.ndarray, progress: Progress | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    def values_at(
+        self, x: np.ndarray, y: np.ndarray, progress: Progress | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Features of the pixels containing map points (in source 1's CRS):
         ``(values (n, features) float32, ok (n,) bool, rejected reason -> count)``."""
         progress = progress or NullProgress()
@@ -123,7 +124,7 @@ class OpenFeatures:
         step = max(1, plan.batch)
         for first in range(0, len(candidates), step):
             check_cancelled(progress, "feature extraction")
-            chunk, feeds, members = candidates[first:first + step], [], []
+            chunk, feeds, members = candidates[first : first + step], [], []
             for k in chunk:
                 item = tile_input(plan, self.datasets, Window(int(col[k]), int(row[k]), 1, 1))
                 if item.arrays is None or item.background is not None or not item.batches:
@@ -157,32 +158,47 @@ def open_features(spec: FeatureSpec, stack: ExitStack) -> OpenFeatures:
             raise InputError("OUTPUT_NAMES needs a MODEL: without one, the features are the bands of the sources")
         for k, s in enumerate(spec.sources, 1):
             if s.rfield not in (0, 1):
-                raise InputError(f"RFIELD{k}={s.rfield}: without a model the features are the bands of one pixel; "
-                                 "use RFIELD 1 (or 0)")
+                raise InputError(
+                    f"RFIELD{k}={s.rfield}: without a model the features are the bands of one pixel; "
+                    "use RFIELD 1 (or 0)"
+                )
         model = bands_model(datasets)
         sources = [ServeSource(s.path, 1, "", s.nodata) for s in spec.sources]
         names = []
     options = ServeOptions(output_names=list(names), memory_mb=spec.memory_mb, allow_lambda=spec.allow_lambda)
     plan = plan_serving(sources, model, options, datasets)
     if plan.mode != "pixels":
-        raise InputError(f"the outputs {', '.join(o.name for o in plan.outputs)} of this model are "
-                         f"{plan.geometry.efield} x {plan.geometry.efield} px per receptive field: features need "
-                         "one value per pixel; choose an output of 1 x 1 px per patch (OUTPUT_NAMES), e.g. a "
-                         "dense layer or the global pooling of the network")
+        raise InputError(
+            f"the outputs {', '.join(o.name for o in plan.outputs)} of this model are "
+            f"{plan.geometry.efield} x {plan.geometry.efield} px per receptive field: features need "
+            "one value per pixel; choose an output of 1 x 1 px per patch (OUTPUT_NAMES), e.g. a "
+            "dense layer or the global pooling of the network"
+        )
     return OpenFeatures(spec, datasets, model, plan)
 
 
 def recipe_of(spec: FeatureSpec, model: ServedModel, plan: Plan, datasets) -> dict:
     return {
-        "model": None if model.kind == "bands" or not spec.model else {
-            "name": Path(spec.model).name, "digest": model_digest(spec.model),
+        "model": None
+        if model.kind == "bands" or not spec.model
+        else {
+            "name": Path(spec.model).name,
+            "digest": model_digest(spec.model),
         },
         "output_names": [o.name for o in plan.outputs] if model.kind != "bands" else [],
-        "sources": [{"bands": sp.bands, "rfield": sp.rfield, "dtype": str(ds.dtypes[0]), "name": Path(ds.name).name,
-                     "resolution": [abs(ds.transform.a), abs(ds.transform.e)]}
-                    for sp, ds in zip(plan.sources, datasets, strict=True)],
-        "features": band_names(plan, "{name}_{c}") if model.kind != "bands" else [
-            f"source{k}_band{b}" for k, sp in enumerate(plan.sources, 1) for b in range(1, sp.bands + 1)],
+        "sources": [
+            {
+                "bands": sp.bands,
+                "rfield": sp.rfield,
+                "dtype": str(ds.dtypes[0]),
+                "name": Path(ds.name).name,
+                "resolution": [abs(ds.transform.a), abs(ds.transform.e)],
+            }
+            for sp, ds in zip(plan.sources, datasets, strict=True)
+        ],
+        "features": band_names(plan, "{name}_{c}")
+        if model.kind != "bands"
+        else [f"source{k}_band{b}" for k, sp in enumerate(plan.sources, 1) for b in range(1, sp.bands + 1)],
     }
 
 
@@ -190,13 +206,19 @@ def recipe_differences(trained: dict, given: dict) -> list[str]:
     """What differs between the recipe a classifier was trained with and the inputs given now."""
     out = []
     if (trained.get("model") or {}).get("digest") != (given.get("model") or {}).get("digest"):
+
         def name(r):
             return f"model {r['model']['name']!r}" if r.get("model") else "the bands of the sources (no model)"
-        out.append(f"features came from {name(trained)} at training; now from {name(given)} "
-                   "(a different model, or the same one modified)")
+
+        out.append(
+            f"features came from {name(trained)} at training; now from {name(given)} "
+            "(a different model, or the same one modified)"
+        )
     if trained.get("output_names") != given.get("output_names") and not out:
-        out.append(f"OUTPUT_NAMES were {', '.join(trained['output_names']) or '(all)'}; now "
-                   f"{', '.join(given['output_names']) or '(all)'}")
+        out.append(
+            f"OUTPUT_NAMES were {', '.join(trained['output_names']) or '(all)'}; now "
+            f"{', '.join(given['output_names']) or '(all)'}"
+        )
     ts, gs = trained.get("sources", []), given.get("sources", [])
     if len(ts) != len(gs):
         out.append(f"{len(ts)} source(s) at training; {len(gs)} given")
@@ -205,8 +227,10 @@ def recipe_differences(trained: dict, given: dict) -> list[str]:
             if t["bands"] != g["bands"]:
                 out.append(f"source {k} had {t['bands']} band(s) at training; the one given has {g['bands']}")
             if t["rfield"] != g["rfield"]:
-                out.append(f"source {k}: receptive field {t['rfield']} px at training; {g['rfield']} now: "
-                           f"use RFIELD{k}={t['rfield']}")
+                out.append(
+                    f"source {k}: receptive field {t['rfield']} px at training; {g['rfield']} now: "
+                    f"use RFIELD{k}={t['rfield']}"
+                )
     swapped = _swapped_sources(ts, gs)
     if swapped:
         out.append(swapped)
@@ -239,8 +263,10 @@ def _swapped_sources(trained: list[dict], given: list[dict]) -> str | None:
         if not match:
             return None  # other data altogether: said by recipe_notes
         order.append(match[0])
-    described = ", ".join(f"SOURCE{j + 1} = the {_pixel_size(size)} raster ({source.get('name', '?')} at training)"
-                          for j, (size, source) in enumerate(zip(was, trained, strict=True)))
+    described = ", ".join(
+        f"SOURCE{j + 1} = the {_pixel_size(size)} raster ({source.get('name', '?')} at training)"
+        for j, (size, source) in enumerate(zip(was, trained, strict=True))
+    )
     given_order = ", ".join(f"source {k} is {_pixel_size(now[k - 1])}" for k in range(1, len(now) + 1))
     return f"the sources seem swapped ({given_order}): give them in the training order, {described}"
 
@@ -256,9 +282,13 @@ def recipe_notes(trained: dict, given: dict) -> list[str]:
     for k, (t, g) in enumerate(zip(trained.get("sources", []), given.get("sources", []), strict=False), 1):
         was, now = _resolution(t), _resolution(g)
         if was and now and not _same_resolution(was, now):
-            notes.append(f"warning: source {k} has pixels of {_pixel_size(now)}; the classifier was trained on "
-                         f"{_pixel_size(was)} ({t.get('name', '?')}): check that this is the data you mean")
+            notes.append(
+                f"warning: source {k} has pixels of {_pixel_size(now)}; the classifier was trained on "
+                f"{_pixel_size(was)} ({t.get('name', '?')}): check that this is the data you mean"
+            )
         if t.get("dtype") and t["dtype"] != g.get("dtype"):
-            notes.append(f"warning: source {k} holds {g.get('dtype')} pixels; the classifier was trained on "
-                         f"{t['dtype']} ({t.get('name', '?')}): values on another scale give a wrong map")
+            notes.append(
+                f"warning: source {k} holds {g.get('dtype')} pixels; the classifier was trained on "
+                f"{t['dtype']} ({t.get('name', '?')}): values on another scale give a wrong map"
+            )
     return notes

@@ -93,8 +93,9 @@ def tiles(width: int, height: int, tile_width: int, tile_height: int | None = No
 
 def expanded(window: Window, margin: int, bounds: Window) -> Window:
     """``window`` grown by ``margin`` pixels on each side, within ``bounds``."""
-    grown = Window(window.col_off - margin, window.row_off - margin, window.width + 2 * margin,
-                   window.height + 2 * margin)
+    grown = Window(
+        window.col_off - margin, window.row_off - margin, window.width + 2 * margin, window.height + 2 * margin
+    )
     return intersection(grown, bounds)
 
 
@@ -120,8 +121,10 @@ def blend_weights(window: Window, margin: int, bounds: Window) -> np.ndarray:
             weights = np.minimum(weights, _smooth_step((size - centre) / (2 * margin)))
         return weights
 
-    return np.outer(ramp(window.row_off, window.height, bounds.row_off, bounds.row_end),
-                    ramp(window.col_off, window.width, bounds.col_off, bounds.col_end))
+    return np.outer(
+        ramp(window.row_off, window.height, bounds.row_off, bounds.row_end),
+        ramp(window.col_off, window.width, bounds.col_off, bounds.col_end),
+    )
 
 
 def patch_start(center, size: int):
@@ -312,8 +315,10 @@ class ModelGeometry:
 
     def __post_init__(self) -> None:
         if self.rfield < 1 or self.efield < 1 or self.scale < 1:
-            raise GridError(f"receptive field {self.rfield}, expression field {self.efield} and spacing "
-                            f"scale {self.scale} must all be at least 1")
+            raise GridError(
+                f"receptive field {self.rfield}, expression field {self.efield} and spacing "
+                f"scale {self.scale} must all be at least 1"
+            )
         if self.efield * self.scale > self.rfield:
             raise GridError(
                 f"expression field {self.efield} x spacing scale {self.scale} = {self.efield * self.scale} px "
@@ -357,8 +362,7 @@ class AxisMap:
     ratio: float  # source pixels per reference pixel (0.5 for a 60 m source over 30 m)
 
     @classmethod
-    def between(cls, reference_origin: float, reference_res: float, source_origin: float,
-                source_res: float) -> AxisMap:
+    def between(cls, reference_origin: float, reference_res: float, source_origin: float, source_res: float) -> AxisMap:
         return cls((reference_origin - source_origin) / source_res, reference_res / source_res)
 
 
@@ -384,7 +388,6 @@ def block_starts(out_index, axis: AxisMap, offset_px: int, scale: int, source_rf
             "differ by whole pixels of the coarser one"
         )
     return rounded.astype(np.int64) - (source_rfield // 2 - source_efield // 2)
-
 
 
 # -- One source, one axis, as serving reads it -----------------------------------------
@@ -444,8 +447,9 @@ class SourceAxis:
         return start, round(count * self.scale * self.ratio) + context
 
 
-def input_window(x: SourceAxis, y: SourceAxis, tile: Window, first: tuple[int, int], mode: Mode,
-                 model_efield: int) -> Window:
+def input_window(
+    x: SourceAxis, y: SourceAxis, tile: Window, first: tuple[int, int], mode: Mode, model_efield: int
+) -> Window:
     """The source window a tile of the output reads; ``first`` is the output index of the
     output grid's pixel 0."""
     col, width = x.tile_input(tile.col_off + first[0], tile.width, mode, model_efield)
@@ -453,8 +457,9 @@ def input_window(x: SourceAxis, y: SourceAxis, tile: Window, first: tuple[int, i
     return Window(col, row, width, height)
 
 
-def output_range(size: int, phase: int, scale: int, axes: list[tuple[SourceAxis, int]], mode: Mode,
-                 pad: bool) -> tuple[int, int]:
+def output_range(
+    size: int, phase: int, scale: int, axes: list[tuple[SourceAxis, int]], mode: Mode, pad: bool
+) -> tuple[int, int]:
     """``(first index, count)`` of the output pixels along one axis of a reference of ``size``
     pixels: with ``pad``, every output pixel covering part of the reference; without, those
     whose input lies inside every source (``axes``: each source's axis and its size)."""

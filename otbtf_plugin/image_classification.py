@@ -41,7 +41,6 @@ def class_map_type(codes) -> tuple[str, int]:
     raise InputError(f"class codes {low} .. {high} do not fit a 32-bit class map")
 
 
-
 @dataclass
 class ClassifyResult:
     output: Path
@@ -49,7 +48,6 @@ class ClassifyResult:
     style: Path | None
     tiles: int
     skipped_tiles: int
-
 
 
 class _Grid:
@@ -61,13 +59,11 @@ class _Grid:
         self.shape = (self.height, self.width)
 
 
-
 class TileClassifier:
     """Features of a tile -> class codes and confidence; the same on this machine and on
     a cluster worker (which builds its own from the same inputs)."""
 
-    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True,
-                 confidence: bool = True):
+    def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True, confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
         self.plan, self.datasets = self.opened.plan, self.opened.datasets  # what serving.inference.read_tile reads
         self.notes: list[str] = []
@@ -87,8 +83,9 @@ class TileClassifier:
             self.mask = AlignedRaster(mask, _Grid(self.profile))
             stack.callback(self.mask.close)
 
-    def __call__(self, item: TileInput, mask: np.ndarray | None,
-                 progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(
+        self, item: TileInput, mask: np.ndarray | None, progress: Progress
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class codes and confidence (None when not wanted) of a tile; ``mask``: its valid pixels."""
         tile, plan = item.tile, self.opened.plan
         values = infer_tile(plan, self.opened.model, item, progress)  # (features, h, w)
@@ -114,25 +111,25 @@ class TileClassifier:
         return classes.reshape(shape), None if scores is None else scores.reshape(shape)
 
 
-
 def load_image_classifier(classifier_path):
     trained = classifiers.load(classifier_path)
     if "sources" not in trained.recipe:
-        raise InputError(f"{Path(classifier_path).name} was trained on vector fields "
-                         f"({', '.join(trained.recipe.get('fields', []))}), not on image features: train it with "
-                         "otbtf:trainclassifierfromdeepfeatures, or with otbtf:trainvectorclassifier on every "
-                         "field written by otbtf:sampleextractionfromdeepfeatures")
+        raise InputError(
+            f"{Path(classifier_path).name} was trained on vector fields "
+            f"({', '.join(trained.recipe.get('fields', []))}), not on image features: train it with "
+            "otbtf:trainclassifierfromdeepfeatures, or with otbtf:trainvectorclassifier on every "
+            "field written by otbtf:sampleextractionfromdeepfeatures"
+        )
     return trained
 
 
-
-def build_classifier_state(spec: FeatureSpec, classifier_path: str, mask, confidence: bool,
-                           stack: ExitStack) -> TileClassifier:
+def build_classifier_state(
+    spec: FeatureSpec, classifier_path: str, mask, confidence: bool, stack: ExitStack
+) -> TileClassifier:
     """A run's tile classifier, built again where the tiles are computed (a cluster worker)."""
     trained = load_image_classifier(classifier_path)
     classifiers.single_threaded(trained.estimator)  # the worker's own threads are its parallelism
     return TileClassifier(spec, trained, mask, stack, check=False, confidence=confidence)
-
 
 
 def read_classifier_tile(state: TileClassifier, tile) -> tuple[TileInput, np.ndarray | None]:
@@ -148,16 +145,24 @@ def classifier_tile_is_empty(item: tuple[TileInput, np.ndarray | None]) -> bool:
     return tile_is_empty(item[0])
 
 
-
-def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, mask=None,
-                   compress: Compression = "zstd", progress: Progress | None = None,
-                   executor: Executor | None = None) -> ClassifyResult:
+def classify_image(
+    spec: FeatureSpec,
+    classifier_path,
+    output,
+    confidence=None,
+    mask=None,
+    compress: Compression = "zstd",
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> ClassifyResult:
     """otbtf:imageclassifierfromdeepfeatures, with ``executor`` computing the tiles (default: this
     machine)."""
     progress = progress or NullProgress()
     executor = executor or LocalThreads()
-    check_paths({**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
-                {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)})
+    check_paths(
+        {**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
+        {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)},
+    )
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))
@@ -166,21 +171,35 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
             tell(progress, note)
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
-        rasters = [(output, output_profile(plan, crs, 1, classify.dtype, compress) | {"nodata": classify.nodata},
-                    ["class"])]
+        rasters = [
+            (output, output_profile(plan, crs, 1, classify.dtype, compress) | {"nodata": classify.nodata}, ["class"])
+        ]
         if confidence:
-            rasters.append((confidence, output_profile(plan, crs, 1, "float32", compress) | {"nodata": -1.0},
-                            ["confidence"]))
-        absolute_spec = replace(spec, sources=[replace(s, path=absolute(s.path)) for s in spec.sources],
-                                model=absolute(spec.model) if spec.model else None)
-        work = TileWork(build=partial(build_classifier_state, absolute_spec, absolute(classifier_path),
-                                      absolute(mask) if mask else None, bool(confidence)),
-                        read=read_classifier_tile, compute=compute_classifier_tile,
-                        empty=classifier_tile_is_empty)
+            rasters.append(
+                (confidence, output_profile(plan, crs, 1, "float32", compress) | {"nodata": -1.0}, ["confidence"])
+            )
+        absolute_spec = replace(
+            spec,
+            sources=[replace(s, path=absolute(s.path)) for s in spec.sources],
+            model=absolute(spec.model) if spec.model else None,
+        )
+        work = TileWork(
+            build=partial(
+                build_classifier_state,
+                absolute_spec,
+                absolute(classifier_path),
+                absolute(mask) if mask else None,
+                bool(confidence),
+            ),
+            read=read_classifier_tile,
+            compute=compute_classifier_tile,
+            empty=classifier_tile_is_empty,
+        )
         if executor.local:  # the trees on a pool of this run's threads
             classifiers.single_threaded(trained.estimator)
             classify.decide.rows = stack.enter_context(classifiers.ParallelDecisions(classify.decide.rows))
         with raster_outputs(rasters) as out:
+
             def write_tile(tile, result):
                 classes, scores = result
                 write(out.writers[0], classes, 1, window=tile.to_rasterio())
@@ -192,4 +211,3 @@ def classify_image(spec: FeatureSpec, classifier_path, output, confidence=None, 
             if confidence:
                 write_confidence_style(confidence, out.staged)
     return ClassifyResult(Path(output), Path(confidence) if confidence else None, style, len(plan_tiles), skipped)
-

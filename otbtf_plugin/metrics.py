@@ -39,7 +39,7 @@ def report(matrix: np.ndarray, names: list[str]) -> dict:
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(diagonal), where=denominator > 0)
     accuracy = float(diagonal.sum() / total) if total else 0.0
-    expected = float((predicted * actual).sum() / total ** 2) if total else 0.0
+    expected = float((predicted * actual).sum() / total**2) if total else 0.0
     kappa = (accuracy - expected) / (1 - expected) if expected < 1 else 0.0
     return {
         "classes": [
@@ -62,10 +62,10 @@ def regression_report(truth, predicted) -> dict:
     error = predicted - truth
     total = float(((truth - truth.mean()) ** 2).sum()) if truth.size else 0.0
     return {
-        "rmse": float(np.sqrt((error ** 2).mean())) if truth.size else 0.0,
+        "rmse": float(np.sqrt((error**2).mean())) if truth.size else 0.0,
         "mae": float(np.abs(error).mean()) if truth.size else 0.0,
         "bias": float(error.mean()) if truth.size else 0.0,
-        "r2": float(1 - (error ** 2).sum() / total) if total > 0 else 0.0,
+        "r2": float(1 - (error**2).sum() / total) if total > 0 else 0.0,
         "samples": int(truth.size),
     }
 
@@ -84,7 +84,12 @@ def fold_summary(per_fold: list[dict], pooled: dict) -> dict:
         if "classes" in scores:
             row["mean_f1"] = float(np.mean([c["f1"] for c in scores["classes"] if c["support"]]))
         rows.append({**row, "samples": int(scores["samples"])})
-    return {"folds": len(rows), "per_fold": rows,
-            "summary": {key: {"mean": float(np.mean([r[key] for r in rows])),
-                              "std": float(np.std([r[key] for r in rows]))} for key in keys},
-            "pooled": {key: float(pooled[key]) for key in keys if key in pooled}}
+    return {
+        "folds": len(rows),
+        "per_fold": rows,
+        "summary": {
+            key: {"mean": float(np.mean([r[key] for r in rows])), "std": float(np.std([r[key] for r in rows]))}
+            for key in keys
+        },
+        "pooled": {key: float(pooled[key]) for key in keys if key in pooled},
+    }

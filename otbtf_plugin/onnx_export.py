@@ -57,8 +57,10 @@ def _class_nodes(onnx, codes: list[int], scores: str, axis: int):
     """``class`` = codes[argmax(scores, axis)] (int32), as ONNX nodes and their constant."""
     helper = onnx.helper
     table = onnx.numpy_helper.from_array(np.asarray(codes, dtype=np.int32), "otbtf_class_codes")
-    nodes = [helper.make_node("ArgMax", [scores], ["otbtf_class_index"], axis=axis, keepdims=0),
-             helper.make_node("Gather", ["otbtf_class_codes", "otbtf_class_index"], ["class"], axis=0)]
+    nodes = [
+        helper.make_node("ArgMax", [scores], ["otbtf_class_index"], axis=axis, keepdims=0),
+        helper.make_node("Gather", ["otbtf_class_codes", "otbtf_class_index"], ["class"], axis=0),
+    ]
     return nodes, table
 
 
@@ -86,9 +88,15 @@ def _rename(proto, names: dict[str, str]) -> None:
 
 
 def _deepness_keys(meta: ModelMetadata, size: int, bands: int) -> dict:
-    return {"model_type": "Segmentor", "class_names": {str(k): c.name for k, c in enumerate(meta.classes)},
-            "tiles_size": size, "tiles_overlap": 50, "seg_thresh": 0, "standardization_mean": [0.0] * bands,
-            "standardization_std": [1 / 255] * bands}
+    return {
+        "model_type": "Segmentor",
+        "class_names": {str(k): c.name for k, c in enumerate(meta.classes)},
+        "tiles_size": size,
+        "tiles_overlap": 50,
+        "seg_thresh": 0,
+        "standardization_mean": [0.0] * bands,
+        "standardization_std": [1 / 255] * bands,
+    }
 
 
 def keras_to_onnx(served, where: str) -> tuple:
@@ -98,8 +106,9 @@ def keras_to_onnx(served, where: str) -> tuple:
     the ONNX model and the Keras model's output structure."""
     tf, tf2onnx = runtimes.import_tensorflow(), _import_tf2onnx()
     names = [t.name.split(":")[0] for t in served.inputs]
-    signature = [tf.TensorSpec([None, *t.shape[1:]], tf.float32, name=n) for t, n in zip(served.inputs, names,
-                                                                                       strict=True)]
+    signature = [
+        tf.TensorSpec([None, *t.shape[1:]], tf.float32, name=n) for t, n in zip(served.inputs, names, strict=True)
+    ]
     structure = served.output if isinstance(served.output, dict) else {"output": served.output}
     keep = [k for k in structure if k != "class"]
 
@@ -121,12 +130,15 @@ def keras_to_onnx(served, where: str) -> tuple:
     try:
         with _quiet(tf):
             proto, _ = tf2onnx.convert.from_graph_def(
-                graph_def, input_names=inputs, output_names=list(outputs.values()), opset=OPSET,
+                graph_def,
+                input_names=inputs,
+                output_names=list(outputs.values()),
+                opset=OPSET,
                 inputs_as_nchw=[t.name for t in frozen.inputs if t.dtype != tf.resource and t.shape.rank == 4],
-                outputs_as_nchw=images)
+                outputs_as_nchw=images,
+            )
     except Exception as err:  # tf2onnx's own errors: one line
-        raise InputError(f"{where}: tf2onnx could not convert the model ({str(err).splitlines()[0][:300]})") \
-            from err
+        raise InputError(f"{where}: tf2onnx could not convert the model ({str(err).splitlines()[0][:300]})") from err
     _rename(proto, {**{v: k for k, v in outputs.items()}, **dict(zip(inputs, names, strict=True))})
     return proto, structure
 
@@ -136,16 +148,19 @@ def export_onnx(folder: str | Path, output: str | Path) -> Path:
     folder, output = Path(folder), Path(output)
     meta = read_metadata(folder)
     if meta is None or not (folder / "model.keras").is_file():
-        raise InputError(f"{folder}: not a model folder written by otbtf:tensorflowmodeltrain (it needs "
-                         f"{METADATA_FILE} and model.keras)")
+        raise InputError(
+            f"{folder}: not a model folder written by otbtf:tensorflowmodeltrain (it needs "
+            f"{METADATA_FILE} and model.keras)"
+        )
     check_paths({"MODEL": folder}, {"OUTPUT": Output(output, suffixes=(".onnx",))})
     keras, served = _load_keras(folder)
     write_model(keras, served, meta, output, where=str(folder))
     return output
 
 
-def write_model(keras, served, meta: ModelMetadata, output: Path, staged: StagedOutputs | None = None,
-                where: str = "the model") -> None:
+def write_model(
+    keras, served, meta: ModelMetadata, output: Path, staged: StagedOutputs | None = None, where: str = "the model"
+) -> None:
     """The served Keras model of a model folder (``meta`` its metadata) as the ONNX file
     ``output`` (in ``staged``: written with the run's other outputs)."""
     onnx = runtimes.import_onnx()

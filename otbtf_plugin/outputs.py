@@ -44,8 +44,7 @@ RASTER_COMPANIONS = (".qml", ".aux.xml")  # a style and GDAL's statistics, writt
 
 # Files that GIS software keeps beside a raster or vector and that belong to it, and the
 # table that training reads beside a labels image (patches_image.ORIGINS_SUFFIX).
-SIDECARS = (".qml", ".aux.xml", ".ovr", ".msk", ".prj", ".dbf", ".shx", ".cpg", ".qix", ".sbn", ".sbx",
-            ".origins.csv")
+SIDECARS = (".qml", ".aux.xml", ".ovr", ".msk", ".prj", ".dbf", ".shx", ".cpg", ".qix", ".sbn", ".sbx", ".origins.csv")
 
 PathLike = str | Path
 
@@ -134,15 +133,19 @@ def target_problem(name: str, output: Output) -> str | None:
         got = f"ends in {path.suffix!r}" if path.suffix else "has no extension"
         if output.suffixes != GEOTIFF:
             return f"{name} {str(path)!r} {got}: give a name ending in {' or '.join(output.suffixes)}"
-        return (f"{name} {str(path)!r} {got}, but it is written as GeoTIFF: give a name ending in "
-                f"{' or '.join(output.suffixes)} (convert it afterwards with gdal_translate if you need "
-                "another format)")
+        return (
+            f"{name} {str(path)!r} {got}, but it is written as GeoTIFF: give a name ending in "
+            f"{' or '.join(output.suffixes)} (convert it afterwards with gdal_translate if you need "
+            "another format)"
+        )
     for file in output.files():
         if file.is_dir():
             return f"{name} {str(file)!r} is a folder: give a file name"
         if read_only(file):
-            return (f"{name} {str(file)!r} exists and is read-only: choose another name, "
-                    "or make the file writable to replace it")
+            return (
+                f"{name} {str(file)!r} exists and is read-only: choose another name, "
+                "or make the file writable to replace it"
+            )
     return None
 
 
@@ -156,14 +159,19 @@ def _foreign_content(name: str, output: Output) -> str | None:
         return None
     if not (output.marker and (path / output.marker).is_file()):
         why = f" (no {output.marker})" if output.marker else ""
-        return (f"{name} {str(path)!r} is an existing folder that is not an otbtf model{why}; it would be "
-                "replaced: choose a new or empty folder")
+        return (
+            f"{name} {str(path)!r} is an existing folder that is not an otbtf model{why}; it would be "
+            "replaced: choose a new or empty folder"
+        )
     foreign = [entry for entry in entries if output.owned and entry not in output.owned]
     if foreign:
-        listed = ", ".join(repr(entry) for entry in foreign[:3]) + (f" and {len(foreign) - 3} more"
-                                                                     if len(foreign) > 3 else "")
-        return (f"{name} {str(path)!r} holds {listed}, which otbtf did not write there; it would be replaced: "
-                "move them out, or choose a new or empty folder")
+        listed = ", ".join(repr(entry) for entry in foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        return (
+            f"{name} {str(path)!r} holds {listed}, which otbtf did not write there; it would be replaced: "
+            "move them out, or choose a new or empty folder"
+        )
     return None
 
 
@@ -185,12 +193,16 @@ def name_problem(name: str, output: Output) -> str | None:
         size, extra = len(os.fsencode(final.name)), len(os.fsencode(longest)) - len(os.fsencode(final.name))
         if size + extra > name_max:
             unit = "characters" if size == len(final.name) else "bytes"
-            return (f"{name}: the name {_shortened(final.name)!r} is {size} {unit} long; the file system of "
-                    f"{str(folder)!r} allows {name_max} per name, and the run needs {extra} more for its "
-                    f"temporary files: give a name of at most {name_max - extra} {unit}")
+            return (
+                f"{name}: the name {_shortened(final.name)!r} is {size} {unit} long; the file system of "
+                f"{str(folder)!r} allows {name_max} per name, and the run needs {extra} more for its "
+                f"temporary files: give a name of at most {name_max - extra} {unit}"
+            )
         if len(os.fsencode(str(final.absolute()))) + extra >= path_max:
-            return (f"{name}: the path {_shortened(str(final))!r} is too long for the file system "
-                    f"({path_max} bytes at most, with {extra} more for temporary files): choose a shorter path")
+            return (
+                f"{name}: the path {_shortened(str(final))!r} is too long for the file system "
+                f"({path_max} bytes at most, with {extra} more for temporary files): choose a shorter path"
+            )
     return None
 
 
@@ -224,16 +236,20 @@ def geotiff(path: PathLike | None) -> Output | None:
     return Output(path, companions=RASTER_COMPANIONS, suffixes=GEOTIFF) if path else None
 
 
-def check_paths(inputs: Mapping[str, PathLike | Iterable[PathLike] | None],
-                outputs: Mapping[str, Output | PathLike | None]) -> None:
+def check_paths(
+    inputs: Mapping[str, PathLike | Iterable[PathLike] | None], outputs: Mapping[str, Output | PathLike | None]
+) -> None:
     """Raise :class:`InputError` naming the first output that would lose the user's data.
 
     ``inputs`` maps a parameter name to a path (or paths); ``outputs`` maps a
     parameter name to an :class:`Output` (a bare path is a file). None and
     empty values are skipped.
     """
-    named_outputs = {name: value if isinstance(value, Output) else Output(value)
-                     for name, value in outputs.items() if value not in (None, "")}
+    named_outputs = {
+        name: value if isinstance(value, Output) else Output(value)
+        for name, value in outputs.items()
+        if value not in (None, "")
+    }
     for name, output in named_outputs.items():
         problem = name_problem(name, output)
         if problem:
@@ -280,8 +296,10 @@ def _output_conflict(output: Output, file: Path, seen: list[tuple[str, Path, str
     for other_name, other, other_kind in seen:
         if _same(file, other):
             return f"is the same path as the output {other_name}"
-        for kind, why in (("folder", "the folder is replaced at the end of the run"),
-                          ("into", "the run writes files into that folder")):
+        for kind, why in (
+            ("folder", "the folder is replaced at the end of the run"),
+            ("into", "the run writes files into that folder"),
+        ):
             if (output.kind == kind and _inside(other, file)) or (other_kind == kind and _inside(file, other)):
                 return f"and the output {other_name} lie one inside the other, and {why}"
     return None
@@ -338,8 +356,10 @@ class StagedOutputs:
             for tmp, final in self._files:
                 os.replace(tmp, final)
         except OSError as err:
-            raise InputError(f"could not write {err.filename or 'an output'}: {err.strerror}. Is the disk full "
-                             "or the folder read-only?") from err
+            raise InputError(
+                f"could not write {err.filename or 'an output'}: {err.strerror}. Is the disk full "
+                "or the folder read-only?"
+            ) from err
         self._files, self._folders = [], []
 
     def discard(self) -> None:
@@ -359,8 +379,10 @@ class StagedOutputs:
         targets = ", ".join(str(final) for final in finals) or "the outputs"
         self.discard()
         if isinstance(error, OSError):  # rasterio's I/O errors are OSErrors; reads raise InputError
-            raise InputError(f"could not write {targets}: {error}. Is the disk full or the folder read-only? "
-                             + " ".join(unchanged(final) for final in finals[:3])) from error
+            raise InputError(
+                f"could not write {targets}: {error}. Is the disk full or the folder read-only? "
+                + " ".join(unchanged(final) for final in finals[:3])
+            ) from error
 
 
 def unchanged(final: PathLike) -> str:

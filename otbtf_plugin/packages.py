@@ -63,9 +63,7 @@ def parse_requirements(text: str, version: tuple[int, int] | None = None) -> lis
         spec, _, marker = line.partition(";")
         name, sep, pinned = spec.strip().partition("==")
         if not sep or not name or not pinned:
-            raise DependencyError(
-                f"requirements line {number} {raw.strip()!r} is not of the form name==version"
-            )
+            raise DependencyError(f"requirements line {number} {raw.strip()!r} is not of the form name==version")
         if marker and not _marker_holds(marker, version):
             continue
         pins.append(Pin(name.strip(), pinned.strip()))
@@ -88,9 +86,14 @@ def _installed_version(name: str) -> str | None:
 
 
 # The packages behind the other features; a plugin upgraded over an older install lacks them.
-FEATURE_PACKAGES = {"scikit-learn": "classical classifiers", "skops": "classifier files",
-                    "distributed": "Dask clusters", "onnxruntime": "ONNX models", "onnx": "ONNX files",
-                    "tf2onnx": "ONNX export"}
+FEATURE_PACKAGES = {
+    "scikit-learn": "classical classifiers",
+    "skops": "classifier files",
+    "distributed": "Dask clusters",
+    "onnxruntime": "ONNX models",
+    "onnx": "ONNX files",
+    "tf2onnx": "ONNX export",
+}
 
 
 def problems() -> list[str]:
@@ -106,8 +109,10 @@ def problems() -> list[str]:
         pin = next((p for p in pins() if p.name == name), None)
         version = _installed_version(name)
         if pin is not None and (version is None or _version_tuple(version)[:2] != _version_tuple(pin.version)[:2]):
-            found.append(f"{name} {pin.version} (for {needed_by}) is " + (
-                "not installed" if version is None else f"at version {version}"))
+            found.append(
+                f"{name} {pin.version} (for {needed_by}) is "
+                + ("not installed" if version is None else f"at version {version}")
+            )
     loaded = sys.modules.get("numpy")
     numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
     if numpy_version is None:
@@ -131,8 +136,10 @@ def requirement_message() -> str | None:
     found = problems()
     if not found:
         return None
-    return ("; ".join(found) + ". Install the pinned packages with the plugin's "
-            f"'Install dependencies' action (Plugins > otbtf), or run {install_command()}")
+    return (
+        "; ".join(found) + ". Install the pinned packages with the plugin's "
+        f"'Install dependencies' action (Plugins > otbtf), or run {install_command()}"
+    )
 
 
 def require() -> None:

@@ -94,12 +94,26 @@ class PatchesImage:
 class PatchesWriter:
     """Writes ``count`` patches, in order, into a (temporary) GeoTIFF path."""
 
-    def __init__(self, path: Path, count: int, patch_width: int, patch_height: int, bands: int, dtype,
-                 descriptions: list[str | None] | None = None, tags: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        count: int,
+        patch_width: int,
+        patch_height: int,
+        bands: int,
+        dtype,
+        descriptions: list[str | None] | None = None,
+        tags: dict[str, str] | None = None,
+    ):
         self.patch_width, self.patch_height, self.count = patch_width, patch_height, count
         profile = {
-            "driver": "GTiff", "width": patch_width, "height": count * patch_height, "count": bands,
-            "dtype": np.dtype(dtype).name, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+            "driver": "GTiff",
+            "width": patch_width,
+            "height": count * patch_height,
+            "count": bands,
+            "dtype": np.dtype(dtype).name,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
             # Pixel units, north up, no CRS: the extent QGIS gives a raster without georeferencing,
             # written down so that its GDAL provider does not log "ERROR 1: Unable to compute a
             # transformation" each time the image is loaded (otbtf ignores it).
@@ -108,8 +122,7 @@ class PatchesWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self.dataset = rasterio.open(path, "w", **profile)
-        self.dataset.update_tags(**{TAG_WIDTH: str(patch_width), TAG_HEIGHT: str(patch_height)},
-                                 **(tags or {}))
+        self.dataset.update_tags(**{TAG_WIDTH: str(patch_width), TAG_HEIGHT: str(patch_height)}, **(tags or {}))
         for band, text in enumerate(descriptions or [], 1):
             if text:
                 self.dataset.set_band_description(band, text)

@@ -72,7 +72,7 @@ class PatchesSelection:
         code = SET_NAMES.index(set_name)
         rows_per_chunk = max(1, positions // max(1, self.sets.shape[1]))
         for start in range(0, self.sets.shape[0], rows_per_chunk):
-            rows, cols = np.nonzero(self.sets[start:start + rows_per_chunk] == code)
+            rows, cols = np.nonzero(self.sets[start : start + rows_per_chunk] == code)
             if len(rows):
                 col = position_centre(cols, self.patch_px, self.step_px)
                 row = position_centre(rows + start, self.patch_px, self.step_px)
@@ -81,6 +81,7 @@ class PatchesSelection:
     def write_gpkg(self, set_name: str, path: str | Path) -> Path:
         x, y = self.points(set_name)
         return write_points(path, set_name, self.crs_wkt, x, y, {"set": ([set_name] * len(x), "String")})
+
 
 def _window_sums(values: np.ndarray, patch: int, step: int, ny: int, nx: int) -> np.ndarray:
     """Sum of ``values`` over each patch whose start is ``(j*step, i*step)`` (summed-area table)."""
@@ -101,8 +102,9 @@ def _scan_positions(dataset, patch, step, nodata, mask, labels, classes, progres
     plan = tiles(nx, ny, per_tile)
     for done, tile in enumerate(plan, 1):  # a tile of positions, and the pixels their patches need
         check_cancelled(progress, "patches selection")
-        pixels = Window(tile.col_off * step, tile.row_off * step,
-                        (tile.width - 1) * step + patch, (tile.height - 1) * step + patch)
+        pixels = Window(
+            tile.col_off * step, tile.row_off * step, (tile.width - 1) * step + patch, (tile.height - 1) * step + patch
+        )
         bad = np.zeros((pixels.height, pixels.width), dtype=bool)
         if any(v is not None for v in nodata):
             bad |= invalid_pixels(read(dataset, window=pixels.to_rasterio()), nodata)
@@ -138,8 +140,9 @@ def _assign(valid: np.ndarray, strategy: str, fractions, cell: int, seed: int) -
     if strategy == "chessboard":
         cell_set = ((np.arange(cy)[:, None] + np.arange(cx)[None, :]) % 2).astype(np.int8)
     else:
-        has_valid = np.logical_or.reduceat(np.logical_or.reduceat(valid, np.arange(0, ny, cell), axis=0),
-                                           np.arange(0, nx, cell), axis=1)
+        has_valid = np.logical_or.reduceat(
+            np.logical_or.reduceat(valid, np.arange(0, ny, cell), axis=0), np.arange(0, nx, cell), axis=1
+        )
         ids = np.flatnonzero(has_valid)  # cell ids (row-major), ascending
         order = np.random.default_rng(seed).permutation(len(ids))
         bounds = np.floor(np.cumsum(fractions) / sum(fractions) * len(ids) + 0.5).astype(int)
@@ -170,8 +173,9 @@ def _balance(valid: np.ndarray, per_class: np.ndarray, classes: list, progress: 
     if not nonempty:
         raise InputError("no valid patch holds any class of the label raster")
     wanted = min(counts[k] for k in nonempty)
-    progress.info(f"balanced: {wanted} patches per class, from "
-                  + ", ".join(f"class {classes[k]}: {counts[k]}" for k in nonempty))
+    progress.info(
+        f"balanced: {wanted} patches per class, from " + ", ".join(f"class {classes[k]}: {counts[k]}" for k in nonempty)
+    )
     keep = np.zeros_like(valid)
     for k in nonempty:
         members = np.flatnonzero((valid & (label == k)).ravel())
@@ -188,14 +192,25 @@ def _check_fractions(fractions) -> None:
         raise InputError(f"fractions {typed} must be >= 0 and not all 0, e.g. 0.7, 0.15, 0.15")
     if abs(total - 1) > 1e-6:
         same = ", ".join(f"{f / total:.4g}" for f in fractions)
-        raise InputError(f"fractions {typed} add up to {total:g}; they share the positions, so they must add up "
-                         f"to 1: for the same proportions use {same}")
+        raise InputError(
+            f"fractions {typed} add up to {total:g}; they share the positions, so they must add up "
+            f"to 1: for the same proportions use {same}"
+        )
 
 
-def patches_selection(raster, patch_px: int, step_px: int, strategy: PatchStrategy = "split",  # noqa: C901
-                      fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), mask=None,
-                      nodata: float | None = None, labels=None, cell: int | None = None, seed: int = 0,
-                      progress: Progress | None = None) -> PatchesSelection:
+def patches_selection(  # noqa: C901
+    raster,
+    patch_px: int,
+    step_px: int,
+    strategy: PatchStrategy = "split",
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    mask=None,
+    nodata: float | None = None,
+    labels=None,
+    cell: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> PatchesSelection:
     """Select grid patches over ``raster`` and split them into sets (see module doc)."""
     progress = progress or NullProgress()
     if strategy not in STRATEGIES:
@@ -209,8 +224,10 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: PatchStrate
     with open_raster(raster) as dataset:
         grid = grid_of(dataset)
         if patch_px > min(grid.width, grid.height):
-            raise InputError(f"patch size {patch_px} px is larger than the raster ({grid.width} x "
-                             f"{grid.height} px); use at most {min(grid.width, grid.height)}")
+            raise InputError(
+                f"patch size {patch_px} px is larger than the raster ({grid.width} x "
+                f"{grid.height} px); use at most {min(grid.width, grid.height)}"
+            )
         aligned_mask = AlignedRaster(mask, dataset) if mask else None
         aligned_labels = AlignedRaster(labels, dataset) if labels else None
         try:
@@ -219,19 +236,31 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: PatchStrate
                 classes = _label_classes(aligned_labels, grid)
             nx, ny = grid_positions(grid.width, patch_px, step_px), grid_positions(grid.height, patch_px, step_px)
             per_position = 3 + 4 * len(classes) + (10 if strategy == "balanced" else 0)
-            progress.info(f"{nx * ny} grid positions ({nx} x {ny}): about {mebibytes(nx * ny * per_position)} "
-                          "of working memory (a larger GRID_STEP needs less)")
+            progress.info(
+                f"{nx * ny} grid positions ({nx} x {ny}): about {mebibytes(nx * ny * per_position)} "
+                "of working memory (a larger GRID_STEP needs less)"
+            )
             with rasterio.Env(GDAL_CACHEMAX=64):  # windows are read once: GDAL's cache need not grow
-                valid, per_class = _scan_positions(dataset, patch_px, step_px, nodata_values(dataset, nodata),
-                                                   aligned_mask, aligned_labels, classes, progress)
+                valid, per_class = _scan_positions(
+                    dataset,
+                    patch_px,
+                    step_px,
+                    nodata_values(dataset, nodata),
+                    aligned_mask,
+                    aligned_labels,
+                    classes,
+                    progress,
+                )
         finally:
             for aligned in (aligned_mask, aligned_labels):
                 if aligned is not None:
                     aligned.close()
         wkt = crs_wkt(dataset)
     if not valid.any():
-        raise InputError(f"no {patch_px} x {patch_px} px patch on the grid (step {step_px}) is free of "
-                         "nodata and inside the mask; try a smaller patch or step, or check the nodata value")
+        raise InputError(
+            f"no {patch_px} x {patch_px} px patch on the grid (step {step_px}) is free of "
+            "nodata and inside the mask; try a smaller patch or step, or check the nodata value"
+        )
     candidates = _balance(valid, per_class, classes, progress) if strategy == "balanced" else valid
     cell = cell or max(1, 4 * (overlap_reach(patch_px, step_px) + 1))
     sets = _assign(candidates, strategy, fractions, cell, seed)
@@ -246,11 +275,11 @@ def patches_selection(raster, patch_px: int, step_px: int, strategy: PatchStrate
         earlier |= sets == k
     for name, n in dropped.items():
         progress.info(f"{n} {name} patches dropped: they overlapped patches of another set")
-    result = PatchesSelection(patch_px, step_px, sets, valid, grid.x0, grid.y0, grid.res_x, grid.res_y, wkt,
-                              dropped)
+    result = PatchesSelection(patch_px, step_px, sets, valid, grid.x0, grid.y0, grid.res_x, grid.res_y, wkt, dropped)
     if classes:
-        result.class_pixels = {SET_NAMES[k]: {c: int(per_class[i][sets == k].sum()) for i, c in enumerate(classes)}
-                               for k in range(3)}
+        result.class_pixels = {
+            SET_NAMES[k]: {c: int(per_class[i][sets == k].sum()) for i, c in enumerate(classes)} for k in range(3)
+        }
     return result
 
 

@@ -49,7 +49,7 @@ def warn(progress, message: str) -> None:
 def tell(progress, line: str) -> None:
     """A line collected as text for the log: a warning when it starts with ``warning: ``."""
     if line.startswith(WARNING):
-        warn(progress, line[len(WARNING):])
+        warn(progress, line[len(WARNING) :])
     else:
         progress.info(line)
 

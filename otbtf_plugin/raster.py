@@ -79,13 +79,18 @@ GDAL_IO = GdalAccess()
 
 
 # Integer pixel types for class codes, smallest first (GeoTIFF reads them all).
-CLASS_CODE_TYPES = (("uint8", 0, 2 ** 8 - 1), ("uint16", 0, 2 ** 16 - 1), ("int16", -(2 ** 15), 2 ** 15 - 1),
-                    ("int32", -(2 ** 31), 2 ** 31 - 1), ("int64", -(2 ** 63), 2 ** 63 - 1))
+CLASS_CODE_TYPES = (
+    ("uint8", 0, 2**8 - 1),
+    ("uint16", 0, 2**16 - 1),
+    ("int16", -(2**15), 2**15 - 1),
+    ("int32", -(2**31), 2**31 - 1),
+    ("int64", -(2**63), 2**63 - 1),
+)
 
 
 # Class codes are written in 32-bit class maps (GeoTIFF Int32, the models' class output): a
 # code outside this range would wrap there, so it is refused where classes are read.
-CLASS_CODE_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+CLASS_CODE_RANGE = (-(2**31), 2**31 - 1)
 
 
 def class_code_types(low: int, high: int) -> list[tuple[str, int, int]]:
@@ -104,8 +109,12 @@ def open_raster(path: str | Path):
     return dataset
 
 
-_GDAL_COMPLEX = {"complex_int16": "CInt16", "complex_int32": "CInt32", "complex64": "CFloat32",
-                 "complex128": "CFloat64"}
+_GDAL_COMPLEX = {
+    "complex_int16": "CInt16",
+    "complex_int32": "CInt32",
+    "complex64": "CFloat32",
+    "complex128": "CFloat64",
+}
 
 
 def refuse_complex(dataset, name: str) -> None:
@@ -114,10 +123,12 @@ def refuse_complex(dataset, name: str) -> None:
     complex_types = sorted({_GDAL_COMPLEX.get(t, t) for t in dataset.dtypes if t.startswith("complex")})
     if complex_types:
         dataset.close()
-        raise InputError(f"{Path(name).name} has complex pixels ({', '.join(complex_types)}), which otbtf does not "
-                         "read: make a raster of their magnitude first, e.g. gdal_calc.py -A "
-                         f"{Path(name).name} --calc=\"abs(A)\" --type=Float32 --outfile=magnitude.tif "
-                         "(or Raster Calculator: abs(\"layer@1\"))")
+        raise InputError(
+            f"{Path(name).name} has complex pixels ({', '.join(complex_types)}), which otbtf does not "
+            "read: make a raster of their magnitude first, e.g. gdal_calc.py -A "
+            f'{Path(name).name} --calc="abs(A)" --type=Float32 --outfile=magnitude.tif '
+            '(or Raster Calculator: abs("layer@1"))'
+        )
 
 
 def read(dataset, *args, **kwargs) -> np.ndarray:
@@ -127,10 +138,14 @@ def read(dataset, *args, **kwargs) -> np.ndarray:
             return dataset.read(*args, **kwargs)
     except rasterio.errors.RasterioIOError as err:
         if dataset.driver == "VRT" or "No such file" in str(err):
-            raise InputError(f"cannot read the pixels of {dataset.name}: a file it refers to is missing or unreadable "
-                             f"({err}); check the paths inside it, or build it again") from err
-        raise InputError(f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
-                         "re-create or copy it again") from err
+            raise InputError(
+                f"cannot read the pixels of {dataset.name}: a file it refers to is missing or unreadable "
+                f"({err}); check the paths inside it, or build it again"
+            ) from err
+        raise InputError(
+            f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
+            "re-create or copy it again"
+        ) from err
 
 
 def write(dataset, array: np.ndarray, *args, **kwargs) -> None:
@@ -150,8 +165,10 @@ def grid_of(dataset) -> Grid:
     """The dataset's pixel grid; a raster with no georeferencing at all is said so (GDAL gives
     it a unit transform whose rows go up, which would read as 'not north-up')."""
     if dataset.transform.is_identity and dataset.crs is None and not dataset.gcps[0]:
-        raise InputError(f"{Path(dataset.name).name} has no georeferencing (no geotransform, no CRS): georeference it "
-                         "first (QGIS' Georeferencer, or gdal_translate -a_ullr ... -a_srs ...)")
+        raise InputError(
+            f"{Path(dataset.name).name} has no georeferencing (no geotransform, no CRS): georeference it "
+            "first (QGIS' Georeferencer, or gdal_translate -a_ullr ... -a_srs ...)"
+        )
     return Grid.from_transform(dataset.transform, dataset.width, dataset.height)
 
 
@@ -186,9 +203,17 @@ class AlignedRaster:
             and self.dataset.transform == reference.transform
             and self.dataset.shape == reference.shape
         )
-        self.source = self.dataset if same_grid else WarpedVRT(
-            self.dataset, crs=reference.crs, transform=reference.transform,
-            width=reference.width, height=reference.height, resampling=Resampling.nearest,
+        self.source = (
+            self.dataset
+            if same_grid
+            else WarpedVRT(
+                self.dataset,
+                crs=reference.crs,
+                transform=reference.transform,
+                width=reference.width,
+                height=reference.height,
+                resampling=Resampling.nearest,
+            )
         )
 
     def read_values(self, window: Window) -> np.ndarray:

@@ -19,8 +19,14 @@ from typing import Any
 from .outputs import PathLike, StagedOutputs, staged_or_now
 
 TEMPLATES = Path(__file__).with_name("templates")
-CV_COLUMNS = {"overall_accuracy": "overall accuracy", "kappa": "kappa", "mean_f1": "mean F1",
-              "rmse": "RMSE", "mae": "MAE", "r2": "R²"}
+CV_COLUMNS = {
+    "overall_accuracy": "overall accuracy",
+    "kappa": "kappa",
+    "mean_f1": "mean F1",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+}
 
 
 @dataclass
@@ -48,8 +54,13 @@ class Report:
 def _template():
     import jinja2
 
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     environment.globals.update(zip=zip, cv_columns=CV_COLUMNS)
     return environment.get_template("report.html")
 

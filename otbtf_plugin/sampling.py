@@ -64,8 +64,7 @@ def _feature_windows(grid: Grid, feats: Features) -> tuple[np.ndarray, np.ndarra
         win = grid.window_of_bounds(*geom.bounds)
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
             # Lines burn every pixel they cross, whose centre may lie outside the box.
-            win = intersection(Window(win.col_off - 1, win.row_off - 1, win.width + 2, win.height + 2),
-                               grid.window)
+            win = intersection(Window(win.col_off - 1, win.row_off - 1, win.width + 2, win.height + 2), grid.window)
         boxes[i] = (win.col_off, win.row_off, win.col_end, win.row_end)
     return boxes, is_point
 
@@ -101,10 +100,19 @@ class PixelScan:
         boxes, grid = self.boxes, self.grid
         for done, blk in enumerate(self.blocks, 1):
             check_cancelled(progress, what)
-            touches = self.areal & (boxes[:, 0] < blk.col_end) & (boxes[:, 2] > blk.col_off) \
-                & (boxes[:, 1] < blk.row_end) & (boxes[:, 3] > blk.row_off)
-            in_block = (self.point_col >= blk.col_off) & (self.point_col < blk.col_end) \
-                & (self.point_row >= blk.row_off) & (self.point_row < blk.row_end)
+            touches = (
+                self.areal
+                & (boxes[:, 0] < blk.col_end)
+                & (boxes[:, 2] > blk.col_off)
+                & (boxes[:, 1] < blk.row_end)
+                & (boxes[:, 3] > blk.row_off)
+            )
+            in_block = (
+                (self.point_col >= blk.col_off)
+                & (self.point_col < blk.col_end)
+                & (self.point_row >= blk.row_off)
+                & (self.point_row < blk.row_end)
+            )
             if touches.any() or in_block.any():
                 valid = valid_pixels(self.dataset, blk, self.nodata, self.mask)
                 parts_i, parts_c, parts_r, parts_p = [], [], [], []
@@ -112,8 +120,11 @@ class PixelScan:
                     box = Window(boxes[i, 0], boxes[i, 1], boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
                     sub = intersection(box, blk)
                     covered = rio_features.geometry_mask(
-                        [self.feats.geometries[i]], out_shape=(sub.height, sub.width),
-                        transform=Affine(*grid.window_transform(sub)), all_touched=False, invert=True,
+                        [self.feats.geometries[i]],
+                        out_shape=(sub.height, sub.width),
+                        transform=Affine(*grid.window_transform(sub)),
+                        all_touched=False,
+                        invert=True,
                     )
                     rows, cols = sub.relative_to(blk).slices()
                     r, c = np.nonzero(covered & valid[rows, cols])
@@ -157,8 +168,7 @@ def _statistics(scan: PixelScan, field_name: str, progress: Progress) -> ClassSt
     return _statistics_from(scan, field_name, per_feature, progress)
 
 
-def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
-                     progress: Progress) -> ClassStatistics:
+def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray, progress: Progress) -> ClassStatistics:
     feats = scan.feats
     if not per_feature.any():
         raise InputError(_nothing_covered(scan))
@@ -166,9 +176,13 @@ def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray,
     for code, n in zip(feats.codes, per_feature, strict=True):
         counts[int(code)] += int(n)
     stats = ClassStatistics(
-        field=field_name, class_names=feats.class_names, string_classes=feats.string_classes,
-        counts=counts, feature_counts={int(f): int(n) for f, n in zip(feats.fids, per_feature, strict=True)},
-        outside=int((~scan.inside).sum()), skipped=feats.skipped,
+        field=field_name,
+        class_names=feats.class_names,
+        string_classes=feats.string_classes,
+        counts=counts,
+        feature_counts={int(f): int(n) for f, n in zip(feats.fids, per_feature, strict=True)},
+        outside=int((~scan.inside).sum()),
+        skipped=feats.skipped,
     )
     if stats.outside:
         progress.info(f"{stats.outside} of {len(feats)} features lie outside the raster")
@@ -184,24 +198,41 @@ def _nothing_covered(scan: PixelScan) -> str:
     outside = int((~scan.inside).sum())
     if outside == len(feats):
         xmin, ymin, xmax, ymax = scan.grid.bounds
-        why = (f"none of the {len(feats)} features lies inside the raster (x {xmin:.6g} .. {xmax:.6g}, "
-               f"y {ymin:.6g} .. {ymax:.6g})")
+        why = (
+            f"none of the {len(feats)} features lies inside the raster (x {xmin:.6g} .. {xmax:.6g}, "
+            f"y {ymin:.6g} .. {ymax:.6g})"
+        )
     else:
-        why = (f"{len(feats) - outside} feature(s) lie inside the raster, but every pixel they cover holds the "
-               "nodata value" + (" or is outside the mask" if scan.mask is not None else "")
-               + "; check NODATA and the mask")
+        why = (
+            f"{len(feats) - outside} feature(s) lie inside the raster, but every pixel they cover holds the "
+            "nodata value"
+            + (" or is outside the mask" if scan.mask is not None else "")
+            + "; check NODATA and the mask"
+        )
     if bool(raster_crs) != bool(vector_crs):
         missing, other = ("raster", vector_crs) if vector_crs else ("vector", raster_crs)
-        why += (f"; the {missing} has no CRS while the {'vector' if missing == 'raster' else 'raster'} is in "
-                f"{crs_name(other)}, so their coordinates cannot be matched: give the {missing} its CRS "
-                + ("(gdal_edit.py -a_srs EPSG:n FILE, or Layer Properties > Source in QGIS)" if missing == "raster"
-                   else "(Layer Properties > Source > Assigned CRS, then save it)"))
+        why += (
+            f"; the {missing} has no CRS while the {'vector' if missing == 'raster' else 'raster'} is in "
+            f"{crs_name(other)}, so their coordinates cannot be matched: give the {missing} its CRS "
+            + (
+                "(gdal_edit.py -a_srs EPSG:n FILE, or Layer Properties > Source in QGIS)"
+                if missing == "raster"
+                else "(Layer Properties > Source > Assigned CRS, then save it)"
+            )
+        )
     return f"no class has a valid pixel inside the raster: {why}"
 
 
-def class_statistics(raster, vector, field_name: str, mask=None, nodata: float | None = None,
-                     layer: str | None = None, block_px: int = BLOCK_PX,
-                     progress: Progress | None = None) -> ClassStatistics:
+def class_statistics(
+    raster,
+    vector,
+    field_name: str,
+    mask=None,
+    nodata: float | None = None,
+    layer: str | None = None,
+    block_px: int = BLOCK_PX,
+    progress: Progress | None = None,
+) -> ClassStatistics:
     """Count, per class and per feature, the valid raster pixels the features cover."""
     progress = progress or NullProgress()
     with _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:

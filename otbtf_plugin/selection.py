@@ -41,8 +41,12 @@ STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 
-def requested_counts(available: dict[int, int], strategy: str, value: float | None = None,  # noqa: C901
-                     names: dict[int, str] | None = None) -> tuple[dict[int, int], list[str]]:
+def requested_counts(  # noqa: C901
+    available: dict[int, int],
+    strategy: str,
+    value: float | None = None,
+    names: dict[int, str] | None = None,
+) -> tuple[dict[int, int], list[str]]:
     """Samples wanted per class code, and warnings for the user (naming classes by ``names``)."""
     names = names or {}
 
@@ -145,8 +149,10 @@ class Samples:
 
     def columns(self) -> dict[str, tuple[list, str]]:
         """The points' attributes: the class field and ``originfid`` (the polygon)."""
-        return {self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
-                "originfid": (self.fids.tolist(), "Integer64")}
+        return {
+            self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
+            "originfid": (self.fids.tolist(), "Integer64"),
+        }
 
     def layer_metadata(self) -> dict[str, str] | None:
         """The class codes given to text classes, kept with the layer."""
@@ -156,6 +162,7 @@ class Samples:
     def write_gpkg(self, path: str | Path, layer: str = "samples") -> Path:
         """Points at pixel centres with the class field and ``originfid``."""
         return write_points(path, layer, self.crs_wkt, self.x, self.y, self.columns(), self.layer_metadata())
+
 
 class _CanonicalRanks:
     """Rank of each covered pixel within its class, in an order that does not
@@ -199,14 +206,14 @@ class _CanonicalRanks:
             rel = rows[members] - self.row0[i]
             rows_here, first, counts = np.unique(rel, return_index=True, return_counts=True)
             within = np.arange(len(members)) - np.repeat(first, counts)
-            ranks[members] = (self.feature_offset[i] + self.row_offset[i][rel]
-                              + self.seen_in_row[i][rel] + within)
+            ranks[members] = self.feature_offset[i] + self.row_offset[i][rel] + self.seen_in_row[i][rel] + within
             self.seen_in_row[i][rows_here] += counts
         return ranks
 
 
-def count_shared_pixels(cols: np.ndarray, rows: np.ndarray, codes: np.ndarray,
-                        shared: dict[tuple[int, int], int]) -> None:
+def count_shared_pixels(
+    cols: np.ndarray, rows: np.ndarray, codes: np.ndarray, shared: dict[tuple[int, int], int]
+) -> None:
     """Add to ``shared`` the pixels of one scanned block that features of different classes
     cover (overlapping polygons), counted by (lowest, highest) class code among them."""
     if len(cols) < 2:
@@ -224,16 +231,28 @@ def shared_pixels_warning(shared: dict[tuple[int, int], int], names: dict[int, s
     """What overlapping polygons of different classes mean for the samples, in one line."""
     pairs = sorted(shared.items(), key=lambda item: -item[1])
     listed = "; ".join(f"{names.get(a, a)} and {names.get(b, b)}: {n}" for (a, b), n in pairs[:5])
-    return (f"{sum(shared.values())} pixel(s) lie in polygons of different classes ({listed}"
-            f"{'; ...' if len(pairs) > 5 else ''}): such a pixel is sampled for each of its classes, as OTB "
-            "does, so it may be taught with two labels and land in training and validation; fix the overlapping "
-            "polygons")
+    return (
+        f"{sum(shared.values())} pixel(s) lie in polygons of different classes ({listed}"
+        f"{'; ...' if len(pairs) > 5 else ''}): such a pixel is sampled for each of its classes, as OTB "
+        "does, so it may be taught with two labels and land in training and validation; fix the overlapping "
+        "polygons"
+    )
 
 
-def sample_selection(raster, vector, field_name: str, mask=None, nodata: float | None = None,
-                     strategy: Strategy = "smallest", value: float | None = None, sampler: Sampler = "periodic",
-                     seed: int = 0, layer: str | None = None, block_px: int = BLOCK_PX,
-                     progress: Progress | None = None) -> Samples:
+def sample_selection(
+    raster,
+    vector,
+    field_name: str,
+    mask=None,
+    nodata: float | None = None,
+    strategy: Strategy = "smallest",
+    value: float | None = None,
+    sampler: Sampler = "periodic",
+    seed: int = 0,
+    layer: str | None = None,
+    block_px: int = BLOCK_PX,
+    progress: Progress | None = None,
+) -> Samples:
     """Select samples per class from the pixels the features cover (see module doc)."""
     progress = progress or NullProgress()
     if sampler not in SAMPLERS:
@@ -263,15 +282,26 @@ def sample_selection(raster, vector, field_name: str, mask=None, nodata: float |
         if shared:
             warnings = [*warnings, shared_pixels_warning(shared, stats.class_names)]
             warn(progress, warnings[-1])
-        index, cols, rows, ranks = (np.concatenate(k) if k else np.zeros(0, np.int64)
-                                    for k in (keep_i, keep_c, keep_r, keep_k))
+        index, cols, rows, ranks = (
+            np.concatenate(k) if k else np.zeros(0, np.int64) for k in (keep_i, keep_c, keep_r, keep_k)
+        )
         # Canonical output order too: by feature, then rank (never by block).
         order = np.lexsort((ranks, index))
         index, cols, rows = index[order], cols[order], rows[order]
         x, y = scan.grid.to_map(cols + 0.5, rows + 0.5)
         return Samples(
-            field=field_name, class_names=stats.class_names, string_classes=stats.string_classes,
-            codes=scan.feats.codes[index], fids=scan.feats.fids[index], cols=cols, rows=rows,
-            x=np.asarray(x, dtype=float), y=np.asarray(y, dtype=float), crs_wkt=crs_wkt(scan.dataset),
-            available=stats.counts, requested=wanted, warnings=warnings, statistics=stats,
+            field=field_name,
+            class_names=stats.class_names,
+            string_classes=stats.string_classes,
+            codes=scan.feats.codes[index],
+            fids=scan.feats.fids[index],
+            cols=cols,
+            rows=rows,
+            x=np.asarray(x, dtype=float),
+            y=np.asarray(y, dtype=float),
+            crs_wkt=crs_wkt(scan.dataset),
+            available=stats.counts,
+            requested=wanted,
+            warnings=warnings,
+            statistics=stats,
         )

@@ -9,11 +9,23 @@ from pathlib import Path
 from .outputs import StagedOutputs, staged_or_now
 
 # Colours for common land-cover names; other classes take the palette in order.
-NAMED = {"water": "#2c7fb8", "tree": "#1b7837", "forest": "#1b7837", "crop": "#e6c229", "cropland": "#e6c229",
-         "developed": "#d7301f", "urban": "#d7301f", "built": "#d7301f", "grass": "#91cf60", "bare": "#c2a383",
-         "soil": "#c2a383", "cloud": "#f0f0f0", "snow": "#ffffff", "shadow": "#404040"}
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
+NAMED = {
+    "water": "#2c7fb8",
+    "tree": "#1b7837",
+    "forest": "#1b7837",
+    "crop": "#e6c229",
+    "cropland": "#e6c229",
+    "developed": "#d7301f",
+    "urban": "#d7301f",
+    "built": "#d7301f",
+    "grass": "#91cf60",
+    "bare": "#c2a383",
+    "soil": "#c2a383",
+    "cloud": "#f0f0f0",
+    "snow": "#ffffff",
+    "shadow": "#404040",
+}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def class_colours(classes: list[dict]) -> list[str]:
@@ -44,21 +56,28 @@ def write_class_style(raster: str | Path, classes: list[dict], staged: StagedOut
     entries = "\n".join(
         f'        <paletteEntry value="{int(c["code"])}" color="{colour}" alpha="255" '
         f'label="{html.escape(str(c["name"]), quote=True)}"/>'
-        for c, colour in zip(classes, class_colours(classes), strict=True))
-    return _write_qml(raster, f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1"
+        for c, colour in zip(classes, class_colours(classes), strict=True)
+    )
+    return _write_qml(
+        raster,
+        f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1"
                     nodataColor="">
       <rasterTransparency/>
       <colorPalette>
 {entries}
       </colorPalette>
-    </rasterrenderer>""", staged)
+    </rasterrenderer>""",
+        staged,
+    )
 
 
 def write_confidence_style(raster: str | Path, staged: StagedOutputs | None = None) -> Path:
     """A red-yellow-green gradient from 0 to 1 for a confidence (probability) map."""
     stops = [(0.0, "#d7191c"), (0.5, "#ffffbf"), (1.0, "#1a9641")]
     items = "\n".join(f'          <item value="{v}" color="{c}" alpha="255" label="{v:g}"/>' for v, c in stops)
-    return _write_qml(raster, f"""    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1"
+    return _write_qml(
+        raster,
+        f"""    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1"
                     classificationMin="0" classificationMax="1" nodataColor="">
       <rasterTransparency/>
       <rastershader>
@@ -67,4 +86,6 @@ def write_confidence_style(raster: str | Path, staged: StagedOutputs | None = No
 {items}
         </colorrampshader>
       </rastershader>
-    </rasterrenderer>""", staged)
+    </rasterrenderer>""",
+        staged,
+    )

@@ -34,16 +34,23 @@ class GroupSplit:
     def describe(self, names: dict[int, str] | None = None) -> list[str]:
         """One line per class: its groups on each side."""
         names = names or {}
-        return [f"{names.get(code, code)}: {train} group(s) for training, {valid} held out"
-                for code, (train, valid) in sorted(self.groups_per_class.items())]
+        return [
+            f"{names.get(code, code)}: {train} group(s) for training, {valid} held out"
+            for code, (train, valid) in sorted(self.groups_per_class.items())
+        ]
 
     def as_dict(self, names: dict[int, str] | None = None) -> dict:
         names = names or {}
-        return {"method": self.method, "training_samples": int((~self.validation).sum()),
-                "validation_samples": int(self.validation.sum()),
-                "groups": {str(names.get(c, c)): {"training": t, "validation": v}
-                           for c, (t, v) in sorted(self.groups_per_class.items())},
-                "warnings": list(self.warnings)}
+        return {
+            "method": self.method,
+            "training_samples": int((~self.validation).sum()),
+            "validation_samples": int(self.validation.sum()),
+            "groups": {
+                str(names.get(c, c)): {"training": t, "validation": v}
+                for c, (t, v) in sorted(self.groups_per_class.items())
+            },
+            "warnings": list(self.warnings),
+        }
 
 
 def check_fraction(fraction: float, name: str = "VALIDATION") -> None:
@@ -51,9 +58,15 @@ def check_fraction(fraction: float, name: str = "VALIDATION") -> None:
         raise InputError(f"{name}={fraction:g}: give the share of the polygons to hold out, in [0, 1), e.g. 0.3")
 
 
-def hold_out_groups(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
-                    names: dict[int, str] | None = None, method: str = "by polygon",
-                    units: dict[int, str] | None = None) -> GroupSplit:
+def hold_out_groups(
+    codes: np.ndarray,
+    groups: np.ndarray,
+    fraction: float,
+    seed: int,
+    names: dict[int, str] | None = None,
+    method: str = "by polygon",
+    units: dict[int, str] | None = None,
+) -> GroupSplit:
     """Whole groups drawn at random (``seed``) until each class has about ``fraction`` of its
     samples held out. A group holding several classes (a spatial block) goes whole to one
     side. At least one group of every class stays for training: a class found in one group
@@ -81,8 +94,12 @@ def hold_out_groups(codes: np.ndarray, groups: np.ndarray, fraction: float, seed
         for cap in (2 * wanted + 1, np.full(len(classes), np.inf)):
             for g in order:
                 mine = present[g]
-                if (not taken[g] and (held[mine] < wanted[mine]).any() and (groups_left[mine] > 1).all()
-                        and (held + counts[g] <= cap)[mine].all()):
+                if (
+                    not taken[g]
+                    and (held[mine] < wanted[mine]).any()
+                    and (groups_left[mine] > 1).all()
+                    and (held + counts[g] <= cap)[mine].all()
+                ):
                     taken[g] = True
                     held += counts[g]
                     groups_left -= mine
@@ -99,15 +116,21 @@ def hold_out_groups(codes: np.ndarray, groups: np.ndarray, fraction: float, seed
     warnings = []
     for (kind, unit), labels in found.items():
         if kind == "none":
-            warnings.append(f"class {labels[0]} comes from one {unit} only: none of it is held out, the report "
-                            "cannot assess that class" if len(labels) == 1 else
-                            f"classes {listed(labels)} each come from one {unit} only: none of them is held out, "
-                            "the report cannot assess these classes")
+            warnings.append(
+                f"class {labels[0]} comes from one {unit} only: none of it is held out, the report "
+                "cannot assess that class"
+                if len(labels) == 1
+                else f"classes {listed(labels)} each come from one {unit} only: none of them is held out, "
+                "the report cannot assess these classes"
+            )
         else:
-            warnings.append(f"class {labels[0]}: one {unit} held out; its scores rest on that area alone (give more "
-                            "polygons of that class)" if len(labels) == 1 else
-                            f"classes {listed(labels)}: one {unit} each held out; their scores rest on those areas "
-                            "alone (give more polygons of these classes)")
+            warnings.append(
+                f"class {labels[0]}: one {unit} held out; its scores rest on that area alone (give more "
+                "polygons of that class)"
+                if len(labels) == 1
+                else f"classes {listed(labels)}: one {unit} each held out; their scores rest on those areas "
+                "alone (give more polygons of these classes)"
+            )
     return GroupSplit(validation, method, per_class, warnings)
 
 
@@ -118,8 +141,11 @@ def listed(items: list, most: int = 8) -> str:
 
 
 def _singular(method: str) -> str:
-    return {"by polygon": "polygon", "by spatial block": "spatial block",
-            "by runs of consecutive patches": "run of patches"}.get(method, "group")
+    return {
+        "by polygon": "polygon",
+        "by spatial block": "spatial block",
+        "by runs of consecutive patches": "run of patches",
+    }.get(method, "group")
 
 
 def group_folds(codes: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -131,8 +157,10 @@ def group_folds(codes: np.ndarray, groups: np.ndarray, folds: int, seed: int) ->
     codes = np.asarray(codes)
     ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
     if len(ids) < folds:
-        raise InputError(f"{len(ids)} polygons (or blocks) cannot fill {folds} cross-validation folds: "
-                         f"use FOLDS of at most {len(ids)}")
+        raise InputError(
+            f"{len(ids)} polygons (or blocks) cannot fill {folds} cross-validation folds: "
+            f"use FOLDS of at most {len(ids)}"
+        )
     classes = np.unique(codes)
     counts = np.zeros((len(ids), len(classes)), dtype=np.int64)
     np.add.at(counts, (inverse, np.searchsorted(classes, codes)), 1)

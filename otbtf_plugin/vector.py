@@ -113,16 +113,19 @@ def open_layer(path: str | Path, layer: str | None = None):
 
 
 @gdal_exceptions
-def read_fields(path: str | Path, names: list[str], layer: str | None = None
-                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+def read_fields(
+    path: str | Path, names: list[str], layer: str | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
     """``(fids, {name: float64 values, NaN where NULL}, layer metadata)`` of numeric
     fields, in layer order. A missing or non-numeric field is an error naming the
     fields that would work."""
     dataset, lyr = open_layer(path, layer)
     definition = lyr.GetLayerDefn()
     numeric = (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
-    available = {definition.GetFieldDefn(i).GetName(): definition.GetFieldDefn(i).GetType()
-                 for i in range(definition.GetFieldCount())}
+    available = {
+        definition.GetFieldDefn(i).GetName(): definition.GetFieldDefn(i).GetType()
+        for i in range(definition.GetFieldCount())
+    }
     usable = [n for n, t in available.items() if t in numeric]
     for name in names:
         if name not in available:
@@ -157,6 +160,7 @@ def origins(path: str | Path, fids: np.ndarray, layer: str | None = None) -> np.
     row_of = {f: k for k, f in enumerate(all_fids.tolist())}
     return origin[[row_of[f] for f in np.asarray(fids).tolist()]].astype(np.int64)
 
+
 def _transform_to(layer, raster_wkt: str | None):
     source = layer.GetSpatialRef()
     if source is None or not raster_wkt:
@@ -179,8 +183,13 @@ def _transform_to(layer, raster_wkt: str | None):
 
 
 @gdal_exceptions
-def read_features(path: str | Path, field_name: str | None, raster_wkt: str | None,  # noqa: C901
-                  layer: str | None = None, values: bool = False) -> Features:
+def read_features(  # noqa: C901
+    path: str | Path,
+    field_name: str | None,
+    raster_wkt: str | None,
+    layer: str | None = None,
+    values: bool = False,
+) -> Features:
     """Every feature with a geometry (and a class when ``field_name`` is given),
     reprojected to ``raster_wkt``; invalid polygons are repaired. ``values``: a real
     (floating-point) field is also accepted, its values kept as they are (regression targets:
@@ -243,8 +252,11 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
             value = feature.GetFieldAsInteger64(field_index)
         labels.append(seen.setdefault(value, len(seen)))
         geometries.append(shape)
-    xy = np.stack([np.frombuffer(part_x, dtype=float), np.frombuffer(part_y, dtype=float)], axis=1) \
-        if len(part_x) else np.zeros((0, 2))
+    xy = (
+        np.stack([np.frombuffer(part_x, dtype=float), np.frombuffer(part_y, dtype=float)], axis=1)
+        if len(part_x)
+        else np.zeros((0, 2))
+    )
     point_feature = np.frombuffer(part_feature, dtype=np.int64).copy()
     fid_values = np.frombuffer(fids, dtype=np.int64).copy()
     label_index = np.frombuffer(labels, dtype=np.int64).copy()
@@ -265,8 +277,10 @@ def read_features(path: str | Path, field_name: str | None, raster_wkt: str | No
     if real:
         codes = np.asarray(list(seen), dtype=np.float64)[label_index] if len(label_index) else np.zeros(0)
         if not np.isfinite(codes).all():
-            raise InputError(f"the field {field_name!r} holds values that are not finite numbers (nan or infinite): "
-                             "fix or remove those features")
+            raise InputError(
+                f"the field {field_name!r} holds values that are not finite numbers (nan or infinite): "
+                "fix or remove those features"
+            )
         class_names: dict[int, str] = {}
     else:
         codes, class_names = _class_codes(list(seen), label_index, string_classes, field_name)
@@ -301,13 +315,16 @@ def _class_field(definition, field_name: str | None, values: bool = False) -> tu
         return index, True
     if values and field_type == ogr.OFTReal:
         return index, False
-    raise InputError(f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
-                     "use an integer or text field" + (" (values to regress are taken by otbtf:patchesextraction)"
-                                                        if field_type == ogr.OFTReal else ""))
+    raise InputError(
+        f"class field {field_name!r} is of type {ogr.GetFieldTypeName(field_type)}; "
+        "use an integer or text field"
+        + (" (values to regress are taken by otbtf:patchesextraction)" if field_type == ogr.OFTReal else "")
+    )
 
 
-def _class_codes(values: list, label_index: np.ndarray, string_classes: bool,
-                 field_name: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
+def _class_codes(
+    values: list, label_index: np.ndarray, string_classes: bool, field_name: str | None = None
+) -> tuple[np.ndarray, dict[int, str]]:
     """Each feature's class code and the names of the codes present: integer classes are their
     own codes; text classes get 1, 2, ... in alphabetical order. ``values``: the classes as
     read, by first appearance; ``label_index``: each feature's index into them."""
@@ -315,8 +332,10 @@ def _class_codes(values: list, label_index: np.ndarray, string_classes: bool,
     low, high = CLASS_CODE_RANGE
     outside = sorted({int(v) for v in present if not string_classes and not low <= int(v) <= high})
     if outside:
-        raise InputError(f"the class field {field_name!r} holds the code {outside[0]}, which a class map cannot hold "
-                         f"(32-bit: {low} .. {high}): recode the classes with smaller numbers")
+        raise InputError(
+            f"the class field {field_name!r} holds the code {outside[0]}, which a class map cannot hold "
+            f"(32-bit: {low} .. {high}): recode the classes with smaller numbers"
+        )
     if string_classes:
         code_of = {name: code for code, name in enumerate(sorted(present), 1)}
         lookup = np.array([code_of.get(v, 0) for v in values], dtype=np.int64)
@@ -343,9 +362,9 @@ def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Transform ``(n, 2)`` coordinates in bulk, by chunks; also says which succeeded."""
     out = np.full_like(xy, np.inf, dtype=float)
     for start in range(0, len(xy), TRANSFORM_CHUNK):
-        chunk = xy[start:start + TRANSFORM_CHUNK]
+        chunk = xy[start : start + TRANSFORM_CHUNK]
         try:
-            out[start:start + len(chunk)] = np.asarray(transform.TransformPoints(chunk.tolist()), dtype=float)[:, :2]
+            out[start : start + len(chunk)] = np.asarray(transform.TransformPoints(chunk.tolist()), dtype=float)[:, :2]
         except RuntimeError:  # some point failed: one by one, to find which
             for k, (x, y) in enumerate(chunk.tolist(), start):
                 with contextlib.suppress(RuntimeError):
@@ -354,8 +373,9 @@ def _transform_points(transform, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 @gdal_exceptions
-def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wkt: str | None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def transform_xy(
+    x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wkt: str | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Map coordinates from one CRS to another (unchanged when either is unknown
     or both are the same CRS, however written)."""
     if not source_wkt or not target_wkt or len(x) == 0:
@@ -372,20 +392,39 @@ def transform_xy(x: np.ndarray, y: np.ndarray, source_wkt: str | None, target_wk
     return out[:, 0], out[:, 1]
 
 
-VECTOR_DRIVERS = {".gpkg": "GPKG", ".sqlite": "SQLite", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON",
-                  ".fgb": "FlatGeobuf", ".csv": "CSV"}
+VECTOR_DRIVERS = {
+    ".gpkg": "GPKG",
+    ".sqlite": "SQLite",
+    ".shp": "ESRI Shapefile",
+    ".geojson": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".csv": "CSV",
+}
 
 
-def _translate_points(table: Path, partial: Path, driver: str, layer_name: str, crs_wkt: str | None,
-                      names: list[str], metadata: dict[str, str] | None, count: int) -> None:
+def _translate_points(
+    table: Path,
+    partial: Path,
+    driver: str,
+    layer_name: str,
+    crs_wkt: str | None,
+    names: list[str],
+    metadata: dict[str, str] | None,
+    count: int,
+) -> None:
     """The CSV ``table`` as a point layer at ``partial``, then read back: the layer must hold
     every point (a write that failed half-way, as on a full disk, must not look complete)."""
     options = gdal.VectorTranslateOptions(
-        format=driver, layerName=layer_name, dstSRS=crs_wkt, srcSRS=crs_wkt,
-        selectFields=names or None, geometryType="POINT",
+        format=driver,
+        layerName=layer_name,
+        dstSRS=crs_wkt,
+        srcSRS=crs_wkt,
+        selectFields=names or None,
+        geometryType="POINT",
     )
-    source = gdal.OpenEx(str(table), gdal.OF_VECTOR,
-                         open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"])
+    source = gdal.OpenEx(
+        str(table), gdal.OF_VECTOR, open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"]
+    )
     result = gdal.VectorTranslate(str(partial), source, options=options)
     if result is None:
         raise RuntimeError("the layer could not be created")
@@ -401,8 +440,15 @@ def _translate_points(table: Path, partial: Path, driver: str, layer_name: str, 
 
 
 @gdal_exceptions
-def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.ndarray, y: np.ndarray,
-                 fields: dict[str, tuple[list, str]], metadata: dict[str, str] | None = None) -> Path:
+def write_points(
+    path: str | Path,
+    layer_name: str,
+    crs_wkt: str | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    fields: dict[str, tuple[list, str]],
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write points and their attributes to a new vector file, atomically; the
     format follows the suffix (GeoPackage, SQLite, Shapefile, GeoJSON, FlatGeobuf).
 
@@ -421,15 +467,23 @@ def write_points(path: str | Path, layer_name: str, crs_wkt: str | None, x: np.n
         with open(table, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(["x", "y", *names])
-            writer.writerows(zip(np.asarray(x).tolist(), np.asarray(y).tolist(),
-                                 *(list(values) for values, _ in fields.values()), strict=True))
+            writer.writerows(
+                zip(
+                    np.asarray(x).tolist(),
+                    np.asarray(y).tolist(),
+                    *(list(values) for values, _ in fields.values()),
+                    strict=True,
+                )
+            )
         (Path(tmp) / "points.csvt").write_text(",".join(["Real", "Real", *(t for _, t in fields.values())]))
         with atomic_output(path) as partial:
             try:
                 _translate_points(table, partial, driver, layer_name, crs_wkt, names, metadata, len(x))
             except RuntimeError as err:  # GDAL's exceptions: a full disk, a read-only folder
-                raise InputError(f"could not write {path} ({str(err).strip() or 'GDAL failed'}). Is the disk full "
-                                 f"or the folder read-only? {unchanged(path)}") from err
+                raise InputError(
+                    f"could not write {path} ({str(err).strip() or 'GDAL failed'}). Is the disk full "
+                    f"or the folder read-only? {unchanged(path)}"
+                ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -72,8 +72,10 @@ def describe_model(path: str) -> str:
     except MetadataError as err:
         return str(err)
     if meta is None:
-        return ("No otbtf metadata: the receptive field and expression field are read from the model's "
-                "input sizes, or measured, when it runs.")
+        return (
+            "No otbtf metadata: the receptive field and expression field are read from the model's "
+            "input sizes, or measured, when it runs."
+        )
     fields = ", ".join(f"{i.name}: {i.rfield or '?'} px" for i in meta.inputs) or "?"
     classes = ", ".join(c.name for c in meta.classes)
     text = f"Receptive field {fields}; expression field {meta.efield or '?'} px; scale {meta.scale or 1}."
@@ -92,8 +94,10 @@ class ApplyModelDialog(QDialog):
         self.model = QgsFileWidget()
         self.model.setStorageMode(QgsFileWidget.GetFile)
         self.model.setDialogTitle("Model: an ONNX or Keras file, or a model folder's saved_model.pb")
-        self.model.setFilter("Models (*.onnx *.keras saved_model.pb otbtf_model.json);;ONNX (*.onnx);;"
-                             "Keras (*.keras);;SavedModel (saved_model.pb)")
+        self.model.setFilter(
+            "Models (*.onnx *.keras saved_model.pb otbtf_model.json);;ONNX (*.onnx);;"
+            "Keras (*.keras);;SavedModel (saved_model.pb)"
+        )
         self.geometry = QLabel(describe_model(""))
         self.geometry.setWordWrap(True)
         self.outputs = QLineEdit()
@@ -138,8 +142,7 @@ class ServeTask(QgsProcessingAlgRunnerTask):
         self.feedback = QgsProcessingFeedback()
         algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
         super().__init__(algorithm, parameters, self.context, self.feedback)
-        self.setDescription(f"otbtf: apply {Path(parameters['MODEL']).name} to "
-                            f"{Path(str(parameters['SOURCE1'])).name}")
+        self.setDescription(f"otbtf: apply {Path(parameters['MODEL']).name} to {Path(str(parameters['SOURCE1'])).name}")
         self.on_done = on_done
         self.executed.connect(self._executed)
 
@@ -163,13 +166,14 @@ def apply_model(iface) -> ServeTask | None:
 
     def done(ok, results, log):
         if not ok:
-            iface.messageBar().pushCritical("otbtf", "Applying the model failed or was cancelled: "
-                                                     + (log.strip().splitlines() or ["see the log"])[-1])
+            iface.messageBar().pushCritical(
+                "otbtf",
+                "Applying the model failed or was cancelled: " + (log.strip().splitlines() or ["see the log"])[-1],
+            )
             return
         layer = QgsRasterLayer(results["OUTPUT"], Path(results["OUTPUT"]).stem)
         QgsProject.instance().addMapLayer(layer)
-        iface.messageBar().pushSuccess("otbtf", f"{layer.name()}: {results['MODE']} mode, "
-                                                f"{results['TILES']} tiles")
+        iface.messageBar().pushSuccess("otbtf", f"{layer.name()}: {results['MODE']} mode, {results['TILES']} tiles")
 
     task = ServeTask(parameters, done)
     QgsApplication.taskManager().addTask(task)

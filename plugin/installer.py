@@ -155,9 +155,19 @@ def install(
     staging = scratch_dir(target.parent, target.name)
     pip_scratch = scratch_dir(target.parent, "pip-tmp")
     command = [
-        python_executable(), "-m", "pip", "install", "--no-deps", "--no-input",
-        "--disable-pip-version-check", "--progress-bar", "off",
-        "--target", str(staging), "-r", str(requirements),
+        python_executable(),
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--target",
+        str(staging),
+        "-r",
+        str(requirements),
     ]
     log("Running: " + " ".join(command))
     try:
@@ -184,8 +194,15 @@ def _run_pip(command, total, log, step, cancelled, scratch: Path) -> None:
     """Run pip; cancel ends it within a fraction of a second whatever it is doing (it says
     nothing for many seconds while it installs), with every file it made: its temporary
     folders go to ``scratch`` (removed by the caller), its cache is not used."""
-    env = dict(os.environ, PIP_BREAK_SYSTEM_PACKAGES="1", PYTHONNOUSERSITE="1", PIP_NO_CACHE_DIR="1",
-               TMPDIR=str(scratch), TEMP=str(scratch), TMP=str(scratch))
+    env = dict(
+        os.environ,
+        PIP_BREAK_SYSTEM_PACKAGES="1",
+        PYTHONNOUSERSITE="1",
+        PIP_NO_CACHE_DIR="1",
+        TMPDIR=str(scratch),
+        TEMP=str(scratch),
+        TMP=str(scratch),
+    )
     # pip with a fixed argument list, never through a shell; in its own process group, so that
     # cancel ends it and anything it started.
     proc = subprocess.Popen(  # noqa: S603  # nosec B603
@@ -218,8 +235,7 @@ def _run_pip(command, total, log, step, cancelled, scratch: Path) -> None:
         log(line)
     if proc.wait() != 0:
         raise DependencyError(
-            f"pip failed (exit code {proc.returncode}); nothing was changed. Its last lines:\n"
-            + "\n".join(tail)
+            f"pip failed (exit code {proc.returncode}); nothing was changed. Its last lines:\n" + "\n".join(tail)
         )
 
 
@@ -245,16 +261,18 @@ def _write_pth(system: bool, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m plugin.installer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m plugin.installer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="say what is missing; exit 1 if anything is")
     inst = sub.add_parser("install", help="install the pinned packages")
     inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
     inst.add_argument("--force", action="store_true", help="reinstall even if up to date")
     inst.add_argument("--requirements", type=Path, default=REQUIREMENTS)
-    inst.add_argument("--target", type=Path, default=None,
-                      help="install into this folder, without .pth (development tools)")
+    inst.add_argument(
+        "--target", type=Path, default=None, help="install into this folder, without .pth (development tools)"
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         found = problems()

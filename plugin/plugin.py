@@ -69,7 +69,10 @@ class OtbtfPlugin:
         if not runtimes.isolate_tensorflow_symbols():
             QgsMessageLog.logMessage(
                 "TensorFlow was loaded before the otbtf plugin, with its symbols global: QGIS may crash "
-                "when it closes. Disable the plugin that loads TensorFlow at start-up.", LOG_TAG, Qgis.Warning)
+                "when it closes. Disable the plugin that loads TensorFlow at start-up.",
+                LOG_TAG,
+                Qgis.Warning,
+            )
 
     # -- Processing (also called alone by qgis_process) ---------------------
     def initProcessing(self) -> None:
@@ -135,8 +138,9 @@ class OtbtfPlugin:
             return
         self.task = InstallDependenciesTask(on_done=self._installed)
         QgsApplication.taskManager().addTask(self.task)
-        self._notify("Installing TensorFlow and its pinned dependencies in the background "
-                     "(see the task manager)…", Qgis.Info)
+        self._notify(
+            "Installing TensorFlow and its pinned dependencies in the background (see the task manager)…", Qgis.Info
+        )
 
     def _installed(self, ok: bool, error: str | None) -> None:
         self.task = None

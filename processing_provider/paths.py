@@ -60,8 +60,9 @@ def run_inputs(algorithm, parameters, context) -> dict[str, list[str]]:
     return found
 
 
-def run_outputs(algorithm, parameters, context,
-                folder_outputs: Mapping[str, Callable[[str], Output]]) -> dict[str, Output]:
+def run_outputs(
+    algorithm, parameters, context, folder_outputs: Mapping[str, Callable[[str], Output]]
+) -> dict[str, Output]:
     """The files and folders each output parameter will write. ``folder_outputs`` maps a
     folder output to the engine's rule for it (a model folder replaced whole, a checkpoint
     folder); other folder outputs are written into (nothing in them is removed)."""
@@ -69,8 +70,11 @@ def run_outputs(algorithm, parameters, context,
     for definition in algorithm.destinationParameterDefinitions():
         name = definition.name()
         value = parameters.get(name, definition.defaultValue())
-        if value in (None, "") or (isinstance(definition, QgsProcessingDestinationParameter)
-                                   and not definition.createByDefault() and name not in parameters):
+        if value in (None, "") or (
+            isinstance(definition, QgsProcessingDestinationParameter)
+            and not definition.createByDefault()
+            and name not in parameters
+        ):
             continue
         if isinstance(definition, QgsProcessingParameterFolderDestination):
             path = algorithm.parameterAsFileOutput(parameters, name, context)
@@ -82,8 +86,14 @@ def run_outputs(algorithm, parameters, context,
             if path:
                 html = path.lower().endswith((".html", ".htm"))
                 found[name] = Output(path, companions=(".json",) if html else ())
-        elif isinstance(definition, (QgsProcessingParameterRasterDestination, QgsProcessingParameterVectorDestination,
-                                     QgsProcessingParameterFeatureSink)):
+        elif isinstance(
+            definition,
+            (
+                QgsProcessingParameterRasterDestination,
+                QgsProcessingParameterVectorDestination,
+                QgsProcessingParameterFeatureSink,
+            ),
+        ):
             path = layer_file(algorithm.parameterAsOutputLayer(parameters, name, context))
             if path:  # every raster this provider writes is a GeoTIFF
                 raster = isinstance(definition, QgsProcessingParameterRasterDestination)

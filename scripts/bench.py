@@ -59,8 +59,10 @@ def best(runs: list[Run]) -> Run:
 
 # -- inputs -----------------------------------------------------------------------
 
-def mosaic(out: Path, tiles_x: int, tiles_y: int,
-           size: tuple[int, int] | None = None) -> tuple[Path, Path, tuple[int, int]]:
+
+def mosaic(
+    out: Path, tiles_x: int, tiles_y: int, size: tuple[int, int] | None = None
+) -> tuple[Path, Path, tuple[int, int]]:
     """A VRT repeating the sample crop tiles_x x tiles_y times (cut to ``size`` if
     given), and its polygons replicated at the same offsets."""
     from osgeo import gdal, ogr
@@ -115,6 +117,7 @@ def mosaic(out: Path, tiles_x: int, tiles_y: int,
 
 # -- benchmarks --------------------------------------------------------------------
 
+
 def bench_class_statistics(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     if shutil.which("otbcli_PolygonClassStatistics") is None:
         return [("class statistics vs OTB", "skipped", "otb-bin not installed")]
@@ -122,21 +125,35 @@ def bench_class_statistics(out: Path, repeat: int) -> list[tuple[str, str, str]]
     print(f"class statistics: {width} x {height} px mosaic, {8 * 10 * 4} polygons")
     ours = [timed(program("class_statistics", image=str(vrt), vector=str(vec))) for _ in range(repeat)]
     otb_xml = out / "otb_stats.xml"
-    otb = [timed(["otbcli_PolygonClassStatistics", "-in", str(vrt), "-vec", str(vec), "-field", "name",
-                  "-out", str(otb_xml)]) for _ in range(repeat)]
+    otb = [
+        timed(
+            ["otbcli_PolygonClassStatistics", "-in", str(vrt), "-vec", str(vec), "-field", "name", "-out", str(otb_xml)]
+        )
+        for _ in range(repeat)
+    ]
     ours_counts = json.loads(ours[0].stdout.strip().splitlines()[-1])
     root = ET.parse(otb_xml).getroot()  # noqa: S314  # nosec B314
-    otb_counts = {m.get("key"): int(m.get("value")) for s in root.iter("Statistic")
-                  if s.get("name") == "samplesPerClass" for m in s.iter("StatisticMap")}
+    otb_counts = {
+        m.get("key"): int(m.get("value"))
+        for s in root.iter("Statistic")
+        if s.get("name") == "samplesPerClass"
+        for m in s.iter("StatisticMap")
+    }
     worst = max(abs(ours_counts[k] - v) / v for k, v in otb_counts.items())
     a, b = best(ours), best(otb)
     print(f"  ours {a.seconds:.2f} s, {a.peak_mib:.0f} MiB peak; OTB {b.seconds:.2f} s, {b.peak_mib:.0f} MiB peak")
     print(f"  counts ours {ours_counts}\n  counts OTB  {otb_counts}")
     return [
-        (f"class statistics {width}x{height}: time ours / OTB", f"{a.seconds / b.seconds:.2f}",
-         f"{a.seconds:.2f} / {b.seconds:.2f} s: start-up dominated (the goal is for the pipeline below)"),
-        ("class statistics: peak RSS ours / OTB", f"{a.peak_mib / b.peak_mib:.2f}",
-         f"{a.peak_mib:.0f} / {b.peak_mib:.0f} MiB"),
+        (
+            f"class statistics {width}x{height}: time ours / OTB",
+            f"{a.seconds / b.seconds:.2f}",
+            f"{a.seconds:.2f} / {b.seconds:.2f} s: start-up dominated (the goal is for the pipeline below)",
+        ),
+        (
+            "class statistics: peak RSS ours / OTB",
+            f"{a.peak_mib / b.peak_mib:.2f}",
+            f"{a.peak_mib:.0f} / {b.peak_mib:.0f} MiB",
+        ),
         ("class statistics: worst per-class count difference vs OTB", f"{100 * worst:.2f} %", "goal <= 1 %"),
     ]
 
@@ -180,17 +197,30 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
     ds = ogr.Open(str(out / "otb_values.sqlite"))
     otb_n = ds.GetLayer(0).GetFeatureCount()
     ds = None
-    print(f"sampling pipeline on {width} x {height} px: ours {n_samples} samples / {n_patches} patches, "
-          f"OTB {otb_n} samples")
-    print(f"  ours (1 px) {ours1.seconds:.2f} s {ours1.peak_mib:.0f} MiB; ours (16 px) {ours16.seconds:.2f} s "
-          f"{ours16.peak_mib:.0f} MiB; OTB {theirs.seconds:.2f} s {theirs.peak_mib:.0f} MiB")
+    print(
+        f"sampling pipeline on {width} x {height} px: ours {n_samples} samples / {n_patches} patches, "
+        f"OTB {otb_n} samples"
+    )
+    print(
+        f"  ours (1 px) {ours1.seconds:.2f} s {ours1.peak_mib:.0f} MiB; ours (16 px) {ours16.seconds:.2f} s "
+        f"{ours16.peak_mib:.0f} MiB; OTB {theirs.seconds:.2f} s {theirs.peak_mib:.0f} MiB"
+    )
     return [
-        (f"stats+selection+extraction {width}x{height}, 1 px: time ours / OTB",
-         f"{ours1.seconds / theirs.seconds:.2f}", f"goal <= 1.0 ({ours1.seconds:.1f} / {theirs.seconds:.1f} s)"),
-        ("same, 16 x 16 px patches: time ours / OTB (1 px values)", f"{ours16.seconds / theirs.seconds:.2f}",
-         f"{ours16.seconds:.1f} s"),
-        ("same: peak RSS ours (1 px) / OTB", f"{ours1.peak_mib / theirs.peak_mib:.2f}",
-         f"{ours1.peak_mib:.0f} / {theirs.peak_mib:.0f} MiB"),
+        (
+            f"stats+selection+extraction {width}x{height}, 1 px: time ours / OTB",
+            f"{ours1.seconds / theirs.seconds:.2f}",
+            f"goal <= 1.0 ({ours1.seconds:.1f} / {theirs.seconds:.1f} s)",
+        ),
+        (
+            "same, 16 x 16 px patches: time ours / OTB (1 px values)",
+            f"{ours16.seconds / theirs.seconds:.2f}",
+            f"{ours16.seconds:.1f} s",
+        ),
+        (
+            "same: peak RSS ours (1 px) / OTB",
+            f"{ours1.peak_mib / theirs.peak_mib:.2f}",
+            f"{ours1.peak_mib:.0f} / {theirs.peak_mib:.0f} MiB",
+        ),
         ("same: samples ours / OTB", f"{n_samples / otb_n:.4f}", f"{n_samples} / {otb_n}"),
     ]
 
@@ -207,8 +237,13 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
 
     a = best([run(small_vrt) for _ in range(repeat)])
     b = best([run(large_vrt) for _ in range(repeat)])
-    return [(f"sampling pipeline peak RSS, {large[0]}x{large[1]} / {small[0]}x{small[1]} px, same 683 samples",
-             f"{b.peak_mib / a.peak_mib:.2f}", f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1")]
+    return [
+        (
+            f"sampling pipeline peak RSS, {large[0]}x{large[1]} / {small[0]}x{small[1]} px, same 683 samples",
+            f"{b.peak_mib / a.peak_mib:.2f}",
+            f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1",
+        )
+    ]
 
 
 def _json_run(command: list[str]) -> tuple[dict, Run]:
@@ -219,8 +254,12 @@ def _json_run(command: list[str]) -> tuple[dict, Run]:
 def _crop(source: Path, target: Path, width: int, height: int) -> Path:
     from osgeo import gdal
 
-    gdal.Translate(str(target), str(source), srcWin=[0, 0, width, height],
-                   creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2"])
+    gdal.Translate(
+        str(target),
+        str(source),
+        srcWin=[0, 0, width, height],
+        creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2"],
+    )
     return target
 
 
@@ -239,42 +278,75 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     fcn, patch = str(out / "bench_fcn"), str(out / "bench_patch")
 
     def ours(image, model, fully_conv):
-        return _json_run(program("serve_run", image=str(image), model=model, output=str(out / "served.tif"),
-                                 fcn=fully_conv))
+        return _json_run(
+            program("serve_run", image=str(image), model=model, output=str(out / "served.tif"), fcn=fully_conv)
+        )
 
     def rate(result: dict) -> float:
         return result["pixels"] / result["seconds"]
 
     race = str(out / "bench_fcn32")
-    marginal = max((_json_run(program("serve_two_sizes", small=str(small), large=str(large), model=race, out=str(out),
-                                      fcn=True))[0] for _ in range(repeat)), key=rate)
-    tiled = max((_json_run(program("in_memory_fcn_tiled", image=str(large), model=race,
-                                   sizes=[256, 512, 1024, 2048]))[0] for _ in range(repeat)), key=rate)
+    marginal = max(
+        (
+            _json_run(
+                program("serve_two_sizes", small=str(small), large=str(large), model=race, out=str(out), fcn=True)
+            )[0]
+            for _ in range(repeat)
+        ),
+        key=rate,
+    )
+    tiled = max(
+        (
+            _json_run(program("in_memory_fcn_tiled", image=str(large), model=race, sizes=[256, 512, 1024, 2048]))[0]
+            for _ in range(repeat)
+        ),
+        key=rate,
+    )
     served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
     p_served = max((ours(patch_area, patch, False)[0] for _ in range(repeat)), key=rate)
-    p_memory = max((_json_run(program("in_memory_patches", image=str(patch_area), model=patch,
-                                      sizes=[2048, 4096, 8192, 16384]))[0]
-                    for _ in range(repeat)), key=rate)
+    p_memory = max(
+        (
+            _json_run(
+                program("in_memory_patches", image=str(patch_area), model=patch, sizes=[2048, 4096, 8192, 16384])
+            )[0]
+            for _ in range(repeat)
+        ),
+        key=rate,
+    )
     if tiled["pixels"] != marginal["large"][1] or p_served["pixels"] != p_memory["pixels"]:
         raise SystemExit("bench: served and in-memory runs did not cover the same pixels")
     fcn_ratio = rate(marginal) / rate(tiled)
     patch_ratio = rate(p_served) / rate(p_memory)
     timings = ", ".join(f"{k} px {v:.2f} s" for k, v in tiled["timings"].items())
-    print(f"serving FCN through processing.run: {width} x {height} px in {marginal['large'][0]:.2f} s, 1000 x 1000 "
-          f"px in {marginal['small'][0]:.2f} s: {rate(marginal) / 1e6:.1f} Mpx/s marginal; the model on the same "
-          f"pixels in memory, tile by tile: {timings} (best {rate(tiled) / 1e6:.1f} Mpx/s)")
+    print(
+        f"serving FCN through processing.run: {width} x {height} px in {marginal['large'][0]:.2f} s, 1000 x 1000 "
+        f"px in {marginal['small'][0]:.2f} s: {rate(marginal) / 1e6:.1f} Mpx/s marginal; the model on the same "
+        f"pixels in memory, tile by tile: {timings} (best {rate(tiled) / 1e6:.1f} Mpx/s)"
+    )
     print(f"serving FCN peak RSS {served[1].peak_mib:.0f} MiB vs {small_run[1].peak_mib:.0f} MiB at 1000 x 1000 px")
-    print(f"serving patch-based, 16 px patches, {p_served['pixels']} output pixels: ours {p_served['seconds']:.1f} s, "
-          f"gathering and predicting batches of the patches in memory {p_memory['seconds']:.1f} s")
+    print(
+        f"serving patch-based, 16 px patches, {p_served['pixels']} output pixels: ours {p_served['seconds']:.1f} s, "
+        f"gathering and predicting batches of the patches in memory {p_memory['seconds']:.1f} s"
+    )
     return [
-        (f"FCN (3 layers, 32 channels) serving via processing.run, marginal throughput ({width}x{height} minus "
-         f"1000x1000) / the model tiled in memory at its best tile ({tiled['tile']} px)", f"{fcn_ratio:.2f}",
-         "goal >= 0.85"),
-        (f"patch-based serving, {p_served['pixels']} patches of 16 px: throughput / gathering + batched predict "
-         f"in memory at its best batch ({p_memory['batch']})", f"{patch_ratio:.2f}", "goal >= 0.9"),
-        (f"FCN serving peak RSS {width}x{height} / 1000x1000", f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
-         f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)"),
+        (
+            f"FCN (3 layers, 32 channels) serving via processing.run, marginal throughput ({width}x{height} minus "
+            f"1000x1000) / the model tiled in memory at its best tile ({tiled['tile']} px)",
+            f"{fcn_ratio:.2f}",
+            "goal >= 0.85",
+        ),
+        (
+            f"patch-based serving, {p_served['pixels']} patches of 16 px: throughput / gathering + batched predict "
+            f"in memory at its best batch ({p_memory['batch']})",
+            f"{patch_ratio:.2f}",
+            "goal >= 0.9",
+        ),
+        (
+            f"FCN serving peak RSS {width}x{height} / 1000x1000",
+            f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
+            f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)",
+        ),
     ]
 
 
@@ -283,14 +355,25 @@ def bench_training(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     vrt, vec, _ = mosaic(out, 4, 4)
     (out / "train_points.gpkg").unlink(missing_ok=True)
     timed(program("training_patches", image=str(vrt), vector=str(vec), out=str(out)))
-    runs = [_json_run(program("training_run", patches=str(out / "train_patches.tif"),
-                              labels=str(out / "train_labels.tif")))[0] for _ in range(repeat)]
+    runs = [
+        _json_run(
+            program("training_run", patches=str(out / "train_patches.tif"), labels=str(out / "train_labels.tif"))
+        )[0]
+        for _ in range(repeat)
+    ]
     best_run = max(runs, key=lambda r: r["memory"] / r["disk"])
     n = best_run["patches"] * best_run["epochs"]
-    print(f"training, {best_run['patches']} patches x {best_run['epochs']} epochs: from disk "
-          f"{n / best_run['disk']:.0f} patches/s, from memory {n / best_run['memory']:.0f} patches/s")
-    return [("training throughput, patches images on disk / arrays in memory",
-             f"{best_run['memory'] / best_run['disk']:.2f}", "goal >= 0.8")]
+    print(
+        f"training, {best_run['patches']} patches x {best_run['epochs']} epochs: from disk "
+        f"{n / best_run['disk']:.0f} patches/s, from memory {n / best_run['memory']:.0f} patches/s"
+    )
+    return [
+        (
+            "training throughput, patches images on disk / arrays in memory",
+            f"{best_run['memory'] / best_run['disk']:.2f}",
+            "goal >= 0.8",
+        )
+    ]
 
 
 def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
@@ -302,12 +385,12 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     model = str(out / "bench_small")
     vrt, _, _ = mosaic(out, 38, 27, size=(30000, 30000))
     crop = _crop(vrt, out / "scale_crop.tif", 3000, 3000)
-    baseline = min(timed(program("baseline_run", model=model)).peak_mib
-                   for _ in range(repeat))
+    baseline = min(timed(program("baseline_run", model=model)).peak_mib for _ in range(repeat))
 
     def ours(image):
-        return _json_run(program("serve_run", image=str(image), model=model, output=str(out / "scale_served.tif"),
-                                 fcn=True))
+        return _json_run(
+            program("serve_run", image=str(image), model=model, output=str(out / "scale_served.tif"), fcn=True)
+        )
 
     small = min((ours(crop) for _ in range(repeat)), key=lambda r: r[0]["seconds"])
     large, run = ours(vrt)  # once: 900 Mpx
@@ -315,14 +398,22 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     rate_large = large["pixels"] / large["seconds"] / 1e6
     rate_small = small[0]["pixels"] / small[0]["seconds"] / 1e6
     above = run.peak_mib - baseline
-    print(f"scale: 30000 x 30000 px VRT served in {large['seconds']:.0f} s ({rate_large:.1f} Mpx/s; "
-          f"3000 x 3000 crop {rate_small:.1f} Mpx/s); peak RSS {run.peak_mib:.0f} MiB, TensorFlow and the "
-          f"model alone {baseline:.0f} MiB")
+    print(
+        f"scale: 30000 x 30000 px VRT served in {large['seconds']:.0f} s ({rate_large:.1f} Mpx/s; "
+        f"3000 x 3000 crop {rate_small:.1f} Mpx/s); peak RSS {run.peak_mib:.0f} MiB, TensorFlow and the "
+        f"model alone {baseline:.0f} MiB"
+    )
     return [
-        ("30000x30000 VRT serving: peak RSS above TensorFlow + model / budget (512 MiB)",
-         f"{above / 512:.2f}", f"goal <= 1.0 ({above:.0f} MiB above {baseline:.0f} MiB)"),
-        ("30000x30000 VRT serving throughput / 3000x3000 crop", f"{rate_large / rate_small:.2f}",
-         f"goal >= 0.8 ({rate_large:.1f} vs {rate_small:.1f} Mpx/s)"),
+        (
+            "30000x30000 VRT serving: peak RSS above TensorFlow + model / budget (512 MiB)",
+            f"{above / 512:.2f}",
+            f"goal <= 1.0 ({above:.0f} MiB above {baseline:.0f} MiB)",
+        ),
+        (
+            "30000x30000 VRT serving throughput / 3000x3000 crop",
+            f"{rate_large / rate_small:.2f}",
+            f"goal >= 0.8 ({rate_large:.1f} vs {rate_small:.1f} Mpx/s)",
+        ),
     ]
 
 
@@ -330,9 +421,14 @@ def _code_polygons(source: Path, target: Path) -> Path:
     """The mosaic's polygons with an integer class field (OTB's classifiers want one)."""
     from osgeo import gdal
 
-    gdal.VectorTranslate(str(target), str(source), format="GPKG", layerName="polygons",
-                         SQLStatement="SELECT *, CASE name WHEN 'crop' THEN 1 WHEN 'developed' THEN 2 "
-                                      "WHEN 'tree' THEN 3 ELSE 4 END AS code FROM land_cover")
+    gdal.VectorTranslate(
+        str(target),
+        str(source),
+        format="GPKG",
+        layerName="polygons",
+        SQLStatement="SELECT *, CASE name WHEN 'crop' THEN 1 WHEN 'developed' THEN 2 "
+        "WHEN 'tree' THEN 3 ELSE 4 END AS code FROM land_cover",
+    )
     return target
 
 
@@ -345,8 +441,17 @@ def _noisy_crop(source: Path, target: Path, width: int, height: int, sigma: floa
 
     rng = np.random.default_rng(0)
     with rasterio.open(source) as src:
-        profile = dict(src.profile, driver="GTiff", width=width, height=height, tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate", predictor=2)
+        profile = dict(
+            src.profile,
+            driver="GTiff",
+            width=width,
+            height=height,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+            predictor=2,
+        )
         profile.pop("nodata", None)
         with rasterio.open(target, "w", **profile) as dst:
             for row in range(0, height, 256):
@@ -390,18 +495,73 @@ def _forest_race(out: Path, image: Path, points: Path, name: str, repeat: int) -
     features, ours_file, otb_file = out / f"{name}_features.gpkg", out / f"{name}.skops", out / f"otb_{name}.txt"
     for path in (out / "rf_points.gpkg", features):
         path.unlink(missing_ok=True)
-    timed(program("classifier_samples", image=str(image), points=str(points), out=str(out), features=str(features),
-                  classifier=str(ours_file)))
-    timed(["otbcli_TrainVectorClassifier", "-io.vd", str(features), "-io.out", str(otb_file),
-           "-feat", "source1_band1", "source1_band2", "source1_band3", "-cfield", "code",
-           "-classifier", "rf", "-classifier.rf.nbtrees", "100", "-classifier.rf.max", "25",
-           "-classifier.rf.min", "1", "-classifier.rf.acc", "0", "-rand", "0"])  # acc 0: all 100 trees
-    ours = min((_json_run(program("classify_run", image=str(image), classifier=str(ours_file),
-                                  output=str(out / f"{name}_map.tif"))) for _ in range(repeat)),
-               key=lambda r: r[0]["seconds"])[1]
+    timed(
+        program(
+            "classifier_samples",
+            image=str(image),
+            points=str(points),
+            out=str(out),
+            features=str(features),
+            classifier=str(ours_file),
+        )
+    )
+    timed(
+        [
+            "otbcli_TrainVectorClassifier",
+            "-io.vd",
+            str(features),
+            "-io.out",
+            str(otb_file),
+            "-feat",
+            "source1_band1",
+            "source1_band2",
+            "source1_band3",
+            "-cfield",
+            "code",
+            "-classifier",
+            "rf",
+            "-classifier.rf.nbtrees",
+            "100",
+            "-classifier.rf.max",
+            "25",
+            "-classifier.rf.min",
+            "1",
+            "-classifier.rf.acc",
+            "0",
+            "-rand",
+            "0",
+        ]
+    )  # acc 0: all 100 trees
+    ours = min(
+        (
+            _json_run(
+                program(
+                    "classify_run", image=str(image), classifier=str(ours_file), output=str(out / f"{name}_map.tif")
+                )
+            )
+            for _ in range(repeat)
+        ),
+        key=lambda r: r[0]["seconds"],
+    )[1]
     env = dict(os.environ, OTB_MAX_RAM_HINT="512", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(os.cpu_count() or 1))
-    otb = best([timed(["otbcli_ImageClassifier", "-in", str(image), "-model", str(otb_file),
-                       "-out", str(out / f"otb_{name}_map.tif"), "uint8"], env=env) for _ in range(repeat)])
+    otb = best(
+        [
+            timed(
+                [
+                    "otbcli_ImageClassifier",
+                    "-in",
+                    str(image),
+                    "-model",
+                    str(otb_file),
+                    "-out",
+                    str(out / f"otb_{name}_map.tif"),
+                    "uint8",
+                ],
+                env=env,
+            )
+            for _ in range(repeat)
+        ]
+    )
     return ours, otb, _agreement(out / f"{name}_map.tif", out / f"otb_{name}_map.tif")
 
 
@@ -423,14 +583,22 @@ def bench_classification(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     for name, label in (("rf", "forest from polygons"), ("rf_pixels", "forest from 20000 pixels")):
         points = polygons if name == "rf" else _pixel_points(out / "otb_rf_map.tif", out / "rf_pixels.gpkg", 20000)
         ours, otb, agree = _forest_race(out, image, points, name, repeat)
-        print(f"classification 3000 x 3000 px, random forest ({label}): ours {ours.seconds:.1f} s "
-              f"({ours.peak_mib:.0f} MiB), OTB ImageClassifier {otb.seconds:.1f} s ({otb.peak_mib:.0f} MiB); maps "
-              f"agree on {100 * agree:.1f} % of pixels")
+        print(
+            f"classification 3000 x 3000 px, random forest ({label}): ours {ours.seconds:.1f} s "
+            f"({ours.peak_mib:.0f} MiB), OTB ImageClassifier {otb.seconds:.1f} s ({otb.peak_mib:.0f} MiB); maps "
+            f"agree on {100 * agree:.1f} % of pixels"
+        )
         rows += [
-            (f"random forest classification 3000x3000 ({label}): throughput ours / OTB ImageClassifier",
-             f"{otb.seconds / ours.seconds:.2f}", f"goal >= 1.0 ({ours.seconds:.1f} s vs {otb.seconds:.1f} s)"),
-            ("same: peak RSS ours / OTB", f"{ours.peak_mib / otb.peak_mib:.2f}",
-             f"{ours.peak_mib:.0f} / {otb.peak_mib:.0f} MiB; maps agree on {100 * agree:.1f} % of pixels"),
+            (
+                f"random forest classification 3000x3000 ({label}): throughput ours / OTB ImageClassifier",
+                f"{otb.seconds / ours.seconds:.2f}",
+                f"goal >= 1.0 ({ours.seconds:.1f} s vs {otb.seconds:.1f} s)",
+            ),
+            (
+                "same: peak RSS ours / OTB",
+                f"{ours.peak_mib / otb.peak_mib:.2f}",
+                f"{ours.peak_mib:.0f} / {otb.peak_mib:.0f} MiB; maps agree on {100 * agree:.1f} % of pixels",
+            ),
         ]
     return rows
 
@@ -456,15 +624,24 @@ def bench_cluster(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     image = _crop(vrt, out / "cluster_image.tif", 3000, 3000)
     rates = {}
     for workers in (1, 2):
-        command = program("cluster_run", image=str(image), model=str(out / "bench_fcn"),
-                          output=str(out / "cluster_served.tif"), workers=workers)
+        command = program(
+            "cluster_run",
+            image=str(image),
+            model=str(out / "bench_fcn"),
+            output=str(out / "cluster_served.tif"),
+            workers=workers,
+        )
         runs = [_json_run(command)[0] for _ in range(repeat)]
         fastest = min(runs, key=lambda r: r["seconds"])
         rates[workers] = fastest["pixels"] / fastest["seconds"] / 1e6
     print(f"cluster: 3000 x 3000 px served by 1 worker {rates[1]:.1f} Mpx/s, by 2 workers {rates[2]:.1f} Mpx/s")
-    return [("Dask LocalCluster serving 3000x3000: throughput 2 workers / 1 worker (1 core each)",
-             f"{rates[2] / rates[1]:.2f}", f"{rates[2]:.1f} vs {rates[1]:.1f} Mpx/s; client and scheduler share "
-             "the 2 cores")]
+    return [
+        (
+            "Dask LocalCluster serving 3000x3000: throughput 2 workers / 1 worker (1 core each)",
+            f"{rates[2] / rates[1]:.2f}",
+            f"{rates[2]:.1f} vs {rates[1]:.1f} Mpx/s; client and scheduler share the 2 cores",
+        )
+    ]
 
 
 def bench_onnx(out: Path, repeat: int) -> list[tuple[str, str, str]]:
@@ -481,33 +658,66 @@ def bench_onnx(out: Path, repeat: int) -> list[tuple[str, str, str]]:
         return result["pixels"] / result["seconds"]
 
     sizes = [256, 512, 1024, 2048]
-    tf_memory = max((_json_run(program("in_memory_fcn_tiled", image=str(large), model=savedmodel, sizes=sizes))[0]
-                     for _ in range(repeat)), key=rate)
-    ort_memory = max((_json_run(program("in_memory_fcn_tiled_onnx", image=str(large), model=onnx_file,
-                                        sizes=sizes))[0] for _ in range(repeat)), key=rate)
+    tf_memory = max(
+        (
+            _json_run(program("in_memory_fcn_tiled", image=str(large), model=savedmodel, sizes=sizes))[0]
+            for _ in range(repeat)
+        ),
+        key=rate,
+    )
+    ort_memory = max(
+        (
+            _json_run(program("in_memory_fcn_tiled_onnx", image=str(large), model=onnx_file, sizes=sizes))[0]
+            for _ in range(repeat)
+        ),
+        key=rate,
+    )
     served = {}
     for name, model in (("tf", savedmodel), ("onnx", onnx_file)):
-        served[name] = max((_json_run(program("serve_run", image=str(large), model=model,
-                                              output=str(out / f"served_{name}.tif"), fcn=True))[0]
-                            for _ in range(repeat)), key=rate)
+        served[name] = max(
+            (
+                _json_run(
+                    program(
+                        "serve_run", image=str(large), model=model, output=str(out / f"served_{name}.tif"), fcn=True
+                    )
+                )[0]
+                for _ in range(repeat)
+            ),
+            key=rate,
+        )
     if tf_memory["pixels"] != ort_memory["pixels"] or served["tf"]["pixels"] != served["onnx"]["pixels"]:
         raise SystemExit("bench: the two backends did not cover the same pixels")
-    print(f"FCN in memory, best tile: TensorFlow {tf_memory['seconds']:.2f} s ({tf_memory['tile']} px), onnxruntime "
-          f"{ort_memory['seconds']:.2f} s ({ort_memory['tile']} px); served: SavedModel {served['tf']['seconds']:.2f} "
-          f"s, ONNX {served['onnx']['seconds']:.2f} s")
+    print(
+        f"FCN in memory, best tile: TensorFlow {tf_memory['seconds']:.2f} s ({tf_memory['tile']} px), onnxruntime "
+        f"{ort_memory['seconds']:.2f} s ({ort_memory['tile']} px); served: SavedModel {served['tf']['seconds']:.2f} "
+        f"s, ONNX {served['onnx']['seconds']:.2f} s"
+    )
     return [
-        (f"onnxruntime / TensorFlow throughput, the same FCN (3 layers, 32 channels) on {width}x{height} px in "
-         f"memory, each at its best tile ({ort_memory['tile']} / {tf_memory['tile']} px)",
-         f"{rate(ort_memory) / rate(tf_memory):.2f}", "> 1: onnxruntime faster"),
-        (f"serve() throughput, the same FCN as an .onnx file / as a SavedModel, {width}x{height} px GeoTIFF",
-         f"{rate(served['onnx']) / rate(served['tf']):.2f}", "> 1: the ONNX file serves faster"),
+        (
+            f"onnxruntime / TensorFlow throughput, the same FCN (3 layers, 32 channels) on {width}x{height} px in "
+            f"memory, each at its best tile ({ort_memory['tile']} / {tf_memory['tile']} px)",
+            f"{rate(ort_memory) / rate(tf_memory):.2f}",
+            "> 1: onnxruntime faster",
+        ),
+        (
+            f"serve() throughput, the same FCN as an .onnx file / as a SavedModel, {width}x{height} px GeoTIFF",
+            f"{rate(served['onnx']) / rate(served['tf']):.2f}",
+            "> 1: the ONNX file serves faster",
+        ),
     ]
 
 
-BENCHES = {"class_statistics": bench_class_statistics, "sampling_pipeline": bench_sampling_pipeline,
-           "memory_vs_raster_size": bench_memory_vs_raster_size, "serving": bench_serving,
-           "training": bench_training, "classification": bench_classification, "scale": bench_scale,
-           "cluster": bench_cluster, "onnx": bench_onnx}
+BENCHES = {
+    "class_statistics": bench_class_statistics,
+    "sampling_pipeline": bench_sampling_pipeline,
+    "memory_vs_raster_size": bench_memory_vs_raster_size,
+    "serving": bench_serving,
+    "training": bench_training,
+    "classification": bench_classification,
+    "scale": bench_scale,
+    "cluster": bench_cluster,
+    "onnx": bench_onnx,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

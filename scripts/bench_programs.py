@@ -34,8 +34,13 @@ def sampling_pipeline(image: str, vector: str, out: str, patch: int) -> None:
     statistics(image, vector, "name")
     samples = sample_selection(image, vector, "name", strategy="all")
     samples.write_gpkg(out + "/ours_samples.sqlite")  # SQLite, as OTB writes
-    result = extract_patches([PatchSource(image, patch)], out + "/ours_samples.sqlite", [out + "/ours_patches.tif"],
-                             "name", labels_output=out + "/ours_labels.tif")
+    result = extract_patches(
+        [PatchSource(image, patch)],
+        out + "/ours_samples.sqlite",
+        [out + "/ours_patches.tif"],
+        "name",
+        labels_output=out + "/ours_labels.tif",
+    )
     print(len(samples), result.accepted)
 
 
@@ -45,8 +50,13 @@ def training_patches(image: str, vector: str, out: str) -> None:
     from otbtf_plugin.selection import sample_selection
 
     sample_selection(image, vector, "name", strategy="all").write_gpkg(out + "/train_points.gpkg")
-    extract_patches([PatchSource(image, 16)], out + "/train_points.gpkg", [out + "/train_patches.tif"], "name",
-                    labels_output=out + "/train_labels.tif")
+    extract_patches(
+        [PatchSource(image, 16)],
+        out + "/train_points.gpkg",
+        [out + "/train_patches.tif"],
+        "name",
+        labels_output=out + "/train_labels.tif",
+    )
 
 
 def _keras():
@@ -87,7 +97,8 @@ def serving_models(out: str) -> None:
     h = keras.layers.Conv2D(16, 3, activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="prob")(h)).export(
-        out + "/bench_patch", verbose=False)
+        out + "/bench_patch", verbose=False
+    )
 
 
 def scale_model(out: str) -> None:
@@ -131,8 +142,10 @@ def serve_two_sizes(small: str, large: str, model: str, out: str, fcn: bool) -> 
 
     def run(image: str) -> tuple[float, int]:
         started = time.perf_counter()
-        result = processing.run("otbtf:tensorflowmodelserve", {
-            "SOURCE1": image, "MODEL": model, "FULLYCONV": fcn, "OUTPUT": out + "/served_two_sizes.tif"})
+        result = processing.run(
+            "otbtf:tensorflowmodelserve",
+            {"SOURCE1": image, "MODEL": model, "FULLYCONV": fcn, "OUTPUT": out + "/served_two_sizes.tif"},
+        )
         seconds = time.perf_counter() - started
         import rasterio
 
@@ -142,8 +155,16 @@ def serve_two_sizes(small: str, large: str, model: str, out: str, fcn: bool) -> 
 
     run(small)  # warm-up
     (t_small, p_small), (t_large, p_large) = run(small), run(large)
-    print(json.dumps({"small": [t_small, p_small], "large": [t_large, p_large],
-                      "seconds": t_large - t_small, "pixels": p_large - p_small}))
+    print(
+        json.dumps(
+            {
+                "small": [t_small, p_small],
+                "large": [t_large, p_large],
+                "seconds": t_large - t_small,
+                "pixels": p_large - p_small,
+            }
+        )
+    )
     app.exitQgis()
 
 
@@ -165,16 +186,24 @@ def in_memory_fcn_tiled(image: str, model: str, sizes: list[int]) -> None:
     height, width = data.shape[1] - context, data.shape[2] - context
     timings = {}
     for size in sizes:
-        function(x=tf.constant(data[:, :size + context, :size + context]))  # warm-up at this size
+        function(x=tf.constant(data[:, : size + context, : size + context]))  # warm-up at this size
         started = time.perf_counter()
         for row in range(0, height, size):
             for col in range(0, width, size):
-                tile = data[:, row:min(row + size, height) + context, col:min(col + size, width) + context]
+                tile = data[:, row : min(row + size, height) + context, col : min(col + size, width) + context]
                 next(iter(function(x=tf.constant(tile)).values())).numpy()
         timings[size] = time.perf_counter() - started
     best = min(timings, key=timings.get)
-    print(json.dumps({"seconds": timings[best], "pixels": height * width, "tile": best,
-                      "timings": {str(k): v for k, v in timings.items()}}))
+    print(
+        json.dumps(
+            {
+                "seconds": timings[best],
+                "pixels": height * width,
+                "tile": best,
+                "timings": {str(k): v for k, v in timings.items()},
+            }
+        )
+    )
 
 
 def in_memory_fcn_tiled_onnx(image: str, model: str, sizes: list[int]) -> None:
@@ -198,16 +227,24 @@ def in_memory_fcn_tiled_onnx(image: str, model: str, sizes: list[int]) -> None:
     height, width = data.shape[2] - context, data.shape[3] - context
     timings = {}
     for size in sizes:
-        session.run(None, {name: np.ascontiguousarray(data[:, :, :size + context, :size + context])})  # warm-up
+        session.run(None, {name: np.ascontiguousarray(data[:, :, : size + context, : size + context])})  # warm-up
         started = time.perf_counter()
         for row in range(0, height, size):
             for col in range(0, width, size):
-                tile = data[:, :, row:min(row + size, height) + context, col:min(col + size, width) + context]
+                tile = data[:, :, row : min(row + size, height) + context, col : min(col + size, width) + context]
                 session.run(None, {name: np.ascontiguousarray(tile)})
         timings[size] = time.perf_counter() - started
     best = min(timings, key=timings.get)
-    print(json.dumps({"seconds": timings[best], "pixels": height * width, "tile": best,
-                      "timings": {str(k): v for k, v in timings.items()}}))
+    print(
+        json.dumps(
+            {
+                "seconds": timings[best],
+                "pixels": height * width,
+                "tile": best,
+                "timings": {str(k): v for k, v in timings.items()},
+            }
+        )
+    )
 
 
 def in_memory_patches(image: str, model: str, sizes: list[int]) -> None:
@@ -233,12 +270,20 @@ def in_memory_patches(image: str, model: str, sizes: list[int]) -> None:
     for size in sizes:
         started = time.perf_counter()
         for first in range(0, n_r * n_c, size):
-            batch = windows[rows[first:first + size], cols[first:first + size]].transpose(0, 2, 3, 1)
+            batch = windows[rows[first : first + size], cols[first : first + size]].transpose(0, 2, 3, 1)
             next(iter(function(x=tf.constant(batch)).values())).numpy()
         timings[size] = time.perf_counter() - started
     best = min(timings, key=timings.get)
-    print(json.dumps({"seconds": timings[best], "pixels": n_r * n_c, "batch": best,
-                      "timings": {str(k): v for k, v in timings.items()}}))
+    print(
+        json.dumps(
+            {
+                "seconds": timings[best],
+                "pixels": n_r * n_c,
+                "batch": best,
+                "timings": {str(k): v for k, v in timings.items()},
+            }
+        )
+    )
 
 
 def training_run(patches: str, labels: str) -> None:
@@ -270,8 +315,13 @@ def training_run(patches: str, labels: str) -> None:
     m = model()
     started = time.perf_counter()
     # As training runs it: the batches of every epoch in one sequence, shuffled by the seed.
-    m.fit(batches(keras, data, indices, batch, label_index, 0, True, epochs=epochs), epochs=epochs,
-          steps_per_epoch=batches_per_epoch(len(indices), batch), shuffle=False, verbose=0)
+    m.fit(
+        batches(keras, data, indices, batch, label_index, 0, True, epochs=epochs),
+        epochs=epochs,
+        steps_per_epoch=batches_per_epoch(len(indices), batch),
+        shuffle=False,
+        verbose=0,
+    )
     disk = time.perf_counter() - started
     x, y = arrays[0].astype("float32"), label_index[values.astype(int)]
     m = model()
@@ -312,8 +362,15 @@ def classifier_samples(image: str, points: str, out: str, features: str, classif
     if points.endswith("polygons.gpkg"):
         points = str(sample_selection(image, points, "code", strategy="all").write_gpkg(out + "/rf_points.gpkg"))
     values, _, _ = sample_extraction(FeatureSpec([FeatureSource(image)]), points, features, "code")
-    train_vector_classifier(values, ["source1_band1", "source1_band2", "source1_band3"], "code", classifier,
-                            classifier="rf", params="n_estimators=100;max_depth=25;min_samples_split=2", validation=0)
+    train_vector_classifier(
+        values,
+        ["source1_band1", "source1_band2", "source1_band3"],
+        "code",
+        classifier,
+        classifier="rf",
+        params="n_estimators=100;max_depth=25;min_samples_split=2",
+        validation=0,
+    )
 
 
 def cluster_run(image: str, model: str, output: str, workers: int) -> None:
@@ -326,22 +383,42 @@ def cluster_run(image: str, model: str, output: str, workers: int) -> None:
 
     # One worker = one core (TensorFlow's own thread pools limited), as machines of a cluster.
     env = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env=env) as cluster:
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env
+    ) as cluster:
         # Uncompressed output: the client (here sharing the 2 cores) only assembles tiles.
         options = ServeOptions(fully_conv=True, tile_px=512, compress="none")
         executor = DaskExecutor(cluster.scheduler_address)
         serve([ServeSource(image)], model, output, options, executor=executor)  # warm-up: workers load
         started = time.perf_counter()
         result = serve([ServeSource(image)], model, output, options, executor=executor)
-        print(json.dumps({"seconds": time.perf_counter() - started,
-                          "pixels": result.plan.grid.width * result.plan.grid.height}))
+        print(
+            json.dumps(
+                {"seconds": time.perf_counter() - started, "pixels": result.plan.grid.width * result.plan.grid.height}
+            )
+        )
 
 
-PROGRAMS = {f.__name__: f for f in (class_statistics, sampling_pipeline, training_patches, serving_models,
-                                     scale_model, serve_run, serve_two_sizes, in_memory_fcn_tiled,
-                                     in_memory_fcn_tiled_onnx, in_memory_patches, training_run,
-                                     baseline_run, classify_run, classifier_samples, cluster_run)}
+PROGRAMS = {
+    f.__name__: f
+    for f in (
+        class_statistics,
+        sampling_pipeline,
+        training_patches,
+        serving_models,
+        scale_model,
+        serve_run,
+        serve_two_sizes,
+        in_memory_fcn_tiled,
+        in_memory_fcn_tiled_onnx,
+        in_memory_patches,
+        training_run,
+        baseline_run,
+        classify_run,
+        classifier_samples,
+        cluster_run,
+    )
+}
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ def sampling_and_patches(model=None):
 
     if model is None:
         model = QgsProcessingModelAlgorithm("Sampling and patches", "otbtf examples", "otbtfsamplingandpatches")
-    model.setHelpContent({"ALG_DESC": "Selects samples in the ground truth polygons (strategy smallest), "
-                                      "then extracts one patch per sample: the first half of the otbtf workflow."})
+    model.setHelpContent(
+        {
+            "ALG_DESC": "Selects samples in the ground truth polygons (strategy smallest), "
+            "then extracts one patch per sample: the first half of the otbtf workflow."
+        }
+    )
 
     def add_input(parameter, x):
         model.addModelParameter(parameter, QgsProcessingModelParameter(parameter.name()))
@@ -40,10 +44,13 @@ def sampling_and_patches(model=None):
 
     add_input(QgsProcessingParameterRasterLayer("image", "Image"), 120)
     add_input(QgsProcessingParameterVectorLayer("ground_truth", "Ground truth polygons"), 340)
-    add_input(QgsProcessingParameterField("class_field", "Class field", parentLayerParameterName="ground_truth"),
-              560)
-    add_input(QgsProcessingParameterNumber("patch_size", "Patch size (pixels)",
-                                           type=QgsProcessingParameterNumber.Integer, defaultValue=16), 780)
+    add_input(QgsProcessingParameterField("class_field", "Class field", parentLayerParameterName="ground_truth"), 560)
+    add_input(
+        QgsProcessingParameterNumber(
+            "patch_size", "Patch size (pixels)", type=QgsProcessingParameterNumber.Integer, defaultValue=16
+        ),
+        780,
+    )
     source = QgsProcessingModelChildParameterSource
 
     select = QgsProcessingModelChildAlgorithm("otbtf:sampleselection")
@@ -71,8 +78,10 @@ def sampling_and_patches(model=None):
     extract.addParameterSources("VECTOR", [source.fromChildOutput("select", "OUTPUT")])
     extract.addParameterSources("FIELD", [source.fromModelParameter("class_field")])
     outputs = {}
-    for name, child_output, text in (("patches", "OUTPUT1", "Patches image"),
-                                     ("labels", "OUTPUT_LABELS", "Labels image")):
+    for name, child_output, text in (
+        ("patches", "OUTPUT1", "Patches image"),
+        ("labels", "OUTPUT_LABELS", "Labels image"),
+    ):
         output = QgsProcessingModelOutput(name, text)
         output.setChildId("extract")
         output.setChildOutputName(child_output)
@@ -95,11 +104,16 @@ def workflow():
     from qgis.PyQt.QtCore import QPointF
 
     model = sampling_and_patches(QgsProcessingModelAlgorithm("otbtf workflow", "otbtf examples", "otbtfworkflow"))
-    model.setHelpContent({"ALG_DESC": "The whole otbtf workflow on one image and its ground truth polygons: "
-                                      "sample selection (strategy smallest), patches extraction, training a "
-                                      "cnn patch classifier, and serving its class map over the image."})
-    epochs = QgsProcessingParameterNumber("epochs", "Training epochs", type=QgsProcessingParameterNumber.Integer,
-                                          defaultValue=20, minValue=1)
+    model.setHelpContent(
+        {
+            "ALG_DESC": "The whole otbtf workflow on one image and its ground truth polygons: "
+            "sample selection (strategy smallest), patches extraction, training a "
+            "cnn patch classifier, and serving its class map over the image."
+        }
+    )
+    epochs = QgsProcessingParameterNumber(
+        "epochs", "Training epochs", type=QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1
+    )
     model.addModelParameter(epochs, QgsProcessingModelParameter("epochs"))
     model.parameterComponent("epochs").setPosition(QPointF(1000, 60))
     source = QgsProcessingModelChildParameterSource
@@ -118,8 +132,12 @@ def workflow():
     train.addParameterSources("TRAIN_LABELS", [source.fromChildOutput("extract", "OUTPUT_LABELS")])
     train.addParameterSources("EPOCHS", [source.fromModelParameter("epochs")])
     train.addParameterSources("SEED", [source.fromStaticValue(0)])
-    train.setModelOutputs({"model": output("train", "model", "OUTPUT_MODEL", "Trained model"),
-                           "report": output("train", "report", "OUTPUT_REPORT", "Training report")})
+    train.setModelOutputs(
+        {
+            "model": output("train", "model", "OUTPUT_MODEL", "Trained model"),
+            "report": output("train", "report", "OUTPUT_REPORT", "Training report"),
+        }
+    )
     model.addChildAlgorithm(train)
 
     serve = QgsProcessingModelChildAlgorithm("otbtf:tensorflowmodelserve")
@@ -146,8 +164,9 @@ def fill_defaults(model) -> None:
                 continue
             if parameter.flags() & QgsProcessingParameterDefinition.FlagOptional or parameter.defaultValue() is None:
                 continue
-            child.addParameterSources(parameter.name(),
-                                      [QgsProcessingModelChildParameterSource.fromStaticValue(parameter.defaultValue())])
+            child.addParameterSources(
+                parameter.name(), [QgsProcessingModelChildParameterSource.fromStaticValue(parameter.defaultValue())]
+            )
         model.setChildAlgorithm(child)
 
 

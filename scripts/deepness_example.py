@@ -35,8 +35,12 @@ def training_pixels() -> tuple[np.ndarray, np.ndarray, list[str]]:
     names = sorted({name for _, name in shapes})
     with rasterio.open(IMAGE) as src:
         bands = src.read().astype("float64")
-        burnt = rasterio.features.rasterize(((json.loads(g), names.index(n) + 1) for g, n in shapes),
-                                            out_shape=(src.height, src.width), transform=src.transform, fill=0)
+        burnt = rasterio.features.rasterize(
+            ((json.loads(g), names.index(n) + 1) for g, n in shapes),
+            out_shape=(src.height, src.width),
+            transform=src.transform,
+            fill=0,
+        )
     inside = burnt > 0
     return bands[:, inside].T, burnt[inside] - 1, names
 
@@ -55,22 +59,36 @@ def main(argv: list[str]) -> int:
     helper = onnx.helper
     weights = fitted.coef_.astype(np.float32)[:, :, None, None]  # (classes, bands, 1, 1)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["logits"], kernel_shape=[1, 1]),
-         helper.make_node("Softmax", ["logits"], ["scores"], axis=1)],
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["logits"], kernel_shape=[1, 1]),
+            helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+        ],
         "landcover",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 256, 256])],
         [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["n", len(names), 256, 256])],
-        [onnx.numpy_helper.from_array(weights, "w"),
-         onnx.numpy_helper.from_array(fitted.intercept_.astype(np.float32), "b")])
+        [
+            onnx.numpy_helper.from_array(weights, "w"),
+            onnx.numpy_helper.from_array(fitted.intercept_.astype(np.float32), "b"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    write_onnx(model, output, {
-        "model_type": "Segmentor", "class_names": {str(k): n for k, n in enumerate(names)},
-        "tiles_size": 256, "tiles_overlap": 10, "resolution": 3000,
-        # Deepness' default threshold (0.5) would send every uncertain pixel to class 0, here
-        # a land-cover class, not a background: the class of the highest score instead
-        "seg_thresh": 0,
-        # Deepness divides by 255 first, then standardises: the training statistics, / 255
-        "standardization_mean": (mean / 255).tolist(), "standardization_std": (std / 255).tolist()})
+    write_onnx(
+        model,
+        output,
+        {
+            "model_type": "Segmentor",
+            "class_names": {str(k): n for k, n in enumerate(names)},
+            "tiles_size": 256,
+            "tiles_overlap": 10,
+            "resolution": 3000,
+            # Deepness' default threshold (0.5) would send every uncertain pixel to class 0, here
+            # a land-cover class, not a background: the class of the highest score instead
+            "seg_thresh": 0,
+            # Deepness divides by 255 first, then standardises: the training statistics, / 255
+            "standardization_mean": (mean / 255).tolist(),
+            "standardization_std": (std / 255).tolist(),
+        },
+    )
     print(f"{output}: {len(names)} classes ({', '.join(names)}), fitted on {len(y)} pixels")
     return 0
 

@@ -79,14 +79,17 @@ def quicklook(path: Path, counts: dict[str, int]) -> None:
     vector = QgsVectorLayer(str(POLYGONS), "polygons", "ogr")
     categories = []
     for name, colour in CLASS_COLOURS.items():
-        symbol = QgsFillSymbol.createSimple({"color": colour, "outline_color": "white",
-                                             "outline_width": "0.5"})
+        symbol = QgsFillSymbol.createSimple({"color": colour, "outline_color": "white", "outline_width": "0.5"})
         symbol.setOpacity(0.85)
         categories.append(QgsRendererCategory(name, symbol, f"{name} ({counts.get(name, 0)} px)"))
     vector.setRenderer(QgsCategorizedSymbolRenderer("name", categories))
     labels = QgsPalLayerSettings()
-    labels.fieldName = "concat(name, ' ', " + "CASE " + " ".join(
-        f"WHEN name = '{n}' THEN '{c} px'" for n, c in counts.items()) + " END)"
+    labels.fieldName = (
+        "concat(name, ' ', "
+        + "CASE "
+        + " ".join(f"WHEN name = '{n}' THEN '{c} px'" for n, c in counts.items())
+        + " END)"
+    )
     labels.isExpression = True
     labels.placement = QgsPalLayerSettings.AroundPoint  # beside the small polygons, not over them
     labels.dist = 4
@@ -165,8 +168,12 @@ def patches_quicklook(path: Path, patches: Path, labels: Path, codes: dict[str, 
         rows = []
         for _name, code in sorted(codes.items(), key=lambda item: item[1]):
             picks = np.flatnonzero(values == code)[:per_class]
-            tiles = [np.pad(image.read(int(k))[0][:, :, ::-1].astype(float), ((1, 1), (1, 1), (0, 0)),
-                            constant_values=np.nan) for k in picks]  # blue, green, red -> RGB
+            tiles = [
+                np.pad(
+                    image.read(int(k))[0][:, :, ::-1].astype(float), ((1, 1), (1, 1), (0, 0)), constant_values=np.nan
+                )
+                for k in picks
+            ]  # blue, green, red -> RGB
             rows.append(np.concatenate(tiles, axis=1))
     mosaic = np.concatenate(rows, axis=0)
     low = np.nanpercentile(mosaic, 2, axis=(0, 1))  # per band, like QGIS' stretch
@@ -185,81 +192,141 @@ def main(argv: list[str]) -> int:
     print(f"Sample: {RGB.name} (800 x 1140 px, 30 m) with {POLYGONS.name}")
 
     print("\n[1] otbtf:polygonclassstatistics")
-    result = processing.run("otbtf:polygonclassstatistics", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
-        "OUTPUT": str(out / "class_statistics.csv"),
-    })
+    result = processing.run(
+        "otbtf:polygonclassstatistics",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "OUTPUT": str(out / "class_statistics.csv"),
+        },
+    )
     for name, count in result["COUNTS"].items():
         print(f"    {name:<10} {count:>5} px")
     print(f"    -> {result['OUTPUT']}")
 
     print("\n[2] otbtf:sampleselection (strategy smallest, periodic sampler)")
-    selection = processing.run("otbtf:sampleselection", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "STRATEGY": 0, "SAMPLER": 0,
-        "OUTPUT": str(out / "samples.gpkg"),
-    })
+    selection = processing.run(
+        "otbtf:sampleselection",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "STRATEGY": 0,
+            "SAMPLER": 0,
+            "OUTPUT": str(out / "samples.gpkg"),
+        },
+    )
     for name, count in selection["COUNTS"].items():
         print(f"    {name:<10} {count:>5} samples of {selection['AVAILABLE'][name]}")
     print(f"    -> {selection['OUTPUT']}")
 
     print("\n[3] otbtf:patchesextraction (16 x 16 px patches)")
-    patches = processing.run("otbtf:patchesextraction", {
-        "SOURCE1": str(RGB), "PATCH_SIZE1": 16, "VECTOR": selection["OUTPUT"], "FIELD": "name",
-        "OUTPUT1": str(out / "patches.tif"), "OUTPUT_LABELS": str(out / "labels.tif"),
-    })
+    patches = processing.run(
+        "otbtf:patchesextraction",
+        {
+            "SOURCE1": str(RGB),
+            "PATCH_SIZE1": 16,
+            "VECTOR": selection["OUTPUT"],
+            "FIELD": "name",
+            "OUTPUT1": str(out / "patches.tif"),
+            "OUTPUT_LABELS": str(out / "labels.tif"),
+        },
+    )
     print(f"    {patches['ACCEPTED']} patches, rejected: {patches['REJECTED'] or 'none'}")
     print(f"    class codes in labels.tif: {patches['CLASS_CODES']}")
     print(f"    -> {patches['OUTPUT1']}\n    -> {patches['OUTPUT_LABELS']}")
 
-    print("\n[4] otbtf:tensorflowmodeltrain (cnn patch classifier, the defaults: early stopping, "
-          "augmentation, validation held out by polygon)")
-    trained = processing.run("otbtf:tensorflowmodeltrain", {
-        "TRAIN_PATCHES1": patches["OUTPUT1"], "TRAIN_LABELS": patches["OUTPUT_LABELS"],
-        "SEED": 0, "OUTPUT_MODEL": str(out / "model"),
-        "OUTPUT_REPORT": str(out / "report.html"),
-    })
-    print(f"    {trained['EPOCHS_RUN']} epochs run, epoch {trained['KEPT_EPOCH']} kept; validation patches "
-          f"held out {trained['VALIDATION_METHOD']}")
+    print(
+        "\n[4] otbtf:tensorflowmodeltrain (cnn patch classifier, the defaults: early stopping, "
+        "augmentation, validation held out by polygon)"
+    )
+    trained = processing.run(
+        "otbtf:tensorflowmodeltrain",
+        {
+            "TRAIN_PATCHES1": patches["OUTPUT1"],
+            "TRAIN_LABELS": patches["OUTPUT_LABELS"],
+            "SEED": 0,
+            "OUTPUT_MODEL": str(out / "model"),
+            "OUTPUT_REPORT": str(out / "report.html"),
+        },
+    )
+    print(
+        f"    {trained['EPOCHS_RUN']} epochs run, epoch {trained['KEPT_EPOCH']} kept; validation patches "
+        f"held out {trained['VALIDATION_METHOD']}"
+    )
     print(f"    validation: overall accuracy {trained['OVERALL_ACCURACY']:.3f}, kappa {trained['KAPPA']:.3f}")
     for name, scores in trained["CLASSES"].items():
-        print(f"    {name:<10} " + (f"F1 {scores['f1']:.3f} ({scores['support']} patches)" if scores["support"]
-                                    else "not assessed: nothing of it could be held out"))
-    print("    (one polygon per class in this sample: each is cut into blocks, and the report warns that "
-          "neighbouring blocks flatter the scores)")
+        print(
+            f"    {name:<10} "
+            + (
+                f"F1 {scores['f1']:.3f} ({scores['support']} patches)"
+                if scores["support"]
+                else "not assessed: nothing of it could be held out"
+            )
+        )
+    print(
+        "    (one polygon per class in this sample: each is cut into blocks, and the report warns that "
+        "neighbouring blocks flatter the scores)"
+    )
     print(f"    -> {trained['OUTPUT_MODEL']}\n    -> {trained['OUTPUT_REPORT']}")
 
     print("\n[5] otbtf:tensorflowmodelserve (the model's 'class' output over the whole scene)")
-    served = processing.run("otbtf:tensorflowmodelserve", {
-        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "class",
-        "OUTPUT": str(out / "classes.tif"),
-    })
+    served = processing.run(
+        "otbtf:tensorflowmodelserve",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": trained["OUTPUT_MODEL"],
+            "OUTPUT_NAMES": "class",
+            "OUTPUT": str(out / "classes.tif"),
+        },
+    )
     print(f"    {served['MODE']} mode, receptive field {served['RFIELD']} px (from the model), {served['TILES']} tiles")
     print(f"    -> {served['OUTPUT']} (styled by {Path(served['OUTPUT']).with_suffix('.qml').name})")
 
     print("\n[6] otbtf:trainclassifierfromdeepfeatures (random forest on the cnn's 64 'features')")
-    forest = processing.run("otbtf:trainclassifierfromdeepfeatures", {
-        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "features",
-        "VECTOR": selection["OUTPUT"], "FIELD": "name", "CLASSIFIER": 0, "VALIDATION": 0, "SEED": 0,
-        "OUTPUT_CLASSIFIER": str(out / "forest.skops"), "OUTPUT_REPORT": str(out / "forest.html"),
-    })
+    forest = processing.run(
+        "otbtf:trainclassifierfromdeepfeatures",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": trained["OUTPUT_MODEL"],
+            "OUTPUT_NAMES": "features",
+            "VECTOR": selection["OUTPUT"],
+            "FIELD": "name",
+            "CLASSIFIER": 0,
+            "VALIDATION": 0,
+            "SEED": 0,
+            "OUTPUT_CLASSIFIER": str(out / "forest.skops"),
+            "OUTPUT_REPORT": str(out / "forest.html"),
+        },
+    )
     print(f"    {forest['TRAINING_SAMPLES']} samples (one polygon per class: nothing to hold out whole)")
     print(f"    -> {forest['OUTPUT_CLASSIFIER']}")
 
     print("\n[7] otbtf:imageclassifierfromdeepfeatures (the forest over the scene, with its confidence)")
-    deep = processing.run("otbtf:imageclassifierfromdeepfeatures", {
-        "SOURCE1": str(RGB), "MODEL": trained["OUTPUT_MODEL"], "OUTPUT_NAMES": "features",
-        "CLASSIFIER": forest["OUTPUT_CLASSIFIER"], "OUTPUT": str(out / "forest_classes.tif"),
-        "OUTPUT_CONFIDENCE": str(out / "forest_confidence.tif"),
-    })
+    deep = processing.run(
+        "otbtf:imageclassifierfromdeepfeatures",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": trained["OUTPUT_MODEL"],
+            "OUTPUT_NAMES": "features",
+            "CLASSIFIER": forest["OUTPUT_CLASSIFIER"],
+            "OUTPUT": str(out / "forest_classes.tif"),
+            "OUTPUT_CONFIDENCE": str(out / "forest_confidence.tif"),
+        },
+    )
     print(f"    {deep['TILES']} tiles\n    -> {deep['OUTPUT']}\n    -> {deep['OUTPUT_CONFIDENCE']}")
 
     quicklook(out / "quicklook.png", result["COUNTS"])
     classification_quicklook(out / "forest_classification.png", Path(deep["OUTPUT"]))
-    patches_quicklook(out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]),
-                      patches["CLASS_CODES"])
+    patches_quicklook(
+        out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]), patches["CLASS_CODES"]
+    )
     classification_quicklook(out / "classification.png", Path(served["OUTPUT"]))
-    print(f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}, "
-          f"{out / 'forest_classification.png'}")
+    print(
+        f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}, "
+        f"{out / 'forest_classification.png'}"
+    )
     print(f"Done in {time.monotonic() - started:.1f} s.")
     app.exitQgis()
     return 0

@@ -64,17 +64,32 @@ def samples(folder: Path):
     """Every polygon pixel: features, classes, polygon, row."""
     selected = sample_selection(IMAGE, POLYGONS, "id", strategy="all")
     points = selected.write_gpkg(folder / "points.gpkg")
-    features, _, _ = classifier_training.sample_extraction(FeatureSpec([FeatureSource(IMAGE)]), points,
-                                                           folder / "features.gpkg", "id")
+    features, _, _ = classifier_training.sample_extraction(
+        FeatureSpec([FeatureSource(IMAGE)]), points, folder / "features.gpkg", "id"
+    )
     from osgeo import ogr
 
     dataset = ogr.Open(str(features))
     layer = dataset.GetLayer(0)
-    rows = [(f.GetFID(), f.GetField("id"), f.GetField("originfid"), f.GetGeometryRef().GetY(),
-             [f.GetField(b) for b in BANDS]) for f in layer]
+    rows = [
+        (
+            f.GetFID(),
+            f.GetField("id"),
+            f.GetField("originfid"),
+            f.GetGeometryRef().GetY(),
+            [f.GetField(b) for b in BANDS],
+        )
+        for f in layer
+    ]
     fids, codes, origin, y, values = zip(*rows, strict=True)
-    return (features, np.array(fids), np.array(codes), np.array(origin), np.array(y),
-            np.array(values, dtype=np.float32))
+    return (
+        features,
+        np.array(fids),
+        np.array(codes),
+        np.array(origin),
+        np.array(y),
+        np.array(values, dtype=np.float32),
+    )
 
 
 def folds_of(codes, origin, y, count: int, seed: int) -> np.ndarray:
@@ -137,14 +152,35 @@ def otb_forest(features: Path, fids, codes, fold, seed, folder: Path) -> dict | 
         for side, mask in (("train", fold != k), ("valid", fold == k)):
             ids = ",".join(str(int(f)) for f in fids[mask])
             subsets[side] = folder / f"{side}{k}.gpkg"
-            gdal.VectorTranslate(str(subsets[side]), str(features), format="GPKG", layerName="samples",
-                                 SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})")  # noqa: S608  # nosec B608
+            gdal.VectorTranslate(
+                str(subsets[side]),
+                str(features),
+                format="GPKG",
+                layerName="samples",
+                SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})",  # noqa: S608  # nosec B608
+            )
         model = folder / f"otb_rf{k}.txt"
-        _otb(["otbcli_TrainVectorClassifier", "-io.vd", str(subsets["train"]), "-io.out", str(model),
-              "-feat", *BANDS, "-cfield", "id", "-classifier", "rf", "-rand", str(seed)])
+        _otb(
+            [
+                "otbcli_TrainVectorClassifier",
+                "-io.vd",
+                str(subsets["train"]),
+                "-io.out",
+                str(model),
+                "-feat",
+                *BANDS,
+                "-cfield",
+                "id",
+                "-classifier",
+                "rf",
+                "-rand",
+                str(seed),
+            ]
+        )
         out = subsets["valid"]  # update mode: the field "predicted" is added to the file
-        _otb(["otbcli_VectorClassifier", "-in", str(out), "-model", str(model),
-              "-feat", *BANDS, "-cfield", "predicted"])
+        _otb(
+            ["otbcli_VectorClassifier", "-in", str(out), "-model", str(model), "-feat", *BANDS, "-cfield", "predicted"]
+        )
         from osgeo import ogr
 
         dataset = ogr.Open(str(out))
@@ -159,8 +195,10 @@ def otb_forest(features: Path, fids, codes, fold, seed, folder: Path) -> dict | 
 # most 100 epochs, PATIENCE 10, AUGMENT, no class weights, learning rate 0.001.
 NETWORKS = [
     ("cnn, defaults", {}),
-    ("cnn, 20 epochs, no PATIENCE, no AUGMENT, CLASS_WEIGHTS (the defaults before 2026-11-30)",
-     {"epochs": 20, "patience": 0, "augment": False, "class_weights": True}),
+    (
+        "cnn, 20 epochs, no PATIENCE, no AUGMENT, CLASS_WEIGHTS (the defaults before 2026-11-30)",
+        {"epochs": 20, "patience": 0, "augment": False, "class_weights": True},
+    ),
     ("cnn, 20 epochs, no PATIENCE, no AUGMENT", {"epochs": 20, "patience": 0, "augment": False}),
     ("cnn, PATIENCE 5, no AUGMENT, CLASS_WEIGHTS", {"patience": 5, "augment": False, "class_weights": True}),
     ("cnn, PATIENCE 5, no AUGMENT", {"patience": 5, "augment": False}),
@@ -180,8 +218,7 @@ def _write_patches(path: Path, patches: np.ndarray) -> None:
     writer.close()
 
 
-def networks(folder: Path, seed: int, count: int, variants: list[int] | None = None
-             ) -> list[tuple[str, dict, float]]:
+def networks(folder: Path, seed: int, count: int, variants: list[int] | None = None) -> list[tuple[str, dict, float]]:
     """The cnn variants (and a forest on each one's deep features) on 8 px patches of every
     polygon pixel, the same folds rule; each training holds out polygons of its own training
     folds for PATIENCE."""
@@ -206,15 +243,16 @@ def networks(folder: Path, seed: int, count: int, variants: list[int] | None = N
             train_mask = fold != k
             _write_patches(folder / "tx.tif", x[train_mask])
             _write_patches(folder / "ty.tif", codes[train_mask].reshape(-1, 1, 1, 1))
-            write_origins(folder / "ty.origins.csv", origins.polygon[train_mask], origins.col[train_mask],
-                          origins.row[train_mask])
+            write_origins(
+                folder / "ty.origins.csv", origins.polygon[train_mask], origins.col[train_mask], origins.row[train_mask]
+            )
             model = folder / f"model{k}"
             shutil.rmtree(model, ignore_errors=True)
             train(TrainConfig([folder / "tx.tif"], folder / "ty.tif", model, seed=seed, **options))
             served = tf.saved_model.load(str(model / "savedmodel")).signatures["serving_default"]
             out = {name: [] for name in ("class", "features")}
             for start in range(0, len(x), 512):
-                result = served(x1=tf.constant(x[start:start + 512].astype(np.float32)))
+                result = served(x1=tf.constant(x[start : start + 512].astype(np.float32)))
                 for name in out:
                     out[name].append(result[name].numpy())
             predicted = np.concatenate(out["class"])
@@ -227,8 +265,9 @@ def networks(folder: Path, seed: int, count: int, variants: list[int] | None = N
         rows.append((f"rf (defaults) on the deep features of: {label}", pooled(deep_parts, np.unique(codes)), 0.0))
     started = time.perf_counter()
     raw = ours("rf", "", x[:, PATCH // 2, PATCH // 2, :], codes, fold, seed, "all", origins.polygon)
-    rows.append(("rf (defaults) on the raw bands of the same patches' centre pixels", raw,
-                 time.perf_counter() - started))
+    rows.append(
+        ("rf (defaults) on the raw bands of the same patches' centre pixels", raw, time.perf_counter() - started)
+    )
     return rows
 
 
@@ -244,23 +283,31 @@ def main() -> None:
     try:
         features, fids, codes, origin, y, values = samples(folder)
         fold = folds_of(codes, origin, y, args.folds, args.seed)
-        print(f"{len(codes)} samples, {len(np.unique(origin))} polygons, {args.folds} folds grouped by polygon "
-              f"(seed {args.seed}); pooled overall accuracy on the held-out folds\n")
+        print(
+            f"{len(codes)} samples, {len(np.unique(origin))} polygons, {args.folds} folds grouped by polygon "
+            f"(seed {args.seed}); pooled overall accuracy on the held-out folds\n"
+        )
         print("| method | overall accuracy | kappa | seconds |\n|---|---|---|---|")
         started = time.perf_counter()
         otb = None if args.networks_only else otb_forest(features, fids, codes, fold, args.seed, folder)
         if otb:
-            print(f"| OTB 8.1 rf, its defaults | {otb['overall_accuracy']:.3f} | {otb['kappa']:.3f} | "
-                  f"{time.perf_counter() - started:.1f} |")
+            print(
+                f"| OTB 8.1 rf, its defaults | {otb['overall_accuracy']:.3f} | {otb['kappa']:.3f} | "
+                f"{time.perf_counter() - started:.1f} |"
+            )
         for name, params, strategy in [] if args.networks_only else CANDIDATES:
             started = time.perf_counter()
             scores = ours(name, params, values, codes, fold, args.seed, strategy, origin)
-            print(f"| ours {name} {params or '(defaults)'}, STRATEGY {strategy} | {scores['overall_accuracy']:.3f} | "
-                  f"{scores['kappa']:.3f} | {time.perf_counter() - started:.1f} |")
+            print(
+                f"| ours {name} {params or '(defaults)'}, STRATEGY {strategy} | {scores['overall_accuracy']:.3f} | "
+                f"{scores['kappa']:.3f} | {time.perf_counter() - started:.1f} |"
+            )
         if args.networks or args.networks_only:
             for label, scores, seconds in networks(folder, args.seed, args.folds, args.variants):
-                print(f"| ours {label} | {scores['overall_accuracy']:.3f} | {scores['kappa']:.3f} | "
-                      f"{seconds:.1f} |", flush=True)
+                print(
+                    f"| ours {label} | {scores['overall_accuracy']:.3f} | {scores['kappa']:.3f} | {seconds:.1f} |",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -42,8 +42,12 @@ def main(target: Path) -> None:
         maps = {}
         for overlap in (0, 16):
             out = Path(folder) / f"served_{overlap}.tif"
-            serve([ServeSource(RGB)], Path(folder) / "same.keras", out,
-                  ServeOptions(fully_conv=True, tile_px=128, overlap=overlap))
+            serve(
+                [ServeSource(RGB)],
+                Path(folder) / "same.keras",
+                out,
+                ServeOptions(fully_conv=True, tile_px=128, overlap=overlap),
+            )
             with rasterio.open(out) as served:
                 maps[overlap] = np.abs(served.read(1) - whole)
     scale = max(m.max() for m in maps.values())

@@ -20,8 +20,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "otbtf"
-SHIPPED = ["metadata.txt", "__init__.py", "LICENSE", "README.md", "requirements.txt",
-           "otbtf_plugin", "processing_provider", "plugin", "resources"]
+SHIPPED = [
+    "metadata.txt",
+    "__init__.py",
+    "LICENSE",
+    "README.md",
+    "requirements.txt",
+    "otbtf_plugin",
+    "processing_provider",
+    "plugin",
+    "resources",
+]
 EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo", ".orig", ".rej", ".swp"}
 

@@ -41,8 +41,9 @@ def log_panel() -> list[str]:
 
 
 def toolbox():
-    dock = next((d for d in iface.mainWindow().findChildren(QDockWidget) if d.objectName() == "ProcessingToolbox"),
-                None)
+    dock = next(
+        (d for d in iface.mainWindow().findChildren(QDockWidget) if d.objectName() == "ProcessingToolbox"), None
+    )
     dock.show()
     dock.searchBox.setText("otbtf")
     return dock
@@ -64,9 +65,15 @@ def step_main_window():
 def grab_main_window():
     iface.mapCanvas().refreshAllLayers()
     iface.mainWindow().grab().save(str(OUT / "qgis-main-window.png"))
-    dialog = processing.createAlgorithmDialog("otbtf:imageclassifierfromdeepfeatures", {
-        "SOURCE1": str(RGB), "MODEL": str(DEMO / "model"), "OUTPUT_NAMES": "features",
-        "CLASSIFIER": str(DEMO / "forest.skops")})
+    dialog = processing.createAlgorithmDialog(
+        "otbtf:imageclassifierfromdeepfeatures",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": str(DEMO / "model"),
+            "OUTPUT_NAMES": "features",
+            "CLASSIFIER": str(DEMO / "forest.skops"),
+        },
+    )
     dialog.resize(QSize(900, 760))
     dialog.show()
     QTimer.singleShot(1500, lambda: grab_dialog(dialog))
@@ -105,8 +112,10 @@ def grab_onnx(apply, onnx_file):
     apply.close()
     project = QgsProject.instance()
     project.removeAllMapLayers()
-    result = processing.run("otbtf:tensorflowmodelserve", {"SOURCE1": str(RGB), "MODEL": str(onnx_file),
-                                                            "OUTPUT": str(DEMO / "landcover_classes.tif")})
+    result = processing.run(
+        "otbtf:tensorflowmodelserve",
+        {"SOURCE1": str(RGB), "MODEL": str(onnx_file), "OUTPUT": str(DEMO / "landcover_classes.tif")},
+    )
     scene = project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
     classes = QgsRasterLayer(result["OUTPUT"], "Deepness-style ONNX segmentor")
     classes.loadNamedStyle(str(DEMO / "landcover_classes.qml"))
@@ -123,8 +132,9 @@ def finish():
     LOG.append(f"provider loaded: {QgsApplication.processingRegistry().providerById('otbtf') is not None}")
     LOG.append(f"plugin started: {'otbtf' in plugins}")
     panel = log_panel()
-    (OUT / "qgis-log.txt").write_text("\n".join(["# Log Messages panel", *panel, "# while the script ran", *LOG])
-                                      + "\n", encoding="utf-8")
+    (OUT / "qgis-log.txt").write_text(
+        "\n".join(["# Log Messages panel", *panel, "# while the script ran", *LOG]) + "\n", encoding="utf-8"
+    )
     QgsProject.instance().clear()
     QTimer.singleShot(500, iface.actionExit().trigger)
 

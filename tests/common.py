@@ -51,7 +51,7 @@ class Log(CancelAfter):
     """A progress object that keeps the log lines (``info``) and is never cancelled."""
 
     def __init__(self):
-        super().__init__(10 ** 9)
+        super().__init__(10**9)
         self.lines: list[str] = []
 
     def info(self, message):

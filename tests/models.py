@@ -13,8 +13,16 @@ def _keras():
     return pytest.importorskip("keras")
 
 
-def patch_classifier(size: int = 16, bands: int = 3, classes: int = 2, name: str = "x", seed: int = 0,
-                     conv: int = 0, scale: float = 1 / 5000.0, as_dict: bool = False):
+def patch_classifier(
+    size: int = 16,
+    bands: int = 3,
+    classes: int = 2,
+    name: str = "x",
+    seed: int = 0,
+    conv: int = 0,
+    scale: float = 1 / 5000.0,
+    as_dict: bool = False,
+):
     """A patch classifier: ``size`` x ``size`` x ``bands`` -> softmax ``prob`` over ``classes``
     (a Conv2D of ``conv`` 3 x 3 filters first when ``conv``); ``as_dict``: outputs ``{"prob": ...}``."""
     keras = _keras()
@@ -27,8 +35,16 @@ def patch_classifier(size: int = 16, bands: int = 3, classes: int = 2, name: str
     return keras.Model(inp, {"prob": out} if as_dict else out)
 
 
-def fcn(bands: int = 3, kernels: tuple[int, int] = (5, 3), filters: tuple[int, int] = (5, 2), stride: int = 1,
-        seed: int = 1, name: str = "x", scale: float = 1 / 5000.0, features: bool = False):
+def fcn(
+    bands: int = 3,
+    kernels: tuple[int, int] = (5, 3),
+    filters: tuple[int, int] = (5, 2),
+    stride: int = 1,
+    seed: int = 1,
+    name: str = "x",
+    scale: float = 1 / 5000.0,
+    features: bool = False,
+):
     """A fully-convolutional model: conv ``kernels[0]`` (``stride``, relu, layer ``c1``) then conv
     ``kernels[1]`` (output ``y``): context ``kernels[0] - 1 + (kernels[1] - 1) * stride``.
     ``features``: outputs ``{"y": ..., "feat": c1}``."""

@@ -18,8 +18,10 @@ OPSET = 17
 
 def _weights(seed: int, out: int, bands: int, kernel: int):
     rng = np.random.default_rng(seed)
-    return (rng.normal(0, 0.5, (out, bands, kernel, kernel)).astype(np.float32),
-            rng.normal(0, 0.1, out).astype(np.float32))
+    return (
+        rng.normal(0, 0.5, (out, bands, kernel, kernel)).astype(np.float32),
+        rng.normal(0, 0.1, out).astype(np.float32),
+    )
 
 
 def save(model, path: Path, metadata: dict | None = None) -> Path:
@@ -31,8 +33,9 @@ def save(model, path: Path, metadata: dict | None = None) -> Path:
     return path
 
 
-def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=False, nhwc=False,
-               extra_input=False, batch=None):
+def conv_model(
+    bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=False, nhwc=False, extra_input=False, batch=None
+):
     """Conv (valid, or zero-padded to keep the size with ``pad``) + ReLU (+ softmax over the
     channels). ``size``: a fixed input size (else any). ``nhwc``: the model takes and gives
     channels last (transposes inside). ``extra_input``: a scalar input ``gain`` multiplies
@@ -43,8 +46,10 @@ def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=F
     nodes = []
     if nhwc:
         nodes.append(helper.make_node("Transpose", ["x_nhwc"], ["x"], perm=[0, 3, 1, 2]))
-    nodes += [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel, kernel], pads=[p] * 4),
-              helper.make_node("Relu", ["c"], ["r"])]
+    nodes += [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel, kernel], pads=[p] * 4),
+        helper.make_node("Relu", ["c"], ["r"]),
+    ]
     last = "r"
     if softmax:
         nodes.append(helper.make_node("Softmax", [last], ["s"], axis=1))
@@ -68,9 +73,13 @@ def conv_model(bands=3, out=2, kernel=3, seed=0, size=None, pad=False, softmax=F
     inputs = [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, in_shape)]
     if extra_input:
         inputs.append(helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]))
-    graph = helper.make_graph(nodes, "conv", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
@@ -95,36 +104,55 @@ def patch_classifier(bands=3, size=5, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.01, (bands * size * size, classes)).astype(np.float32)
     b = rng.normal(0, 0.1, classes).astype(np.float32)
-    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["g"]),
-             helper.make_node("Softmax", ["g"], ["prob"], axis=1)]
-    graph = helper.make_graph(nodes, "patches",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, size, size])],
-                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["n", classes])],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["g"]),
+        helper.make_node("Softmax", ["g"], ["prob"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "patches",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, size, size])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["n", classes])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), w, b
 
 
 def with_operator(op: str, domain: str = "com.example.nothere"):
     """A model calling an operator nobody implements."""
-    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], "odd",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"], domain=domain)],
+        "odd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(domain, 1)])
 
 
 def vector_model():
     """Input ``[n, 3]``: not an image."""
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "vec",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "vec",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
 # A Deepness segmentor's metadata (JSON texts, as Deepness documents them) and what
 # Deepness computes with it.
-DEEPNESS = {"model_type": "Segmentor", "class_names": {"0": "background", "1": "field", "2": "urban", "3": "water"},
-            "tiles_size": 32, "tiles_overlap": 25, "standardization_mean": [0.4, 0.45, 0.5],
-            "standardization_std": [0.2, 0.25, 0.3], "resolution": 3000, "seg_thresh": 0.4}
+DEEPNESS = {
+    "model_type": "Segmentor",
+    "class_names": {"0": "background", "1": "field", "2": "urban", "3": "water"},
+    "tiles_size": 32,
+    "tiles_overlap": 25,
+    "standardization_mean": [0.4, 0.45, 0.5],
+    "standardization_std": [0.2, 0.25, 0.3],
+    "resolution": 3000,
+    "seg_thresh": 0.4,
+}
 
 
 def deepness_reference(u8, tile=32, stride=24, mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3), threshold=0.4):
@@ -136,15 +164,16 @@ def deepness_reference(u8, tile=32, stride=24, mean=(0.4, 0.45, 0.5), std=(0.2, 
     cut = (tile - stride) // 2
     rows, cols = -(-height // stride), -(-width // stride)
     padded = np.zeros((bands, (rows - 1) * stride + tile, (cols - 1) * stride + tile), u8.dtype)
-    padded[:, cut:cut + height, cut:cut + width] = u8
+    padded[:, cut : cut + height, cut : cut + width] = u8
     scores = np.zeros((4, rows * stride, cols * stride))
     for r in range(rows):
         for c in range(cols):
-            x = np.float32(padded[:, r * stride:r * stride + tile, c * stride:c * stride + tile] * (1.0 / 255.0))
+            x = np.float32(padded[:, r * stride : r * stride + tile, c * stride : c * stride + tile] * (1.0 / 255.0))
             x = (x - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
             y = conv_reference(x, out=4, pad=True, softmax=True)
-            scores[:, r * stride:(r + 1) * stride, c * stride:(c + 1) * stride] = y[:, cut:cut + stride,
-                                                                                    cut:cut + stride]
+            scores[:, r * stride : (r + 1) * stride, c * stride : (c + 1) * stride] = y[
+                :, cut : cut + stride, cut : cut + stride
+            ]
     scores = scores[:, :height, :width]
     kept = np.where(scores < threshold, 0, scores)
     return scores, np.argmax(kept, axis=0)
@@ -155,24 +184,38 @@ def two_branch_model(seed=0):
     conv3x3(x2)) (valid, 2 channels) and ``b`` = -a."""
     w1, b1 = _weights(seed, 2, 3, 3)
     w2, _ = _weights(seed + 1, 2, 1, 3)
-    nodes = [helper.make_node("Conv", ["x1", "w1", "b1"], ["c1"], kernel_shape=[3, 3]),
-             helper.make_node("Conv", ["x2", "w2"], ["c2"], kernel_shape=[3, 3]),
-             helper.make_node("Add", ["c1", "c2"], ["s"]), helper.make_node("Relu", ["s"], ["a"]),
-             helper.make_node("Neg", ["a"], ["b"])]
-    graph = helper.make_graph(nodes, "two", [
-        helper.make_tensor_value_info("x1", TensorProto.FLOAT, ["n", 3, "h", "w"]),
-        helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["n", 1, "h", "w"])], [
-        helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2, "oh", "ow"]),
-        helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, "oh", "ow"])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")])
+    nodes = [
+        helper.make_node("Conv", ["x1", "w1", "b1"], ["c1"], kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["x2", "w2"], ["c2"], kernel_shape=[3, 3]),
+        helper.make_node("Add", ["c1", "c2"], ["s"]),
+        helper.make_node("Relu", ["s"], ["a"]),
+        helper.make_node("Neg", ["a"], ["b"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("x1", TensorProto.FLOAT, ["n", 3, "h", "w"]),
+            helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["n", 1, "h", "w"]),
+        ],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2, "oh", "ow"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, "oh", "ow"]),
+        ],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
 def two_branch_reference(x1, x2, seed=0):
     w1, b1 = _weights(seed, 2, 3, 3)
     w2, _ = _weights(seed + 1, 2, 1, 3)
-    conv = [np.einsum("cijuv,ocuv->oij", sliding_window_view(x.astype(np.float64), (3, 3), axis=(1, 2)),
-                      w.astype(np.float64)) for x, w in ((x1, w1), (x2, w2))]
+    conv = [
+        np.einsum(
+            "cijuv,ocuv->oij", sliding_window_view(x.astype(np.float64), (3, 3), axis=(1, 2)), w.astype(np.float64)
+        )
+        for x, w in ((x1, w1), (x2, w2))
+    ]
     a = np.maximum(conv[0] + conv[1] + b1[:, None, None], 0)
     return a, -a
 
@@ -181,10 +224,13 @@ def strided_model(bands=3, seed=0):
     """A 4 x 4 convolution with stride 2 (valid): spacing scale 2."""
     w, b = _weights(seed, 2, bands, 4)
     conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[2, 2])
-    graph = helper.make_graph([conv], "strided",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, "h", "w"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, "oh", "ow"])],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    graph = helper.make_graph(
+        [conv],
+        "strided",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", bands, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, "oh", "ow"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 

@@ -8,8 +8,13 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``root`` (or ``root`` itself): relative path -> (sha256, mode)."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    return {str(p.relative_to(root.parent if root.is_file() else root)):
-            (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode) for p in files}
+    return {
+        str(p.relative_to(root.parent if root.is_file() else root)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mode,
+        )
+        for p in files
+    }
 
 
 def assert_untouched(before: dict, root: Path) -> None:

@@ -28,18 +28,34 @@ polygons, score on held-out ones, refit on all), ``search`` (grouped cross-valid
 """
 
 from .decisions import (
-           Decisions,
-           ParallelDecisions,
-           ThresholdCells,
-           decision_function,
-           probability_function,
-           threshold_cells,
+    Decisions,
+    ParallelDecisions,
+    ThresholdCells,
+    decision_function,
+    probability_function,
+    threshold_cells,
 )
 from .files import load, save
 from .fitting import TrainedClassifier, split_by_group, train
 from .registry import CLASSIFIER_NAMES, make_classifier, parse_params, single_threaded, sklearn
 from .report import write_report
 
-__all__ = ["CLASSIFIER_NAMES", "Decisions", "ParallelDecisions", "ThresholdCells", "TrainedClassifier",
-           "decision_function", "load", "make_classifier", "parse_params", "probability_function", "save",
-           "single_threaded", "sklearn", "split_by_group", "threshold_cells", "train", "write_report"]
+__all__ = [
+    "CLASSIFIER_NAMES",
+    "Decisions",
+    "ParallelDecisions",
+    "ThresholdCells",
+    "TrainedClassifier",
+    "decision_function",
+    "load",
+    "make_classifier",
+    "parse_params",
+    "probability_function",
+    "save",
+    "single_threaded",
+    "sklearn",
+    "split_by_group",
+    "threshold_cells",
+    "train",
+    "write_report",
+]

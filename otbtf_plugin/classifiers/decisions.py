@@ -44,7 +44,6 @@ class ThresholdCells:
         return keys
 
 
-
 def _threshold_tests(estimator) -> tuple[np.ndarray, np.ndarray, type] | None:
     """(feature, threshold) of every node of a tree model whose predictions depend on
     nothing else; None for other models."""
@@ -61,14 +60,19 @@ def _threshold_tests(estimator) -> tuple[np.ndarray, np.ndarray, type] | None:
         if any(node["is_categorical"].any() for node in nodes):
             return None
         split = [node[node["is_leaf"] == 0] for node in nodes]
-        return (np.concatenate([n["feature_idx"] for n in split]).astype(np.int64),
-                np.concatenate([n["num_threshold"] for n in split]).astype(np.float64), np.float64)
+        return (
+            np.concatenate([n["feature_idx"] for n in split]).astype(np.int64),
+            np.concatenate([n["num_threshold"] for n in split]).astype(np.float64),
+            np.float64,
+        )
     else:
         return None
     inner = [tree.children_left != -1 for tree in trees]
-    return (np.concatenate([t.feature[i] for t, i in zip(trees, inner, strict=True)]).astype(np.int64),
-            np.concatenate([t.threshold[i] for t, i in zip(trees, inner, strict=True)]).astype(np.float64), np.float32)
-
+    return (
+        np.concatenate([t.feature[i] for t, i in zip(trees, inner, strict=True)]).astype(np.int64),
+        np.concatenate([t.threshold[i] for t, i in zip(trees, inner, strict=True)]).astype(np.float64),
+        np.float32,
+    )
 
 
 def threshold_cells(estimator) -> ThresholdCells | None:
@@ -83,16 +87,14 @@ def threshold_cells(estimator) -> ThresholdCells | None:
     count = 1
     for values in cuts:
         count *= len(values) + 1
-    if count >= 2 ** 62:
+    if count >= 2**62:
         return None
     return ThresholdCells(features, cuts, dtype, count)
-
 
 
 def _is_forest(estimator) -> bool:
     """A single-output scikit-learn random forest (whose trees we may evaluate ourselves)."""
     return type(estimator).__name__ == "RandomForestClassifier" and getattr(estimator, "n_outputs_", 1) == 1
-
 
 
 def probability_function(estimator):
@@ -112,7 +114,6 @@ def probability_function(estimator):
         return total
 
     return predict_proba
-
 
 
 def decision_function(estimator, confidence: bool = True):
@@ -154,7 +155,6 @@ def decision_function(estimator, confidence: bool = True):
     return forest_classes
 
 
-
 class ParallelDecisions:
     """A decision function (see :func:`decision_function`) over chunks on a
     pool of this run's threads (scikit-learn's trees and neighbours release the GIL).
@@ -178,7 +178,6 @@ class ParallelDecisions:
         parts = list(self.pool.map(self.decide, np.array_split(table, self.workers)))
         best = np.concatenate([part[0] for part in parts])
         return best, None if parts[0][1] is None else np.concatenate([part[1] for part in parts])
-
 
 
 class Decisions:
@@ -267,4 +266,3 @@ class Decisions:
             at = np.searchsorted(self.sorted_keys, new)
             self.sorted_keys = np.insert(self.sorted_keys, at, new)
             self.sorted_slots = np.insert(self.sorted_slots, at, numbers)
-

@@ -14,8 +14,9 @@ from .registry import as_params, is_auto, make_classifier
 from .search import cross_validate, search
 
 
-def split_by_group(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
-                   names: dict[int, str] | None = None) -> tuple[np.ndarray, list[str]]:
+def split_by_group(
+    codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int, names: dict[int, str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """``validation`` mask: whole groups (polygons) held out, about ``fraction`` of each
     class's samples (see :func:`validation.hold_out_groups`); and the warnings."""
     split = hold_out_groups(codes, groups, fraction, seed, names)
@@ -43,10 +44,19 @@ class TrainedClassifier:
         return np.asarray([c["code"] for c in self.classes], dtype=np.int64)
 
 
-
-def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_names: dict[int, str],
-          recipe: dict, classifier: str = "rf", params: str | None = None, seed: int = 0,
-          validation: float = 0.3, refit: bool = True, folds: int = 0) -> TrainedClassifier:
+def train(
+    features: np.ndarray,
+    codes: np.ndarray,
+    groups: np.ndarray,
+    class_names: dict[int, str],
+    recipe: dict,
+    classifier: str = "rf",
+    params: str | None = None,
+    seed: int = 0,
+    validation: float = 0.3,
+    refit: bool = True,
+    folds: int = 0,
+) -> TrainedClassifier:
     """Score a classifier trained on the training groups (polygons) on the held-out ones;
     with ``refit``, the returned classifier is then trained again on every sample (more
     polygons: a better map; the report says its scores are those of the first).
@@ -60,8 +70,10 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
         raise InputError("no sample to train on: check that the points or polygons lie on valid pixels")
     present = np.unique(codes)
     if len(present) < 2:
-        raise InputError(f"the samples hold one class only ({class_names.get(int(present[0]), present[0])}): "
-                         "a classifier needs at least two")
+        raise InputError(
+            f"the samples hold one class only ({class_names.get(int(present[0]), present[0])}): "
+            "a classifier needs at least two"
+        )
     if not np.isfinite(features).all():
         bad = int((~np.isfinite(features)).any(axis=1).sum())
         raise InputError(f"{bad} sample(s) have NaN or infinite features: set the sources' nodata value")
@@ -73,10 +85,12 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
     try:
         chosen: str | dict | None = params
         if is_auto(params):
-            best, candidates, folds = search(classifier, features[~held_out], codes[~held_out],
-                                             groups[~held_out], seed)
-            searched = {"folds": folds, "candidates": [c.as_dict() for c in candidates],
-                        "chosen": {k: repr(v) for k, v in best.items()}}
+            best, candidates, folds = search(classifier, features[~held_out], codes[~held_out], groups[~held_out], seed)
+            searched = {
+                "folds": folds,
+                "candidates": [c.as_dict() for c in candidates],
+                "chosen": {k: repr(v) for k, v in best.items()},
+            }
             chosen = best
         estimator = make_classifier(classifier, chosen, seed)
         estimator.fit(features[~held_out], codes[~held_out])
@@ -91,8 +105,17 @@ def train(features: np.ndarray, codes: np.ndarray, groups: np.ndarray, class_nam
     except ValueError as err:  # scikit-learn's complaints about the data (too few samples, ...)
         raise InputError(f"{classifier} could not be trained: {err}") from err
     refitted = refit and bool(held_out.any())
-    trained = TrainedClassifier(estimator, recipe, classes, classifier, as_params(chosen), metrics,
-                                len(codes) if refitted else int((~held_out).sum()), int(held_out.sum()), warnings,
-                                split.as_dict(class_names))
+    trained = TrainedClassifier(
+        estimator,
+        recipe,
+        classes,
+        classifier,
+        as_params(chosen),
+        metrics,
+        len(codes) if refitted else int((~held_out).sum()),
+        int(held_out.sum()),
+        warnings,
+        split.as_dict(class_names),
+    )
     trained.refit, trained.search, trained.cross_validation = refitted, searched, validated
     return trained

@@ -16,17 +16,16 @@ AUTO = "auto"
 STANDARDISED = {"svm", "knn", "ann"}
 
 
-
 def sklearn():
     """Import scikit-learn and skops, or say how to install them."""
     try:
         import sklearn as module
         import skops.io  # noqa: F401
     except ImportError as err:
-        raise DependencyError(f"scikit-learn or skops is missing ({err}): use Plugins > otbtf > Install "
-                              "dependencies, or `make setup`") from err
+        raise DependencyError(
+            f"scikit-learn or skops is missing ({err}): use Plugins > otbtf > Install dependencies, or `make setup`"
+        ) from err
     return module
-
 
 
 def _estimator(name: str, seed: int):
@@ -43,8 +42,9 @@ def _estimator(name: str, seed: int):
     if name == "rf":
         # Orfeo ToolBox's defaults (depth 5, 10 samples to split a node): on few polygons, fully
         # grown trees learn the polygons, not the classes (README: grouped cross-validation).
-        return RandomForestClassifier(n_estimators=100, max_depth=5, min_samples_split=10, n_jobs=threads,
-                                      random_state=seed)
+        return RandomForestClassifier(
+            n_estimators=100, max_depth=5, min_samples_split=10, n_jobs=threads, random_state=seed
+        )
     if name == "svm":
         return CalibratedClassifierCV(SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed), ensemble=False)
     if name == "boost":
@@ -62,7 +62,6 @@ def _estimator(name: str, seed: int):
     raise InputError(f"unknown classifier {name!r}; use one of: {', '.join(CLASSIFIER_NAMES)}")
 
 
-
 def parse_params(text: str | None) -> dict[str, object]:
     """``"a=1;b=gini"`` -> ``{"a": 1, "b": "gini"}``."""
     params: dict[str, object] = {}
@@ -75,10 +74,8 @@ def parse_params(text: str | None) -> dict[str, object]:
     return params
 
 
-
 def as_params(params: str | dict | None) -> dict[str, object]:
     return parse_params(params) if isinstance(params, str) or params is None else dict(params)
-
 
 
 def single_threaded(estimator):
@@ -88,7 +85,6 @@ def single_threaded(estimator):
         if hasattr(part, "n_jobs"):
             part.n_jobs = 1
     return estimator
-
 
 
 def is_auto(params) -> bool:
@@ -107,12 +103,13 @@ def make_classifier(name: str, params: str | dict | None = None, seed: int = 0):
     known = target.get_params(deep=False)
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise InputError(f"CLASSIFIER_PARAMS: {', '.join(unknown)} is not a parameter of {name} "
-                         f"({type(target).__name__}); its parameters: {', '.join(sorted(known))}")
+        raise InputError(
+            f"CLASSIFIER_PARAMS: {', '.join(unknown)} is not a parameter of {name} "
+            f"({type(target).__name__}); its parameters: {', '.join(sorted(known))}"
+        )
     try:
         target.set_params(**params)
         target._validate_params()  # scikit-learn's own checks of types and ranges
     except (ValueError, TypeError) as err:
         raise InputError(f"CLASSIFIER_PARAMS for {name}: {err}") from err
     return make_pipeline(StandardScaler(), estimator) if name in STANDARDISED else estimator
-

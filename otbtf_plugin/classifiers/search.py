@@ -25,8 +25,14 @@ MAX_FOLDS = 4
 MARGIN = 0.02
 
 GRIDS: dict[str, list[dict]] = {
-    "rf": [{}, {"max_depth": None, "min_samples_split": 2}, {"max_depth": None, "min_samples_leaf": 5},
-           {"max_depth": 10, "min_samples_leaf": 5}, {"max_depth": 3}, {"max_features": None}],
+    "rf": [
+        {},
+        {"max_depth": None, "min_samples_split": 2},
+        {"max_depth": None, "min_samples_leaf": 5},
+        {"max_depth": 10, "min_samples_leaf": 5},
+        {"max_depth": 3},
+        {"max_features": None},
+    ],
     "svm": [{}, {"C": 0.1}, {"C": 10.0}, {"C": 100.0}, {"C": 10.0, "gamma": 0.1}, {"C": 100.0, "gamma": 0.01}],
     "boost": [{}, {"learning_rate": 0.5}, {"n_estimators": 300}],
     "dt": [{}, {"max_depth": 5}, {"max_depth": 10}, {"min_samples_leaf": 10}],
@@ -44,12 +50,16 @@ class Candidate:
     kappa: float
 
     def as_dict(self) -> dict:
-        return {"params": {k: repr(v) for k, v in self.params.items()},
-                "overall_accuracy": self.overall_accuracy, "kappa": self.kappa}
+        return {
+            "params": {k: repr(v) for k, v in self.params.items()},
+            "overall_accuracy": self.overall_accuracy,
+            "kappa": self.kappa,
+        }
 
 
-def cross_validate(name: str, params, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,
-                   folds: int, seed: int) -> dict:
+def cross_validate(
+    name: str, params, features: np.ndarray, codes: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> dict:
     """Grouped k-fold cross-validation (FOLDS): each fold's overall accuracy, kappa and mean F1
     over the classes present in it, their mean and standard deviation, and the scores pooled
     over all folds."""
@@ -64,12 +74,14 @@ def cross_validate(name: str, params, features: np.ndarray, codes: np.ndarray, g
         truth.append(codes[~train])
         predicted.append(estimator.predict(features[~train]))
         per_fold.append(report(confusion_matrix(truth[-1], predicted[-1], classes), names))
-    return fold_summary(per_fold, report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted),
-                                                          classes), names))
+    return fold_summary(
+        per_fold, report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes), names)
+    )
 
 
-def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarray,
-           seed: int) -> tuple[dict, list[Candidate], int]:
+def search(
+    name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarray, seed: int
+) -> tuple[dict, list[Candidate], int]:
     """(chosen parameters, every candidate's pooled scores, folds): the overall accuracy pooled
     over the held-out folds decides (the earlier candidate on a tie); the defaults (the
     first) stay unless clearly beaten (:func:`_choice`)."""
@@ -77,8 +89,9 @@ def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarra
         raise InputError(f"CLASSIFIER_PARAMS=auto: no search for {name!r}")
     folds = min(MAX_FOLDS, len(np.unique(groups)))
     if folds < 2:
-        raise InputError("CLASSIFIER_PARAMS=auto needs samples from at least 2 polygons to cross-validate; "
-                         "give parameters instead")
+        raise InputError(
+            "CLASSIFIER_PARAMS=auto needs samples from at least 2 polygons to cross-validate; give parameters instead"
+        )
     fold = group_folds(codes, groups, folds, seed)
     classes = sorted(np.unique(codes).tolist())
     candidates, per_fold = [], []
@@ -93,8 +106,9 @@ def search(name: str, features: np.ndarray, codes: np.ndarray, groups: np.ndarra
             truth.append(codes[~train])
             predicted.append(estimator.predict(features[~train]))
             accuracies.append(float(np.mean(predicted[-1] == truth[-1])))
-        scores = report(confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes),
-                        [str(c) for c in classes])
+        scores = report(
+            confusion_matrix(np.concatenate(truth), np.concatenate(predicted), classes), [str(c) for c in classes]
+        )
         candidates.append(Candidate(params, float(scores["overall_accuracy"]), float(scores["kappa"])))
         per_fold.append(np.asarray(accuracies))
     return candidates[_choice(candidates, per_fold)].params, candidates, folds

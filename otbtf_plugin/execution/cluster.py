@@ -83,9 +83,11 @@ def scheduler_address(text: str) -> str:
 
 
 def _unreachable(address: str, why: str) -> InputError:
-    return InputError(f"cannot reach the Dask scheduler at {address!r} ({why}); start one with "
-                      "`dask scheduler` and workers with `dask worker ADDRESS`, or leave SCHEDULER "
-                      "empty to serve on this machine")
+    return InputError(
+        f"cannot reach the Dask scheduler at {address!r} ({why}); start one with "
+        "`dask scheduler` and workers with `dask worker ADDRESS`, or leave SCHEDULER "
+        "empty to serve on this machine"
+    )
 
 
 def _refused(address: str, timeout: float) -> None:
@@ -93,7 +95,7 @@ def _refused(address: str, timeout: float) -> None:
     client would retry until its timeout."""
     if not address.startswith("tcp://"):
         return
-    host, port = address[len("tcp://"):].rsplit(":", 1)
+    host, port = address[len("tcp://") :].rsplit(":", 1)
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
@@ -147,8 +149,9 @@ def connect(address: str, timeout: float | None = None, progress: Progress | Non
     try:
         from distributed import Client
     except ImportError as err:
-        raise InputError(f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install "
-                         "dependencies, or `make setup`") from err
+        raise InputError(
+            f"Dask distributed is not installed ({err}): use Plugins > otbtf > Install dependencies, or `make setup`"
+        ) from err
     _refused(address, timeout)
     check = "check the port (Dask's default is 8786), or leave SCHEDULER empty"
     try:
@@ -156,11 +159,14 @@ def connect(address: str, timeout: float | None = None, progress: Progress | Non
     except Cancelled:
         raise
     except TimeoutError as err:
-        raise InputError(f"the service at {address!r} gave no Dask answer within {timeout:g} s: is it a Dask "
-                         f"scheduler? {check}") from err
+        raise InputError(
+            f"the service at {address!r} gave no Dask answer within {timeout:g} s: is it a Dask scheduler? {check}"
+        ) from err
     except Exception as err:  # what a service that is not Dask makes the handshake raise
-        raise InputError(f"the service at {address!r} did not answer as a Dask scheduler ({type(err).__name__}: "
-                         f"{str(err)[:80]}): {check}") from err
+        raise InputError(
+            f"the service at {address!r} did not answer as a Dask scheduler ({type(err).__name__}: "
+            f"{str(err)[:80]}): {check}"
+        ) from err
     return Client(address, timeout=timeout, set_as_default=False)
 
 
@@ -186,16 +192,19 @@ class DaskExecutor:
         try:
             workers = len(client.scheduler_info().get("workers", {}))
             if not workers:
-                raise InputError(f"the Dask scheduler at {self.address!r} has no worker: start some with "
-                                 f"`dask worker {self.address}`")
+                raise InputError(
+                    f"the Dask scheduler at {self.address!r} has no worker: start some with "
+                    f"`dask worker {self.address}`"
+                )
             queue = iter(tiles)
 
             def submit_next():
                 tile = next(queue, None)
                 if tile is None:
                     return None
-                future = client.submit(_compute_on_worker, run, work,
-                                       (tile.col_off, tile.row_off, tile.width, tile.height), pure=False)
+                future = client.submit(
+                    _compute_on_worker, run, work, (tile.col_off, tile.row_off, tile.width, tile.height), pure=False
+                )
                 futures.add(future)
                 return future
 

@@ -57,8 +57,14 @@ class Executor(Protocol):
     #: True when tiles are computed in this process (the caller may prepare its state for it).
     local: bool
 
-    def run(self, work: TileWork, tiles: list[Window], write: Callable[[Window, Any], None],
-            progress: Progress, state: Any = None) -> int:
+    def run(
+        self,
+        work: TileWork,
+        tiles: list[Window],
+        write: Callable[[Window, Any], None],
+        progress: Progress,
+        state: Any = None,
+    ) -> int:
         """Compute every tile and hand its result to ``write(tile, result)`` (in one thread at a
         time; it writes with ``raster.write``); return the number of all-nodata tiles.
         ``state``: the run's state, when the caller has built it already."""
@@ -92,8 +98,14 @@ class LocalThreads:
         self.readers = readers
         self.ahead = ahead
 
-    def run(self, work: TileWork, tiles: list[Window], write: Callable[[Window, Any], None],
-            progress: Progress, state: Any = None) -> int:
+    def run(
+        self,
+        work: TileWork,
+        tiles: list[Window],
+        write: Callable[[Window, Any], None],
+        progress: Progress,
+        state: Any = None,
+    ) -> int:
         with ExitStack() as stack:
             if state is None:
                 state = work.build(stack)
@@ -101,8 +113,16 @@ class LocalThreads:
             writing = stack.enter_context(_pool(1, "otbtf-tiles-write"))
             return self._run(work, state, tiles, write, progress, reading, writing)
 
-    def _run(self, work: TileWork, state, tiles: list[Window], write, progress: Progress,
-             reading: ThreadPoolExecutor, writing: ThreadPoolExecutor) -> int:
+    def _run(
+        self,
+        work: TileWork,
+        state,
+        tiles: list[Window],
+        write,
+        progress: Progress,
+        reading: ThreadPoolExecutor,
+        writing: ThreadPoolExecutor,
+    ) -> int:
         upcoming = iter(tiles)
         reads: deque[tuple[Window, Future]] = deque()
         writes: deque[Future] = deque()

@@ -34,9 +34,23 @@ import numpy as np
 from .metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata
 from .served import ModelError, ServedModel, TensorInfo, classes_of_scores
 
-KEYS = ("model_type", "class_names", "names", "resolution", "tile_size", "tiles_size", "tiles_overlap",
-        "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment", "reg_output_scaling",
-        "det_conf", "det_iou_thresh", "det_type")
+KEYS = (
+    "model_type",
+    "class_names",
+    "names",
+    "resolution",
+    "tile_size",
+    "tiles_size",
+    "tiles_overlap",
+    "standardization_mean",
+    "standardization_std",
+    "seg_thresh",
+    "seg_small_segment",
+    "reg_output_scaling",
+    "det_conf",
+    "det_iou_thresh",
+    "det_type",
+)
 SERVED_TYPES = ("Segmentor", "Regressor")
 CLASS_OUTPUT = "class"
 
@@ -81,11 +95,14 @@ def _class_names(value: Any, where: str) -> list[list[str]]:
         try:
             ordered = sorted((int(k), str(v)) for k, v in table.items())
         except (TypeError, ValueError) as err:
-            raise ModelError(f"{where}: metadata 'class_names' must number the classes 0, 1, 2...; found the keys "
-                             f"{list(table)[:5]}") from err
+            raise ModelError(
+                f"{where}: metadata 'class_names' must number the classes 0, 1, 2...; found the keys {list(table)[:5]}"
+            ) from err
         if [k for k, _ in ordered] != list(range(len(ordered))):
-            raise ModelError(f"{where}: metadata 'class_names' must number the classes 0, 1, 2... without gaps; "
-                             f"found {[k for k, _ in ordered]}")
+            raise ModelError(
+                f"{where}: metadata 'class_names' must number the classes 0, 1, 2... without gaps; "
+                f"found {[k for k, _ in ordered]}"
+            )
         names.append([v for _, v in ordered])
     return names
 
@@ -105,8 +122,10 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
         except (TypeError, ValueError, OverflowError):
             found = math.nan
         if not (math.isfinite(found) and low <= found <= high) or (kind is int and found != int(found)):
-            raise ModelError(f"{where}: metadata {key!r} = {value!r} is not {what}; fix the key in the model's "
-                             "metadata (Deepness writes JSON values)")
+            raise ModelError(
+                f"{where}: metadata {key!r} = {value!r} is not {what}; fix the key in the model's "
+                "metadata (Deepness writes JSON values)"
+            )
         return kind(found)
 
     def floats(key: str) -> tuple[float, ...] | None:
@@ -119,8 +138,10 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
         except (TypeError, ValueError, OverflowError) as err:
             raise ModelError(f"{where}: metadata {key!r} must be a list of numbers, found {value!r}") from err
         if not all(math.isfinite(v) for v in found) or (key.endswith("std") and not all(v > 0 for v in found)):
-            raise ModelError(f"{where}: metadata {key!r} = {value!r} must hold finite numbers"
-                             + (" above 0" if key.endswith("std") else ""))
+            raise ModelError(
+                f"{where}: metadata {key!r} = {value!r} must hold finite numbers"
+                + (" above 0" if key.endswith("std") else "")
+            )
         return found
 
     names = values.get("class_names", values.get("names"))
@@ -129,10 +150,11 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
         model_type=str(values["model_type"]).capitalize() if "model_type" in values else None,
         class_names=_class_names(names, where) if names is not None else [],
         resolution_cm=number("resolution", low=1e-9, what="a resolution in cm above 0"),
-        tile_size=number("tile_size", int, 1, 2 ** 20, "a tile size in pixels (a whole number, at least 1)")
-        or number("tiles_size", int, 1, 2 ** 20, "a tile size in pixels (a whole number, at least 1)"),
+        tile_size=number("tile_size", int, 1, 2**20, "a tile size in pixels (a whole number, at least 1)")
+        or number("tiles_size", int, 1, 2**20, "a tile size in pixels (a whole number, at least 1)"),
         overlap_percent=number("tiles_overlap", low=0, high=99, what="a percentage from 0 to 99") or 0.0,
-        mean=floats("standardization_mean"), std=floats("standardization_std"),
+        mean=floats("standardization_mean"),
+        std=floats("standardization_std"),
         threshold=0.5 if threshold is None else threshold,
         output_scaling=number("reg_output_scaling") or 1.0,
     )
@@ -140,7 +162,7 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
 
 def _crop(value: np.ndarray, before: int, after: int) -> np.ndarray:
     """``[n, h, w(, c)]`` without ``before`` rows/cols at the start and ``after`` at the end."""
-    return value[:, before:value.shape[1] - after, before:value.shape[2] - after]
+    return value[:, before : value.shape[1] - after, before : value.shape[2] - after]
 
 
 def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | None = None) -> ServedModel:  # noqa: C901
@@ -152,12 +174,16 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
     where = model.path.name
     kind = settings.model_type or ("Segmentor" if settings.class_names else None)
     if kind is not None and kind not in SERVED_TYPES:
-        raise ModelError(f"{where} is a Deepness {kind} model; served here: Segmentor and Regressor models "
-                         "(and ONNX models without Deepness metadata, as plain tensors)")
+        raise ModelError(
+            f"{where} is a Deepness {kind} model; served here: Segmentor and Regressor models "
+            "(and ONNX models without Deepness metadata, as plain tensors)"
+        )
     images = [t for t in model.inputs if len(t.shape) == 4]
     if len(model.inputs) != 1 or len(images) != 1:
-        raise ModelError(f"{where}: a Deepness model has one image input [n, bands, rows, cols]; this one has: "
-                         + ", ".join(t.describe() for t in model.inputs))
+        raise ModelError(
+            f"{where}: a Deepness model has one image input [n, bands, rows, cols]; this one has: "
+            + ", ".join(t.describe() for t in model.inputs)
+        )
     image = images[0]
     static = image.shape[1] if image.shape[1] is not None and image.shape[1] == image.shape[2] else None
     tile = static or settings.tile_size
@@ -168,14 +194,19 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
     mean = np.asarray(settings.mean if settings.mean is not None else [0.0] * count, dtype=np.float64)
     std = np.asarray(settings.std if settings.std is not None else [1.0] * count, dtype=np.float64)
     normalisation = BandStatistics(tuple(255 * mean), tuple(255 * std)) if count else None
+
     def listed(values) -> str:
         return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
-    notes = [f"Deepness {kind or 'model'}: input x / 255"
-             + (f", then (x - {listed(mean)}) / {listed(std)}" if settings.mean or settings.std else "")]
+    notes = [
+        f"Deepness {kind or 'model'}: input x / 255"
+        + (f", then (x - {listed(mean)}) / {listed(std)}" if settings.mean or settings.std else "")
+    ]
     if tile:
-        notes.append(f"tiles of {tile} px overlapping {settings.overlap_percent:g} % ({overlap} px): the central "
-                     f"{tile - overlap} px of each kept")
+        notes.append(
+            f"tiles of {tile} px overlapping {settings.overlap_percent:g} % ({overlap} px): the central "
+            f"{tile - overlap} px of each kept"
+        )
     if settings.resolution_cm:
         notes.append(f"made for {settings.resolution_cm:g} cm pixels")
     spatial = {t.name for t in model.outputs if len(t.shape) in (3, 4)}
@@ -184,8 +215,10 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
     if kind == "Segmentor":
         scores = next((t for t in model.outputs if t.name in spatial), None)
         if scores is None:
-            raise ModelError(f"{where}: a Deepness Segmentor gives [n, classes, rows, cols] scores; its outputs: "
-                             + ", ".join(t.describe() for t in model.outputs))
+            raise ModelError(
+                f"{where}: a Deepness Segmentor gives [n, classes, rows, cols] scores; its outputs: "
+                + ", ".join(t.describe() for t in model.outputs)
+            )
         channels = scores.shape[3] if len(scores.shape) == 4 else 1
         names = settings.class_names[0] if settings.class_names else []
         if channels == 1:  # a sigmoid: background against its class (Deepness' rule)
@@ -197,8 +230,10 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
         if not (classes and len(classes) == len(names)):
             classes = [ModelClass(k, n) for k, n in enumerate(names)]
         codes = [c.code for c in classes]
-        notes.append(f"classes: {', '.join(f'{c.code} {c.name}' for c in classes) or 'as many as its scores'}; "
-                     f"scores below {settings.threshold:g} count as 0")
+        notes.append(
+            f"classes: {', '.join(f'{c.code} {c.name}' for c in classes) or 'as many as its scores'}; "
+            f"scores below {settings.threshold:g} count as 0"
+        )
     elif kind == "Regressor" and settings.output_scaling != 1:
         notes.append(f"outputs x {settings.output_scaling:g}")
 
@@ -217,8 +252,9 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
         if scores_name is not None:
             value = np.asarray(result[scores_name])
             value = value[..., None] if value.ndim == 3 else value
-            result[CLASS_OUTPUT] = classes_of_scores(value, codes or range(value.shape[-1]),
-                                                     settings.threshold).astype(class_type)
+            result[CLASS_OUTPUT] = classes_of_scores(value, codes or range(value.shape[-1]), settings.threshold).astype(
+                class_type
+            )
         return result
 
     outputs = list(model.outputs)
@@ -231,8 +267,11 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
         task="segmentation" if kind == "Segmentor" else "regression" if kind == "Regressor" else None,
         outputs={scores_name: "class scores", CLASS_OUTPUT: "class of the highest score"} if scores_name else {},
         default_outputs=[CLASS_OUTPUT] if scores_name else [],
-        classes=(classes or []) if scores_name else [], scores_output=scores_name,
+        classes=(classes or []) if scores_name else [],
+        scores_output=scores_name,
         class_threshold=settings.threshold if scores_name else None,
-        resolution_cm=settings.resolution_cm, covers_raster=ours is None, first_bands=True,
+        resolution_cm=settings.resolution_cm,
+        covers_raster=ours is None,
+        first_bands=True,
     )
     return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])

@@ -32,8 +32,9 @@ def tensorflow():
 
 
 def _spec_info(name: str, spec) -> TensorInfo:
-    shape = tuple(None if d is None else int(d) for d in spec.shape.as_list()) if spec.shape.rank is not None \
-        else (None,)
+    shape = (
+        tuple(None if d is None else int(d) for d in spec.shape.as_list()) if spec.shape.rank is not None else (None,)
+    )
     return TensorInfo(name, np.dtype(spec.dtype.as_numpy_dtype).name, shape)
 
 
@@ -45,8 +46,10 @@ def _load_savedmodel(path: Path) -> ServedModel:
         raise ModelError(f"{path}: not a loadable TensorFlow SavedModel ({err})") from err
     signatures = getattr(loaded, "signatures", {})
     if "serving_default" not in signatures:
-        raise ModelError(f"{path}: the SavedModel has no 'serving_default' signature; it has: "
-                         f"{', '.join(signatures) or 'none'}. Export it with one (Keras: model.export(path))")
+        raise ModelError(
+            f"{path}: the SavedModel has no 'serving_default' signature; it has: "
+            f"{', '.join(signatures) or 'none'}. Export it with one (Keras: model.export(path))"
+        )
     function = signatures["serving_default"]
     _, kwargs = function.structured_input_signature
     inputs = [_spec_info(name, spec) for name, spec in kwargs.items()]
@@ -67,17 +70,21 @@ def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
     keras = keras_module()
     class_code_layer(keras)  # the layer our training's model.keras holds, registered for safe mode
     if not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: not a Keras 3 model file (a .keras file is a zip archive; this one is damaged, "
-                         "empty or of another format): save the model again with model.save('name.keras')")
+        raise ModelError(
+            f"{path}: not a Keras 3 model file (a .keras file is a zip archive; this one is damaged, "
+            "empty or of another format): save the model again with model.save('name.keras')"
+        )
     try:
         model = keras.saving.load_model(str(path), safe_mode=not allow_lambda)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:
         if "Lambda" in str(err) or "safe_mode" in str(err):
             raise ModelError(
                 f"{path}: the model holds a Lambda layer, whose Python code would run when loading it; "
-                "this is refused unless you trust the file and allow it (ALLOW_LAMBDA)") from err
-        raise ModelError(f"{path}: not a loadable Keras model ({str(err).splitlines()[0] if str(err) else err!r})"
-                         ) from err
+                "this is refused unless you trust the file and allow it (ALLOW_LAMBDA)"
+            ) from err
+        raise ModelError(
+            f"{path}: not a loadable Keras model ({str(err).splitlines()[0] if str(err) else err!r})"
+        ) from err
     inputs = [TensorInfo(t.name.split(":")[0], np.dtype(t.dtype).name, tuple(t.shape)) for t in model.inputs]
     structure = model.output
     if isinstance(structure, dict):  # built with named outputs: the call returns that dict
@@ -85,8 +92,7 @@ def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
     else:
         tensors = list(structure) if isinstance(structure, (list, tuple)) else [structure]
         names = list(getattr(model, "output_names", None) or [f"output_{k}" for k in range(len(tensors))])
-    outputs = [TensorInfo(name, np.dtype(t.dtype).name, tuple(t.shape)) for name, t in zip(names, tensors,
-                                                                                         strict=True)]
+    outputs = [TensorInfo(name, np.dtype(t.dtype).name, tuple(t.shape)) for name, t in zip(names, tensors, strict=True)]
     input_names = [t.name for t in inputs]
 
     def call(feeds):
@@ -135,9 +141,14 @@ def model_path_problem(path: str | Path) -> str | None:
     if not path.exists():
         return f"the model {str(path)!r} does not exist"
     if path.is_file():
-        return None if path.suffix.lower() in (".keras", ".onnx") else \
-            f"{path.name}: a model file must be an .onnx or a .keras file (or give a SavedModel folder)"
+        return (
+            None
+            if path.suffix.lower() in (".keras", ".onnx")
+            else f"{path.name}: a model file must be an .onnx or a .keras file (or give a SavedModel folder)"
+        )
     if (path / "saved_model.pb").is_file() or (path / "savedmodel" / "saved_model.pb").is_file():
         return None
-    return (f"{str(path)!r} is not a model: give an ONNX file (.onnx), a TensorFlow SavedModel folder (with "
-            "saved_model.pb), a model folder written by otbtf:tensorflowmodeltrain, or a .keras file")
+    return (
+        f"{str(path)!r} is not a model: give an ONNX file (.onnx), a TensorFlow SavedModel folder (with "
+        "saved_model.pb), a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
+    )

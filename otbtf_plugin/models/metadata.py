@@ -123,10 +123,17 @@ class ModelMetadata:
         for key in ("covers_raster", "first_bands"):
             if getattr(self, key):
                 data[key] = True
-        data.update({"outputs": self.outputs, "extra_outputs": self.extra_outputs,
-                     "default_outputs": self.default_outputs,
-                     "target_statistics": self.target_statistics, "classes": self.class_dicts(),
-                     "training": self.training, "history": self.history})
+        data.update(
+            {
+                "outputs": self.outputs,
+                "extra_outputs": self.extra_outputs,
+                "default_outputs": self.default_outputs,
+                "target_statistics": self.target_statistics,
+                "classes": self.class_dicts(),
+                "training": self.training,
+                "history": self.history,
+            }
+        )
         return {**data, **self.others}
 
     @classmethod
@@ -139,18 +146,24 @@ class ModelMetadata:
             raise MetadataError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
         return cls(
             inputs=[_input(entry, where) for entry in _list(data, "inputs", where)],
-            efield=_int(data, "efield", where), scale=_int(data, "scale", where), task=task,
+            efield=_int(data, "efield", where),
+            scale=_int(data, "scale", where),
+            task=task,
             architecture=data.get("architecture"),
-            outputs=_dict(data, "outputs", where), extra_outputs=_dict(data, "extra_outputs", where),
+            outputs=_dict(data, "outputs", where),
+            extra_outputs=_dict(data, "extra_outputs", where),
             default_outputs=[str(n) for n in _list(data, "default_outputs", where)],
             classes=[ModelClass(_code(c, where), str(_get(c, "name", where))) for c in _list(data, "classes", where)],
             scores_output=None if data.get("scores_output") is None else str(data["scores_output"]),
             class_threshold=_float(data, "class_threshold", where),
             resolution_cm=_float(data, "resolution_cm", where),
-            covers_raster=bool(data.get("covers_raster", False)), first_bands=bool(data.get("first_bands", False)),
-            target_statistics=_target_statistics(data, where), training=_dict(data, "training", where),
+            covers_raster=bool(data.get("covers_raster", False)),
+            first_bands=bool(data.get("first_bands", False)),
+            target_statistics=_target_statistics(data, where),
+            training=_dict(data, "training", where),
             history=_history(data, where),
-            format=str(data.get("format", FORMAT)), created=data.get("created"),
+            format=str(data.get("format", FORMAT)),
+            created=data.get("created"),
             otbtf_plugin=data.get("otbtf_plugin"),
             others={k: v for k, v in data.items() if k not in known},
         )
@@ -190,8 +203,9 @@ def _int(data: dict, key: str, where: str) -> int | None:
     if value in (None, 0):
         return None
     if not _number(value) or value != int(value) or not 0 < value <= MAX_PIXELS:
-        raise MetadataError(f"{where}: {key!r} must be a whole number of pixels (1 to {MAX_PIXELS}), found "
-                            f"{_shown(value)}")
+        raise MetadataError(
+            f"{where}: {key!r} must be a whole number of pixels (1 to {MAX_PIXELS}), found {_shown(value)}"
+        )
     return int(value)
 
 
@@ -208,8 +222,7 @@ def _code(entry: Any, where: str) -> int:
     code = _get(entry, "code", where)
     low, high = CLASS_CODE_RANGE
     if not _number(code) or code != int(code) or not low <= code <= high:
-        raise MetadataError(f"{where}: a class code must be a whole number from {low} to {high}, found "
-                            f"{_shown(code)}")
+        raise MetadataError(f"{where}: a class code must be a whole number from {low} to {high}, found {_shown(code)}")
     return int(code)
 
 
@@ -233,8 +246,9 @@ def _target_statistics(data: dict, where: str) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not all(_number(value.get(k)) for k in ("mean", "std")):
-        raise MetadataError(f"{where}: 'target_statistics' must be {{\"mean\": number, \"std\": number}}, found "
-                            f"{_shown(value)}")
+        raise MetadataError(
+            f'{where}: \'target_statistics\' must be {{"mean": number, "std": number}}, found {_shown(value)}'
+        )
     return {"mean": float(value["mean"]), "std": float(value["std"])}
 
 
@@ -259,9 +273,13 @@ def _statistics(entry: dict, key: str, where: str) -> BandStatistics | None:
 
 def _input(entry: Any, where: str) -> ModelInput:
     name = _get(entry, "name", where)
-    return ModelInput(name=str(name), rfield=_int(entry, "rfield", where), bands=_int(entry, "bands", where),
-                      band_statistics=_statistics(entry, "band_statistics", where),
-                      normalisation=_statistics(entry, "normalisation", where))
+    return ModelInput(
+        name=str(name),
+        rfield=_int(entry, "rfield", where),
+        bands=_int(entry, "bands", where),
+        band_statistics=_statistics(entry, "band_statistics", where),
+        normalisation=_statistics(entry, "normalisation", where),
+    )
 
 
 def read_metadata(folder: str | Path) -> ModelMetadata | None:

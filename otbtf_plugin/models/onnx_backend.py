@@ -21,9 +21,18 @@ from .served import Layout, ModelError, ServedModel, TensorInfo, channels_last, 
 METADATA_KEY = "otbtf_model"  # our model folder's otbtf_model.json, in files written by onnx_export
 
 # onnxruntime's tensor types -> numpy's
-_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-          "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int16)": "int16",
-          "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(uint16)": "uint16",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
 
 
 def _first_line(err: Exception) -> str:
@@ -35,8 +44,10 @@ def _first_line(err: Exception) -> str:
 def _info(arg, where: str) -> TensorInfo:
     dtype = _TYPES.get(arg.type)
     if dtype is None:
-        raise ModelError(f"{where}: tensor {arg.name} is of type {arg.type}, which serving does not handle "
-                         f"(numbers only: {', '.join(t[7:-1] for t in _TYPES)})")
+        raise ModelError(
+            f"{where}: tensor {arg.name} is of type {arg.type}, which serving does not handle "
+            f"(numbers only: {', '.join(t[7:-1] for t in _TYPES)})"
+        )
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (arg.shape or []))
     return TensorInfo(arg.name, dtype, shape)
 
@@ -50,8 +61,10 @@ def load_onnx(path: Path, layout: Layout = "auto") -> ServedModel:
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own exception types: say it in one line
-        raise ModelError(f"{path.name}: not a usable ONNX model ({_first_line(err)}); check that the file is "
-                         "complete and was exported with standard operators") from err
+        raise ModelError(
+            f"{path.name}: not a usable ONNX model ({_first_line(err)}); check that the file is "
+            "complete and was exported with standard operators"
+        ) from err
     where = path.name
     inputs = [_info(a, where) for a in session.get_inputs()]
     outputs = [_info(a, where) for a in session.get_outputs()]
@@ -59,8 +72,7 @@ def load_onnx(path: Path, layout: Layout = "auto") -> ServedModel:
     types = {t.name: np.dtype(t.dtype) for t in inputs}
 
     def call(feeds: dict) -> dict:
-        given = {name: np.ascontiguousarray(value, dtype=types[name]) for name, value in feeds.items()
-                 if name in types}
+        given = {name: np.ascontiguousarray(value, dtype=types[name]) for name, value in feeds.items() if name in types}
         try:
             values = session.run(names, given)
         except Exception as err:

@@ -56,8 +56,10 @@ def import_tensorflow():
 
 # What TensorFlow's libraries print while they load, before its log level applies: notices
 # about oneDNN and CPU instructions, and absl's note that logging is not initialised.
-TF_LOAD_NOTICES = re.compile(r"oneDNN custom operations are on|cpu_feature_guard|To enable the following "
-                             r"instructions|rebuild TensorFlow with the appropriate|before absl::InitializeLog")
+TF_LOAD_NOTICES = re.compile(
+    r"oneDNN custom operations are on|cpu_feature_guard|To enable the following "
+    r"instructions|rebuild TensorFlow with the appropriate|before absl::InitializeLog"
+)
 TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 
@@ -165,8 +167,6 @@ def protect_tensorflow_imports() -> None:
 
 def unprotect_tensorflow_imports() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, SafeTensorflowImport)]
-
-
 
 
 def import_onnxruntime():

@@ -54,15 +54,17 @@ class ServedModel:
         for tensor in self.inputs:
             if tensor.name == name:
                 return tensor
-        raise ModelError(f"the model has no input {name!r}; its inputs: "
-                         + ", ".join(t.describe() for t in self.inputs))
+        raise ModelError(
+            f"the model has no input {name!r}; its inputs: " + ", ".join(t.describe() for t in self.inputs)
+        )
 
     def output(self, name: str) -> TensorInfo:
         for tensor in self.outputs:
             if tensor.name == name:
                 return tensor
-        raise ModelError(f"the model has no output {name!r}; its outputs: "
-                         + ", ".join(t.describe() for t in self.outputs))
+        raise ModelError(
+            f"the model has no output {name!r}; its outputs: " + ", ".join(t.describe() for t in self.outputs)
+        )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on a batch; ``feeds`` holds every input, by name (images channels
@@ -78,8 +80,10 @@ class ServedModel:
         parts = []
         for start in range(0, count, fixed):
             size = min(fixed, count - start)
-            chunk = {name: _batch_slice(value, start, size, fixed) if np.ndim(value) > 0 and len(value) == count
-                     else value for name, value in feeds.items()}
+            chunk = {
+                name: _batch_slice(value, start, size, fixed) if np.ndim(value) > 0 and len(value) == count else value
+                for name, value in feeds.items()
+            }
             parts.append({name: value[:size] for name, value in self._call(chunk).items()})
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
@@ -90,14 +94,18 @@ class ServedModel:
 
     def describe(self) -> str:
         """One paragraph: what the model takes and gives (the log, the Apply dialog)."""
-        text = (f"{self.kind} model, {self.layout}; inputs: " + ", ".join(t.describe() for t in self.inputs)
-                + "; outputs: " + ", ".join(t.describe() for t in self.outputs))
+        text = (
+            f"{self.kind} model, {self.layout}; inputs: "
+            + ", ".join(t.describe() for t in self.inputs)
+            + "; outputs: "
+            + ", ".join(t.describe() for t in self.outputs)
+        )
         return text + "".join(f"; {note}" for note in self.notes)
 
 
 def _batch_slice(value: np.ndarray, start: int, size: int, fixed: int) -> np.ndarray:
     """``size`` items of ``value`` from ``start``, padded with zeros to ``fixed`` items."""
-    part = value[start:start + size]
+    part = value[start : start + size]
     if size == fixed:
         return part
     return np.concatenate([part, np.zeros((fixed - size, *part.shape[1:]), part.dtype)])
@@ -140,8 +148,11 @@ def resolve_layout(model: ServedModel, asked: str, default: str, guess: bool) ->
     if len(guesses) == 1:
         return ("NCHW" if guesses.pop() else "NHWC"), "read from the inputs' sizes"
     if len(guesses) > 1:
-        raise ModelError(f"{model.path.name}: some image inputs look channels-first and others channels-last ("
-                         + ", ".join(t.describe() for t in model.inputs) + "); say which with LAYOUT")
+        raise ModelError(
+            f"{model.path.name}: some image inputs look channels-first and others channels-last ("
+            + ", ".join(t.describe() for t in model.inputs)
+            + "); say which with LAYOUT"
+        )
     return default, "assumed (the inputs' sizes cannot tell; set LAYOUT to change it)"
 
 
@@ -158,15 +169,26 @@ def channels_last(model: ServedModel) -> ServedModel:
     call = model.run
 
     def run(feeds: dict) -> dict:
-        turned = {name: np.ascontiguousarray(np.asarray(value).transpose(0, 3, 1, 2))
-                  if name in first_inputs and np.ndim(value) == 4 else value for name, value in feeds.items()}
+        turned = {
+            name: np.ascontiguousarray(np.asarray(value).transpose(0, 3, 1, 2))
+            if name in first_inputs and np.ndim(value) == 4
+            else value
+            for name, value in feeds.items()
+        }
         result = call(turned)
-        return {name: np.asarray(value).transpose(0, 2, 3, 1) if name in first_outputs and np.ndim(value) == 4
-                else value for name, value in result.items()}
+        return {
+            name: np.asarray(value).transpose(0, 2, 3, 1) if name in first_outputs and np.ndim(value) == 4 else value
+            for name, value in result.items()
+        }
 
-    return replace(model, inputs=[_to_last(t) if t.name in first_inputs else t for t in model.inputs],
-                   outputs=[_to_last(t) if t.name in first_outputs else t for t in model.outputs],
-                   _call=run, layout="NCHW", notes=list(model.notes))
+    return replace(
+        model,
+        inputs=[_to_last(t) if t.name in first_inputs else t for t in model.inputs],
+        outputs=[_to_last(t) if t.name in first_outputs else t for t in model.outputs],
+        _call=run,
+        layout="NCHW",
+        notes=list(model.notes),
+    )
 
 
 def classes_of_scores(scores: np.ndarray, codes, threshold: float | None = None) -> np.ndarray:

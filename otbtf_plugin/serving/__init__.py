@@ -14,8 +14,16 @@ from typing import Any
 
 from .options import COMPRESSIONS, ServeOptions, ServeSource, parse_output_names, parse_user_placeholders
 
-__all__ = ["COMPRESSIONS", "ServeOptions", "ServeResult", "ServeSource", "parse_output_names",
-           "parse_user_placeholders", "scale_warnings", "serve"]
+__all__ = [
+    "COMPRESSIONS",
+    "ServeOptions",
+    "ServeResult",
+    "ServeSource",
+    "parse_output_names",
+    "parse_user_placeholders",
+    "scale_warnings",
+    "serve",
+]
 _LATER = {"serve": ".run", "ServeResult": ".run", "scale_warnings": ".run"}
 
 

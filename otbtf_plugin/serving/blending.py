@@ -32,12 +32,15 @@ class Blender:
             raise ValueError("two tiles grow into the same window")
         rows = -(-len(cores) // columns)
         # A grown tile reaches only its 8 neighbours: tiles are at least 2 x OVERLAP wide.
-        self.covers = [[r * columns + c
-                        for r in range(max(k // columns - 1, 0), min(k // columns + 2, rows))
-                        for c in range(max(k % columns - 1, 0), min(k % columns + 2, columns))
-                        if r * columns + c < len(cores)
-                        and not intersection(self.grown[k], cores[r * columns + c]).is_empty()]
-                       for k in range(len(cores))]
+        self.covers = [
+            [
+                r * columns + c
+                for r in range(max(k // columns - 1, 0), min(k // columns + 2, rows))
+                for c in range(max(k % columns - 1, 0), min(k % columns + 2, columns))
+                if r * columns + c < len(cores) and not intersection(self.grown[k], cores[r * columns + c]).is_empty()
+            ]
+            for k in range(len(cores))
+        ]
         self.waiting = [0] * len(cores)
         for reached in self.covers:
             for j in reached:

@@ -90,14 +90,15 @@ def _pixel_batches(plan: Plan, item: TileInput, cols, rows) -> list[dict]:
         # batch is one gathering copy.
         hwc = np.ascontiguousarray(_prepare(sp, array.transpose(1, 2, 0), sp.dtype))
         # numpy's stubs say axis is one int; it takes a tuple of them
-        views.append(np.lib.stride_tricks.sliding_window_view(hwc, (sp.rfield, sp.rfield), axis=(0, 1))  # type: ignore[call-overload]
-                     .transpose(0, 1, 3, 4, 2))
+        views.append(
+            np.lib.stride_tricks.sliding_window_view(hwc, (sp.rfield, sp.rfield), axis=(0, 1)).transpose(0, 1, 3, 4, 2)  # type: ignore[call-overload]
+        )
     n = len(cols) * len(rows)
     batches = []
     for first in range(0, n, plan.batch):
         feeds = dict(plan.feeds)
         for sp, view, (rr, cc) in zip(plan.sources, views, starts, strict=True):
-            feeds[sp.name] = view[rr[first:first + plan.batch], cc[first:first + plan.batch]]
+            feeds[sp.name] = view[rr[first : first + plan.batch], cc[first : first + plan.batch]]
         batches.append(feeds)
     return batches
 
@@ -134,8 +135,9 @@ def _predict(plan: Plan, model: ServedModel, feeds: dict) -> dict:
     means = {name: (total / 8).astype(np.float32) for name, total in totals.items()}
     if derived is not None:
         scores = means[derived.scores]
-        means[derived.output] = classes_of_scores(scores[..., None] if scores.ndim == 3 else scores, derived.codes,
-                                                  derived.threshold)
+        means[derived.output] = classes_of_scores(
+            scores[..., None] if scores.ndim == 3 else scores, derived.codes, derived.threshold
+        )
     return means
 
 
@@ -157,12 +159,14 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
             value = np.asarray(result[o.name])[0]
             if value.ndim == 2:
                 value = value[..., None]
-            block = value[o.crop:o.crop + tile.height, o.crop:o.crop + tile.width]
+            block = value[o.crop : o.crop + tile.height, o.crop : o.crop + tile.width]
             if block.shape[:2] != (tile.height, tile.width):
-                raise ModelError(f"output {o.name} gave {value.shape[0]} x {value.shape[1]} px for a "
-                                 f"{tile.width} x {tile.height} px tile; expected at least "
-                                 f"{tile.height + o.crop} px")
-            out[band:band + o.channels] = block.transpose(2, 0, 1)
+                raise ModelError(
+                    f"output {o.name} gave {value.shape[0]} x {value.shape[1]} px for a "
+                    f"{tile.width} x {tile.height} px tile; expected at least "
+                    f"{tile.height + o.crop} px"
+                )
+            out[band : band + o.channels] = block.transpose(2, 0, 1)
             band += o.channels
     elif plan.mode == "pixels":
         n = tile.width * tile.height
@@ -174,7 +178,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
             band = 0
             for o in plan.outputs:
                 value = np.asarray(result[o.name]).reshape(last - first, -1)
-                flat[band:band + o.channels, first:last] = value.T
+                flat[band : band + o.channels, first:last] = value.T
                 band += o.channels
         out[:] = flat.reshape(plan.bands, tile.height, tile.width)
     else:  # blocks
@@ -184,7 +188,7 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
         index = [(br, bc) for br in range(nb_r) for bc in range(nb_c)]
         for first in range(0, len(index), plan.batch):
             check_cancelled(progress, "serving")
-            chunk = index[first:first + plan.batch]
+            chunk = index[first : first + plan.batch]
             feeds = dict(plan.feeds)
             block_rows, block_cols = np.array(chunk).T
             for sp, array in zip(plan.sources, item.arrays, strict=True):
@@ -195,10 +199,11 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
             for o in plan.outputs:
                 value = np.asarray(result[o.name]).reshape(len(chunk), e, e, -1)
                 for k, (br, bc) in enumerate(chunk):
-                    full[band:band + o.channels, br * e:(br + 1) * e, bc * e:(bc + 1) * e] = \
-                        value[k].transpose(2, 0, 1)
+                    full[band : band + o.channels, br * e : (br + 1) * e, bc * e : (bc + 1) * e] = value[k].transpose(
+                        2, 0, 1
+                    )
                 band += o.channels
-        out[:] = full[:, :tile.height, :tile.width]
+        out[:] = full[:, : tile.height, : tile.width]
     if item.background is not None:
         out[:, item.background] = plan.background
     return out
@@ -213,8 +218,9 @@ class ServingState:
     model: ServedModel
 
 
-def build_state(sources: list[ServeSource], model_path: str, options: ServeOptions, plan: Plan,
-                stack: ExitStack) -> ServingState:
+def build_state(
+    sources: list[ServeSource], model_path: str, options: ServeOptions, plan: Plan, stack: ExitStack
+) -> ServingState:
     """A run's state where the tiles are computed (a cluster worker): the sources opened and
     the model loaded there, the client's plan used as it is (not planned again: no second
     probe of the model, the same sizes whatever the worker's memory)."""

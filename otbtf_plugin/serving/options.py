@@ -14,6 +14,7 @@ from ..models.served import Layout
 Compression = Literal["zstd", "deflate", "lzw", "none"]
 COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
+
 @dataclass
 class ServeSource:
     """One input raster and how it feeds the model."""
@@ -45,8 +46,10 @@ class ServeOptions:
 
 def parse_user_placeholders(text: str) -> dict[str, object]:
     """``"dropout=0.1;training=false;w=[0.2,0.5]"`` -> ``{"dropout": 0.1, ...}``."""
-    return {name: _parse_value(name, raw)
-            for name, raw in parse_assignments(text, "USER_PLACEHOLDERS", "dropout=0.1").items()}
+    return {
+        name: _parse_value(name, raw)
+        for name, raw in parse_assignments(text, "USER_PLACEHOLDERS", "dropout=0.1").items()
+    }
 
 
 def _parse_value(name: str, raw: str):
@@ -62,8 +65,9 @@ def _parse_value(name: str, raw: str):
     try:
         return float(raw)
     except ValueError:
-        raise InputError(f"user placeholder {name}: {raw!r} is not a number, a boolean (true/false) or a "
-                         "list like [0.2,0.5]") from None
+        raise InputError(
+            f"user placeholder {name}: {raw!r} is not a number, a boolean (true/false) or a list like [0.2,0.5]"
+        ) from None
 
 
 def parse_output_names(text: str) -> list[str]:

@@ -20,8 +20,11 @@ def output_dtype(plan: Plan) -> str:
     common = np.result_type(*dtypes)
     for small in ("uint8", "int16", "uint16"):
         limits = np.iinfo(small)
-        if np.can_cast(common, small) and float(plan.background).is_integer() \
-                and limits.min <= plan.background <= limits.max:
+        if (
+            np.can_cast(common, small)
+            and float(plan.background).is_integer()
+            and limits.min <= plan.background <= limits.max
+        ):
             return small
     return "int32"
 
@@ -33,12 +36,11 @@ def check_nodata(background: float, dtype: str) -> None:
         return
     limits = np.iinfo(dtype)
     if not (np.isfinite(background) and float(background).is_integer() and limits.min <= background <= limits.max):
-        raise InputError(f"BACKGROUND_VALUE {background:g} cannot be the nodata value of this {dtype} output (a class "
-                         f"map): give a whole number from {limits.min} to {limits.max} that is not a class, e.g. 255 "
-                         "or -1")
-
-
-
+        raise InputError(
+            f"BACKGROUND_VALUE {background:g} cannot be the nodata value of this {dtype} output (a class "
+            f"map): give a whole number from {limits.min} to {limits.max} that is not a class, e.g. 255 "
+            "or -1"
+        )
 
 
 def _compression(name: str, dtype: str) -> dict:
@@ -68,7 +70,16 @@ def band_names(plan: Plan, channel: str = "{name}[{c}]") -> list[str]:
 def output_profile(plan: Plan, crs, count: int, dtype: str, compress: Compression) -> dict:
     """The creation profile of a tiled GeoTIFF on the plan's output grid."""
     return {
-        "driver": "GTiff", "width": plan.grid.width, "height": plan.grid.height, "count": count, "dtype": dtype,
-        "crs": crs, "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER", **_compression(compress, dtype),
+        "driver": "GTiff",
+        "width": plan.grid.width,
+        "height": plan.grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": rasterio.Affine(*plan.grid.window_transform(Window(0, 0, 0, 0))),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+        **_compression(compress, dtype),
     }

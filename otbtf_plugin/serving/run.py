@@ -75,10 +75,12 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
         distance = np.abs(mean - trained_mean) / np.maximum(trained_std, 1e-6 * np.abs(trained_mean) + 1e-12)
         band = int(np.argmax(distance))
         if distance[band] > 5:
-            lines.append(f"warning: source {k} ({Path(ds.name).name}) band {band + 1} averages {mean[band]:.4g} here; "
-                         f"the model was trained on values averaging {trained_mean[band]:.4g} (std "
-                         f"{trained_std[band]:.3g}): is this the same kind of data (8 or 16 bits, reflectance or "
-                         "digital numbers, same bands)? Otherwise the map may be meaningless")
+            lines.append(
+                f"warning: source {k} ({Path(ds.name).name}) band {band + 1} averages {mean[band]:.4g} here; "
+                f"the model was trained on values averaging {trained_mean[band]:.4g} (std "
+                f"{trained_std[band]:.3g}): is this the same kind of data (8 or 16 bits, reflectance or "
+                "digital numbers, same bands)? Otherwise the map may be meaningless"
+            )
     return lines
 
 
@@ -93,8 +95,10 @@ def resolution_warnings(model: ServedModel, datasets, tolerance: float = 1.5) ->
     metres = abs(datasets[0].res[0]) * (crs.linear_units_factor[1] if crs.linear_units_factor else 1.0)
     if 1 / tolerance <= metres * 100 / wanted <= tolerance:
         return []
-    return [f"warning: the model was made for {wanted:g} cm pixels and source 1 has {metres * 100:g} cm pixels; "
-            f"resample it to {wanted / 100:g} m (Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"]
+    return [
+        f"warning: the model was made for {wanted:g} cm pixels and source 1 has {metres * 100:g} cm pixels; "
+        f"resample it to {wanted / 100:g} m (Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"
+    ]
 
 
 @dataclass
@@ -106,9 +110,15 @@ class ServeResult:
     style: Path | None = None  # a .qml beside a class map
 
 
-def serve(sources: list[ServeSource], model_path, output, options: ServeOptions | None = None,
-          progress: Progress | None = None, model: ServedModel | None = None,
-          executor: Executor | None = None) -> ServeResult:
+def serve(
+    sources: list[ServeSource],
+    model_path,
+    output,
+    options: ServeOptions | None = None,
+    progress: Progress | None = None,
+    model: ServedModel | None = None,
+    executor: Executor | None = None,
+) -> ServeResult:
     """Serve ``model_path`` over ``sources`` into the GeoTIFF ``output`` (see module doc), with
     ``executor`` computing the tiles (default: this machine, :class:`pipeline.LocalThreads`)."""
     options = options or ServeOptions()
@@ -116,8 +126,9 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
     executor = executor or LocalThreads()
     if not sources:
         raise InputError("no source raster given")
-    check_paths({**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path},
-                {"OUTPUT": geotiff(output)})
+    check_paths(
+        {**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path}, {"OUTPUT": geotiff(output)}
+    )
     model = model or load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
@@ -139,13 +150,20 @@ def serve(sources: list[ServeSource], model_path, output, options: ServeOptions 
             profile["nodata"] = plan.background
             codes = {c.code for c in model.metadata.classes} if model.metadata else set()
             if "class" in {o.name for o in plan.outputs} and plan.background in codes:
-                warn(progress, f"BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
-                              "class will show as nodata; give a BACKGROUND_VALUE that is not a class (e.g. 255)")
+                warn(
+                    progress,
+                    f"BACKGROUND_VALUE {plan.background:g} is also a class code: pixels of that "
+                    "class will show as nodata; give a BACKGROUND_VALUE that is not a class (e.g. 255)",
+                )
         # Elsewhere (a cluster worker), the run's state is built from absolute paths and this plan.
         work = TileWork(
-            build=partial(build_state, [replace(s, path=absolute(s.path)) for s in sources], absolute(model_path),
-                          options, plan),
-            read=read_tile, compute=compute_tile, empty=tile_is_empty)
+            build=partial(
+                build_state, [replace(s, path=absolute(s.path)) for s in sources], absolute(model_path), options, plan
+            ),
+            read=read_tile,
+            compute=compute_tile,
+            empty=tile_is_empty,
+        )
         with raster_outputs([(output, profile, band_names(plan))]) as out:
             writer = out.writers[0]
             dtype = writer.dtypes[0]

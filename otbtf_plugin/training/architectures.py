@@ -24,8 +24,15 @@ from ..errors import InputError
 from ..models.keras_layers import class_code_layer, keras_module
 from ..models.metadata import ModelInput
 
-__all__ = ["ARCHITECTURES", "BUILDERS", "build_cnn", "build_unet", "class_code_layer", "fine_tune_start",
-           "keras_module"]
+__all__ = [
+    "ARCHITECTURES",
+    "BUILDERS",
+    "build_cnn",
+    "build_unet",
+    "class_code_layer",
+    "fine_tune_start",
+    "keras_module",
+]
 
 Architecture = Literal["cnn", "unet", "regressor"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
@@ -61,8 +68,9 @@ def build_cnn(keras, sources: list[ModelInput], n_classes: int, codes: list[int]
     for k, src in enumerate(sources):
         size = int(src.rfield or 0)
         if size < 5:
-            raise InputError(f"source {k + 1}: patches of {size} px are too small for the cnn architecture "
-                             "(at least 5 px)")
+            raise InputError(
+                f"source {k + 1}: patches of {size} px are too small for the cnn architecture (at least 5 px)"
+            )
         inp = keras.Input((size, size, src.bands), name=src.name)
         h = _normalise(keras, inp, src, f"normalise_{k + 1}")
         h = keras.layers.Conv2D(16, 3, activation="relu", name=f"conv{k + 1}_1")(h)
@@ -80,12 +88,14 @@ def build_cnn(keras, sources: list[ModelInput], n_classes: int, codes: list[int]
     # "features" (the 64 values per source before the head) is served on request
     # (OUTPUT_NAMES=features): deep features for classical classifiers.
     if regression:
-        return keras.Model(inputs, probabilities, name="otbtf_regressor"), \
-            keras.Model(inputs, {**regression, "features": deep})
+        return keras.Model(inputs, probabilities, name="otbtf_regressor"), keras.Model(
+            inputs, {**regression, "features": deep}
+        )
     training_model = keras.Model(inputs, probabilities, name="otbtf_cnn")
     class_code = class_code_layer(keras)(codes, name="class")(probabilities)
-    served = keras.Model(inputs, {"prob": probabilities, "class": class_code, "features": deep},
-                         name="otbtf_cnn_served")
+    served = keras.Model(
+        inputs, {"prob": probabilities, "class": class_code, "features": deep}, name="otbtf_cnn_served"
+    )
     return training_model, served
 
 
@@ -98,8 +108,10 @@ def build_unet(keras, sources: list[ModelInput], n_classes: int, codes: list[int
     src = sources[0]
     size = int(src.rfield or 0)
     if size % 4 or size < 16:
-        raise InputError(f"the unet architecture needs patches of at least 16 px and a multiple of 4, not {size}; "
-                         f"use {max(16, size // 4 * 4)}")
+        raise InputError(
+            f"the unet architecture needs patches of at least 16 px and a multiple of 4, not {size}; "
+            f"use {max(16, size // 4 * 4)}"
+        )
     crop = size // 4
 
     def block(h, filters, name):
@@ -111,10 +123,10 @@ def build_unet(keras, sources: list[ModelInput], n_classes: int, codes: list[int
     e1 = block(h, 16, "enc1")
     e2 = block(keras.layers.MaxPooling2D(2, name="pool1")(e1), 32, "enc2")
     bottom = block(keras.layers.MaxPooling2D(2, name="pool2")(e2), 64, "bottom")
-    d2 = block(keras.layers.Concatenate(name="skip2")([keras.layers.UpSampling2D(2, name="up2")(bottom), e2]),
-               32, "dec2")
-    d1 = block(keras.layers.Concatenate(name="skip1")([keras.layers.UpSampling2D(2, name="up1")(d2), e1]),
-               16, "dec1")
+    d2 = block(
+        keras.layers.Concatenate(name="skip2")([keras.layers.UpSampling2D(2, name="up2")(bottom), e2]), 32, "dec2"
+    )
+    d1 = block(keras.layers.Concatenate(name="skip1")([keras.layers.UpSampling2D(2, name="up1")(d2), e1]), 16, "dec1")
     scores, regression = _head(keras, d1, n_classes, target, spatial=True)
     if regression:
         value = keras.layers.Cropping2D(crop, name="value_crop")(scores)
@@ -135,8 +147,10 @@ def fine_tune_start(keras, path, sources: list[ModelInput], codes: list[int]):
     path = Path(path)
     keras_file = path / "model.keras" if path.is_dir() else path
     if keras_file.suffix != ".keras" or not keras_file.is_file():
-        raise InputError(f"MODEL {str(path)!r}: fine-tuning starts from a .keras file or a model folder written by "
-                         "otbtf:tensorflowmodeltrain (which holds model.keras)")
+        raise InputError(
+            f"MODEL {str(path)!r}: fine-tuning starts from a .keras file or a model folder written by "
+            "otbtf:tensorflowmodeltrain (which holds model.keras)"
+        )
     class_code_layer(keras)  # registered, so that safe mode can load it
     try:
         loaded = keras.saving.load_model(str(keras_file), safe_mode=True, compile=False)
@@ -145,13 +159,17 @@ def fine_tune_start(keras, path, sources: list[ModelInput], codes: list[int]):
     outputs = loaded.output
     probabilities = outputs["prob"] if isinstance(outputs, dict) else outputs
     if probabilities.shape[-1] != len(codes):
-        raise InputError(f"MODEL {str(path)!r} predicts {probabilities.shape[-1]} classes, the labels hold "
-                         f"{len(codes)}: fine-tune on the same classes")
+        raise InputError(
+            f"MODEL {str(path)!r} predicts {probabilities.shape[-1]} classes, the labels hold "
+            f"{len(codes)}: fine-tune on the same classes"
+        )
     names = [t.name.split(":")[0] for t in loaded.inputs]
     for src, tensor, name in zip(sources, loaded.inputs, names, strict=False):
         if tuple(tensor.shape[1:]) != (src.rfield, src.rfield, src.bands):
-            raise InputError(f"MODEL input {name} takes {tuple(tensor.shape[1:])}, the patches of {src.name} are "
-                             f"{(src.rfield, src.rfield, src.bands)}")
+            raise InputError(
+                f"MODEL input {name} takes {tuple(tensor.shape[1:])}, the patches of {src.name} are "
+                f"{(src.rfield, src.rfield, src.bands)}"
+            )
     if len(names) != len(sources):
         raise InputError(f"MODEL has {len(names)} inputs, {len(sources)} sources were given")
     renamed = [replace(src, name=name) for src, name in zip(sources, names, strict=True)]

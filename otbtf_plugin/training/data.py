@@ -42,8 +42,10 @@ class TrainingSet:
         counts = {len(self.labels)} | {len(i) for i in self.images}
         if len(counts) != 1:
             self.close()
-            raise InputError(f"{what} patches images and labels hold different numbers of patches: "
-                             + ", ".join(f"{Path(i.path).name}: {len(i)}" for i in [*self.images, self.labels]))
+            raise InputError(
+                f"{what} patches images and labels hold different numbers of patches: "
+                + ", ".join(f"{Path(i.path).name}: {len(i)}" for i in [*self.images, self.labels])
+            )
         first = self.images[0]
         label_size = (self.labels.patch_width, self.labels.patch_height)
         if self.labels.bands != 1:
@@ -58,7 +60,8 @@ class TrainingSet:
             raise InputError(
                 f"{Path(self.labels.path).name}: label patches of {label_size[0]} x {label_size[1]} px match "
                 f"neither one class per patch (1 x 1) nor the patches of source 1 "
-                f"({first.patch_width} x {first.patch_height}, for segmentation)")
+                f"({first.patch_width} x {first.patch_height}, for segmentation)"
+            )
         self.count = len(self.labels)
         self.recode: dict[int, int] = {}  # this set's class code -> the training set's (see align_classes)
         self._recode_lookup: tuple[ClassIndex, np.ndarray] | None = None  # built once, used per batch
@@ -66,8 +69,9 @@ class TrainingSet:
     def set_recode(self, recode: dict[int, int]) -> None:
         self.recode = dict(recode)
         codes = sorted(recode)
-        self._recode_lookup = (ClassIndex(codes), np.asarray([recode[c] for c in codes], dtype=np.int64)) \
-            if codes else None
+        self._recode_lookup = (
+            (ClassIndex(codes), np.asarray([recode[c] for c in codes], dtype=np.int64)) if codes else None
+        )
 
     def _recoded(self, labels: np.ndarray) -> np.ndarray:
         if self._recode_lookup is None:
@@ -119,8 +123,10 @@ def align_classes(train: TrainingSet, valid: TrainingSet) -> str | None:
     where = f"{Path(valid.labels.path).name} and {Path(train.labels.path).name}"
     if not train_names or not valid_names:
         named = Path((train if train_names else valid).labels.path).name
-        raise InputError(f"{where}: only {named} names its classes, so the codes cannot be matched; extract the "
-                         "training and validation patches from the same class field")
+        raise InputError(
+            f"{where}: only {named} names its classes, so the codes cannot be matched; extract the "
+            "training and validation patches from the same class field"
+        )
     code_of = {name: code for code, name in train_names.items()}
     unknown = sorted(name for name in valid_names.values() if name not in code_of)
     if unknown:
@@ -128,8 +134,9 @@ def align_classes(train: TrainingSet, valid: TrainingSet) -> str | None:
     valid.set_recode({code: code_of[name] for code, name in valid_names.items() if code_of[name] != code})
     if not valid.recode:
         return None
-    return ("validation labels re-coded by class name to the training codes: "
-            + ", ".join(f"{valid_names[c]} {c} -> {t}" for c, t in sorted(valid.recode.items())))
+    return "validation labels re-coded by class name to the training codes: " + ", ".join(
+        f"{valid_names[c]} {c} -> {t}" for c, t in sorted(valid.recode.items())
+    )
 
 
 def _runs(sorted_indices: np.ndarray) -> list[np.ndarray]:
@@ -156,14 +163,15 @@ def patch_groups(data: TrainingSet, labels_path: str | Path) -> PatchGroups:
     origins, why = read_origins(labels_path, data.count)
     if origins is None:
         groups, method = consecutive_runs(data.count), "by runs of consecutive patches"
-        notes = [f"where the patches come from is unknown ({why}): validation holds out runs of "
-                 "consecutive patches, which follow their polygons when the points came from sample "
-                 "selection; extract patches with otbtf:patchesextraction to hold out whole polygons"]
+        notes = [
+            f"where the patches come from is unknown ({why}): validation holds out runs of "
+            "consecutive patches, which follow their polygons when the points came from sample "
+            "selection; extract patches with otbtf:patchesextraction to hold out whole polygons"
+        ]
     elif origins.polygon is None:
         side = _block_side(data)
         groups, method = spatial_blocks(origins.col, origins.row, side), "by spatial block"
-        notes = [f"the points carry no originfid: validation holds out blocks of {side} x {side} px "
-                 "of source 1"]
+        notes = [f"the points carry no originfid: validation holds out blocks of {side} x {side} px of source 1"]
     else:
         groups, method, notes = origins.polygon, "by polygon", []
     labels = data.read_labels(np.arange(data.count))
@@ -176,14 +184,18 @@ def patch_groups(data: TrainingSet, labels_path: str | Path) -> PatchGroups:
         groups, sides = _blocks_of_lone_polygons(strata, groups, origins, data.images[0].patch_width)
         names = data.class_names()
         if len(sides) == 1:
-            (c, side), = sides.items()
-            notes.append(f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
-                         f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
-                         "polygons of that class)")
+            ((c, side),) = sides.items()
+            notes.append(
+                f"class {names.get(c, c)} comes from one polygon: validation holds out blocks of {side} x "
+                f"{side} px of it, which look like their neighbours, so its scores flatter it (give more "
+                "polygons of that class)"
+            )
         elif sides:
-            notes.append(f"classes {listed([names.get(c, c) for c in sides])} each come from one polygon: validation "
-                         "holds out spatial blocks of them, which look like their neighbours, so their scores "
-                         "flatter them (give more polygons of these classes)")
+            notes.append(
+                f"classes {listed([names.get(c, c) for c in sides])} each come from one polygon: validation "
+                "holds out spatial blocks of them, which look like their neighbours, so their scores "
+                "flatter them (give more polygons of these classes)"
+            )
     return PatchGroups(groups, strata, method, notes, dict.fromkeys(sides, "spatial block"))
 
 
@@ -192,13 +204,14 @@ def hold_out(data: TrainingSet, labels_path: str | Path, fraction: float, seed: 
     classes (the centre label of a label patch) get about ``fraction`` of their patches each;
     values to regress, of all."""
     found = patch_groups(data, labels_path)
-    split = hold_out_groups(found.strata, found.groups, fraction, seed, data.class_names(), found.method,
-                            found.units)
+    split = hold_out_groups(found.strata, found.groups, fraction, seed, data.class_names(), found.method, found.units)
     split.warnings[:0] = found.notes
     if not split.validation.any():
-        raise InputError(f"{data.count} training patches from {len(np.unique(found.groups))} group(s) "
-                         f"({found.method}): too few to hold out whole polygons for validation; give "
-                         "VALID_PATCHES1 and VALID_LABELS, or more polygons")
+        raise InputError(
+            f"{data.count} training patches from {len(np.unique(found.groups))} group(s) "
+            f"({found.method}): too few to hold out whole polygons for validation; give "
+            "VALID_PATCHES1 and VALID_LABELS, or more polygons"
+        )
     return split
 
 
@@ -232,13 +245,13 @@ def band_statistics(image: PatchesImage, indices: np.ndarray) -> tuple[list[floa
     squares = np.zeros(image.bands)
     n = 0
     for first in range(0, len(indices), READ_CHUNK):
-        for run in _runs(np.sort(indices[first:first + READ_CHUNK])):
+        for run in _runs(np.sort(indices[first : first + READ_CHUNK])):
             data = image.read(int(run[0]), int(run[-1]) + 1).astype(np.float64).reshape(-1, image.bands)
             total += data.sum(axis=0)
-            squares += (data ** 2).sum(axis=0)
+            squares += (data**2).sum(axis=0)
             n += len(data)
     mean = total / max(n, 1)
-    std = np.sqrt(np.maximum(squares / max(n, 1) - mean ** 2, 0))
+    std = np.sqrt(np.maximum(squares / max(n, 1) - mean**2, 0))
     return [float(v) for v in mean], [float(v) for v in np.where(std > 0, std, 1.0)]
 
 
@@ -247,9 +260,20 @@ def model_inputs(arrays: list):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def batches(keras, data: TrainingSet, indices, batch: int, label_index, seed: int, shuffle: bool,
-            label_span: slice | None = None, pixel_weights=None, augment: bool = False,
-            first_epoch: int = 0, epochs: int = 1):
+def batches(
+    keras,
+    data: TrainingSet,
+    indices,
+    batch: int,
+    label_index,
+    seed: int,
+    shuffle: bool,
+    label_span: slice | None = None,
+    pixel_weights=None,
+    augment: bool = False,
+    first_epoch: int = 0,
+    epochs: int = 1,
+):
     """A Keras dataset of (inputs, labels[, pixel weights]) batches of the patches ``indices``:
     the batches of ``epochs`` epochs from ``first_epoch`` on, one after the other (fit it with
     ``steps_per_epoch=batches_per_epoch(...)``).
@@ -270,8 +294,9 @@ def batches(keras, data: TrainingSet, indices, batch: int, label_index, seed: in
 
         def _order(self, epoch: int) -> np.ndarray:
             if epoch not in self.orders:
-                self.orders = {epoch: np.random.default_rng([seed, epoch]).permutation(indices) if shuffle
-                               else np.asarray(indices)}
+                self.orders = {
+                    epoch: np.random.default_rng([seed, epoch]).permutation(indices) if shuffle else np.asarray(indices)
+                }
             return self.orders[epoch]
 
         def __len__(self):
@@ -279,7 +304,7 @@ def batches(keras, data: TrainingSet, indices, batch: int, label_index, seed: in
 
         def __getitem__(self, j):
             epoch, i = first_epoch + j // per_epoch, j % per_epoch
-            chunk = self._order(epoch)[i * batch:(i + 1) * batch]
+            chunk = self._order(epoch)[i * batch : (i + 1) * batch]
             patches, labels = data.read(chunk)
             if augment:  # the same transform for every source's patch and its label patch
                 transforms = np.random.default_rng([seed, epoch, i, 1]).integers(0, 8, len(chunk))
@@ -305,7 +330,7 @@ def predict(model, data: TrainingSet, indices, regression: bool = False) -> np.n
     """Class indices (or values, for a regressor) of the patches ``indices``."""
     predictions = []
     for first in range(0, len(indices), READ_CHUNK):
-        patches, _ = data.read(indices[first:first + READ_CHUNK])
+        patches, _ = data.read(indices[first : first + READ_CHUNK])
         output = model.predict(model_inputs([p.astype(np.float32) for p in patches]), verbose=0)
         predictions.append(output[..., 0] if regression else np.argmax(output, axis=-1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)

@@ -36,20 +36,30 @@ def curves_png(history: dict, kept_epoch: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(path, metrics: dict, history: dict, metadata: ModelMetadata,
-                 staged: StagedOutputs | None = None) -> Path:
+def write_report(
+    path, metrics: dict, history: dict, metadata: ModelMetadata, staged: StagedOutputs | None = None
+) -> Path:
     """The validation report as HTML (with the curves) and JSON beside it (same name, .json)."""
     training = metadata.training
     kept = training.get("kept_epoch")
     report = report_writer.Report(
         title="Training report",
-        intro=[f"Task {metadata.task}, architecture {metadata.architecture}; {training['patches']} training and "
-               f"{training['validation_patches']} validation patches; {_epochs_text(training)}."],
-        held_out=training.get("validation") or {}, scores=metrics,
+        intro=[
+            f"Task {metadata.task}, architecture {metadata.architecture}; {training['patches']} training and "
+            f"{training['validation_patches']} validation patches; {_epochs_text(training)}."
+        ],
+        held_out=training.get("validation") or {},
+        scores=metrics,
         cross_validation=training.get("cross_validation") or {},
-        curves=curves_png(history, kept if training.get("patience") else None) if history else b"")
-    data = {"validation": metrics, "history": history, "task": metadata.task, "classes": metadata.class_dicts(),
-            "cross_validation": training.get("cross_validation") or {}}
+        curves=curves_png(history, kept if training.get("patience") else None) if history else b"",
+    )
+    data = {
+        "validation": metrics,
+        "history": history,
+        "task": metadata.task,
+        "classes": metadata.class_dicts(),
+        "cross_validation": training.get("cross_validation") or {},
+    }
     return report_writer.write_report(path, report, data, staged)
 
 
@@ -58,9 +68,11 @@ def _epochs_text(training: dict) -> str:
     if not training.get("patience"):
         return f"{run} epochs"
     stop = "stopped early" if training.get("stopped_early") else f"at most {training['epochs']}"
-    return (f"{run} epochs ({stop}, patience {training['patience']}); the weights of epoch {kept}, the lowest "
-            "validation loss, are kept: the epoch was chosen on the validation patches, so their scores "
-            "below flatter the model slightly")
+    return (
+        f"{run} epochs ({stop}, patience {training['patience']}); the weights of epoch {kept}, the lowest "
+        "validation loss, are kept: the epoch was chosen on the validation patches, so their scores "
+        "below flatter the model slightly"
+    )
 
 
 def tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
@@ -74,6 +86,8 @@ def tensorboard_validation(tf, folder: Path, metrics: dict, step: int) -> None:
         tf.summary.scalar("validation/kappa", metrics["kappa"], step=step)
         names = [c["name"] for c in metrics["classes"]]
         rows = ["| truth \\ prediction | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        rows += [f"| {name} | " + " | ".join(str(v) for v in row) + " |"
-                 for name, row in zip(names, metrics["confusion_matrix"], strict=True)]
+        rows += [
+            f"| {name} | " + " | ".join(str(v) for v in row) + " |"
+            for name, row in zip(names, metrics["confusion_matrix"], strict=True)
+        ]
         tf.summary.text("validation/confusion_matrix", "\n".join(rows), step=step)

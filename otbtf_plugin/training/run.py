@@ -100,9 +100,13 @@ class _Split:
     def describe(self) -> dict:
         """How validation was made, for the report and the model's metadata."""
         if self.held_out is None:
-            return {"method": "an independent validation set (VALID_PATCHES, VALID_LABELS)",
-                    "training_samples": len(self.train_idx), "validation_samples": len(self.valid_idx),
-                    "groups": {}, "warnings": []}
+            return {
+                "method": "an independent validation set (VALID_PATCHES, VALID_LABELS)",
+                "training_samples": len(self.train_idx),
+                "validation_samples": len(self.valid_idx),
+                "groups": {},
+                "warnings": [],
+            }
         return self.held_out.as_dict(self.train.class_names())
 
     def close(self) -> None:
@@ -125,8 +129,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             progress.info(split.recoded)
         labels = split.train.read_labels(split.train_idx)
         names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
-        target = decide_target(config.task, config.architecture, split.train.layout, labels,
-                               bool(config.initial_model), names)
+        target = decide_target(
+            config.task, config.architecture, split.train.layout, labels, bool(config.initial_model), names
+        )
         sources = [_input_spec(config, k, image, split.train_idx) for k, image in enumerate(split.train.images)]
         tf.config.experimental.enable_op_determinism()
         training_model, served, sources = _compiled_networks(keras, config, target, sources, progress)
@@ -134,8 +139,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         # Label patches are cut to the model's output block, where serving puts it (grid rule).
         span = ModelGeometry(int(sources[0].rfield or 1), efield).output_span if efield > 1 else None
         truth = _validation_truth(split, target, span)
-        validated = _cross_validate(keras, config, split.train, target, sources, span, progress) \
-            if config.folds > 1 else {}
+        validated = (
+            _cross_validate(keras, config, split.train, target, sources, span, progress) if config.folds > 1 else {}
+        )
         schedule = _fit(keras, config, split, target, labels, training_model, span, progress)
         history = schedule.history
         metrics = _validate(training_model, split, target, truth)
@@ -174,24 +180,34 @@ def _check(config: TrainConfig) -> Path:
     if config.patience < 0:
         raise InputError(f"PATIENCE={config.patience}: give a number of epochs, 0 to train all EPOCHS")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise InputError(f"LEARNING_RATE = {config.learning_rate} is not accepted: give a number above 0 "
-                         "(the default is 0.001)")
+        raise InputError(
+            f"LEARNING_RATE = {config.learning_rate} is not accepted: give a number above 0 (the default is 0.001)"
+        )
     check_fraction(config.valid_fraction, "VALID_FRACTION")  # hold_out_groups would name VALIDATION
     output = Path(config.output_model)
     if not output.parent.is_dir():
         raise InputError(f"output folder {str(output.parent)!r} does not exist")
     if config.valid_patches and len(config.valid_patches) != len(config.train_patches):
-        raise InputError(f"{len(config.train_patches)} training sources but {len(config.valid_patches)} "
-                         "validation sources: give one validation patches image per source")
-    check_paths({"TRAIN_PATCHES": config.train_patches, "TRAIN_LABELS": config.train_labels,
-                 "VALID_PATCHES": config.valid_patches, "VALID_LABELS": config.valid_labels,
-                 "MODEL": config.initial_model},
-                {"OUTPUT_MODEL": model_folder_output(output),
-                 "OUTPUT_REPORT": Output(config.output_report, companions=(".json",))
-                 if config.output_report else None,
-                 "CHECKPOINT_DIR": checkpoint_output(config.checkpoint_dir) if config.checkpoint_dir else None,
-                 "TENSORBOARD_DIR": Output(config.tensorboard_dir, "into") if config.tensorboard_dir else None,
-                 "OUTPUT_ONNX": Output(config.output_onnx, suffixes=(".onnx",)) if config.output_onnx else None})
+        raise InputError(
+            f"{len(config.train_patches)} training sources but {len(config.valid_patches)} "
+            "validation sources: give one validation patches image per source"
+        )
+    check_paths(
+        {
+            "TRAIN_PATCHES": config.train_patches,
+            "TRAIN_LABELS": config.train_labels,
+            "VALID_PATCHES": config.valid_patches,
+            "VALID_LABELS": config.valid_labels,
+            "MODEL": config.initial_model,
+        },
+        {
+            "OUTPUT_MODEL": model_folder_output(output),
+            "OUTPUT_REPORT": Output(config.output_report, companions=(".json",)) if config.output_report else None,
+            "CHECKPOINT_DIR": checkpoint_output(config.checkpoint_dir) if config.checkpoint_dir else None,
+            "TENSORBOARD_DIR": Output(config.tensorboard_dir, "into") if config.tensorboard_dir else None,
+            "OUTPUT_ONNX": Output(config.output_onnx, suffixes=(".onnx",)) if config.output_onnx else None,
+        },
+    )
     return output
 
 
@@ -201,8 +217,9 @@ def _open_split(config: TrainConfig) -> _Split:
     try:
         if not config.valid_patches:
             held_out = hold_out(data, config.train_labels, config.valid_fraction, config.seed)
-            return _Split(data, np.flatnonzero(~held_out.validation), data, np.flatnonzero(held_out.validation),
-                          held_out)
+            return _Split(
+                data, np.flatnonzero(~held_out.validation), data, np.flatnonzero(held_out.validation), held_out
+            )
         valid = TrainingSet(config.valid_patches, config.valid_labels, "validation")
     except BaseException:
         data.close()
@@ -220,8 +237,10 @@ def _open_split(config: TrainConfig) -> _Split:
 
 
 def _log_split(held_out: dict, progress: Progress) -> None:
-    progress.info(f"validation: {held_out['validation_samples']} patches held out {held_out['method']}, "
-                  f"{held_out['training_samples']} for training")
+    progress.info(
+        f"validation: {held_out['validation_samples']} patches held out {held_out['method']}, "
+        f"{held_out['training_samples']} for training"
+    )
     for name, sides in held_out["groups"].items():
         progress.info(f"  {name}: {sides['training']} group(s) for training, {sides['validation']} held out")
     for warning in held_out["warnings"]:
@@ -233,22 +252,35 @@ def _input_spec(config: TrainConfig, k: int, image, indices: np.ndarray) -> Mode
     if image.patch_width != image.patch_height:
         raise InputError(f"{Path(image.path).name}: the {config.architecture} architecture needs square patches")
     mean, std = band_statistics(image, indices)
-    return ModelInput(f"x{k + 1}", rfield=image.patch_width, bands=image.bands,
-                      band_statistics=BandStatistics(tuple(mean), tuple(std)))
+    return ModelInput(
+        f"x{k + 1}",
+        rfield=image.patch_width,
+        bands=image.bands,
+        band_statistics=BandStatistics(tuple(mean), tuple(std)),
+    )
 
 
 def _compiled_networks(keras, config: TrainConfig, target: Target, sources: list[ModelInput], progress: Progress):
     """:func:`_networks` from the seed, the training model compiled."""
     keras.utils.set_random_seed(config.seed)
     training_model, served, sources = _networks(keras, config, target, sources, progress)
-    training_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                           loss="mse" if target.regression else "sparse_categorical_crossentropy",
-                           metrics=["mae"] if target.regression else ["accuracy"])
+    training_model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="mse" if target.regression else "sparse_categorical_crossentropy",
+        metrics=["mae"] if target.regression else ["accuracy"],
+    )
     return training_model, served, sources
 
 
-def _cross_validate(keras, config: TrainConfig, data: TrainingSet, target: Target, sources: list[ModelInput],
-                    span: slice | None, progress: Progress) -> dict:
+def _cross_validate(
+    keras,
+    config: TrainConfig,
+    data: TrainingSet,
+    target: Target,
+    sources: list[ModelInput],
+    span: slice | None,
+    progress: Progress,
+) -> dict:
     """FOLDS: the training patches shared out in folds of whole polygons (``validation``);
     for each fold, a new network trained on the others (their own polygons held out for
     PATIENCE), scored on it. Band statistics are those of all the training patches."""
@@ -263,8 +295,10 @@ def _cross_validate(keras, config: TrainConfig, data: TrainingSet, target: Targe
         run = inner if held.any() else replace(inner, patience=0)
         split = _Split(data, rest[~held], data, rest[held]) if held.any() else _Split(data, rest, data, rest)
         if not held.any():
-            progress.info(f"cross-validation fold {k + 1}: no polygon of the other folds can be held out for "
-                          "PATIENCE; all EPOCHS are trained")
+            progress.info(
+                f"cross-validation fold {k + 1}: no polygon of the other folds can be held out for "
+                "PATIENCE; all EPOCHS are trained"
+            )
         model, _, _ = _compiled_networks(keras, run, target, sources, NullProgress())
         _fit(keras, run, split, target, data.read_labels(split.train_idx), model, span, progress)
         check_cancelled(progress, "cross-validation")
@@ -291,7 +325,7 @@ def _networks(keras, config: TrainConfig, target: Target, sources: list[ModelInp
         build = BUILDERS[target.architecture]
         return (*build(keras, sources, len(target.codes), target.codes, target=target.statistics), sources)
     training_model, served, sources = fine_tune_start(keras, config.initial_model, sources, target.codes)
-    frozen = [layer for layer in training_model.layers if layer.weights][:config.freeze_layers]
+    frozen = [layer for layer in training_model.layers if layer.weights][: config.freeze_layers]
     for layer in frozen:
         layer.trainable = False
     if frozen:
@@ -311,8 +345,16 @@ def _validation_truth(split: _Split, target: Target, span: slice | None) -> np.n
     return truth
 
 
-def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.ndarray, model,
-         span: slice | None, progress: Progress) -> ScheduleState:
+def _fit(
+    keras,
+    config: TrainConfig,
+    split: _Split,
+    target: Target,
+    labels: np.ndarray,
+    model,
+    span: slice | None,
+    progress: Progress,
+) -> ScheduleState:
     """Fit ``model`` on the training patches, validating each epoch, with the schedule (early
     stopping, learning rate on plateaus, checkpoints: ``schedule``); returns its final state."""
     label_index = target.label_index()
@@ -327,43 +369,90 @@ def _fit(keras, config: TrainConfig, split: _Split, target: Target, labels: np.n
     checkpoints = Checkpoints(config.checkpoint_dir, _run_key(config) if config.checkpoint_dir else "")
     state = checkpoints.load(model, model.optimizer) or ScheduleState(learning_rate=config.learning_rate)
     if state.epochs_done:
-        progress.info(f"resuming from the checkpoint in {config.checkpoint_dir} after epoch {state.epochs_done}"
-                      + (" (training had stopped early: nothing more to train)" if state.stopped else ""))
+        progress.info(
+            f"resuming from the checkpoint in {config.checkpoint_dir} after epoch {state.epochs_done}"
+            + (" (training had stopped early: nothing more to train)" if state.stopped else "")
+        )
     first = state.epochs_done
     last = first if state.stopped else max(config.epochs, first)
     model.optimizer.learning_rate = state.learning_rate
-    training = batches(keras, split.train, split.train_idx, config.batch_size, label_index, config.seed,
-                       shuffle=True, label_span=span, pixel_weights=pixel_weights, augment=config.augment,
-                       first_epoch=first, epochs=max(last - first, 1))
-    validation = batches(keras, split.valid, split.valid_idx, config.batch_size, label_index, config.seed,
-                         shuffle=False, label_span=span)
+    training = batches(
+        keras,
+        split.train,
+        split.train_idx,
+        config.batch_size,
+        label_index,
+        config.seed,
+        shuffle=True,
+        label_span=span,
+        pixel_weights=pixel_weights,
+        augment=config.augment,
+        first_epoch=first,
+        epochs=max(last - first, 1),
+    )
+    validation = batches(
+        keras, split.valid, split.valid_idx, config.batch_size, label_index, config.seed, shuffle=False, label_span=span
+    )
     per_epoch = batches_per_epoch(len(split.train_idx), config.batch_size)
     schedule = schedule_callback(keras, config.patience, checkpoints, state, model.optimizer, progress.cancelled)
     callbacks = [_progress_callback(keras, progress, max(last - first, 1) * per_epoch), schedule]
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.tensorboard_dir)))
-    model.fit(training, validation_data=validation, epochs=last, initial_epoch=first, steps_per_epoch=per_epoch,
-              shuffle=False, class_weight=weights, callbacks=callbacks, verbose=0)  # batches shuffle themselves
+    model.fit(
+        training,
+        validation_data=validation,
+        epochs=last,
+        initial_epoch=first,
+        steps_per_epoch=per_epoch,
+        shuffle=False,
+        class_weight=weights,
+        callbacks=callbacks,
+        verbose=0,
+    )  # batches shuffle themselves
     if progress.cancelled():
-        raise Cancelled("training cancelled: no model was written"
-                        + (f" (the checkpoint in {config.checkpoint_dir} resumes it)" if config.checkpoint_dir else ""))
+        raise Cancelled(
+            "training cancelled: no model was written"
+            + (f" (the checkpoint in {config.checkpoint_dir} resumes it)" if config.checkpoint_dir else "")
+        )
     if schedule.diverged:
-        raise InputError(f"training diverged: {schedule.diverged}, so no model was written. LEARNING_RATE "
-                         f"{config.learning_rate:g} is probably too high: try the default 0.001, or ten times lower "
-                         "than the rate that diverged (if the rate is already small, check the patches for NaN values)")
+        raise InputError(
+            f"training diverged: {schedule.diverged}, so no model was written. LEARNING_RATE "
+            f"{config.learning_rate:g} is probably too high: try the default 0.001, or ten times lower "
+            "than the rate that diverged (if the rate is already small, check the patches for NaN values)"
+        )
     if config.patience and state.best_epoch >= 0:
-        progress.info(f"kept epoch {state.best_epoch + 1} of {state.epochs_done} (lowest validation loss "
-                      f"{state.best_loss:.4f})" + (": stopped early" if state.stopped else ""))
+        progress.info(
+            f"kept epoch {state.best_epoch + 1} of {state.epochs_done} (lowest validation loss "
+            f"{state.best_loss:.4f})" + (": stopped early" if state.stopped else "")
+        )
     return state
 
 
 def _run_key(config: TrainConfig) -> str:
     """What a checkpoint must match: the settings that shape the run, and the data."""
-    settings = {key: getattr(config, key) for key in (
-        "architecture", "task", "batch_size", "seed", "learning_rate", "class_weights", "valid_fraction",
-        "augment", "patience", "initial_model", "freeze_layers", "class_names")}
-    files = [*config.train_patches, config.train_labels, *(config.valid_patches or []),
-             *([config.valid_labels] if config.valid_labels else [])]
+    settings = {
+        key: getattr(config, key)
+        for key in (
+            "architecture",
+            "task",
+            "batch_size",
+            "seed",
+            "learning_rate",
+            "class_weights",
+            "valid_fraction",
+            "augment",
+            "patience",
+            "initial_model",
+            "freeze_layers",
+            "class_names",
+        )
+    }
+    files = [
+        *config.train_patches,
+        config.train_labels,
+        *(config.valid_patches or []),
+        *([config.valid_labels] if config.valid_labels else []),
+    ]
     origins = origins_path(config.train_labels)
     return fingerprint(settings, files + ([origins] if origins.is_file() else []))
 
@@ -381,30 +470,51 @@ def _scores(truth: np.ndarray, predicted: np.ndarray, target: Target) -> dict:
     return accuracy_report(matrix, [target.names[c] for c in target.codes])
 
 
-def _metadata(config: TrainConfig, target: Target, sources: list[ModelInput], efield: int, served,
-              schedule: ScheduleState, split: _Split) -> ModelMetadata:
+def _metadata(
+    config: TrainConfig,
+    target: Target,
+    sources: list[ModelInput],
+    efield: int,
+    served,
+    schedule: ScheduleState,
+    split: _Split,
+) -> ModelMetadata:
     stats = target.statistics
     return ModelMetadata(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        otbtf_plugin=__version__, task=target.task, architecture=target.architecture,
-        inputs=sources, efield=efield, scale=1,
-        outputs={"value": "predicted value, in the labels' units"} if target.regression else
-        {"prob": "class probabilities, in the order of classes", "class": "class code"},
+        otbtf_plugin=__version__,
+        task=target.task,
+        architecture=target.architecture,
+        inputs=sources,
+        efield=efield,
+        scale=1,
+        outputs={"value": "predicted value, in the labels' units"}
+        if target.regression
+        else {"prob": "class probabilities, in the order of classes", "class": "class code"},
         # Without OUTPUT_NAMES a classifier serves its class map (prob on request).
         default_outputs=["value"] if target.regression else ["class"],
         # Served only when named in OUTPUT_NAMES.
         extra_outputs={"features": "deep features: the network's values before its head"}
-        if isinstance(served.output, dict) and "features" in served.output else {},
+        if isinstance(served.output, dict) and "features" in served.output
+        else {},
         target_statistics={"mean": stats[0], "std": stats[1]} if stats is not None else None,
         classes=[ModelClass(c, target.names[c]) for c in target.codes],
-        training={"patches": len(split.train_idx), "validation_patches": len(split.valid_idx),
-                  "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
-                  "learning_rate": config.learning_rate, "augment": config.augment,
-                  "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
-                  "frozen_layers": config.freeze_layers if config.initial_model else 0,
-                  "patience": config.patience, "epochs_run": schedule.epochs_done,
-                  "kept_epoch": (schedule.best_epoch + 1 if config.patience else schedule.epochs_done),
-                  "stopped_early": schedule.stopped, "validation": split.describe()},
+        training={
+            "patches": len(split.train_idx),
+            "validation_patches": len(split.valid_idx),
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "learning_rate": config.learning_rate,
+            "augment": config.augment,
+            "fine_tuned_from": str(config.initial_model) if config.initial_model else None,
+            "frozen_layers": config.freeze_layers if config.initial_model else 0,
+            "patience": config.patience,
+            "epochs_run": schedule.epochs_done,
+            "kept_epoch": (schedule.best_epoch + 1 if config.patience else schedule.epochs_done),
+            "stopped_early": schedule.stopped,
+            "validation": split.describe(),
+        },
         history=schedule.history,
     )
 

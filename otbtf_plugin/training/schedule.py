@@ -80,8 +80,10 @@ class Checkpoints:
         try:
             saved = json.loads((self.folder / STATE_FILE).read_text(encoding="utf-8"))
             if saved.get("key") != self.key:
-                raise InputError(f"CHECKPOINT_DIR {str(self.folder)!r} holds the checkpoint of another training run "
-                                 "(other data or settings): choose an empty folder, or the run's own settings")
+                raise InputError(
+                    f"CHECKPOINT_DIR {str(self.folder)!r} holds the checkpoint of another training run "
+                    "(other data or settings): choose an empty folder, or the run's own settings"
+                )
             state = ScheduleState(**saved["state"])
             with np.load(self.folder / saved["files"]["state"]) as arrays:
                 _assign(model.variables, arrays, "model")
@@ -90,8 +92,10 @@ class Checkpoints:
             self.files = saved["files"]
             self._remove_strays()
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(f"CHECKPOINT_DIR {str(self.folder)!r}: the checkpoint cannot be read ({err}); "
-                             "choose an empty folder to start again") from err
+            raise InputError(
+                f"CHECKPOINT_DIR {str(self.folder)!r}: the checkpoint cannot be read ({err}); "
+                "choose an empty folder to start again"
+            ) from err
         return state
 
     def _remove_strays(self) -> None:
@@ -100,8 +104,13 @@ class Checkpoints:
         if self.folder is None:
             return
         named = set(self.files.values())
-        for pattern in ("state.*.npz", "best.*.npz", ".state.*.npz.partial", ".best.*.npz.partial",
-                        f".{STATE_FILE}.partial"):
+        for pattern in (
+            "state.*.npz",
+            "best.*.npz",
+            ".state.*.npz.partial",
+            ".best.*.npz.partial",
+            f".{STATE_FILE}.partial",
+        ):
             for path in self.folder.glob(pattern):
                 if path.name not in named:
                     path.unlink(missing_ok=True)
@@ -156,8 +165,14 @@ def _replace(path: Path, write) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def schedule_callback(keras, patience: int, checkpoints: Checkpoints, state: ScheduleState, optimizer,  # noqa: C901
-                      cancelled):
+def schedule_callback(  # noqa: C901
+    keras,
+    patience: int,
+    checkpoints: Checkpoints,
+    state: ScheduleState,
+    optimizer,
+    cancelled,
+):
     """A Keras callback: early stopping with the best epoch kept, the learning rate halved on
     plateaus (both only with ``patience`` > 0), a checkpoint after every epoch. An epoch
     interrupted by ``cancelled()`` is not counted (Keras still ends it)."""

@@ -52,8 +52,9 @@ class ClassIndex:
         return np.where(found, self.order[where], -1).astype(np.int64)
 
 
-def decide_target(asked: str, architecture: str, layout: str, labels: np.ndarray, fine_tuning: bool,
-                  names: dict[int, str]) -> Target:
+def decide_target(
+    asked: str, architecture: str, layout: str, labels: np.ndarray, fine_tuning: bool, names: dict[int, str]
+) -> Target:
     """The target of a run: ``asked`` is the TASK option, ``layout`` the labels' layout
     (one label per patch: classification; label patches: segmentation), ``labels`` the
     training labels, ``names`` the class names known (code -> name; codes default to names)."""
@@ -74,12 +75,16 @@ def decide_target(asked: str, architecture: str, layout: str, labels: np.ndarray
     codes = sorted({int(c) for c in np.unique(labels)})
     low, high = CLASS_CODE_RANGE
     if codes and not (low <= codes[0] and codes[-1] <= high):
-        raise InputError(f"the training labels hold the class code {codes[0] if codes[0] < low else codes[-1]}, "
-                         f"which a class map cannot hold (32-bit: {low} .. {high}): recode the classes with smaller "
-                         "numbers")
+        raise InputError(
+            f"the training labels hold the class code {codes[0] if codes[0] < low else codes[-1]}, "
+            f"which a class map cannot hold (32-bit: {low} .. {high}): recode the classes with smaller "
+            "numbers"
+        )
     if len(codes) < 2:
-        raise InputError(f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
-                         "there is nothing to learn; give labels with at least two classes")
+        raise InputError(
+            f"the training labels hold a single class ({codes[0] if codes else 'none'}): "
+            "there is nothing to learn; give labels with at least two classes"
+        )
     task: Task = "segmentation" if layout == "segmentation" else "classification"
     return Target(task, architecture, codes, {c: names.get(c) or str(c) for c in codes})
 

@@ -14,6 +14,15 @@ from .serve import TensorflowModelServe
 from .train import TensorflowModelTrain
 from .vectorclassifier import TrainVectorClassifier
 
-ALGORITHMS = [PolygonClassStatistics, SampleSelection, PatchesSelection, PatchesExtraction,
-              TensorflowModelTrain, TensorflowModelServe, TrainClassifierFromDeepFeatures,
-              ImageClassifierFromDeepFeatures, SampleExtractionFromDeepFeatures, TrainVectorClassifier]
+ALGORITHMS = [
+    PolygonClassStatistics,
+    SampleSelection,
+    PatchesSelection,
+    PatchesExtraction,
+    TensorflowModelTrain,
+    TensorflowModelServe,
+    TrainClassifierFromDeepFeatures,
+    ImageClassifierFromDeepFeatures,
+    SampleExtractionFromDeepFeatures,
+    TrainVectorClassifier,
+]

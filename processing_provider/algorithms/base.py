@@ -54,8 +54,9 @@ class OtbtfAlgorithm(QgsProcessingAlgorithm):
         """Why the run's outputs would lose the user's data (an output equal to an input or
         to another output, a folder that is not ours, a read-only file), or None."""
         try:
-            check_paths(run_inputs(self, parameters, context),
-                        run_outputs(self, parameters, context, self.FOLDER_OUTPUTS))
+            check_paths(
+                run_inputs(self, parameters, context), run_outputs(self, parameters, context, self.FOLDER_OUTPUTS)
+            )
         except EngineError as err:
             return str(err)
         except OSError as err:  # the file system refused to look at a path: still one line, never an abort

@@ -15,9 +15,16 @@ from otbtf_plugin.models.loading import model_path_problem
 from .base import OtbtfAlgorithm
 from .common import add_advanced
 
-CLASSIFIER_LABELS = ["rf: random forest", "svm: support vector machine", "boost: AdaBoost",
-                     "dt: decision tree", "gbt: gradient boosted trees", "bayes: normal Bayes",
-                     "knn: k nearest neighbours", "ann: multilayer perceptron"]
+CLASSIFIER_LABELS = [
+    "rf: random forest",
+    "svm: support vector machine",
+    "boost: AdaBoost",
+    "dt: decision tree",
+    "gbt: gradient boosted trees",
+    "bayes: normal Bayes",
+    "knn: k nearest neighbours",
+    "ann: multilayer perceptron",
+]
 
 CLASSIFIER_HELP = (
     "CLASSIFIER: rf, svm, boost, dt, gbt, bayes, knn, ann (scikit-learn; features standardised "
@@ -54,18 +61,43 @@ def check_dependencies(algorithm, parameters, context, needs_model: bool = True)
 
 
 def add_classifier_parameters(algorithm) -> None:
-    algorithm.addParameter(QgsProcessingParameterEnum(
-        "CLASSIFIER", "Classifier", options=CLASSIFIER_LABELS, defaultValue=0))
-    algorithm.addParameter(QgsProcessingParameterString(
-        "CLASSIFIER_PARAMS", "Classifier parameters (name=value;..., e.g. n_estimators=300)", optional=True))
-    algorithm.addParameter(QgsProcessingParameterNumber(
-        "VALIDATION", "Fraction of polygons held out for validation", type=QgsProcessingParameterNumber.Double,
-        defaultValue=0.3, minValue=0.0, maxValue=0.95))
-    algorithm.addParameter(QgsProcessingParameterNumber(
-        "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-    add_advanced(algorithm, [QgsProcessingParameterNumber(
-        "FOLDS", "Cross-validation grouped by polygon: folds (0: none)", type=QgsProcessingParameterNumber.Integer,
-        defaultValue=0, minValue=0, maxValue=20, optional=True)])
+    algorithm.addParameter(
+        QgsProcessingParameterEnum("CLASSIFIER", "Classifier", options=CLASSIFIER_LABELS, defaultValue=0)
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterString(
+            "CLASSIFIER_PARAMS", "Classifier parameters (name=value;..., e.g. n_estimators=300)", optional=True
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "VALIDATION",
+            "Fraction of polygons held out for validation",
+            type=QgsProcessingParameterNumber.Double,
+            defaultValue=0.3,
+            minValue=0.0,
+            maxValue=0.95,
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0
+        )
+    )
+    add_advanced(
+        algorithm,
+        [
+            QgsProcessingParameterNumber(
+                "FOLDS",
+                "Cross-validation grouped by polygon: folds (0: none)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+                maxValue=20,
+                optional=True,
+            )
+        ],
+    )
 
 
 def classifier_args(algorithm, parameters, context) -> dict:
@@ -79,10 +111,14 @@ def classifier_args(algorithm, parameters, context) -> dict:
 
 
 def add_classifier_outputs(algorithm) -> None:
-    algorithm.addParameter(QgsProcessingParameterFileDestination(
-        "OUTPUT_CLASSIFIER", "Classifier", fileFilter="Classifier (*.skops)"))
-    algorithm.addParameter(QgsProcessingParameterFileDestination(
-        "OUTPUT_REPORT", "Validation report", fileFilter="HTML (*.html)", optional=True, createByDefault=True))
+    algorithm.addParameter(
+        QgsProcessingParameterFileDestination("OUTPUT_CLASSIFIER", "Classifier", fileFilter="Classifier (*.skops)")
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterFileDestination(
+            "OUTPUT_REPORT", "Validation report", fileFilter="HTML (*.html)", optional=True, createByDefault=True
+        )
+    )
 
 
 def training_results(algorithm, result, feedback) -> dict:
@@ -90,21 +126,28 @@ def training_results(algorithm, result, feedback) -> dict:
     for message in result.messages:
         feedback.pushWarning(message)
     if trained.metrics:
-        feedback.pushInfo(f"Validation on {trained.validation_samples} held-out samples: overall accuracy "
-                          f"{trained.metrics['overall_accuracy']:.4f}, kappa {trained.metrics['kappa']:.4f}")
+        feedback.pushInfo(
+            f"Validation on {trained.validation_samples} held-out samples: overall accuracy "
+            f"{trained.metrics['overall_accuracy']:.4f}, kappa {trained.metrics['kappa']:.4f}"
+        )
     validated = trained.cross_validation
     if validated:
         accuracy = validated["summary"]["overall_accuracy"]
-        feedback.pushInfo(f"Cross-validation grouped by polygon, {validated['folds']} folds: overall accuracy "
-                          f"{accuracy['mean']:.4f} +- {accuracy['std']:.4f} (pooled "
-                          f"{validated['pooled']['overall_accuracy']:.4f})")
-    return {"OUTPUT_CLASSIFIER": str(result.classifier),
-            "OUTPUT_REPORT": str(result.report) if result.report else None,
-            "OVERALL_ACCURACY": trained.metrics["overall_accuracy"] if trained.metrics else None,
-            "KAPPA": trained.metrics["kappa"] if trained.metrics else None,
-            "TRAINING_SAMPLES": trained.training_samples, "VALIDATION_SAMPLES": trained.validation_samples,
-            "CV_OVERALL_ACCURACY": validated["summary"]["overall_accuracy"]["mean"] if validated else None,
-            "CV_KAPPA": validated["summary"]["kappa"]["mean"] if validated else None}
+        feedback.pushInfo(
+            f"Cross-validation grouped by polygon, {validated['folds']} folds: overall accuracy "
+            f"{accuracy['mean']:.4f} +- {accuracy['std']:.4f} (pooled "
+            f"{validated['pooled']['overall_accuracy']:.4f})"
+        )
+    return {
+        "OUTPUT_CLASSIFIER": str(result.classifier),
+        "OUTPUT_REPORT": str(result.report) if result.report else None,
+        "OVERALL_ACCURACY": trained.metrics["overall_accuracy"] if trained.metrics else None,
+        "KAPPA": trained.metrics["kappa"] if trained.metrics else None,
+        "TRAINING_SAMPLES": trained.training_samples,
+        "VALIDATION_SAMPLES": trained.validation_samples,
+        "CV_OVERALL_ACCURACY": validated["summary"]["overall_accuracy"]["mean"] if validated else None,
+        "CV_KAPPA": validated["summary"]["kappa"]["mean"] if validated else None,
+    }
 
 
 class ClassicalMLAlgorithm(OtbtfAlgorithm):

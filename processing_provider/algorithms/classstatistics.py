@@ -31,9 +31,13 @@ class PolygonClassStatistics(OtbtfAlgorithm):
 
     def initAlgorithm(self, config=None):
         add_ground_truth_parameters(self)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, "Class statistics", "CSV files (*.csv)",
-        ))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT,
+                "Class statistics",
+                "CSV files (*.csv)",
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         truth = ground_truth(self, parameters, context, feedback)

@@ -94,20 +94,39 @@ class GroundTruth:
 def add_ground_truth_parameters(algorithm) -> None:
     """INPUT, VECTOR, FIELD, MASK (docs/interface.md) and the advanced NODATA."""
     algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
-    algorithm.addParameter(QgsProcessingParameterFeatureSource(
-        "VECTOR", "Ground truth (polygons or points)",
-        [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint],
-    ))
-    algorithm.addParameter(QgsProcessingParameterField(
-        "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any,
-    ))
-    algorithm.addParameter(QgsProcessingParameterRasterLayer(
-        "MASK", "Mask (pixels with value 0 are not used)", optional=True,
-    ))
-    add_advanced(algorithm, [QgsProcessingParameterNumber(
-        "NODATA", "Nodata value (empty: the raster's own)",
-        type=QgsProcessingParameterNumber.Double, optional=True,
-    )])
+    algorithm.addParameter(
+        QgsProcessingParameterFeatureSource(
+            "VECTOR",
+            "Ground truth (polygons or points)",
+            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint],
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterField(
+            "FIELD",
+            "Class field",
+            parentLayerParameterName="VECTOR",
+            type=QgsProcessingParameterField.Any,
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterRasterLayer(
+            "MASK",
+            "Mask (pixels with value 0 are not used)",
+            optional=True,
+        )
+    )
+    add_advanced(
+        algorithm,
+        [
+            QgsProcessingParameterNumber(
+                "NODATA",
+                "Nodata value (empty: the raster's own)",
+                type=QgsProcessingParameterNumber.Double,
+                optional=True,
+            )
+        ],
+    )
 
 
 def optional_number(algorithm, parameters, name, context) -> float | None:
@@ -136,8 +155,9 @@ def add_advanced(algorithm, parameters) -> None:
         algorithm.addParameter(parameter)
 
 
-def write_points_output(algorithm, parameters, name, context, crs, x, y, columns: dict,
-                        metadata: dict[str, str] | None = None) -> str:
+def write_points_output(
+    algorithm, parameters, name, context, crs, x, y, columns: dict, metadata: dict[str, str] | None = None
+) -> str:
     """Write points and their attributes (``columns``: name -> (values, "String", "Real" or
     "Integer64")) to the output ``name``; returns its id. A file is written by the engine
     under a temporary name and renamed when complete and checked (a full disk leaves the
@@ -164,8 +184,10 @@ def write_points_output(algorithm, parameters, name, context, crs, x, y, columns
         feature.setAttributes([column[k] for column in values])
         feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(px, py)))
         if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
-            raise QgsProcessingException(f"could not write the points of {name} to {dest_id}: "
-                                         f"{sink.lastError() or 'the layer refused a feature'}")
+            raise QgsProcessingException(
+                f"could not write the points of {name} to {dest_id}: "
+                f"{sink.lastError() or 'the layer refused a feature'}"
+            )
     return dest_id
 
 
@@ -175,9 +197,25 @@ def add_source_parameters(algorithm, count, size_name, size_label, default, mini
     for n in range(1, count + 1):
         optional = n > 1
         algorithm.addParameter(QgsProcessingParameterRasterLayer(f"SOURCE{n}", f"Source {n}", optional=optional))
-        algorithm.addParameter(QgsProcessingParameterNumber(
-            f"{size_name}{n}", size_label.format(n=n), type=QgsProcessingParameterNumber.Integer,
-            defaultValue=default, minValue=minimum, optional=optional))
-        add_advanced(algorithm, [*(extra_advanced(n) if extra_advanced else []), QgsProcessingParameterNumber(
-            f"NODATA{n}", f"Nodata value of source {n} (empty: the raster's own)",
-            type=QgsProcessingParameterNumber.Double, optional=True)])
+        algorithm.addParameter(
+            QgsProcessingParameterNumber(
+                f"{size_name}{n}",
+                size_label.format(n=n),
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=default,
+                minValue=minimum,
+                optional=optional,
+            )
+        )
+        add_advanced(
+            algorithm,
+            [
+                *(extra_advanced(n) if extra_advanced else []),
+                QgsProcessingParameterNumber(
+                    f"NODATA{n}",
+                    f"Nodata value of source {n} (empty: the raster's own)",
+                    type=QgsProcessingParameterNumber.Double,
+                    optional=True,
+                ),
+            ],
+        )

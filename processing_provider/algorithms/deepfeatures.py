@@ -41,20 +41,47 @@ FEATURES_HELP = (
     "model applied to the receptive field centred on the pixel, exactly as "
     "otbtf:tensorflowmodelserve computes them. RFIELDn: 0 reads it from the model.\n\n"
 )
+
+
 def add_feature_parameters(algorithm) -> None:
-    add_source_parameters(algorithm, MAX_SOURCES, "RFIELD",
-                          "Receptive field of source {n} (pixels; 0: from the model, 1 without a model)", 0, 0)
-    algorithm.addParameter(QgsProcessingParameterFile(
-        "MODEL", "Model (empty: the bands of the sources are the features)",
-        behavior=QgsProcessingParameterFile.Folder, optional=True))
-    algorithm.addParameter(QgsProcessingParameterString(
-        "OUTPUT_NAMES", "Model outputs used as features (comma-separated, e.g. features)", optional=True))
-    add_advanced(algorithm, [
-        QgsProcessingParameterNumber("MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer,
-                                     defaultValue=512, minValue=32),
-        QgsProcessingParameterBoolean("ALLOW_LAMBDA", "Allow Lambda layers (runs code from the model file: "
-                                                      "only for files you trust)", defaultValue=False),
-    ])
+    add_source_parameters(
+        algorithm,
+        MAX_SOURCES,
+        "RFIELD",
+        "Receptive field of source {n} (pixels; 0: from the model, 1 without a model)",
+        0,
+        0,
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterFile(
+            "MODEL",
+            "Model (empty: the bands of the sources are the features)",
+            behavior=QgsProcessingParameterFile.Folder,
+            optional=True,
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterString(
+            "OUTPUT_NAMES", "Model outputs used as features (comma-separated, e.g. features)", optional=True
+        )
+    )
+    add_advanced(
+        algorithm,
+        [
+            QgsProcessingParameterNumber(
+                "MEMORY_MB",
+                "Memory budget (MiB)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=512,
+                minValue=32,
+            ),
+            QgsProcessingParameterBoolean(
+                "ALLOW_LAMBDA",
+                "Allow Lambda layers (runs code from the model file: only for files you trust)",
+                defaultValue=False,
+            ),
+        ],
+    )
 
 
 def feature_spec(algorithm, parameters, context) -> FeatureSpec:
@@ -62,13 +89,21 @@ def feature_spec(algorithm, parameters, context) -> FeatureSpec:
     for n in range(1, MAX_SOURCES + 1):
         path = raster_path(algorithm, parameters, f"SOURCE{n}", context, required=n == 1)
         if path is not None:
-            sources.append(FeatureSource(path, algorithm.parameterAsInt(parameters, f"RFIELD{n}", context),
-                                         optional_number(algorithm, parameters, f"NODATA{n}", context)))
+            sources.append(
+                FeatureSource(
+                    path,
+                    algorithm.parameterAsInt(parameters, f"RFIELD{n}", context),
+                    optional_number(algorithm, parameters, f"NODATA{n}", context),
+                )
+            )
     model = algorithm.parameterAsFile(parameters, "MODEL", context) or None
-    return FeatureSpec(sources, model,
-                       parse_output_names(algorithm.parameterAsString(parameters, "OUTPUT_NAMES", context)),
-                       algorithm.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
-                       algorithm.parameterAsInt(parameters, "MEMORY_MB", context))
+    return FeatureSpec(
+        sources,
+        model,
+        parse_output_names(algorithm.parameterAsString(parameters, "OUTPUT_NAMES", context)),
+        algorithm.parameterAsBool(parameters, "ALLOW_LAMBDA", context),
+        algorithm.parameterAsInt(parameters, "MEMORY_MB", context),
+    )
 
 
 class TrainClassifierFromDeepFeatures(ClassicalMLAlgorithm):
@@ -79,37 +114,63 @@ class TrainClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         "VECTOR: polygons (samples are selected from their pixels on SOURCE1 with STRATEGY, as "
         "otbtf:sampleselection does) or points (e.g. the output of otbtf:sampleselection; its "
         "originfid field keeps the samples of one polygon together for validation). FIELD: the "
-        "class (integer or text).\n\n" + FEATURES_HELP + CLASSIFIER_HELP
+        "class (integer or text).\n\n"
+        + FEATURES_HELP
+        + CLASSIFIER_HELP
         + "\n\nExample: SOURCE1 a Landsat image, MODEL empty, VECTOR land-cover polygons, FIELD "
         "name, CLASSIFIER rf: a pixel classification like OTB's TrainImagesClassifier."
     )
 
     def initAlgorithm(self, config=None):
         add_feature_parameters(self)
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            "VECTOR", "Ground truth (polygons or points)",
-            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
-        self.addParameter(QgsProcessingParameterField(
-            "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "VECTOR",
+                "Ground truth (polygons or points)",
+                [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                "FIELD", "Class field", parentLayerParameterName="VECTOR", type=QgsProcessingParameterField.Any
+            )
+        )
         add_classifier_parameters(self)
-        add_advanced(self, [
-            QgsProcessingParameterEnum("STRATEGY", "Sample selection in polygons", options=list(STRATEGIES),
-                                       defaultValue=list(STRATEGIES).index("all")),
-            QgsProcessingParameterNumber("STRATEGY_VALUE", "Strategy value (constant / percent / total)",
-                                         type=QgsProcessingParameterNumber.Double, optional=True),
-        ])
+        add_advanced(
+            self,
+            [
+                QgsProcessingParameterEnum(
+                    "STRATEGY",
+                    "Sample selection in polygons",
+                    options=list(STRATEGIES),
+                    defaultValue=list(STRATEGIES).index("all"),
+                ),
+                QgsProcessingParameterNumber(
+                    "STRATEGY_VALUE",
+                    "Strategy value (constant / percent / total)",
+                    type=QgsProcessingParameterNumber.Double,
+                    optional=True,
+                ),
+            ],
+        )
         add_classifier_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
         result = self.run_engine(
-            train_from_features, feedback, spec, vector, self.parameterAsString(parameters, "FIELD", context),
+            train_from_features,
+            feedback,
+            spec,
+            vector,
+            self.parameterAsString(parameters, "FIELD", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,
             strategy=list(STRATEGIES)[self.parameterAsEnum(parameters, "STRATEGY", context)],
-            value=optional_number(self, parameters, "STRATEGY_VALUE", context), layer=layer,
-            **classifier_args(self, parameters, context))
+            value=optional_number(self, parameters, "STRATEGY_VALUE", context),
+            layer=layer,
+            **classifier_args(self, parameters, context),
+        )
         return training_results(self, result, feedback)
 
 
@@ -120,7 +181,8 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         "Classifies every pixel of SOURCE1 (its grid, cropped where the receptive field does not "
         "fit) with a classifier from otbtf:trainclassifierfromdeepfeatures, streaming tiles through "
         "the serving engine. Give the same sources (bands, order), MODEL and OUTPUT_NAMES as at "
-        "training: the classifier checks them and says what differs.\n\n" + FEATURES_HELP
+        "training: the classifier checks them and says what differs.\n\n"
+        + FEATURES_HELP
         + "OUTPUT: class codes in the smallest integer type, styled with the class names (nodata where "
         "a source is nodata or MASK is 0). OUTPUT_CONFIDENCE: the probability of the chosen class "
         "(a random forest without it is faster: it stops a pixel's trees once its class is decided; "
@@ -131,31 +193,51 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
 
     def initAlgorithm(self, config=None):
         add_feature_parameters(self)
-        self.addParameter(QgsProcessingParameterFile(
-            "CLASSIFIER", "Classifier (.skops)", extension="skops"))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            "MASK", "Mask (pixels with value 0 are not classified)", optional=True))
-        add_advanced(self, [
-            QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
-                                       options=list(COMPRESSIONS), defaultValue=0),
-            QgsProcessingParameterString("SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)",
-                                         optional=True),
-        ])
+        self.addParameter(QgsProcessingParameterFile("CLASSIFIER", "Classifier (.skops)", extension="skops"))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer("MASK", "Mask (pixels with value 0 are not classified)", optional=True)
+        )
+        add_advanced(
+            self,
+            [
+                QgsProcessingParameterEnum(
+                    "COMPRESSION",
+                    "Output compression (deflate: for software without ZSTD)",
+                    options=list(COMPRESSIONS),
+                    defaultValue=0,
+                ),
+                QgsProcessingParameterString(
+                    "SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)", optional=True
+                ),
+            ],
+        )
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                "OUTPUT_CONFIDENCE", "Confidence", optional=True, createByDefault=False
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         confidence = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
         result = self.run_engine(
-            classify_image, feedback, spec, self.parameterAsFile(parameters, "CLASSIFIER", context),
-            self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence,
+            classify_image,
+            feedback,
+            spec,
+            self.parameterAsFile(parameters, "CLASSIFIER", context),
+            self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            confidence,
             raster_path(self, parameters, "MASK", context, required=False),
             compress=COMPRESSIONS[self.parameterAsEnum(parameters, "COMPRESSION", context)],
-            executor=executor(self, parameters, context, feedback))
-        return {"OUTPUT": str(result.output), "OUTPUT_CONFIDENCE": str(result.confidence) if confidence else None,
-                "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
+            executor=executor(self, parameters, context, feedback),
+        )
+        return {
+            "OUTPUT": str(result.output),
+            "OUTPUT_CONFIDENCE": str(result.confidence) if confidence else None,
+            "TILES": result.tiles,
+            "SKIPPED_TILES": result.skipped_tiles,
+        }
 
 
 class SampleExtractionFromDeepFeatures(ClassicalMLAlgorithm):
@@ -166,24 +248,37 @@ class SampleExtractionFromDeepFeatures(ClassicalMLAlgorithm):
         "without a model; <output>_<k> with one). FIELD (optional) copies the class; originfid "
         "names the feature each point came from. The layer remembers how its features were made, "
         "so otbtf:trainvectorclassifier on all of them gives a classifier that can classify "
-        "images.\n\n" + FEATURES_HELP
+        "images.\n\n"
+        + FEATURES_HELP
         + "Points whose receptive field is not inside the sources, or on nodata, are skipped and counted."
     )
 
     def initAlgorithm(self, config=None):
         add_feature_parameters(self)
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            "VECTOR", "Points", [QgsProcessing.TypeVectorPoint]))
-        self.addParameter(QgsProcessingParameterField(
-            "FIELD", "Class field to copy", parentLayerParameterName="VECTOR",
-            type=QgsProcessingParameterField.Any, optional=True))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            "OUTPUT", "Points with features", QgsProcessing.TypeVectorPoint))
+        self.addParameter(QgsProcessingParameterFeatureSource("VECTOR", "Points", [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(
+            QgsProcessingParameterField(
+                "FIELD",
+                "Class field to copy",
+                parentLayerParameterName="VECTOR",
+                type=QgsProcessingParameterField.Any,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination("OUTPUT", "Points with features", QgsProcessing.TypeVectorPoint)
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         spec = feature_spec(self, parameters, context)
         vector, layer = vector_path(self, parameters, "VECTOR", context, feedback)
         path, count, rejected = self.run_engine(
-            sample_extraction, feedback, spec, vector, self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            self.parameterAsString(parameters, "FIELD", context) or None, layer=layer)
+            sample_extraction,
+            feedback,
+            spec,
+            vector,
+            self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            self.parameterAsString(parameters, "FIELD", context) or None,
+            layer=layer,
+        )
         return {"OUTPUT": str(path), "POINTS": count, "REJECTED": rejected}

@@ -51,29 +51,65 @@ class PatchesExtraction(OtbtfAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        add_source_parameters(self, MAX_SOURCES, "PATCH_SIZE", "Patch size of source {n} (pixels)", 16, 1,
-                              lambda n: [QgsProcessingParameterNumber(
-                                  f"PATCH_HEIGHT{n}", f"Patch height of source {n} (pixels; empty: square)",
-                                  type=QgsProcessingParameterNumber.Integer, minValue=1, optional=True)])
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            self.VECTOR, "Points (patch centres)", [QgsProcessing.TypeVectorPoint],
-        ))
-        self.addParameter(QgsProcessingParameterField(
-            self.FIELD, "Class field, or a numeric field of values to regress (for the labels image)",
-            parentLayerParameterName=self.VECTOR,
-            type=QgsProcessingParameterField.Any, optional=True,
-        ))
+        add_source_parameters(
+            self,
+            MAX_SOURCES,
+            "PATCH_SIZE",
+            "Patch size of source {n} (pixels)",
+            16,
+            1,
+            lambda n: [
+                QgsProcessingParameterNumber(
+                    f"PATCH_HEIGHT{n}",
+                    f"Patch height of source {n} (pixels; empty: square)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    minValue=1,
+                    optional=True,
+                )
+            ],
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.VECTOR,
+                "Points (patch centres)",
+                [QgsProcessing.TypeVectorPoint],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.FIELD,
+                "Class field, or a numeric field of values to regress (for the labels image)",
+                parentLayerParameterName=self.VECTOR,
+                type=QgsProcessingParameterField.Any,
+                optional=True,
+            )
+        )
         for n in range(1, MAX_SOURCES + 1):
-            self.addParameter(QgsProcessingParameterRasterDestination(
-                f"OUTPUT{n}", f"Patches image of source {n}", optional=n > 1, createByDefault=n == 1,
-            ))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_LABELS, "Labels image", optional=True, createByDefault=True,
-        ))
-        self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT_POINTS, "Points kept, with their patch index", QgsProcessing.TypeVectorPoint,
-            optional=True, createByDefault=False,
-        ))
+            self.addParameter(
+                QgsProcessingParameterRasterDestination(
+                    f"OUTPUT{n}",
+                    f"Patches image of source {n}",
+                    optional=n > 1,
+                    createByDefault=n == 1,
+                )
+            )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_LABELS,
+                "Labels image",
+                optional=True,
+                createByDefault=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_POINTS,
+                "Points kept, with their patch index",
+                QgsProcessing.TypeVectorPoint,
+                optional=True,
+                createByDefault=False,
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         sources, outputs, names = [], [], []
@@ -85,10 +121,17 @@ class PatchesExtraction(OtbtfAlgorithm):
             if size < 1:
                 raise QgsProcessingException(f"PATCH_SIZE{n}: give the patch size of SOURCE{n} (e.g. 16)")
             height = optional_number(self, parameters, f"PATCH_HEIGHT{n}", context)
-            sources.append(PatchSource(path, size, int(height) if height else None,
-                                       optional_number(self, parameters, f"NODATA{n}", context)))
-            output = self.parameterAsOutputLayer(parameters, f"OUTPUT{n}", context) \
-                or QgsProcessingUtils.generateTempFilename(f"patches{n}.tif")
+            sources.append(
+                PatchSource(
+                    path,
+                    size,
+                    int(height) if height else None,
+                    optional_number(self, parameters, f"NODATA{n}", context),
+                )
+            )
+            output = self.parameterAsOutputLayer(
+                parameters, f"OUTPUT{n}", context
+            ) or QgsProcessingUtils.generateTempFilename(f"patches{n}.tif")
             outputs.append(output)
             names.append(f"OUTPUT{n}")
         vector, layer = vector_path(self, parameters, self.VECTOR, context, feedback)
@@ -96,8 +139,9 @@ class PatchesExtraction(OtbtfAlgorithm):
         labels = self.parameterAsOutputLayer(parameters, self.OUTPUT_LABELS, context) if field else None
         if field and not labels:
             labels = QgsProcessingUtils.generateTempFilename("labels.tif")
-        result = self.run_engine(extract_patches, feedback, sources, vector, outputs, field,
-                                 labels_output=labels, layer=layer)
+        result = self.run_engine(
+            extract_patches, feedback, sources, vector, outputs, field, labels_output=labels, layer=layer
+        )
         answer: dict[str, Any] = {name: str(path) for name, path in zip(names, result.outputs, strict=True)}
         if result.labels:
             answer[self.OUTPUT_LABELS] = str(result.labels)

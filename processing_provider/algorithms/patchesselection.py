@@ -41,49 +41,93 @@ class PatchesSelection(OtbtfAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Reference raster"))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.PATCH_SIZE, "Patch size (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=64, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.GRID_STEP, "Grid step (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=64, minValue=1))
-        self.addParameter(QgsProcessingParameterEnum("STRATEGY", "Strategy", options=list(STRATEGIES),
-                                                     defaultValue=0))
-        for name, label, default in (("TRAIN_FRACTION", "Training fraction", 0.7),
-                                     ("VALID_FRACTION", "Validation fraction", 0.15),
-                                     ("TEST_FRACTION", "Test fraction", 0.15)):
-            self.addParameter(QgsProcessingParameterNumber(
-                name, label, type=QgsProcessingParameterNumber.Double, defaultValue=default,
-                minValue=0.0, maxValue=1.0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.PATCH_SIZE,
+                "Patch size (pixels)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=64,
+                minValue=1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.GRID_STEP,
+                "Grid step (pixels)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=64,
+                minValue=1,
+            )
+        )
+        self.addParameter(QgsProcessingParameterEnum("STRATEGY", "Strategy", options=list(STRATEGIES), defaultValue=0))
+        for name, label, default in (
+            ("TRAIN_FRACTION", "Training fraction", 0.7),
+            ("VALID_FRACTION", "Validation fraction", 0.15),
+            ("TEST_FRACTION", "Test fraction", 0.15),
+        ):
+            self.addParameter(
+                QgsProcessingParameterNumber(
+                    name,
+                    label,
+                    type=QgsProcessingParameterNumber.Double,
+                    defaultValue=default,
+                    minValue=0.0,
+                    maxValue=1.0,
+                )
+            )
         self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Mask (0 = not usable)", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("LABELS", "Label raster (strategy balanced)",
-                                                            optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        add_advanced(self, [
-            QgsProcessingParameterNumber("NODATA", "Nodata value (empty: the raster's own)",
-                                         type=QgsProcessingParameterNumber.Double, optional=True),
-            QgsProcessingParameterNumber("CELL", "Cell size, in grid positions (empty: 4 patch widths)",
-                                         type=QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
-        ])
+        self.addParameter(
+            QgsProcessingParameterRasterLayer("LABELS", "Label raster (strategy balanced)", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0
+            )
+        )
+        add_advanced(
+            self,
+            [
+                QgsProcessingParameterNumber(
+                    "NODATA",
+                    "Nodata value (empty: the raster's own)",
+                    type=QgsProcessingParameterNumber.Double,
+                    optional=True,
+                ),
+                QgsProcessingParameterNumber(
+                    "CELL",
+                    "Cell size, in grid positions (empty: 4 patch widths)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    optional=True,
+                    minValue=1,
+                ),
+            ],
+        )
         for set_name, output in OUTPUTS.items():
-            self.addParameter(QgsProcessingParameterFeatureSink(
-                output, f"Patch centres: {set_name}", QgsProcessing.TypeVectorPoint,
-                optional=set_name != "train"))
+            self.addParameter(
+                QgsProcessingParameterFeatureSink(
+                    output, f"Patch centres: {set_name}", QgsProcessing.TypeVectorPoint, optional=set_name != "train"
+                )
+            )
 
     def processAlgorithm(self, parameters, context, feedback):
-        fractions = tuple(self.parameterAsDouble(parameters, name, context)
-                          for name in ("TRAIN_FRACTION", "VALID_FRACTION", "TEST_FRACTION"))
+        fractions = tuple(
+            self.parameterAsDouble(parameters, name, context)
+            for name in ("TRAIN_FRACTION", "VALID_FRACTION", "TEST_FRACTION")
+        )
         cell = optional_number(self, parameters, "CELL", context)
         result = self.run_engine(
-            patches_selection, feedback, raster_path(self, parameters, self.INPUT, context),
+            patches_selection,
+            feedback,
+            raster_path(self, parameters, self.INPUT, context),
             self.parameterAsInt(parameters, self.PATCH_SIZE, context),
             self.parameterAsInt(parameters, self.GRID_STEP, context),
-            strategy=STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)], fractions=fractions,
+            strategy=STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)],
+            fractions=fractions,
             mask=raster_path(self, parameters, "MASK", context, required=False),
             nodata=optional_number(self, parameters, "NODATA", context),
             labels=raster_path(self, parameters, "LABELS", context, required=False),
-            cell=int(cell) if cell else None, seed=self.parameterAsInt(parameters, "SEED", context),
+            cell=int(cell) if cell else None,
+            seed=self.parameterAsInt(parameters, "SEED", context),
         )
         crs = self.parameterAsRasterLayer(parameters, self.INPUT, context).crs()
         answer = {"COUNTS": result.counts(), "DROPPED_FOR_OVERLAP": result.dropped_for_overlap}
@@ -92,8 +136,9 @@ class PatchesSelection(OtbtfAlgorithm):
             if parameters.get(output) is None and set_name != "train":
                 continue
             x, y = result.points(set_name)
-            answer[output] = write_points_output(self, parameters, output, context, crs, x, y,
-                                                 {"set": ([set_name] * len(x), "String")})
+            answer[output] = write_points_output(
+                self, parameters, output, context, crs, x, y, {"set": ([set_name] * len(x), "String")}
+            )
         for set_name, n in result.counts().items():
             feedback.pushInfo(f"{set_name}: {n} patches")
         return answer

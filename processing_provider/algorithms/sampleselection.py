@@ -43,35 +43,71 @@ class SampleSelection(OtbtfAlgorithm):
 
     def initAlgorithm(self, config=None):
         add_ground_truth_parameters(self)
-        self.addParameter(QgsProcessingParameterEnum(
-            self.STRATEGY, "Strategy", options=list(STRATEGIES), defaultValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.STRATEGY_VALUE, "Strategy value (constant: per class; percent: fraction 0-1; total: count)",
-            type=QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
-        ))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.SAMPLER, "Sampler", options=list(SAMPLERS), defaultValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, "Random seed (random sampler)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, "Samples", QgsProcessing.TypeVectorPoint,
-        ))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.STRATEGY,
+                "Strategy",
+                options=list(STRATEGIES),
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.STRATEGY_VALUE,
+                "Strategy value (constant: per class; percent: fraction 0-1; total: count)",
+                type=QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.SAMPLER,
+                "Sampler",
+                options=list(SAMPLERS),
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SEED,
+                "Random seed (random sampler)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT,
+                "Samples",
+                QgsProcessing.TypeVectorPoint,
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         truth = ground_truth(self, parameters, context, feedback)
         samples = self.run_engine(
-            sample_selection, feedback, *truth.engine_args(), **truth.engine_kwargs(),
+            sample_selection,
+            feedback,
+            *truth.engine_args(),
+            **truth.engine_kwargs(),
             strategy=STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)],
             value=optional_number(self, parameters, self.STRATEGY_VALUE, context),
             sampler=SAMPLERS[self.parameterAsEnum(parameters, self.SAMPLER, context)],
             seed=self.parameterAsInt(parameters, self.SEED, context),
         )
-        dest_id = write_points_output(self, parameters, self.OUTPUT, context, truth.crs, samples.x, samples.y,
-                                      samples.columns(), samples.layer_metadata())
+        dest_id = write_points_output(
+            self,
+            parameters,
+            self.OUTPUT,
+            context,
+            truth.crs,
+            samples.x,
+            samples.y,
+            samples.columns(),
+            samples.layer_metadata(),
+        )
         available = {samples.class_names[c]: n for c, n in sorted(samples.available.items())}
         for name, count in samples.by_class().items():
             feedback.pushInfo(f"{name}: {count} samples of {available[name]} pixels")

@@ -74,56 +74,137 @@ class TensorflowModelServe(OtbtfAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        add_source_parameters(self, MAX_SOURCES, "RFIELD", "Receptive field of source {n} (pixels; 0: from the model)",
-                              0, 0, lambda n: [QgsProcessingParameterString(
-                                  f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)",
-                                  optional=True)])
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model (SavedModel folder; type a path to use an .onnx or a .keras file)",
-            behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterString(
-            "USER_PLACEHOLDERS", "User placeholders (name=value;name=value)", optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            "OUTPUT_NAMES", "Output tensors (comma-separated; empty: the model's default, else all)", optional=True))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "FULLYCONV", "Fully-convolutional (whole tiles at once)", defaultValue=False))
-        self.addParameter(QgsProcessingParameterNumber(
-            "EFIELD", "Expression field (pixels; 0: from the model)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "SPCSCALE", "Spacing scale (0: from the model)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "BACKGROUND_VALUE", "Background value (nodata input, padding)", type=QgsProcessingParameterNumber.Double,
-            defaultValue=0.0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "TTA", "Test-time augmentation: mean over the 8 flips and 90-degree rotations (8 times the work)",
-            defaultValue=False, optional=True))  # optional: graphical models saved before TTA existed still run
-        self.addParameter(QgsProcessingParameterNumber(
-            "OVERLAP", "Overlap of neighbouring tiles, blended (output pixels; removes the seams of zero-padded "
-            "fully-convolutional models)", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
-            optional=True))
-        add_advanced(self, [
-            QgsProcessingParameterNumber("TILE_SIZE",
-                                         "Tile size (output pixels; 0: from the memory budget, which it never passes)",
-                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber("BATCH_SIZE",
-                                         "Patches per model call (0: from the memory budget, which it never passes)",
-                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber("MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer,
-                                         defaultValue=512, minValue=32),
-            QgsProcessingParameterBoolean("ALLOW_LAMBDA", "Allow Lambda layers (runs code from the model file: "
-                                                          "only for files you trust)", defaultValue=False),
-            QgsProcessingParameterEnum("COMPRESSION", "Output compression (deflate: for software without ZSTD)",
-                                       options=list(COMPRESSIONS), defaultValue=0),
-            QgsProcessingParameterString("SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)",
-                                         optional=True),
-            QgsProcessingParameterEnum("LAYOUT", "Model layout (auto: read from an ONNX model's input sizes; "
-                                       "NCHW: channels first, NHWC: channels last)", options=list(LAYOUTS),
-                                       defaultValue=0, optional=True),
-        ])
+        add_source_parameters(
+            self,
+            MAX_SOURCES,
+            "RFIELD",
+            "Receptive field of source {n} (pixels; 0: from the model)",
+            0,
+            0,
+            lambda n: [
+                QgsProcessingParameterString(
+                    f"PLACEHOLDER{n}", f"Model input fed by source {n} (empty: from the model)", optional=True
+                )
+            ],
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                "Model (SavedModel folder; type a path to use an .onnx or a .keras file)",
+                behavior=QgsProcessingParameterFile.Folder,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                "USER_PLACEHOLDERS", "User placeholders (name=value;name=value)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                "OUTPUT_NAMES", "Output tensors (comma-separated; empty: the model's default, else all)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean("FULLYCONV", "Fully-convolutional (whole tiles at once)", defaultValue=False)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "EFIELD",
+                "Expression field (pixels; 0: from the model)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "SPCSCALE",
+                "Spacing scale (0: from the model)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "BACKGROUND_VALUE",
+                "Background value (nodata input, padding)",
+                type=QgsProcessingParameterNumber.Double,
+                defaultValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "PAD", "Pad: cover the whole extent of source 1 (inputs padded with nodata or 0)", defaultValue=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "TTA",
+                "Test-time augmentation: mean over the 8 flips and 90-degree rotations (8 times the work)",
+                defaultValue=False,
+                optional=True,
+            )
+        )  # optional: graphical models saved before TTA existed still run
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "OVERLAP",
+                "Overlap of neighbouring tiles, blended (output pixels; removes the seams of zero-padded "
+                "fully-convolutional models)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+                optional=True,
+            )
+        )
+        add_advanced(
+            self,
+            [
+                QgsProcessingParameterNumber(
+                    "TILE_SIZE",
+                    "Tile size (output pixels; 0: from the memory budget, which it never passes)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    defaultValue=0,
+                    minValue=0,
+                ),
+                QgsProcessingParameterNumber(
+                    "BATCH_SIZE",
+                    "Patches per model call (0: from the memory budget, which it never passes)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    defaultValue=0,
+                    minValue=0,
+                ),
+                QgsProcessingParameterNumber(
+                    "MEMORY_MB",
+                    "Memory budget (MiB)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    defaultValue=512,
+                    minValue=32,
+                ),
+                QgsProcessingParameterBoolean(
+                    "ALLOW_LAMBDA",
+                    "Allow Lambda layers (runs code from the model file: only for files you trust)",
+                    defaultValue=False,
+                ),
+                QgsProcessingParameterEnum(
+                    "COMPRESSION",
+                    "Output compression (deflate: for software without ZSTD)",
+                    options=list(COMPRESSIONS),
+                    defaultValue=0,
+                ),
+                QgsProcessingParameterString(
+                    "SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)", optional=True
+                ),
+                QgsProcessingParameterEnum(
+                    "LAYOUT",
+                    "Model layout (auto: read from an ONNX model's input sizes; "
+                    "NCHW: channels first, NHWC: channels last)",
+                    options=list(LAYOUTS),
+                    defaultValue=0,
+                    optional=True,
+                ),
+            ],
+        )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Output"))
 
     def checkParameterValues(self, parameters, context):
@@ -144,15 +225,22 @@ class TensorflowModelServe(OtbtfAlgorithm):
             path = raster_path(self, parameters, f"SOURCE{n}", context, required=n == 1)
             if path is None:
                 continue
-            sources.append(ServeSource(
-                path, rfield=self.parameterAsInt(parameters, f"RFIELD{n}", context),
-                placeholder=self.parameterAsString(parameters, f"PLACEHOLDER{n}", context).strip(),
-                nodata=optional_number(self, parameters, f"NODATA{n}", context)))
+            sources.append(
+                ServeSource(
+                    path,
+                    rfield=self.parameterAsInt(parameters, f"RFIELD{n}", context),
+                    placeholder=self.parameterAsString(parameters, f"PLACEHOLDER{n}", context).strip(),
+                    nodata=optional_number(self, parameters, f"NODATA{n}", context),
+                )
+            )
         options = ServeOptions(
             output_names=parse_output_names(self.parameterAsString(parameters, "OUTPUT_NAMES", context)),
             user_placeholders=self.run_engine(
                 lambda progress: parse_user_placeholders(
-                    self.parameterAsString(parameters, "USER_PLACEHOLDERS", context)), feedback),
+                    self.parameterAsString(parameters, "USER_PLACEHOLDERS", context)
+                ),
+                feedback,
+            ),
             fully_conv=self.parameterAsBool(parameters, "FULLYCONV", context),
             efield=self.parameterAsInt(parameters, "EFIELD", context),
             scale=self.parameterAsInt(parameters, "SPCSCALE", context),
@@ -168,8 +256,15 @@ class TensorflowModelServe(OtbtfAlgorithm):
             layout=LAYOUTS[self.parameterAsEnum(parameters, "LAYOUT", context)],
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        result = self.run_engine(serve, feedback, sources, self.parameterAsFile(parameters, self.MODEL, context),
-                                 output, options, executor=executor(self, parameters, context, feedback))
+        result = self.run_engine(
+            serve,
+            feedback,
+            sources,
+            self.parameterAsFile(parameters, self.MODEL, context),
+            output,
+            options,
+            executor=executor(self, parameters, context, feedback),
+        )
         plan = result.plan
         return {
             self.OUTPUT: str(result.output),

@@ -31,7 +31,9 @@ class TensorflowModelTrain(OtbtfAlgorithm):
     GROUP = "Training"
     GROUP_ID = "training"
     FOLDER_OUTPUTS: ClassVar[dict[str, Callable[[str], Output]]] = {
-        "OUTPUT_MODEL": model_folder_output, "CHECKPOINT_DIR": checkpoint_output}
+        "OUTPUT_MODEL": model_folder_output,
+        "CHECKPOINT_DIR": checkpoint_output,
+    }
     HELP = (
         "Trains a TensorFlow model on patches images (from otbtf:patchesextraction, or otbtf's "
         "PatchesExtraction), one per source, with a labels image: one class per patch "
@@ -83,57 +85,134 @@ class TensorflowModelTrain(OtbtfAlgorithm):
 
     def initAlgorithm(self, config=None):
         for n in range(1, MAX_SOURCES + 1):
-            self.addParameter(QgsProcessingParameterRasterLayer(
-                f"TRAIN_PATCHES{n}", f"Training patches image, source {n}", optional=n > 1))
+            self.addParameter(
+                QgsProcessingParameterRasterLayer(
+                    f"TRAIN_PATCHES{n}", f"Training patches image, source {n}", optional=n > 1
+                )
+            )
         self.addParameter(QgsProcessingParameterRasterLayer("TRAIN_LABELS", "Training labels image"))
         for n in range(1, MAX_SOURCES + 1):
-            self.addParameter(QgsProcessingParameterRasterLayer(
-                f"VALID_PATCHES{n}", f"Validation patches image, source {n}", optional=True))
+            self.addParameter(
+                QgsProcessingParameterRasterLayer(
+                    f"VALID_PATCHES{n}", f"Validation patches image, source {n}", optional=True
+                )
+            )
         self.addParameter(QgsProcessingParameterRasterLayer("VALID_LABELS", "Validation labels image", optional=True))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model to fine-tune (a model folder of ours; empty: a new model)",
-            behavior=QgsProcessingParameterFile.Folder, optional=True))
-        self.addParameter(QgsProcessingParameterEnum("ARCHITECTURE", "Architecture (new model)",
-                                                     options=list(ARCHITECTURES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(
-            "TASK", "Task (auto: whole-number labels are classes, others values to regress)",
-            options=list(TASKS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs (at most, with PATIENCE)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=100, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "PATIENCE", "Patience: stop after this many epochs without improvement (0: train all epochs)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=10, minValue=0, optional=True))
-        self.addParameter(QgsProcessingParameterFolderDestination(
-            "TENSORBOARD_DIR", "TensorBoard logs", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterFolderDestination(
-            "CHECKPOINT_DIR", "Checkpoints (the same folder resumes a run)", optional=True, createByDefault=False))
-        add_advanced(self, [
-            QgsProcessingParameterNumber("LEARNING_RATE", "Learning rate", type=QgsProcessingParameterNumber.Double,
-                                         defaultValue=0.001, minValue=0.0),
-            QgsProcessingParameterBoolean("CLASS_WEIGHTS", "Weight classes by their rarity", defaultValue=False),
-            QgsProcessingParameterBoolean("AUGMENT", "Augment: random flips and 90-degree rotations",
-                                          defaultValue=True),
-            QgsProcessingParameterNumber("FREEZE_LAYERS", "Fine-tuning: keep the weights of the first N layers",
-                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber("FOLDS", "Cross-validation grouped by polygon: folds (0: none)",
-                                         type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
-                                         maxValue=20, optional=True),
-            QgsProcessingParameterNumber("VALID_FRACTION",
-                                         "Share of each class's polygons held out for validation (no validation set)",
-                                         type=QgsProcessingParameterNumber.Double, defaultValue=0.2,
-                                         minValue=0.01, maxValue=0.9),
-        ])
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "MODEL",
+                "Model to fine-tune (a model folder of ours; empty: a new model)",
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "ARCHITECTURE", "Architecture (new model)", options=list(ARCHITECTURES), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "TASK",
+                "Task (auto: whole-number labels are classes, others values to regress)",
+                options=list(TASKS),
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "EPOCHS",
+                "Epochs (at most, with PATIENCE)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=100,
+                minValue=1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "BATCH_SIZE", "Batch size", type=QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "SEED", "Random seed", type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "PATIENCE",
+                "Patience: stop after this many epochs without improvement (0: train all epochs)",
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=10,
+                minValue=0,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(
+                "TENSORBOARD_DIR", "TensorBoard logs", optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(
+                "CHECKPOINT_DIR", "Checkpoints (the same folder resumes a run)", optional=True, createByDefault=False
+            )
+        )
+        add_advanced(
+            self,
+            [
+                QgsProcessingParameterNumber(
+                    "LEARNING_RATE",
+                    "Learning rate",
+                    type=QgsProcessingParameterNumber.Double,
+                    defaultValue=0.001,
+                    minValue=0.0,
+                ),
+                QgsProcessingParameterBoolean("CLASS_WEIGHTS", "Weight classes by their rarity", defaultValue=False),
+                QgsProcessingParameterBoolean(
+                    "AUGMENT", "Augment: random flips and 90-degree rotations", defaultValue=True
+                ),
+                QgsProcessingParameterNumber(
+                    "FREEZE_LAYERS",
+                    "Fine-tuning: keep the weights of the first N layers",
+                    type=QgsProcessingParameterNumber.Integer,
+                    defaultValue=0,
+                    minValue=0,
+                ),
+                QgsProcessingParameterNumber(
+                    "FOLDS",
+                    "Cross-validation grouped by polygon: folds (0: none)",
+                    type=QgsProcessingParameterNumber.Integer,
+                    defaultValue=0,
+                    minValue=0,
+                    maxValue=20,
+                    optional=True,
+                ),
+                QgsProcessingParameterNumber(
+                    "VALID_FRACTION",
+                    "Share of each class's polygons held out for validation (no validation set)",
+                    type=QgsProcessingParameterNumber.Double,
+                    defaultValue=0.2,
+                    minValue=0.01,
+                    maxValue=0.9,
+                ),
+            ],
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Trained model"))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_REPORT", "Validation report", "HTML files (*.html)", optional=True, createByDefault=True))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_ONNX", "The model also as an ONNX file (onnxruntime, Deepness)", "ONNX files (*.onnx)",
-            optional=True, createByDefault=False))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT_REPORT", "Validation report", "HTML files (*.html)", optional=True, createByDefault=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT_ONNX",
+                "The model also as an ONNX file (onnxruntime, Deepness)",
+                "ONNX files (*.onnx)",
+                optional=True,
+                createByDefault=False,
+            )
+        )
 
     def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
@@ -151,10 +230,14 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                     found.append(path)
             return found
 
-        tensorboard = self.parameterAsString(parameters, "TENSORBOARD_DIR", context) \
-            if parameters.get("TENSORBOARD_DIR") else None
-        checkpoints = self.parameterAsString(parameters, "CHECKPOINT_DIR", context) \
-            if parameters.get("CHECKPOINT_DIR") else None
+        tensorboard = (
+            self.parameterAsString(parameters, "TENSORBOARD_DIR", context)
+            if parameters.get("TENSORBOARD_DIR")
+            else None
+        )
+        checkpoints = (
+            self.parameterAsString(parameters, "CHECKPOINT_DIR", context) if parameters.get("CHECKPOINT_DIR") else None
+        )
         config = TrainConfig(
             train_patches=sources("TRAIN_PATCHES"),
             train_labels=raster_path(self, parameters, "TRAIN_LABELS", context),
@@ -182,11 +265,15 @@ class TensorflowModelTrain(OtbtfAlgorithm):
         result = self.run_engine(train, feedback, config)
         metrics = result.report
         held_out = result.training.get("validation", {})
-        answer = {"OUTPUT_MODEL": str(result.model_folder),
-                  "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
-                  "OUTPUT_ONNX": self.parameterAsFileOutput(parameters, "OUTPUT_ONNX", context) or None,
-                  "EPOCHS_RUN": result.training.get("epochs_run"), "KEPT_EPOCH": result.training.get("kept_epoch"),
-                  "VALIDATION_METHOD": held_out.get("method"), "WARNINGS": held_out.get("warnings", [])}
+        answer = {
+            "OUTPUT_MODEL": str(result.model_folder),
+            "OUTPUT_REPORT": str(result.report_html) if result.report_html else None,
+            "OUTPUT_ONNX": self.parameterAsFileOutput(parameters, "OUTPUT_ONNX", context) or None,
+            "EPOCHS_RUN": result.training.get("epochs_run"),
+            "KEPT_EPOCH": result.training.get("kept_epoch"),
+            "VALIDATION_METHOD": held_out.get("method"),
+            "WARNINGS": held_out.get("warnings", []),
+        }
         validated = result.training.get("cross_validation") or {}
         for key, value in validated.get("summary", {}).items():
             answer[f"CV_{key.upper()}"] = value["mean"]
@@ -196,7 +283,8 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             **answer,
             "OVERALL_ACCURACY": metrics["overall_accuracy"],
             "KAPPA": metrics["kappa"],
-            "CLASSES": {c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")}
-                        for c in metrics["classes"]},
+            "CLASSES": {
+                c["name"]: {k: c[k] for k in ("precision", "recall", "f1", "support")} for c in metrics["classes"]
+            },
             "CONFUSION_MATRIX": metrics["confusion_matrix"],
         }

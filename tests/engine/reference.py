@@ -21,9 +21,12 @@ def covered_pixels(raster_path, geometry, valid=None) -> set[tuple[int, int]]:
     cols = range(max(int((xmin - x0) / rx) - 1, 0), min(int((xmax - x0) / rx) + 2, width))
     rows = range(max(int((ymax - y0) / ry) - 1, 0), min(int((ymin - y0) / ry) + 2, height))
     shape = prep(geometry)
-    return {(c, r) for r in rows for c in cols
-            if shape.contains(Point(x0 + (c + 0.5) * rx, y0 + (r + 0.5) * ry))
-            and (valid is None or bool(valid[r, c]))}
+    return {
+        (c, r)
+        for r in rows
+        for c in cols
+        if shape.contains(Point(x0 + (c + 0.5) * rx, y0 + (r + 0.5) * ry)) and (valid is None or bool(valid[r, c]))
+    }
 
 
 def reference_counts(raster_path, geometries, valid=None) -> list[int]:

@@ -33,7 +33,7 @@ def imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
                 if len(base) == 0:  # above the sub-packages: the root package (otbtf)
                     target = node.module or ""
                 else:
@@ -65,17 +65,26 @@ def reaches(start: str, targets: set[str]) -> list[str] | None:
 
 
 def test_the_reader_sees_the_modules():
-    assert {"otbtf_plugin.serving", "otbtf_plugin.serving.planning", "otbtf_plugin.execution.pipeline",
-            "otbtf_plugin.execution.cluster",
-            "processing_provider.provider", "plugin.plugin"} <= set(MODULES)
+    assert {
+        "otbtf_plugin.serving",
+        "otbtf_plugin.serving.planning",
+        "otbtf_plugin.execution.pipeline",
+        "otbtf_plugin.execution.cluster",
+        "processing_provider.provider",
+        "plugin.plugin",
+    } <= set(MODULES)
     assert "otbtf_plugin.execution.pipeline" in GRAPH["otbtf_plugin.serving.run"]
     assert "otbtf_plugin.execution.cluster" in GRAPH["processing_provider.algorithms.common"]  # inside a function
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")))
 def test_the_engine_imports_no_qgis_and_nothing_above_it(name):
-    outside = sorted(i for i in EXTERNAL[name] if i.split(".")[0] in ("qgis", "processing", "PyQt5", "PyQt6")
-                     or i.startswith(("processing_provider", "plugin")))
+    outside = sorted(
+        i
+        for i in EXTERNAL[name]
+        if i.split(".")[0] in ("qgis", "processing", "PyQt5", "PyQt6")
+        or i.startswith(("processing_provider", "plugin"))
+    )
     assert not outside, f"{name} imports {outside}: the engine knows no QGIS"
 
 
@@ -84,18 +93,31 @@ def test_the_provider_does_not_import_the_plugin_package(name):
     assert not [i for i in GRAPH[name] if i.startswith("plugin")], f"{name} imports the desktop plugin package"
 
 
-@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("otbtf_plugin")
-                                        and m != "otbtf_plugin.execution.cluster"))
+@pytest.mark.parametrize(
+    "name", sorted(m for m in MODULES if m.startswith("otbtf_plugin") and m != "otbtf_plugin.execution.cluster")
+)
 def test_only_the_dask_executor_knows_dask(name):
     assert "otbtf_plugin.execution.cluster" not in GRAPH[name], f"{name} imports the Dask executor"
     assert not [i for i in EXTERNAL[name] if i.split(".")[0] in ("dask", "distributed")], f"{name} imports Dask"
 
 
 def test_the_pipeline_and_the_executors_know_no_work():
-    work = {m for m in MODULES if m.startswith(("otbtf_plugin.serving", "otbtf_plugin.image_classification",
-                                                 "otbtf_plugin.classifier_training", "otbtf_plugin.ground_truth",
-                                                 "otbtf_plugin.features", "otbtf_plugin.classifiers",
-                                                 "otbtf_plugin.models", "otbtf_plugin.training"))}
+    work = {
+        m
+        for m in MODULES
+        if m.startswith(
+            (
+                "otbtf_plugin.serving",
+                "otbtf_plugin.image_classification",
+                "otbtf_plugin.classifier_training",
+                "otbtf_plugin.ground_truth",
+                "otbtf_plugin.features",
+                "otbtf_plugin.classifiers",
+                "otbtf_plugin.models",
+                "otbtf_plugin.training",
+            )
+        )
+    }
     for name in ("otbtf_plugin.execution.pipeline", "otbtf_plugin.execution.cluster"):
         assert reaches(name, work) is None, reaches(name, work)
 
@@ -119,8 +141,10 @@ def test_the_workflows_live_in_modules_named_for_them():
     """A package's __init__ is its face: importing serving.planning or training.targets loads
     no tiles, pipeline, writer or network code (the workflows are in run.py, imported when
     first asked for)."""
-    for package, run in (("otbtf_plugin.serving", "otbtf_plugin.serving.run"),
-                         ("otbtf_plugin.training", "otbtf_plugin.training.run")):
+    for package, run in (
+        ("otbtf_plugin.serving", "otbtf_plugin.serving.run"),
+        ("otbtf_plugin.training", "otbtf_plugin.training.run"),
+    ):
         assert run in MODULES
         assert run not in GRAPH[package], f"{package}/__init__.py imports its workflow at once"
         assert not [i for i in GRAPH[package] if i.startswith(("otbtf_plugin.execution", "otbtf_plugin.raster"))]
@@ -129,8 +153,12 @@ def test_the_workflows_live_in_modules_named_for_them():
 def test_serving_planning_needs_no_tiles_or_output():
     """The plan is geometry decided against the model: it does not reach tile computation,
     the output or the pipeline (a test of planning needs neither GDAL writing nor threads)."""
-    rooms = {"otbtf_plugin.serving.inference", "otbtf_plugin.serving.output", "otbtf_plugin.execution.pipeline",
-             "otbtf_plugin.serving.run"}
+    rooms = {
+        "otbtf_plugin.serving.inference",
+        "otbtf_plugin.serving.output",
+        "otbtf_plugin.execution.pipeline",
+        "otbtf_plugin.serving.run",
+    }
     assert reaches("otbtf_plugin.serving.planning", rooms) is None, reaches("otbtf_plugin.serving.planning", rooms)
 
 
@@ -173,6 +201,14 @@ def test_the_models_are_together():
     """Loading, serving's view of a model, the metadata contract, Deepness and the runtimes
     live in otbtf_plugin/models/, nowhere else."""
     flat = {m.rpartition(".")[2] for m in MODULES if m.count(".") == 1 and m.startswith("otbtf_plugin.")}
-    assert not flat & {"model", "model_metadata", "served_model", "onnx_model", "deepness", "keras_layers",
-                       "runtimes", "deps"}, flat
+    assert not flat & {
+        "model",
+        "model_metadata",
+        "served_model",
+        "onnx_model",
+        "deepness",
+        "keras_layers",
+        "runtimes",
+        "deps",
+    }, flat
     assert {"otbtf_plugin.models.loading", "otbtf_plugin.models.served", "otbtf_plugin.models.metadata"} <= set(MODULES)

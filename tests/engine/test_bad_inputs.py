@@ -61,8 +61,7 @@ def no_georeferencing(tmp):
     tmp.mkdir(exist_ok=True)
     with rasterio.open(RGB) as src:
         data = src.read(window=((0, 64), (0, 64)))
-    with rasterio.open(tmp / "plain.tif", "w", driver="GTiff", width=64, height=64, count=3,
-                       dtype=data.dtype) as dst:
+    with rasterio.open(tmp / "plain.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype=data.dtype) as dst:
         dst.write(data)
     return tmp / "plain.tif"
 
@@ -88,10 +87,21 @@ def rgb_classifier(tmp):
     train_vector = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=10)
     with open_raster(RGB) as ds:
         values = np.stack([ds.read(b)[train_vector.rows, train_vector.cols] for b in (1, 2, 3)], axis=1)
-    recipe = {"model": None, "output_names": [], "sources": [{"bands": 3, "rfield": 1, "dtype": "uint16"}],
-              "features": ["source1_band1", "source1_band2", "source1_band3"]}
-    trained = classifiers.train(values, train_vector.codes, np.arange(len(values)), train_vector.class_names,
-                                recipe, classifier="dt", validation=0)
+    recipe = {
+        "model": None,
+        "output_names": [],
+        "sources": [{"bands": 3, "rfield": 1, "dtype": "uint16"}],
+        "features": ["source1_band1", "source1_band2", "source1_band3"],
+    }
+    trained = classifiers.train(
+        values,
+        train_vector.codes,
+        np.arange(len(values)),
+        train_vector.class_names,
+        recipe,
+        classifier="dt",
+        validation=0,
+    )
     return classifiers.save(trained, path)
 
 
@@ -129,100 +139,134 @@ def without_crs(tmp):
     return path
 
 
-COMPLEX = r"complex.tif has complex pixels \(CInt16\), which otbtf does not read: make a raster of their " \
+COMPLEX = (
+    r"complex.tif has complex pixels \(CInt16\), which otbtf does not read: make a raster of their "
     r"magnitude first, e.g. gdal_calc.py -A complex.tif --calc=\"abs\(A\)\""
+)
 
 CASES = {
     "an output named .png": (
         lambda t: serve([ServeSource(RGB)], patch_model(t), t / "map.png"),
         r"^OUTPUT '.*map.png' ends in '.png', but it is written as GeoTIFF: give a name ending in .tif or .tiff "
-        r"\(convert it afterwards with gdal_translate if you need another format\)$"),
+        r"\(convert it afterwards with gdal_translate if you need another format\)$",
+    ),
     "an output with no extension": (
         lambda t: extract_patches([PatchSource(RGB, 16)], POINTS, [t / "patches"]),
-        r"^OUTPUT1 '.*patches' has no extension, but it is written as GeoTIFF"),
+        r"^OUTPUT1 '.*patches' has no extension, but it is written as GeoTIFF",
+    ),
     "complex pixels, class statistics": (lambda t: class_statistics(complex_raster(t), POLYGONS, "name"), COMPLEX),
     "complex pixels, extraction": (
-        lambda t: extract_patches([PatchSource(complex_raster(t), 16)], POINTS, [t / "p.tif"]), COMPLEX),
-    "complex pixels, serving": (lambda t: serve([ServeSource(complex_raster(t))], patch_model(t), t / "out.tif"),
-                                COMPLEX),
+        lambda t: extract_patches([PatchSource(complex_raster(t), 16)], POINTS, [t / "p.tif"]),
+        COMPLEX,
+    ),
+    "complex pixels, serving": (
+        lambda t: serve([ServeSource(complex_raster(t))], patch_model(t), t / "out.tif"),
+        COMPLEX,
+    ),
     "complex pixels, features": (
         lambda t: classify_image(FeatureSpec([FeatureSource(complex_raster(t))]), rgb_classifier(t), t / "out.tif"),
-        COMPLEX),
+        COMPLEX,
+    ),
     "complex pixels, patches image": (
-        lambda t: PatchesImage(complex_patches(t)), r"complex_patches.tif has complex pixels \(CFloat32\)"),
+        lambda t: PatchesImage(complex_patches(t)),
+        r"complex_patches.tif has complex pixels \(CFloat32\)",
+    ),
     "statistics on a raster that is all nodata": (
         lambda t: class_statistics(all_nodata(t), POLYGONS, "name"),
         r"^no class has a valid pixel inside the raster: 4 feature\(s\) lie inside the raster, but every pixel "
-        r"they cover holds the nodata value; check NODATA and the mask$"),
+        r"they cover holds the nodata value; check NODATA and the mask$",
+    ),
     "statistics on a raster without CRS and a vector with one": (
         lambda t: class_statistics(without_crs(t), POLYGONS, "name"),
         r"^no class has a valid pixel inside the raster: none of the 4 features lies inside the raster "
         r"\(x 0 .. 800, y -1140 .. 0\); the raster has no CRS while the vector is in WGS 84 / UTM zone 21N, so "
-        r"their coordinates cannot be matched: give the raster its CRS \(gdal_edit.py -a_srs EPSG:n FILE"),
+        r"their coordinates cannot be matched: give the raster its CRS \(gdal_edit.py -a_srs EPSG:n FILE",
+    ),
     "sources that do not overlap": (
         lambda t: extract_patches([PatchSource(B2_30, 16), PatchSource(RGB, 16)], POINTS, [t / "a.tif", t / "b.tif"]),
-        r"the sources do not overlap \(source 1 covers .* source 2 covers"),
+        r"the sources do not overlap \(source 1 covers .* source 2 covers",
+    ),
     "a CRS that cannot be transformed": (
-        lambda t: class_statistics(RGB, vector(t / "local.gpkg", 'LOCAL_CS["site grid",UNIT["metre",1]]',
-                                               [("POINT (10 10)", "water")]), "name"),
+        lambda t: class_statistics(
+            RGB, vector(t / "local.gpkg", 'LOCAL_CS["site grid",UNIT["metre",1]]', [("POINT (10 10)", "water")]), "name"
+        ),
         r"^cannot transform the vector's CRS \(site grid\) to the raster's \(WGS 84 / UTM zone 21N\): "
-        r"Cannot find coordinate operations; reproject the vector to the raster's CRS first$"),
+        r"Cannot find coordinate operations; reproject the vector to the raster's CRS first$",
+    ),
     "an empty vector": (
         lambda t: class_statistics(RGB, vector(t / "empty.gpkg", "EPSG:32621", []), "name"),
-        r"has no feature with a geometry"),
+        r"has no feature with a geometry",
+    ),
     "no feature inside the raster": (
-        lambda t: sample_selection(RGB, vector(t / "far.gpkg", "EPSG:32621", [("POINT (100 -100)", "water")]),
-                                   "name"),
-        r"no class has a valid pixel inside the raster"),
+        lambda t: sample_selection(RGB, vector(t / "far.gpkg", "EPSG:32621", [("POINT (100 -100)", "water")]), "name"),
+        r"no class has a valid pixel inside the raster",
+    ),
     "a missing class field": (
         lambda t: class_statistics(RGB, POLYGONS, "label"),
-        r"no field 'label'; its fields: name"),
+        r"no field 'label'; its fields: name",
+    ),
     "classes that are all NULL": (
-        lambda t: class_statistics(RGB, vector(t / "null.gpkg", "EPSG:32621", [("POINT (740000 -2800000)", None)]),
-                                   "name"),
-        r"no feature with a geometry and a class in field 'name' \(1 NULL class\)"),
+        lambda t: class_statistics(
+            RGB, vector(t / "null.gpkg", "EPSG:32621", [("POINT (740000 -2800000)", None)]), "name"
+        ),
+        r"no feature with a geometry and a class in field 'name' \(1 NULL class\)",
+    ),
     "a patch size larger than the raster": (
         lambda t: extract_patches([PatchSource(B2_30, 500)], POINTS, [t / "p.tif"]),
-        r"patch size 500 x 500 px is larger than the raster \(400 x 400 px\); use at most 400"),
+        r"patch size 500 x 500 px is larger than the raster \(400 x 400 px\); use at most 400",
+    ),
     "polygons where points are needed": (
         lambda t: extract_patches([PatchSource(RGB, 16)], POLYGONS, [t / "p.tif"]),
-        r"must hold points, not Polygon; make points from polygons with otbtf:sampleselection"),
+        r"must hold points, not Polygon; make points from polygons with otbtf:sampleselection",
+    ),
     "a corrupt or truncated GeoTIFF": (
         lambda t: class_statistics(truncated(t), POLYGONS, "name", nodata=0),
-        r"cannot read the pixels of .*truncated.tif: the file is truncated or corrupt .* re-create"),
+        r"cannot read the pixels of .*truncated.tif: the file is truncated or corrupt .* re-create",
+    ),
     "a raster that is not a raster": (
         lambda t: class_statistics(POLYGONS, POLYGONS, "name"),
-        r"cannot open raster .*polygons.gpkg"),
+        r"cannot open raster .*polygons.gpkg",
+    ),
     "a receptive field that disagrees with the model": (
         lambda t: serve([ServeSource(RGB, rfield=12)], patch_model(t), t / "out.tif"),
-        r"RFIELD1=12 but model input x takes 16 x 16 px: use RFIELD1=16 \(or 0, from the model\)"),
+        r"RFIELD1=12 but model input x takes 16 x 16 px: use RFIELD1=16 \(or 0, from the model\)",
+    ),
     "an output name the model does not have": (
         lambda t: serve([ServeSource(RGB)], patch_model(t), t / "out.tif", ServeOptions(output_names=["logits"])),
-        r"the model has no output 'logits'; its outputs: prob"),
+        r"the model has no output 'logits'; its outputs: prob",
+    ),
     "an output named twice": (
         lambda t: serve([ServeSource(RGB)], patch_model(t), t / "out.tif", ServeOptions(output_names=["prob", "prob"])),
-        r"OUTPUT_NAMES names 'prob' more than once: give each output once"),
+        r"OUTPUT_NAMES names 'prob' more than once: give each output once",
+    ),
     "a raster with no georeferencing": (
         lambda t: serve([ServeSource(no_georeferencing(t))], patch_model(t), t / "out.tif"),
-        r"^plain.tif has no georeferencing \(no geotransform, no CRS\): georeference it first"),
+        r"^plain.tif has no georeferencing \(no geotransform, no CRS\): georeference it first",
+    ),
     "a VRT whose source is missing": (
         lambda t: serve([ServeSource(vrt_without_source(t))], patch_model(t), t / "out.tif"),
-        r"cannot read the pixels of .*moved.vrt: a file it refers to is missing or unreadable"),
+        r"cannot read the pixels of .*moved.vrt: a file it refers to is missing or unreadable",
+    ),
     "a placeholder the model does not have": (
         lambda t: serve([ServeSource(RGB, placeholder="image")], patch_model(t), t / "out.tif"),
-        r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]"),
+        r"the model has no input 'image'; its inputs: x \[\?, 16, 16, 3\]",
+    ),
     "a path that is not a model": (
         lambda t: serve([ServeSource(RGB)], t.mkdir(exist_ok=True) or (t / "m").mkdir() or t / "m", t / "out.tif"),
-        r"is not a model: give an ONNX file \(.onnx\), a TensorFlow SavedModel folder"),
+        r"is not a model: give an ONNX file \(.onnx\), a TensorFlow SavedModel folder",
+    ),
     "a classifier applied to other sources": (
         lambda t: classify_image(FeatureSpec([FeatureSource(B2_30)]), rgb_classifier(t), t / "out.tif"),
-        r"does not match these inputs: source 1 had 3 band\(s\) at training; the one given has 1"),
+        r"does not match these inputs: source 1 had 3 band\(s\) at training; the one given has 1",
+    ),
     "a file that is not a classifier": (
         lambda t: classify_image(FeatureSpec([FeatureSource(RGB)]), POLYGONS, t / "out.tif"),
-        r"polygons.gpkg is not a classifier file"),
+        r"polygons.gpkg is not a classifier file",
+    ),
     "a strategy value in percent": (
         lambda t: sample_selection(RGB, POLYGONS, "name", strategy="percent", value=30),
-        r"for 30 %, use 0.3"),
+        r"for 30 %, use 0.3",
+    ),
 }
 
 
@@ -234,8 +278,13 @@ def test_bad_input_is_explained_and_leaves_nothing(case, tmp_path):
         run(tmp_path)
     # the cases' own inputs: files of those kinds, and folders (a model folder) not named as temporaries
     created = {p.name for p in tmp_path.iterdir() if not p.is_dir() or "partial" in p.name} - inputs
-    leftovers = {name for name in created if not name.endswith((".gpkg", ".tif", ".keras", ".skops", ".vrt"))
-                 or "partial" in name or name in ("a.tif", "b.tif", "p.tif", "out.tif")}
+    leftovers = {
+        name
+        for name in created
+        if not name.endswith((".gpkg", ".tif", ".keras", ".skops", ".vrt"))
+        or "partial" in name
+        or name in ("a.tif", "b.tif", "p.tif", "out.tif")
+    }
     assert not leftovers, leftovers
 
 
@@ -264,16 +313,22 @@ def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
     class_statistics(raster, polygons, "name").write_csv(out)
     assert out.read_text().splitlines()[1] == "crop,192"
     samples = sample_selection(raster, polygons, "name").write_gpkg(folder / "échantillons.gpkg")
-    result = extract_patches([PatchSource(raster, 16)], samples, [folder / "imagettes été.tif"], "name",
-                             labels_output=folder / "étiquettes.tif")
+    result = extract_patches(
+        [PatchSource(raster, 16)],
+        samples,
+        [folder / "imagettes été.tif"],
+        "name",
+        labels_output=folder / "étiquettes.tif",
+    )
     assert result.accepted == 4 * 81
 
 
 def test_read_only_output_folder(tmp_path, monkeypatch):
     """As root, a folder cannot be made read-only with chmod: the check itself is exercised."""
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else
-                        real_access(path, mode))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode)
+    )
     with pytest.raises(InputError, match=r"output folder .* is not writable; choose another folder"):
         class_statistics(RGB, POLYGONS, "name").write_csv(tmp_path / "stats.csv")
     assert list(tmp_path.iterdir()) == []
@@ -369,14 +424,17 @@ def test_points_on_a_disk_that_fills_up(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith(("INPUT_ERROR", "KEPT"))]
     assert len(lines) == 3, out.stdout + out.stderr
-    assert re.match(r"INPUT_ERROR could not write .*points.gpkg \(.*\)\. Is the disk full or the folder read-only\? "
-                    r"The previous points.gpkg is as it was\.$", lines[0]), lines[0]
+    assert re.match(
+        r"INPUT_ERROR could not write .*points.gpkg \(.*\)\. Is the disk full or the folder read-only\? "
+        r"The previous points.gpkg is as it was\.$",
+        lines[0],
+    ), lines[0]
     assert re.match(r"INPUT_ERROR could not write .*new.gpkg .*Nothing was written at .*new.gpkg\.$", lines[1])
     assert lines[2].startswith("KEPT True")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.gpkg"]
 
 
-@pytest.mark.parametrize("code", [3_000_000_000, -(2 ** 31) - 1, 2 ** 40])
+@pytest.mark.parametrize("code", [3_000_000_000, -(2**31) - 1, 2**40])
 def test_class_codes_that_a_class_map_cannot_hold_are_refused_where_they_are_read(tmp_path, code):
     """3e9 used to wrap to -1294967296 in a class map; the classes are read by one function
     (selection, extraction, classical classifiers), which refuses them in one line."""
@@ -384,8 +442,10 @@ def test_class_codes_that_a_class_map_cannot_hold_are_refused_where_they_are_rea
         left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
     xy = [(left + 1000 + 600 * k, top - 1000 - 600 * k) for k in range(4)]
     path = str(write_points(tmp_path / "points.gpkg", xy, [code, 1, 1, code], wkt=wkt, kind="Integer64"))
-    message = (rf"^the class field 'cls' holds the code {code}, which a class map cannot hold \(32-bit: "
-               r"-2147483648 .. 2147483647\): recode the classes with smaller numbers$")
+    message = (
+        rf"^the class field 'cls' holds the code {code}, which a class map cannot hold \(32-bit: "
+        r"-2147483648 .. 2147483647\): recode the classes with smaller numbers$"
+    )
     with pytest.raises(InputError, match=message):
         extract_patches([PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "cls", labels_output=tmp_path / "y.tif")
     with pytest.raises(InputError, match=message):

@@ -28,8 +28,13 @@ SEED = 5
 
 def _subset(source, fids, target):
     ids = ",".join(str(int(f)) for f in fids)  # integers only
-    gdal.VectorTranslate(str(target), str(source), format="GPKG", layerName="samples",
-                         SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})")  # noqa: S608
+    gdal.VectorTranslate(
+        str(target),
+        str(source),
+        format="GPKG",
+        layerName="samples",
+        SQLStatement=f"SELECT * FROM samples WHERE fid IN ({ids})",  # noqa: S608
+    )
     return target
 
 
@@ -39,30 +44,50 @@ def _otb_accuracy(matrix_csv) -> float:
     return float(np.trace(matrix) / matrix.sum())
 
 
-@pytest.mark.skipif(shutil.which("otbcli_TrainVectorClassifier") is None,
-                    reason="Orfeo ToolBox (otb-bin) is not installed")
+@pytest.mark.skipif(
+    shutil.which("otbcli_TrainVectorClassifier") is None, reason="Orfeo ToolBox (otb-bin) is not installed"
+)
 def test_random_forest_accuracy_within_two_points_of_otb(tmp_path):
     parts = split_polygons(tmp_path / "parts.gpkg", parts=4)
     samples = sample_selection(RGB, parts, "code", strategy="all")
     points = samples.write_gpkg(tmp_path / "points.gpkg")
-    features, _, _ = dc.sample_extraction(FeatureSpec([FeatureSource(RGB)]), points,
-                                              tmp_path / "features.gpkg", "code")
+    features, _, _ = dc.sample_extraction(FeatureSpec([FeatureSource(RGB)]), points, tmp_path / "features.gpkg", "code")
     ours = dc.train_vector_classifier(features, BANDS, "code", tmp_path / "rf.skops", seed=SEED, validation=0.3)
 
     # The same split, recomputed from the file as ours made it: whole polygons held out.
     dataset = ogr.Open(str(features))
     layer = dataset.GetLayer(0)
-    fids, codes, groups = zip(*[(f.GetFID(), f.GetField("code"), f.GetField("originfid")) for f in layer],
-                              strict=True)
+    fids, codes, groups = zip(*[(f.GetFID(), f.GetField("code"), f.GetField("originfid")) for f in layer], strict=True)
     held, _ = classifiers.split_by_group(np.array(codes), np.array(groups), 0.3, SEED)
     assert held.sum() == ours.trained.validation_samples and len(np.unique(np.array(groups)[held])) >= 4
     train = _subset(features, np.array(fids)[~held], tmp_path / "train.gpkg")
     valid = _subset(features, np.array(fids)[held], tmp_path / "valid.gpkg")
     matrix = tmp_path / "otb_confusion.csv"
-    subprocess.run(["otbcli_TrainVectorClassifier", "-io.vd", str(train), "-valid.vd", str(valid),
-                    "-io.out", str(tmp_path / "otb_rf.txt"), "-io.confmatout", str(matrix),
-                    "-feat", *BANDS, "-cfield", "code", "-classifier", "rf",  # OTB's defaults against ours
-                    "-classifier.rf.acc", "0", "-rand", str(SEED)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "otbcli_TrainVectorClassifier",
+            "-io.vd",
+            str(train),
+            "-valid.vd",
+            str(valid),
+            "-io.out",
+            str(tmp_path / "otb_rf.txt"),
+            "-io.confmatout",
+            str(matrix),
+            "-feat",
+            *BANDS,
+            "-cfield",
+            "code",
+            "-classifier",
+            "rf",  # OTB's defaults against ours
+            "-classifier.rf.acc",
+            "0",
+            "-rand",
+            str(SEED),
+        ],
+        check=True,
+        capture_output=True,
+    )
     otb = _otb_accuracy(matrix)
     accuracy = ours.trained.metrics["overall_accuracy"]
     print(f"overall accuracy on {held.sum()} held-out samples: ours {accuracy:.4f}, OTB {otb:.4f}")

@@ -35,14 +35,20 @@ def parts(tmp_path_factory):
 def forest(parts, tmp_path_factory):
     out = tmp_path_factory.mktemp("forest")
     spec = FeatureSpec([FeatureSource(RGB)])
-    result = dc.train_from_features(spec, parts, "name", out / "rf.skops", out / "report.html",
-                                    classifier="rf", strategy="all", seed=3)
+    result = dc.train_from_features(
+        spec, parts, "name", out / "rf.skops", out / "report.html", classifier="rf", strategy="all", seed=3
+    )
     return result, spec, out
 
 
 def test_parameters_are_parsed_and_checked():
     assert classifiers.parse_params("n_estimators=200; max_depth=None;criterion=gini;x=(64, 32);b=true") == {
-        "n_estimators": 200, "max_depth": None, "criterion": "gini", "x": (64, 32), "b": True}
+        "n_estimators": 200,
+        "max_depth": None,
+        "criterion": "gini",
+        "x": (64, 32),
+        "b": True,
+    }
     rf = classifiers.make_classifier("rf", "n_estimators=7;max_depth=3", seed=1)
     assert (rf.n_estimators, rf.max_depth, rf.random_state) == (7, 3, 1)
     with pytest.raises(InputError, match=r"n_trees is not a parameter of rf .*n_estimators"):
@@ -63,26 +69,32 @@ def test_every_classifier_round_trips_through_its_file(name, tmp_path):
     x = rng.normal(size=(240, 4)).astype(np.float32)
     codes = np.where(x[:, 0] > 0, 3, 7) + (x[:, 1] > 0)
     groups = np.arange(len(codes)) // 10
-    trained = classifiers.train(x, codes, groups, {3: "a", 4: "b", 7: "c", 8: "d"}, {"features": list("wxyz")},
-                                classifier=name, seed=0)
+    trained = classifiers.train(
+        x, codes, groups, {3: "a", 4: "b", 7: "c", 8: "d"}, {"features": list("wxyz")}, classifier=name, seed=0
+    )
     assert trained.metrics["samples"] == trained.validation_samples > 0
     path = classifiers.save(trained, tmp_path / f"{name}.skops")
     loaded = classifiers.load(path)
     # One thread: scikit-learn's threads sum a forest's trees in the order they finish, which
     # changes the last bits of probabilities that are fractions (depth-limited trees).
-    assert np.array_equal(classifiers.single_threaded(loaded.estimator).predict_proba(x),
-                          classifiers.single_threaded(trained.estimator).predict_proba(x))
+    assert np.array_equal(
+        classifiers.single_threaded(loaded.estimator).predict_proba(x),
+        classifiers.single_threaded(trained.estimator).predict_proba(x),
+    )
     assert loaded.classes == trained.classes and loaded.recipe == {"features": list("wxyz")}
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.skops"]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"recipe": "features"}, r"its header's 'recipe' should be an object, found str"),
-    ({"classes": None}, r"its header's 'classes' should list \{\"code\": a whole number from -2147483648"),
-    ({"classes": [{"code": "one", "name": "a"}]}, r"its header's 'classes' should list"),
-    ({"classes": [{"code": 2 ** 40, "name": "a"}]}, r"its header's 'classes' should list"),
-    ({"classifier": 3}, r"its header's 'classifier' should be text, found int"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"recipe": "features"}, r"its header's 'recipe' should be an object, found str"),
+        ({"classes": None}, r"its header's 'classes' should list \{\"code\": a whole number from -2147483648"),
+        ({"classes": [{"code": "one", "name": "a"}]}, r"its header's 'classes' should list"),
+        ({"classes": [{"code": 2**40, "name": "a"}]}, r"its header's 'classes' should list"),
+        ({"classifier": 3}, r"its header's 'classifier' should be text, found int"),
+    ],
+)
 def test_a_classifier_file_with_a_malformed_header_is_one_line(tmp_path, change, message):
     import json
 
@@ -91,10 +103,19 @@ def test_a_classifier_file_with_a_malformed_header_is_one_line(tmp_path, change,
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 2)).astype(np.float32)
     codes = np.where(x[:, 0] > 0, 1, 2)
-    trained = classifiers.train(x, codes, np.arange(60) // 5, {1: "a", 2: "b"}, {"features": ["p", "q"]},
-                                classifier="dt", seed=0)
-    header = {"format": "otbtf-classifier", "version": 1, "classifier": "dt", "params": {},
-              "classes": trained.classes, "recipe": trained.recipe, "metrics": None, **change}
+    trained = classifiers.train(
+        x, codes, np.arange(60) // 5, {1: "a", 2: "b"}, {"features": ["p", "q"]}, classifier="dt", seed=0
+    )
+    header = {
+        "format": "otbtf-classifier",
+        "version": 1,
+        "classifier": "dt",
+        "params": {},
+        "classes": trained.classes,
+        "recipe": trained.recipe,
+        "metrics": None,
+        **change,
+    }
     path = tmp_path / "edited.skops"
     skops.io.dump({"otbtf": json.dumps(header), "estimator": trained.estimator}, path)
     with pytest.raises(InputError, match=rf"^edited.skops: {message}") as err:
@@ -132,7 +153,8 @@ def test_validation_holds_out_whole_polygons():
     assert warnings == [
         "classes 1, 2: one polygon each held out; their scores rest on those areas alone (give more polygons of "
         "these classes)",
-        "class water comes from one polygon only: none of it is held out, the report cannot assess that class"]
+        "class water comes from one polygon only: none of it is held out, the report cannot assess that class",
+    ]
     with pytest.raises(InputError, match="VALIDATION=30"):
         classifiers.split_by_group(codes, groups, 30, 0)
 
@@ -216,8 +238,9 @@ def test_a_classifier_refuses_inputs_that_differ_from_its_training(forest, tmp_p
 
 def test_cancel_leaves_no_class_map(forest, tmp_path):
     with pytest.raises(Cancelled):
-        ic.classify_image(forest[1], out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif",
-                          progress=CancelAfter(2))
+        ic.classify_image(
+            forest[1], out_skops(forest), tmp_path / "map.tif", tmp_path / "conf.tif", progress=CancelAfter(2)
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -244,8 +267,10 @@ def test_sample_extraction_then_vector_classifier(parts, tmp_path):
     assert result.trained.validation_samples > 0 and result.trained.metrics["overall_accuracy"] > 0.9
     done = ic.classify_image(spec, result.classifier, tmp_path / "map.tif")
     with rasterio.open(done.output) as cm:
-        assert cm.read(1)[samples.rows, samples.cols].tolist() == \
-            result.trained.estimator.predict(image[:, samples.rows, samples.cols].T.astype(np.float32)).tolist()
+        assert (
+            cm.read(1)[samples.rows, samples.cols].tolist()
+            == result.trained.estimator.predict(image[:, samples.rows, samples.cols].T.astype(np.float32)).tolist()
+        )
     with pytest.raises(InputError, match="no field 'nir'; its numeric fields: originfid, source1_band1"):
         dc.train_vector_classifier(path, ["nir"], "name", tmp_path / "w.skops")
 
@@ -278,8 +303,12 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
     with rasterio.open(RGB) as src:
         rows, cols = np.array([8, 100, 500, 1131]), np.array([8, 300, 20, 791])
         x, y = src.xy(rows, cols)
-        patches = np.stack([src.read(window=((r - 8, r + 8), (c - 8, c + 8))).transpose(1, 2, 0)
-                            for r, c in zip(rows, cols, strict=True)]).astype(np.float32)
+        patches = np.stack(
+            [
+                src.read(window=((r - 8, r + 8), (c - 8, c + 8))).transpose(1, 2, 0)
+                for r, c in zip(rows, cols, strict=True)
+            ]
+        ).astype(np.float32)
     function = tf.saved_model.load(str(tmp_path / "model" / "savedmodel")).signatures["serving_default"]
     expected = function(**{function.structured_input_signature[1].popitem()[0]: tf.constant(patches)})["features"]
     with ExitStack() as stack:
@@ -297,8 +326,11 @@ def test_deep_features_of_a_trained_model_end_to_end(parts, tmp_path):
         profile = dict(src.profile, width=48, height=40, transform=src.window_transform(window))
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
-    done = ic.classify_image(FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"]),
-                             result.classifier, tmp_path / "deep_map.tif")
+    done = ic.classify_image(
+        FeatureSpec([FeatureSource(crop)], tmp_path / "model", ["features"]),
+        result.classifier,
+        tmp_path / "deep_map.tif",
+    )
     with rasterio.open(done.output) as cm, rasterio.open(crop) as src:
         classes = cm.read(1)
         assert (cm.width, cm.height) == (48 - 15, 40 - 15)  # the receptive field of 16 px fits inside
@@ -323,22 +355,38 @@ def test_sources_swapped_between_training_and_classification_are_named(tmp_path,
     from otbtf_plugin.vector import write_points
 
     with rasterio.open(B2_30) as src:
-        write_points(points, "p", src.crs.to_wkt(), np.asarray(x), np.asarray(y),
-                     {"label": ([int(c) for c in codes], "Integer64")})
-    trained = dc.train_from_features(spec, points, "label", tmp_path / "two.skops", classifier="dt", strategy="all",
-                                     validation=0)
+        write_points(
+            points,
+            "p",
+            src.crs.to_wkt(),
+            np.asarray(x),
+            np.asarray(y),
+            {"label": ([int(c) for c in codes], "Integer64")},
+        )
+    trained = dc.train_from_features(
+        spec, points, "label", tmp_path / "two.skops", classifier="dt", strategy="all", validation=0
+    )
     swapped = FeatureSpec([FeatureSource(B2_60), FeatureSource(B2_30)])
-    with pytest.raises(InputError, match=r"the sources seem swapped \(source 1 is 60 x 60, source 2 is 30 x 30\): "
-                                         r"give them in the training order, SOURCE1 = the 30 x 30 raster "
-                                         r"\(LC08_224077_20200518_B2_30m_crop.tif at training\), "
-                                         r"SOURCE2 = the 60 x 60"):
+    with pytest.raises(
+        InputError,
+        match=r"the sources seem swapped \(source 1 is 60 x 60, source 2 is 30 x 30\): "
+        r"give them in the training order, SOURCE1 = the 30 x 30 raster "
+        r"\(LC08_224077_20200518_B2_30m_crop.tif at training\), "
+        r"SOURCE2 = the 60 x 60",
+    ):
         ic.classify_image(swapped, trained.classifier, tmp_path / "map.tif")
     assert not (tmp_path / "map.tif").exists()
     log = Log()
-    ic.classify_image(FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_30)]), trained.classifier,
-                      tmp_path / "map.tif", progress=log)
-    assert any(line.startswith("warning: source 2 has pixels of 30 x 30; the classifier was trained on 60 x 60")
-               for line in log.lines), log.lines
+    ic.classify_image(
+        FeatureSpec([FeatureSource(B2_30), FeatureSource(B2_30)]),
+        trained.classifier,
+        tmp_path / "map.tif",
+        progress=log,
+    )
+    assert any(
+        line.startswith("warning: source 2 has pixels of 30 x 30; the classifier was trained on 60 x 60")
+        for line in log.lines
+    ), log.lines
 
 
 def test_extracted_samples_keep_the_polygon_they_come_from(tmp_path):
@@ -350,8 +398,7 @@ def test_extracted_samples_keep_the_polygon_they_come_from(tmp_path):
     points = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=30).write_gpkg(tmp_path / "p.gpkg")
     dataset = ogr.Open(str(points))  # kept while its layer is read
     expected = {f.GetFID(): f.GetField("originfid") for f in dataset.GetLayer(0)}
-    features, written, _ = dc.sample_extraction(FeatureSpec([FeatureSource(RGB)]), points, tmp_path / "f.gpkg",
-                                                "name")
+    features, written, _ = dc.sample_extraction(FeatureSpec([FeatureSource(RGB)]), points, tmp_path / "f.gpkg", "name")
     dataset = ogr.Open(str(features))
     got = [f.GetField("originfid") for f in dataset.GetLayer(0)]
     assert written == 120 and got == list(expected.values())
@@ -426,7 +473,8 @@ def test_folds_cross_validate_over_whole_polygons():
     correct = sum(f["overall_accuracy"] * f["samples"] for f in per_fold)
     assert validated["pooled"]["overall_accuracy"] == pytest.approx(correct / len(codes))
     assert validated["summary"]["overall_accuracy"]["mean"] == pytest.approx(
-        np.mean([f["overall_accuracy"] for f in per_fold]))
+        np.mean([f["overall_accuracy"] for f in per_fold])
+    )
     # Fold 1, recomputed: the classifier trained on the polygons of the other folds.
     fold = group_folds(codes, groups, 4, 2)
     assert not set(groups[fold == 1].tolist()) & set(groups[fold != 1].tolist())

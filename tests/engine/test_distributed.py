@@ -31,8 +31,9 @@ def cluster():
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
     try:
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as local:
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local:
             yield local
     finally:
         if previous is None:
@@ -48,8 +49,9 @@ def models(tmp_path_factory):
     saved(patch_classifier(16, scale=1e-4), folder / "patch.keras")
     import onnx_models
 
-    onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), folder / "seg.onnx",
-                     onnx_models.DEEPNESS)
+    onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), folder / "seg.onnx", onnx_models.DEEPNESS
+    )
     onnx_models.save(onnx_models.conv_model(pad=True), folder / "conv.onnx")
     return folder
 
@@ -59,14 +61,27 @@ def same(a, b) -> bool:
         return x.profile == y.profile and np.array_equal(x.read(), y.read())
 
 
-@pytest.mark.parametrize(("kind", "extra"), [("fcn", {}), ("patch.keras", {}), ("fcn", {"overlap": 8}),
-                                             ("patch.keras", {"tta": True}), ("seg.onnx", {}),
-                                             ("conv.onnx", {"overlap": 8})])
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("fcn", {}),
+        ("patch.keras", {}),
+        ("fcn", {"overlap": 8}),
+        ("patch.keras", {"tta": True}),
+        ("seg.onnx", {}),
+        ("conv.onnx", {"overlap": 8}),
+    ],
+)
 def test_cluster_output_is_the_single_machine_output(cluster, models, tmp_path, kind, extra):
     options = {"fully_conv": kind in ("fcn", "conv.onnx"), "tile_px": 128, **extra}
     local = serve([ServeSource(RGB)], models / kind, tmp_path / "local.tif", ServeOptions(**options))
-    served = serve([ServeSource(RGB)], models / kind, tmp_path / "cluster.tif",
-                   ServeOptions(**options), executor=DaskExecutor(cluster.scheduler_address))
+    served = serve(
+        [ServeSource(RGB)],
+        models / kind,
+        tmp_path / "cluster.tif",
+        ServeOptions(**options),
+        executor=DaskExecutor(cluster.scheduler_address),
+    )
     assert served.tiles == local.tiles > 1
     assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
 
@@ -90,8 +105,14 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, models, tmp_path):
 
     def run():
         try:
-            serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "cluster.tif",
-                  ServeOptions(tile_px=64), executor=DaskExecutor(cluster.scheduler_address), progress=Watch())
+            serve(
+                [ServeSource(RGB)],
+                models / "patch.keras",
+                tmp_path / "cluster.tif",
+                ServeOptions(tile_px=64),
+                executor=DaskExecutor(cluster.scheduler_address),
+                progress=Watch(),
+            )
         except Exception as err:  # handed to the test
             errors.append(err)
 
@@ -111,8 +132,14 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, models, tmp_path):
 
 def test_cancel_stops_the_cluster_work_and_leaves_nothing(cluster, models, tmp_path):
     with pytest.raises(Cancelled):
-        serve([ServeSource(RGB)], models / "patch.keras", tmp_path / "out.tif",
-              ServeOptions(tile_px=64), executor=DaskExecutor(cluster.scheduler_address), progress=CancelAfter(3))
+        serve(
+            [ServeSource(RGB)],
+            models / "patch.keras",
+            tmp_path / "out.tif",
+            ServeOptions(tile_px=64),
+            executor=DaskExecutor(cluster.scheduler_address),
+            progress=CancelAfter(3),
+        )
     assert list(tmp_path.iterdir()) == []
     client = distributed.Client(cluster.scheduler_address, set_as_default=False)
     deadline = time.monotonic() + 30
@@ -126,8 +153,13 @@ def test_cancel_stops_the_cluster_work_and_leaves_nothing(cluster, models, tmp_p
 def test_an_unreachable_scheduler_is_a_clear_error(models, tmp_path, monkeypatch):
     monkeypatch.setattr(cluster_serving, "CONNECT_TIMEOUT", 2.0)
     with pytest.raises(InputError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .* `dask scheduler`"):
-        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True), executor=DaskExecutor("tcp://127.0.0.1:9"))
+        serve(
+            [ServeSource(RGB)],
+            models / "fcn",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True),
+            executor=DaskExecutor("tcp://127.0.0.1:9"),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -140,8 +172,9 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
     from otbtf_plugin.features import FeatureSource, FeatureSpec
 
     spec = FeatureSpec([FeatureSource(RGB)])
-    trained = dc.train_from_features(spec, POLYGONS, "name", tmp_path / "rf.skops", strategy="constant", value=40,
-                                     params="n_estimators=20")
+    trained = dc.train_from_features(
+        spec, POLYGONS, "name", tmp_path / "rf.skops", strategy="constant", value=40, params="n_estimators=20"
+    )
     mask = tmp_path / "mask.tif"
     with rasterio.open(RGB) as src:
         profile = dict(src.profile, count=1, dtype="uint8")
@@ -151,26 +184,36 @@ def test_image_classification_on_the_cluster_is_the_local_one(cluster, tmp_path)
         m.write(keep, 1)
     outputs = {}
     for where, scheduler in (("local", ""), ("cluster", cluster.scheduler_address)):
-        done = ic.classify_image(spec, trained.classifier, tmp_path / f"{where}.tif", tmp_path / f"{where}_conf.tif",
-                                 mask=mask, executor=DaskExecutor(scheduler) if scheduler else None)
+        done = ic.classify_image(
+            spec,
+            trained.classifier,
+            tmp_path / f"{where}.tif",
+            tmp_path / f"{where}_conf.tif",
+            mask=mask,
+            executor=DaskExecutor(scheduler) if scheduler else None,
+        )
         outputs[where] = done
     assert same(tmp_path / "local.tif", tmp_path / "cluster.tif")
     assert same(tmp_path / "local_conf.tif", tmp_path / "cluster_conf.tif")
     with rasterio.open(tmp_path / "cluster.tif") as cm:
         assert (cm.read(1)[300:500, 200:600] == cm.nodata).all()
     # Classes only (the workers' forests stop early): the same class map.
-    ic.classify_image(spec, trained.classifier, tmp_path / "classes.tif", mask=mask,
-                      executor=DaskExecutor(cluster.scheduler_address))
+    ic.classify_image(
+        spec, trained.classifier, tmp_path / "classes.tif", mask=mask, executor=DaskExecutor(cluster.scheduler_address)
+    )
     assert same(tmp_path / "local.tif", tmp_path / "classes.tif")
 
 
-@pytest.mark.parametrize(("typed", "message"), [
-    ("localhost", "SCHEDULER 'localhost' has no port: give it as tcp://HOST:PORT"),
-    ("http://127.0.0.1:8786", "the scheme http:// is not Dask's"),
-    ("tcp://host:port", "port 'port' is not a number from 1 to 65535"),
-    ("tcp://host:99999", "port '99999' is not a number"),
-    ("tcp://a b:1", "is not an address"),
-])
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("localhost", "SCHEDULER 'localhost' has no port: give it as tcp://HOST:PORT"),
+        ("http://127.0.0.1:8786", "the scheme http:// is not Dask's"),
+        ("tcp://host:port", "port 'port' is not a number from 1 to 65535"),
+        ("tcp://host:99999", "port '99999' is not a number"),
+        ("tcp://a b:1", "is not an address"),
+    ],
+)
 def test_a_malformed_scheduler_is_one_line_before_any_work(typed, message):
     with pytest.raises(InputError, match=message):
         DaskExecutor(typed)  # made before serving starts
@@ -214,14 +257,24 @@ def test_a_service_that_is_not_dask_ends_within_the_timeout(models, tmp_path, mo
     start = time.monotonic()
     silent = r"gave no Dask answer within 1.5 s: is it a Dask scheduler\? check the port \(Dask's default is 8786\)"
     with pytest.raises(InputError, match=silent):
-        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True), executor=DaskExecutor(address))
+        serve(
+            [ServeSource(RGB)],
+            models / "fcn",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True),
+            executor=DaskExecutor(address),
+        )
     assert time.monotonic() - start < 10
     state["banner"] = b"SSH-2.0-OpenSSH_9.2\r\n"
     other = r"(did not answer as a Dask scheduler|gave no Dask answer within 1.5 s).*check the port"
     with pytest.raises(InputError, match=other):
-        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True), executor=DaskExecutor(address))
+        serve(
+            [ServeSource(RGB)],
+            models / "fcn",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True),
+            executor=DaskExecutor(address),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -239,7 +292,13 @@ def test_cancel_stops_the_wait_for_a_silent_scheduler(models, tmp_path, monkeypa
 
     start = time.monotonic()
     with pytest.raises(Cancelled):
-        serve([ServeSource(RGB)], models / "fcn", tmp_path / "out.tif",
-              ServeOptions(fully_conv=True), executor=DaskExecutor(address), progress=CancelSoon())
+        serve(
+            [ServeSource(RGB)],
+            models / "fcn",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True),
+            executor=DaskExecutor(address),
+            progress=CancelSoon(),
+        )
     assert time.monotonic() - start < 5
     assert list(tmp_path.iterdir()) == []

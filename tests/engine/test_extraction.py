@@ -49,8 +49,9 @@ def samples_all(tmp_path_factory):
 
 
 def test_every_patch_equals_the_window_read_directly(tmp_path, samples_all):
-    result = extract_patches([PatchSource(RGB, 16)], samples_all, [tmp_path / "p.tif"], "name",
-                             labels_output=tmp_path / "labels.tif")
+    result = extract_patches(
+        [PatchSource(RGB, 16)], samples_all, [tmp_path / "p.tif"], "name", labels_output=tmp_path / "labels.tif"
+    )
     assert result.accepted == result.candidates == sum(OTB_COUNTS.values())
     with PatchesImage(tmp_path / "p.tif") as image, PatchesImage(tmp_path / "labels.tif") as labels:
         assert (len(image), image.patch_width, image.patch_height, image.bands) == (683, 16, 16, 3)
@@ -68,8 +69,10 @@ def test_every_patch_equals_the_window_read_directly(tmp_path, samples_all):
         assert label_values[k] == int(labels.class_codes[feature.GetField("name")])
         # The origins table: the sample's polygon and the pixel that holds the point.
         assert origins.polygon[k] == feature.GetField("originfid")
-        assert (origins.col[k], origins.row[k]) == (math.floor((point.GetX() - x0) / rx),
-                                                    math.floor((point.GetY() - y0) / ry))
+        assert (origins.col[k], origins.row[k]) == (
+            math.floor((point.GetX() - x0) / rx),
+            math.floor((point.GetY() - y0) / ry),
+        )
     assert len(set(origins.polygon.tolist())) == 4  # the sample's four polygons
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.origins.csv", "labels.tif", "p.tif"]
 
@@ -82,9 +85,13 @@ def test_two_resolutions_and_the_otbtf_layout(tmp_path):
     # Points across the whole 60 m extent, edges included: some patches stick out.
     xy = np.column_stack([x0 + rng.uniform(0, 200 * rx, 300), y0 - rng.uniform(0, 200 * -ry, 300)])
     points = write_points(tmp_path / "pts.gpkg", xy, classes=rng.integers(1, 4, 300))
-    result = extract_patches([PatchSource(B2_30, 16), PatchSource(B2_60, 8)], points,
-                             [tmp_path / "p30.tif", tmp_path / "p60.tif"], "cls",
-                             labels_output=tmp_path / "y.tif")
+    result = extract_patches(
+        [PatchSource(B2_30, 16), PatchSource(B2_60, 8)],
+        points,
+        [tmp_path / "p30.tif", tmp_path / "p60.tif"],
+        "cls",
+        labels_output=tmp_path / "y.tif",
+    )
     # Expected rejections, by hand: the 30 m patch needs its pixel 8 before / 7 after
     # the edges of the 400 px grid; the 60 m one 4 before / 3 after on 200 px.
     col30 = np.floor((xy[:, 0] - x0) / 30).astype(int)
@@ -119,8 +126,11 @@ def test_otbtf_patches_image_reads_back():
 def test_not_a_multiple_of_the_patch_size_is_explained(tmp_path):
     path = tmp_path / "cut.tif"
     gdal.Translate(str(path), str(AMSTERDAM), srcWin=[0, 0, 64, 1000])
-    with pytest.raises(PatchesImageError, match=r"1000 rows is not a multiple of the patch height 64 .* "
-                                                r"15 patches would need 960 rows"):
+    with pytest.raises(
+        PatchesImageError,
+        match=r"1000 rows is not a multiple of the patch height 64 .* "
+        r"15 patches would need 960 rows",
+    ):
         PatchesImage(path)
     with PatchesImage(AMSTERDAM) as image, pytest.raises(PatchesImageError, match="holds 24"):
         image.read(20, 25)
@@ -148,8 +158,11 @@ def test_nodata_patches_are_rejected_and_counted(tmp_path):
 
 def test_no_patch_at_all_says_where_things_are(tmp_path):
     points = write_points(tmp_path / "far.gpkg", [(718005.0 + 15, -2784615.0 - 15)])  # pixel (0, 0)
-    with pytest.raises(InputError, match=r"no patch could be extracted from the 1 points \(1 patch not entirely "
-                                         r"inside source 1\).*needs its centre at least 8 px from the left"):
+    with pytest.raises(
+        InputError,
+        match=r"no patch could be extracted from the 1 points \(1 patch not entirely "
+        r"inside source 1\).*needs its centre at least 8 px from the left",
+    ):
         extract_patches([PatchSource(B2_30, 16)], points, [tmp_path / "p.tif"])
     assert [p.name for p in tmp_path.iterdir()] == ["far.gpkg"]
 
@@ -157,13 +170,15 @@ def test_no_patch_at_all_says_where_things_are(tmp_path):
 def test_sources_that_do_not_overlap(tmp_path):
     points = write_points(tmp_path / "p.gpkg", [(720000.0, -2790000.0)])
     with pytest.raises(InputError, match=r"the sources do not overlap .*source 1 covers .*source 2 covers"):
-        extract_patches([PatchSource(B2_30, 16), PatchSource(RGB, 16)], points,
-                        [tmp_path / "a.tif", tmp_path / "b.tif"])
+        extract_patches(
+            [PatchSource(B2_30, 16), PatchSource(RGB, 16)], points, [tmp_path / "a.tif", tmp_path / "b.tif"]
+        )
 
 
 def test_polygons_are_refused_with_the_way_forward(tmp_path):
-    with pytest.raises(InputError, match="must hold points, not Polygon; make points from polygons with "
-                                         "otbtf:sampleselection"):
+    with pytest.raises(
+        InputError, match="must hold points, not Polygon; make points from polygons with otbtf:sampleselection"
+    ):
         extract_patches([PatchSource(RGB, 16)], POLYGONS, [tmp_path / "p.tif"])
 
 
@@ -185,8 +200,15 @@ def test_cancel_leaves_nothing(tmp_path, samples_all):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(Cancelled):
-        extract_patches([PatchSource(RGB, 16)], samples_all, [out / "p.tif"], "name",
-                        labels_output=out / "y.tif", group_px=64, progress=CancelAfter(2))
+        extract_patches(
+            [PatchSource(RGB, 16)],
+            samples_all,
+            [out / "p.tif"],
+            "name",
+            labels_output=out / "y.tif",
+            group_px=64,
+            progress=CancelAfter(2),
+        )
     assert list(out.iterdir()) == []
 
 
@@ -222,19 +244,40 @@ def test_memory_per_point_is_bounded(tmp_path):
     from otbtf_plugin.vector import write_points
 
     raster = tmp_path / "r.tif"
-    with rasterio.open(raster, "w", driver="GTiff", width=1000, height=1000, count=1, dtype="uint8",
-                       crs="EPSG:32631", transform=from_origin(0, 0, 10, 10), tiled=True) as dst:
+    with rasterio.open(
+        raster,
+        "w",
+        driver="GTiff",
+        width=1000,
+        height=1000,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32631",
+        transform=from_origin(0, 0, 10, 10),
+        tiled=True,
+    ) as dst:
         dst.write(np.random.default_rng(1).integers(0, 200, (1, 1000, 1000), dtype=np.uint8))
     rng = np.random.default_rng(0)
 
     def peak(n):
         points = tmp_path / f"p{n}.gpkg"
-        write_points(points, "p", rasterio.open(raster).crs.to_wkt(), rng.uniform(50, 9950, n),
-                     -rng.uniform(50, 9950, n), {"label": ([int(v) for v in rng.integers(1, 5, n)], "Integer64")})
+        write_points(
+            points,
+            "p",
+            rasterio.open(raster).crs.to_wkt(),
+            rng.uniform(50, 9950, n),
+            -rng.uniform(50, 9950, n),
+            {"label": ([int(v) for v in rng.integers(1, 5, n)], "Integer64")},
+        )
         tracemalloc.start()
         try:
-            result = extract_patches([PatchSource(raster, 8)], points, [tmp_path / f"x{n}.tif"], "label",
-                                     labels_output=tmp_path / f"y{n}.tif")
+            result = extract_patches(
+                [PatchSource(raster, 8)],
+                points,
+                [tmp_path / f"x{n}.tif"],
+                "label",
+                labels_output=tmp_path / f"y{n}.tif",
+            )
             return result.accepted, tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -266,13 +309,17 @@ def test_a_real_field_gives_values_to_regress(tmp_path):
     values = [12.25, 0.5, -3.125, 7.0, 1e-3]
     xy = [(x0 + (40 + 30 * k + 0.5) * rx, y0 + (50 + 20 * k + 0.5) * ry) for k in range(len(values))]
     path = str(write_points(tmp_path / "heights.gpkg", xy, values, wkt=wkt, field="height", kind="Real"))
-    result = extract_patches([PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "height",
-                             labels_output=tmp_path / "y.tif")
+    result = extract_patches(
+        [PatchSource(RGB, 16)], path, [tmp_path / "x.tif"], "height", labels_output=tmp_path / "y.tif"
+    )
     assert result.accepted == len(values)
     with PatchesImage(tmp_path / "y.tif") as labels:
         got = labels.read(0, len(labels)).ravel()
         assert labels.dtype == "float32" and labels.class_codes == {}
     assert got.tolist() == np.asarray(values, dtype=np.float32).tolist()
-    with pytest.raises(InputError, match=r"class field 'height' is of type Real; use an integer or text field "
-                                         r"\(values to regress are taken by otbtf:patchesextraction\)"):
+    with pytest.raises(
+        InputError,
+        match=r"class field 'height' is of type Real; use an integer or text field "
+        r"\(values to regress are taken by otbtf:patchesextraction\)",
+    ):
         sample_selection(RGB, path, "height")

@@ -101,8 +101,7 @@ def test_serving_killed_mid_run_then_run_again(tmp_path):
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
     model, out = tmp_path / "model.keras", tmp_path / "served.tif"
-    _kill_after_first_step(SLOW_SERVE.format(root=str(ROOT), rgb=str(RGB), model=str(model), out=str(out),
-                                              slow=SLOW))
+    _kill_after_first_step(SLOW_SERVE.format(root=str(ROOT), rgb=str(RGB), model=str(model), out=str(out), slow=SLOW))
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".served.partial-")]
     assert len(leftovers) == 1 and not out.exists()
 
@@ -117,8 +116,11 @@ def test_extraction_killed_mid_run_then_run_again(tmp_path):
     from otbtf_plugin.extraction import PatchSource, extract_patches
 
     points, out = tmp_path / "points.gpkg", tmp_path / "patches.tif"
-    _kill_after_first_step(SLOW_EXTRACT.format(root=str(ROOT), rgb=str(RGB), polygons=str(POLYGONS),
-                                               points=str(points), out=str(out), slow=SLOW))
+    _kill_after_first_step(
+        SLOW_EXTRACT.format(
+            root=str(ROOT), rgb=str(RGB), polygons=str(POLYGONS), points=str(points), out=str(out), slow=SLOW
+        )
+    )
     leftovers = sorted(p.name.split(".partial-")[0] for p in tmp_path.iterdir() if ".partial-" in p.name)
     assert leftovers == [".otbtf-extraction"] and not out.exists()
 

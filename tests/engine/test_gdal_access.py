@@ -60,8 +60,7 @@ def test_reads_of_one_dataset_while_another_is_written_lose_no_pixel(tmp_path):
     rng = np.random.default_rng(0)
     source = tmp_path / "source.tif"
     blocks = {"tiled": True, "blockxsize": 256, "blockysize": 256}
-    with rasterio.open(source, "w", driver="GTiff", width=2048, height=2048, count=3, dtype="uint16",
-                       **blocks) as dst:
+    with rasterio.open(source, "w", driver="GTiff", width=2048, height=2048, count=3, dtype="uint16", **blocks) as dst:
         dst.write(rng.integers(0, 60000, (3, 2048, 2048), dtype=np.uint16))
     with rasterio.Env(GDAL_CACHEMAX=2):  # a cache of 2 MB: blocks are evicted all the time
         for trial in range(20):
@@ -79,13 +78,14 @@ def test_reads_of_one_dataset_while_another_is_written_lose_no_pixel(tmp_path):
                 thread.start()
             expected = rng.integers(0, 60000, (3, 1024, 1024), dtype=np.uint16)
             out = tmp_path / f"out{trial}.tif"
-            written = rasterio.open(out, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint16",
-                                    compress="deflate", **blocks)
+            written = rasterio.open(
+                out, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint16", compress="deflate", **blocks
+            )
             try:
                 for row in range(0, 1024, 100):
                     for col in range(0, 1024, 100):
                         h, w = min(100, 1024 - row), min(100, 1024 - col)
-                        write(written, expected[:, row:row + h, col:col + w], window=Window(col, row, w, h))
+                        write(written, expected[:, row : row + h, col : col + w], window=Window(col, row, w, h))
             finally:
                 close_written(written)
                 stop.set()
@@ -107,8 +107,10 @@ def test_two_serving_runs_at_once_write_what_each_writes_alone(tmp_path):
     from common import RGB
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
-    runs = {"fcn": (saved(fcn(), tmp_path / "fcn.keras"), ServeOptions(fully_conv=True, tile_px=64)),
-            "patch": (saved(patch_classifier(16), tmp_path / "patch.keras"), ServeOptions(tile_px=48))}
+    runs = {
+        "fcn": (saved(fcn(), tmp_path / "fcn.keras"), ServeOptions(fully_conv=True, tile_px=64)),
+        "patch": (saved(patch_classifier(16), tmp_path / "patch.keras"), ServeOptions(tile_px=48)),
+    }
     for name, (model, options) in runs.items():
         serve([ServeSource(RGB)], model, tmp_path / f"{name}_alone.tif", options)
     errors: list[BaseException] = []
@@ -128,6 +130,8 @@ def test_two_serving_runs_at_once_write_what_each_writes_alone(tmp_path):
             thread.join()
     assert not errors, errors
     for name in runs:
-        with rasterio.open(tmp_path / f"{name}_alone.tif") as alone, \
-                rasterio.open(tmp_path / f"{name}_together.tif") as together:
+        with (
+            rasterio.open(tmp_path / f"{name}_alone.tif") as alone,
+            rasterio.open(tmp_path / f"{name}_together.tif") as together,
+        ):
             assert np.array_equal(alone.read(), together.read()), name

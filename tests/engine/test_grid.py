@@ -114,8 +114,7 @@ def test_patch_contains_its_centre_with_floor_half_before(center, size):
     assert win.col_end - 1 - center == size - 1 - size // 2
 
 
-@given(col=st.integers(0, 799), row=st.integers(0, 1139),
-       fx=st.floats(0, 0.999), fy=st.floats(0, 0.999))
+@given(col=st.integers(0, 799), row=st.integers(0, 1139), fx=st.floats(0, 0.999), fy=st.floats(0, 0.999))
 def test_pixel_of_inverts_to_map(col, row, fx, fy):
     x, y = LANDSAT_GRID.to_map(col + fx, row + fy)
     assert LANDSAT_GRID.pixel_of(x, y) == (col, row)
@@ -220,8 +219,13 @@ def test_patch_helpers_hand_checked():
     # patches of 3 x 2 starting at (1, 5) and (4, 2): columns 1..6, rows 2..6
     assert patches_window(np.array([1, 4]), np.array([5, 2]), 3, 2) == Window(1, 2, 6, 5)
     # 512 px blocks on a 1100 px wide grid: 3 blocks a row
-    assert block_index(np.array([0, 511, 512, 1099, 0]), np.array([0, 0, 0, 511, 512]), 512, 1100).tolist() \
-        == [0, 0, 1, 2, 3]
+    assert block_index(np.array([0, 511, 512, 1099, 0]), np.array([0, 0, 0, 511, 512]), 512, 1100).tolist() == [
+        0,
+        0,
+        1,
+        2,
+        3,
+    ]
 
 
 def test_cut_patches_equals_slicing_each_patch():
@@ -232,7 +236,7 @@ def test_cut_patches_equals_slicing_each_patch():
     patches = cut_patches(block, col0, row0, 3, 3)
     assert patches.shape == (3, 2, 3, 3)
     for k in range(3):
-        assert np.array_equal(patches[k], block[:, row0[k]:row0[k] + 3, col0[k]:col0[k] + 3])
+        assert np.array_equal(patches[k], block[:, row0[k] : row0[k] + 3, col0[k] : col0[k] + 3])
 
 
 def test_serving_axis_the_worked_examples_of_the_module():

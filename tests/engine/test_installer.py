@@ -49,25 +49,27 @@ def test_this_machine_has_the_pinned_packages():
 def test_pth_line_puts_the_folder_before_site_packages_once(tmp_path):
     line = installer.pth_line(tmp_path / "deps")
     assert line.startswith("import ") and line.count("\n") == 1
-    fake_path = ["/usr/lib/python3.11", "/home/u/.local/lib/python3.11/site-packages",
-                 "/usr/lib/python3/dist-packages"]
+    fake_path = ["/usr/lib/python3.11", "/home/u/.local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"]
     namespace = {"sys": type("S", (), {"path": fake_path})}
     code = line.replace("import sys; ", "")
     exec(code, namespace)  # noqa: S102 - the exact text site.py runs
     exec(code, namespace)  # noqa: S102 - a second .pth pass adds nothing
-    assert fake_path == ["/usr/lib/python3.11", str(tmp_path / "deps"),
-                         "/home/u/.local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"]
+    assert fake_path == [
+        "/usr/lib/python3.11",
+        str(tmp_path / "deps"),
+        "/home/u/.local/lib/python3.11/site-packages",
+        "/usr/lib/python3/dist-packages",
+    ]
 
 
 def test_the_installed_pth_makes_a_fresh_python_import_our_packages():
     """Any Python started on this machine (QGIS, qgis_process, scripts) finds
     TensorFlow in the plugin's folder, and the pinned numpy before Debian's."""
-    code = ("import importlib.util as u\n"
-            "print(u.find_spec('tensorflow').origin)\n"
-            "print(u.find_spec('numpy').origin)\n")
+    code = "import importlib.util as u\nprint(u.find_spec('tensorflow').origin)\nprint(u.find_spec('numpy').origin)\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     folders = tuple(str(d) for d in installer.installed_dirs())
     assert folders, "make setup installed nothing for this Python"
     assert out[0].startswith(folders)
@@ -106,7 +108,7 @@ def fake_env(tmp_path, monkeypatch):
     script = tmp_path / "fakepip.py"
     script.write_text(FAKE_PIP)
     runner = tmp_path / "python"
-    runner.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {script} \"$@\"\n")
+    runner.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {script} "$@"\n')
     runner.chmod(0o755)
     requirements = tmp_path / "req.txt"
     requirements.write_text("alpha==1.0\nbeta==2.0\ngamma==3.0\n")
@@ -126,8 +128,9 @@ def test_install_writes_target_stamp_and_pth_then_is_quick(fake_env):
     tmp_path, set_mode = fake_env
     set_mode("ok")
     steps = []
-    target = installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None,
-                          step=lambda d, t: steps.append((d, t)))
+    target = installer.install(
+        requirements=installer.REQUIREMENTS, log=lambda line: None, step=lambda d, t: steps.append((d, t))
+    )
     assert target == tmp_path / "data" / "otbtf" / installer.PYVER
     assert (target / "alpha" / "__init__.py").is_file()
     assert (target / installer.STAMP_NAME).read_text().strip() == installer.requirements_digest(installer.REQUIREMENTS)
@@ -188,9 +191,17 @@ def test_cancel_while_pip_is_silent_ends_at_once_and_leaves_no_temporary(fake_en
 
 
 def test_problems_name_the_missing_pieces(monkeypatch):
-    versions = {"tensorflow-cpu": None, "tensorflow": None, "numpy": "1.24.2", "scikit-learn": "1.9.1",
-                "skops": "0.16.0", "distributed": "2026.8.0", "onnxruntime": "1.32.0",
-                "onnx": "1.23.2", "tf2onnx": "1.17.0"}
+    versions = {
+        "tensorflow-cpu": None,
+        "tensorflow": None,
+        "numpy": "1.24.2",
+        "scikit-learn": "1.9.1",
+        "skops": "0.16.0",
+        "distributed": "2026.8.0",
+        "onnxruntime": "1.32.0",
+        "onnx": "1.23.2",
+        "tf2onnx": "1.17.0",
+    }
 
     def fake_version(name):
         if versions.get(name) is None:
@@ -200,22 +211,28 @@ def test_problems_name_the_missing_pieces(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", fake_version)
     monkeypatch.delitem(sys.modules, "numpy", raising=False)
     found = packages.problems()
-    assert found == ["TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)",
-                     "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26"]
+    assert found == [
+        "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)",
+        "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26",
+    ]
     with pytest.raises(DependencyError, match="Install dependencies"):
         packages.require()
     # An install made by an older plugin version: TensorFlow fine, the later packages not there.
     versions.update({"tensorflow-cpu": "2.21.0", "numpy": "1.26.4", "scikit-learn": None, "distributed": "2024.1.0"})
-    assert packages.problems() == ["scikit-learn 1.9.1 (for classical classifiers) is not installed",
-                               "distributed 2026.8.0 (for Dask clusters) is at version 2024.1.0"]
+    assert packages.problems() == [
+        "scikit-learn 1.9.1 (for classical classifiers) is not installed",
+        "distributed 2026.8.0 (for Dask clusters) is at version 2024.1.0",
+    ]
 
 
 def test_engine_imports_no_qgis():
-    code = ("import sys, pkgutil, importlib, otbtf_plugin\n"
-            "for m in pkgutil.iter_modules(otbtf_plugin.__path__):\n"
-            "    importlib.import_module('otbtf_plugin.' + m.name)\n"
-            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6'))\n"
-            "print(bad)\n")
+    code = (
+        "import sys, pkgutil, importlib, otbtf_plugin\n"
+        "for m in pkgutil.iter_modules(otbtf_plugin.__path__):\n"
+        "    importlib.import_module('otbtf_plugin.' + m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6'))\n"
+        "print(bad)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -30,13 +30,21 @@ def scene(tmp_path_factory):
         transform = src.window_transform(window)
     folder = tmp_path_factory.mktemp("onnx_scene")
     lo, hi = data.min(axis=(1, 2), keepdims=True), data.max(axis=(1, 2), keepdims=True)
-    images = {"float": (data / 10000).astype("float32"),
-              "u8": np.round((data - lo) / (hi - lo) * 255).astype("uint8")}
+    images = {"float": (data / 10000).astype("float32"), "u8": np.round((data - lo) / (hi - lo) * 255).astype("uint8")}
     paths = {}
     for name, array in images.items():
         paths[name] = folder / f"{name}.tif"
-        with rasterio.open(paths[name], "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=3,
-                           dtype=array.dtype.name, crs="EPSG:32621", transform=transform) as dst:
+        with rasterio.open(
+            paths[name],
+            "w",
+            driver="GTiff",
+            width=array.shape[2],
+            height=array.shape[1],
+            count=3,
+            dtype=array.dtype.name,
+            crs="EPSG:32621",
+            transform=transform,
+        ) as dst:
             dst.write(array)
     return paths, images, transform
 
@@ -146,8 +154,9 @@ def test_deepness_segmentor_is_served_as_deepness_serves_it(tmp_path, scene):
     the class names, over the whole raster (edges padded, as Deepness grows its extent); the
     same map whatever our own tiles."""
     paths, images, transform = scene
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
     scores, classes = onnx_models.deepness_reference(images["u8"])
     log = Log()
     maps = []
@@ -190,8 +199,11 @@ def test_a_model_with_a_fixed_batch_size_is_called_with_that_size(tmp_path, scen
 
 def test_deepness_resolution_far_from_the_raster_is_warned(tmp_path, scene):
     paths, _, _ = scene
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            {**onnx_models.DEEPNESS, "resolution": 10})
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32),
+        tmp_path / "seg.onnx",
+        {**onnx_models.DEEPNESS, "resolution": 10},
+    )
     log = Log()
     serve([ServeSource(paths["u8"])], path, tmp_path / "out.tif", ServeOptions(), progress=log)
     warning = [line for line in log.lines if line.startswith("warning") and "cm" in line]
@@ -209,15 +221,19 @@ def test_deepness_regressor_scales_and_other_kinds_are_refused(tmp_path, scene):
     assert got.shape[1:] == (130, 150)  # the whole raster, as Deepness covers it: edges padded
     assert np.abs(got[:, 1:-1, 1:-1] - expected).max() < 1e-3
     detector = onnx_models.save(onnx_models.conv_model(), tmp_path / "det.onnx", {"model_type": "Detector"})
-    with pytest.raises(ModelError, match=r"^det.onnx is a Deepness Detector model; served here: Segmentor and "
-                                         r"Regressor"):
+    with pytest.raises(
+        ModelError,
+        match=r"^det.onnx is a Deepness Detector model; served here: Segmentor and "
+        r"Regressor",
+    ):
         load_model(detector)
 
 
 def test_tta_on_a_deepness_class_map_takes_the_class_of_the_mean_scores(tmp_path, scene):
     paths, _, _ = scene
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
     serve([ServeSource(paths["u8"])], path, tmp_path / "c.tif", ServeOptions(tta=True))
     serve([ServeSource(paths["u8"])], path, tmp_path / "s.tif", ServeOptions(tta=True, output_names=["y"]))
     classes, _, _ = read(tmp_path / "c.tif")
@@ -230,8 +246,9 @@ def test_bad_onnx_files_get_one_line(tmp_path, scene):
     good = onnx_models.save(onnx_models.conv_model(), tmp_path / "good.onnx")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(ModelError, match=r"^truncated.onnx: not a usable ONNX model \(.+\); check that the file") \
-            as err:
+    with pytest.raises(
+        ModelError, match=r"^truncated.onnx: not a usable ONNX model \(.+\); check that the file"
+    ) as err:
         load_model(truncated)
     assert "\n" not in str(err.value)
     odd = onnx_models.save(onnx_models.with_operator("Sharpen"), tmp_path / "odd.onnx")
@@ -275,11 +292,19 @@ def _our_model_folder(folder, architecture):
     folder.mkdir()
     served.export(str(folder / "savedmodel"), verbose=False)
     served.save(folder / "model.keras")
-    write_metadata(folder, ModelMetadata(
-        inputs=[source], efield=8 if architecture == "unet" else 1, scale=1,
-        task="segmentation" if architecture == "unet" else "classification", architecture=architecture,
-        outputs={"prob": "class probabilities", "class": "class code"}, default_outputs=["class"],
-        classes=[ModelClass(2, "crop"), ModelClass(5, "urban"), ModelClass(7, "water")]))
+    write_metadata(
+        folder,
+        ModelMetadata(
+            inputs=[source],
+            efield=8 if architecture == "unet" else 1,
+            scale=1,
+            task="segmentation" if architecture == "unet" else "classification",
+            architecture=architecture,
+            outputs={"prob": "class probabilities", "class": "class code"},
+            default_outputs=["class"],
+            classes=[ModelClass(2, "crop"), ModelClass(5, "urban"), ModelClass(7, "water")],
+        ),
+    )
     return folder
 
 
@@ -322,11 +347,13 @@ def test_a_deepness_model_takes_the_first_bands_of_an_rgba_image(tmp_path, scene
     not take."""
     paths, images, transform = scene
     rgba = tmp_path / "rgba.tif"
-    with rasterio.open(rgba, "w", driver="GTiff", width=150, height=130, count=4, dtype="uint8", crs="EPSG:32621",
-                       transform=transform) as dst:
+    with rasterio.open(
+        rgba, "w", driver="GTiff", width=150, height=130, count=4, dtype="uint8", crs="EPSG:32621", transform=transform
+    ) as dst:
         dst.write(np.concatenate([images["u8"], np.full((1, 130, 150), 255, "uint8")]))
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
     log = Log()
     serve([ServeSource(rgba)], path, tmp_path / "from_rgba.tif", progress=log)
     serve([ServeSource(paths["u8"])], path, tmp_path / "from_rgb.tif")
@@ -344,11 +371,22 @@ def test_a_background_value_that_is_a_class_is_warned(tmp_path, scene):
     holes = tmp_path / "holes.tif"
     data = images["u8"].copy()
     data[:, :10, :10] = 7
-    with rasterio.open(holes, "w", driver="GTiff", width=150, height=130, count=3, dtype="uint8", crs="EPSG:32621",
-                       transform=transform, nodata=7) as dst:
+    with rasterio.open(
+        holes,
+        "w",
+        driver="GTiff",
+        width=150,
+        height=130,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32621",
+        transform=transform,
+        nodata=7,
+    ) as dst:
         dst.write(data)
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
     log = Log()
     serve([ServeSource(holes)], path, tmp_path / "a.tif", progress=log)
     assert any("BACKGROUND_VALUE 0 is also a class code" in line for line in log.lines)
@@ -364,15 +402,28 @@ def test_two_inputs_and_two_outputs(tmp_path, scene):
     as bands, in the order asked, equal to numpy's on the whole image whatever the tiles."""
     paths, images, transform = scene
     second = tmp_path / "band.tif"
-    with rasterio.open(second, "w", driver="GTiff", width=150, height=130, count=1, dtype="float32",
-                       crs="EPSG:32621", transform=transform) as dst:
+    with rasterio.open(
+        second,
+        "w",
+        driver="GTiff",
+        width=150,
+        height=130,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32621",
+        transform=transform,
+    ) as dst:
         dst.write(images["float"][1:2] * 2)
     path = onnx_models.save(onnx_models.two_branch_model(), tmp_path / "two.onnx")
     a, b = onnx_models.two_branch_reference(images["float"], images["float"][1:2] * 2)
     for tile in (1000, 21):
         out = tmp_path / f"two_{tile}.tif"
-        serve([ServeSource(paths["float"], rfield=3), ServeSource(second, rfield=3)], path, out,
-              ServeOptions(fully_conv=True, tile_px=tile, output_names=["b", "a"]))
+        serve(
+            [ServeSource(paths["float"], rfield=3), ServeSource(second, rfield=3)],
+            path,
+            out,
+            ServeOptions(fully_conv=True, tile_px=tile, output_names=["b", "a"]),
+        )
         got, _, _ = read(out)
         assert got.shape == (4, 128, 148)
         assert np.abs(got[:2] - b).max() < TOL and np.abs(got[2:] - a).max() < TOL
@@ -390,18 +441,29 @@ def test_a_strided_onnx_model_has_spacing_scale_2(tmp_path, scene):
         assert got.shape == expected.shape and np.abs(got - expected).max() < TOL
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("tile_size", -32, r"metadata 'tile_size' = -32 is not a tile size in pixels \(a whole number, at least 1\)"),
-    ("tile_size", 2.5, r"metadata 'tile_size' = 2.5 is not a tile size in pixels"),
-    ("tile_size", "big", r"metadata 'tile_size' = 'big' is not a tile size in pixels"),
-    ("tiles_overlap", 150, r"metadata 'tiles_overlap' = 150 is not a percentage from 0 to 99"),
-    ("resolution", float("nan"), r"metadata 'resolution' = nan is not a resolution in cm above 0"),
-    ("seg_thresh", "Infinity", r"metadata 'seg_thresh' = 'Infinity' is not a threshold from 0 to 1"),
-    ("standardization_std", [0.2, 0, 0.3], r"metadata 'standardization_std' = \[0.2, 0, 0.3\] must hold finite "
-                                           r"numbers above 0"),
-    ("class_names", {"a": "x"}, r"metadata 'class_names' must number the classes 0, 1, 2...; found the keys \['a'\]"),
-    ("class_names", "[" * 5000 + "]" * 5000, r"metadata 'class_names' must be \{index: name\}"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tile_size", -32, r"metadata 'tile_size' = -32 is not a tile size in pixels \(a whole number, at least 1\)"),
+        ("tile_size", 2.5, r"metadata 'tile_size' = 2.5 is not a tile size in pixels"),
+        ("tile_size", "big", r"metadata 'tile_size' = 'big' is not a tile size in pixels"),
+        ("tiles_overlap", 150, r"metadata 'tiles_overlap' = 150 is not a percentage from 0 to 99"),
+        ("resolution", float("nan"), r"metadata 'resolution' = nan is not a resolution in cm above 0"),
+        ("seg_thresh", "Infinity", r"metadata 'seg_thresh' = 'Infinity' is not a threshold from 0 to 1"),
+        (
+            "standardization_std",
+            [0.2, 0, 0.3],
+            r"metadata 'standardization_std' = \[0.2, 0, 0.3\] must hold finite "
+            r"numbers above 0",
+        ),
+        (
+            "class_names",
+            {"a": "x"},
+            r"metadata 'class_names' must number the classes 0, 1, 2...; found the keys \['a'\]",
+        ),
+        ("class_names", "[" * 5000 + "]" * 5000, r"metadata 'class_names' must be \{index: name\}"),
+    ],
+)
 def test_malformed_deepness_keys_are_one_line(tmp_path, scene, key, value, message):
     paths, _, _ = scene
     model = onnx_models.conv_model(out=4, pad=True, softmax=True)
@@ -419,9 +481,12 @@ def test_a_tile_size_read_from_the_file_counts_against_memory(tmp_path, scene):
     paths, _, _ = scene
     model = onnx_models.conv_model(out=4, pad=True, softmax=True)
     path = onnx_models.save(model, tmp_path / "huge.onnx", {**onnx_models.DEEPNESS, "tile_size": 16000})
-    with pytest.raises(InputError, match=r"^the model takes inputs of 16000 x 16000 px x 3 band\(s\) \(read from the "
-                                         r"model\), which need about 23438 MiB with the model's working memory, more "
-                                         r"than MEMORY_MB 512: raise MEMORY_MB to at least 23438"):
+    with pytest.raises(
+        InputError,
+        match=r"^the model takes inputs of 16000 x 16000 px x 3 band\(s\) \(read from the "
+        r"model\), which need about 23438 MiB with the model's working memory, more "
+        r"than MEMORY_MB 512: raise MEMORY_MB to at least 23438",
+    ):
         serve([ServeSource(paths["u8"])], path, tmp_path / "out.tif", ServeOptions(memory_mb=512))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.onnx"]
 
@@ -430,9 +495,13 @@ def test_a_tile_size_read_from_the_file_counts_against_memory(tmp_path, scene):
 def test_a_background_that_a_class_map_cannot_hold_is_one_line(tmp_path, scene, background):
     """BACKGROUND_VALUE is the class map's nodata: 1e20 or nan gave GDAL's traceback."""
     paths, _, _ = scene
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
-    with pytest.raises(InputError, match=r"^BACKGROUND_VALUE \S+ cannot be the nodata value of this int32 output "
-                                         r"\(a class map\): give a whole number from -2147483648 to 2147483647"):
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
+    with pytest.raises(
+        InputError,
+        match=r"^BACKGROUND_VALUE \S+ cannot be the nodata value of this int32 output "
+        r"\(a class map\): give a whole number from -2147483648 to 2147483647",
+    ):
         serve([ServeSource(paths["u8"])], path, tmp_path / "c.tif", ServeOptions(pad=True, background=background))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.onnx"]

@@ -25,8 +25,11 @@ def test_an_output_equal_to_an_input_however_spelled(folder, spelling, monkeypat
     (folder / "link.tif").symlink_to(folder / "in.tif")
     os.link(folder / "in.tif", folder / "hard.tif")
     monkeypatch.chdir(folder)
-    with pytest.raises(InputError, match=rf"OUTPUT '{spelling}' is the same file as the input SOURCE1: "
-                                         "choose another output path"):
+    with pytest.raises(
+        InputError,
+        match=rf"OUTPUT '{spelling}' is the same file as the input SOURCE1: "
+        "choose another output path",
+    ):
         check_paths({"SOURCE1": str(folder / "in.tif")}, {"OUTPUT": spelling})
 
 
@@ -35,8 +38,9 @@ def test_two_outputs_at_one_path_and_companions(folder):
         check_paths({}, {"OUTPUT1": folder / "p.tif", "OUTPUT_LABELS": folder / "sub" / ".." / "p.tif"})
     # a report's .json beside it is the other output's path
     with pytest.raises(InputError, match=r"OUTPUT_REPORT .* is the same path as the output OUTPUT"):
-        check_paths({}, {"OUTPUT": folder / "r.json",
-                         "OUTPUT_REPORT": Output(folder / "r.html", companions=(".json",))})
+        check_paths(
+            {}, {"OUTPUT": folder / "r.json", "OUTPUT_REPORT": Output(folder / "r.html", companions=(".json",))}
+        )
     check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": folder / "out.tif", "OUTPUT_CONFIDENCE": folder / "c.tif"})
 
 
@@ -52,8 +56,11 @@ def test_folders_replaced_only_when_ours_or_empty(folder):
     model = Output(folder / "sub", "folder", marker="otbtf_model.json")
     check_paths({}, {"OUTPUT_MODEL": model})  # empty
     (folder / "sub" / "x.txt").write_text("mine")
-    with pytest.raises(InputError, match=r"'.*sub' is an existing folder that is not an otbtf model "
-                                         r"\(no otbtf_model.json\); it would be replaced"):
+    with pytest.raises(
+        InputError,
+        match=r"'.*sub' is an existing folder that is not an otbtf model "
+        r"\(no otbtf_model.json\); it would be replaced",
+    ):
         check_paths({}, {"OUTPUT_MODEL": model})
     (folder / "sub" / "otbtf_model.json").write_text("{}")
     check_paths({}, {"OUTPUT_MODEL": model})
@@ -120,8 +127,11 @@ def test_an_output_inside_a_replaced_folder_is_refused_in_any_order(folder, orde
 
 
 def test_an_output_in_a_folder_that_does_not_exist(folder):
-    with pytest.raises(InputError, match=r"OUTPUT '.*nofolder/s.gpkg': the folder '.*nofolder' does not exist; "
-                                         "create it or choose another"):
+    with pytest.raises(
+        InputError,
+        match=r"OUTPUT '.*nofolder/s.gpkg': the folder '.*nofolder' does not exist; "
+        "create it or choose another",
+    ):
         check_paths({}, {"OUTPUT": folder / "nofolder" / "s.gpkg"})
 
 
@@ -130,8 +140,11 @@ def test_an_output_inside_an_input_folder_is_refused(folder):
     model = fake_model_folder(folder / "model")
     before = snapshot(folder)
     report = Output(model / "otbtf_model.html", companions=(".json",))
-    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder "
-                                         r"MODEL \('.*model'\), which the run reads: choose another output path$"):
+    with pytest.raises(
+        InputError,
+        match=r"^OUTPUT_REPORT '.*model/otbtf_model.html' lies inside the input folder "
+        r"MODEL \('.*model'\), which the run reads: choose another output path$",
+    ):
         check_paths({"MODEL": model}, {"OUTPUT_MODEL": model_folder_output(folder / "new"), "OUTPUT_REPORT": report})
     with pytest.raises(InputError, match=r"lies inside the input folder MODEL"):
         check_paths({"MODEL": str(model)}, {"OUTPUT": model / "savedmodel" / "map.tif"})
@@ -143,10 +156,14 @@ def test_a_file_read_beside_an_input_is_kept(folder):
     """Training reads labels.origins.csv beside the labels image: no output may replace it."""
     (folder / "labels.tif").write_bytes(b"labels")
     (folder / "labels.origins.csv").write_text("patch,originfid,col,row\n")
-    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*labels.origins.csv' would replace 'labels.origins.csv', "
-                                         r"which belongs to the input TRAIN_LABELS"):
+    with pytest.raises(
+        InputError,
+        match=r"^OUTPUT_REPORT '.*labels.origins.csv' would replace 'labels.origins.csv', "
+        r"which belongs to the input TRAIN_LABELS",
+    ):
         check_paths({"TRAIN_LABELS": folder / "labels.tif"}, {"OUTPUT_REPORT": folder / "labels.origins.csv"})
     from otbtf_plugin.patches_image import ORIGINS_SUFFIX, origins_path
+
     assert origins_path(folder / "labels.tif").name == "labels" + ORIGINS_SUFFIX
 
 
@@ -155,9 +172,12 @@ def test_a_model_folder_is_replaced_only_when_it_holds_only_ours(folder):
     check_paths({}, {"OUTPUT_MODEL": model_folder_output(ours)})
     mixed = fake_model_folder(folder / "mixed", "map.tif", "map.qml", "notes.txt", "z.txt")
     before = snapshot(folder)
-    with pytest.raises(InputError, match=r"^OUTPUT_MODEL '.*mixed' holds 'map.qml', 'map.tif', 'notes.txt' and 1 more, "
-                                         r"which otbtf did not write there; it would be replaced: move them out, "
-                                         r"or choose a new or empty folder$"):
+    with pytest.raises(
+        InputError,
+        match=r"^OUTPUT_MODEL '.*mixed' holds 'map.qml', 'map.tif', 'notes.txt' and 1 more, "
+        r"which otbtf did not write there; it would be replaced: move them out, "
+        r"or choose a new or empty folder$",
+    ):
         check_paths({}, {"OUTPUT_MODEL": model_folder_output(mixed)})
     with pytest.raises(InputError, match=r"holds 'map.qml'"), StagedOutputs() as staged:
         staged.folder(model_folder_output(mixed))
@@ -173,14 +193,24 @@ def test_nothing_lies_inside_a_checkpoint_or_logs_folder(folder):
         (checkpoints / name).write_bytes(b"kept")
     check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints)})  # the user's notes stay
     # A report inside it would replace checkpoint.json (its .json companion)
-    with pytest.raises(InputError, match=r"^OUTPUT_REPORT '.*ckpt/checkpoint.html' and the output CHECKPOINT_DIR lie "
-                                         r"one inside the other, and the run writes files into that folder"):
-        check_paths({}, {"CHECKPOINT_DIR": checkpoint_output(checkpoints),
-                         "OUTPUT_REPORT": Output(checkpoints / "checkpoint.html", companions=(".json",))})
+    with pytest.raises(
+        InputError,
+        match=r"^OUTPUT_REPORT '.*ckpt/checkpoint.html' and the output CHECKPOINT_DIR lie "
+        r"one inside the other, and the run writes files into that folder",
+    ):
+        check_paths(
+            {},
+            {
+                "CHECKPOINT_DIR": checkpoint_output(checkpoints),
+                "OUTPUT_REPORT": Output(checkpoints / "checkpoint.html", companions=(".json",)),
+            },
+        )
     (folder / "logs").mkdir()
     with pytest.raises(InputError, match=r"TENSORBOARD_DIR .* lie one inside the other"):
-        check_paths({}, {"OUTPUT_REPORT": Output(folder / "logs" / "r.html"),
-                         "TENSORBOARD_DIR": Output(folder / "logs", "into")})
+        check_paths(
+            {},
+            {"OUTPUT_REPORT": Output(folder / "logs" / "r.html"), "TENSORBOARD_DIR": Output(folder / "logs", "into")},
+        )
 
 
 @pytest.mark.parametrize("length", [200, 230, 247, 250, 255, 256, 300])
@@ -196,10 +226,12 @@ def test_names_too_long_for_the_file_system_are_refused_first(folder, length):
     if length + extra <= limit:
         check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": output})
         return
-    with pytest.raises(InputError, match=rf"^OUTPUT: the name 'mmm.*mmm.tif' is {length} characters long; the file "
-                                         rf"system of '.*' allows {limit} per name, and the run needs {extra} more for "
-                                         rf"its temporary files: give a name of at most {limit - extra} characters$"):
+    with pytest.raises(
+        InputError,
+        match=rf"^OUTPUT: the name 'mmm.*mmm.tif' is {length} characters long; the file "
+        rf"system of '.*' allows {limit} per name, and the run needs {extra} more for "
+        rf"its temporary files: give a name of at most {limit - extra} characters$",
+    ):
         check_paths({"SOURCE1": folder / "in.tif"}, {"OUTPUT": output})
     with pytest.raises(InputError, match=r"the name .* is \d+ characters long"):
         check_paths({}, {"OUTPUT_MODEL": model_folder_output(folder / ("d" * length))})
-

@@ -25,8 +25,18 @@ def write_raster(path, data, nodata=None, transform=TRANSFORM):
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs="EPSG:32631", transform=transform, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs="EPSG:32631",
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(data)
     return path
 
@@ -42,15 +52,18 @@ def holes(tmp_path_factory):
     data[1, 5, 5] = -9
     mask = np.ones((70, 90), dtype="uint8")
     mask[50:, :30] = 0
-    return (write_raster(folder / "img.tif", data, nodata=-9), write_raster(folder / "mask.tif", mask),
-            data, mask)
+    return (write_raster(folder / "img.tif", data, nodata=-9), write_raster(folder / "mask.tif", mask), data, mask)
 
 
 def brute_force_valid(data, mask, patch, step, nodata=-9):
     bad = (data == nodata).any(axis=0) | (mask == 0)
     ny, nx = (bad.shape[0] - patch) // step + 1, (bad.shape[1] - patch) // step + 1
-    return np.array([[not bad[j * step:j * step + patch, i * step:i * step + patch].any()
-                      for i in range(nx)] for j in range(ny)])
+    return np.array(
+        [
+            [not bad[j * step : j * step + patch, i * step : i * step + patch].any() for i in range(nx)]
+            for j in range(ny)
+        ]
+    )
 
 
 def coverage(result, height, width):
@@ -59,8 +72,10 @@ def coverage(result, height, width):
     for k in range(3):
         cover = np.zeros((height, width), dtype=bool)
         for j, i in zip(*np.nonzero(result.sets == k), strict=True):
-            cover[j * result.step_px:j * result.step_px + result.patch_px,
-                  i * result.step_px:i * result.step_px + result.patch_px] = True
+            cover[
+                j * result.step_px : j * result.step_px + result.patch_px,
+                i * result.step_px : i * result.step_px + result.patch_px,
+            ] = True
         count += cover
     return count
 
@@ -74,8 +89,12 @@ def test_valid_positions_match_brute_force(holes, patch, step):
 
 
 @settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(patch=st.integers(3, 20), step=st.integers(1, 20), seed=st.integers(0, 9),
-       strategy=st.sampled_from(["split", "chessboard"]))
+@given(
+    patch=st.integers(3, 20),
+    step=st.integers(1, 20),
+    seed=st.integers(0, 9),
+    strategy=st.sampled_from(["split", "chessboard"]),
+)
 def test_property_sets_never_share_a_pixel(holes, patch, step, seed, strategy):
     img, mask_path, _data, _mask = holes
     result = patches_selection(img, patch, step, strategy=strategy, mask=mask_path, seed=seed, cell=2)
@@ -106,7 +125,7 @@ def test_points_give_exactly_the_grid_windows(tmp_path):
     with PatchesImage(tmp_path / "p.tif") as patches:
         got = patches.read(0, len(patches))[..., 0]
     for k, (j, i) in enumerate(zip(rows, cols, strict=True)):
-        assert np.array_equal(got[k], band[j * 24:j * 24 + 16, i * 24:i * 24 + 16])
+        assert np.array_equal(got[k], band[j * 24 : j * 24 + 16, i * 24 : i * 24 + 16])
     ds = ogr.Open(str(path))
     assert ds.GetLayer(0).GetSpatialRef().GetAuthorityCode(None) == "32621"
 
@@ -123,8 +142,18 @@ def test_balanced_keeps_as_many_patches_per_class(tmp_path):
     result = patches_selection(B2_30, 16, 16, strategy="balanced", labels=label_path, cell=1, seed=3)
     kept = result.sets >= 0
     totals = np.array([(labels == c).sum() for c in (1, 2, 3)], dtype=float)
-    shares = np.stack([np.array([[((labels[j * 16:j * 16 + 16, i * 16:i * 16 + 16]) == c).sum()
-                                  for i in range(25)] for j in range(25)]) / totals[c - 1] for c in (1, 2, 3)])
+    shares = np.stack(
+        [
+            np.array(
+                [
+                    [((labels[j * 16 : j * 16 + 16, i * 16 : i * 16 + 16]) == c).sum() for i in range(25)]
+                    for j in range(25)
+                ]
+            )
+            / totals[c - 1]
+            for c in (1, 2, 3)
+        ]
+    )
     patch_class = np.argmax(shares, axis=0)
     per_class = [int((kept & (patch_class == k)).sum()) for k in range(3)]
     assert per_class[0] == per_class[1] == per_class[2] > 0
@@ -143,12 +172,18 @@ def test_errors_say_what_would_work(holes):
         patches_selection(img, 8, 8, fractions=(0, 0, 0))
 
 
-@pytest.mark.parametrize(("fractions", "message"), [
-    ((0.8, 0.3, 0.15), r"fractions 0.8, 0.3, 0.15 add up to 1.25; they share the positions, so they must add up "
-                       r"to 1: for the same proportions use 0.64, 0.24, 0.12"),
-    ((70, 15, 15), r"add up to 100; .* use 0.7, 0.15, 0.15"),
-    ((0.5, 0.2, 0.1), r"add up to 0.8; .* use 0.625, 0.25, 0.125"),
-])
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        (
+            (0.8, 0.3, 0.15),
+            r"fractions 0.8, 0.3, 0.15 add up to 1.25; they share the positions, so they must add up "
+            r"to 1: for the same proportions use 0.64, 0.24, 0.12",
+        ),
+        ((70, 15, 15), r"add up to 100; .* use 0.7, 0.15, 0.15"),
+        ((0.5, 0.2, 0.1), r"add up to 0.8; .* use 0.625, 0.25, 0.125"),
+    ],
+)
 def test_fractions_that_do_not_add_up_to_one_are_refused(fractions, message):
     with pytest.raises(InputError, match=message):
         patches_selection(B2_30, 32, 32, fractions=fractions)
@@ -167,8 +202,19 @@ def test_memory_per_grid_position_is_a_few_bytes(tmp_path):
         path = tmp_path / f"big{side}.tif"
         values = (np.random.default_rng(0).random((side, side)) * 200).astype("uint8")
         values[100:140, 300:900] = 255  # nodata
-        with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint8", nodata=255,
-                           crs="EPSG:32631", transform=from_origin(0, 0, 10, 10), tiled=True) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=side,
+            height=side,
+            count=1,
+            dtype="uint8",
+            nodata=255,
+            crs="EPSG:32631",
+            transform=from_origin(0, 0, 10, 10),
+            tiled=True,
+        ) as dst:
             dst.write(values, 1)
         patches_selection(path, 8, 1)  # imports (scipy) before measuring
         tracemalloc.start()

@@ -85,7 +85,7 @@ def test_a_failed_read_ends_the_run_with_its_error():
     toy = Toy(fail_read=TILES[7])
     with pytest.raises(OSError, match=r"cannot read Window\(col_off=4, row_off=4"):
         LocalThreads().run(toy.work(), TILES, toy.write, NullProgress())
-    assert [t for t, _ in toy.written] == TILES[:len(toy.written)] and len(toy.written) <= 7
+    assert [t for t, _ in toy.written] == TILES[: len(toy.written)] and len(toy.written) <= 7
     assert toy.reads_started <= 7 + 1 + 2  # no read is started long after the failure
 
 
@@ -119,8 +119,7 @@ def test_no_thread_outlives_the_run():
 
 def test_state_built_by_the_caller_is_used_as_is():
     toy = Toy()
-    work = TileWork(build=lambda stack: pytest.fail("built again"), read=Toy.read, compute=Toy.compute,
-                    empty=Toy.empty)
+    work = TileWork(build=lambda stack: pytest.fail("built again"), read=Toy.read, compute=Toy.compute, empty=Toy.empty)
     LocalThreads().run(work, TILES[:3], toy.write, NullProgress(), state=toy)
     assert len(toy.written) == 3
 

@@ -10,9 +10,22 @@ from common import ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 import plugin_files
 
-REQUIRED_METADATA = ["name", "qgisMinimumVersion", "description", "about", "version", "author",
-                     "email", "repository", "tracker", "homepage", "category", "tags", "icon",
-                     "hasProcessingProvider"]
+REQUIRED_METADATA = [
+    "name",
+    "qgisMinimumVersion",
+    "description",
+    "about",
+    "version",
+    "author",
+    "email",
+    "repository",
+    "tracker",
+    "homepage",
+    "category",
+    "tags",
+    "icon",
+    "hasProcessingProvider",
+]
 
 
 def test_metadata_is_complete():
@@ -37,9 +50,15 @@ def test_zip_has_one_top_folder_and_no_leftovers(tmp_path):
         names = archive.namelist()
         assert archive.testzip() is None
     assert {n.split("/")[0] for n in names} == {"otbtf"}
-    for required in ("otbtf/metadata.txt", "otbtf/__init__.py", "otbtf/LICENSE",
-                     "otbtf/requirements.txt", "otbtf/resources/icon.png",
-                     "otbtf/otbtf_plugin/grid.py", "otbtf/processing_provider/provider.py"):
+    for required in (
+        "otbtf/metadata.txt",
+        "otbtf/__init__.py",
+        "otbtf/LICENSE",
+        "otbtf/requirements.txt",
+        "otbtf/resources/icon.png",
+        "otbtf/otbtf_plugin/grid.py",
+        "otbtf/processing_provider/provider.py",
+    ):
         assert required in names
     for name in names:
         parts = name.split("/")

@@ -86,8 +86,9 @@ def test_tensorflow_stays_quiet_unless_asked(level):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     if level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = level
-    err = subprocess.run([sys.executable, "-c", QUIET_RUN.format(root=str(ROOT))], capture_output=True, text=True,
-                         check=True, env=env).stderr
+    err = subprocess.run(
+        [sys.executable, "-c", QUIET_RUN.format(root=str(ROOT))], capture_output=True, text=True, check=True, env=env
+    ).stderr
     lines = [line for line in err.splitlines() if line.strip()]
     if level is None:
         assert lines == ["before", "level 3", "after"], lines

@@ -35,19 +35,25 @@ def test_counts_match_the_orfeo_toolbox_and_a_shapely_reference(polygons):
     assert stats.class_names == {1: "crop", 2: "developed", 3: "tree", 4: "water"}
 
 
-@pytest.mark.skipif(shutil.which("otbcli_PolygonClassStatistics") is None,
-                    reason="Orfeo ToolBox (otb-bin) not installed; make setup installs it")
+@pytest.mark.skipif(
+    shutil.which("otbcli_PolygonClassStatistics") is None,
+    reason="Orfeo ToolBox (otb-bin) not installed; make setup installs it",
+)
 def test_agrees_with_otbcli_on_the_shipped_crop(tmp_path):
     out = tmp_path / "otb.xml"
     subprocess.run(
-        ["otbcli_PolygonClassStatistics", "-in", str(RGB), "-vec", str(POLYGONS),
-         "-field", "name", "-out", str(out)],
-        check=True, capture_output=True, timeout=300,
+        ["otbcli_PolygonClassStatistics", "-in", str(RGB), "-vec", str(POLYGONS), "-field", "name", "-out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     root = ET.parse(out).getroot()
-    otb = {m.get("key"): int(m.get("value"))
-           for s in root.iter("Statistic") if s.get("name") == "samplesPerClass"
-           for m in s.iter("StatisticMap")}
+    otb = {
+        m.get("key"): int(m.get("value"))
+        for s in root.iter("Statistic")
+        if s.get("name") == "samplesPerClass"
+        for m in s.iter("StatisticMap")
+    }
     ours = class_statistics(RGB, POLYGONS, "name").by_class()
     assert set(otb) == set(ours)
     for name, count in otb.items():
@@ -125,8 +131,17 @@ def test_mask_on_another_grid_is_resampled(tmp_path, polygons):
         mask = np.ones((570, 400), dtype=np.uint8)
         mask[:, :80] = 0
         path = tmp_path / "mask.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=400, height=570, count=1, dtype="uint8",
-                           crs=src.crs, transform=mask_transform) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=400,
+            height=570,
+            count=1,
+            dtype="uint8",
+            crs=src.crs,
+            transform=mask_transform,
+        ) as dst:
             dst.write(mask, 1)
     valid = np.ones((1140, 800), dtype=bool)
     valid[:, :160] = False  # 80 mask pixels of 60 m = 160 pixels of 30 m: the polygons lie in columns 63..251
@@ -144,9 +159,14 @@ def test_vector_in_another_crs_is_reprojected(tmp_path):
 
 
 def test_integer_classes_and_null_classes(tmp_path):
-    path = copy_vector(POLYGONS, tmp_path / "int.gpkg", SQLStatement=(
-        "SELECT *, CASE name WHEN 'water' THEN 10 WHEN 'tree' THEN 30 ELSE 20 END AS code "
-        "FROM land_cover"), SQLDialect="SQLite")
+    path = copy_vector(
+        POLYGONS,
+        tmp_path / "int.gpkg",
+        SQLStatement=(
+            "SELECT *, CASE name WHEN 'water' THEN 10 WHEN 'tree' THEN 30 ELSE 20 END AS code FROM land_cover"
+        ),
+        SQLDialect="SQLite",
+    )
     stats = class_statistics(RGB, path, "code")
     assert not stats.string_classes
     assert stats.by_class() == {"10": 212, "20": 192 + 81, "30": 198}
@@ -201,8 +221,10 @@ def test_invalid_polygon_is_repaired(tmp_path):
     from shapely.validation import make_valid
 
     x0, y0 = 735645.0, -2794695.0
-    bowtie = (f"POLYGON (({x0 + 301} {y0 - 311}, {x0 + 903} {y0 - 887}, {x0 + 899} {y0 - 302}, "
-              f"{x0 + 297} {y0 - 906}, {x0 + 301} {y0 - 311}))")
+    bowtie = (
+        f"POLYGON (({x0 + 301} {y0 - 311}, {x0 + 903} {y0 - 887}, {x0 + 899} {y0 - 302}, "
+        f"{x0 + 297} {y0 - 906}, {x0 + 301} {y0 - 311}))"
+    )
     path = copy_vector(POLYGONS, tmp_path / "bowtie.gpkg", where="name = 'water'")
     add_feature(path, bowtie, name="crop")
     stats = class_statistics(RGB, path, "name")

@@ -17,16 +17,19 @@ from otbtf_plugin.selection import choose_ranks, requested_counts, sample_select
 AVAILABLE = {1: 192, 2: 81, 3: 198, 4: 212}
 
 
-@pytest.mark.parametrize("strategy, value, expected", [
-    ("smallest", None, {1: 81, 2: 81, 3: 81, 4: 81}),
-    ("all", None, AVAILABLE),
-    ("constant", 100, {1: 100, 2: 81, 3: 100, 4: 100}),
-    ("percent", 0.5, {1: 96, 2: 41, 3: 99, 4: 106}),  # 40.5 -> 41 (half up)
-    # 300 * (192, 81, 198, 212) / 683 = 84.33, 35.58, 86.97, 93.12 -> floors 84, 35, 86, 93
-    # (298); the 2 missing go to the largest remainders: 86.97 and 35.58.
-    ("total", 300, {1: 84, 2: 36, 3: 87, 4: 93}),
-    ("total", 10_000, AVAILABLE),
-])
+@pytest.mark.parametrize(
+    "strategy, value, expected",
+    [
+        ("smallest", None, {1: 81, 2: 81, 3: 81, 4: 81}),
+        ("all", None, AVAILABLE),
+        ("constant", 100, {1: 100, 2: 81, 3: 100, 4: 100}),
+        ("percent", 0.5, {1: 96, 2: 41, 3: 99, 4: 106}),  # 40.5 -> 41 (half up)
+        # 300 * (192, 81, 198, 212) / 683 = 84.33, 35.58, 86.97, 93.12 -> floors 84, 35, 86, 93
+        # (298); the 2 missing go to the largest remainders: 86.97 and 35.58.
+        ("total", 300, {1: 84, 2: 36, 3: 87, 4: 93}),
+        ("total", 10_000, AVAILABLE),
+    ],
+)
 def test_requested_counts(strategy, value, expected):
     wanted, _ = requested_counts(AVAILABLE, strategy, value)
     assert wanted == expected
@@ -37,18 +40,23 @@ def test_requested_counts(strategy, value, expected):
 def test_capped_and_empty_classes_are_reported_by_name():
     wanted, warnings = requested_counts({1: 5, 2: 0, 3: 50}, "constant", 10, {1: "a", 2: "b", 3: "c"})
     assert wanted == {1: 5, 2: 0, 3: 10}
-    assert warnings == ["class 'b' has no valid pixel: it gets no sample",
-                        "10 samples per class requested; fewer pixels exist, all are kept, for class 'a' (5)"]
+    assert warnings == [
+        "class 'b' has no valid pixel: it gets no sample",
+        "10 samples per class requested; fewer pixels exist, all are kept, for class 'a' (5)",
+    ]
 
 
-@pytest.mark.parametrize("strategy, value, message", [
-    ("percent", 50, r"fraction between 0 and 1, not 50 \(for 50 %, use 0.5\)"),
-    ("percent", 0, "fraction between 0 and 1"),
-    ("constant", 0, "whole number of samples per class >= 1, not 0"),
-    ("total", 2.5, "whole number of samples >= 1, not 2.5"),
-    ("constant", None, "needs STRATEGY_VALUE"),
-    ("byclass", 1, "unknown strategy 'byclass'; use one of: smallest, constant, percent, total, all"),
-])
+@pytest.mark.parametrize(
+    "strategy, value, message",
+    [
+        ("percent", 50, r"fraction between 0 and 1, not 50 \(for 50 %, use 0.5\)"),
+        ("percent", 0, "fraction between 0 and 1"),
+        ("constant", 0, "whole number of samples per class >= 1, not 0"),
+        ("total", 2.5, "whole number of samples >= 1, not 2.5"),
+        ("constant", None, "needs STRATEGY_VALUE"),
+        ("byclass", 1, "unknown strategy 'byclass'; use one of: smallest, constant, percent, total, all"),
+    ],
+)
 def test_bad_strategy_values_say_what_would_work(strategy, value, message):
     with pytest.raises(InputError, match=message):
         requested_counts(AVAILABLE, strategy, value)
@@ -79,8 +87,7 @@ def polygons():
 def test_all_selects_exactly_the_covered_pixels(polygons):
     samples = sample_selection(RGB, POLYGONS, "name", strategy="all")
     assert samples.by_class() == OTB_COUNTS
-    for fid, (name, geom) in zip(range(1, 5), zip(polygons["name"], polygons.geometry, strict=True),
-                                 strict=True):
+    for fid, (name, geom) in zip(range(1, 5), zip(polygons["name"], polygons.geometry, strict=True), strict=True):
         mine = samples.fids == fid
         got = set(zip(samples.cols[mine].tolist(), samples.rows[mine].tolist(), strict=True))
         assert got == covered_pixels(RGB, geom)
@@ -102,8 +109,10 @@ def test_points_sit_at_pixel_centres_inside_their_polygon(polygons):
 
 @pytest.mark.parametrize("sampler", ["periodic", "random"])
 def test_selection_is_deterministic_and_independent_of_block_size(sampler):
-    runs = [sample_selection(RGB, POLYGONS, "name", strategy="constant", value=50, sampler=sampler,
-                             seed=3, block_px=block) for block in (1024, 37, 200)]
+    runs = [
+        sample_selection(RGB, POLYGONS, "name", strategy="constant", value=50, sampler=sampler, seed=3, block_px=block)
+        for block in (1024, 37, 200)
+    ]
     first = list(zip(runs[0].cols.tolist(), runs[0].rows.tolist(), strict=True))
     assert len(set(first)) == 4 * 50
     for other in runs[1:]:  # same samples, in the same order
@@ -137,21 +146,48 @@ def test_written_geopackage(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.gpkg"]
 
 
-@pytest.mark.skipif(shutil.which("otbcli_SampleSelection") is None,
-                    reason="Orfeo ToolBox (otb-bin) not installed; make setup installs it")
-@pytest.mark.parametrize("strategy, otb_args, value", [
-    ("smallest", [], None),
-    ("constant", ["-strategy.constant.nb", "100"], 100),
-    ("all", [], None),
-])
+@pytest.mark.skipif(
+    shutil.which("otbcli_SampleSelection") is None,
+    reason="Orfeo ToolBox (otb-bin) not installed; make setup installs it",
+)
+@pytest.mark.parametrize(
+    "strategy, otb_args, value",
+    [
+        ("smallest", [], None),
+        ("constant", ["-strategy.constant.nb", "100"], 100),
+        ("all", [], None),
+    ],
+)
 def test_counts_agree_with_otb_sample_selection(tmp_path, strategy, otb_args, value):
     stats = tmp_path / "stats.xml"
-    subprocess.run(["otbcli_PolygonClassStatistics", "-in", str(RGB), "-vec", str(POLYGONS),
-                    "-field", "name", "-out", str(stats)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["otbcli_PolygonClassStatistics", "-in", str(RGB), "-vec", str(POLYGONS), "-field", "name", "-out", str(stats)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     out = tmp_path / "otb_samples.sqlite"
-    subprocess.run(["otbcli_SampleSelection", "-in", str(RGB), "-vec", str(POLYGONS), "-field", "name",
-                    "-instats", str(stats), "-strategy", strategy, *otb_args, "-out", str(out)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            "otbcli_SampleSelection",
+            "-in",
+            str(RGB),
+            "-vec",
+            str(POLYGONS),
+            "-field",
+            "name",
+            "-instats",
+            str(stats),
+            "-strategy",
+            strategy,
+            *otb_args,
+            "-out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     ds = ogr.Open(str(out))
     layer = ds.GetLayer(0)
     otb = {}
@@ -174,8 +210,18 @@ def synthetic(tmp_path_factory):
     rng = np.random.default_rng(0)
     data = rng.integers(1, 100, (2, 83, 97)).astype("int16")
     data[0][rng.random((83, 97)) < 0.1] = -1
-    with rasterio.open(raster, "w", driver="GTiff", width=97, height=83, count=2, dtype="int16",
-                       crs="EPSG:32631", transform=from_origin(500000, 4000000, 10, 10), nodata=-1) as dst:
+    with rasterio.open(
+        raster,
+        "w",
+        driver="GTiff",
+        width=97,
+        height=83,
+        count=2,
+        dtype="int16",
+        crs="EPSG:32631",
+        transform=from_origin(500000, 4000000, 10, 10),
+        nodata=-1,
+    ) as dst:
         dst.write(data)
     vector = folder / "truth.gpkg"
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(vector))
@@ -186,8 +232,11 @@ def synthetic(tmp_path_factory):
     shapes = [
         (1, "POLYGON ((500020 3999980, 500900 3999950, 500700 3999300, 500050 3999400, 500020 3999980))"),
         (2, "POLYGON ((500300 3999700, 500960 3999700, 500960 3999180, 500300 3999180, 500300 3999700))"),
-        (1, "MULTIPOLYGON (((500100 3999250, 500200 3999250, 500200 3999200, 500100 3999250)),"
-            " ((500800 3999900, 500950 3999900, 500950 3999850, 500800 3999900)))"),
+        (
+            1,
+            "MULTIPOLYGON (((500100 3999250, 500200 3999250, 500200 3999200, 500100 3999250)),"
+            " ((500800 3999900, 500950 3999900, 500950 3999850, 500800 3999900)))",
+        ),
         (3, "MULTIPOINT ((500005 3999995), (500955 3999175), (500505 3999505), (500015 3999985))"),
         (3, "POINT (500405 3999605)"),
     ]
@@ -206,15 +255,20 @@ from hypothesis import strategies as st  # noqa: E402
 
 @pytest.mark.slow
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(block=st.integers(3, 120), strategy=st.sampled_from(["smallest", "constant", "percent", "all"]),
-       sampler=st.sampled_from(["periodic", "random"]), seed=st.integers(0, 5))
+@given(
+    block=st.integers(3, 120),
+    strategy=st.sampled_from(["smallest", "constant", "percent", "all"]),
+    sampler=st.sampled_from(["periodic", "random"]),
+    seed=st.integers(0, 5),
+)
 def test_property_selection_never_depends_on_block_size(synthetic, block, strategy, sampler, seed):
     raster, vector = synthetic
     value = {"constant": 7, "percent": 0.3}.get(strategy)
 
     def run(block_px):
-        s = sample_selection(raster, vector, "cls", strategy=strategy, value=value, sampler=sampler,
-                             seed=seed, block_px=block_px)
+        s = sample_selection(
+            raster, vector, "cls", strategy=strategy, value=value, sampler=sampler, seed=seed, block_px=block_px
+        )
         return list(zip(s.fids.tolist(), s.cols.tolist(), s.rows.tolist(), strict=True))
 
     assert run(block) == run(10_000)
@@ -229,9 +283,11 @@ def test_overlapping_polygons_of_different_classes_are_reported(tmp_path):
 
     with rasterio.open(RGB) as src:
         left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
-    squares = [("water", box(left + 3000, top - 6000, left + 6000, top - 3000)),
-               ("crop", box(left + 4500, top - 7500, left + 7500, top - 4500)),
-               ("water", box(left + 3600, top - 5400, left + 5400, top - 3600))]
+    squares = [
+        ("water", box(left + 3000, top - 6000, left + 6000, top - 3000)),
+        ("crop", box(left + 4500, top - 7500, left + 7500, top - 4500)),
+        ("water", box(left + 3600, top - 5400, left + 5400, top - 3600)),
+    ]
     frame = geopandas.GeoDataFrame({"name": [n for n, _ in squares]}, geometry=[g for _, g in squares], crs=wkt)
     path = tmp_path / "overlap.gpkg"
     frame.to_file(path, driver="GPKG")
@@ -239,8 +295,10 @@ def test_overlapping_polygons_of_different_classes_are_reported(tmp_path):
     both = (pixels[0] | pixels[2]) & pixels[1]
     assert len(both) > 100
     samples = sample_selection(RGB, path, "name", strategy="all")
-    expected = (f"{len(both)} pixel(s) lie in polygons of different classes (crop and water: {len(both)}): such a "
-                "pixel is sampled for each of its classes")
+    expected = (
+        f"{len(both)} pixel(s) lie in polygons of different classes (crop and water: {len(both)}): such a "
+        "pixel is sampled for each of its classes"
+    )
     assert [w for w in samples.warnings if w.startswith(expected)], samples.warnings
     clean = sample_selection(RGB, POLYGONS, "name", strategy="all")
     assert not [w for w in clean.warnings if "polygons of different classes" in w]

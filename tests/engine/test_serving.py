@@ -44,8 +44,17 @@ def rgb_window():
 def small_rgb(tmp_path_factory, rgb_window):
     data, transform = rgb_window
     path = tmp_path_factory.mktemp("rgb") / "rgb.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
-                       dtype="uint16", crs="EPSG:32621", transform=transform) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32621",
+        transform=transform,
+    ) as dst:
         dst.write(data.astype("uint16"))
     return path
 
@@ -60,8 +69,9 @@ def reference_patches(image, rf, scale=1):
     before = rf // 2 - scale // 2
     n_c = (width - (rf - scale)) // scale
     n_r = (height - (rf - scale)) // scale
-    patches = np.stack([image[:, r * scale:r * scale + rf, c * scale:c * scale + rf]
-                        for r in range(n_r) for c in range(n_c)])
+    patches = np.stack(
+        [image[:, r * scale : r * scale + rf, c * scale : c * scale + rf] for r in range(n_r) for c in range(n_c)]
+    )
     return patches.transpose(0, 2, 3, 1), n_r, n_c, before
 
 
@@ -167,8 +177,8 @@ def test_two_resolutions_patch_based(tmp_path):
     assert result.plan.mode == "pixels" and c0 == 8
     rows, cols = np.meshgrid(np.arange(got.shape[1]) + r0, np.arange(got.shape[2]) + c0, indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
-    p30 = np.stack([b30[r - 8:r + 8, c - 8:c + 8] for r, c in zip(rows, cols, strict=True)])
-    p60 = np.stack([b60[r // 2 - 4:r // 2 + 4, c // 2 - 4:c // 2 + 4] for r, c in zip(rows, cols, strict=True)])
+    p30 = np.stack([b30[r - 8 : r + 8, c - 8 : c + 8] for r, c in zip(rows, cols, strict=True)])
+    p60 = np.stack([b60[r // 2 - 4 : r // 2 + 4, c // 2 - 4 : c // 2 + 4] for r, c in zip(rows, cols, strict=True)])
     expected = model.predict([p30[..., None], p60[..., None]], batch_size=8192, verbose=0)
     assert np.abs(got.reshape(3, -1).T - expected).max() <= TOL
     # Columns that fit: 30 m source, 16 px patches: c - 8 >= 0 and c + 7 <= 399, so 8..392;
@@ -188,16 +198,19 @@ def test_user_placeholder_scalar(tmp_path, small_rgb, rgb_window):
     model.save(path)
     image, _ = rgb_window
     out = tmp_path / "g.tif"
-    serve([ServeSource(small_rgb)], path, out,
-          ServeOptions(fully_conv=True, user_placeholders=parse_user_placeholders("gain=[2.5]")))
+    serve(
+        [ServeSource(small_rgb)],
+        path,
+        out,
+        ServeOptions(fully_conv=True, user_placeholders=parse_user_placeholders("gain=[2.5]")),
+    )
     got, _, _, _, _ = read(out)
     plain = np.asarray(model([image.transpose(1, 2, 0)[None], np.array([[1.0]], "float32")]))[0, ..., 0]
     assert np.abs(got[0] - 2.5 * plain).max() <= 1e-4
 
 
 def test_parse_user_placeholders():
-    assert parse_user_placeholders("a=1; b=0.5;c=true;d=[0.2,0.5]") == {"a": 1, "b": 0.5, "c": True,
-                                                                          "d": [0.2, 0.5]}
+    assert parse_user_placeholders("a=1; b=0.5;c=true;d=[0.2,0.5]") == {"a": 1, "b": 0.5, "c": True, "d": [0.2, 0.5]}
     with pytest.raises(InputError, match="not of the form name=value"):
         parse_user_placeholders("a")
     with pytest.raises(InputError, match="'x' is not a number"):
@@ -235,18 +248,31 @@ def test_geometry_errors_say_what_would_work(tmp_path, small_rgb):
     with pytest.raises(ModelError, match="RFIELD1=12 but model input x1 takes 16 x 16 px: use RFIELD1=16"):
         serve([ServeSource(small_rgb, rfield=12)], tmp_path / "p.keras", tmp_path / "o.tif")
     fcn().save(tmp_path / "f.keras")
-    with pytest.raises(ModelError, match=r"^EFIELD=32 does not fit this model: it maps 64 x 64 px to 58 x 58 px; "
-                                         "use RFIELD1=64, EFIELD=58"):
-        serve([ServeSource(small_rgb, rfield=64)], tmp_path / "f.keras", tmp_path / "o.tif",
-              ServeOptions(fully_conv=True, efield=32))
+    with pytest.raises(
+        ModelError,
+        match=r"^EFIELD=32 does not fit this model: it maps 64 x 64 px to 58 x 58 px; "
+        "use RFIELD1=64, EFIELD=58",
+    ):
+        serve(
+            [ServeSource(small_rgb, rfield=64)],
+            tmp_path / "f.keras",
+            tmp_path / "o.tif",
+            ServeOptions(fully_conv=True, efield=32),
+        )
     # The same sizes read from a model folder's metadata are not quoted as if typed
     folder = models.model_folder(fcn(), tmp_path / "folder", {"inputs": [{"name": "x", "rfield": 64}], "efield": 32})
-    with pytest.raises(ModelError, match=r"^the expression field of 32 px in the model's metadata does not fit this "
-                                         "model: it maps 64 x 64 px to 58 x 58 px"):
+    with pytest.raises(
+        ModelError,
+        match=r"^the expression field of 32 px in the model's metadata does not fit this "
+        "model: it maps 64 x 64 px to 58 x 58 px",
+    ):
         serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif", ServeOptions(fully_conv=True))
     folder = models.model_folder(patch_classifier(16), tmp_path / "patch", {"inputs": [{"name": "x1", "rfield": 12}]})
-    with pytest.raises(ModelError, match=r"^the receptive field of 12 px in the model's metadata but model input x1 "
-                                         "takes 16 x 16 px: use RFIELD1=16"):
+    with pytest.raises(
+        ModelError,
+        match=r"^the receptive field of 12 px in the model's metadata but model input x1 "
+        "takes 16 x 16 px: use RFIELD1=16",
+    ):
         serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif")
     with pytest.raises(ModelError, match="has no output 'scores'; its outputs: prob"):
         serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "o.tif", ServeOptions(output_names=["scores"]))
@@ -277,8 +303,13 @@ def test_cancel_leaves_no_output(tmp_path, small_rgb):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(Cancelled):
-        serve([ServeSource(small_rgb)], tmp_path / "p.keras", out_dir / "o.tif", ServeOptions(tile_px=16),
-              progress=CancelAfter(2))
+        serve(
+            [ServeSource(small_rgb)],
+            tmp_path / "p.keras",
+            out_dir / "o.tif",
+            ServeOptions(tile_px=16),
+            progress=CancelAfter(2),
+        )
     assert list(out_dir.iterdir()) == []
 
 
@@ -309,8 +340,9 @@ def test_otbtf_style_tf1_savedmodel_with_named_placeholders(tmp_path, small_rgb,
         with tf.compat.v1.Session(graph=graph) as session:
             builder = tf.compat.v1.saved_model.Builder(str(export))
             signature = tf.compat.v1.saved_model.predict_signature_def({"x1": x}, {"prediction": prediction})
-            builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.SERVING],
-                                                 signature_def_map={"serving_default": signature})
+            builder.add_meta_graph_and_variables(
+                session, [tf.compat.v1.saved_model.SERVING], signature_def_map={"serving_default": signature}
+            )
             builder.save()
     out = tmp_path / "o.tif"
     result = serve([ServeSource(small_rgb)], export, out, ServeOptions(tile_px=50))
@@ -335,9 +367,15 @@ def test_model_folder_metadata_gives_geometry_and_normalisation(tmp_path, small_
     folder = tmp_path / "my_model"
     model.export(folder / "savedmodel", verbose=False)
     mean, std = [7000.0, 6500.0, 6000.0], [500.0, 400.0, 300.0]
-    (folder / "otbtf_model.json").write_text(json.dumps({
-        "inputs": [{"name": "image", "rfield": 9, "normalisation": {"mean": mean, "std": std}}],
-        "efield": 1, "scale": 1}))
+    (folder / "otbtf_model.json").write_text(
+        json.dumps(
+            {
+                "inputs": [{"name": "image", "rfield": 9, "normalisation": {"mean": mean, "std": std}}],
+                "efield": 1,
+                "scale": 1,
+            }
+        )
+    )
     result = serve([ServeSource(small_rgb)], folder, tmp_path / "o.tif")
     assert result.plan.geometry.rfield == 9 and result.plan.mode == "pixels"
     image, _ = rgb_window
@@ -377,8 +415,12 @@ def test_output_shapes_n_and_n_y_x(tmp_path, small_rgb, rgb_window):
         serve([ServeSource(small_rgb)], tmp_path / "bad.keras", tmp_path / "b.tif", ServeOptions(fully_conv=True))
     nyx = keras.Model(fcn_in, keras.layers.Lambda(lambda t: t[..., 0], name="yx")(conv))
     nyx.save(tmp_path / "nyx.keras")
-    serve([ServeSource(small_rgb)], tmp_path / "nyx.keras", tmp_path / "nyx.tif",
-          ServeOptions(fully_conv=True, allow_lambda=True))
+    serve(
+        [ServeSource(small_rgb)],
+        tmp_path / "nyx.keras",
+        tmp_path / "nyx.tif",
+        ServeOptions(fully_conv=True, allow_lambda=True),
+    )
     expected = np.asarray(nyx(image.transpose(1, 2, 0)[None]))[0]
     assert np.abs(read(tmp_path / "nyx.tif")[0][0] - expected).max() <= TOL
 
@@ -392,7 +434,7 @@ def test_fixed_size_block_model(tmp_path, small_rgb, rgb_window):
     image, transform = rgb_window
     # before = 16 // 2 - 8 // 2 = 4: output block j starts 4 px in, its input at 8 j.
     n_r, n_c = (130 - 8) // 8, (150 - 8) // 8
-    blocks = np.stack([image[:, r * 8:r * 8 + 16, c * 8:c * 8 + 16] for r in range(n_r) for c in range(n_c)])
+    blocks = np.stack([image[:, r * 8 : r * 8 + 16, c * 8 : c * 8 + 16] for r in range(n_r) for c in range(n_c)])
     predicted = model.predict(blocks.transpose(0, 2, 3, 1), verbose=0)  # (n, 8, 8, 2)
     expected = predicted.reshape(n_r, n_c, 8, 8, 2).transpose(4, 0, 2, 1, 3).reshape(2, n_r * 8, n_c * 8)
     for tile in (16, 40, 1000):
@@ -411,12 +453,18 @@ from hypothesis import strategies as st  # noqa: E402
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)  # each example builds a model: keep runs bounded
 
 
-@settings(max_examples=8, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(k1=st.integers(1, 5), k2=st.integers(1, 4), stride=st.sampled_from([1, 2]), width=st.integers(24, 70),
-       height=st.integers(24, 70), tile=st.integers(5, 60))
-def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window, k1, k2, stride, width, height,
-                                                   tile):
+@settings(
+    max_examples=8, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    k1=st.integers(1, 5),
+    k2=st.integers(1, 4),
+    stride=st.sampled_from([1, 2]),
+    width=st.integers(24, 70),
+    height=st.integers(24, 70),
+    tile=st.integers(5, 60),
+)
+def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window, k1, k2, stride, width, height, tile):
     """Random receptive fields, spacing scales, image and tile sizes: the tiled result
     equals the model called once on the whole image, on every output pixel whose whole
     footprint (scale x scale source pixels) and context lie inside the source."""
@@ -424,8 +472,17 @@ def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window,
     crop = image[:, :height, :width]
     folder = tmp_path_factory.mktemp("prop")
     path = folder / "img.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint16",
-                       crs="EPSG:32621", transform=transform) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32621",
+        transform=transform,
+    ) as dst:
         dst.write(crop.astype("uint16"))
     keras.utils.set_random_seed(k1 * 10 + k2)
     inp = keras.Input((None, None, 3), name="x")
@@ -433,8 +490,9 @@ def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window,
     model = keras.Model(inp, keras.layers.Conv2D(2, k2, name="y")(h))
     model.save(folder / "m.keras")
     expected = np.asarray(model(crop.transpose(1, 2, 0)[None]))[0].transpose(2, 0, 1)
-    served = serve([ServeSource(path)], folder / "m.keras", folder / "o.tif",
-                   ServeOptions(fully_conv=True, tile_px=tile))
+    served = serve(
+        [ServeSource(path)], folder / "m.keras", folder / "o.tif", ServeOptions(fully_conv=True, tile_px=tile)
+    )
     got = read(folder / "o.tif")[0]
     n_r, n_c = got.shape[1:]
     assert served.plan.geometry.scale == stride
@@ -445,14 +503,20 @@ def test_property_tiled_fcn_equals_the_whole_image(tmp_path_factory, rgb_window,
 
 
 @pytest.mark.slow
-@settings(max_examples=8, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=8, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(rf=st.integers(1, 12), tile=st.integers(3, 50), batch=st.integers(1, 300))
 def test_property_patch_based_equals_the_whole_image(tmp_path_factory, small_rgb, rgb_window, rf, tile, batch):
     folder = tmp_path_factory.mktemp("prop_patch")
-    model = patch_classifier(rf) if rf >= 3 else keras.Model(
-        inp := keras.Input((rf, rf, 3), name="x1"),
-        keras.layers.Dense(2, name="prob")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp))))
+    model = (
+        patch_classifier(rf)
+        if rf >= 3
+        else keras.Model(
+            inp := keras.Input((rf, rf, 3), name="x1"),
+            keras.layers.Dense(2, name="prob")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(inp))),
+        )
+    )
     model.save(folder / "p.keras")
     image, _ = rgb_window
     patches, n_r, n_c, _ = reference_patches(image, rf)
@@ -471,23 +535,41 @@ def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, ki
     model = patch_classifier(16) if kind == "pixels" else fcn()
     model.save(tmp_path / "m.keras")
     fully_conv = kind == "regions"
-    auto = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "auto.tif",
-                 ServeOptions(fully_conv=fully_conv, memory_mb=32))
+    auto = serve(
+        [ServeSource(small_rgb)],
+        tmp_path / "m.keras",
+        tmp_path / "auto.tif",
+        ServeOptions(fully_conv=fully_conv, memory_mb=32),
+    )
     log = Log()
-    typed = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "typed.tif",
-                  ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=100_000, batch_size=10 ** 7), log)
-    budget = 32 * 2 ** 20
+    typed = serve(
+        [ServeSource(small_rgb)],
+        tmp_path / "m.keras",
+        tmp_path / "typed.tif",
+        ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=100_000, batch_size=10**7),
+        log,
+    )
+    budget = 32 * 2**20
     if kind == "pixels":  # 3 tiles of 16 x 16 x 3 float32 patches in flight in a third of the budget
-        assert 9 * typed.plan.tile ** 2 * 16 * 16 * 3 * 4 <= budget and typed.plan.batch * 16 * 16 * 3 * 4 * 8 <= budget
-        assert any(line.startswith("BATCH_SIZE 10000000 would pass the memory budget (MEMORY_MB 32): using ")
-                   for line in log.lines)
+        assert 9 * typed.plan.tile**2 * 16 * 16 * 3 * 4 <= budget and typed.plan.batch * 16 * 16 * 3 * 4 * 8 <= budget
+        assert any(
+            line.startswith("BATCH_SIZE 10000000 would pass the memory budget (MEMORY_MB 32): using ")
+            for line in log.lines
+        )
     else:  # 3 input bands and 2 output channels, float32, 16 x for the model's activations
-        assert 16 * typed.plan.tile ** 2 * (3 + 2) * 4 <= budget
+        assert 16 * typed.plan.tile**2 * (3 + 2) * 4 <= budget
     assert typed.plan.tile < 100_000
-    assert f"TILE_SIZE 100000 would pass the memory budget (MEMORY_MB 32): using {typed.plan.tile} px; " \
-           "raise MEMORY_MB for larger tiles" in log.lines
-    small = serve([ServeSource(small_rgb)], tmp_path / "m.keras", tmp_path / "small.tif",
-                  ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=8, batch_size=3), log)
+    assert (
+        f"TILE_SIZE 100000 would pass the memory budget (MEMORY_MB 32): using {typed.plan.tile} px; "
+        "raise MEMORY_MB for larger tiles" in log.lines
+    )
+    small = serve(
+        [ServeSource(small_rgb)],
+        tmp_path / "m.keras",
+        tmp_path / "small.tif",
+        ServeOptions(fully_conv=fully_conv, memory_mb=32, tile_px=8, batch_size=3),
+        log,
+    )
     assert (small.plan.tile, small.plan.batch if kind == "pixels" else 3) == (8, 3)  # within the budget: kept
     # Other batch sizes: the same pixels and geometry; float32 kernels may differ in the last
     # digit with the batch size on some processors (AMD EPYC: 0.6277387 vs 0.62773865).
@@ -498,6 +580,7 @@ def test_hand_set_sizes_are_lowered_to_the_memory_budget(tmp_path, small_rgb, ki
 
 
 # -- test-time augmentation --------------------------------------------------------------
+
 
 def augmented(predict, inputs: np.ndarray) -> np.ndarray:
     """The mean over the 8 flips / rotations T of T^-1(predict(T(inputs))), inputs and outputs
@@ -546,7 +629,7 @@ def test_tta_block_model_turns_each_block_input(tmp_path, small_rgb, rgb_window)
     model.save(tmp_path / "blocks.keras")
     image = rgb_window[0]
     n_r, n_c = (130 - 8) // 8, (150 - 8) // 8
-    blocks = np.stack([image[:, r * 8:r * 8 + 16, c * 8:c * 8 + 16] for r in range(n_r) for c in range(n_c)])
+    blocks = np.stack([image[:, r * 8 : r * 8 + 16, c * 8 : c * 8 + 16] for r in range(n_r) for c in range(n_c)])
     predicted = augmented(lambda x: model.predict(x, verbose=0), blocks.transpose(0, 2, 3, 1))
     expected = predicted.reshape(n_r, n_c, 8, 8, 2).transpose(4, 0, 2, 1, 3).reshape(2, n_r * 8, n_c * 8)
     for tile in (16, 40):
@@ -566,6 +649,7 @@ def test_tta_refuses_to_average_classes_it_cannot_rebuild(tmp_path, small_rgb):
 
 
 # -- blended tiles (OVERLAP) -------------------------------------------------------------
+
 
 def test_overlap_changes_nothing_for_a_translation_exact_model(tmp_path, small_rgb, rgb_window):
     model = fcn()
@@ -622,8 +706,7 @@ def test_overlap_blends_away_the_seams_of_a_zero_padded_model(tmp_path, small_rg
 
     plain, blended = tmp_path / "plain.tif", tmp_path / "blended.tif"
     serve([ServeSource(small_rgb)], path, plain, ServeOptions(fully_conv=True, tile_px=tile))
-    result = serve([ServeSource(small_rgb)], path, blended,
-                   ServeOptions(fully_conv=True, tile_px=tile, overlap=margin))
+    result = serve([ServeSource(small_rgb)], path, blended, ServeOptions(fully_conv=True, tile_px=tile, overlap=margin))
     assert result.plan.mode == "regions" and result.tiles == 9
     assert np.abs(read(blended)[0] - expected).max() <= TOL
     # The seams: across the tile boundary at column 50, plain tiles jump; blended ones follow the
@@ -638,17 +721,22 @@ def test_overlap_leaves_patch_models_alone_and_refuses_classes(tmp_path, small_r
     patch_classifier(16).save(tmp_path / "p.keras")
     log = Log()
     plain = serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "a.tif", ServeOptions(tile_px=40))
-    over = serve([ServeSource(small_rgb)], tmp_path / "p.keras", tmp_path / "b.tif",
-                 ServeOptions(tile_px=40, overlap=6), progress=log)
+    over = serve(
+        [ServeSource(small_rgb)],
+        tmp_path / "p.keras",
+        tmp_path / "b.tif",
+        ServeOptions(tile_px=40, overlap=6),
+        progress=log,
+    )
     assert over.plan.overlap == 0 and any("nothing to blend" in line for line in log.lines)
     assert np.array_equal(read(tmp_path / "a.tif")[0], read(tmp_path / "b.tif")[0]) and plain.tiles == over.tiles
     inp = keras.Input((None, None, 3), name="x")
     scores = keras.layers.Conv2D(3, 3)(inp)
-    keras.Model(inp, {"label": keras.ops.cast(keras.ops.argmax(scores, axis=-1), "int32")}).save(
-        tmp_path / "c.keras")
+    keras.Model(inp, {"label": keras.ops.cast(keras.ops.argmax(scores, axis=-1), "int32")}).save(tmp_path / "c.keras")
     with pytest.raises(ModelError, match=r"output label holds int32 values .* cannot be blended"):
-        serve([ServeSource(small_rgb)], tmp_path / "c.keras", tmp_path / "c.tif",
-              ServeOptions(fully_conv=True, overlap=4))
+        serve(
+            [ServeSource(small_rgb)], tmp_path / "c.keras", tmp_path / "c.tif", ServeOptions(fully_conv=True, overlap=4)
+        )
 
 
 def _same_whatever_the_tiles(tmp_path, sources, model_path, options: dict, tiles=(1000, 29)):
@@ -671,17 +759,29 @@ def test_tta_and_overlap_with_two_resolutions_scale_2_and_nodata(tmp_path, small
     fa = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(a))
     fb = keras.layers.Flatten()(keras.layers.Rescaling(1 / 5000.0)(b))
     keras.Model([a, b], keras.layers.Dense(3, name="z")(keras.layers.Concatenate()([fa, fb]))).save(
-        tmp_path / "two.keras")
-    two = _same_whatever_the_tiles(tmp_path, [ServeSource(B2_30), ServeSource(B2_60)], tmp_path / "two.keras",
-                                   {"tta": True})
+        tmp_path / "two.keras"
+    )
+    two = _same_whatever_the_tiles(
+        tmp_path, [ServeSource(B2_30), ServeSource(B2_60)], tmp_path / "two.keras", {"tta": True}
+    )
     plain = serve([ServeSource(B2_30), ServeSource(B2_60)], tmp_path / "two.keras", tmp_path / "p.tif")
     assert np.abs(read(plain.output)[0] - two).max() > 1e-4  # the augmentation is applied
     fcn(context_kernels=(4, 3), stride=2).save(tmp_path / "strided.keras")
     for extra in ({"tta": True}, {"overlap": 6}, {"tta": True, "overlap": 6}):
-        _same_whatever_the_tiles(tmp_path, [ServeSource(small_rgb)], tmp_path / "strided.keras",
-                                 {"fully_conv": True, **extra}, tiles=(1000, 24))
-    _same_whatever_the_tiles(tmp_path, [ServeSource(small_rgb, nodata=0)], tmp_path / "strided.keras",
-                             {"fully_conv": True, "tta": True, "background": -1}, tiles=(1000, 24))
+        _same_whatever_the_tiles(
+            tmp_path,
+            [ServeSource(small_rgb)],
+            tmp_path / "strided.keras",
+            {"fully_conv": True, **extra},
+            tiles=(1000, 24),
+        )
+    _same_whatever_the_tiles(
+        tmp_path,
+        [ServeSource(small_rgb, nodata=0)],
+        tmp_path / "strided.keras",
+        {"fully_conv": True, "tta": True, "background": -1},
+        tiles=(1000, 24),
+    )
 
 
 def test_blended_tiles_are_sized_for_the_memory_budget():

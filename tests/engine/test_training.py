@@ -26,25 +26,38 @@ pytestmark = pytest.mark.slow  # real training runs (a fixture trains for ~30 s)
 def extract(folder, sampler, seed, strategy="constant", value=40):
     samples = sample_selection(RGB, POLYGONS, "name", strategy=strategy, value=value, sampler=sampler, seed=seed)
     points = samples.write_gpkg(folder / f"points_{sampler}_{seed}.gpkg")
-    result = extract_patches([PatchSource(RGB, 16)], points, [folder / f"p_{sampler}_{seed}.tif"], "name",
-                             labels_output=folder / f"y_{sampler}_{seed}.tif")
+    result = extract_patches(
+        [PatchSource(RGB, 16)],
+        points,
+        [folder / f"p_{sampler}_{seed}.tif"],
+        "name",
+        labels_output=folder / f"y_{sampler}_{seed}.tif",
+    )
     return folder / f"p_{sampler}_{seed}.tif", folder / f"y_{sampler}_{seed}.tif", result
 
 
 @pytest.fixture(scope="module")
 def patches(tmp_path_factory):
     folder = tmp_path_factory.mktemp("patches")
-    return {"train": extract(folder, "periodic", 0), "valid": extract(folder, "random", 7, value=20),
-            "folder": folder}
+    return {"train": extract(folder, "periodic", 0), "valid": extract(folder, "random", 7, value=20), "folder": folder}
 
 
 @pytest.fixture(scope="module")
 def trained(patches, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     (tp, ty, _), (vp, vy, _) = patches["train"], patches["valid"]
-    config = TrainConfig([tp], ty, out / "model", valid_patches=[vp], valid_labels=vy,
-                         output_report=out / "report.html", epochs=4, batch_size=16, seed=1,
-                         tensorboard_dir=out / "tb")
+    config = TrainConfig(
+        [tp],
+        ty,
+        out / "model",
+        valid_patches=[vp],
+        valid_labels=vy,
+        output_report=out / "report.html",
+        epochs=4,
+        batch_size=16,
+        seed=1,
+        tensorboard_dir=out / "tb",
+    )
     return train(config), config, out
 
 
@@ -88,8 +101,12 @@ def test_model_folder_and_metadata(trained):
     meta = json.loads((folder / "otbtf_model.json").read_text())
     assert meta["inputs"][0]["name"] == "x1" and meta["inputs"][0]["rfield"] == 16
     assert (meta["efield"], meta["scale"], meta["task"]) == (1, 1, "classification")
-    assert meta["classes"] == [{"code": 1, "name": "crop"}, {"code": 2, "name": "developed"},
-                               {"code": 3, "name": "tree"}, {"code": 4, "name": "water"}]
+    assert meta["classes"] == [
+        {"code": 1, "name": "crop"},
+        {"code": 2, "name": "developed"},
+        {"code": 3, "name": "tree"},
+        {"code": 4, "name": "water"},
+    ]
     # band statistics: the training patches' mean per band, computed here independently
     with PatchesImage(config.train_patches[0]) as image:
         mean = image.read(0, len(image)).reshape(-1, 3).mean(axis=0)
@@ -197,7 +214,11 @@ def test_class_map_gets_a_paletted_style(trained, tmp_path):
     result = serve([ServeSource(RGB)], out / "model", tmp_path / "classes.tif", ServeOptions(output_names=["class"]))
     entries = ET.parse(result.style).getroot().findall(".//paletteEntry")
     assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
-        ("1", "crop", "#e6c229"), ("2", "developed", "#d7301f"), ("3", "tree", "#1b7837"), ("4", "water", "#2c7fb8")]
+        ("1", "crop", "#e6c229"),
+        ("2", "developed", "#d7301f"),
+        ("3", "tree", "#1b7837"),
+        ("4", "water", "#2c7fb8"),
+    ]
     probabilities = serve([ServeSource(RGB)], out / "model", tmp_path / "prob.tif", ServeOptions(output_names=["prob"]))
     assert probabilities.style is None
 
@@ -210,8 +231,9 @@ def test_a_classifier_serves_its_class_map_unless_told_otherwise(trained, tmp_pa
     assert [o.name for o in default.plan.outputs] == ["class"] and default.style is not None
     with rasterio.open(tmp_path / "default.tif") as a, rasterio.open(tmp_path / "named.tif") as b:
         assert a.count == 1 and a.descriptions == ("class",) and np.array_equal(a.read(), b.read())
-    assert any("serving class (1 band); also available (OUTPUT_NAMES): features, prob" in line
-               for line in log.lines), log.lines
+    assert any("serving class (1 band); also available (OUTPUT_NAMES): features, prob" in line for line in log.lines), (
+        log.lines
+    )
     meta = json.loads((out / "model" / "otbtf_model.json").read_text())
     assert meta["default_outputs"] == ["class"] and named.plan.other_outputs == ["features", "prob"]
 
@@ -232,8 +254,18 @@ def test_unet_segmentation_report_and_served_blocks(tmp_path):
     """otbtf's Amsterdam patches (64 px, 4 bands, label patches 0/1): the report equals a
     per-pixel confusion computed from the SavedModel; served block by block over a
     georeferenced mosaic of 4 patches, the class map equals the model's predictions."""
-    result = train(TrainConfig([A_PATCHES], A_LABELS, tmp_path / "unet", architecture="unet", epochs=2,
-                               batch_size=4, valid_patches=[A_PATCHES], valid_labels=A_LABELS))
+    result = train(
+        TrainConfig(
+            [A_PATCHES],
+            A_LABELS,
+            tmp_path / "unet",
+            architecture="unet",
+            epochs=2,
+            batch_size=4,
+            valid_patches=[A_PATCHES],
+            valid_labels=A_LABELS,
+        )
+    )
     meta = json.loads((tmp_path / "unet" / "otbtf_model.json").read_text())
     assert (meta["task"], meta["inputs"][0]["rfield"], meta["efield"]) == ("segmentation", 64, 32)
     function = tf.saved_model.load(str(tmp_path / "unet" / "savedmodel")).signatures["serving_default"]
@@ -248,10 +280,19 @@ def test_unet_segmentation_report_and_served_blocks(tmp_path):
 
     mosaic = np.zeros((4, 128, 128), dtype="float32")
     for k, (r, c) in enumerate(((0, 0), (0, 64), (64, 0), (64, 64))):
-        mosaic[:, r:r + 64, c:c + 64] = x[k + 6].transpose(2, 0, 1)
+        mosaic[:, r : r + 64, c : c + 64] = x[k + 6].transpose(2, 0, 1)
     path = tmp_path / "mosaic.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=4, dtype="float32",
-                       crs="EPSG:32631", transform=rasterio.transform.from_origin(600000, 5800000, 1, 1)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=128,
+        height=128,
+        count=4,
+        dtype="float32",
+        crs="EPSG:32631",
+        transform=rasterio.transform.from_origin(600000, 5800000, 1, 1),
+    ) as dst:
         dst.write(mosaic)
     served = serve([ServeSource(path)], tmp_path / "unet", tmp_path / "map.tif", ServeOptions(output_names=["class"]))
     assert served.plan.mode == "blocks"
@@ -259,8 +300,9 @@ def test_unet_segmentation_report_and_served_blocks(tmp_path):
         got = src.read(1)
         assert src.transform.c == 600016  # 64 // 2 - 32 // 2 = 16 px in
     # 128 - 32 = 96 px: 3 x 3 whole blocks of 32 px; block (i, j) from mosaic[32 i: 32 i + 64, ...]
-    windows = np.stack([mosaic[:, 32 * i:32 * i + 64, 32 * j:32 * j + 64].transpose(1, 2, 0)
-                        for i in range(3) for j in range(3)])
+    windows = np.stack(
+        [mosaic[:, 32 * i : 32 * i + 64, 32 * j : 32 * j + 64].transpose(1, 2, 0) for i in range(3) for j in range(3)]
+    )
     blocks = function(x1=tf.constant(windows))["class"].numpy()
     expected = blocks.reshape(3, 3, 32, 32).transpose(0, 2, 1, 3).reshape(96, 96)
     assert np.array_equal(got, expected)
@@ -306,8 +348,18 @@ def test_fine_tuning_can_freeze_the_first_layers(trained, patches, tmp_path):
 
     _, _, out = trained
     (tp, ty, _) = patches["train"]
-    train(TrainConfig([tp], ty, tmp_path / "tuned", epochs=1, batch_size=16, initial_model=out / "model",
-                      freeze_layers=2, augment=True))
+    train(
+        TrainConfig(
+            [tp],
+            ty,
+            tmp_path / "tuned",
+            epochs=1,
+            batch_size=16,
+            initial_model=out / "model",
+            freeze_layers=2,
+            augment=True,
+        )
+    )
     class_code_layer(keras)
     before = keras.saving.load_model(out / "model" / "model.keras")
     after = keras.saving.load_model(tmp_path / "tuned" / "model.keras")
@@ -333,17 +385,27 @@ def test_patch_regressor(patches, tmp_path):
     (tp, _, _), (vp, _, extraction) = patches["train"], patches["valid"]
     targets(tp, tmp_path / "t.tif")
     truth = targets(vp, tmp_path / "v.tif")
-    result = train(TrainConfig([tp], tmp_path / "t.tif", tmp_path / "reg", architecture="regressor", epochs=30,
-                               batch_size=16, valid_patches=[vp], valid_labels=tmp_path / "v.tif",
-                               output_report=tmp_path / "reg.html"))
+    result = train(
+        TrainConfig(
+            [tp],
+            tmp_path / "t.tif",
+            tmp_path / "reg",
+            architecture="regressor",
+            epochs=30,
+            batch_size=16,
+            valid_patches=[vp],
+            valid_labels=tmp_path / "v.tif",
+            output_report=tmp_path / "reg.html",
+        )
+    )
     meta = json.loads((tmp_path / "reg" / "otbtf_model.json").read_text())
     assert (meta["task"], list(meta["outputs"])) == ("regression", ["value"])
     function = tf.saved_model.load(str(tmp_path / "reg" / "savedmodel")).signatures["serving_default"]
     with PatchesImage(vp) as images:
         predicted = function(x1=tf.constant(images.read(0, len(images)).astype("float32")))["value"].numpy().ravel()
     error = predicted - truth
-    assert result.report["rmse"] == pytest.approx(np.sqrt((error ** 2).mean()), rel=1e-5)
-    assert result.report["r2"] == pytest.approx(1 - (error ** 2).sum() / ((truth - truth.mean()) ** 2).sum(), rel=1e-5)
+    assert result.report["rmse"] == pytest.approx(np.sqrt((error**2).mean()), rel=1e-5)
+    assert result.report["r2"] == pytest.approx(1 - (error**2).sum() / ((truth - truth.mean()) ** 2).sum(), rel=1e-5)
     assert result.report["r2"] > 0.5  # it learnt something real
     assert "RMSE" in (tmp_path / "reg.html").read_text()
     served = serve([ServeSource(RGB)], tmp_path / "reg", tmp_path / "values.tif")
@@ -432,10 +494,21 @@ def test_a_diverging_training_fails_and_writes_nothing(patches, tmp_path):
     the learning rate and writes no model, no report and no checkpoint."""
     (tp, ty, _) = patches["train"]
     before = sorted(p.name for p in patches["folder"].iterdir())
-    config = TrainConfig([tp], ty, tmp_path / "model", output_report=tmp_path / "r.html", epochs=20, batch_size=16,
-                         learning_rate=1e6, checkpoint_dir=tmp_path / "ckpt")
-    with pytest.raises(InputError, match=r"^training diverged: the (training|validation) loss became (nan|inf) in "
-                                         r"epoch 1.*no model was written. LEARNING_RATE 1e\+06 is probably too high"):
+    config = TrainConfig(
+        [tp],
+        ty,
+        tmp_path / "model",
+        output_report=tmp_path / "r.html",
+        epochs=20,
+        batch_size=16,
+        learning_rate=1e6,
+        checkpoint_dir=tmp_path / "ckpt",
+    )
+    with pytest.raises(
+        InputError,
+        match=r"^training diverged: the (training|validation) loss became (nan|inf) in "
+        r"epoch 1.*no model was written. LEARNING_RATE 1e\+06 is probably too high",
+    ):
         train(config)
     assert [p.name for p in tmp_path.iterdir() if p.name != "ckpt"] == []
     assert not (tmp_path / "ckpt" / "checkpoint.json").exists()
@@ -459,15 +532,19 @@ def test_validation_labels_are_recoded_through_the_class_names(patches, tmp_path
     points = samples.write_gpkg(tmp_path / "points.gpkg")
     extract_patches([PatchSource(RGB, 16)], points, [tmp_path / "vp.tif"], "name", labels_output=tmp_path / "vy.tif")
     (tp, ty, _) = patches["train"]
-    train_set, valid_set = TrainingSet([tp], ty, "training"), TrainingSet([tmp_path / "vp.tif"], tmp_path / "vy.tif",
-                                                                          "validation")
+    train_set, valid_set = (
+        TrainingSet([tp], ty, "training"),
+        TrainingSet([tmp_path / "vp.tif"], tmp_path / "vy.tif", "validation"),
+    )
     try:
         assert train_set.class_names() == {1: "crop", 2: "developed", 3: "tree", 4: "water"}
         assert valid_set.class_names() == {1: "developed", 2: "tree", 3: "water"}
         raw = valid_set.read_labels(np.arange(valid_set.count)).astype(int)
         note = align_classes(train_set, valid_set)
-        assert note == ("validation labels re-coded by class name to the training codes: developed 1 -> 2, "
-                        "tree 2 -> 3, water 3 -> 4")
+        assert note == (
+            "validation labels re-coded by class name to the training codes: developed 1 -> 2, "
+            "tree 2 -> 3, water 3 -> 4"
+        )
         assert np.array_equal(valid_set.read_labels(np.arange(valid_set.count)), raw + 1)
         _, labels = valid_set.read(np.arange(valid_set.count)[::-1])
         assert np.array_equal(labels, (raw + 1)[::-1])
@@ -475,8 +552,19 @@ def test_validation_labels_are_recoded_through_the_class_names(patches, tmp_path
         train_set.close()
         valid_set.close()
     log = Log()
-    result = train(TrainConfig([tp], ty, tmp_path / "model", valid_patches=[tmp_path / "vp.tif"],
-                               valid_labels=tmp_path / "vy.tif", epochs=1, batch_size=16, seed=1), log)
+    result = train(
+        TrainConfig(
+            [tp],
+            ty,
+            tmp_path / "model",
+            valid_patches=[tmp_path / "vp.tif"],
+            valid_labels=tmp_path / "vy.tif",
+            epochs=1,
+            batch_size=16,
+            seed=1,
+        ),
+        log,
+    )
     support = {c["name"]: c["support"] for c in result.report["classes"]}
     names = {1: "developed", 2: "tree", 3: "water"}
     assert support == {"crop": 0, **{names[c]: int((raw == c).sum()) for c in names}}

@@ -88,16 +88,27 @@ def patches(tmp_path_factory):
     for name, seed, value in (("train", 0, 40), ("valid", 7, 20)):
         samples = sample_selection(RGB, POLYGONS, "name", strategy="constant", value=value, sampler="random", seed=seed)
         points = samples.write_gpkg(folder / f"{name}.gpkg")
-        extract_patches([PatchSource(RGB, 16)], points, [folder / f"{name}_x.tif"], "name",
-                        labels_output=folder / f"{name}_y.tif")
+        extract_patches(
+            [PatchSource(RGB, 16)], points, [folder / f"{name}_x.tif"], "name", labels_output=folder / f"{name}_y.tif"
+        )
         out[name] = (folder / f"{name}_x.tif", folder / f"{name}_y.tif")
     return out
 
 
 def config(patches, output, **options):
     (tp, ty), (vp, vy) = patches["train"], patches["valid"]
-    return TrainConfig([tp], ty, output, valid_patches=[vp], valid_labels=vy, batch_size=16, seed=5,
-                       learning_rate=0.01, augment=True, **options)
+    return TrainConfig(
+        [tp],
+        ty,
+        output,
+        valid_patches=[vp],
+        valid_labels=vy,
+        batch_size=16,
+        seed=5,
+        learning_rate=0.01,
+        augment=True,
+        **options,
+    )
 
 
 def scores(model_folder, patches_image):
@@ -118,8 +129,20 @@ def nc_patches(tmp_path_factory):
 def test_the_kept_weights_are_those_of_the_lowest_validation_loss(nc_patches, tmp_path):
     x, y = nc_patches
     log = Log()
-    result = train(TrainConfig([x], y, tmp_path / "m", epochs=15, patience=3, batch_size=32, seed=2,
-                               learning_rate=0.003, class_weights=False), progress=log)
+    result = train(
+        TrainConfig(
+            [x],
+            y,
+            tmp_path / "m",
+            epochs=15,
+            patience=3,
+            batch_size=32,
+            seed=2,
+            learning_rate=0.003,
+            class_weights=False,
+        ),
+        progress=log,
+    )
     losses = result.history["val_loss"]
     kept = result.training["kept_epoch"]
     best, expected = math.inf, 0
@@ -155,10 +178,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(patches, tmp_path):
     whole = train(config(patches, tmp_path / "whole", epochs=6, patience=4, checkpoint_dir=tmp_path / "c1"))
     # The same run in another process, killed (SIGKILL: no cleanup at all) once 3 epochs are saved.
     settings = config(patches, tmp_path / "resumed", epochs=6, patience=4, checkpoint_dir=tmp_path / "c2")
-    arguments = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v)
-                 for k, v in vars(settings).items()}
-    child = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, str(ROOT), json.dumps(arguments)],
-                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    arguments = {
+        k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v)
+        for k, v in vars(settings).items()
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_CHILD, str(ROOT), json.dumps(arguments)],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     state = tmp_path / "c2" / "checkpoint.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and child.poll() is None:
@@ -173,12 +200,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(patches, tmp_path):
     assert 3 <= done < 6
     log = Log()
     resumed = train(settings, progress=log)
-    assert any(line.startswith(f"resuming from the checkpoint in {tmp_path / 'c2'} after epoch {done}")
-               for line in log.lines)
+    assert any(
+        line.startswith(f"resuming from the checkpoint in {tmp_path / 'c2'} after epoch {done}") for line in log.lines
+    )
     assert resumed.history == whole.history
     assert resumed.training["kept_epoch"] == whole.training["kept_epoch"]
-    assert np.array_equal(scores(tmp_path / "resumed", patches["valid"][0]),
-                          scores(tmp_path / "whole", patches["valid"][0]))
+    assert np.array_equal(
+        scores(tmp_path / "resumed", patches["valid"][0]), scores(tmp_path / "whole", patches["valid"][0])
+    )
     # Only the files the checkpoint names are left: no partial file of the killed write.
     saved = json.loads(state.read_text())
     assert sorted(p.name for p in (tmp_path / "c2").iterdir()) == sorted(["checkpoint.json", *saved["files"].values()])
@@ -229,8 +258,9 @@ def test_folds_cross_validate_networks_on_whole_polygons(nc_patches, tmp_path):
     options = {"epochs": 3, "patience": 0, "batch_size": 64, "seed": 1}
     plain = train(TrainConfig([x], y, tmp_path / "plain", **options))
     log = Log()
-    crossed = train(TrainConfig([x], y, tmp_path / "crossed", folds=2, output_report=tmp_path / "r.html", **options),
-                    progress=log)
+    crossed = train(
+        TrainConfig([x], y, tmp_path / "crossed", folds=2, output_report=tmp_path / "r.html", **options), progress=log
+    )
     validated = crossed.training["cross_validation"]
     data = TrainingSet([x], y, "training")
     try:
@@ -246,7 +276,8 @@ def test_folds_cross_validate_networks_on_whole_polygons(nc_patches, tmp_path):
     accuracy = [f["overall_accuracy"] for f in validated["per_fold"]]
     assert validated["summary"]["overall_accuracy"]["mean"] == pytest.approx(np.mean(accuracy))
     assert validated["pooled"]["overall_accuracy"] == pytest.approx(
-        sum(a * f["samples"] for a, f in zip(accuracy, validated["per_fold"], strict=True)) / len(fold))
+        sum(a * f["samples"] for a, f in zip(accuracy, validated["per_fold"], strict=True)) / len(fold)
+    )
     assert sum(line.startswith("cross-validation fold") for line in log.lines) == 2
     assert "Cross-validation grouped by polygon (2 folds)" in (tmp_path / "r.html").read_text()
     # The model written does not depend on FOLDS.

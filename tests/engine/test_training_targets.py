@@ -29,17 +29,20 @@ def test_whole_labels_make_a_classifier_with_names_and_a_code_index():
 def test_large_and_negative_codes_index_in_the_space_of_the_classes():
     """A code of 1e9 used to allocate a table of 1e9 entries (8 GB); -1 wrapped to the last
     entry. The index now follows the number of classes."""
-    labels = np.array([10 ** 9, -1, 5, 5, -1, 10 ** 9, 10 ** 9])
+    labels = np.array([10**9, -1, 5, 5, -1, 10**9, 10**9])
     target = decide_target("auto", "cnn", "classification", labels, False, {})
-    assert target.codes == [-1, 5, 10 ** 9]
+    assert target.codes == [-1, 5, 10**9]
     index = target.label_index()
     assert index is not None
     assert index[labels].tolist() == [2, 0, 1, 1, 0, 2, 2]
-    assert index[[0, 4, 10 ** 9 + 1, -(2 ** 40), 2 ** 40]].tolist() == [-1] * 5
+    assert index[[0, 4, 10**9 + 1, -(2**40), 2**40]].tolist() == [-1] * 5
     assert class_weights(target, labels).tolist() == pytest.approx([7 / 6, 7 / 6, 7 / 9])
-    for code in (2 ** 31, -(2 ** 31) - 1, 2 ** 40):
-        with pytest.raises(InputError, match=rf"^the training labels hold the class code {code}, which a class map "
-                                             r"cannot hold \(32-bit: -2147483648 .. 2147483647\)"):
+    for code in (2**31, -(2**31) - 1, 2**40):
+        with pytest.raises(
+            InputError,
+            match=rf"^the training labels hold the class code {code}, which a class map "
+            r"cannot hold \(32-bit: -2147483648 .. 2147483647\)",
+        ):
             decide_target("auto", "cnn", "classification", np.array([1, code]), False, {})
 
 
@@ -53,13 +56,16 @@ def test_fractional_labels_or_the_regressor_make_a_regression_in_the_labels_unit
     assert decide_target("regression", "regressor", "segmentation", values, False, {}).architecture == "unet"
 
 
-@pytest.mark.parametrize(("asked", "architecture", "layout", "labels", "fine", "message"), [
-    ("auto", "cnn", "segmentation", [0, 1], False, "use ARCHITECTURE unet"),
-    ("auto", "unet", "classification", [0, 1], False, "use ARCHITECTURE cnn"),
-    ("auto", "cnn", "classification", [4, 4], False, r"single class \(4\)"),
-    ("regression", "cnn", "classification", [0, 1], True, "fine-tuning a regressor"),
-    ("guess", "cnn", "classification", [0, 1], False, "unknown task 'guess'"),
-])
+@pytest.mark.parametrize(
+    ("asked", "architecture", "layout", "labels", "fine", "message"),
+    [
+        ("auto", "cnn", "segmentation", [0, 1], False, "use ARCHITECTURE unet"),
+        ("auto", "unet", "classification", [0, 1], False, "use ARCHITECTURE cnn"),
+        ("auto", "cnn", "classification", [4, 4], False, r"single class \(4\)"),
+        ("regression", "cnn", "classification", [0, 1], True, "fine-tuning a regressor"),
+        ("guess", "cnn", "classification", [0, 1], False, "unknown task 'guess'"),
+    ],
+)
 def test_what_cannot_be_learnt_is_one_line(asked, architecture, layout, labels, fine, message):
     with pytest.raises(InputError, match=message):
         decide_target(asked, architecture, layout, np.array(labels, float), fine, {})
@@ -99,19 +105,24 @@ def test_validation_holds_out_whole_polygons_of_real_patches(nc_patches):
     # Agriculture (2) has one polygon of 46 px (9 x 8 px): cut into blocks of source 1, the widest
     # of 32, 16 and 8 px that gives at least 4 blocks (here 8), whole blocks held out.
     agriculture = labels == 2
-    counts = {side: len(np.unique(spatial_blocks(origins.col[agriculture], origins.row[agriculture], side)))
-              for side in (32, 16, 8)}
+    counts = {
+        side: len(np.unique(spatial_blocks(origins.col[agriculture], origins.row[agriculture], side)))
+        for side in (32, 16, 8)
+    }
     assert counts[32] < 4 and counts[16] < 4 and counts[8] >= 4
     blocks = spatial_blocks(origins.col, origins.row, 8)[agriculture]
     for block in np.unique(blocks):
         assert len(set(split.validation[labels == 2][blocks == block].tolist())) == 1
     assert split.validation[labels == 2].any() and not split.validation[labels == 2].all()
-    assert any(w.startswith("class 2 comes from one polygon: validation holds out blocks of 8 x 8 px")
-               for w in split.warnings)
+    assert any(
+        w.startswith("class 2 comes from one polygon: validation holds out blocks of 8 x 8 px") for w in split.warnings
+    )
     for code in (1, 3, 4, 5, 6, 7):  # every other class: whole polygons on each side
         members = labels == code
-        assert split.groups_per_class[code] == (len(np.unique(polygons[members & ~split.validation])),
-                                                len(np.unique(polygons[members & split.validation])))
+        assert split.groups_per_class[code] == (
+            len(np.unique(polygons[members & ~split.validation])),
+            len(np.unique(polygons[members & split.validation])),
+        )
         assert split.groups_per_class[code][1] >= 1
     again = TrainingSet([nc_patches / "x.tif"], nc_patches / "y.tif", "training")
     try:
@@ -146,8 +157,9 @@ def test_too_few_groups_to_hold_out_is_one_line(tmp_path):
     with rasterio.open(NC_IMAGE) as ds:  # two pixels side by side: one spatial block
         xy = [ds.xy(100, 100), ds.xy(100, 101)]
     write_points(tmp_path / "p.gpkg", xy, [1, 1], epsg=32119)
-    extract_patches([PatchSource(NC_IMAGE, 8)], tmp_path / "p.gpkg", [tmp_path / "x.tif"], "cls",
-                    labels_output=tmp_path / "y.tif")
+    extract_patches(
+        [PatchSource(NC_IMAGE, 8)], tmp_path / "p.gpkg", [tmp_path / "x.tif"], "cls", labels_output=tmp_path / "y.tif"
+    )
     data = TrainingSet([tmp_path / "x.tif"], tmp_path / "y.tif", "training")
     try:
         with pytest.raises(InputError, match="too few to hold out whole polygons"):
@@ -175,6 +187,6 @@ def test_labels_alone_are_the_labels_of_a_full_read():
         assert np.array_equal(data.read_labels(indices), labels[::-1])
         with rasterio.open(folder / "amsterdam_labels_A_24.tif") as src:  # patches stacked down the image
             whole = src.read(1)
-        assert np.array_equal(labels[0], whole[23 * 64:24 * 64])
+        assert np.array_equal(labels[0], whole[23 * 64 : 24 * 64])
     finally:
         data.close()

@@ -16,8 +16,12 @@ from otbtf_plugin import classifiers
 from otbtf_plugin.classifiers import Decisions
 
 TREE_MODELS = ("rf", "dt", "boost", "gbt")
-SMALL = {"rf": "n_estimators=20;max_depth=5", "dt": "max_depth=7", "boost": "n_estimators=30",
-         "gbt": "max_iter=10;max_depth=3"}  # few thresholds: a dense table of cells
+SMALL = {
+    "rf": "n_estimators=20;max_depth=5",
+    "dt": "max_depth=7",
+    "boost": "n_estimators=30",
+    "gbt": "max_iter=10;max_depth=3",
+}  # few thresholds: a dense table of cells
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +137,9 @@ def test_the_forest_probability_loop_is_predict_proba(pixels):
     forest = fitted("rf", pixels, "n_estimators=30")
     table = pixels[0][::7]
     assert np.array_equal(classifiers.probability_function(forest)(table), forest.predict_proba(table))
-    assert np.array_equal(classifiers.probability_function(forest)(table.astype(np.float64)),
-                          forest.predict_proba(table))
+    assert np.array_equal(
+        classifiers.probability_function(forest)(table.astype(np.float64)), forest.predict_proba(table)
+    )
 
 
 def test_models_without_cells(pixels):

@@ -69,7 +69,8 @@ def test_warnings_name_the_classes_that_cannot_be_assessed():
     split = hold_out_groups(codes, groups, 0.5, seed=0, names={2: "crop", 3: "water"})
     assert split.warnings == [
         "class crop: one polygon held out; its scores rest on that area alone (give more polygons of that class)",
-        "class water comes from one polygon only: none of it is held out, the report cannot assess that class"]
+        "class water comes from one polygon only: none of it is held out, the report cannot assess that class",
+    ]
     assert split.describe({3: "water"})[-1] == "water: 1 group(s) for training, 0 held out"
     with pytest.raises(InputError, match="VALIDATION=1: give the share"):
         hold_out_groups(codes, groups, 1, 0)
@@ -115,8 +116,10 @@ def test_many_classes_of_one_polygon_make_one_line_not_one_each():
     groups = np.repeat(np.arange(300), 4)  # one polygon per class
     split = hold_out_groups(codes, groups, 0.2, 0)
     assert len(split.warnings) == 1
-    assert split.warnings[0].startswith("classes 0, 1, 2, 3, 4, 5, 6, 7 and 292 more each come from one polygon "
-                                        "only: none of them is held out")
+    assert split.warnings[0].startswith(
+        "classes 0, 1, 2, 3, 4, 5, 6, 7 and 292 more each come from one polygon only: none of them is held out"
+    )
     single = hold_out_groups(np.array([1, 1, 2, 2, 2, 2]), np.array([1, 1, 2, 3, 4, 5]), 0.3, 0, {1: "water"})
-    assert single.warnings[0] == ("class water comes from one polygon only: none of it is held out, the report "
-                                  "cannot assess that class")
+    assert single.warnings[0] == (
+        "class water comes from one polygon only: none of it is held out, the report cannot assess that class"
+    )

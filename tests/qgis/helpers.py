@@ -26,5 +26,10 @@ def qgis_process_env(config_root: Path) -> dict:
 
 
 def run_qgis_process(config_root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([qgis_process_binary(), *args], capture_output=True, text=True,
-                          env=qgis_process_env(config_root), timeout=timeout)
+    return subprocess.run(
+        [qgis_process_binary(), *args],
+        capture_output=True,
+        text=True,
+        env=qgis_process_env(config_root),
+        timeout=timeout,
+    )

@@ -43,13 +43,17 @@ def test_the_engine_is_loaded_once_under_one_name(plugin_path, unload_after):
 
 
 def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
-        plugin_path, qgis_iface, monkeypatch, unload_after):
+    plugin_path, qgis_iface, monkeypatch, unload_after
+):
     menu = start_desktop(monkeypatch, qgis_iface)
     provider = registry().providerById("otbtf")
     assert provider is not None and provider.name() == "OTBTF"
     assert registry().algorithmById(ALGORITHM) is not None
     assert sorted(action.text() for name, action in menu if name == "&otbtf") == [
-        "Apply a model to a layer…", "Install dependencies…", "Open the documentation"]
+        "Apply a model to a layer…",
+        "Install dependencies…",
+        "Open the documentation",
+    ]
     assert [action.text() for name, action in menu if name == "toolbar"] == ["Apply a model to a layer…"]
 
     assert qgis.utils.unloadPlugin(PLUGIN)
@@ -77,7 +81,8 @@ def test_headless_start_without_iface(plugin_path, monkeypatch, unload_after):
 
 
 def test_missing_tensorflow_gives_a_message_and_an_install_button(
-        plugin_path, qgis_iface, monkeypatch, tmp_path, unload_after):
+    plugin_path, qgis_iface, monkeypatch, tmp_path, unload_after
+):
     assert qgis.utils.loadPlugin(PLUGIN)
     installer = importlib.import_module(f"{PLUGIN}.plugin.installer")
     packages = importlib.import_module("otbtf_plugin.packages")
@@ -93,8 +98,7 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
 
     texts = [item.text() for item in bar.items()]
     assert any("TensorFlow is not installed" in text for text in texts), texts
-    buttons = [b for item in bar.items() for b in item.findChildren(QPushButton)
-               if b.text() == "Install dependencies"]
+    buttons = [b for item in bar.items() for b in item.findChildren(QPushButton) if b.text() == "Install dependencies"]
     assert len(buttons) == 1
     # The algorithms that do not need TensorFlow still work.
     assert registry().algorithmById(ALGORITHM) is not None

@@ -13,9 +13,15 @@ pytestmark = pytest.mark.usefixtures("provider_loaded")
 
 def test_polygon_class_statistics(tmp_path):
     out = tmp_path / "stats.csv"
-    result = processing.run("otbtf:polygonclassstatistics", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "OUTPUT": str(out),
-    })
+    result = processing.run(
+        "otbtf:polygonclassstatistics",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "OUTPUT": str(out),
+        },
+    )
     assert result["COUNTS"] == OTB_COUNTS
     assert result["OUTSIDE"] == 0
     assert result["FEATURE_COUNTS"] == {"1": 212, "2": 192, "3": 198, "4": 81}
@@ -28,27 +34,46 @@ def test_memory_layer_and_points(tmp_path):
     layer = QgsVectorLayer(str(POINTS), "points", "ogr")
     memory = layer.materialize(QgsFeatureRequest())
     assert memory.providerType() == "memory"
-    result = processing.run("otbtf:polygonclassstatistics", {
-        "INPUT": str(RGB), "VECTOR": memory, "FIELD": "name", "OUTPUT": str(tmp_path / "p.csv"),
-    })
+    result = processing.run(
+        "otbtf:polygonclassstatistics",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": memory,
+            "FIELD": "name",
+            "OUTPUT": str(tmp_path / "p.csv"),
+        },
+    )
     assert result["COUNTS"] == {"crop": 1, "developed": 1, "tree": 2, "water": 2}
 
 
 def test_bad_field_is_a_clear_error_and_leaves_no_output(tmp_path):
     out = tmp_path / "stats.csv"
     with pytest.raises(QgsProcessingException, match="no field 'nope'; its fields: name"):
-        processing.run("otbtf:polygonclassstatistics", {
-            "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "nope", "OUTPUT": str(out),
-        })
+        processing.run(
+            "otbtf:polygonclassstatistics",
+            {
+                "INPUT": str(RGB),
+                "VECTOR": str(POLYGONS),
+                "FIELD": "nope",
+                "OUTPUT": str(out),
+            },
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sample_selection_smallest_periodic(tmp_path):
     out = tmp_path / "samples.gpkg"
-    result = processing.run("otbtf:sampleselection", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
-        "STRATEGY": 0, "SAMPLER": 0, "OUTPUT": str(out),
-    })
+    result = processing.run(
+        "otbtf:sampleselection",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "STRATEGY": 0,
+            "SAMPLER": 0,
+            "OUTPUT": str(out),
+        },
+    )
     assert result["COUNTS"] == dict.fromkeys(OTB_COUNTS, 81)
     assert result["AVAILABLE"] == OTB_COUNTS
     assert result["CLASS_CODES"] == {"crop": 1, "developed": 2, "tree": 3, "water": 4}
@@ -66,32 +91,61 @@ def test_sample_selection_smallest_periodic(tmp_path):
 
 def test_sample_selection_engine_error_reaches_the_user(tmp_path):
     with pytest.raises(QgsProcessingException, match=r"for 50 %, use 0.5"):
-        processing.run("otbtf:sampleselection", {
-            "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
-            "STRATEGY": 2, "STRATEGY_VALUE": 50, "OUTPUT": str(tmp_path / "s.gpkg"),
-        })
+        processing.run(
+            "otbtf:sampleselection",
+            {
+                "INPUT": str(RGB),
+                "VECTOR": str(POLYGONS),
+                "FIELD": "name",
+                "STRATEGY": 2,
+                "STRATEGY_VALUE": 50,
+                "OUTPUT": str(tmp_path / "s.gpkg"),
+            },
+        )
     assert not (tmp_path / "s.gpkg").exists()
 
 
 def test_sample_selection_random_total_to_memory():
-    result = processing.run("otbtf:sampleselection", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name",
-        "STRATEGY": 3, "STRATEGY_VALUE": 300, "SAMPLER": 1, "SEED": 5, "OUTPUT": "memory:",
-    })
+    result = processing.run(
+        "otbtf:sampleselection",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "STRATEGY": 3,
+            "STRATEGY_VALUE": 300,
+            "SAMPLER": 1,
+            "SEED": 5,
+            "OUTPUT": "memory:",
+        },
+    )
     assert result["COUNTS"] == {"crop": 84, "developed": 36, "tree": 87, "water": 93}
     assert result["OUTPUT"].featureCount() == 300
 
 
 def test_patches_extraction_chain_from_sample_selection(tmp_path):
     """The toolbox chain: sample selection, then patches extraction from its output."""
-    samples = processing.run("otbtf:sampleselection", {
-        "INPUT": str(RGB), "VECTOR": str(POLYGONS), "FIELD": "name", "OUTPUT": str(tmp_path / "s.gpkg"),
-    })["OUTPUT"]
-    result = processing.run("otbtf:patchesextraction", {
-        "SOURCE1": str(RGB), "PATCH_SIZE1": 16, "VECTOR": samples, "FIELD": "name",
-        "OUTPUT1": str(tmp_path / "patches.tif"), "OUTPUT_LABELS": str(tmp_path / "labels.tif"),
-        "OUTPUT_POINTS": str(tmp_path / "kept.gpkg"),
-    })
+    samples = processing.run(
+        "otbtf:sampleselection",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(POLYGONS),
+            "FIELD": "name",
+            "OUTPUT": str(tmp_path / "s.gpkg"),
+        },
+    )["OUTPUT"]
+    result = processing.run(
+        "otbtf:patchesextraction",
+        {
+            "SOURCE1": str(RGB),
+            "PATCH_SIZE1": 16,
+            "VECTOR": samples,
+            "FIELD": "name",
+            "OUTPUT1": str(tmp_path / "patches.tif"),
+            "OUTPUT_LABELS": str(tmp_path / "labels.tif"),
+            "OUTPUT_POINTS": str(tmp_path / "kept.gpkg"),
+        },
+    )
     assert result["ACCEPTED"] == 4 * 81 and result["REJECTED"] == {}
     assert result["CLASS_CODES"] == {"crop": 1, "developed": 2, "tree": 3, "water": 4}
     patches = QgsRasterLayer(result["OUTPUT1"], "patches")
@@ -104,27 +158,47 @@ def test_patches_extraction_chain_from_sample_selection(tmp_path):
 
 
 def test_patches_extraction_without_field_and_bad_points(tmp_path):
-    result = processing.run("otbtf:patchesextraction", {
-        "SOURCE1": str(RGB), "PATCH_SIZE1": 8, "VECTOR": str(POINTS),
-        "OUTPUT1": str(tmp_path / "p.tif"),
-    })
+    result = processing.run(
+        "otbtf:patchesextraction",
+        {
+            "SOURCE1": str(RGB),
+            "PATCH_SIZE1": 8,
+            "VECTOR": str(POINTS),
+            "OUTPUT1": str(tmp_path / "p.tif"),
+        },
+    )
     assert result["ACCEPTED"] == 6 and "OUTPUT_LABELS" not in result
     with pytest.raises(QgsProcessingException, match="larger than the raster"):
-        processing.run("otbtf:patchesextraction", {
-            "SOURCE1": str(RGB), "PATCH_SIZE1": 5000, "VECTOR": str(POINTS),
-            "OUTPUT1": str(tmp_path / "q.tif"),
-        })
+        processing.run(
+            "otbtf:patchesextraction",
+            {
+                "SOURCE1": str(RGB),
+                "PATCH_SIZE1": 5000,
+                "VECTOR": str(POINTS),
+                "OUTPUT1": str(tmp_path / "q.tif"),
+            },
+        )
     assert not (tmp_path / "q.tif").exists()
 
 
 def test_patches_selection_sets(tmp_path):
     b2 = RGB.parent / "LC08_224077_20200518_B2_30m_crop.tif"
-    result = processing.run("otbtf:patchesselection", {
-        "INPUT": str(b2), "PATCH_SIZE": 32, "GRID_STEP": 32, "STRATEGY": 0, "CELL": 1,
-        "TRAIN_FRACTION": 0.6, "VALID_FRACTION": 0.2, "TEST_FRACTION": 0.2,
-        "OUTPUT_TRAIN": str(tmp_path / "train.gpkg"), "OUTPUT_VALID": str(tmp_path / "valid.gpkg"),
-        "OUTPUT_TEST": str(tmp_path / "test.gpkg"),
-    })
+    result = processing.run(
+        "otbtf:patchesselection",
+        {
+            "INPUT": str(b2),
+            "PATCH_SIZE": 32,
+            "GRID_STEP": 32,
+            "STRATEGY": 0,
+            "CELL": 1,
+            "TRAIN_FRACTION": 0.6,
+            "VALID_FRACTION": 0.2,
+            "TEST_FRACTION": 0.2,
+            "OUTPUT_TRAIN": str(tmp_path / "train.gpkg"),
+            "OUTPUT_VALID": str(tmp_path / "valid.gpkg"),
+            "OUTPUT_TEST": str(tmp_path / "test.gpkg"),
+        },
+    )
     assert result["COUNTS"] == {"train": 86, "valid": 29, "test": 29}
     for name, n in result["COUNTS"].items():
         layer = QgsVectorLayer(result[f"OUTPUT_{name.upper()}"], name, "ogr")
@@ -142,11 +216,18 @@ def test_the_example_graphical_model_runs(tmp_path):
     assert model.fromFile(str(ROOT / "resources" / "models" / "sampling_and_patches.model3"))
     ok, errors = model.validate()
     assert ok, errors
-    result = processing.run(model, {
-        "image": str(RGB), "ground_truth": str(POLYGONS), "class_field": "name", "patch_size": 16,
-        "select:samples": str(tmp_path / "samples.gpkg"),
-        "extract:patches": str(tmp_path / "patches.tif"), "extract:labels": str(tmp_path / "labels.tif"),
-    })
+    result = processing.run(
+        model,
+        {
+            "image": str(RGB),
+            "ground_truth": str(POLYGONS),
+            "class_field": "name",
+            "patch_size": 16,
+            "select:samples": str(tmp_path / "samples.gpkg"),
+            "extract:patches": str(tmp_path / "patches.tif"),
+            "extract:labels": str(tmp_path / "labels.tif"),
+        },
+    )
     patches = QgsRasterLayer(result["extract:patches"], "patches")
     assert (patches.width(), patches.height()) == (16, 16 * 4 * 81)
     assert QgsVectorLayer(result["select:samples"], "s", "ogr").featureCount() == 4 * 81
@@ -162,13 +243,22 @@ def test_the_workflow_graphical_model_chains_training_and_serving(tmp_path):
     assert model.fromFile(str(ROOT / "resources" / "models" / "workflow.model3"))
     ok, errors = model.validate()
     assert ok, errors
-    result = processing.run(model, {
-        "image": str(RGB), "ground_truth": str(POLYGONS), "class_field": "name", "patch_size": 16, "epochs": 2,
-        "select:samples": str(tmp_path / "samples.gpkg"),
-        "extract:patches": str(tmp_path / "patches.tif"), "extract:labels": str(tmp_path / "labels.tif"),
-        "train:model": str(tmp_path / "model"), "train:report": str(tmp_path / "report.html"),
-        "serve:classes": str(tmp_path / "classes.tif"),
-    })
+    result = processing.run(
+        model,
+        {
+            "image": str(RGB),
+            "ground_truth": str(POLYGONS),
+            "class_field": "name",
+            "patch_size": 16,
+            "epochs": 2,
+            "select:samples": str(tmp_path / "samples.gpkg"),
+            "extract:patches": str(tmp_path / "patches.tif"),
+            "extract:labels": str(tmp_path / "labels.tif"),
+            "train:model": str(tmp_path / "model"),
+            "train:report": str(tmp_path / "report.html"),
+            "serve:classes": str(tmp_path / "classes.tif"),
+        },
+    )
     classes = QgsRasterLayer(result["serve:classes"], "classes")
     assert classes.isValid() and (classes.width(), classes.height()) == (800 - 15, 1140 - 15)
     assert classes.renderer().type() == "paletted"  # styled with the class names
@@ -193,8 +283,11 @@ def test_every_algorithm_dialog_opens_and_reports_go_to_the_results_viewer(qgis_
         assert "Example" in algorithm.shortHelpString() or "e.g." in algorithm.shortHelpString(), algorithm.id()
         dialog.close()
         dialog.deleteLater()
-    for algorithm_id in ("otbtf:tensorflowmodeltrain", "otbtf:trainclassifierfromdeepfeatures",
-                         "otbtf:trainvectorclassifier"):
+    for algorithm_id in (
+        "otbtf:tensorflowmodeltrain",
+        "otbtf:trainclassifierfromdeepfeatures",
+        "otbtf:trainvectorclassifier",
+    ):
         algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
         assert algorithm.outputDefinition("OUTPUT_REPORT").type() == "outputHtml"
 
@@ -241,8 +334,14 @@ def test_warnings_reach_qgis_as_warnings(tmp_path):
 
     with rasterio.open(RGB) as src:
         left, top, wkt = src.bounds.left, src.bounds.top, src.crs.to_wkt()
-    frame = geopandas.GeoDataFrame({"name": ["water", "crop"]}, crs=wkt, geometry=[
-        box(left + 3000, top - 6000, left + 6000, top - 3000), box(left + 4500, top - 7500, left + 7500, top - 4500)])
+    frame = geopandas.GeoDataFrame(
+        {"name": ["water", "crop"]},
+        crs=wkt,
+        geometry=[
+            box(left + 3000, top - 6000, left + 6000, top - 3000),
+            box(left + 4500, top - 7500, left + 7500, top - 4500),
+        ],
+    )
     frame.to_file(tmp_path / "overlap.gpkg", driver="GPKG")
 
     class Feedback(QgsProcessingFeedback):
@@ -257,7 +356,15 @@ def test_warnings_reach_qgis_as_warnings(tmp_path):
             self.infos.append(info)
 
     feedback = Feedback()
-    processing.run("otbtf:sampleselection", {"INPUT": str(RGB), "VECTOR": str(tmp_path / "overlap.gpkg"),
-                                             "FIELD": "name", "OUTPUT": str(tmp_path / "s.gpkg")}, feedback=feedback)
+    processing.run(
+        "otbtf:sampleselection",
+        {
+            "INPUT": str(RGB),
+            "VECTOR": str(tmp_path / "overlap.gpkg"),
+            "FIELD": "name",
+            "OUTPUT": str(tmp_path / "s.gpkg"),
+        },
+        feedback=feedback,
+    )
     assert [w for w in feedback.warnings if "lie in polygons of different classes (crop and water" in w]
     assert not [i for i in feedback.infos if "polygons of different classes" in i]

@@ -25,10 +25,18 @@ def test_list_shows_the_provider(installed_profile):
     out = run_qgis_process(installed_profile, "list")
     assert out.returncode == 0, out.stderr
     assert "OTBTF" in out.stdout
-    for algorithm in ("otbtf:polygonclassstatistics", "otbtf:sampleselection", "otbtf:patchesselection",
-                      "otbtf:patchesextraction", "otbtf:tensorflowmodeltrain", "otbtf:tensorflowmodelserve",
-                      "otbtf:trainclassifierfromdeepfeatures", "otbtf:imageclassifierfromdeepfeatures",
-                      "otbtf:sampleextractionfromdeepfeatures", "otbtf:trainvectorclassifier"):
+    for algorithm in (
+        "otbtf:polygonclassstatistics",
+        "otbtf:sampleselection",
+        "otbtf:patchesselection",
+        "otbtf:patchesextraction",
+        "otbtf:tensorflowmodeltrain",
+        "otbtf:tensorflowmodelserve",
+        "otbtf:trainclassifierfromdeepfeatures",
+        "otbtf:imageclassifierfromdeepfeatures",
+        "otbtf:sampleextractionfromdeepfeatures",
+        "otbtf:trainvectorclassifier",
+    ):
         assert algorithm in out.stdout
 
 
@@ -40,9 +48,16 @@ def test_help_describes_the_algorithm(installed_profile):
 
 
 def test_run_gives_the_counts(installed_profile, tmp_path):
-    out = run_qgis_process(installed_profile, "run", "otbtf:polygonclassstatistics", "--json",
-                           f"--INPUT={RGB}", f"--VECTOR={POLYGONS}", "--FIELD=name",
-                           f"--OUTPUT={tmp_path / 'stats.csv'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:polygonclassstatistics",
+        "--json",
+        f"--INPUT={RGB}",
+        f"--VECTOR={POLYGONS}",
+        "--FIELD=name",
+        f"--OUTPUT={tmp_path / 'stats.csv'}",
+    )
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)["results"]
     assert results["COUNTS"] == OTB_COUNTS
@@ -64,20 +79,44 @@ def test_the_zip_installs_in_a_fresh_profile(tmp_path):
 
 def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_path):
     model = ROOT / "resources" / "models" / "sampling_and_patches.model3"
-    out = run_qgis_process(installed_profile, "run", str(model), "--json", f"--image={RGB}",
-                           f"--ground_truth={POLYGONS}", "--class_field=name", "--patch_size=8",
-                           f"--select:samples={tmp_path / 's.gpkg'}", f"--extract:patches={tmp_path / 'p.tif'}",
-                           f"--extract:labels={tmp_path / 'y.tif'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        str(model),
+        "--json",
+        f"--image={RGB}",
+        f"--ground_truth={POLYGONS}",
+        "--class_field=name",
+        "--patch_size=8",
+        f"--select:samples={tmp_path / 's.gpkg'}",
+        f"--extract:patches={tmp_path / 'p.tif'}",
+        f"--extract:labels={tmp_path / 'y.tif'}",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "p.tif").is_file() and (tmp_path / "y.tif").is_file()
-    out = run_qgis_process(installed_profile, "run", "otbtf:patchesextraction", "--json", f"--SOURCE1={RGB}",
-                           "--PATCH_SIZE1=16", f"--VECTOR={tmp_path / 's.gpkg'}", "--FIELD=name",
-                           f"--OUTPUT1={tmp_path / 'p16.tif'}", f"--OUTPUT_LABELS={tmp_path / 'y16.tif'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:patchesextraction",
+        "--json",
+        f"--SOURCE1={RGB}",
+        "--PATCH_SIZE1=16",
+        f"--VECTOR={tmp_path / 's.gpkg'}",
+        "--FIELD=name",
+        f"--OUTPUT1={tmp_path / 'p16.tif'}",
+        f"--OUTPUT_LABELS={tmp_path / 'y16.tif'}",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"]["ACCEPTED"] == 4 * 81
     # Training without OUTPUT_REPORT (optional, as in the toolbox); a value out of range says the range.
-    train = ("run", "otbtf:tensorflowmodeltrain", "--json", f"--TRAIN_PATCHES1={tmp_path / 'p16.tif'}",
-             f"--TRAIN_LABELS={tmp_path / 'y16.tif'}", f"--OUTPUT_MODEL={tmp_path / 'model'}")
+    train = (
+        "run",
+        "otbtf:tensorflowmodeltrain",
+        "--json",
+        f"--TRAIN_PATCHES1={tmp_path / 'p16.tif'}",
+        f"--TRAIN_LABELS={tmp_path / 'y16.tif'}",
+        f"--OUTPUT_MODEL={tmp_path / 'model'}",
+    )
     out = run_qgis_process(installed_profile, *train, "--EPOCHS=0")
     assert out.returncode != 0
     assert "EPOCHS = 0 is not accepted: give a whole number, at least 1" in out.stdout + out.stderr
@@ -89,9 +128,16 @@ def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_pat
 def test_serve_a_model_from_the_command_line(installed_profile, tmp_path):
     saved(fcn(bands=1, kernels=(5, 1), filters=(4, 1)), tmp_path / "fcn.keras")
     b2 = ROOT / "data" / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
-    out = run_qgis_process(installed_profile, "run", "otbtf:tensorflowmodelserve", "--json", f"--SOURCE1={b2}",
-                           f"--MODEL={tmp_path / 'fcn.keras'}", "--FULLYCONV=true",
-                           f"--OUTPUT={tmp_path / 'served.tif'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:tensorflowmodelserve",
+        "--json",
+        f"--SOURCE1={b2}",
+        f"--MODEL={tmp_path / 'fcn.keras'}",
+        "--FULLYCONV=true",
+        f"--OUTPUT={tmp_path / 'served.tif'}",
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     results = json.loads(out.stdout)["results"]
     assert (results["MODE"], results["EFIELD"] > 0, results["SPCSCALE"]) == ("regions", True, 1)
@@ -114,9 +160,20 @@ def test_sigterm_stops_a_run_and_leaves_nothing(installed_profile, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     process = subprocess.Popen(
-        [qgis_process_binary(), "run", "otbtf:tensorflowmodelserve", f"--SOURCE1={RGB}",
-         f"--MODEL={tmp_path / 'patch.keras'}", "--TILE_SIZE=32", f"--OUTPUT={out / 'served.tif'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qgis_process_env(installed_profile))
+        [
+            qgis_process_binary(),
+            "run",
+            "otbtf:tensorflowmodelserve",
+            f"--SOURCE1={RGB}",
+            f"--MODEL={tmp_path / 'patch.keras'}",
+            "--TILE_SIZE=32",
+            f"--OUTPUT={out / 'served.tif'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=qgis_process_env(installed_profile),
+    )
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".served.partial-") for p in out.iterdir()):
         assert process.poll() is None, process.communicate()
@@ -137,8 +194,15 @@ def test_an_output_equal_to_an_input_is_refused_by_qgis_process(installed_profil
 
     shutil.copy(POLYGONS, tmp_path / "truth.gpkg")
     before = snapshot(tmp_path / "truth.gpkg")
-    out = run_qgis_process(installed_profile, "run", "otbtf:sampleselection", f"--INPUT={RGB}",
-                           f"--VECTOR={tmp_path / 'truth.gpkg'}", "--FIELD=name", f"--OUTPUT={tmp_path / 'truth.gpkg'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:sampleselection",
+        f"--INPUT={RGB}",
+        f"--VECTOR={tmp_path / 'truth.gpkg'}",
+        "--FIELD=name",
+        f"--OUTPUT={tmp_path / 'truth.gpkg'}",
+    )
     assert out.returncode != 0
     assert "OUTPUT" in out.stdout + out.stderr and "is the same file as the input VECTOR" in out.stdout + out.stderr
     assert snapshot(tmp_path / "truth.gpkg") == before
@@ -150,8 +214,16 @@ def test_serve_an_onnx_model_from_the_command_line(installed_profile, tmp_path):
     onnx_models = pytest.importorskip("onnx_models")
     model = onnx_models.save(onnx_models.conv_model(bands=1, kernel=5), tmp_path / "conv.onnx")
     b2 = ROOT / "data" / "landsat8" / "LC08_224077_20200518_B2_30m_crop.tif"
-    out = run_qgis_process(installed_profile, "run", "otbtf:tensorflowmodelserve", "--json", f"--SOURCE1={b2}",
-                           f"--MODEL={model}", "--FULLYCONV=true", f"--OUTPUT={tmp_path / 'served.tif'}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:tensorflowmodelserve",
+        "--json",
+        f"--SOURCE1={b2}",
+        f"--MODEL={model}",
+        "--FULLYCONV=true",
+        f"--OUTPUT={tmp_path / 'served.tif'}",
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert json.loads(out.stdout)["results"]["MODE"] == "regions"
     from osgeo import gdal
@@ -165,8 +237,15 @@ def test_a_name_too_long_for_the_file_system_is_one_line(installed_profile, tmp_
     """Names at or over NAME_MAX (or too long for the temporary beside them) used to abort
     qgis_process (rc 134, an OSError in checkParameterValues) or fail after the work."""
     output = tmp_path / ("s" * (length - 4) + ".csv")
-    out = run_qgis_process(installed_profile, "run", "otbtf:polygonclassstatistics",
-                           f"--INPUT={RGB}", f"--VECTOR={POLYGONS}", "--FIELD=name", f"--OUTPUT={output}")
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:polygonclassstatistics",
+        f"--INPUT={RGB}",
+        f"--VECTOR={POLYGONS}",
+        "--FIELD=name",
+        f"--OUTPUT={output}",
+    )
     assert out.returncode == 1, (out.returncode, out.stderr)
     assert f"is {length} characters long" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr + out.stdout

@@ -29,9 +29,16 @@ def plugin_module(name):
 def fcn(tmp_path_factory):
     """A fully-convolutional model folder with otbtf metadata (receptive field 5)."""
     model = models.fcn(bands=1, kernels=(3, 3), filters=(4, 2), seed=0, name="x1")
-    return models.model_folder(model, tmp_path_factory.mktemp("fcn") / "model", {
-        "inputs": [{"name": "x1", "rfield": 5}], "efield": 1, "scale": 1,
-        "classes": [{"code": 1, "name": "water"}, {"code": 2, "name": "land"}]})
+    return models.model_folder(
+        model,
+        tmp_path_factory.mktemp("fcn") / "model",
+        {
+            "inputs": [{"name": "x1", "rfield": 5}],
+            "efield": 1,
+            "scale": 1,
+            "classes": [{"code": 1, "name": "water"}, {"code": 2, "name": "land"}],
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +73,18 @@ def test_the_dialog_reads_the_model_geometry(fcn, tmp_path):
     try:
         dialog = dialogs.ApplyModelDialog()
         dialog.model.setFilePath(str(fcn))
-        assert dialog.geometry.text() == ("Receptive field x1: 5 px; expression field 1 px; scale 1. "
-                                          "Classes: water, land.")
+        assert dialog.geometry.text() == (
+            "Receptive field x1: 5 px; expression field 1 px; scale 1. Classes: water, land."
+        )
         dialog.output.setFilePath(str(tmp_path / "out.tif"))
         dialog.fully_conv.setChecked(True)
-        assert dialog.parameters() == {"SOURCE1": str(B2_30), "MODEL": str(fcn), "OUTPUT_NAMES": "",
-                                       "FULLYCONV": True, "OUTPUT": str(tmp_path / "out.tif")}
+        assert dialog.parameters() == {
+            "SOURCE1": str(B2_30),
+            "MODEL": str(fcn),
+            "OUTPUT_NAMES": "",
+            "FULLYCONV": True,
+            "OUTPUT": str(tmp_path / "out.tif"),
+        }
         dialog.model.setFilePath(str(tmp_path))
         assert "is not a model" in dialog.geometry.text()
     finally:
@@ -81,23 +94,33 @@ def test_the_dialog_reads_the_model_geometry(fcn, tmp_path):
 def test_task_progress_reaches_100_and_the_result_is_the_engine_s(fcn, tmp_path):
     dialogs = plugin_module("apply_model")
     done, progress = [], []
-    task = dialogs.ServeTask({"SOURCE1": str(B2_30), "MODEL": str(fcn), "FULLYCONV": True, "TILE_SIZE": 64,
-                              "OUTPUT": str(tmp_path / "out.tif")}, lambda ok, results, log: done.append((ok, results)))
+    task = dialogs.ServeTask(
+        {
+            "SOURCE1": str(B2_30),
+            "MODEL": str(fcn),
+            "FULLYCONV": True,
+            "TILE_SIZE": 64,
+            "OUTPUT": str(tmp_path / "out.tif"),
+        },
+        lambda ok, results, log: done.append((ok, results)),
+    )
     task.progressChanged.connect(progress.append)
     assert wait_for(start(task)) == "complete"
     assert done and done[0][0] and done[0][1]["TILES"] == 7 * 7  # 396 x 396 px in 64 px tiles
     assert progress[-1] == 100 and progress == sorted(progress) and len(progress) > 5
     engine = __import__("otbtf_plugin.serving", fromlist=["serve"])
-    reference = engine.serve([engine.ServeSource(B2_30)], fcn, tmp_path / "reference.tif",
-                             engine.ServeOptions(fully_conv=True))
+    reference = engine.serve(
+        [engine.ServeSource(B2_30)], fcn, tmp_path / "reference.tif", engine.ServeOptions(fully_conv=True)
+    )
     with rasterio.open(tmp_path / "out.tif") as a, rasterio.open(reference.output) as b:
         assert np.array_equal(a.read(), b.read())
 
 
 def test_cancel_ends_the_task_and_leaves_nothing(patch16, tmp_path):
     dialogs = plugin_module("apply_model")
-    task = dialogs.ServeTask({"SOURCE1": str(RGB), "MODEL": str(patch16), "TILE_SIZE": 32,
-                              "OUTPUT": str(tmp_path / "out.tif")})
+    task = dialogs.ServeTask(
+        {"SOURCE1": str(RGB), "MODEL": str(patch16), "TILE_SIZE": 32, "OUTPUT": str(tmp_path / "out.tif")}
+    )
     progress = []
     task.progressChanged.connect(progress.append)
     ended = start(task)
@@ -115,8 +138,18 @@ def test_cancel_ends_the_task_and_leaves_nothing(patch16, tmp_path):
 
 def test_two_tasks_at_once(fcn, tmp_path):
     dialogs = plugin_module("apply_model")
-    tasks = [dialogs.ServeTask({"SOURCE1": str(B2_30), "MODEL": str(fcn), "FULLYCONV": True, "TILE_SIZE": 64,
-                                "OUTPUT": str(tmp_path / f"out{k}.tif")}) for k in (1, 2)]
+    tasks = [
+        dialogs.ServeTask(
+            {
+                "SOURCE1": str(B2_30),
+                "MODEL": str(fcn),
+                "FULLYCONV": True,
+                "TILE_SIZE": 64,
+                "OUTPUT": str(tmp_path / f"out{k}.tif"),
+            }
+        )
+        for k in (1, 2)
+    ]
     ended = [start(task) for task in tasks]
     assert [wait_for(e) for e in ended] == ["complete", "complete"]
     with rasterio.open(tmp_path / "out1.tif") as a, rasterio.open(tmp_path / "out2.tif") as b:
@@ -128,13 +161,13 @@ def test_the_dialog_shows_what_an_onnx_file_says(tmp_path):
     classes before anything runs; a SavedModel is picked by its saved_model.pb."""
     onnx_models = pytest.importorskip("onnx_models")
     dialogs = plugin_module("apply_model")
-    path = onnx_models.save(onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx",
-                            onnx_models.DEEPNESS)
+    path = onnx_models.save(
+        onnx_models.conv_model(out=4, pad=True, softmax=True, size=32), tmp_path / "seg.onnx", onnx_models.DEEPNESS
+    )
     dialog = dialogs.ApplyModelDialog()
     dialog.model.setFilePath(str(path))
     text = dialog.geometry.text()
-    for part in ("onnx model, NCHW", "x [?, 32, 32, 3]", "tiles of 32 px overlapping 25 %", "2 urban",
-                 "input x / 255"):
+    for part in ("onnx model, NCHW", "x [?, 32, 32, 3]", "tiles of 32 px overlapping 25 %", "2 urban", "input x / 255"):
         assert part in text, text
     assert dialog.parameters()["MODEL"] == str(path)
     folder = tmp_path / "ours"

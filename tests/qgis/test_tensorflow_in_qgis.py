@@ -65,7 +65,12 @@ def test_a_plain_import_tensorflow_in_qgis_desktop_does_not_abort_it(tmp_path):
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config))
     env.pop("PYTHONPATH", None)
     env.pop("QT_QPA_PLATFORM", None)
-    out = subprocess.run(["xvfb-run", "-a", "qgis", "--noversioncheck", "--nologo", "--code", str(code)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        ["xvfb-run", "-a", "qgis", "--noversioncheck", "--nologo", "--code", str(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert result.read_text() == "sum 3.0"
