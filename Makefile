@@ -6,6 +6,11 @@ PYVER = $(shell $(PY) -c 'import sys; print(f"python{sys.version_info.major}.{sy
 DEVDEPS = $(CURDIR)/.devdeps/$(PYVER)
 # Test tools come from .devdeps; everything else is what QGIS itself imports.
 RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
+# Test processes (pytest-xdist), a test file per process (its module fixtures built once): the
+# cores, at most 4 (each process may run TensorFlow on every core). `make test TEST_JOBS=1` runs
+# them one after the other.
+TEST_JOBS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+PYTEST = $(RUN) -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
 .PHONY: help setup test check test-engine test-qgis demo bench install package lint lint-only clean
 
@@ -30,14 +35,14 @@ test: setup
 # everything.
 check:
 	$(MAKE) --no-print-directory lint-only
-	$(RUN) -m pytest -p no:pytest_qgis -p no:cacheprovider -m "not slow" -q tests/engine
+	$(PYTEST) -p no:pytest_qgis -m "not slow" -q tests/engine
 
 # The engine runs without QGIS (as on a cluster worker): pytest-qgis stays off.
 test-engine:
-	$(RUN) -m pytest -p no:pytest_qgis -p no:cacheprovider tests/engine
+	$(PYTEST) -p no:pytest_qgis tests/engine
 
 test-qgis:
-	$(RUN) -m pytest -p no:cacheprovider tests/qgis
+	$(PYTEST) tests/qgis
 
 demo: setup
 	$(RUN) scripts/demo.py demo-output

@@ -207,11 +207,11 @@ def test_inputs_that_do_not_match(patches, tmp_path):
         train(TrainConfig([tp], ty, tmp_path / "m", valid_patches=[vp, vp], valid_labels=ty))
 
 
-def test_class_map_gets_a_paletted_style(trained, tmp_path):
+def test_class_map_gets_a_paletted_style(trained, tmp_path, strip):
     import xml.etree.ElementTree as ET
 
     _, _, out = trained
-    result = serve([ServeSource(RGB)], out / "model", tmp_path / "classes.tif", ServeOptions(output_names=["class"]))
+    result = serve([ServeSource(strip)], out / "model", tmp_path / "classes.tif", ServeOptions(output_names=["class"]))
     entries = ET.parse(result.style).getroot().findall(".//paletteEntry")
     assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
         ("1", "crop", "#e6c229"),
@@ -219,15 +219,17 @@ def test_class_map_gets_a_paletted_style(trained, tmp_path):
         ("3", "tree", "#1b7837"),
         ("4", "water", "#2c7fb8"),
     ]
-    probabilities = serve([ServeSource(RGB)], out / "model", tmp_path / "prob.tif", ServeOptions(output_names=["prob"]))
+    probabilities = serve(
+        [ServeSource(strip)], out / "model", tmp_path / "prob.tif", ServeOptions(output_names=["prob"])
+    )
     assert probabilities.style is None
 
 
-def test_a_classifier_serves_its_class_map_unless_told_otherwise(trained, tmp_path):
+def test_a_classifier_serves_its_class_map_unless_told_otherwise(trained, tmp_path, strip):
     _, _, out = trained
     log = Log()
-    default = serve([ServeSource(RGB)], out / "model", tmp_path / "default.tif", progress=log)
-    named = serve([ServeSource(RGB)], out / "model", tmp_path / "named.tif", ServeOptions(output_names=["class"]))
+    default = serve([ServeSource(strip)], out / "model", tmp_path / "default.tif", progress=log)
+    named = serve([ServeSource(strip)], out / "model", tmp_path / "named.tif", ServeOptions(output_names=["class"]))
     assert [o.name for o in default.plan.outputs] == ["class"] and default.style is not None
     with rasterio.open(tmp_path / "default.tif") as a, rasterio.open(tmp_path / "named.tif") as b:
         assert a.count == 1 and a.descriptions == ("class",) and np.array_equal(a.read(), b.read())
@@ -449,7 +451,7 @@ def test_a_model_folder_is_replaced_only_if_it_is_ours(patches, tmp_path):
     assert_untouched(before, project)
 
 
-def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatch):
+def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatch, strip):
     """The class map and its .qml are renamed together: a failure writing the style
     keeps the previous map and style byte for byte, and leaves no temporary."""
     from otbtf_plugin.serving import run as serving
@@ -457,7 +459,7 @@ def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatc
 
     _, _, out = trained
     target = tmp_path / "classes.tif"
-    serve([ServeSource(RGB)], out / "model", target, ServeOptions(output_names=["class"]))
+    serve([ServeSource(strip)], out / "model", target, ServeOptions(output_names=["class"]))
     before = snapshot(tmp_path)
     assert sorted(before) == ["classes.qml", "classes.tif"]
 
@@ -467,21 +469,21 @@ def test_a_failed_style_leaves_the_previous_output(trained, tmp_path, monkeypatc
 
     monkeypatch.setattr(serving, "write_class_style", broken_style)
     with pytest.raises(InputError, match=r"could not write .*classes.tif.*No space left on device"):
-        serve([ServeSource(RGB)], out / "model", target, ServeOptions(output_names=["class"]))
+        serve([ServeSource(strip)], out / "model", target, ServeOptions(output_names=["class"]))
     assert snapshot(tmp_path) == before
 
 
-def test_serving_8_bit_data_to_a_model_of_16_bit_data_warns(trained, tmp_path):
+def test_serving_8_bit_data_to_a_model_of_16_bit_data_warns(trained, tmp_path, strip):
     """The model folder keeps the training bands' statistics: values far from them are said."""
     _, _, out = trained
-    with rasterio.open(RGB) as src:
+    with rasterio.open(strip) as src:
         profile, data = src.profile, src.read()
     eight_bit = tmp_path / "rgb8.tif"
     with rasterio.open(eight_bit, "w", **(profile | {"dtype": "uint8"})) as dst:
         dst.write(np.clip(data / 64, 0, 255).astype("uint8"))
 
     same, other = Log(), Log()
-    serve([ServeSource(RGB)], out / "model", tmp_path / "a.tif", ServeOptions(output_names=["class"]), same)
+    serve([ServeSource(strip)], out / "model", tmp_path / "a.tif", ServeOptions(output_names=["class"]), same)
     serve([ServeSource(eight_bit)], out / "model", tmp_path / "b.tif", ServeOptions(output_names=["class"]), other)
     assert not [line for line in same.lines if line.startswith("warning")]
     warnings = [line for line in other.lines if line.startswith("warning")]
