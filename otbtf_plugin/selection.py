@@ -1,6 +1,6 @@
 """Sample selection: choose, per class, which covered pixels become samples.
 
-Two streamed passes over the raster (see :class:`~otbtf_plugin.sampling.PixelScan`):
+Two streamed passes over the raster (see :class:`~otbtf_plugin.class_statistics.PixelScan`):
 the first counts the valid pixels of each class, the second keeps those whose
 rank within their class was chosen. Memory holds the chosen samples only.
 
@@ -29,10 +29,10 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from .class_statistics import BLOCK_PX, ClassStatistics, PixelScan, open_inputs, statistics_from
 from .errors import InputError
 from .progress import NullProgress, Progress, ScaledProgress, warn
 from .raster import crs_wkt
-from .sampling import BLOCK_PX, ClassStatistics, PixelScan, _open_inputs, _statistics_from
 from .vector import write_points
 
 Strategy = Literal["smallest", "constant", "percent", "total", "all"]
@@ -257,9 +257,9 @@ def sample_selection(
     progress = progress or NullProgress()
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r}; use one of: {', '.join(SAMPLERS)}")
-    with _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:
+    with open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:
         canonical = _CanonicalRanks(scan, ScaledProgress(progress, 0.0, 0.5))
-        stats = _statistics_from(scan, field_name, canonical.per_feature, progress)
+        stats = statistics_from(scan, field_name, canonical.per_feature, progress)
         wanted, warnings = requested_counts(stats.counts, strategy, value, stats.class_names)
         for warning in warnings:
             warn(progress, warning)

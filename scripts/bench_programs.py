@@ -20,15 +20,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def class_statistics(image: str, vector: str) -> None:
-    from otbtf_plugin.sampling import class_statistics as statistics
+    from otbtf_plugin.class_statistics import class_statistics as statistics
 
     print(json.dumps(statistics(image, vector, "name").by_class()))
 
 
 def sampling_pipeline(image: str, vector: str, out: str, patch: int) -> None:
     """Class statistics, selection of every sample and extraction, as OTB's three applications."""
+    from otbtf_plugin.class_statistics import class_statistics as statistics
     from otbtf_plugin.extraction import PatchSource, extract_patches
-    from otbtf_plugin.sampling import class_statistics as statistics
     from otbtf_plugin.selection import sample_selection
 
     statistics(image, vector, "name")

@@ -2,7 +2,7 @@
 
 from qgis.core import QgsProcessingParameterFileDestination
 
-from otbtf_plugin.sampling import class_statistics
+from otbtf_plugin.class_statistics import class_statistics
 
 from .base import OtbtfAlgorithm
 from .common import add_ground_truth_parameters, ground_truth

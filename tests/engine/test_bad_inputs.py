@@ -15,6 +15,7 @@ from osgeo import gdal, ogr, osr
 
 from common import POINTS, POLYGONS, RGB, ROOT, write_points
 from otbtf_plugin import classifiers
+from otbtf_plugin.class_statistics import class_statistics
 from otbtf_plugin.classifier_training import train_from_features
 from otbtf_plugin.errors import InputError
 from otbtf_plugin.extraction import PatchSource, extract_patches
@@ -22,7 +23,6 @@ from otbtf_plugin.features import FeatureSource, FeatureSpec
 from otbtf_plugin.image_classification import classify_image
 from otbtf_plugin.patches_image import PatchesImage
 from otbtf_plugin.raster import open_raster
-from otbtf_plugin.sampling import class_statistics
 from otbtf_plugin.selection import sample_selection
 from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 

@@ -23,7 +23,7 @@ import otbtf_plugin
 for module in pkgutil.iter_modules(otbtf_plugin.__path__):
     importlib.import_module("otbtf_plugin." + module.name)
 imported = state()
-from otbtf_plugin.sampling import class_statistics
+from otbtf_plugin.class_statistics import class_statistics
 from otbtf_plugin.training.report import curves_png
 class_statistics({str(RGB)!r}, {str(POLYGONS)!r}, "name")
 curves_png({{"loss": [1.0, 0.5], "accuracy": [0.5, 0.9]}})

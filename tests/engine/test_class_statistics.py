@@ -13,8 +13,8 @@ from osgeo import gdal, ogr, osr
 from reference import reference_counts
 
 from common import OTB_COUNTS, POINTS, POLYGONS, RGB, CancelAfter
+from otbtf_plugin.class_statistics import class_statistics
 from otbtf_plugin.errors import Cancelled, InputError
-from otbtf_plugin.sampling import class_statistics
 
 gdal.UseExceptions()
 

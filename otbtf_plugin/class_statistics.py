@@ -144,7 +144,7 @@ class PixelScan:
 
 
 @contextmanager
-def _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px):
+def open_inputs(raster, vector, field_name, mask, nodata, layer, block_px):
     with open_raster(raster) as dataset:
         feats = read_features(vector, field_name, crs_wkt(dataset), layer)
         if len(feats) == 0:
@@ -165,10 +165,10 @@ def _statistics(scan: PixelScan, field_name: str, progress: Progress) -> ClassSt
     per_feature = np.zeros(len(scan.feats), dtype=np.int64)
     for index, _, _, _ in scan.scan(progress, "class statistics"):
         per_feature += np.bincount(index, minlength=len(scan.feats))
-    return _statistics_from(scan, field_name, per_feature, progress)
+    return statistics_from(scan, field_name, per_feature, progress)
 
 
-def _statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray, progress: Progress) -> ClassStatistics:
+def statistics_from(scan: PixelScan, field_name: str, per_feature: np.ndarray, progress: Progress) -> ClassStatistics:
     feats = scan.feats
     if not per_feature.any():
         raise InputError(_nothing_covered(scan))
@@ -235,5 +235,5 @@ def class_statistics(
 ) -> ClassStatistics:
     """Count, per class and per feature, the valid raster pixels the features cover."""
     progress = progress or NullProgress()
-    with _open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:
+    with open_inputs(raster, vector, field_name, mask, nodata, layer, block_px) as scan:
         return _statistics(scan, field_name, progress)
