@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import InputError
 from .grid import Window
+from .models.devices import Device
 from .models.loading import ServedModel, TensorInfo, load_model
 from .progress import NullProgress, Progress, check_cancelled
 from .raster import open_raster
@@ -54,6 +55,7 @@ class FeatureSpec:
     output_names: list[str] = field(default_factory=list)
     allow_lambda: bool = False
     memory_mb: int = 512
+    device: Device = "auto"  # where the model runs (models.devices)
 
     def input_paths(self) -> dict[str, str | Path | None]:
         """The files read, by parameter name (for :func:`outputs.check_paths`)."""
@@ -150,7 +152,7 @@ def open_features(spec: FeatureSpec, stack: ExitStack) -> OpenFeatures:
         raise InputError("no source raster given")
     datasets = [stack.enter_context(open_raster(s.path)) for s in spec.sources]
     if spec.model:
-        model = load_model(spec.model, allow_lambda=spec.allow_lambda)
+        model = load_model(spec.model, allow_lambda=spec.allow_lambda, device=spec.device)
         sources = [ServeSource(s.path, s.rfield, "", s.nodata) for s in spec.sources]
         names = spec.output_names
     else:

@@ -15,13 +15,13 @@ import numpy as np
 
 from . import classifiers
 from .errors import InputError
-from .execution.pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
+from .execution.pipeline import READERS, Executor, LocalThreads, TileWork, absolute, raster_outputs
 from .features import FeatureSpec, OpenFeatures, open_features, recipe_differences, recipe_notes
 from .grid import tiles
 from .outputs import check_paths, geotiff
 from .progress import NullProgress, Progress, tell
-from .raster import AlignedRaster, class_code_types, write
-from .serving.inference import TileInput, infer_tile, read_tile, tile_is_empty
+from .raster import AlignedRaster, PerThread, class_code_types, write
+from .serving.inference import TileInput, infer_tile, open_sources, read_tile, tile_is_empty
 from .serving.options import Compression
 from .serving.output import output_profile
 from .styles import write_class_style, write_confidence_style
@@ -65,7 +65,10 @@ class TileClassifier:
 
     def __init__(self, spec: FeatureSpec, trained, mask, stack: ExitStack, check: bool = True, confidence: bool = True):
         self.opened: OpenFeatures = open_features(spec, stack)
-        self.plan, self.datasets = self.opened.plan, self.opened.datasets  # what serving.inference.read_tile reads
+        # what serving.inference.read_tile reads: the sources, opened once per reading thread
+        self.plan = self.opened.plan
+        paths = [s.path for s in spec.sources]
+        self.datasets = PerThread(partial(open_sources, paths, 1), stack, first=self.opened.datasets)
         self.notes: list[str] = []
         if check:  # cluster workers skip it: the client checked the same inputs
             differences = recipe_differences(trained.recipe, self.opened.recipe)
@@ -78,10 +81,7 @@ class TileClassifier:
         self.decide = classifiers.Decisions(self.estimator, confidence)
         self.codes = np.asarray(self.estimator.classes_)
         self.profile = output_profile(self.opened.plan, self.opened.datasets[0].crs, 1, self.dtype, "none")
-        self.mask = None
-        if mask:
-            self.mask = AlignedRaster(mask, _Grid(self.profile))
-            stack.callback(self.mask.close)
+        self.mask = PerThread(partial(_open_mask, mask, _Grid(self.profile)), stack) if mask else None
 
     def __call__(
         self, item: TileInput, mask: np.ndarray | None, progress: Progress
@@ -111,6 +111,12 @@ class TileClassifier:
         return classes.reshape(shape), None if scores is None else scores.reshape(shape)
 
 
+def _open_mask(path, grid: _Grid, stack: ExitStack) -> AlignedRaster:
+    mask = AlignedRaster(path, grid)
+    stack.callback(mask.close)
+    return mask
+
+
 def load_image_classifier(classifier_path):
     trained = classifiers.load(classifier_path)
     if "sources" not in trained.recipe:
@@ -134,7 +140,7 @@ def build_classifier_state(
 
 def read_classifier_tile(state: TileClassifier, tile) -> tuple[TileInput, np.ndarray | None]:
     """A tile's features input and its mask: every read of the tile, in the executor's read step."""
-    return read_tile(state, tile), None if state.mask is None else state.mask.read_mask(tile)
+    return read_tile(state, tile), None if state.mask is None else state.mask.get().read_mask(tile)
 
 
 def compute_classifier_tile(state: TileClassifier, item: tuple[TileInput, np.ndarray | None], progress: Progress):
@@ -158,7 +164,7 @@ def classify_image(
     """otbtf:imageclassifierfromdeepfeatures, with ``executor`` computing the tiles (default: this
     machine)."""
     progress = progress or NullProgress()
-    executor = executor or LocalThreads()
+    executor = executor or LocalThreads(readers=READERS)
     check_paths(
         {**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
         {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)},
@@ -169,6 +175,8 @@ def classify_image(
         opened, plan = classify.opened, classify.opened.plan
         for note in classify.notes:
             tell(progress, note)
+        if spec.model:
+            progress.info(f"device: {opened.model.device}")
         plan_tiles = tiles(plan.grid.width, plan.grid.height, plan.tile)
         crs = opened.datasets[0].crs
         rasters = [

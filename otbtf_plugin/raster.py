@@ -5,10 +5,12 @@ Rasters are never read whole: callers read windows of a bounded size.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -99,14 +101,49 @@ def class_code_types(low: int, high: int) -> list[tuple[str, int, int]]:
     return [(dtype, lo, hi) for dtype, lo, hi in CLASS_CODE_TYPES if lo <= low and high <= hi]
 
 
-def open_raster(path: str | Path):
-    """Open a raster for reading, with an error that names the file; complex pixels are refused."""
+def cpu_cores() -> int:
+    """The cores this process may run on (``taskset`` and container limits included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def open_raster(path: str | Path, threads: int = 1):
+    """Open a raster for reading, with an error that names the file; complex pixels are refused.
+    ``threads`` > 1: a compressed GeoTIFF decodes the blocks of one read with that many
+    threads (GDAL's NUM_THREADS; the pixels are the same)."""
     try:
         dataset = rasterio.open(str(path))
+        if threads > 1 and dataset.driver == "GTiff" and dataset.compression is not None:
+            dataset.close()
+            dataset = rasterio.open(str(path), NUM_THREADS=str(threads))
     except rasterio.errors.RasterioIOError as err:
         raise InputError(f"cannot open raster {str(path)!r}: {err}") from err
     refuse_complex(dataset, str(path))
     return dataset
+
+
+class PerThread:
+    """One object per thread, made on a thread's first :meth:`get` by ``make(stack)``, for what
+    several threads must not share, such as GDAL datasets (a dataset is not thread-safe; several
+    datasets of one file are). The thread that builds it may give its own (``first``). What was
+    made is closed with ``stack``, once the threads are done."""
+
+    def __init__(self, make: Callable[[ExitStack], Any], stack: ExitStack, first: Any = None):
+        self._make, self._stack = make, stack
+        self._local = threading.local()
+        self._lock = threading.Lock()  # an ExitStack is not thread-safe
+        if first is not None:
+            self._local.value = first
+
+    def get(self) -> Any:
+        value = getattr(self._local, "value", None)
+        if value is None:
+            with self._lock:
+                value = self._make(self._stack)
+            self._local.value = value
+        return value
 
 
 _GDAL_COMPLEX = {

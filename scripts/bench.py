@@ -707,6 +707,79 @@ def bench_onnx(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     ]
 
 
+def bench_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]]:
+    """The pipeline's own ceiling: ``serve()`` of a near-free model (a 1 x 1 convolution, ONNX)
+    on the race input (8000 x 9120 px minus 1000 x 1000 px: marginal), against the floor
+    ``(decode + model + encode, each alone on one thread) / cores``: what serving would take
+    if the three overlapped perfectly on every core. A reader and a writer taking turns sit
+    near 1 / cores. Then thread scaling with ``taskset``: ``serve()`` of the FCN race model
+    (ONNX) and that model alone, in memory, on 1 and on 2 cores."""
+    timed(program("near_free_onnx", out=str(out)))
+    vrt, _, (width, height) = mosaic(out, 10, 8)
+    large = _crop(vrt, out / "serve_large.tif", width, height)
+    small = _crop(vrt, out / "serve_small.tif", 1000, 1000)
+    near_free = str(out / "near_free.onnx")
+    cores = len(os.sched_getaffinity(0))
+
+    def rate(result: dict) -> float:
+        return result["pixels"] / result["seconds"]
+
+    def two_sizes(model: str, prefix: tuple[str, ...] = ()) -> dict:
+        runs = (
+            _json_run([*prefix, *program("serve_engine_two_sizes", small=str(small), large=str(large), model=model,
+                                         out=str(out))])[0]
+            for _ in range(repeat)
+        )  # fmt: skip
+        return max(runs, key=rate)
+
+    parts = min(
+        (
+            _json_run(program("pipeline_parts", image=str(large), model=near_free, out=str(out), tile=512))[0]
+            for _ in range(repeat)
+        ),
+        key=lambda r: r["decode"] + r["model"] + r["encode"],
+    )
+    served = two_sizes(near_free)
+    floor = (parts["decode"] + parts["model"] + parts["encode"]) / cores
+    ceiling = rate(served) / (parts["pixels"] / floor)
+    print(
+        f"pipeline, near-free model on {width} x {height} px: alone on one thread, decode {parts['decode']:.2f} s, "
+        f"model {parts['model']:.2f} s, encode {parts['encode']:.2f} s; floor on {cores} cores "
+        f"{parts['pixels'] / floor / 1e6:.1f} Mpx/s; serve() {rate(served) / 1e6:.1f} Mpx/s (marginal)"
+    )
+    rows = [
+        (
+            f"pipeline ceiling: serve() of a near-free model (1x1 conv, ONNX), marginal throughput / the floor "
+            f"((decode + model + encode, each alone on 1 thread) / {cores} cores), {width}x{height} px",
+            f"{ceiling:.2f}",
+            f"goal >= 0.8 (one reader and one writer taking turns: about {1 / cores:.2f})",
+        )
+    ]
+    if cores < 2 or not shutil.which("taskset"):
+        return rows
+    race = out / "bench_fcn32.onnx"
+    if not race.exists():
+        timed(program("serving_models", out=str(out)))
+    one, two = ("taskset", "-c", "0"), ("taskset", "-c", "0,1")
+    serve_gain = rate(two_sizes(str(race), two)) / rate(two_sizes(str(race), one))
+
+    def alone(prefix: tuple[str, ...]) -> float:
+        command = [*prefix, *program("in_memory_fcn_tiled_onnx", image=str(large), model=str(race), sizes=[512])]
+        return max(rate(_json_run(command)[0]) for _ in range(repeat))
+
+    model_gain = alone(two) / alone(one)
+    print(f"thread scaling, 2 cores / 1 core: the FCN model alone {model_gain:.2f}, serve() {serve_gain:.2f}")
+    rows.append(
+        (
+            "thread scaling: serve() of the FCN race model (ONNX) on 2 cores / on 1 core (taskset), next to the "
+            "model alone in memory",
+            f"{serve_gain:.2f}",
+            f"the model alone: {model_gain:.2f}; serving's gain should follow it",
+        )
+    )
+    return rows
+
+
 BENCHES = {
     "class_statistics": bench_class_statistics,
     "sampling_pipeline": bench_sampling_pipeline,
@@ -717,6 +790,7 @@ BENCHES = {
     "scale": bench_scale,
     "cluster": bench_cluster,
     "onnx": bench_onnx,
+    "pipeline": bench_pipeline,
 }
 
 

@@ -122,6 +122,85 @@ def serve_run(image: str, model: str, output: str, fcn: bool) -> None:
     print(json.dumps({"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}))
 
 
+def near_free_onnx(out: str) -> None:
+    """``near_free.onnx``: a 1 x 1 convolution, 3 bands to 2, channels first. It costs next to
+    nothing, so that serving it measures the pipeline (reads, writes, threads), not a model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.array([[1, 2, 3], [-1, 0, 1]], "float32").reshape(2, 3, 1, 1) * 1e-4, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "near_free",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "rows", "cols"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "rows", "cols"])],
+        initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.metadata_props.add(key="layout", value='"NCHW"')
+    onnx.save(model, out + "/near_free.onnx")
+
+
+def pipeline_parts(image: str, model: str, out: str, tile: int) -> None:
+    """Each part of serving alone, on one thread, over the same image tile by tile: decoding
+    (every tile read), the model (onnxruntime on one thread, the tiles already in memory) and
+    encoding (its outputs written as serving writes them: 2 float32 bands, ZSTD level 1,
+    predictor 2, 256 px blocks). Prints the seconds of each."""
+    import numpy as np
+    import rasterio
+    from rasterio.windows import Window
+
+    from otbtf_plugin.models.runtimes import import_onnxruntime
+
+    ort = import_onnxruntime()
+    with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_CACHEMAX=64), rasterio.open(image) as src:
+        windows = [
+            Window(col, row, min(tile, src.width - col), min(tile, src.height - row))
+            for row in range(0, src.height, tile)
+            for col in range(0, src.width, tile)
+        ]
+        started = time.perf_counter()
+        tiles = [src.read(window=w) for w in windows]
+        decode = time.perf_counter() - started
+        profile = {
+            "driver": "GTiff", "width": src.width, "height": src.height, "count": 2, "dtype": "float32",
+            "crs": src.crs, "transform": src.transform, "tiled": True, "blockxsize": 256, "blockysize": 256,
+            "compress": "zstd", "zstd_level": 1, "predictor": 2,
+        }  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    started = time.perf_counter()
+    outputs = [session.run(None, {"x": t[None].astype("float32")})[0][0] for t in tiles]
+    compute = time.perf_counter() - started
+    del tiles
+    with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_CACHEMAX=64):
+        started = time.perf_counter()
+        with rasterio.open(out + "/parts.tif", "w", **profile) as dst:
+            for w, values in zip(windows, outputs, strict=True):
+                dst.write(values, window=w)
+        encode = time.perf_counter() - started
+    pixels = int(sum(w.width * w.height for w in windows))
+    print(json.dumps({"decode": decode, "model": compute, "encode": encode, "pixels": pixels,
+                      "check": float(np.mean(outputs[0]))}))  # fmt: skip
+
+
+def serve_engine_two_sizes(small: str, large: str, model: str, out: str) -> None:
+    """``serve()`` of the engine as a script calls it, fully convolutional: a warm-up run, then
+    ``small`` and ``large`` timed; the fixed costs cancel in their difference."""
+    from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+
+    def run(image: str) -> tuple[float, int]:
+        started = time.perf_counter()
+        result = serve([ServeSource(image)], model, out + "/served_engine.tif", ServeOptions(fully_conv=True))
+        return time.perf_counter() - started, result.plan.grid.width * result.plan.grid.height
+
+    run(small)  # warm-up
+    (t_small, p_small), (t_large, p_large) = run(small), run(large)
+    print(json.dumps({"seconds": t_large - t_small, "pixels": p_large - p_small, "large": [t_large, p_large]}))
+
+
 def serve_two_sizes(small: str, large: str, model: str, out: str, fcn: bool) -> None:
     """Our serving as a QGIS user runs it, ``processing.run`` in a QGIS application: a warm-up
     run (TensorFlow imported, the model loaded), then ``small`` and ``large`` timed; the
@@ -218,6 +297,7 @@ def in_memory_fcn_tiled_onnx(image: str, model: str, sizes: list[int]) -> None:
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))  # as serving sizes it: the cores it may use
     session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     with rasterio.open(image) as src:

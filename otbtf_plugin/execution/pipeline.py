@@ -26,7 +26,7 @@ import rasterio
 from ..grid import Window
 from ..outputs import PathLike, StagedOutputs
 from ..progress import Progress, check_cancelled
-from ..raster import close_written
+from ..raster import close_written, cpu_cores
 
 
 def absolute(path) -> str:
@@ -81,6 +81,11 @@ def _wait(future: Future, progress: Progress):
             return future.result(timeout=POLL_S)
         except FutureTimeout:
             continue
+
+
+# Reader threads of a local run: two keep the model fed on 2 cores; on more cores, GDAL's own
+# threads decode each read (see decoding_threads), within the same tiles in flight.
+READERS = min(2, cpu_cores())
 
 
 class LocalThreads:
@@ -148,6 +153,14 @@ class LocalThreads:
         while writes:
             _wait(writes.popleft(), progress)
         return skipped
+
+
+def decoding_threads(executor: Executor) -> int:
+    """GDAL's decoding threads per read: on this machine, the cores its reader threads leave;
+    elsewhere (a cluster worker, whose threads are its parallelism) one."""
+    if isinstance(executor, LocalThreads):
+        return max(1, cpu_cores() // executor.readers)
+    return 1
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runtimes
+from .devices import Device, check_device, tensorflow_device
 from .keras_layers import class_code_layer, keras_module
 from .metadata import METADATA_FILE, read_metadata
 from .served import LAYOUTS, Layout, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
@@ -107,14 +108,18 @@ def _load_keras(path: Path, allow_lambda: bool) -> ServedModel:
     return ServedModel(path, "keras", inputs, outputs, _call=call)
 
 
-def load_model(path: str | Path, allow_lambda: bool = False, layout: Layout = "auto") -> ServedModel:
+def load_model(
+    path: str | Path, allow_lambda: bool = False, layout: Layout = "auto", device: Device = "auto"
+) -> ServedModel:
     """Load an ONNX file, a SavedModel folder, a model folder of ours, or a ``.keras`` file;
-    seen channels last whatever its own layout (``layout``: auto, NHWC or NCHW)."""
+    seen channels last whatever its own layout (``layout``: auto, NHWC or NCHW), run on
+    ``device`` (see :mod:`.devices`)."""
     path = Path(path)
+    check_device(device)
     if path.is_file() and path.suffix.lower() == ".onnx":
         from .onnx_backend import load_onnx
 
-        return load_onnx(path, layout)
+        return load_onnx(path, layout, device)
     if path.is_file() and path.suffix == ".keras":
         model = _load_keras(path, allow_lambda)
     elif path.is_dir() and (path / "saved_model.pb").is_file():
@@ -128,10 +133,26 @@ def load_model(path: str | Path, allow_lambda: bool = False, layout: Layout = "a
             "saved_model.pb), a model folder written by otbtf:tensorflowmodeltrain, or a .keras file"
         )
     model.metadata = read_metadata(path) if path.is_dir() else None
+    model = _on_device(model, device)
     found, how = resolve_layout(model, layout, "NHWC", guess=False)
     if found == "NCHW":
         model = channels_last(model)
         model.notes.append(f"channels first (NCHW), {how}")
+    return model
+
+
+def _on_device(model: ServedModel, device: Device) -> ServedModel:
+    """A TensorFlow model's calls placed on the device chosen from the GPUs TensorFlow lists."""
+    tf = tensorflow()
+    name, said = tensorflow_device(tf.config.list_physical_devices("GPU"), device)
+    call = model._call
+    assert call is not None  # noqa: S101  # both TensorFlow loaders give one
+
+    def placed(feeds: dict) -> dict:
+        with tf.device(name):
+            return call(feeds)
+
+    model._call, model.device = placed, said
     return model
 
 

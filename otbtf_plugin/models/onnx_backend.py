@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..raster import cpu_cores
 from . import deepness, runtimes
+from .devices import Device, onnx_device, onnx_providers
 from .metadata import ModelMetadata
 from .served import Layout, ModelError, ServedModel, TensorInfo, channels_last, resolve_layout
 
@@ -52,14 +54,17 @@ def _info(arg, where: str) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
-def load_onnx(path: Path, layout: Layout = "auto") -> ServedModel:
-    """An ``.onnx`` file as a served model (one onnxruntime session, CPU)."""
+def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> ServedModel:
+    """An ``.onnx`` file as a served model (one onnxruntime session, on ``device``: see
+    :mod:`.devices`)."""
     ort = runtimes.import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors reach the user as exceptions; no warnings on the terminal
+    options.intra_op_num_threads = cpu_cores()  # every core this process may use (taskset, containers)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        providers = onnx_providers(ort.get_available_providers(), device)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime's own exception types: say it in one line
         raise ModelError(
             f"{path.name}: not a usable ONNX model ({_first_line(err)}); check that the file is "
@@ -80,6 +85,7 @@ def load_onnx(path: Path, layout: Layout = "auto") -> ServedModel:
         return dict(zip(names, values, strict=True))
 
     model = ServedModel(path, "onnx", inputs, outputs, _call=call, _keep=session)
+    model.device = onnx_device(providers, session.get_providers(), device)
     custom = dict(session.get_modelmeta().custom_metadata_map)
     ours = _our_metadata(custom, where)
     written = _json_value(custom, "layout", where)  # written by our export

@@ -49,6 +49,7 @@ class ServedModel:
     _keep: object = None  # what the call needs alive (a loaded SavedModel, an onnxruntime session)
     layout: Literal["NHWC", "NCHW"] = "NHWC"  # of the model itself; inputs and outputs here are always channels last
     notes: list[str] = field(default_factory=list)  # what was read from the file, for the log and the dialog
+    device: str = "CPU"  # where it runs, as the log says it (models.devices)
 
     def input(self, name: str) -> TensorInfo:
         for tensor in self.inputs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..grid import Window, cut_patches, dihedral, input_window, intersection, un
 from ..models.loading import ModelError, ServedModel, load_model
 from ..models.served import classes_of_scores
 from ..progress import Progress, check_cancelled
-from ..raster import invalid_pixels, open_raster, read
+from ..raster import PerThread, invalid_pixels, open_raster, read
 from .options import ServeOptions, ServeSource
 from .planning import Plan, SourcePlan
 
@@ -211,11 +212,18 @@ def infer_tile(plan: Plan, model: ServedModel, item: TileInput, progress: Progre
 
 @dataclass
 class ServingState:
-    """What computing a tile needs: the plan, the sources open, the model loaded."""
+    """What computing a tile needs: the plan, the sources open (once per reading thread), the
+    model loaded."""
 
     plan: Plan
-    datasets: list
+    datasets: PerThread
     model: ServedModel
+
+
+def open_sources(paths: list, threads: int, stack: ExitStack) -> list:
+    """The sources open for reading, closed with ``stack``; ``threads``: GDAL's decoding threads
+    per read (see :func:`raster.open_raster`)."""
+    return [stack.enter_context(open_raster(path, threads)) for path in paths]
 
 
 def build_state(
@@ -224,13 +232,14 @@ def build_state(
     """A run's state where the tiles are computed (a cluster worker): the sources opened and
     the model loaded there, the client's plan used as it is (not planned again: no second
     probe of the model, the same sizes whatever the worker's memory)."""
-    model = load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
-    datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
-    return ServingState(plan, datasets, model)
+    model = load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout, device=options.device)
+    # a worker's threads are its parallelism: one decoding thread per read
+    return ServingState(plan, PerThread(partial(open_sources, [s.path for s in sources], 1), stack), model)
 
 
 def read_tile(state, tile: Window) -> TileInput:
-    return tile_input(state.plan, state.datasets, tile)
+    """A tile's input, read with this thread's own datasets of the sources."""
+    return tile_input(state.plan, state.datasets.get(), tile)
 
 
 def compute_tile(state: ServingState, item: TileInput, progress: Progress) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 from ..assignments import parse_assignments
 from ..errors import InputError
+from ..models.devices import Device
 from ..models.served import Layout
 
 Compression = Literal["zstd", "deflate", "lzw", "none"]
@@ -42,6 +43,7 @@ class ServeOptions:
     tta: bool = False  # test-time augmentation: the mean over the 8 flips / 90-degree rotations
     overlap: int = 0  # output pixels shared by neighbouring tiles, blended (fully-convolutional serving)
     layout: Layout = "auto"  # the model's own layout: auto (read from an ONNX model's sizes), NHWC or NCHW
+    device: Device = "auto"  # auto (a GPU the runtime sees, else the CPU), cpu, gpu (models.devices)
 
 
 def parse_user_placeholders(text: str) -> dict[str, object]:

@@ -7,6 +7,7 @@ import rasterio
 
 from ..errors import InputError
 from ..grid import Window
+from ..raster import cpu_cores
 from .options import COMPRESSIONS, Compression
 from .planning import Plan
 
@@ -53,7 +54,12 @@ def _compression(name: str, dtype: str) -> dict:
         raise InputError(f"unknown compression {name!r}; use one of: {', '.join(COMPRESSIONS)}")
     if name == "none":
         return {}
-    options = {"compress": name, "predictor": 3 if dtype.startswith("float") and name != "zstd" else 2}
+    options: dict[str, str | int] = {
+        "compress": name,
+        "predictor": 3 if dtype.startswith("float") and name != "zstd" else 2,
+    }
+    if cpu_cores() > 1:  # blocks compressed by GDAL's threads as they are flushed: the same bytes per block
+        options["num_threads"] = str(cpu_cores())
     if name == "zstd":
         options["zstd_level"] = 1
     return options

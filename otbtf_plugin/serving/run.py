@@ -35,15 +35,15 @@ import rasterio
 
 from .. import grid
 from ..errors import InputError
-from ..execution.pipeline import Executor, LocalThreads, TileWork, absolute, raster_outputs
+from ..execution.pipeline import READERS, Executor, LocalThreads, TileWork, absolute, decoding_threads, raster_outputs
 from ..grid import Window
 from ..models.loading import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..progress import NullProgress, Progress, tell, warn
-from ..raster import invalid_pixels, open_raster, read, write
+from ..raster import PerThread, invalid_pixels, read, write
 from ..styles import write_class_style
 from .blending import Blender
-from .inference import ServingState, build_state, compute_tile, read_tile, tile_is_empty
+from .inference import ServingState, build_state, compute_tile, open_sources, read_tile, tile_is_empty
 from .options import ServeOptions, ServeSource
 from .output import band_names, check_nodata, output_dtype, output_profile
 from .planning import Plan, plan_serving
@@ -123,21 +123,25 @@ def serve(
     ``executor`` computing the tiles (default: this machine, :class:`pipeline.LocalThreads`)."""
     options = options or ServeOptions()
     progress = progress or NullProgress()
-    executor = executor or LocalThreads()
+    executor = executor or LocalThreads(readers=READERS)
     if not sources:
         raise InputError("no source raster given")
     check_paths(
         {**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path}, {"OUTPUT": geotiff(output)}
     )
-    model = model or load_model(model_path, allow_lambda=options.allow_lambda, layout=options.layout)
+    model = model or load_model(
+        model_path, allow_lambda=options.allow_lambda, layout=options.layout, device=options.device
+    )
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
         # blocks: bound it by the budget, so memory does not grow with the image.
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=max(16, min(128, options.memory_mb // 8))))
-        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        open_here = partial(open_sources, [s.path for s in sources], decoding_threads(executor))
+        datasets = open_here(stack)
         plan = plan_serving(sources, model, options, datasets)
         if model.notes:  # what was read from the file (layout, Deepness settings)
             progress.info(f"model: {model.describe()}")
+        progress.info(f"device: {model.device}")
         progress.info(plan.describe())
         for note in plan.notes + scale_warnings(plan, model, datasets) + resolution_warnings(model, datasets):
             tell(progress, note)
@@ -171,7 +175,7 @@ def serve(
             def write_tile(tile: Window, values: np.ndarray) -> None:
                 write(writer, values.astype(dtype, copy=False), window=tile.to_rasterio())
 
-            state = ServingState(plan, datasets, model)
+            state = ServingState(plan, PerThread(open_here, stack, first=datasets), model)
             if plan.overlap:  # grown tiles computed, each output tile written once blended
                 blender = Blender(plan_tiles, plan.overlap, plan.grid.window, write_tile)
                 skipped = executor.run(work, blender.tiles, blender.add, progress, state)

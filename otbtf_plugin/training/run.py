@@ -24,6 +24,7 @@ from ..errors import Cancelled, InputError
 from ..grid import ModelGeometry
 from ..metrics import confusion_matrix, fold_summary, regression_report
 from ..metrics import report as accuracy_report
+from ..models.devices import Device, check_device, tensorflow_device
 from ..models.metadata import BandStatistics, ModelClass, ModelInput, ModelMetadata, model_folder_output, write_metadata
 from ..outputs import Output, StagedOutputs, check_paths
 from ..patches_image import origins_path
@@ -75,6 +76,7 @@ class TrainConfig:
     freeze_layers: int = 0  # fine-tune: keep the weights of the first N layers (those with weights)
     augment: bool = True  # random flips and 90-degree rotations of the training patches
     task: TaskChoice = "auto"  # auto (labels decide), classification, regression
+    device: Device = "auto"  # auto (a GPU TensorFlow sees, else the CPU), cpu, gpu (models.devices)
 
 
 @dataclass
@@ -122,44 +124,47 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     keras = keras_module()
     import tensorflow as tf
 
-    split = _open_split(config)
-    try:
-        _log_split(split.describe(), progress)
-        if split.recoded:
-            progress.info(split.recoded)
-        labels = split.train.read_labels(split.train_idx)
-        names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
-        target = decide_target(
-            config.task, config.architecture, split.train.layout, labels, bool(config.initial_model), names
-        )
-        sources = [_input_spec(config, k, image, split.train_idx) for k, image in enumerate(split.train.images)]
-        tf.config.experimental.enable_op_determinism()
-        training_model, served, sources = _compiled_networks(keras, config, target, sources, progress)
-        efield = int(training_model.output.shape[1]) if split.train.layout == "segmentation" else 1
-        # Label patches are cut to the model's output block, where serving puts it (grid rule).
-        span = ModelGeometry(int(sources[0].rfield or 1), efield).output_span if efield > 1 else None
-        truth = _validation_truth(split, target, span)
-        validated = (
-            _cross_validate(keras, config, split.train, target, sources, span, progress) if config.folds > 1 else {}
-        )
-        schedule = _fit(keras, config, split, target, labels, training_model, span, progress)
-        history = schedule.history
-        metrics = _validate(training_model, split, target, truth)
-        metadata = _metadata(config, target, sources, efield, served, schedule, split)
-        metadata.training["cross_validation"] = validated
-        if config.tensorboard_dir:
-            tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
-        report_html = None
-        with StagedOutputs() as staged:
-            _write_model_folder(staged.folder(model_folder_output(output)), served, metadata)
-            if config.output_onnx:
-                progress.info(f"writing the model as ONNX: {config.output_onnx}")
-                onnx_export.write_model(keras, served, metadata, Path(config.output_onnx), staged)
-            if config.output_report:
-                report_html = write_report(config.output_report, metrics, history, metadata, staged)
-            staged.commit()
-    finally:
-        split.close()
+    device, said = tensorflow_device(tf.config.list_physical_devices("GPU"), config.device)
+    progress.info(f"device: {said}")
+    with tf.device(device):  # the model's variables and its training on the chosen device
+        split = _open_split(config)
+        try:
+            _log_split(split.describe(), progress)
+            if split.recoded:
+                progress.info(split.recoded)
+            labels = split.train.read_labels(split.train_idx)
+            names = {**split.train.class_names(), **{int(k): str(v) for k, v in config.class_names.items() if v}}
+            target = decide_target(
+                config.task, config.architecture, split.train.layout, labels, bool(config.initial_model), names
+            )
+            sources = [_input_spec(config, k, image, split.train_idx) for k, image in enumerate(split.train.images)]
+            tf.config.experimental.enable_op_determinism()
+            training_model, served, sources = _compiled_networks(keras, config, target, sources, progress)
+            efield = int(training_model.output.shape[1]) if split.train.layout == "segmentation" else 1
+            # Label patches are cut to the model's output block, where serving puts it (grid rule).
+            span = ModelGeometry(int(sources[0].rfield or 1), efield).output_span if efield > 1 else None
+            truth = _validation_truth(split, target, span)
+            validated = (
+                _cross_validate(keras, config, split.train, target, sources, span, progress) if config.folds > 1 else {}
+            )
+            schedule = _fit(keras, config, split, target, labels, training_model, span, progress)
+            history = schedule.history
+            metrics = _validate(training_model, split, target, truth)
+            metadata = _metadata(config, target, sources, efield, served, schedule, split)
+            metadata.training["cross_validation"] = validated
+            if config.tensorboard_dir:
+                tensorboard_validation(tf, Path(config.tensorboard_dir), metrics, config.epochs)
+            report_html = None
+            with StagedOutputs() as staged:
+                _write_model_folder(staged.folder(model_folder_output(output)), served, metadata)
+                if config.output_onnx:
+                    progress.info(f"writing the model as ONNX: {config.output_onnx}")
+                    onnx_export.write_model(keras, served, metadata, Path(config.output_onnx), staged)
+                if config.output_report:
+                    report_html = write_report(config.output_report, metrics, history, metadata, staged)
+                staged.commit()
+        finally:
+            split.close()
     if target.regression:
         progress.info(f"validation: RMSE {metrics['rmse']:.4g}, MAE {metrics['mae']:.4g}, R2 {metrics['r2']:.3f}")
     else:
@@ -173,6 +178,7 @@ def _check(config: TrainConfig) -> Path:
         raise InputError(f"unknown architecture {config.architecture!r}; use one of: {', '.join(ARCHITECTURES)}")
     if config.task not in TASKS:
         raise InputError(f"unknown task {config.task!r}; use one of: {', '.join(TASKS)}")
+    check_device(config.device)
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError(f"EPOCHS ({config.epochs}) and BATCH_SIZE ({config.batch_size}) must be at least 1")
     if config.folds == 1 or config.folds < 0:

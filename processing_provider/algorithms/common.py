@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
@@ -27,6 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from otbtf_plugin.errors import EngineError
+from otbtf_plugin.models.devices import DEVICES, Device
 from otbtf_plugin.vector import VECTOR_DRIVERS, write_points
 
 from ..paths import layer_file
@@ -146,6 +148,23 @@ def ground_truth(algorithm, parameters, context, feedback) -> GroundTruth:
         nodata=optional_number(algorithm, parameters, "NODATA", context),
         crs=algorithm.parameterAsRasterLayer(parameters, "INPUT", context).crs(),
     )
+
+
+def add_device_parameter(algorithm) -> None:
+    """DEVICE: where the model runs (optional: graphical models saved before it existed still run)."""
+    algorithm.addParameter(
+        QgsProcessingParameterEnum(
+            "DEVICE",
+            "Device (auto: a GPU when the installed runtime sees one, else the CPU; the log names it)",
+            options=list(DEVICES),
+            defaultValue=0,
+            optional=True,
+        )
+    )
+
+
+def device(algorithm, parameters, context) -> Device:
+    return DEVICES[algorithm.parameterAsEnum(parameters, "DEVICE", context)]
 
 
 def add_advanced(algorithm, parameters) -> None:

@@ -2,6 +2,8 @@
 otbtf:sampleextractionfromdeepfeatures: classical classifiers on the features of sources (their
 bands, or a model's outputs)."""
 
+from dataclasses import replace
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterBoolean,
@@ -30,7 +32,16 @@ from .classical import (
     classifier_args,
     training_results,
 )
-from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path, vector_path
+from .common import (
+    add_advanced,
+    add_device_parameter,
+    add_source_parameters,
+    device,
+    executor,
+    optional_number,
+    raster_path,
+    vector_path,
+)
 
 MAX_SOURCES = 4
 FEATURES_HELP = (
@@ -197,6 +208,7 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         self.addParameter(
             QgsProcessingParameterRasterLayer("MASK", "Mask (pixels with value 0 are not classified)", optional=True)
         )
+        add_device_parameter(self)
         add_advanced(
             self,
             [
@@ -219,7 +231,7 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):
-        spec = feature_spec(self, parameters, context)
+        spec = replace(feature_spec(self, parameters, context), device=device(self, parameters, context))
         confidence = self.parameterAsOutputLayer(parameters, "OUTPUT_CONFIDENCE", context) or None
         result = self.run_engine(
             classify_image,

@@ -21,7 +21,15 @@ from otbtf_plugin.serving import (
 )
 
 from .base import OtbtfAlgorithm
-from .common import add_advanced, add_source_parameters, executor, optional_number, raster_path
+from .common import (
+    add_advanced,
+    add_device_parameter,
+    add_source_parameters,
+    device,
+    executor,
+    optional_number,
+    raster_path,
+)
 
 MAX_SOURCES = 4
 
@@ -157,6 +165,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
                 optional=True,
             )
         )
+        add_device_parameter(self)
         add_advanced(
             self,
             [
@@ -254,6 +263,7 @@ class TensorflowModelServe(OtbtfAlgorithm):
             tta=self.parameterAsBool(parameters, "TTA", context),
             overlap=self.parameterAsInt(parameters, "OVERLAP", context),
             layout=LAYOUTS[self.parameterAsEnum(parameters, "LAYOUT", context)],
+            device=device(self, parameters, context),
         )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         result = self.run_engine(

@@ -20,7 +20,7 @@ from otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from otbtf_plugin.training.schedule import checkpoint_output
 
 from .base import OtbtfAlgorithm
-from .common import add_advanced, raster_path
+from .common import add_advanced, add_device_parameter, device, raster_path
 
 MAX_SOURCES = 4
 
@@ -158,6 +158,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                 "CHECKPOINT_DIR", "Checkpoints (the same folder resumes a run)", optional=True, createByDefault=False
             )
         )
+        add_device_parameter(self)
         add_advanced(
             self,
             [
@@ -261,6 +262,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
             initial_model=self.parameterAsFile(parameters, "MODEL", context) or None,
             freeze_layers=self.parameterAsInt(parameters, "FREEZE_LAYERS", context),
             augment=self.parameterAsBool(parameters, "AUGMENT", context),
+            device=device(self, parameters, context),
         )
         result = self.run_engine(train, feedback, config)
         metrics = result.report

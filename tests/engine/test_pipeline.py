@@ -3,6 +3,7 @@ bounds, errors and cancel are checked exactly and fast."""
 
 import threading
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -127,3 +128,34 @@ def test_state_built_by_the_caller_is_used_as_is():
 def test_sizes_that_cannot_work_are_refused():
     with pytest.raises(ValueError, match="readers 2 and ahead 1"):
         LocalThreads(2, 1)
+
+
+def test_each_thread_gets_its_own_object_closed_with_the_stack():
+    from otbtf_plugin.raster import PerThread
+
+    made, closed = [], []
+
+    def make(stack):
+        value = object()
+        made.append(value)
+        stack.callback(closed.append, value)
+        return value
+
+    mine = object()
+    with ExitStack() as stack:
+        objects = PerThread(make, stack, first=mine)
+        seen = {}
+
+        def look(name):
+            seen[name] = (objects.get(), objects.get())
+
+        threads = [threading.Thread(target=look, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert objects.get() is mine  # the building thread's own
+        assert all(a is b for a, b in seen.values())  # one per thread, kept
+        assert len({id(a) for a, _ in seen.values()}) == 3 and len(made) == 3
+        assert not closed
+    assert sorted(map(id, closed)) == sorted(map(id, made))  # closed with the stack; "first" is the caller's

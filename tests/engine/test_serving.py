@@ -14,6 +14,7 @@ from common import DATA, RGB, CancelAfter, Log
 keras = pytest.importorskip("keras")
 
 from otbtf_plugin.errors import Cancelled, InputError  # noqa: E402
+from otbtf_plugin.execution.pipeline import LocalThreads  # noqa: E402
 from otbtf_plugin.models.loading import ModelError, load_model  # noqa: E402
 from otbtf_plugin.serving import (  # noqa: E402
     ServeOptions,
@@ -796,3 +797,28 @@ def test_blended_tiles_are_sized_for_the_memory_budget():
     assert _blended_tile(ServeOptions(memory_mb=512, overlap=8), 1024, 8, 2000, 2, []) == 1008
     # never below 2 x OVERLAP: a grown tile reaches only its neighbours
     assert _blended_tile(ServeOptions(memory_mb=32, overlap=40), 100, 40, 100000, 4, []) == 80
+
+
+def test_results_never_depend_on_threads(tmp_path, monkeypatch):
+    """Reader threads (each with its own datasets), GDAL's decoding threads (the deflate-
+    compressed Landsat 8 sample, 256 px blocks) and its encoding threads (ZSTD output): the
+    served values are those of one thread doing everything, bit for bit."""
+    from otbtf_plugin.execution import pipeline
+    from otbtf_plugin.serving import output
+
+    fcn().save(tmp_path / "f.keras")
+    options = ServeOptions(fully_conv=True, tile_px=128)
+
+    def served(name, executor, cores):
+        monkeypatch.setattr(pipeline, "cpu_cores", lambda: cores)
+        monkeypatch.setattr(output, "cpu_cores", lambda: cores)
+        result = serve([ServeSource(RGB)], tmp_path / "f.keras", tmp_path / f"{name}.tif", options, executor=executor)
+        return read(tmp_path / f"{name}.tif")[0], result.plan
+
+    alone, plan = served("alone", LocalThreads(1, 1), 1)
+    assert "num_threads" not in output.output_profile(plan, None, 1, "float32", "zstd")
+    for name, executor, cores in (("readers", LocalThreads(2, 2), 2), ("many", LocalThreads(3, 5), 12)):
+        assert np.array_equal(served(name, executor, cores)[0], alone), name
+    # what the last run used (12 cores): 4 decoding threads per read, 12 encoding threads
+    assert pipeline.decoding_threads(LocalThreads(3, 5)) == 4
+    assert output.output_profile(plan, None, 1, "float32", "zstd")["num_threads"] == "12"

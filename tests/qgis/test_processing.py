@@ -324,6 +324,19 @@ def test_every_fixed_id_and_parameter_of_the_interface_exists():
     assert missing == []
 
 
+def test_device_is_offered_where_the_interface_fixes_it():
+    """DEVICE (docs/interface.md, third round): an enum auto, cpu, gpu in that order, auto by
+    default, on training, serving and image classification from deep features."""
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id in ("otbtf:tensorflowmodeltrain", "otbtf:tensorflowmodelserve",
+                         "otbtf:imageclassifierfromdeepfeatures"):  # fmt: skip
+        definition = registry.algorithmById(algorithm_id).parameterDefinition("DEVICE")
+        assert definition is not None, algorithm_id
+        assert (definition.options(), definition.defaultValue()) == (["auto", "cpu", "gpu"], 0), algorithm_id
+
+
 def test_warnings_reach_qgis_as_warnings(tmp_path):
     """The engine's warnings (here: polygons of different classes that overlap) arrive through
     the feedback's pushWarning, which QGIS shows as warnings, not as plain log lines."""
