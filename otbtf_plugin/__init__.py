@@ -2,4 +2,4 @@
 models on geospatial rasters. Plain Python + numpy + rasterio + TensorFlow; no
 qgis import, so it runs in QGIS, in scripts, in tests and on cluster workers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
