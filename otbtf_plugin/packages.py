@@ -2,8 +2,9 @@
 
 ``requirements.txt`` is the lock the installer (``plugin/installer.py``) installs into a
 folder the plugin owns. This module only reads it and asks ``importlib.metadata`` what is
-installed: a few file-system look-ups, nothing imported. A feature that lacks a package
-says so in one line (:func:`require`), with the way to install it.
+installed: a few file-system look-ups, nothing imported. Each feature needs its own packages
+(:data:`FEATURES`, version ranges that work); one that lacks a package says so in one line
+(:func:`require`), with the way to install it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .errors import DependencyError
 
@@ -85,45 +87,63 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-# The packages behind the other features; a plugin upgraded over an older install lacks them.
-FEATURE_PACKAGES = {
-    "scikit-learn": "classical classifiers",
-    "skops": "classifier files",
-    "distributed": "Dask clusters",
-    "onnxruntime": "ONNX models",
-    "onnx": "ONNX files",
-    "tf2onnx": "ONNX export",
+Feature = Literal["tensorflow", "onnx", "classifiers", "cluster", "export"]
+
+
+@dataclass(frozen=True)
+class Need:
+    """A package a feature needs: any of ``names`` (a CPU and a GPU build), at least ``minimum``
+    and below ``below`` (versions that work; the lock pins the tested ones for the installer)."""
+
+    names: tuple[str, ...]
+    minimum: tuple[int, ...]
+    below: tuple[int, ...] = (10_000,)
+
+    def problem(self) -> str | None:
+        found = next(((n, v) for n in self.names if (v := _installed_version(n)) is not None), None)
+        wanted = f"{self.names[0]} >= {'.'.join(map(str, self.minimum))}"
+        if self.below != (10_000,):
+            wanted += f", < {'.'.join(map(str, self.below))}"
+        if found is None:
+            return f"{wanted} (not installed)"
+        name, version = found
+        if not self.minimum <= _version_tuple(version)[: len(self.minimum)] < self.below:
+            return f"{wanted} ({name} {version} is installed)"
+        return None
+
+
+# What each feature needs beyond Debian's numpy, GDAL and rasterio. ONNX models need onnxruntime
+# alone: a Deepness user does not install TensorFlow.
+FEATURES: dict[Feature, tuple[str, tuple[Need, ...]]] = {
+    "tensorflow": ("TensorFlow models and training", (Need(("tensorflow-cpu", "tensorflow"), (2, 16), (3,)),)),
+    "onnx": ("ONNX models", (Need(("onnxruntime", "onnxruntime-gpu"), (1, 16), (2,)),)),
+    "classifiers": ("classical classifiers", (Need(("scikit-learn",), (1, 3)), Need(("skops",), (0, 10)))),
+    "cluster": ("Dask clusters", (Need(("distributed",), (2024, 1)),)),
+    "export": ("the ONNX export", (Need(("onnx",), (1, 14)), Need(("tf2onnx",), (1, 16)))),
 }
 
 
-def problems() -> list[str]:
-    """What is missing or wrong, as sentences; empty when everything is usable."""
-    found = []
-    tf_pin = next(p for p in pins() if p.name == "tensorflow-cpu")
-    tf_version = _installed_version("tensorflow-cpu") or _installed_version("tensorflow")
-    if tf_version is None:
-        found.append(f"TensorFlow is not installed (the plugin needs tensorflow-cpu {tf_pin.version})")
-    elif _version_tuple(tf_version)[:2] != _version_tuple(tf_pin.version)[:2]:
-        found.append(f"TensorFlow {tf_version} is installed; the plugin needs {tf_pin.version}")
-    for name, needed_by in FEATURE_PACKAGES.items():  # pinned like TensorFlow, added in later versions
-        pin = next((p for p in pins() if p.name == name), None)
-        version = _installed_version(name)
-        if pin is not None and (version is None or _version_tuple(version)[:2] != _version_tuple(pin.version)[:2]):
+def missing(feature: Feature) -> list[str]:
+    """What ``feature`` lacks, as phrases; empty when it is usable."""
+    found = [problem for need in FEATURES[feature][1] if (problem := need.problem())]
+    if feature == "tensorflow":
+        loaded = sys.modules.get("numpy")
+        numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
+        if numpy_version is None:
+            found.append("numpy (not installed)")
+        elif _version_tuple(numpy_version)[:2] < MIN_NUMPY:
+            where = "already loaded in this session" if loaded else "installed"
             found.append(
-                f"{name} {pin.version} (for {needed_by}) is "
-                + ("not installed" if version is None else f"at version {version}")
+                f"numpy >= {MIN_NUMPY[0]}.{MIN_NUMPY[1]} (numpy {numpy_version} is {where}"
+                + ("; restart QGIS to load the newer one)" if loaded else ")")
             )
-    loaded = sys.modules.get("numpy")
-    numpy_version = getattr(loaded, "__version__", None) or _installed_version("numpy")
-    if numpy_version is None:
-        found.append("numpy is not installed")
-    elif _version_tuple(numpy_version)[:2] < MIN_NUMPY:
-        where = "already loaded in this session" if loaded else "installed"
-        found.append(
-            f"numpy {numpy_version} is {where}; TensorFlow needs numpy >= "
-            f"{MIN_NUMPY[0]}.{MIN_NUMPY[1]}" + (" (restart QGIS to load the newer one)" if loaded else "")
-        )
     return found
+
+
+def problems() -> list[str]:
+    """What is missing, one sentence per feature that lacks something; empty when every
+    feature is usable."""
+    return [f"{FEATURES[f][0]} need {', '.join(found)}" for f in FEATURES if (found := missing(f))]
 
 
 def install_command() -> str:
@@ -131,19 +151,20 @@ def install_command() -> str:
     return f"make setup (as root), or in the plugin's folder {PLUGIN_ROOT}: python3 -m plugin.installer install"
 
 
-def requirement_message() -> str | None:
-    """One line: what is missing and how to install it; None when nothing is."""
-    found = problems()
+def requirement_message(*features: Feature) -> str | None:
+    """One line: what ``features`` (every feature when none is named) lack and how to install
+    it; None when nothing is missing."""
+    found = [f"{FEATURES[f][0]} need {', '.join(lack)}" for f in features or FEATURES if (lack := missing(f))]
     if not found:
         return None
     return (
-        "; ".join(found) + ". Install the pinned packages with the plugin's "
-        f"'Install dependencies' action (Plugins > otbtf), or run {install_command()}"
+        "; ".join(found) + ". Install them with the plugin's 'Install dependencies' action "
+        f"(Plugins > otbtf), or run {install_command()}"
     )
 
 
-def require() -> None:
-    """Raise :class:`DependencyError` with the fix when something is missing."""
-    message = requirement_message()
+def require(*features: Feature) -> None:
+    """Raise :class:`DependencyError` with the fix when ``features`` lack something."""
+    message = requirement_message(*features)
     if message:
         raise DependencyError(message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 
+from .. import packages
 from ..assignments import parse_assignments
 from ..errors import DependencyError, InputError
 
@@ -18,12 +19,14 @@ STANDARDISED = {"svm", "knn", "ann"}
 
 def sklearn():
     """Import scikit-learn and skops, or say how to install them."""
+    packages.require("classifiers")
     try:
         import sklearn as module
         import skops.io  # noqa: F401
-    except ImportError as err:
+    except ImportError as err:  # installed, yet not importable: say what Python said
         raise DependencyError(
-            f"scikit-learn or skops is missing ({err}): use Plugins > otbtf > Install dependencies, or `make setup`"
+            f"scikit-learn or skops cannot be imported ({err}): use Plugins > otbtf > Install dependencies, or "
+            + packages.install_command()
         ) from err
     return module
 

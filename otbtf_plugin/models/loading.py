@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..packages import Feature
 from . import runtimes
 from .devices import Device, check_device, tensorflow_device
 from .keras_layers import class_code_layer, keras_module
@@ -154,6 +155,12 @@ def _on_device(model: ServedModel, device: Device) -> ServedModel:
 
     model._call, model.device = placed, said
     return model
+
+
+def model_feature(path: str | Path) -> Feature:
+    """The packages a model needs (``packages.FEATURES``): an ``.onnx`` file onnxruntime alone,
+    anything else TensorFlow."""
+    return "onnx" if str(path).lower().endswith(".onnx") else "tensorflow"
 
 
 def model_path_problem(path: str | Path) -> str | None:

@@ -64,7 +64,6 @@ def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> S
     options.intra_op_num_threads = cpu_cores()  # every core this process may use (taskset, containers)
     # its threads sleep between calls instead of spinning: the readers and the writer need those cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         providers = onnx_providers(ort.get_available_providers(), device)
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -4,7 +4,7 @@ QGIS' executables put the system's libprotobuf-lite and libsqlite3 in the global
 scope; libraries that bundle their own copies (TensorFlow, onnx) must bind to theirs:
 they are loaded RTLD_LOCAL | RTLD_DEEPBIND. TensorFlow is also kept quiet (its C++ log
 and load notices stay off the terminal and the QGIS log). Each runtime is imported on
-first use, after :func:`packages.require` said the pinned packages are there.
+first use, after :func:`packages.require` said the packages of that feature are there.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def import_tensorflow():
     TensorFlow is imported with RTLD_LOCAL (see :func:`isolate_tensorflow_symbols`)
     and RTLD_DEEPBIND: its libraries use their own symbols first.
     """
-    packages.require()
+    packages.require("tensorflow")
     if "tensorflow" not in sys.modules:
         isolate_tensorflow_symbols()
         with _local_deep_binding(), quiet_tensorflow():
@@ -171,7 +171,7 @@ def unprotect_tensorflow_imports() -> None:
 
 def import_onnxruntime():
     """The ``onnxruntime`` module (its libraries bound to their own symbols)."""
-    packages.require()
+    packages.require("onnx")
     if "onnxruntime" not in sys.modules:
         with _local_deep_binding():
             import onnxruntime  # noqa: F401  (optional: imported here only)
@@ -180,7 +180,7 @@ def import_onnxruntime():
 
 def import_onnx():
     """The ``onnx`` module, which bundles its own protobuf (bound to its own symbols)."""
-    packages.require()
+    packages.require("export")
     if "onnx" not in sys.modules:
         with _local_deep_binding():
             import onnx  # noqa: F401  (optional: imported here only)

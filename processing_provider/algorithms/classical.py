@@ -10,7 +10,7 @@ from qgis.core import (
 
 from otbtf_plugin import packages
 from otbtf_plugin.classifiers import CLASSIFIER_NAMES
-from otbtf_plugin.models.loading import model_path_problem
+from otbtf_plugin.models.loading import model_feature, model_path_problem
 
 from .base import OtbtfAlgorithm
 from .common import add_advanced
@@ -49,11 +49,11 @@ CLASSIFIER_HELP = (
 
 def check_dependencies(algorithm, parameters, context, needs_model: bool = True):
     problems = []
-    missing = packages.requirement_message()
+    model = algorithm.parameterAsFile(parameters, "MODEL", context) if needs_model else ""
+    missing = packages.requirement_message("classifiers", *([model_feature(model)] if model else []))
     if missing:
         problems.append(missing)
     if needs_model:
-        model = algorithm.parameterAsFile(parameters, "MODEL", context)
         problem = model_path_problem(model) if model else None
         if problem:
             problems.append(problem)

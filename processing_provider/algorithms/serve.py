@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from otbtf_plugin import packages
-from otbtf_plugin.models.loading import LAYOUTS, model_path_problem
+from otbtf_plugin.models.loading import LAYOUTS, model_feature, model_path_problem
 from otbtf_plugin.serving import (
     COMPRESSIONS,
     ServeOptions,
@@ -220,9 +220,9 @@ class TensorflowModelServe(OtbtfAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        missing = packages.requirement_message()
-        problems = [missing] if missing else []
         model = self.parameterAsFile(parameters, self.MODEL, context)
+        missing = packages.requirement_message(model_feature(model))
+        problems = [missing] if missing else []
         problem = model_path_problem(model) if model else "give a MODEL"
         if problem:
             problems.append(problem)

@@ -217,7 +217,10 @@ class TensorflowModelTrain(OtbtfAlgorithm):
 
     def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
-        missing = packages.requirement_message()
+        onnx = bool(self.parameterAsFileOutput(parameters, "OUTPUT_ONNX", context))
+        missing = (
+            packages.requirement_message("tensorflow", "export") if onnx else packages.requirement_message("tensorflow")
+        )
         if ok and missing:
             return False, missing
         return ok, message

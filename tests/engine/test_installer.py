@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rasterio
 
 from common import ROOT
 from otbtf_plugin import packages
@@ -212,17 +213,24 @@ def test_problems_name_the_missing_pieces(monkeypatch):
     monkeypatch.delitem(sys.modules, "numpy", raising=False)
     found = packages.problems()
     assert found == [
-        "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)",
-        "numpy 1.24.2 is installed; TensorFlow needs numpy >= 1.26",
+        "TensorFlow models and training need tensorflow-cpu >= 2.16, < 3 (not installed), numpy >= 1.26 "
+        "(numpy 1.24.2 is installed)"
     ]
-    with pytest.raises(DependencyError, match="Install dependencies"):
-        packages.require()
-    # An install made by an older plugin version: TensorFlow fine, the later packages not there.
-    versions.update({"tensorflow-cpu": "2.21.0", "numpy": "1.26.4", "scikit-learn": None, "distributed": "2024.1.0"})
+    # Each feature is checked alone: ONNX models and classifiers are usable without TensorFlow.
+    assert packages.requirement_message("onnx") is None and packages.requirement_message("classifiers") is None
+    with pytest.raises(DependencyError, match=r"^TensorFlow models .*\. Install them with .*Install dependencies"):
+        packages.require("tensorflow")
+    packages.require("onnx", "cluster")
+    # An install made by an older plugin version: TensorFlow fine, later packages missing or too old.
+    versions.update({"tensorflow-cpu": "2.21.0", "numpy": "1.26.4", "scikit-learn": None, "distributed": "2023.1.0"})
     assert packages.problems() == [
-        "scikit-learn 1.9.1 (for classical classifiers) is not installed",
-        "distributed 2026.8.0 (for Dask clusters) is at version 2024.1.0",
+        "classical classifiers need scikit-learn >= 1.3 (not installed)",
+        "Dask clusters need distributed >= 2024.1 (distributed 2023.1.0 is installed)",
     ]
+    # The GPU build of onnxruntime counts; a major version the code was not written for does not.
+    versions.update({"onnxruntime": None, "onnxruntime-gpu": "1.32.0", "tensorflow-cpu": None, "tensorflow": "3.0.1"})
+    assert packages.missing("onnx") == []
+    assert packages.missing("tensorflow") == ["tensorflow-cpu >= 2.16, < 3 (tensorflow 3.0.1 is installed)"]
 
 
 def test_engine_imports_no_qgis():
@@ -240,3 +248,59 @@ def test_engine_imports_no_qgis():
 def test_python_executable_is_a_python(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
     assert Path(installer.python_executable()).name.startswith("python")
+
+
+ONNX_ALONE = textwrap.dedent("""\
+    import sys
+    sys.path[:0] = sys.argv[1:3]
+    sys.path.append("/usr/lib/python3/dist-packages")  # Debian's numpy, GDAL, rasterio
+    from otbtf_plugin import packages
+    from otbtf_plugin.serving import ServeOptions, ServeSource, serve
+    result = serve([ServeSource(sys.argv[3])], sys.argv[4], sys.argv[5], ServeOptions(fully_conv=True))
+    heavy = [m for m in ("tensorflow", "keras", "sklearn", "distributed", "onnx", "tf2onnx") if m in sys.modules]
+    print(result.tiles, heavy)
+    print(packages.requirement_message("tensorflow"))
+""")
+
+
+def _linked(folder: Path, module: str) -> None:
+    """``module``, its metadata and bundled libraries linked into ``folder`` from where this
+    Python finds it (nothing when it is Debian's: that folder is on the path anyway)."""
+    import importlib.util
+
+    package = Path(importlib.util.find_spec(module).origin).parent
+    if str(package).startswith("/usr/lib/python3/"):
+        return
+    for entry in package.parent.iterdir():
+        if entry.name == module or entry.name.startswith((f"{module}-", f"{module}.libs")):
+            (folder / entry.name).symlink_to(entry)
+
+
+def test_onnx_models_serve_with_onnxruntime_alone(tmp_path):
+    """A Deepness user installs onnxruntime, not TensorFlow: in a Python that sees Debian's
+    packages and onnxruntime (with its numpy) only, no .pth read (-S), an ONNX model serves,
+    nothing heavy is imported, nothing is printed on stderr, and asking for TensorFlow says
+    in one line what is missing."""
+    import onnx_models
+
+    from common import RGB
+
+    only = tmp_path / "only"
+    only.mkdir()
+    for module in ("onnxruntime", "numpy"):
+        _linked(only, module)
+    model = onnx_models.save(onnx_models.conv_model(), tmp_path / "conv.onnx")
+    script = tmp_path / "alone.py"
+    script.write_text(ONNX_ALONE)
+    out = subprocess.run(
+        [sys.executable, "-S", str(script), str(only), str(ROOT), str(RGB), str(model), str(tmp_path / "o.tif")],
+        capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    served, message = out.stdout.splitlines()[-2:]
+    assert served.endswith(" []"), out.stdout  # tiles served, and no heavy module imported
+    assert out.stderr == ""
+    assert message.startswith("TensorFlow models and training need tensorflow-cpu >= 2.16, < 3 (not installed)")
+    assert "Install dependencies" in message
+    with rasterio.open(tmp_path / "o.tif") as served:
+        assert served.count == 2 and served.read().any()

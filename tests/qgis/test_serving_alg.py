@@ -74,14 +74,15 @@ def test_dialog_check_catches_a_path_that_is_not_a_model(tmp_path):
 def test_missing_tensorflow_is_one_line_with_the_fix(tmp_path, patch_model, monkeypatch):
     _, path = patch_model
     packages = importlib.import_module("otbtf_plugin.packages")
-    missing = "TensorFlow is not installed (the plugin needs tensorflow-cpu 2.21.0)"
-    monkeypatch.setattr(packages, "problems", lambda: [missing])
+    lacking = "tensorflow-cpu >= 2.16, < 3 (not installed)"
+    monkeypatch.setattr(packages, "missing", lambda feature: [lacking] if feature == "tensorflow" else [])
+    missing = f"TensorFlow models and training need {lacking}"
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("otbtf:tensorflowmodelserve")
     parameters = {"SOURCE1": str(B2_30), "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif")}
     ok, message = algorithm.checkParameterValues(parameters, QgsProcessingContext())
     assert not ok and message.startswith(missing)
     assert "\n" not in message and "Install dependencies" in message and "make setup" in message
-    with pytest.raises(QgsProcessingException, match="TensorFlow is not installed"):
+    with pytest.raises(QgsProcessingException, match="TensorFlow models and training need tensorflow-cpu"):
         processing.run("otbtf:tensorflowmodelserve", parameters)
     assert list(tmp_path.iterdir()) == []
 
