@@ -154,7 +154,7 @@ class ServeTask(QgsProcessingAlgRunnerTask):
 def apply_model(iface) -> ServeTask | None:
     """Show the dialog; on OK, start the task and add the result to the project."""
     dialog = ApplyModelDialog(iface.mainWindow() if iface is not None else None)
-    if dialog.exec_() != QDialog.Accepted:
+    if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
     parameters = dialog.parameters()
     problem = model_path_problem(parameters["MODEL"]) if parameters["MODEL"] else "no model was chosen"

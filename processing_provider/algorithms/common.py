@@ -9,6 +9,7 @@ from typing import Literal, overload
 
 import numpy as np
 from qgis.core import (
+    Qgis,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -25,7 +26,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from otbtf_plugin.errors import EngineError
 from otbtf_plugin.models.devices import DEVICES, Device
@@ -174,6 +174,18 @@ def add_advanced(algorithm, parameters) -> None:
         algorithm.addParameter(parameter)
 
 
+def field_type(kind: str):
+    """A field's type for ``QgsField``: ``QMetaType.Type`` where QGIS takes it (3.38 and later,
+    and Qt 6, where ``QVariant``'s types are gone), ``QVariant.Type`` before."""
+    if Qgis.QGIS_VERSION_INT >= 33800:
+        from qgis.PyQt.QtCore import QMetaType
+
+        return {"String": QMetaType.Type.QString, "Real": QMetaType.Type.Double}.get(kind, QMetaType.Type.LongLong)
+    from qgis.PyQt.QtCore import QVariant
+
+    return {"String": QVariant.String, "Real": QVariant.Double}.get(kind, QVariant.LongLong)
+
+
 def write_points_output(
     algorithm, parameters, name, context, crs, x, y, columns: dict, metadata: dict[str, str] | None = None
 ) -> str:
@@ -191,9 +203,8 @@ def write_points_output(
             raise QgsProcessingException(str(err)) from err
         return destination
     fields = QgsFields()
-    types = {"String": QVariant.String, "Real": QVariant.Double}
     for column, (_, kind) in columns.items():
-        fields.append(QgsField(column, types.get(kind, QVariant.LongLong)))
+        fields.append(QgsField(column, field_type(kind)))
     sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Point, crs)
     if sink is None:
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))

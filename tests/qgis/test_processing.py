@@ -381,3 +381,17 @@ def test_warnings_reach_qgis_as_warnings(tmp_path):
     )
     assert [w for w in feedback.warnings if "lie in polygons of different classes (crop and water" in w]
     assert not [i for i in feedback.infos if "polygons of different classes" in i]
+
+
+def test_point_fields_have_the_types_asked_on_this_qgis():
+    """QgsField takes QMetaType types from QGIS 3.38 (Qt 6 has no QVariant types), QVariant ones
+    before: either way, strings are text and the others numbers of the right kind."""
+    from qgis.core import QgsField
+
+    from processing_provider.algorithms.common import field_type
+
+    text, real, whole = (QgsField(name, field_type(kind)) for name, kind in
+                         (("t", "String"), ("r", "Real"), ("w", "Integer64")))  # fmt: skip
+    assert not text.isNumeric() and real.isNumeric() and whole.isNumeric()
+    # QVariant's types and QMetaType's share their numbers: QString 10, Double 6, LongLong 4
+    assert [int(getattr(f.type(), "value", f.type())) for f in (text, real, whole)] == [10, 6, 4]
