@@ -4,8 +4,11 @@ PY := /usr/bin/python3
 # Recursive (=): evaluated when a recipe runs, i.e. after `setup` installed python3.
 PYVER = $(shell $(PY) -c 'import sys; print(f"python{sys.version_info.major}.{sys.version_info.minor}")')
 DEVDEPS = $(CURDIR)/.devdeps/$(PYVER)
+# The plugin's own packages (TensorFlow...): no .pth gives them to every Python of the
+# machine, so the commands run here get them on PYTHONPATH, after the test tools.
+PACKAGES = $(shell $(PY) -m plugin.installer folders)
 # Test tools come from .devdeps; everything else is what QGIS itself imports.
-RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS) $(PY)
+RUN = QT_QPA_PLATFORM=offscreen PYTHONPATH=$(DEVDEPS):$(PACKAGES) $(PY)
 # Test processes (pytest-xdist), a test file per process (its module fixtures built once): the
 # cores, at most 4 (each process may run TensorFlow on every core). `make test TEST_JOBS=1` runs
 # them one after the other.
@@ -62,8 +65,8 @@ lint: setup
 lint-only:
 	$(DEVDEPS)/bin/ruff check .
 	$(DEVDEPS)/bin/ruff format --check .
-	PYTHONPATH=$(DEVDEPS) $(PY) -m mypy
-	PYTHONPATH=$(DEVDEPS) $(PY) -m bandit -q -r otbtf_plugin processing_provider plugin __init__.py scripts -s B101
+	PYTHONPATH=$(DEVDEPS):$(PACKAGES) $(PY) -m mypy
+	PYTHONPATH=$(DEVDEPS):$(PACKAGES) $(PY) -m bandit -q -r otbtf_plugin processing_provider plugin __init__.py scripts -s B101
 
 clean:
 	rm -rf dist demo-output bench-output .pytest_cache .ruff_cache .mypy_cache

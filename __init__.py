@@ -1,6 +1,7 @@
 """QGIS entry point of the otbtf plugin.
 
-Nothing heavy is imported here: QGIS imports this package at start-up. It makes the engine
+Nothing heavy is imported here: QGIS imports this package at start-up. It puts the plugin's
+installed packages on ``sys.path`` (:func:`activate_packages`), and makes the engine
 importable under its one name, ``otbtf_plugin`` (as in scripts, tests and on Dask workers),
 and nothing else of this folder: the provider and the desktop parts import the engine by
 that name, so that its modules (and their state, such as the GDAL lock) exist once.
@@ -36,7 +37,17 @@ def expose_engine() -> None:
         sys.meta_path.insert(0, EngineFinder())
 
 
+def activate_packages() -> None:
+    """Put the folder where the plugin installed its Python packages on ``sys.path`` now, when
+    QGIS imports the plugin: before anything of ours imports numpy, and without a ``.pth``
+    that would give them to every Python program of the machine (``plugin/installer.py``)."""
+    from .plugin import installer
+
+    installer.activate()
+
+
 expose_engine()
+activate_packages()
 
 
 def classFactory(iface):

@@ -7,17 +7,19 @@ with pip into a folder the plugin owns, one per Python version:
 * per user (the plugin's "Install dependencies" action):
   ``$XDG_DATA_HOME/otbtf/python3.X`` (``~/.local/share/otbtf/python3.X``).
 
-A one-line ``otbtf-deps.pth`` in the matching site folder puts that folder on
-``sys.path`` *before* every site-packages folder each time Python starts, so
-QGIS desktop, ``qgis_process``, PyQGIS scripts and the tests all import the
-same packages, and the numpy TensorFlow needs wins over Debian's even when
-another plugin imports numpy first.
+Only the plugin's own processes see that folder: no ``.pth`` puts it on every Python's path
+(Debian's own Python programs keep importing Debian's packages). Inside QGIS the plugin's
+entry point puts it on ``sys.path``, before the site-packages folders, when QGIS imports the
+plugin (:func:`activate`); ``make`` puts it on ``PYTHONPATH`` for the commands it runs
+(``python3 -m plugin.installer folders`` prints it); a script of yours does the same. An
+``otbtf-deps.pth`` written by earlier versions is removed when the installer runs.
 
 Not part of the engine (which only checks, in ``otbtf_plugin.packages``) and free of QGIS:
 the desktop plugin's button and ``make setup`` run the same code. Command line, from the
 plugin's folder::
 
     python3 -m plugin.installer check
+    python3 -m plugin.installer folders
     python3 -m plugin.installer install [--system]
     python3 -m plugin.installer install --requirements requirements-dev.txt --target .devdeps/python3.11
 """
@@ -60,18 +62,10 @@ def target_dir(system: bool) -> Path:
 
 
 def pth_dir(system: bool) -> Path:
-    """The site folder whose ``.pth`` files every start of this Python reads."""
+    """The site folder where earlier versions wrote their ``.pth``."""
     if system:
         return Path(site.getsitepackages()[0])
     return Path(site.getusersitepackages())
-
-
-def pth_line(folder: Path) -> str:
-    """A ``.pth`` line that puts ``folder`` before every site-packages folder."""
-    return (
-        f"import sys; d = {str(folder)!r}; d in sys.path or sys.path.insert("
-        "min([i for i, p in enumerate(sys.path) if p.endswith('-packages')] + [len(sys.path)]), d)\n"
-    )
 
 
 def requirements_digest(requirements: Path = REQUIREMENTS) -> str:
@@ -90,7 +84,9 @@ def installed_dirs() -> list[Path]:
 
 
 def activate() -> list[Path]:
-    """Make installed folders importable now (the ``.pth`` does it at start-up).
+    """Make the installed folders importable, before the site-packages folders (so that the
+    numpy TensorFlow needs wins over Debian's): the plugin's entry point calls it when QGIS
+    imports the plugin, and the installer after installing.
 
     Returns the folders that were added to ``sys.path``.
     """
@@ -137,8 +133,8 @@ def install(
     pip writes into a temporary folder beside the target, which replaces the
     target only when pip succeeded: a failed or cancelled install leaves the
     previous one intact. Quick when the same pins are already installed.
-    With an explicit ``target`` (development tools), no ``.pth`` is written
-    and nothing is activated: the caller puts it on PYTHONPATH.
+    With an explicit ``target`` (development tools), nothing is activated: the caller puts it
+    on PYTHONPATH.
     """
     owned = target is None
     target = target_dir(system) if target is None else Path(target).resolve()
@@ -147,7 +143,7 @@ def install(
     if not force and stamp.is_file() and stamp.read_text().strip() == digest:
         log(f"Already installed in {target}")
         if owned:
-            _write_pth(system, target)
+            _remove_pth()
             activate()
         return target
     total = len(pins(requirements))
@@ -183,7 +179,7 @@ def install(
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(pip_scratch, ignore_errors=True)
     if owned:
-        _write_pth(system, target)
+        _remove_pth()
         activate()
     step(total, total)
     log(f"Installed in {target}")
@@ -251,13 +247,12 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _write_pth(system: bool, target: Path) -> None:
-    folder = pth_dir(system)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / PTH_NAME
-    line = pth_line(target)
-    if not path.is_file() or path.read_text() != line:
-        path.write_text(line)
+def _remove_pth() -> None:
+    """Remove the ``otbtf-deps.pth`` of earlier versions (it put our folder on every Python's
+    path): the user's, and the system's when this process may."""
+    for system in (False, True):
+        with contextlib.suppress(OSError):
+            (pth_dir(system) / PTH_NAME).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,15 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="say what is missing; exit 1 if anything is")
+    sub.add_parser("folders", help="the installed folders, as PYTHONPATH takes them")
     inst = sub.add_parser("install", help="install the pinned packages")
     inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
     inst.add_argument("--force", action="store_true", help="reinstall even if up to date")
     inst.add_argument("--requirements", type=Path, default=REQUIREMENTS)
     inst.add_argument(
-        "--target", type=Path, default=None, help="install into this folder, without .pth (development tools)"
+        "--target", type=Path, default=None, help="install into this folder (development tools; not activated)"
     )
     args = parser.parse_args(argv)
+    if args.command == "folders":
+        print(os.pathsep.join(str(folder) for folder in installed_dirs()))
+        return 0
     if args.command == "check":
+        activate()
         found = problems()
         for line in found:
             print(line)

@@ -59,8 +59,8 @@ class OtbtfPlugin:
         self.toolbar_actions: list[QAction] = []
         self.task: InstallDependenciesTask | None = None
         self.serve_tasks: list = []  # kept alive until they end
-        # Folders installed during this session are not yet on sys.path (the
-        # .pth only acts at start-up): add them before anything imports numpy.
+        # The entry point activated the installed folders when QGIS imported the plugin; a
+        # folder installed since (another profile, a shell) is added here.
         installer.activate()
         # A plain "import tensorflow" (console, other plugins, scripts) would abort QGIS: from
         # now on every import of it takes the safe path.

@@ -11,7 +11,8 @@ the overall accuracy is pooled over all folds. The same folds for every method:
 - our cnn on 8 px patches (a validation set of polygons held out of the training folds,
   for PATIENCE), when ``--networks`` is given.
 
-Run: ``QT_QPA_PLATFORM=offscreen PYTHONPATH=.devdeps/python3.11 python3 scripts/measure_accuracy.py``
+Run (in the repository): ``QT_QPA_PLATFORM=offscreen
+PYTHONPATH=.devdeps/python3.11:$(python3 -m plugin.installer folders) python3 scripts/measure_accuracy.py``
 (about a minute; ``--networks``: several more). Prints a Markdown table.
 """
 

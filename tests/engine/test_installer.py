@@ -47,37 +47,35 @@ def test_this_machine_has_the_pinned_packages():
     assert packages.problems() == []
 
 
-def test_pth_line_puts_the_folder_before_site_packages_once(tmp_path):
-    line = installer.pth_line(tmp_path / "deps")
-    assert line.startswith("import ") and line.count("\n") == 1
+def test_activate_puts_the_folders_before_site_packages_once(tmp_path, monkeypatch):
+    folder = tmp_path / "deps"
+    monkeypatch.setattr(installer, "installed_dirs", lambda: [folder])
     fake_path = ["/usr/lib/python3.11", "/home/u/.local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"]
-    namespace = {"sys": type("S", (), {"path": fake_path})}
-    code = line.replace("import sys; ", "")
-    exec(code, namespace)  # noqa: S102 - the exact text site.py runs
-    exec(code, namespace)  # noqa: S102 - a second .pth pass adds nothing
-    assert fake_path == [
-        "/usr/lib/python3.11",
-        str(tmp_path / "deps"),
-        "/home/u/.local/lib/python3.11/site-packages",
-        "/usr/lib/python3/dist-packages",
-    ]
+    monkeypatch.setattr(sys, "path", list(fake_path))
+    assert installer.activate() == [folder]
+    assert installer.activate() == []  # a second call adds nothing
+    assert sys.path == ["/usr/lib/python3.11", str(folder), *fake_path[1:]]
 
 
-def test_the_installed_pth_makes_a_fresh_python_import_our_packages():
-    """Any Python started on this machine (QGIS, qgis_process, scripts) finds
-    TensorFlow in the plugin's folder, and the pinned numpy before Debian's."""
-    code = "import importlib.util as u\nprint(u.find_spec('tensorflow').origin)\nprint(u.find_spec('numpy').origin)\n"
+def test_a_python_started_elsewhere_sees_none_of_our_packages():
+    """make setup gives every other Python program of the machine nothing of ours: a plain
+    python3 (no PYTHONPATH, as any Debian tool starts) imports Debian's packages, finds no
+    TensorFlow, and no .pth of ours is left in a site folder."""
+    code = (
+        "import importlib.util as u, sys\n"
+        "print(u.find_spec('tensorflow') is None)\n"
+        "print(u.find_spec('numpy').origin)\n"
+        "print([p for p in sys.path if '/otbtf/python3' in p])\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout.split()
-    folders = tuple(str(d) for d in installer.installed_dirs())
-    assert folders, "make setup installed nothing for this Python"
-    assert out[0].startswith(folders)
-    if "numpy" in {p.name for p in packages.pins()}:
-        assert out[1].startswith(folders)
-    else:  # Debian 13: Debian's own numpy 2
-        assert out[1].startswith("/usr/lib/python3/")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    no_tensorflow, numpy_origin, ours = out.stdout.splitlines()
+    assert (no_tensorflow, ours) == ("True", "[]")
+    assert numpy_origin.startswith("/usr/lib/python3/")
+    for system in (False, True):
+        assert not (installer.pth_dir(system) / installer.PTH_NAME).exists()
+    # and the commands make runs do see them
+    assert all(str(d) in os.environ.get("PYTHONPATH", "").split(os.pathsep) for d in installer.installed_dirs())
 
 
 FAKE_PIP = textwrap.dedent("""\
@@ -125,9 +123,11 @@ def fake_env(tmp_path, monkeypatch):
     return tmp_path, set_mode
 
 
-def test_install_writes_target_stamp_and_pth_then_is_quick(fake_env):
+def test_install_writes_target_and_stamp_removes_an_old_pth_then_is_quick(fake_env):
     tmp_path, set_mode = fake_env
     set_mode("ok")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / installer.PTH_NAME).write_text("import sys; ...\n")  # written by an earlier version
     steps = []
     target = installer.install(
         requirements=installer.REQUIREMENTS, log=lambda line: None, step=lambda d, t: steps.append((d, t))
@@ -135,7 +135,7 @@ def test_install_writes_target_stamp_and_pth_then_is_quick(fake_env):
     assert target == tmp_path / "data" / "otbtf" / installer.PYVER
     assert (target / "alpha" / "__init__.py").is_file()
     assert (target / installer.STAMP_NAME).read_text().strip() == installer.requirements_digest(installer.REQUIREMENTS)
-    assert (tmp_path / "site" / installer.PTH_NAME).read_text() == installer.pth_line(target)
+    assert not (tmp_path / "site" / installer.PTH_NAME).exists()  # the old one removed, none written
     assert steps[-1] == (3, 3)
     # Activated now: importable without restarting Python.
     assert str(target) in sys.path
