@@ -13,7 +13,7 @@ from otbtf_plugin.classifiers import CLASSIFIER_NAMES
 from otbtf_plugin.models.loading import model_feature, model_path_problem
 
 from .base import OtbtfAlgorithm
-from .common import add_advanced
+from .common import add_advanced, folds_parameter
 
 CLASSIFIER_LABELS = [
     "rf: random forest",
@@ -86,17 +86,7 @@ def add_classifier_parameters(algorithm) -> None:
     )
     add_advanced(
         algorithm,
-        [
-            QgsProcessingParameterNumber(
-                "FOLDS",
-                "Cross-validation grouped by polygon: folds (0: none)",
-                type=QgsProcessingParameterNumber.Integer,
-                defaultValue=0,
-                minValue=0,
-                maxValue=20,
-                optional=True,
-            )
-        ],
+        [folds_parameter()],
     )
 
 

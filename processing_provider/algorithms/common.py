@@ -18,17 +18,20 @@ from qgis.core import (
     QgsPointXY,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsWkbTypes,
 )
 
 from otbtf_plugin.errors import EngineError
 from otbtf_plugin.models.devices import DEVICES, Device
+from otbtf_plugin.serving.options import COMPRESSIONS
 from otbtf_plugin.vector import VECTOR_DRIVERS, write_points
 
 from ..paths import layer_file
@@ -165,6 +168,47 @@ def add_device_parameter(algorithm) -> None:
 
 def device(algorithm, parameters, context) -> Device:
     return DEVICES[algorithm.parameterAsEnum(parameters, "DEVICE", context)]
+
+
+def memory_parameter() -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(
+        "MEMORY_MB", "Memory budget (MiB)", type=QgsProcessingParameterNumber.Integer, defaultValue=512, minValue=32
+    )
+
+
+def allow_lambda_parameter() -> QgsProcessingParameterBoolean:
+    return QgsProcessingParameterBoolean(
+        "ALLOW_LAMBDA",
+        "Allow Lambda layers (runs code from the model file: only for files you trust)",
+        defaultValue=False,
+    )
+
+
+def compression_parameter() -> QgsProcessingParameterEnum:
+    return QgsProcessingParameterEnum(
+        "COMPRESSION",
+        "Output compression (deflate: for software without ZSTD)",
+        options=list(COMPRESSIONS),
+        defaultValue=0,
+    )
+
+
+def scheduler_parameter() -> QgsProcessingParameterString:
+    return QgsProcessingParameterString(
+        "SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)", optional=True
+    )
+
+
+def folds_parameter() -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(
+        "FOLDS",
+        "Cross-validation grouped by polygon: folds (0: none)",
+        type=QgsProcessingParameterNumber.Integer,
+        defaultValue=0,
+        minValue=0,
+        maxValue=20,
+        optional=True,
+    )
 
 
 def add_advanced(algorithm, parameters) -> None:

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -36,10 +35,14 @@ from .common import (
     add_advanced,
     add_device_parameter,
     add_source_parameters,
+    allow_lambda_parameter,
+    compression_parameter,
     device,
     executor,
+    memory_parameter,
     optional_number,
     raster_path,
+    scheduler_parameter,
     vector_path,
 )
 
@@ -79,18 +82,8 @@ def add_feature_parameters(algorithm) -> None:
     add_advanced(
         algorithm,
         [
-            QgsProcessingParameterNumber(
-                "MEMORY_MB",
-                "Memory budget (MiB)",
-                type=QgsProcessingParameterNumber.Integer,
-                defaultValue=512,
-                minValue=32,
-            ),
-            QgsProcessingParameterBoolean(
-                "ALLOW_LAMBDA",
-                "Allow Lambda layers (runs code from the model file: only for files you trust)",
-                defaultValue=False,
-            ),
+            memory_parameter(),
+            allow_lambda_parameter(),
         ],
     )
 
@@ -212,15 +205,8 @@ class ImageClassifierFromDeepFeatures(ClassicalMLAlgorithm):
         add_advanced(
             self,
             [
-                QgsProcessingParameterEnum(
-                    "COMPRESSION",
-                    "Output compression (deflate: for software without ZSTD)",
-                    options=list(COMPRESSIONS),
-                    defaultValue=0,
-                ),
-                QgsProcessingParameterString(
-                    "SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)", optional=True
-                ),
+                compression_parameter(),
+                scheduler_parameter(),
             ],
         )
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Class map"))

@@ -25,10 +25,14 @@ from .common import (
     add_advanced,
     add_device_parameter,
     add_source_parameters,
+    allow_lambda_parameter,
+    compression_parameter,
     device,
     executor,
+    memory_parameter,
     optional_number,
     raster_path,
+    scheduler_parameter,
 )
 
 MAX_SOURCES = 4
@@ -183,27 +187,10 @@ class TensorflowModelServe(OtbtfAlgorithm):
                     defaultValue=0,
                     minValue=0,
                 ),
-                QgsProcessingParameterNumber(
-                    "MEMORY_MB",
-                    "Memory budget (MiB)",
-                    type=QgsProcessingParameterNumber.Integer,
-                    defaultValue=512,
-                    minValue=32,
-                ),
-                QgsProcessingParameterBoolean(
-                    "ALLOW_LAMBDA",
-                    "Allow Lambda layers (runs code from the model file: only for files you trust)",
-                    defaultValue=False,
-                ),
-                QgsProcessingParameterEnum(
-                    "COMPRESSION",
-                    "Output compression (deflate: for software without ZSTD)",
-                    options=list(COMPRESSIONS),
-                    defaultValue=0,
-                ),
-                QgsProcessingParameterString(
-                    "SCHEDULER", "Dask scheduler (e.g. tcp://host:8786; empty: this machine)", optional=True
-                ),
+                memory_parameter(),
+                allow_lambda_parameter(),
+                compression_parameter(),
+                scheduler_parameter(),
                 QgsProcessingParameterEnum(
                     "LAYOUT",
                     "Model layout (auto: read from an ONNX model's input sizes; "

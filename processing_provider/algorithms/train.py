@@ -20,7 +20,7 @@ from otbtf_plugin.training import ARCHITECTURES, TASKS, TrainConfig, train
 from otbtf_plugin.training.schedule import checkpoint_output
 
 from .base import OtbtfAlgorithm
-from .common import add_advanced, add_device_parameter, device, raster_path
+from .common import add_advanced, add_device_parameter, device, folds_parameter, raster_path
 
 MAX_SOURCES = 4
 
@@ -180,15 +180,7 @@ class TensorflowModelTrain(OtbtfAlgorithm):
                     defaultValue=0,
                     minValue=0,
                 ),
-                QgsProcessingParameterNumber(
-                    "FOLDS",
-                    "Cross-validation grouped by polygon: folds (0: none)",
-                    type=QgsProcessingParameterNumber.Integer,
-                    defaultValue=0,
-                    minValue=0,
-                    maxValue=20,
-                    optional=True,
-                ),
+                folds_parameter(),
                 QgsProcessingParameterNumber(
                     "VALID_FRACTION",
                     "Share of each class's polygons held out for validation (no validation set)",
