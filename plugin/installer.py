@@ -41,8 +41,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from otbtf_plugin import packages
 from otbtf_plugin.errors import Cancelled, DependencyError
-from otbtf_plugin.packages import REQUIREMENTS, pins, problems
+from otbtf_plugin.packages import REQUIREMENTS, parse_requirements, problems
 from otbtf_plugin.scratch import scratch_dir
 
 PTH_NAME = "otbtf-deps.pth"
@@ -68,8 +69,26 @@ def pth_dir(system: bool) -> Path:
     return Path(site.getusersitepackages())
 
 
-def requirements_digest(requirements: Path = REQUIREMENTS) -> str:
-    text = "\n".join(f"{p.name}=={p.version}" for p in pins(requirements))
+# What each part installs: everything, or what ONNX models need (about 20 MB where TensorFlow and
+# the rest take about 600 MB): onnxruntime and its closure, numpy where Debian's is too old.
+PARTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "all": ("TensorFlow, ONNX models, classical classifiers, Dask clusters, the ONNX export", None),
+    "onnx": ("ONNX models only", ("onnxruntime", "flatbuffers", "packaging", "protobuf", "numpy")),
+}
+
+
+def part_requirements(requirements: Path, part: str) -> str:
+    """The lines of the lock that ``part`` installs."""
+    names = PARTS[part][1]
+    lines = requirements.read_text(encoding="utf-8").splitlines()
+    if names is None:
+        return "\n".join(lines) + "\n"
+    kept = [line for line in lines if line.split("#", 1)[0].split("==", 1)[0].strip() in names]
+    return "\n".join(kept) + "\n"
+
+
+def requirements_digest(requirements: Path = REQUIREMENTS, part: str = "all") -> str:
+    text = "\n".join(f"{p.name}=={p.version}" for p in parse_requirements(part_requirements(requirements, part)))
     return hashlib.sha256(f"{sys.version_info[:2]}\n{text}".encode()).hexdigest()
 
 
@@ -127,6 +146,7 @@ def install(
     force: bool = False,
     requirements: Path = REQUIREMENTS,
     target: Path | None = None,
+    part: str = "all",
 ) -> Path:
     """Install the pinned packages into :func:`target_dir` and activate them.
 
@@ -134,19 +154,29 @@ def install(
     target only when pip succeeded: a failed or cancelled install leaves the
     previous one intact. Quick when the same pins are already installed.
     With an explicit ``target`` (development tools), nothing is activated: the caller puts it
-    on PYTHONPATH.
+    on PYTHONPATH. ``part`` (:data:`PARTS`): ``onnx`` installs what ONNX models need, and
+    nothing when they can run already (a full install includes it).
     """
     owned = target is None
     target = target_dir(system) if target is None else Path(target).resolve()
-    digest = requirements_digest(requirements)
     stamp = target / STAMP_NAME
-    if not force and stamp.is_file() and stamp.read_text().strip() == digest:
+    if part != "all" and owned:
+        activate()
+        if not packages.missing("onnx"):
+            log(f"{PARTS[part][0]}: what they need is installed already")
+            return target
+        if _stamped_part(stamp) == "all":  # a whole install from an older lock: never shrink it
+            log("An install of everything is there: it is brought up to date whole")
+            part = "all"
+    digest = requirements_digest(requirements, part)
+    if not force and stamp.is_file() and stamp.read_text().split("\n", 1)[0].strip() == digest:
         log(f"Already installed in {target}")
         if owned:
             _remove_pth()
             activate()
         return target
-    total = len(pins(requirements))
+    text = part_requirements(requirements, part)
+    total = len(parse_requirements(text))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = scratch_dir(target.parent, target.name)
     pip_scratch = scratch_dir(target.parent, "pip-tmp")
@@ -163,12 +193,13 @@ def install(
         "--target",
         str(staging),
         "-r",
-        str(requirements),
+        str(pip_scratch / "requirements.txt"),
     ]
     log("Running: " + " ".join(command))
     try:
+        (pip_scratch / "requirements.txt").write_text(text, encoding="utf-8")
         _run_pip(command, total, log, step, cancelled, pip_scratch)
-        (staging / STAMP_NAME).write_text(digest + "\n")
+        (staging / STAMP_NAME).write_text(f"{digest}\npart={part}\n")
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
@@ -247,6 +278,14 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _stamped_part(stamp: Path) -> str | None:
+    """The part an existing install holds (installs before parts existed held everything)."""
+    if not stamp.is_file():
+        return None
+    lines = stamp.read_text().splitlines()
+    return next((line.split("=", 1)[1] for line in lines[1:] if line.startswith("part=")), "all")
+
+
 def _remove_pth() -> None:
     """Remove the ``otbtf-deps.pth`` of earlier versions (it put our folder on every Python's
     path): the user's, and the system's when this process may."""
@@ -265,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     inst = sub.add_parser("install", help="install the pinned packages")
     inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
     inst.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    inst.add_argument("--part", choices=sorted(PARTS), default="all", help="what to install (default: all)")
     inst.add_argument("--requirements", type=Path, default=REQUIREMENTS)
     inst.add_argument(
         "--target", type=Path, default=None, help="install into this folder (development tools; not activated)"
@@ -281,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         print("dependencies: OK" if not found else "dependencies: missing")
         return 1 if found else 0
     try:
-        install(system=args.system, force=args.force, requirements=args.requirements, target=args.target)
+        install(
+            system=args.system, force=args.force, requirements=args.requirements, target=args.target, part=args.part
+        )
     except DependencyError as err:
         print(err, file=sys.stderr)
         return 1

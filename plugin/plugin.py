@@ -25,11 +25,13 @@ DOCS_URL = "https://github.com/otbtf-qgis/otbtf-qgis#readme"
 
 
 class InstallDependenciesTask(QgsTask):
-    """Installs the pinned packages for this user with pip, in the background."""
+    """Installs the pinned packages (all, or a part: ``installer.PARTS``) for this user with pip,
+    in the background."""
 
-    def __init__(self, on_done=None):
-        super().__init__("Install otbtf dependencies (TensorFlow)", QgsTask.CanCancel)
+    def __init__(self, on_done=None, part: str = "all"):
+        super().__init__(f"Install otbtf dependencies ({installer.PARTS[part][0]})", QgsTask.CanCancel)
         self.on_done = on_done
+        self.part = part
         self.error: str | None = None
         self.target: Path | None = None
 
@@ -40,6 +42,7 @@ class InstallDependenciesTask(QgsTask):
                 log=lambda line: QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info),
                 step=lambda done, total: self.setProgress(100.0 * done / max(total, 1)),
                 cancelled=self.isCanceled,
+                part=self.part,
             )
         except EngineError as err:
             self.error = str(err)
@@ -90,6 +93,7 @@ class OtbtfPlugin:
         self.iface.addToolBarIcon(apply)
         self.toolbar_actions.append(apply)
         self._add_action(icon, "Install dependencies…", self.install_dependencies)
+        self._add_action(icon, "Install dependencies for ONNX models only…", self.install_onnx_dependencies)
         self._add_action(icon, "Open the documentation", self.open_documentation)
         problems = packages.problems()
         if problems:
@@ -128,28 +132,43 @@ class OtbtfPlugin:
         widget = bar.createMessage("otbtf", text)
         button = QPushButton("Install dependencies")
         button.setObjectName("otbtf_install_button")
+        button.setToolTip(installer.PARTS["all"][0] + " (about 600 MB)")
         button.clicked.connect(self.install_dependencies)
         widget.layout().addWidget(button)
+        onnx = QPushButton("ONNX models only")
+        onnx.setObjectName("otbtf_install_onnx_button")
+        onnx.setToolTip("onnxruntime, about 20 MB: serving .onnx files (Deepness' models, PyTorch exports)")
+        onnx.clicked.connect(self.install_onnx_dependencies)
+        widget.layout().addWidget(onnx)
         bar.pushWidget(widget, Qgis.Warning)
         self.missing_message = widget
 
     def install_dependencies(self) -> None:
+        """Everything (the menu entry and the message bar's button; no argument: Qt passes
+        ``checked`` to slots that take one)."""
+        self._install("all")
+
+    def install_onnx_dependencies(self) -> None:
+        self._install("onnx")
+
+    def _install(self, part: str) -> None:
         if self.task is not None:
             return
-        self.task = InstallDependenciesTask(on_done=self._installed)
+        self.task = InstallDependenciesTask(on_done=lambda ok, error: self._installed(ok, error, part), part=part)
         QgsApplication.taskManager().addTask(self.task)
-        self._notify(
-            "Installing TensorFlow and its pinned dependencies in the background (see the task manager)…", Qgis.Info
-        )
+        self._notify(f"Installing {installer.PARTS[part][0]} in the background (see the task manager)…", Qgis.Info)
 
-    def _installed(self, ok: bool, error: str | None) -> None:
+    def _installed(self, ok: bool, error: str | None, part: str = "all") -> None:
         self.task = None
         if not ok:
             self._notify(f"Installing the dependencies failed: {error}", Qgis.Critical)
             return
-        remaining = packages.problems()
+        remaining = packages.problems() if part == "all" else packages.missing("onnx")
         if remaining:
             self._notify("; ".join(remaining), Qgis.Warning)
+            return
+        if part != "all":
+            self._notify("ONNX models are ready; TensorFlow and the rest: Install dependencies.", Qgis.Success)
             return
         # The message bar is a stack: the warning would come back when the next message times out.
         if self.missing_message is not None and self.iface is not None:

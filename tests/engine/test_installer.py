@@ -82,6 +82,7 @@ FAKE_PIP = textwrap.dedent("""\
     import sys, time, pathlib
     args = sys.argv[1:]
     target = pathlib.Path(args[args.index("--target") + 1])
+    asked = pathlib.Path(args[args.index("-r") + 1]).read_text()
     mode = pathlib.Path(__file__).with_suffix(".mode").read_text()
     for name in ("alpha", "beta", "gamma"):
         print(f"Processing ./{name}.whl", flush=True)
@@ -96,6 +97,7 @@ FAKE_PIP = textwrap.dedent("""\
         (unpack / "tensorflow.whl").write_bytes(b"x" * 1000)
         print("Installing collected packages: alpha, beta, gamma", flush=True)
         time.sleep(60)
+    (target / "requirements.seen").write_text(asked)
     (target / "alpha").mkdir()
     (target / "alpha" / "__init__.py").write_text("VALUE = 42\\n")
 """)
@@ -134,7 +136,8 @@ def test_install_writes_target_and_stamp_removes_an_old_pth_then_is_quick(fake_e
     )
     assert target == tmp_path / "data" / "otbtf" / installer.PYVER
     assert (target / "alpha" / "__init__.py").is_file()
-    assert (target / installer.STAMP_NAME).read_text().strip() == installer.requirements_digest(installer.REQUIREMENTS)
+    digest = installer.requirements_digest(installer.REQUIREMENTS)
+    assert (target / installer.STAMP_NAME).read_text().splitlines() == [digest, "part=all"]
     assert not (tmp_path / "site" / installer.PTH_NAME).exists()  # the old one removed, none written
     assert steps[-1] == (3, 3)
     # Activated now: importable without restarting Python.
@@ -144,6 +147,26 @@ def test_install_writes_target_and_stamp_removes_an_old_pth_then_is_quick(fake_e
     assert installer.install(requirements=installer.REQUIREMENTS, log=lambda line: None) == target
     # Nothing left beside the target.
     assert sorted(p.name for p in target.parent.iterdir()) == [installer.PYVER]
+
+
+def test_the_onnx_part_installs_what_onnx_models_need_and_never_shrinks_a_whole_install(fake_env, monkeypatch):
+    _, set_mode = fake_env
+    set_mode("ok")
+    monkeypatch.setitem(installer.PARTS, "onnx", ("ONNX models only", ("beta",)))
+    monkeypatch.setattr(installer.packages, "missing", lambda feature: ["onnxruntime >= 1.16 (not installed)"])
+    quiet = {"requirements": installer.REQUIREMENTS, "log": lambda line: None}
+    target = installer.install(**quiet, part="onnx")
+    assert (target / "requirements.seen").read_text().split() == ["beta==2.0"]
+    assert (target / installer.STAMP_NAME).read_text().splitlines()[1] == "part=onnx"
+    installer.install(**quiet)  # everything afterwards: the whole lock
+    assert (target / "requirements.seen").read_text().split() == ["alpha==1.0", "beta==2.0", "gamma==3.0"]
+    set_mode("fail")  # the ONNX part over a whole install runs no pip: the whole one is kept as it is
+    installer.install(**quiet, part="onnx")
+    assert (target / "requirements.seen").read_text().split() == ["alpha==1.0", "beta==2.0", "gamma==3.0"]
+    monkeypatch.setattr(installer.packages, "missing", lambda feature: [])
+    lines: list[str] = []
+    installer.install(requirements=installer.REQUIREMENTS, log=lines.append, part="onnx")
+    assert lines == ["ONNX models only: what they need is installed already"]
 
 
 def test_failed_install_keeps_the_previous_one_and_says_why(fake_env):

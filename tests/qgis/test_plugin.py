@@ -51,6 +51,7 @@ def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
     assert registry().algorithmById(ALGORITHM) is not None
     assert sorted(action.text() for name, action in menu if name == "&otbtf") == [
         "Apply a model to a layer…",
+        "Install dependencies for ONNX models only…",
         "Install dependencies…",
         "Open the documentation",
     ]
@@ -100,6 +101,8 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
     assert any("TensorFlow models and training need tensorflow-cpu" in text for text in texts), texts
     buttons = [b for item in bar.items() for b in item.findChildren(QPushButton) if b.text() == "Install dependencies"]
     assert len(buttons) == 1
+    onnx = [b for item in bar.items() for b in item.findChildren(QPushButton) if b.text() == "ONNX models only"]
+    assert len(onnx) == 1 and "20 MB" in onnx[0].toolTip()
     # The algorithms that do not need TensorFlow still work.
     assert registry().algorithmById(ALGORITHM) is not None
     # After a successful install the warning is gone for good: the message bar is a stack, and it
@@ -117,8 +120,8 @@ def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monke
     installer = importlib.import_module(f"{PLUGIN}.plugin.installer")
     calls = []
 
-    def fake_install(system, log, step, cancelled):
-        calls.append(system)
+    def fake_install(system, log, step, cancelled, part):
+        calls.append((system, part))
         for done in range(1, 4):
             step(done, 3)
         return plugin_path
@@ -135,6 +138,15 @@ def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monke
         QgsApplication.processEvents()
         time.sleep(0.01)
     assert plugin.task is None
-    assert calls == [False]  # per-user folder, not system-wide
+    assert calls == [(False, "all")]  # per-user folder, not system-wide
     assert task.progress() == 100
     assert any("ready" in text for text in bar.get_messages(3)), bar.messages
+    # The menu's ONNX entry (triggered as a user clicks it: Qt passes `checked`) installs that part.
+    onnx = next(a for a in plugin.actions if a.text() == "Install dependencies for ONNX models only…")
+    onnx.trigger()
+    deadline = time.monotonic() + 60
+    while plugin.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert calls == [(False, "all"), (False, "onnx")]
+    assert any("ONNX models are ready" in text for text in bar.get_messages(3)), bar.messages
