@@ -69,8 +69,8 @@ def pth_dir(system: bool) -> Path:
     return Path(site.getusersitepackages())
 
 
-# What each part installs: everything, or what ONNX models need (about 20 MB where TensorFlow and
-# the rest take about 600 MB): onnxruntime and its closure, numpy where Debian's is too old.
+# What each part installs: everything (about 2 GB installed), or what ONNX models need (about 160 MB
+# on Debian 12, 80 MB where Debian's numpy is used): onnxruntime and its closure, numpy where Debian's is too old.
 PARTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "all": ("TensorFlow, ONNX models, classical classifiers, Dask clusters, the ONNX export", None),
     "onnx": ("ONNX models only", ("onnxruntime", "flatbuffers", "packaging", "protobuf", "numpy")),

@@ -102,7 +102,7 @@ def test_missing_tensorflow_gives_a_message_and_an_install_button(
     buttons = [b for item in bar.items() for b in item.findChildren(QPushButton) if b.text() == "Install dependencies"]
     assert len(buttons) == 1
     onnx = [b for item in bar.items() for b in item.findChildren(QPushButton) if b.text() == "ONNX models only"]
-    assert len(onnx) == 1 and "20 MB" in onnx[0].toolTip()
+    assert len(onnx) == 1 and "160 MB" in onnx[0].toolTip()
     # The algorithms that do not need TensorFlow still work.
     assert registry().algorithmById(ALGORITHM) is not None
     # After a successful install the warning is gone for good: the message bar is a stack, and it
