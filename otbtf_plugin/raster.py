@@ -34,9 +34,9 @@ class GdalAccess:
     together; only writes wait). Writers go first once they wait, so a stream of reads
     cannot starve them. Not re-entrant: a thread holding one must not ask for either.
 
-    This guards the *cache*, which is the process'. A dataset shared by several threads
-    (a cluster worker's run) needs the run's own lock as well: GDAL datasets are not
-    thread-safe.
+    This guards the *cache*, which is the process'. A *dataset* is never shared by two
+    threads: GDAL datasets are not thread-safe, so each reading thread opens its own
+    (:class:`PerThread`).
     """
 
     def __init__(self) -> None:

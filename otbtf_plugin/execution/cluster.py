@@ -34,7 +34,7 @@ from ..progress import NullProgress, Progress
 
 IN_FLIGHT_PER_WORKER = 4
 CONNECT_TIMEOUT = 10.0  # seconds
-_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack, the run's dataset lock)
+_RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
 _KEEP_RUNS = 2
 
 
@@ -42,23 +42,21 @@ _RUNS_LOCK = threading.Lock()  # a worker started with --nthreads > 1 runs tasks
 
 
 def _run_state(run: str, build):
-    """This worker's state for ``run``, built once by ``build(stack)``, and the lock of its
-    datasets (the worker's threads share them; a GDAL dataset is not thread-safe)."""
+    """This worker's state for ``run``, built once by ``build(stack)``; its threads read at
+    once, each with its own datasets (see ``TileWork.read``)."""
     with _RUNS_LOCK:
         if run not in _RUNS:
             while len(_RUNS) >= _KEEP_RUNS:  # an older run of this worker: release it
                 _RUNS.pop(next(iter(_RUNS)))[1].close()
             stack = ExitStack()
-            _RUNS[run] = (build(stack), stack, threading.Lock())
-        return _RUNS[run][0], _RUNS[run][2]
+            _RUNS[run] = (build(stack), stack)
+        return _RUNS[run][0]
 
 
 def _compute_on_worker(run: str, work, tile: tuple[int, int, int, int]):
     """On a worker: ``(tile, result, all nodata)`` of one tile of ``work``."""
-    state, datasets = _run_state(run, work.build)
-    window = Window(*tile)
-    with datasets:
-        item = work.read(state, window)
+    state = _run_state(run, work.build)
+    item = work.read(state, Window(*tile))
     return tile, work.compute(state, item, NullProgress()), bool(work.empty(item))
 
 

@@ -42,7 +42,9 @@ class TileWork:
 
     - ``build(stack)``: the run's state (sources opened into ``stack``, model loaded);
     - ``read(state, tile)``: a tile's input: every pixel read of the tile happens here, with
-      ``raster.read`` (which takes the process' GDAL read access);
+      ``raster.read`` (which takes the process' GDAL read access). Several threads read at
+      once (this machine's readers, a worker's threads): what the state holds that is not
+      thread-safe, such as GDAL datasets, it opens once per thread (``raster.PerThread``);
     - ``compute(state, item, progress)``: its result;
     - ``empty(item)``: True when the tile was all nodata (counted, not an error).
     """

@@ -31,8 +31,9 @@ def cluster():
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
     try:
+        # Two threads per worker: they read tiles at once, each with its own datasets (no lock).
         with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
         ) as local:
             yield local
     finally:
