@@ -7,6 +7,7 @@ and nothing else of this folder: the provider and the desktop parts import the e
 that name, so that its modules (and their state, such as the GDAL lock) exist once.
 """
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -40,10 +41,11 @@ def expose_engine() -> None:
 def activate_packages() -> None:
     """Put the folder where the plugin installed its Python packages on ``sys.path`` now, when
     QGIS imports the plugin: before anything of ours imports numpy, and without a ``.pth``
-    that would give them to every Python program of the machine (``plugin/installer.py``)."""
-    from .plugin import installer
-
-    installer.activate()
+    that would give them to every Python program of the machine (``plugin/installer.py``).
+    Nothing to do where this file is imported as a plain module, not as the plugin's package
+    (pytest in a clone whose folder name is no Python name)."""
+    if __package__:
+        importlib.import_module(".plugin.installer", __package__).activate()
 
 
 expose_engine()
