@@ -326,7 +326,7 @@ def _write_patches(
     """The kept patches of every source into its patches image, in point order."""
     for i, (src, ds, buffer, out) in enumerate(zip(sources, datasets, buffers, outputs, strict=True), 1):
         check_cancelled(progress, "patches extraction")
-        writer = PatchesWriter(
+        with PatchesWriter(
             staged.file(out),
             len(keep),
             src.patch_width,
@@ -335,12 +335,9 @@ def _write_patches(
             ds.dtypes[0],
             descriptions=list(ds.descriptions),
             tags={"OTBTF_SOURCE": Path(src.path).name, "OTBTF_SOURCE_INDEX": str(i)},
-        )
-        try:
+        ) as writer:
             for start in range(0, len(keep), WRITE_CHUNK):
                 writer.write(np.asarray(buffer[keep[start : start + WRITE_CHUNK]]))
-        finally:
-            writer.close()
 
 
 def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
@@ -350,11 +347,8 @@ def _write_labels(path: Path, codes: np.ndarray, points: Features) -> None:
         if points.string_classes
         else {}
     )
-    writer = PatchesWriter(path, len(codes), 1, 1, 1, _label_dtype(codes), tags=tags)
-    try:
+    with PatchesWriter(path, len(codes), 1, 1, 1, _label_dtype(codes), tags=tags) as writer:
         writer.write(codes.reshape(-1, 1, 1, 1))
-    finally:
-        writer.close()
 
 
 def _result(

@@ -20,7 +20,7 @@ from .features import FeatureSpec, OpenFeatures, open_features, recipe_differenc
 from .grid import tiles
 from .outputs import check_paths, geotiff
 from .progress import NullProgress, Progress, tell
-from .raster import AlignedRaster, PerThread, class_code_types, write
+from .raster import AlignedRaster, PerThread, class_code_types
 from .serving.inference import TileInput, infer_tile, open_sources, read_tile, tile_is_empty
 from .serving.options import Compression
 from .serving.output import output_profile
@@ -210,9 +210,9 @@ def classify_image(
 
             def write_tile(tile, result):
                 classes, scores = result
-                write(out.writers[0], classes, 1, window=tile.to_rasterio())
+                out.writers[0].write(classes, 1, window=tile.to_rasterio())
                 if confidence:
-                    write(out.writers[1], scores, 1, window=tile.to_rasterio())
+                    out.writers[1].write(scores, 1, window=tile.to_rasterio())
 
             skipped = executor.run(work, plan_tiles, write_tile, progress, classify)
             style = write_class_style(output, trained.classes, out.staged)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .errors import DependencyError
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PLUGIN_ROOT / "requirements.txt"
 MIN_NUMPY = (1, 26)
+PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 _MARKER = re.compile(r'^python_version\s*(<=|>=|==|!=|<|>)\s*"(\d+)\.(\d+)"$')
 
@@ -168,3 +170,17 @@ def require(*features: Feature) -> None:
     message = requirement_message(*features)
     if message:
         raise DependencyError(message)
+
+
+def python_executable() -> str:
+    """This Python's interpreter, to start a Python process with (pip, the raster writer);
+    inside QGIS, ``sys.executable`` is QGIS itself."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    for candidate in (Path(sys.base_prefix) / "bin" / PYVER, Path(sys.base_prefix) / "bin" / "python3"):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(PYVER) or shutil.which("python3")
+    if not found:
+        raise DependencyError(f"no {PYVER} interpreter found beside this Python ({sys.executable})")
+    return found

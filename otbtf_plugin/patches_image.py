@@ -23,7 +23,8 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from .errors import InputError
-from .raster import close_written, read, refuse_complex, write
+from .raster import read, refuse_complex
+from .raster_writer import WrittenRaster
 
 TAG_WIDTH = "OTBTF_PATCH_WIDTH"
 TAG_HEIGHT = "OTBTF_PATCH_HEIGHT"
@@ -119,13 +120,12 @@ class PatchesWriter:
             # transformation" each time the image is loaded (otbtf ignores it).
             "transform": Affine(1, 0, 0, 0, -1, 0),
         }
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self.dataset = rasterio.open(path, "w", **profile)
-        self.dataset.update_tags(**{TAG_WIDTH: str(patch_width), TAG_HEIGHT: str(patch_height)}, **(tags or {}))
-        for band, text in enumerate(descriptions or [], 1):
-            if text:
-                self.dataset.set_band_description(band, text)
+        self.dataset = WrittenRaster(
+            path,
+            profile,
+            descriptions or [],
+            {TAG_WIDTH: str(patch_width), TAG_HEIGHT: str(patch_height), **(tags or {})},
+        )
         self.written = 0
 
     def write(self, patches: np.ndarray) -> None:
@@ -136,11 +136,18 @@ class PatchesWriter:
         bands = patches.shape[1]
         block = patches.transpose(1, 0, 2, 3).reshape(bands, n * self.patch_height, self.patch_width)
         window = RioWindow(0, self.written * self.patch_height, self.patch_width, n * self.patch_height)
-        write(self.dataset, block, window=window)
+        self.dataset.write(block, window=window)
         self.written += n
 
-    def close(self) -> None:
-        close_written(self.dataset)
+    def __enter__(self) -> PatchesWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """Closed complete, or (on an error, which goes on) discarded."""
+        if error is None:
+            self.dataset.close()
+        else:
+            self.dataset.discard()
 
 
 # Where each patch comes from, in a table beside the labels image (``labels.origins.csv``):

@@ -1,14 +1,16 @@
-"""Windowed raster access with rasterio, and atomic outputs.
+"""Windowed raster reads with rasterio.
 
-Rasters are never read whole: callers read windows of a bounded size.
+Rasters are never read whole: callers read windows of a bounded size. This process only
+reads raster pixels; they are written by the writer process (:mod:`raster_writer`), so
+that GDAL's block cache here never holds a dirty block that another thread could flush.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,66 +21,6 @@ from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
 from .grid import Grid, Window
-
-
-class GdalAccess:
-    """When this process' threads may use GDAL for pixels: reads together, a write alone.
-
-    GDAL's block cache is one for every dataset of the process. A thread that needs room
-    in it may write out the dirty (written, not yet flushed) blocks of *another* dataset,
-    while the thread that owns that dataset works on it: that block is then lost or stale
-    (GDAL issue 2011; our property test of tiled serving caught it: rarely, a tile of
-    wrong values). So every write and every close of a written dataset holds
-    :meth:`writing`, which waits until no read is under way, and every read holds
-    :meth:`reading`, which many threads hold at once (two runs read their sources
-    together; only writes wait). Writers go first once they wait, so a stream of reads
-    cannot starve them. Not re-entrant: a thread holding one must not ask for either.
-
-    This guards the *cache*, which is the process'. A *dataset* is never shared by two
-    threads: GDAL datasets are not thread-safe, so each reading thread opens its own
-    (:class:`PerThread`).
-    """
-
-    def __init__(self) -> None:
-        self._state = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._state:
-            while self._writing or self._writers_waiting:
-                self._state.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._state:
-                self._readers -= 1
-                if not self._readers:
-                    self._state.notify_all()
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._state:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._state.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._state:
-                self._writing = False
-                self._state.notify_all()
-
-
-GDAL_IO = GdalAccess()
-
 
 # Integer pixel types for class codes, smallest first (GeoTIFF reads them all).
 CLASS_CODE_TYPES = (
@@ -171,8 +113,7 @@ def refuse_complex(dataset, name: str) -> None:
 def read(dataset, *args, **kwargs) -> np.ndarray:
     """``dataset.read`` with an error that names the file and says what to do."""
     try:
-        with GDAL_IO.reading():
-            return dataset.read(*args, **kwargs)
+        return dataset.read(*args, **kwargs)
     except rasterio.errors.RasterioIOError as err:
         if dataset.driver == "VRT" or "No such file" in str(err):
             raise InputError(
@@ -183,19 +124,6 @@ def read(dataset, *args, **kwargs) -> np.ndarray:
             f"cannot read the pixels of {dataset.name}: the file is truncated or corrupt ({err}); "
             "re-create or copy it again"
         ) from err
-
-
-def write(dataset, array: np.ndarray, *args, **kwargs) -> None:
-    """``dataset.write``, alone among this process' GDAL pixel I/O (see :class:`GdalAccess`)."""
-    with GDAL_IO.writing():
-        dataset.write(array, *args, **kwargs)
-
-
-def close_written(dataset) -> None:
-    """Close a dataset that was written: its last blocks are flushed now, alone."""
-    if not dataset.closed:
-        with GDAL_IO.writing():
-            dataset.close()
 
 
 def grid_of(dataset) -> Grid:

@@ -43,12 +43,11 @@ from pathlib import Path
 
 from otbtf_plugin import packages
 from otbtf_plugin.errors import Cancelled, DependencyError
-from otbtf_plugin.packages import REQUIREMENTS, parse_requirements, problems
+from otbtf_plugin.packages import PYVER, REQUIREMENTS, parse_requirements, problems, python_executable
 from otbtf_plugin.scratch import scratch_dir
 
 PTH_NAME = "otbtf-deps.pth"
 STAMP_NAME = ".otbtf-requirements.sha256"
-PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 SYSTEM_ROOT = Path("/usr/local/lib/otbtf")
 
 
@@ -120,22 +119,6 @@ def activate() -> list[Path]:
     if added:
         importlib.invalidate_caches()
     return added
-
-
-def python_executable() -> str:
-    """The Python interpreter to run pip with (inside QGIS, sys.executable is QGIS)."""
-    if Path(sys.executable).name.startswith("python"):
-        return sys.executable
-    for candidate in (
-        Path(sys.base_prefix) / "bin" / PYVER,
-        Path(sys.base_prefix) / "bin" / "python3",
-    ):
-        if candidate.is_file():
-            return str(candidate)
-    found = shutil.which(PYVER) or shutil.which("python3")
-    if not found:
-        raise DependencyError(f"no {PYVER} interpreter found to run pip with")
-    return found
 
 
 def install(

@@ -53,6 +53,17 @@ def timed(command: list[str], env: dict | None = None) -> Run:
     return Run(float(seconds), int(kib) / 1024, out.stdout)
 
 
+def peak_mib(run: tuple[dict, Run]) -> float:
+    """A serving program's peak RSS with its raster writer process' (/usr/bin/time sees the
+    largest process of the tree only)."""
+    return run[1].peak_mib + (run[0].get("writer_mib") or 0.0)
+
+
+def sampling_peak_mib(run: Run) -> float:
+    """The sampling program's peak RSS with its raster writer's (the last number it prints)."""
+    return run.peak_mib + float(run.stdout.split()[-1])
+
+
 def best(runs: list[Run]) -> Run:
     return min(runs, key=lambda r: r.seconds)
 
@@ -191,7 +202,8 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
     ours1 = best([ours(1) for _ in range(repeat)])
     ours16 = best([ours(16) for _ in range(repeat)])
     theirs = best([otb() for _ in range(repeat)])
-    n_samples, n_patches = (int(v) for v in ours16.stdout.split()[-2:])
+    n_samples, n_patches = (int(v) for v in ours16.stdout.split()[-3:-1])
+    ours1_mib = sampling_peak_mib(ours1)
     from osgeo import ogr
 
     ds = ogr.Open(str(out / "otb_values.sqlite"))
@@ -202,7 +214,7 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
         f"OTB {otb_n} samples"
     )
     print(
-        f"  ours (1 px) {ours1.seconds:.2f} s {ours1.peak_mib:.0f} MiB; ours (16 px) {ours16.seconds:.2f} s "
+        f"  ours (1 px) {ours1.seconds:.2f} s {ours1_mib:.0f} MiB; ours (16 px) {ours16.seconds:.2f} s "
         f"{ours16.peak_mib:.0f} MiB; OTB {theirs.seconds:.2f} s {theirs.peak_mib:.0f} MiB"
     )
     return [
@@ -217,9 +229,9 @@ def bench_sampling_pipeline(out: Path, repeat: int) -> list[tuple[str, str, str]
             f"{ours16.seconds:.1f} s",
         ),
         (
-            "same: peak RSS ours (1 px) / OTB",
-            f"{ours1.peak_mib / theirs.peak_mib:.2f}",
-            f"{ours1.peak_mib:.0f} / {theirs.peak_mib:.0f} MiB",
+            "same: peak RSS ours (1 px, the process + its raster writer) / OTB",
+            f"{ours1_mib / theirs.peak_mib:.2f}",
+            f"{ours1_mib:.0f} / {theirs.peak_mib:.0f} MiB",
         ),
         ("same: samples ours / OTB", f"{n_samples / otb_n:.4f}", f"{n_samples} / {otb_n}"),
     ]
@@ -240,8 +252,8 @@ def bench_memory_vs_raster_size(out: Path, repeat: int) -> list[tuple[str, str, 
     return [
         (
             f"sampling pipeline peak RSS, {large[0]}x{large[1]} / {small[0]}x{small[1]} px, same 683 samples",
-            f"{b.peak_mib / a.peak_mib:.2f}",
-            f"{b.peak_mib:.0f} / {a.peak_mib:.0f} MiB; goal ~1",
+            f"{sampling_peak_mib(b) / sampling_peak_mib(a):.2f}",
+            f"{sampling_peak_mib(b):.0f} / {sampling_peak_mib(a):.0f} MiB (each with its raster writer); goal ~1",
         )
     ]
 
@@ -302,8 +314,8 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
         ),
         key=rate,
     )
-    served = min((ours(large, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
-    small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=lambda r: r[1].peak_mib)
+    served = min((ours(large, fcn, True) for _ in range(repeat)), key=peak_mib)
+    small_run = min((ours(small, fcn, True) for _ in range(repeat)), key=peak_mib)
     p_served = max((ours(patch_area, patch, False)[0] for _ in range(repeat)), key=rate)
     p_memory = max(
         (
@@ -324,7 +336,7 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
         f"px in {marginal['small'][0]:.2f} s: {rate(marginal) / 1e6:.1f} Mpx/s marginal; the model on the same "
         f"pixels in memory, tile by tile: {timings} (best {rate(tiled) / 1e6:.1f} Mpx/s)"
     )
-    print(f"serving FCN peak RSS {served[1].peak_mib:.0f} MiB vs {small_run[1].peak_mib:.0f} MiB at 1000 x 1000 px")
+    print(f"serving FCN peak RSS {peak_mib(served):.0f} MiB vs {peak_mib(small_run):.0f} MiB at 1000 x 1000 px")
     print(
         f"serving patch-based, 16 px patches, {p_served['pixels']} output pixels: ours {p_served['seconds']:.1f} s, "
         f"gathering and predicting batches of the patches in memory {p_memory['seconds']:.1f} s"
@@ -343,9 +355,9 @@ def bench_serving(out: Path, repeat: int) -> list[tuple[str, str, str]]:
             "goal >= 0.9",
         ),
         (
-            f"FCN serving peak RSS {width}x{height} / 1000x1000",
-            f"{served[1].peak_mib / small_run[1].peak_mib:.2f}",
-            f"goal <= 1.25 ({served[1].peak_mib:.0f} / {small_run[1].peak_mib:.0f} MiB)",
+            f"FCN serving peak RSS (the run's process + its raster writer) {width}x{height} / 1000x1000",
+            f"{peak_mib(served) / peak_mib(small_run):.2f}",
+            f"goal <= 1.25 ({peak_mib(served):.0f} / {peak_mib(small_run):.0f} MiB)",
         ),
     ]
 
@@ -397,7 +409,7 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     (out / "scale_served.tif").unlink(missing_ok=True)
     rate_large = large["pixels"] / large["seconds"] / 1e6
     rate_small = small[0]["pixels"] / small[0]["seconds"] / 1e6
-    above = run.peak_mib - baseline
+    above = peak_mib((large, run)) - baseline
     print(
         f"scale: 30000 x 30000 px VRT served in {large['seconds']:.0f} s ({rate_large:.1f} Mpx/s; "
         f"3000 x 3000 crop {rate_small:.1f} Mpx/s); peak RSS {run.peak_mib:.0f} MiB, TensorFlow and the "
@@ -405,7 +417,8 @@ def bench_scale(out: Path, repeat: int) -> list[tuple[str, str, str]]:
     )
     return [
         (
-            "30000x30000 VRT serving: peak RSS above TensorFlow + model / budget (512 MiB)",
+            "30000x30000 VRT serving: peak RSS (the run's process + its raster writer) above TensorFlow + model "
+            "/ budget (512 MiB)",
             f"{above / 512:.2f}",
             f"goal <= 1.0 ({above:.0f} MiB above {baseline:.0f} MiB)",
         ),

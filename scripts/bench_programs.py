@@ -29,6 +29,7 @@ def sampling_pipeline(image: str, vector: str, out: str, patch: int) -> None:
     """Class statistics, selection of every sample and extraction, as OTB's three applications."""
     from otbtf_plugin.class_statistics import class_statistics as statistics
     from otbtf_plugin.extraction import PatchSource, extract_patches
+    from otbtf_plugin.raster_writer import writer_peak_rss_mib
     from otbtf_plugin.selection import sample_selection
 
     statistics(image, vector, "name")
@@ -41,7 +42,7 @@ def sampling_pipeline(image: str, vector: str, out: str, patch: int) -> None:
         "name",
         labels_output=out + "/ours_labels.tif",
     )
-    print(len(samples), result.accepted)
+    print(len(samples), result.accepted, writer_peak_rss_mib() or 0.0)
 
 
 def training_patches(image: str, vector: str, out: str) -> None:
@@ -114,12 +115,14 @@ def serve_run(image: str, model: str, output: str, fcn: bool) -> None:
     from otbtf_plugin.models.runtimes import import_tensorflow
 
     import_tensorflow()
+    from otbtf_plugin.raster_writer import writer_peak_rss_mib
     from otbtf_plugin.serving import ServeOptions, ServeSource, serve
 
     started = time.perf_counter()
     result = serve([ServeSource(image)], model, output, ServeOptions(fully_conv=fcn))
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "pixels": result.plan.grid.width * result.plan.grid.height}))
+    pixels = result.plan.grid.width * result.plan.grid.height
+    print(json.dumps({"seconds": seconds, "pixels": pixels, "writer_mib": writer_peak_rss_mib()}))
 
 
 def near_free_onnx(out: str) -> None:

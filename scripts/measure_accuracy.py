@@ -214,9 +214,10 @@ def _write_patches(path: Path, patches: np.ndarray) -> None:
     """(n, h, w, bands) -> a patches image in otbtf's layout."""
     from otbtf_plugin.patches_image import PatchesWriter
 
-    writer = PatchesWriter(path, len(patches), patches.shape[2], patches.shape[1], patches.shape[3], patches.dtype)
-    writer.write(patches.transpose(0, 3, 1, 2))
-    writer.close()
+    with PatchesWriter(
+        path, len(patches), patches.shape[2], patches.shape[1], patches.shape[3], patches.dtype
+    ) as writer:
+        writer.write(patches.transpose(0, 3, 1, 2))
 
 
 def networks(folder: Path, seed: int, count: int, variants: list[int] | None = None) -> list[tuple[str, dict, float]]:

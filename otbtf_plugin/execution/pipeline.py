@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import rasterio
-
 from ..grid import Window
 from ..outputs import PathLike, StagedOutputs
 from ..progress import Progress, check_cancelled
-from ..raster import close_written, cpu_cores
+from ..raster import cpu_cores
+from ..raster_writer import WrittenRaster
 
 
 def absolute(path) -> str:
@@ -42,7 +41,7 @@ class TileWork:
 
     - ``build(stack)``: the run's state (sources opened into ``stack``, model loaded);
     - ``read(state, tile)``: a tile's input: every pixel read of the tile happens here, with
-      ``raster.read`` (which takes the process' GDAL read access). Several threads read at
+      ``raster.read``. Several threads read at
       once (this machine's readers, a worker's threads): what the state holds that is not
       thread-safe, such as GDAL datasets, it opens once per thread (``raster.PerThread``);
     - ``compute(state, item, progress)``: its result;
@@ -68,7 +67,7 @@ class Executor(Protocol):
         state: Any = None,
     ) -> int:
         """Compute every tile and hand its result to ``write(tile, result)`` (in one thread at a
-        time; it writes with ``raster.write``); return the number of all-nodata tiles.
+        time; it writes to :func:`raster_outputs`' writers); return the number of all-nodata tiles.
         ``state``: the run's state, when the caller has built it already."""
 
 
@@ -178,26 +177,28 @@ def _pool(threads: int, name: str) -> Iterator[ThreadPoolExecutor]:
 
 @dataclass
 class OpenRasters:
-    """Outputs being written: their writers, and the group they are renamed with (add
-    styles to it before the block ends)."""
+    """Outputs being written: their writers (:class:`raster_writer.WrittenRaster`), and the
+    group they are renamed with (add styles to it before the block ends)."""
 
     staged: StagedOutputs
-    writers: list
+    writers: list[WrittenRaster]
 
 
 @contextmanager
 def raster_outputs(outputs: list[tuple[PathLike, dict, list[str]]]) -> Iterator[OpenRasters]:
-    """Open ``(path, creation profile, band names)`` GeoTIFFs under temporary names; when the
-    block ends without error they are closed and renamed together, otherwise removed."""
-    with StagedOutputs() as staged, ExitStack() as files:
-        writers = []
-        for path, profile, names in outputs:
-            writer = rasterio.open(staged.file(path), "w", **profile)
-            files.callback(close_written, writer)
-            for band, name in enumerate(names, 1):
-                writer.set_band_description(band, name)
-            writers.append(writer)
-        yield OpenRasters(staged, writers)
+    """Open ``(path, creation profile, band names)`` GeoTIFFs under temporary names, written by
+    the writer process; when the block ends without error they are closed and renamed
+    together, otherwise discarded and removed."""
+    with StagedOutputs() as staged:
+        writers: list[WrittenRaster] = []
+        try:
+            for path, profile, names in outputs:
+                writers.append(WrittenRaster(staged.file(path), profile, names))
+            yield OpenRasters(staged, writers)
+        except BaseException:
+            for writer in writers:
+                writer.discard()
+            raise
         for writer in writers:
-            close_written(writer)
+            writer.close()
         staged.commit()

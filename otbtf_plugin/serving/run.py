@@ -40,7 +40,7 @@ from ..grid import Window
 from ..models.loading import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..progress import NullProgress, Progress, tell, warn
-from ..raster import PerThread, invalid_pixels, read, write
+from ..raster import PerThread, invalid_pixels, read
 from ..styles import write_class_style
 from .blending import Blender
 from .inference import ServingState, build_state, compute_tile, open_sources, read_tile, tile_is_empty
@@ -173,7 +173,7 @@ def serve(
             dtype = writer.dtypes[0]
 
             def write_tile(tile: Window, values: np.ndarray) -> None:
-                write(writer, values.astype(dtype, copy=False), window=tile.to_rasterio())
+                writer.write(values.astype(dtype, copy=False), window=tile.to_rasterio())
 
             state = ServingState(plan, PerThread(open_here, stack, first=datasets), model)
             if plan.overlap:  # grown tiles computed, each output tile written once blended

@@ -212,3 +212,25 @@ def test_the_models_are_together():
         "deps",
     }, flat
     assert {"otbtf_plugin.models.loading", "otbtf_plugin.models.served", "otbtf_plugin.models.metadata"} <= set(MODULES)
+
+
+def _opens_for_writing(node: ast.AST) -> bool:
+    """``rasterio.open(path, "w", ...)`` (or ``mode="w"``/``"w+"``/``"r+"``)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open"):
+        return False
+    if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "rasterio"):
+        return False
+    modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+    modes += [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+    return any(mode in ("w", "w+", "r+") for mode in modes)
+
+
+def test_only_the_writer_process_writes_rasters():
+    """Raster pixels are written in the writer process only (docs/architecture.md, GDAL from
+    several threads): a write in the engine's own process could lose another run's pixels."""
+    writers = [
+        name
+        for name, path in MODULES.items()
+        if any(_opens_for_writing(node) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+    ]
+    assert writers == ["otbtf_plugin.raster_writer"]

@@ -379,9 +379,8 @@ def test_patch_regressor(patches, tmp_path):
     def targets(path, out):
         with PatchesImage(path) as images:
             values = images.read(0, len(images))[:, 6:10, 6:10, 2].mean(axis=(1, 2)).astype("float32") / 100.0
-        writer = PatchesWriter(out, len(values), 1, 1, 1, "float32")
-        writer.write(values.reshape(-1, 1, 1, 1))
-        writer.close()
+        with PatchesWriter(out, len(values), 1, 1, 1, "float32") as writer:
+            writer.write(values.reshape(-1, 1, 1, 1))
         return values
 
     (tp, _, _), (vp, _, extraction) = patches["train"], patches["valid"]
