@@ -115,7 +115,7 @@ class ApplyModelDialog(QDialog):
         form.addRow("Outputs", self.outputs)
         form.addRow("", self.fully_conv)
         form.addRow("Output raster", self.output)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import importlib
 import os
+import platform
 import queue
 import shutil
 import signal
@@ -76,19 +77,52 @@ PARTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
 }
 
 
-def part_requirements(requirements: Path, part: str) -> str:
-    """The lines of the lock that ``part`` installs."""
+# The GPU build of onnxruntime and the CUDA libraries it loads (see the file's header): where they
+# exist, they replace the CPU onnxruntime of any part.
+GPU_REQUIREMENTS = REQUIREMENTS.with_name("requirements-gpu.txt")
+
+
+def _name(line: str) -> str:
+    return line.split("#", 1)[0].split("==", 1)[0].strip()
+
+
+def part_requirements(requirements: Path, part: str, gpu: bool = False) -> str:
+    """The lines of the lock that ``part`` installs; with ``gpu``, onnxruntime's GPU build and
+    its CUDA libraries instead of its CPU build."""
     names = PARTS[part][1]
     lines = requirements.read_text(encoding="utf-8").splitlines()
-    if names is None:
-        return "\n".join(lines) + "\n"
-    kept = [line for line in lines if line.split("#", 1)[0].split("==", 1)[0].strip() in names]
-    return "\n".join(kept) + "\n"
+    if names is not None:
+        lines = [line for line in lines if _name(line) in names]
+    if gpu:
+        lines = [line for line in lines if _name(line) != "onnxruntime"]
+        lines += GPU_REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+    return "\n".join(lines) + "\n"
 
 
-def requirements_digest(requirements: Path = REQUIREMENTS, part: str = "all") -> str:
-    text = "\n".join(f"{p.name}=={p.version}" for p in parse_requirements(part_requirements(requirements, part)))
-    return hashlib.sha256(f"{sys.version_info[:2]}\n{text}".encode()).hexdigest()
+def requirements_digest(requirements: Path = REQUIREMENTS, part: str = "all", gpu: bool = False) -> str:
+    text = part_requirements(requirements, part, gpu)
+    pinned = "\n".join(f"{p.name}=={p.version}" for p in parse_requirements(text))
+    return hashlib.sha256(f"{sys.version_info[:2]}\n{pinned}".encode()).hexdigest()
+
+
+def gpu_problem(system: str | None = None, machine: str | None = None, driver: Path | None = None) -> str | None:
+    """Why the GPU packages cannot be installed here (one sentence), or None where they can:
+    they exist for Linux x86_64, and need an NVIDIA driver."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    driver = driver or Path("/proc/driver/nvidia/version")
+    where = "ONNX models run on the CPU here (and TensorFlow: its CUDA build is not installed by the plugin)"
+    if system != "Linux" or machine not in ("x86_64", "amd64"):
+        return (
+            f"the GPU packages (onnxruntime-gpu with the CUDA libraries) exist for Linux x86_64 only, and this "
+            f"machine is {system} {machine}: {where}"
+        )
+    if not driver.exists():
+        return (
+            "no NVIDIA driver is loaded on this machine (no /proc/driver/nvidia/version), so CUDA cannot run: "
+            f"install the driver first (Debian: nvidia-driver); until then {where}"
+        )
+    return None
 
 
 def installed_dirs() -> list[Path]:
@@ -130,6 +164,7 @@ def install(
     requirements: Path = REQUIREMENTS,
     target: Path | None = None,
     part: str = "all",
+    gpu: bool = False,
 ) -> Path:
     """Install the pinned packages into :func:`target_dir` and activate them.
 
@@ -138,27 +173,36 @@ def install(
     previous one intact. Quick when the same pins are already installed.
     With an explicit ``target`` (development tools), nothing is activated: the caller puts it
     on PYTHONPATH. ``part`` (:data:`PARTS`): ``onnx`` installs what ONNX models need, and
-    nothing when they can run already (a full install includes it).
+    nothing when they can run already (a full install includes it). ``gpu``: onnxruntime's GPU
+    build and the CUDA libraries instead of its CPU build (:func:`gpu_problem` says where they
+    cannot be installed); an install with them keeps them.
     """
     owned = target is None
     target = target_dir(system) if target is None else Path(target).resolve()
     stamp = target / STAMP_NAME
+    if gpu and (problem := gpu_problem()):
+        raise DependencyError(f"Nothing was installed: {problem}")
+    if not gpu and _stamped_gpu(stamp):  # an update keeps the GPU packages, where they still run
+        problem = gpu_problem()
+        if problem:
+            log(f"The GPU packages are left out of this update: {problem}")
+        gpu = problem is None
     if part != "all" and owned:
         activate()
-        if not packages.missing("onnx"):
+        if not gpu and not packages.missing("onnx"):
             log(f"{PARTS[part][0]}: what they need is installed already")
             return target
         if _stamped_part(stamp) == "all":  # a whole install from an older lock: never shrink it
             log("An install of everything is there: it is brought up to date whole")
             part = "all"
-    digest = requirements_digest(requirements, part)
+    digest = requirements_digest(requirements, part, gpu)
     if not force and stamp.is_file() and stamp.read_text().split("\n", 1)[0].strip() == digest:
         log(f"Already installed in {target}")
         if owned:
             _remove_pth()
             activate()
         return target
-    text = part_requirements(requirements, part)
+    text = part_requirements(requirements, part, gpu)
     total = len(parse_requirements(text))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = scratch_dir(target.parent, target.name)
@@ -182,7 +226,7 @@ def install(
     try:
         (pip_scratch / "requirements.txt").write_text(text, encoding="utf-8")
         _run_pip(command, total, log, step, cancelled, pip_scratch)
-        (staging / STAMP_NAME).write_text(f"{digest}\npart={part}\n")
+        (staging / STAMP_NAME).write_text(f"{digest}\npart={part}\ngpu={int(gpu)}\n")
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
@@ -269,6 +313,11 @@ def _stamped_part(stamp: Path) -> str | None:
     return next((line.split("=", 1)[1] for line in lines[1:] if line.startswith("part=")), "all")
 
 
+def _stamped_gpu(stamp: Path) -> bool:
+    """Whether an existing install holds the GPU packages (an update keeps them)."""
+    return stamp.is_file() and "gpu=1" in stamp.read_text().splitlines()[1:]
+
+
 def _remove_pth() -> None:
     """Remove the ``otbtf-deps.pth`` of earlier versions (it put our folder on every Python's
     path): the user's, and the system's when this process may."""
@@ -288,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
     inst.add_argument("--force", action="store_true", help="reinstall even if up to date")
     inst.add_argument("--part", choices=sorted(PARTS), default="all", help="what to install (default: all)")
+    inst.add_argument(
+        "--gpu", action="store_true", help="onnxruntime's GPU build and the CUDA libraries (Linux x86_64, NVIDIA)"
+    )
     inst.add_argument("--requirements", type=Path, default=REQUIREMENTS)
     inst.add_argument(
         "--target", type=Path, default=None, help="install into this folder (development tools; not activated)"
@@ -302,10 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in found:
             print(line)
         print("dependencies: OK" if not found else "dependencies: missing")
+        print(f"GPU packages: {gpu_problem() or 'they can be installed here (install --gpu)'}")
         return 1 if found else 0
     try:
         install(
-            system=args.system, force=args.force, requirements=args.requirements, target=args.target, part=args.part
+            system=args.system,
+            force=args.force,
+            requirements=args.requirements,
+            target=args.target,
+            part=args.part,
+            gpu=args.gpu,
         )
     except DependencyError as err:
         print(err, file=sys.stderr)

@@ -28,10 +28,12 @@ class InstallDependenciesTask(QgsTask):
     """Installs the pinned packages (all, or a part: ``installer.PARTS``) for this user with pip,
     in the background."""
 
-    def __init__(self, on_done=None, part: str = "all"):
-        super().__init__(f"Install otbtf dependencies ({installer.PARTS[part][0]})", QgsTask.CanCancel)
+    def __init__(self, on_done=None, part: str = "all", gpu: bool = False):
+        what = installer.PARTS[part][0] + (", on an NVIDIA GPU" if gpu else "")
+        super().__init__(f"Install otbtf dependencies ({what})", QgsTask.CanCancel)
         self.on_done = on_done
         self.part = part
+        self.gpu = gpu
         self.error: str | None = None
         self.target: Path | None = None
 
@@ -43,6 +45,7 @@ class InstallDependenciesTask(QgsTask):
                 step=lambda done, total: self.setProgress(100.0 * done / max(total, 1)),
                 cancelled=self.isCanceled,
                 part=self.part,
+                gpu=self.gpu,
             )
         except EngineError as err:
             self.error = str(err)
@@ -94,6 +97,7 @@ class OtbtfPlugin:
         self.toolbar_actions.append(apply)
         self._add_action(icon, "Install dependencies…", self.install_dependencies)
         self._add_action(icon, "Install dependencies for ONNX models only…", self.install_onnx_dependencies)
+        self._add_action(icon, "Install the GPU packages for ONNX models (NVIDIA)…", self.install_gpu_dependencies)
         self._add_action(icon, "Open the documentation", self.open_documentation)
         problems = packages.problems()
         if problems:
@@ -151,17 +155,36 @@ class OtbtfPlugin:
     def install_onnx_dependencies(self) -> None:
         self._install("onnx")
 
-    def _install(self, part: str) -> None:
+    def install_gpu_dependencies(self) -> None:
+        """onnxruntime's CUDA build and the CUDA libraries (about 2 GB), instead of its CPU build,
+        where they exist (Linux x86_64 with an NVIDIA driver); elsewhere, why not, plainly."""
+        problem = installer.gpu_problem()
+        if problem:
+            self._notify(f"The GPU packages were not installed: {problem}.", Qgis.Warning)
+            return
+        self._install("onnx", gpu=True)  # a whole install stays whole, with the GPU build
+
+    def _install(self, part: str, gpu: bool = False) -> None:
         if self.task is not None:
             return
-        self.task = InstallDependenciesTask(on_done=lambda ok, error: self._installed(ok, error, part), part=part)
+        self.task = InstallDependenciesTask(
+            on_done=lambda ok, error: self._installed(ok, error, part, gpu), part=part, gpu=gpu
+        )
         QgsApplication.taskManager().addTask(self.task)
-        self._notify(f"Installing {installer.PARTS[part][0]} in the background (see the task manager)…", Qgis.Info)
+        what = installer.PARTS[part][0] + (" with the GPU packages" if gpu else "")
+        self._notify(f"Installing {what} in the background (see the task manager)…", Qgis.Info)
 
-    def _installed(self, ok: bool, error: str | None, part: str = "all") -> None:
+    def _installed(self, ok: bool, error: str | None, part: str = "all", gpu: bool = False) -> None:
         self.task = None
         if not ok:
             self._notify(f"Installing the dependencies failed: {error}", Qgis.Critical)
+            return
+        if gpu:
+            self._notify(
+                "The GPU packages are installed: ONNX models run on the GPU with DEVICE auto or gpu (restart QGIS "
+                "if a model already ran in this session; the log names the device of each run).",
+                Qgis.Success,
+            )
             return
         remaining = packages.problems() if part == "all" else packages.missing("onnx")
         if remaining:

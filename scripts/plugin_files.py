@@ -26,6 +26,7 @@ SHIPPED = [
     "LICENSE",
     "README.md",
     "requirements.txt",
+    "requirements-gpu.txt",
     "otbtf_plugin",
     "processing_provider",
     "plugin",

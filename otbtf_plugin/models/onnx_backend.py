@@ -9,6 +9,7 @@ applied (:mod:`deepness`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def _info(arg, where: str) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
+def _load_cuda_libraries(ort) -> None:
+    """CUDA and cuDNN from the NVIDIA packages the installer put beside onnxruntime-gpu
+    (``--gpu``): onnxruntime finds them only when loaded first. Where they are not, the CUDA
+    libraries of the system are used, or onnxruntime runs on the CPU and the log says so."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            preload(directory="")  # the nvidia packages on sys.path, then the system's folders
+
+
 def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> ServedModel:
     """An ``.onnx`` file as a served model (one onnxruntime session, on ``device``: see
     :mod:`.devices`)."""
@@ -66,6 +77,8 @@ def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> S
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         providers = onnx_providers(ort.get_available_providers(), device)
+        if "CUDAExecutionProvider" in providers:
+            _load_cuda_libraries(ort)
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime's own exception types: say it in one line
         raise ModelError(

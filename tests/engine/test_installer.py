@@ -15,6 +15,7 @@ import rasterio
 from common import ROOT
 from otbtf_plugin import packages
 from otbtf_plugin.errors import Cancelled, DependencyError
+from otbtf_plugin.packages import REQUIREMENTS, parse_requirements
 from plugin import installer
 
 
@@ -137,7 +138,7 @@ def test_install_writes_target_and_stamp_removes_an_old_pth_then_is_quick(fake_e
     assert target == tmp_path / "data" / "otbtf" / installer.PYVER
     assert (target / "alpha" / "__init__.py").is_file()
     digest = installer.requirements_digest(installer.REQUIREMENTS)
-    assert (target / installer.STAMP_NAME).read_text().splitlines() == [digest, "part=all"]
+    assert (target / installer.STAMP_NAME).read_text().splitlines() == [digest, "part=all", "gpu=0"]
     assert not (tmp_path / "site" / installer.PTH_NAME).exists()  # the old one removed, none written
     assert steps[-1] == (3, 3)
     # Activated now: importable without restarting Python.
@@ -167,6 +168,52 @@ def test_the_onnx_part_installs_what_onnx_models_need_and_never_shrinks_a_whole_
     lines: list[str] = []
     installer.install(requirements=installer.REQUIREMENTS, log=lines.append, part="onnx")
     assert lines == ["ONNX models only: what they need is installed already"]
+
+
+def test_the_gpu_packages_replace_the_cpu_onnxruntime_and_stay_through_updates(fake_env, monkeypatch):
+    tmp_path, set_mode = fake_env
+    set_mode("ok")
+    installer.REQUIREMENTS.write_text("alpha==1.0\nonnxruntime==1.32.0\ngamma==3.0\n")
+    gpu_lock = tmp_path / "req-gpu.txt"
+    gpu_lock.write_text("# CUDA\nonnxruntime-gpu==1.31.1\nnvidia-cudnn-cu13==9.28.1.4\n")
+    monkeypatch.setattr(installer, "GPU_REQUIREMENTS", gpu_lock)
+    monkeypatch.setattr(installer, "gpu_problem", lambda: None)
+    quiet = {"requirements": installer.REQUIREMENTS, "log": lambda line: None}
+    target = installer.install(**quiet, gpu=True)
+    seen = ["alpha", "gamma", "onnxruntime-gpu", "nvidia-cudnn-cu13"]
+    assert [p.name for p in parse_requirements((target / "requirements.seen").read_text())] == seen
+    assert (target / installer.STAMP_NAME).read_text().splitlines()[1:] == ["part=all", "gpu=1"]
+    set_mode("fail")
+    installer.install(**quiet)  # an update without --gpu keeps them: nothing to do
+    set_mode("ok")
+    lines: list[str] = []
+    monkeypatch.setattr(installer, "gpu_problem", lambda: "no NVIDIA driver is loaded on this machine")
+    installer.install(requirements=installer.REQUIREMENTS, log=lines.append)  # the driver is gone
+    assert "The GPU packages are left out of this update: no NVIDIA driver is loaded on this machine" in lines
+    assert (target / "requirements.seen").read_text().split() == ["alpha==1.0", "onnxruntime==1.32.0", "gamma==3.0"]
+    set_mode("fail")
+    with pytest.raises(installer.DependencyError, match=r"^Nothing was installed: no NVIDIA driver"):
+        installer.install(**quiet, gpu=True)  # asked for where they cannot run: refused before pip
+
+
+def test_where_the_gpu_packages_exist(tmp_path):
+    driver = tmp_path / "version"
+    assert "Linux x86_64 only, and this machine is Darwin arm64" in installer.gpu_problem("Darwin", "arm64", driver)
+    assert "Linux x86_64 only" in installer.gpu_problem("Linux", "aarch64", driver)
+    assert "no NVIDIA driver is loaded" in installer.gpu_problem("Linux", "x86_64", driver)
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06\n")
+    assert installer.gpu_problem("Linux", "x86_64", driver) is None
+
+
+def test_the_gpu_lock_swaps_onnxruntime_and_repins_nothing_else():
+    """requirements-gpu.txt holds onnxruntime's GPU build and the CUDA libraries only: the
+    packages they share with the lock (numpy, protobuf...) keep the lock's versions."""
+    for version in ((3, 11), (3, 13)):
+        main = {p.name for p in parse_requirements(REQUIREMENTS.read_text(), version)}
+        gpu = [p.name for p in parse_requirements(installer.GPU_REQUIREMENTS.read_text(), version)]
+        assert "onnxruntime-gpu" in gpu and not main & set(gpu), main & set(gpu)
+        both = parse_requirements(installer.part_requirements(REQUIREMENTS, "all", gpu=True), version)
+        assert "onnxruntime" not in {p.name for p in both} and len(both) == len(main) - 1 + len(gpu)
 
 
 def test_failed_install_keeps_the_previous_one_and_says_why(fake_env):

@@ -53,6 +53,7 @@ def test_desktop_load_registers_provider_and_menu_then_unloads_clean(
         "Apply a model to a layer…",
         "Install dependencies for ONNX models only…",
         "Install dependencies…",
+        "Install the GPU packages for ONNX models (NVIDIA)…",
         "Open the documentation",
     ]
     assert [action.text() for name, action in menu if name == "toolbar"] == ["Apply a model to a layer…"]
@@ -120,8 +121,8 @@ def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monke
     installer = importlib.import_module(f"{PLUGIN}.plugin.installer")
     calls = []
 
-    def fake_install(system, log, step, cancelled, part):
-        calls.append((system, part))
+    def fake_install(system, log, step, cancelled, part, gpu):
+        calls.append((system, part) + (("gpu",) if gpu else ()))
         for done in range(1, 4):
             step(done, 3)
         return plugin_path
@@ -150,3 +151,18 @@ def test_install_action_runs_as_a_background_task(plugin_path, qgis_iface, monke
         time.sleep(0.01)
     assert calls == [(False, "all"), (False, "onnx")]
     assert any("ONNX models are ready" in text for text in bar.get_messages(3)), bar.messages
+    # The GPU entry: where the packages cannot run, it says why and installs nothing ...
+    gpu = next(a for a in plugin.actions if a.text() == "Install the GPU packages for ONNX models (NVIDIA)…")
+    monkeypatch.setattr(installer, "gpu_problem", lambda: "no NVIDIA driver is loaded on this machine")
+    gpu.trigger()
+    assert plugin.task is None and len(calls) == 2
+    assert any("GPU packages were not installed: no NVIDIA driver" in text for text in bar.get_messages(1))
+    # ... and where they can, installs them in the background
+    monkeypatch.setattr(installer, "gpu_problem", lambda: None)
+    gpu.trigger()
+    deadline = time.monotonic() + 60
+    while plugin.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert calls[-1] == (False, "onnx", "gpu")
+    assert any("GPU packages are installed" in text for text in bar.get_messages(3)), bar.messages
