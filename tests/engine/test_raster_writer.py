@@ -222,3 +222,16 @@ def _state(pid: int) -> str:
             return status.read()
     except FileNotFoundError:
         return "zombie"
+
+
+def test_the_writers_peak_memory_is_its_own(monkeypatch):
+    """The benches add the writer's peak to the run's: it must not count what this process held
+    when it started the writer (getrusage's maximum survives fork and exec)."""
+    raster_writer._stop_writer()
+    monkeypatch.setattr(raster_writer, "_writer", None)
+    held = np.ones(400 << 20, dtype=np.uint8)  # 400 MiB resident here
+    raster_writer._the_writer()
+    peak = raster_writer.writer_peak_rss_mib()
+    del held
+    raster_writer._stop_writer()
+    assert peak is not None and 20 < peak < 300, peak
