@@ -91,6 +91,39 @@ def tiles(width: int, height: int, tile_width: int, tile_height: int | None = No
     ]
 
 
+def overlapping_tiles(width: int, height: int, tile: int, overlap: int) -> list[Window]:
+    """Square windows of ``tile`` px whose starts step by ``tile - overlap``, row by row; the
+    last of each row and column is moved back to end at the image's edge, so that every window
+    lies inside an image at least one tile wide and each pixel is seen whole by some window.
+    Along an axis shorter than a tile there is one window, at 0, reaching past the image
+    (read padded). Detection's tiles: an object cut by one window's edge lies inside another's
+    when it is at most ``overlap`` px long."""
+    if tile < 1 or not 0 <= overlap < tile:
+        raise GridError(f"tiles of {tile} px overlapping {overlap} px: need 0 <= overlap < tile")
+
+    def starts(size: int) -> list[int]:
+        if size <= tile:
+            return [0]
+        found = list(range(0, size - tile, tile - overlap))
+        return [*found, size - tile]
+
+    return [Window(col, row, tile, tile) for row in starts(height) for col in starts(width)]
+
+
+def rotated_box_corners(cx, cy, width, height, angle) -> np.ndarray:
+    """``(n, 4, 2)`` corners ``(x, y)`` of boxes of centre ``(cx, cy)``, size ``width x
+    height`` turned by ``angle`` radians, in pixel coordinates (x right, y down: a positive
+    angle turns clockwise on screen, as Ultralytics' oriented boxes do). Order: the corner at
+    ``(+w/2, +h/2)`` before turning, then around."""
+    cx, cy, w, h, a = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (cx, cy, width, height, angle))
+    cos, sin = np.cos(a), np.sin(a)
+    corners = []
+    for dx, dy in ((0.5, 0.5), (-0.5, 0.5), (-0.5, -0.5), (0.5, -0.5)):
+        x, y = dx * w, dy * h
+        corners.append(np.stack([cx + x * cos - y * sin, cy + x * sin + y * cos], axis=-1))
+    return np.stack(corners, axis=1)
+
+
 def expanded(window: Window, margin: int, bounds: Window) -> Window:
     """``window`` grown by ``margin`` pixels on each side, within ``bounds``."""
     grown = Window(
@@ -228,8 +261,9 @@ class Grid:
         """``(xmin, ymin, xmax, ymax)`` in map units."""
         return (self.x0, self.y0 + self.height * self.res_y, self.x0 + self.width * self.res_x, self.y0)
 
-    def to_map(self, col: float, row: float) -> tuple[float, float]:
-        """Map coordinates of a pixel position (use ``col + 0.5`` for a centre)."""
+    def to_map(self, col, row):
+        """Map coordinates of a pixel position (use ``col + 0.5`` for a centre); scalars or
+        numpy arrays."""
         return self.x0 + col * self.res_x, self.y0 + row * self.res_y
 
     def pixel_of(self, x, y):

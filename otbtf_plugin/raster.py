@@ -137,6 +137,22 @@ def grid_of(dataset) -> Grid:
     return Grid.from_transform(dataset.transform, dataset.width, dataset.height)
 
 
+def resolution_warning(wanted_cm: float | None, dataset, tolerance: float = 1.5) -> str | None:
+    """A line when the raster's pixels are far (more than ``tolerance`` times) from those a
+    model was made for (Deepness' ``resolution``, cm): Deepness resamples the raster to it; we
+    keep the raster's grid, so the user should."""
+    crs = dataset.crs
+    if not wanted_cm or crs is None or not crs.is_projected:
+        return None
+    metres = abs(dataset.res[0]) * (crs.linear_units_factor[1] if crs.linear_units_factor else 1.0)
+    if 1 / tolerance <= metres * 100 / wanted_cm <= tolerance:
+        return None
+    return (
+        f"warning: the model was made for {wanted_cm:g} cm pixels and source 1 has {metres * 100:g} cm pixels; "
+        f"resample it to {wanted_cm / 100:g} m (Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"
+    )
+
+
 def crs_wkt(dataset) -> str | None:
     return dataset.crs.to_wkt() if dataset.crs else None
 

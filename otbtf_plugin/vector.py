@@ -402,7 +402,7 @@ VECTOR_DRIVERS = {
 }
 
 
-def _translate_points(
+def _translate_table(
     table: Path,
     partial: Path,
     driver: str,
@@ -411,20 +411,21 @@ def _translate_points(
     names: list[str],
     metadata: dict[str, str] | None,
     count: int,
+    geometry: tuple[str, list[str]],
 ) -> None:
-    """The CSV ``table`` as a point layer at ``partial``, then read back: the layer must hold
-    every point (a write that failed half-way, as on a full disk, must not look complete)."""
+    """The CSV ``table`` as a layer of ``geometry`` (a type and GDAL's CSV open options) at
+    ``partial``, then read back: the layer must hold every feature (a write that failed half-way,
+    as on a full disk, must not look complete)."""
+    geometry_type, open_options = geometry
     options = gdal.VectorTranslateOptions(
         format=driver,
         layerName=layer_name,
         dstSRS=crs_wkt,
         srcSRS=crs_wkt,
         selectFields=names or None,
-        geometryType="POINT",
+        geometryType=geometry_type,
     )
-    source = gdal.OpenEx(
-        str(table), gdal.OF_VECTOR, open_options=["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"]
-    )
+    source = gdal.OpenEx(str(table), gdal.OF_VECTOR, open_options=open_options)
     result = gdal.VectorTranslate(str(partial), source, options=options)
     if result is None:
         raise RuntimeError("the layer could not be created")
@@ -435,8 +436,48 @@ def _translate_points(
     written = gdal.OpenEx(str(partial), gdal.OF_VECTOR)
     layer = written.GetLayerByName(layer_name) if written is not None else None
     if layer is None or layer.GetFeatureCount() != count:
-        found = "no layer" if layer is None else f"{layer.GetFeatureCount()} of {count} points"
+        found = "no layer" if layer is None else f"{layer.GetFeatureCount()} of {count} features"
         raise RuntimeError(f"the file holds {found} after writing")
+
+
+def _write_table(
+    path: str | Path,
+    layer_name: str,
+    crs_wkt: str | None,
+    geometry_columns: dict[str, tuple[list, str]],
+    geometry: tuple[str, list[str]],
+    fields: dict[str, tuple[list, str]],
+    metadata: dict[str, str] | None,
+    what: str,
+) -> Path:
+    """Features through a CSV that GDAL converts in C++ (no Python loop over features), into
+    a new file written atomically; the format follows the suffix."""
+    path = Path(path)
+    driver = VECTOR_DRIVERS.get(path.suffix.lower())
+    if driver is None:
+        raise InputError(f"cannot write {what} to {path.name!r}: use one of {', '.join(VECTOR_DRIVERS)}")
+    names = list(fields)
+    columns = {**geometry_columns, **fields}
+    count = len(next(iter(geometry_columns.values()))[0])
+    tmp = scratch_dir(path.parent, "otbtf-features")
+    try:
+        table = Path(tmp) / "features.csv"
+        with open(table, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(list(columns))
+            writer.writerows(zip(*(list(values) for values, _ in columns.values()), strict=True))
+        (Path(tmp) / "features.csvt").write_text(",".join(kind for _, kind in columns.values()))
+        with atomic_output(path) as partial:
+            try:
+                _translate_table(table, partial, driver, layer_name, crs_wkt, names, metadata, count, geometry)
+            except RuntimeError as err:  # GDAL's exceptions: a full disk, a read-only folder
+                raise InputError(
+                    f"could not write {path} ({str(err).strip() or 'GDAL failed'}). Is the disk full "
+                    f"or the folder read-only? {unchanged(path)}"
+                ) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 @gdal_exceptions
@@ -452,38 +493,38 @@ def write_points(
     """Write points and their attributes to a new vector file, atomically; the
     format follows the suffix (GeoPackage, SQLite, Shapefile, GeoJSON, FlatGeobuf).
 
-    ``fields`` maps a name to ``(values, type)`` with type ``"String"`` or
-    ``"Integer64"``. The rows go through a CSV that GDAL converts in C++: no
-    Python loop over features.
+    ``fields`` maps a name to ``(values, type)`` with type ``"String"``,
+    ``"Integer64"`` or ``"Real"``.
     """
-    path = Path(path)
-    driver = VECTOR_DRIVERS.get(path.suffix.lower())
-    if driver is None:
-        raise InputError(f"cannot write points to {path.name!r}: use one of {', '.join(VECTOR_DRIVERS)}")
-    names = list(fields)
-    tmp = scratch_dir(path.parent, "otbtf-points")
-    try:
-        table = Path(tmp) / "points.csv"
-        with open(table, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(["x", "y", *names])
-            writer.writerows(
-                zip(
-                    np.asarray(x).tolist(),
-                    np.asarray(y).tolist(),
-                    *(list(values) for values, _ in fields.values()),
-                    strict=True,
-                )
-            )
-        (Path(tmp) / "points.csvt").write_text(",".join(["Real", "Real", *(t for _, t in fields.values())]))
-        with atomic_output(path) as partial:
-            try:
-                _translate_points(table, partial, driver, layer_name, crs_wkt, names, metadata, len(x))
-            except RuntimeError as err:  # GDAL's exceptions: a full disk, a read-only folder
-                raise InputError(
-                    f"could not write {path} ({str(err).strip() or 'GDAL failed'}). Is the disk full "
-                    f"or the folder read-only? {unchanged(path)}"
-                ) from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return _write_table(
+        path,
+        layer_name,
+        crs_wkt,
+        {"x": (np.asarray(x).tolist(), "Real"), "y": (np.asarray(y).tolist(), "Real")},
+        ("POINT", ["X_POSSIBLE_NAMES=x", "Y_POSSIBLE_NAMES=y", "KEEP_GEOM_COLUMNS=NO"]),
+        fields,
+        metadata,
+        "points",
+    )
+
+
+@gdal_exceptions
+def write_polygons(
+    path: str | Path,
+    layer_name: str,
+    crs_wkt: str | None,
+    wkt: list[str],
+    fields: dict[str, tuple[list, str]],
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write polygons (WKT) and their attributes to a new vector file, as :func:`write_points`."""
+    return _write_table(
+        path,
+        layer_name,
+        crs_wkt,
+        {"geometry_wkt": (list(wkt), "WKT")},
+        ("POLYGON", ["GEOM_POSSIBLE_NAMES=geometry_wkt", "KEEP_GEOM_COLUMNS=NO"]),
+        fields,
+        metadata,
+        "polygons",
+    )

@@ -238,3 +238,73 @@ def strided_reference(image, bands=3, seed=0):
     w, b = _weights(seed, 2, bands, 4)
     windows = sliding_window_view(image.astype(np.float64), (4, 4), axis=(1, 2))[:, ::2, ::2]
     return np.einsum("cijuv,ocuv->oij", windows, w.astype(np.float64)) + b[:, None, None]
+
+
+def grid_detector(tile=64, layout="YOLO_Ultralytics", classes=1, cell=8, angle=0.0, objectness=None):
+    """A detector whose objects are known by construction: the tile is cut into ``cell`` px
+    cells, and each cell proposes one box, the cell itself (centre at the cell's centre, size
+    ``cell``), scored for class ``k`` by the mean of band ``k + 1`` over the cell (/ 255, as
+    Deepness prepares the input). Outputs in ``layout`` (Deepness' det_type): Ultralytics and
+    v9 ``[1, 4 + C, N]``; v5/v7 and v6 ``[1, N, 5 + C]`` (objectness: the best class score,
+    or ``objectness`` everywhere); oriented ``[1, 4 + C + 1, N]`` with ``angle``;
+    segmentation ``[1, 4 + C + 1, N]`` (one coefficient, 10) and prototypes ``[1, 1, T/4,
+    T/4]`` of 10: each mask is its box. Cells are numbered row by row."""
+    n = (tile // cell) ** 2
+    centres = (np.arange(tile // cell) + 0.5) * cell
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(n, cell), np.full(n, cell)]).astype(np.float32)[None]
+    inits = [numpy_helper.from_array(boxes, "boxes"), numpy_helper.from_array(np.array([1, 1, n], np.int64), "shape")]
+    nodes = []
+    scores = []
+    for k in range(classes):
+        inits.append(numpy_helper.from_array(np.array([k], np.int64), f"b{k}"))
+        inits.append(numpy_helper.from_array(np.array([k + 1], np.int64), f"e{k}"))
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), f"axis{k}"))
+        nodes += [
+            helper.make_node("Slice", ["x", f"b{k}", f"e{k}", f"axis{k}"], [f"band{k}"]),
+            helper.make_node(
+                "AveragePool", [f"band{k}"], [f"pool{k}"], kernel_shape=[cell, cell], strides=[cell, cell]
+            ),
+            helper.make_node("Reshape", [f"pool{k}", "shape"], [f"score{k}"]),
+        ]
+        scores.append(f"score{k}")
+    pieces = ["boxes"]
+    extra_outputs = []
+    if layout in ("YOLO_v5_or_v7_default", "YOLO_v6"):
+        if objectness is None:
+            nodes.append(helper.make_node("Max", scores, ["objectness"]))
+        else:
+            inits.append(numpy_helper.from_array(np.full((1, 1, n), objectness, np.float32), "objectness"))
+        pieces.append("objectness")
+    pieces += scores
+    if layout == "YOLO_Ultralytics_obb":
+        inits.append(numpy_helper.from_array(np.full((1, 1, n), angle, np.float32), "angle"))
+        pieces.append("angle")
+    if layout == "YOLO_Ultralytics_segmentation":
+        inits.append(numpy_helper.from_array(np.full((1, 1, n), 10.0, np.float32), "coefficient"))
+        pieces.append("coefficient")
+        inits.append(numpy_helper.from_array(np.array([0.0], np.float32), "zero"))
+        inits.append(numpy_helper.from_array(np.array([10.0], np.float32), "ten"))
+        nodes += [
+            helper.make_node("AveragePool", ["band0"], ["small"], kernel_shape=[4, 4], strides=[4, 4]),
+            helper.make_node("Mul", ["small", "zero"], ["nothing"]),
+            helper.make_node("Add", ["nothing", "ten"], ["protos"]),
+        ]
+        extra_outputs.append(helper.make_tensor_value_info("protos", TensorProto.FLOAT, [1, 1, tile // 4, tile // 4]))
+    nodes.append(helper.make_node("Concat", pieces, ["rows"], axis=1))
+    width = 4 + (1 if layout in ("YOLO_v5_or_v7_default", "YOLO_v6") else 0) + classes
+    width += 1 if layout in ("YOLO_Ultralytics_obb", "YOLO_Ultralytics_segmentation") else 0
+    if layout in ("YOLO_v5_or_v7_default", "YOLO_v6"):
+        nodes.append(helper.make_node("Transpose", ["rows"], ["detections"], perm=[0, 2, 1]))
+        shape = [1, n, width]
+    else:
+        nodes.append(helper.make_node("Identity", ["rows"], ["detections"]))
+        shape = [1, width, n]
+    graph = helper.make_graph(
+        nodes,
+        "grid_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, tile, tile])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, shape), *extra_outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

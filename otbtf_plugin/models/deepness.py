@@ -18,7 +18,8 @@ the ONNX file's metadata, each value a JSON text: ``model_type``, ``class_names`
 
 Not done: Deepness resamples the raster to the model's resolution (we serve on the
 raster's own grid and warn when they differ), and cleans class maps of small segments.
-Detection, recognition and super-resolution models are refused with what is supported.
+Detectors are run by :mod:`otbtf_plugin.detection`; recognition and super-resolution models
+are refused with what is supported.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class DeepnessSettings:
     std: tuple[float, ...] | None = None
     threshold: float = 0.5
     output_scaling: float = 1.0
+    det_type: str | None = None  # a Detector's output layout (Deepness' names)
+    det_conf: float | None = None  # a Detector's confidence threshold
+    det_iou: float | None = None  # a Detector's suppression threshold (IoU)
 
     def overlap_px(self, tile: int) -> int:
         """Deepness' own rounding of the overlap, in pixels of a ``tile`` px tile."""
@@ -157,6 +161,9 @@ def read_settings(custom: dict[str, str], where: str) -> DeepnessSettings | None
         std=floats("standardization_std"),
         threshold=0.5 if threshold is None else threshold,
         output_scaling=number("reg_output_scaling") or 1.0,
+        det_type=str(values["det_type"]) if values.get("det_type") is not None else None,
+        det_conf=number("det_conf", low=0, high=1, what="a confidence from 0 to 1"),
+        det_iou=number("det_iou_thresh", low=0, high=1, what="an IoU threshold from 0 to 1"),
     )
 
 
@@ -173,6 +180,11 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
     classes = ours.classes if ours is not None else None
     where = model.path.name
     kind = settings.model_type or ("Segmentor" if settings.class_names else None)
+    if kind == "Detector":
+        raise ModelError(
+            f"{where} is a Deepness Detector model: run it with Object detection (otbtf:objectdetection), "
+            "which writes its objects as polygons"
+        )
     if kind is not None and kind not in SERVED_TYPES:
         raise ModelError(
             f"{where} is a Deepness {kind} model; served here: Segmentor and Regressor models "

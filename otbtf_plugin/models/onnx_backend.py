@@ -65,9 +65,9 @@ def _load_cuda_libraries(ort) -> None:
             preload(directory="")  # the nvidia packages on sys.path, then the system's folders
 
 
-def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> ServedModel:
-    """An ``.onnx`` file as a served model (one onnxruntime session, on ``device``: see
-    :mod:`.devices`)."""
+def onnx_session(path: Path, device: Device = "auto") -> tuple[ServedModel, dict[str, str]]:
+    """An ``.onnx`` file's session as a served model with its tensors as the file has them (no
+    layout change), on ``device`` (see :mod:`.devices`), and the file's metadata map."""
     ort = runtimes.import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -101,7 +101,14 @@ def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> S
 
     model = ServedModel(path, "onnx", inputs, outputs, _call=call, _keep=session)
     model.device = onnx_device(providers, session.get_providers(), device)
-    custom = dict(session.get_modelmeta().custom_metadata_map)
+    return model, dict(session.get_modelmeta().custom_metadata_map)
+
+
+def load_onnx(path: Path, layout: Layout = "auto", device: Device = "auto") -> ServedModel:
+    """An ``.onnx`` file as a served model (one onnxruntime session, on ``device``: see
+    :mod:`.devices`), channels last, served the Deepness way when it carries Deepness' keys."""
+    model, custom = onnx_session(path, device)
+    where = path.name
     ours = _our_metadata(custom, where)
     written = _json_value(custom, "layout", where)  # written by our export
     if layout == "auto" and written in ("NCHW", "NHWC"):

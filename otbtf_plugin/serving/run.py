@@ -40,7 +40,7 @@ from ..grid import Window
 from ..models.loading import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..progress import NullProgress, Progress, tell, warn
-from ..raster import PerThread, invalid_pixels, read
+from ..raster import PerThread, invalid_pixels, read, resolution_warning
 from ..styles import write_class_style
 from .blending import Blender
 from .inference import ServingState, build_state, compute_tile, open_sources, read_tile, tile_is_empty
@@ -84,21 +84,10 @@ def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, s
     return lines
 
 
-def resolution_warnings(model: ServedModel, datasets, tolerance: float = 1.5) -> list[str]:
-    """A line when the reference source's pixels are far (more than ``tolerance`` times) from
-    those a model was made for (Deepness' ``resolution``, cm): Deepness resamples the raster
-    to it; serving keeps the raster's grid, so the user should."""
-    wanted = model.metadata.resolution_cm if model.metadata else None
-    crs = datasets[0].crs
-    if not wanted or crs is None or not crs.is_projected:
-        return []
-    metres = abs(datasets[0].res[0]) * (crs.linear_units_factor[1] if crs.linear_units_factor else 1.0)
-    if 1 / tolerance <= metres * 100 / wanted <= tolerance:
-        return []
-    return [
-        f"warning: the model was made for {wanted:g} cm pixels and source 1 has {metres * 100:g} cm pixels; "
-        f"resample it to {wanted / 100:g} m (Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"
-    ]
+def resolution_warnings(model: ServedModel, datasets) -> list[str]:
+    """:func:`raster.resolution_warning` for a model and its reference source."""
+    line = resolution_warning(model.metadata.resolution_cm if model.metadata else None, datasets[0])
+    return [line] if line else []
 
 
 @dataclass

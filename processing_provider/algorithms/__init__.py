@@ -7,6 +7,7 @@ from .deepfeatures import (
     SampleExtractionFromDeepFeatures,
     TrainClassifierFromDeepFeatures,
 )
+from .objectdetection import ObjectDetection
 from .patchesextraction import PatchesExtraction
 from .patchesselection import PatchesSelection
 from .sampleselection import SampleSelection
@@ -21,6 +22,7 @@ ALGORITHMS = [
     PatchesExtraction,
     TensorflowModelTrain,
     TensorflowModelServe,
+    ObjectDetection,
     TrainClassifierFromDeepFeatures,
     ImageClassifierFromDeepFeatures,
     SampleExtractionFromDeepFeatures,

@@ -270,3 +270,24 @@ def test_serving_axis_the_worked_examples_of_the_module():
 def test_coarser_grid_origin_and_pixel_size():
     g = Grid(500000.0, 4000000.0, 30.0, -30.0, 100, 80)
     assert g.coarser(8, 4, 2, 46, 38) == Grid(500240.0, 3999880.0, 60.0, -60.0, 46, 38)
+
+
+def test_overlapping_tiles_step_by_the_stride_and_end_at_the_edges():
+    from otbtf_plugin.grid import overlapping_tiles
+
+    tiles = overlapping_tiles(200, 168, 64, 16)
+    assert sorted({t.col_off for t in tiles}) == [0, 48, 96, 136]  # 136 = 200 - 64: the last moved back
+    assert sorted({t.row_off for t in tiles}) == [0, 48, 96, 104]
+    assert {(t.width, t.height) for t in tiles} == {(64, 64)}
+    assert [(t.col_off, t.row_off, t.width) for t in overlapping_tiles(40, 64, 64, 16)] == [(0, 0, 64)]  # padded
+    with pytest.raises(GridError, match="need 0 <= overlap < tile"):
+        overlapping_tiles(100, 100, 64, 64)
+
+
+def test_rotated_box_corners_by_hand():
+    from otbtf_plugin.grid import rotated_box_corners
+
+    # a 4 x 2 box centred at (10, 20): unturned, then a quarter turn clockwise on screen (y down)
+    assert rotated_box_corners(10, 20, 4, 2, 0).tolist() == [[[12, 21], [8, 21], [8, 19], [12, 19]]]
+    turned = rotated_box_corners(10, 20, 4, 2, np.pi / 2)[0]
+    assert turned.round(12).tolist() == [[9, 22], [9, 18], [11, 18], [11, 22]]

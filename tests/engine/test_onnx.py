@@ -223,8 +223,7 @@ def test_deepness_regressor_scales_and_other_kinds_are_refused(tmp_path, scene):
     detector = onnx_models.save(onnx_models.conv_model(), tmp_path / "det.onnx", {"model_type": "Detector"})
     with pytest.raises(
         ModelError,
-        match=r"^det.onnx is a Deepness Detector model; served here: Segmentor and "
-        r"Regressor",
+        match=r"^det.onnx is a Deepness Detector model: run it with Object detection \(otbtf:objectdetection\)",
     ):
         load_model(detector)
 

@@ -276,7 +276,7 @@ def test_every_algorithm_dialog_opens_and_reports_go_to_the_results_viewer(qgis_
 
     provider = QgsApplication.processingRegistry().providerById("otbtf")
     algorithms = provider.algorithms()
-    assert len(algorithms) == 10
+    assert len(algorithms) == 11
     for algorithm in algorithms:
         dialog = processing.createAlgorithmDialog(algorithm.id())
         assert dialog is not None, algorithm.id()

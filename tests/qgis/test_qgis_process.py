@@ -36,6 +36,7 @@ def test_list_shows_the_provider(installed_profile):
         "otbtf:imageclassifierfromdeepfeatures",
         "otbtf:sampleextractionfromdeepfeatures",
         "otbtf:trainvectorclassifier",
+        "otbtf:objectdetection",
     ):
         assert algorithm in out.stdout
 
@@ -250,3 +251,38 @@ def test_a_name_too_long_for_the_file_system_is_one_line(installed_profile, tmp_
     assert f"is {length} characters long" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr + out.stdout
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_object_detection_writes_one_polygon_per_object(installed_profile, tmp_path):
+    """A detector whose objects are known (onnx_models.grid_detector: 8 px cells scored by band 1)
+    over a raster with two bright squares, one across a seam of the 64 px tiles: two polygons,
+    the squares' rectangles in the raster's CRS."""
+    import numpy as np
+    import rasterio
+    from onnx_models import grid_detector, save
+    from osgeo import ogr
+
+    pixels = np.zeros((3, 104, 120), np.uint8)  # every tile start a multiple of 8: cells aligned
+    pixels[0, 16:24, 56:64] = 255
+    pixels[0, 80:88, 8:16] = 255
+    profile = {"driver": "GTiff", "width": 120, "height": 104, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    with rasterio.open(
+        tmp_path / "scene.tif", "w", transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4e6), **profile
+    ) as dst:
+        dst.write(pixels)
+    meta = {"model_type": "Detector", "det_type": "YOLO_Ultralytics", "class_names": {"0": "car"}, "tiles_overlap": 25}
+    save(grid_detector(), tmp_path / "det.onnx", meta)
+    out = run_qgis_process(
+        installed_profile,
+        "run",
+        "otbtf:objectdetection",
+        "--json",
+        f"--SOURCE1={tmp_path / 'scene.tif'}",
+        f"--MODEL={tmp_path / 'det.onnx'}",
+        f"--OUTPUT={tmp_path / 'cars.gpkg'}",
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["results"]["OBJECTS"] == 2
+    source = ogr.Open(str(tmp_path / "cars.gpkg"))
+    envelopes = sorted(tuple(f.GetGeometryRef().GetEnvelope()) for f in source.GetLayer(0))
+    assert envelopes == [(500004.0, 500008.0, 3999956.0, 3999960.0), (500028.0, 500032.0, 3999988.0, 3999992.0)]
