@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
@@ -30,11 +31,13 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from otbtf_plugin.detection import is_detector, load_detector
 from otbtf_plugin.errors import EngineError
 from otbtf_plugin.models.loading import load_model, model_path_problem
 from otbtf_plugin.models.metadata import METADATA_FILE, MetadataError, read_metadata
 
 ALGORITHM = "otbtf:tensorflowmodelserve"
+DETECTION = "otbtf:objectdetection"  # for an ONNX detector: objects as polygons
 
 
 def model_location(path: str) -> str:
@@ -61,6 +64,8 @@ def describe_model(path: str) -> str:
         return problem
     if Path(path).suffix.lower() == ".onnx":
         try:
+            if is_detector(path):
+                return load_detector(path).describe() + ". Objects are written as polygons (a GeoPackage)."
             model = load_model(path)
         except EngineError as err:
             return str(err)
@@ -123,13 +128,25 @@ class ApplyModelDialog(QDialog):
         layout.addWidget(buttons)
 
     def parameters(self) -> dict:
+        """The algorithm's parameters; a detector's (``ALGORITHM`` names which) go to object
+        detection, its output a GeoPackage beside the chosen name."""
         layer = self.layer.currentLayer()
+        model = model_location(self.model.filePath())
+        source = layer.source() if layer is not None else None
+        output = self.output.filePath()
+        try:
+            detector = bool(model) and is_detector(model)
+        except EngineError:
+            detector = False
+        if detector:
+            vector = str(Path(output).with_suffix(".gpkg")) if output else "TEMPORARY_OUTPUT"
+            return {"ALGORITHM": DETECTION, "SOURCE1": source, "MODEL": model, "OUTPUT": vector}
         return {
-            "SOURCE1": layer.source() if layer is not None else None,
-            "MODEL": model_location(self.model.filePath()),
+            "SOURCE1": source,
+            "MODEL": model,
             "OUTPUT_NAMES": self.outputs.text().strip(),
             "FULLYCONV": self.fully_conv.isChecked(),
-            "OUTPUT": self.output.filePath() or "TEMPORARY_OUTPUT",
+            "OUTPUT": output or "TEMPORARY_OUTPUT",
         }
 
 
@@ -140,7 +157,8 @@ class ServeTask(QgsProcessingAlgRunnerTask):
         self.context = QgsProcessingContext()
         self.context.setProject(QgsProject.instance())
         self.feedback = QgsProcessingFeedback()
-        algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+        parameters = dict(parameters)
+        algorithm = QgsApplication.processingRegistry().algorithmById(parameters.pop("ALGORITHM", ALGORITHM))
         super().__init__(algorithm, parameters, self.context, self.feedback)
         self.setDescription(f"otbtf: apply {Path(parameters['MODEL']).name} to {Path(str(parameters['SOURCE1'])).name}")
         self.on_done = on_done
@@ -170,6 +188,11 @@ def apply_model(iface) -> ServeTask | None:
                 "otbtf",
                 "Applying the model failed or was cancelled: " + (log.strip().splitlines() or ["see the log"])[-1],
             )
+            return
+        if "OBJECTS" in results:  # object detection
+            objects = QgsVectorLayer(results["OUTPUT"], Path(results["OUTPUT"]).stem, "ogr")
+            QgsProject.instance().addMapLayer(objects)
+            iface.messageBar().pushSuccess("otbtf", f"{objects.name()}: {results['OBJECTS']} objects")
             return
         layer = QgsRasterLayer(results["OUTPUT"], Path(results["OUTPUT"]).stem)
         QgsProject.instance().addMapLayer(layer)

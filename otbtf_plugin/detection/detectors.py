@@ -60,6 +60,17 @@ class Detector:
         )
 
 
+def is_detector(path: str | Path) -> bool:
+    """True when ``path`` is an ``.onnx`` file whose Deepness metadata names a Detector (the
+    Apply dialog sends those to object detection)."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return False
+    _, custom = onnx_session(path, "cpu")
+    settings = deepness.read_settings(custom, path.name)
+    return settings is not None and settings.model_type == "Detector"
+
+
 def load_detector(path: str | Path, confidence: float = 0, iou: float = 0, device: Device = "auto") -> Detector:
     """The detector in ``path``; ``confidence`` / ``iou`` of 0 take the file's (else Deepness'
     defaults). A file that is not a usable detector is refused in one sentence."""

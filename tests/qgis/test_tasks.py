@@ -180,3 +180,34 @@ def test_the_dialog_shows_what_an_onnx_file_says(tmp_path):
     truncated.write_bytes(path.read_bytes()[:100])
     dialog.model.setFilePath(str(truncated))
     assert dialog.geometry.text().startswith("truncated.onnx: not a usable ONNX model")
+
+
+def test_the_dialog_sends_a_detector_to_object_detection(tmp_path):
+    """An ONNX detector (Deepness metadata model_type Detector): the dialog says what it finds,
+    and the task runs otbtf:objectdetection into a GeoPackage beside the chosen name."""
+    onnx_models = pytest.importorskip("onnx_models")
+    dialogs = plugin_module("apply_model")
+    meta = {"model_type": "Detector", "det_type": "YOLO_Ultralytics", "class_names": {"0": "car"}}
+    path = onnx_models.save(onnx_models.grid_detector(), tmp_path / "cars.onnx", meta)
+    layer = QgsRasterLayer(str(RGB), "RGB")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        dialog = dialogs.ApplyModelDialog()
+        dialog.model.setFilePath(str(path))
+        assert "Deepness detector (YOLO_Ultralytics), 1 classes (car)" in dialog.geometry.text()
+        assert "written as polygons" in dialog.geometry.text()
+        dialog.output.setFilePath(str(tmp_path / "cars.tif"))
+        parameters = dialog.parameters()
+        assert parameters == {
+            "ALGORITHM": "otbtf:objectdetection",
+            "SOURCE1": str(RGB),
+            "MODEL": str(path),
+            "OUTPUT": str(tmp_path / "cars.gpkg"),
+        }
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    done = []
+    task = dialogs.ServeTask(parameters, lambda ok, results, log: done.append((ok, results)))
+    assert wait_for(start(task)) == "complete"
+    assert done and done[0][0] and done[0][1]["OUTPUT"] == str(tmp_path / "cars.gpkg")
+    assert (tmp_path / "cars.gpkg").is_file() and done[0][1]["TILES"] > 1
