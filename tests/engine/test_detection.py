@@ -144,6 +144,44 @@ def test_suppression_keeps_the_best_of_each_class_above_the_iou():
     assert suppress(found, 0.85).tolist() == [0, 1, 2, 3]
 
 
+def greedy_reference(boxes, scores, classes, iou):
+    """Non-maximum suppression as textbooks write it: every pair compared, best score first."""
+    order = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+    kept = []
+    for k in order:
+        a = boxes[k]
+        clash = False
+        for m in kept:
+            b = boxes[m]
+            if classes[m] != classes[k]:
+                continue
+            w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+            if union > 0 and w * h / union > iou:
+                clash = True
+                break
+        if not clash:
+            kept.append(k)
+    return sorted(kept)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_suppression_equals_the_pairwise_greedy_reference(seed):
+    """Boxes of sizes from 1 to 40 px, crowded, three classes: the grid-hashed suppression keeps
+    exactly what comparing every pair keeps."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(1, 40, (n, 2)) * (rng.uniform(size=(n, 1)) < 0.9) + rng.uniform(1, 3, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    scores = rng.choice(np.linspace(0.1, 1, 50), n)  # ties on purpose
+    classes = rng.integers(0, 3, n)
+    for iou in (0.0, 0.3, 0.7):
+        got = suppress(Candidates(boxes, scores, classes), iou).tolist()
+        assert got == greedy_reference(boxes, scores, classes, iou), iou
+
+
 def test_empty_and_nodata_tiles_are_skipped(tmp_path):
     model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
     source = scene(tmp_path / "scene.tif", nodata=0, others=1)  # 0 in every band: nodata
@@ -168,3 +206,19 @@ def test_bad_detectors_are_refused_in_one_sentence_and_nothing_is_written(tmp_pa
     with pytest.raises(ModelError, match=message):
         detect(scene(tmp_path / "scene.tif"), model, tmp_path / "objects.gpkg")
     assert not (tmp_path / "objects.gpkg").exists()
+
+
+def test_a_raster_smaller_than_a_tile_is_read_padded(tmp_path):
+    """40 x 32 px under a 64 px detector: one tile, past the raster's edge filled with 0 (as
+    Deepness pads), the square where it is."""
+    pixels = np.zeros((3, 32, 40), np.uint8)
+    pixels[0, 8:16, 24:32] = 255
+    profile = {"driver": "GTiff", "width": 40, "height": 32, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    with rasterio.open(
+        tmp_path / "small.tif", "w", transform=rasterio.Affine(RES, 0, X0, 0, -RES, Y0), **profile
+    ) as dst:
+        dst.write(pixels)
+    model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
+    result = detect(tmp_path / "small.tif", model, tmp_path / "objects.gpkg")
+    assert (result.tiles, result.objects) == (1, 1)
+    assert objects(tmp_path / "objects.gpkg")[0][3] == tuple(round(v, 6) for v in rectangle(24, 8))
