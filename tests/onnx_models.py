@@ -308,3 +308,27 @@ def grid_detector(tile=64, layout="YOLO_Ultralytics", classes=1, cell=8, angle=0
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def superresolution_model(bands=3, upscale=2, size=32, seed=0):
+    """Conv 3 x 3 (zero-padded, 3 channels) + ReLU, then each pixel repeated ``upscale`` times
+    along each axis (Resize, nearest): a super-resolution model whose output is known."""
+    w, b = _weights(seed, 3, bands, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest"),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(np.array([1, 1, upscale, upscale], np.float32), "scales"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "superresolution",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, bands, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, size * upscale, size * upscale])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

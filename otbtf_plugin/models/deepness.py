@@ -52,7 +52,7 @@ KEYS = (
     "det_iou_thresh",
     "det_type",
 )
-SERVED_TYPES = ("Segmentor", "Regressor")
+SERVED_TYPES = ("Segmentor", "Regressor", "Superresolution")
 CLASS_OUTPUT = "class"
 
 
@@ -185,10 +185,16 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
             f"{where} is a Deepness Detector model: run it with Object detection (otbtf:objectdetection), "
             "which writes its objects as polygons"
         )
+    if kind == "Recognition":
+        raise ModelError(
+            f"{where} is a Deepness Recognition model: it turns an image into a vector to compare with "
+            "others (image search), not into a map, so it is not served; serve Segmentor, Regressor, "
+            "Superresolution or Detector models"
+        )
     if kind is not None and kind not in SERVED_TYPES:
         raise ModelError(
-            f"{where} is a Deepness {kind} model; served here: Segmentor and Regressor models "
-            "(and ONNX models without Deepness metadata, as plain tensors)"
+            f"{where} is a Deepness {kind} model; served here: Segmentor, Regressor and Superresolution "
+            "models (Detector: Object detection), and ONNX models without Deepness metadata, as plain tensors"
         )
     images = [t for t in model.inputs if len(t.shape) == 4]
     if len(model.inputs) != 1 or len(images) != 1:
@@ -199,6 +205,8 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
     image = images[0]
     static = image.shape[1] if image.shape[1] is not None and image.shape[1] == image.shape[2] else None
     tile = static or settings.tile_size
+    if kind == "Superresolution":
+        return _superresolution(model, settings, image, tile)
     overlap = settings.overlap_px(tile) if tile else 0
     before, after = overlap // 2, overlap - overlap // 2
     bands = image.shape[3]
@@ -286,4 +294,69 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
         covers_raster=ours is None,
         first_bands=True,
     )
+    return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])
+
+
+def _superresolution(
+    model: ServedModel, settings: DeepnessSettings, image: TensorInfo, tile: int | None
+) -> ServedModel:
+    """A Deepness super-resolution model: its output is finer than its input by a whole factor
+    (``upscale``: the output's size over the input's, measured on one tile when the file does
+    not fix it), served on the finer grid by :mod:`serving.superresolution`. Input ``x / 255``
+    (Deepness applies no standardisation here); outputs times ``reg_output_scaling``."""
+    where = model.path.name
+    if not tile:
+        raise ModelError(
+            f"{where}: a Deepness Superresolution model needs a fixed input size or tiles_size metadata "
+            f"(its input: {image.describe()})"
+        )
+    outputs = [t for t in model.outputs if len(t.shape) == 4]
+    if len(outputs) != 1:
+        raise ModelError(
+            f"{where}: a Deepness Superresolution model has one image output [1, bands, rows, cols]; this one has: "
+            + ", ".join(t.describe() for t in model.outputs)
+        )
+    bands = image.shape[3] or 3
+    size = outputs[0].shape[1]
+    if size is None:  # not fixed in the file: run it once
+        probe = model.run({image.name: np.zeros((1, tile, tile, bands), dtype=np.float32)})
+        size = int(np.shape(probe[outputs[0].name])[1])
+    upscale = size // tile
+    if upscale < 2 or size != upscale * tile:
+        raise ModelError(
+            f"{where}: a Superresolution model's output must be a whole multiple (2 or more) of its input; "
+            f"it gives {size} px for {tile} px"
+        )
+    inner = model.run
+    scaling = settings.output_scaling
+
+    def run(feeds: dict) -> dict:
+        result = dict(inner(feeds))
+        if scaling != 1:
+            result[outputs[0].name] = np.asarray(result[outputs[0].name]) * np.float32(scaling)
+        return result
+
+    overlap = settings.overlap_px(tile)
+    metadata = ModelMetadata(
+        inputs=[
+            ModelInput(
+                image.name,
+                rfield=tile,
+                bands=image.shape[3],
+                normalisation=BandStatistics((0.0,) * bands, (255.0,) * bands),
+            )
+        ],
+        efield=tile - overlap,
+        task="superresolution",
+        outputs={outputs[0].name: "the image, finer"},
+        default_outputs=[outputs[0].name],
+        resolution_cm=settings.resolution_cm,
+        covers_raster=True,
+        first_bands=True,
+        upscale=upscale,
+    )
+    notes = [
+        f"Deepness Superresolution: input x / 255; {upscale} times finer; tiles of {tile} px overlapping "
+        f"{settings.overlap_percent:g} % ({overlap} px)" + (f"; outputs x {scaling:g}" if scaling != 1 else "")
+    ]
     return replace(model, outputs=outputs, _call=run, metadata=metadata, notes=[*model.notes, *notes])

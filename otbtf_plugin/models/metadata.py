@@ -26,7 +26,7 @@ MAX_PIXELS = 1 << 20  # a receptive or expression field, a scale: larger values 
 MODEL_FOLDER_ENTRIES = (METADATA_FILE, "savedmodel", "model.keras")
 FORMAT = "otbtf-qgis model 1"
 
-Task = Literal["classification", "segmentation", "regression"]
+Task = Literal["classification", "segmentation", "regression", "superresolution"]
 TASKS: tuple[str, ...] = get_args(Task)
 
 
@@ -95,6 +95,7 @@ class ModelMetadata:
     scores_output: str | None = None  # the output whose highest score gives the class (None: "prob")
     class_threshold: float | None = None  # scores below it count as 0 when taking the class (Deepness)
     resolution_cm: float | None = None  # the pixel size the model was made for (Deepness' resolution)
+    upscale: int | None = None  # super-resolution: output pixels per input pixel along each axis
     covers_raster: bool = False  # served over the whole raster, its edges padded (as Deepness serves)
     first_bands: bool = False  # a source with more bands than an input takes gives its first ones
     target_statistics: dict | None = None  # regression: mean and std of the labels
@@ -117,7 +118,7 @@ class ModelMetadata:
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         data["inputs"] = [i.to_json() for i in self.inputs]
-        for key in ("efield", "scale", "scores_output", "class_threshold", "resolution_cm"):
+        for key in ("efield", "scale", "scores_output", "class_threshold", "resolution_cm", "upscale"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         for key in ("covers_raster", "first_bands"):
@@ -157,6 +158,7 @@ class ModelMetadata:
             scores_output=None if data.get("scores_output") is None else str(data["scores_output"]),
             class_threshold=_float(data, "class_threshold", where),
             resolution_cm=_float(data, "resolution_cm", where),
+            upscale=_int(data, "upscale", where),
             covers_raster=bool(data.get("covers_raster", False)),
             first_bands=bool(data.get("first_bands", False)),
             target_statistics=_target_statistics(data, where),

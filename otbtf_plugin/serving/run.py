@@ -47,6 +47,7 @@ from .inference import ServingState, build_state, compute_tile, open_sources, re
 from .options import ServeOptions, ServeSource
 from .output import band_names, check_nodata, output_dtype, output_profile
 from .planning import Plan, plan_serving
+from .superresolution import serve_superresolution
 
 
 def scale_warnings(plan: Plan, model: ServedModel, datasets, windows: int = 4, side: int = 64) -> list[str]:
@@ -93,10 +94,11 @@ def resolution_warnings(model: ServedModel, datasets) -> list[str]:
 @dataclass
 class ServeResult:
     output: Path
-    plan: Plan
+    plan: Plan | None  # None for a super-resolution model, served on its own finer grid
     tiles: int
     skipped_tiles: int
     style: Path | None = None  # a .qml beside a class map
+    upscale: int = 1  # output pixels per input pixel along each axis (super-resolution)
 
 
 def serve(
@@ -121,6 +123,9 @@ def serve(
     model = model or load_model(
         model_path, allow_lambda=options.allow_lambda, layout=options.layout, device=options.device
     )
+    if model.metadata is not None and model.metadata.task == "superresolution":
+        tiles, _ = serve_superresolution(sources, model, output, options, progress)
+        return ServeResult(Path(output), None, tiles, 0, None, upscale=model.metadata.upscale or 1)
     with ExitStack() as stack:
         # GDAL's block cache defaults to 5 % of the RAM and would fill with written
         # blocks: bound it by the budget, so memory does not grow with the image.

@@ -263,12 +263,13 @@ class TensorflowModelServe(OtbtfAlgorithm):
             executor=executor(self, parameters, context, feedback),
         )
         plan = result.plan
+        found = {self.OUTPUT: str(result.output), "TILES": result.tiles, "SKIPPED_TILES": result.skipped_tiles}
+        if plan is None:  # a super-resolution model: its own finer grid
+            return {**found, "MODE": "superresolution", "UPSCALE": result.upscale}
         return {
-            self.OUTPUT: str(result.output),
+            **found,
             "MODE": plan.mode,
             "RFIELD": plan.geometry.rfield,
             "EFIELD": plan.geometry.efield,
             "SPCSCALE": plan.geometry.scale,
-            "TILES": result.tiles,
-            "SKIPPED_TILES": result.skipped_tiles,
         }

@@ -504,3 +504,34 @@ def test_a_background_that_a_class_map_cannot_hold_is_one_line(tmp_path, scene, 
     ):
         serve([ServeSource(paths["u8"])], path, tmp_path / "c.tif", ServeOptions(pad=True, background=background))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.onnx"]
+
+
+@pytest.mark.parametrize("width, height", [(90, 70), (20, 25)])
+def test_a_deepness_superresolution_model_serves_on_the_finer_grid(tmp_path, width, height):
+    """A Superresolution model (a padded 3 x 3 convolution, then each pixel repeated twice along
+    each axis) over a raster larger than its 32 px tiles, and one smaller (padded): the output
+    grid is twice as fine, from the same origin, and equals the numpy reference computed on the
+    whole image (tiles split their 8 px overlaps in the middle: no tile's padded edge shows)."""
+    from otbtf_plugin.serving import serve as serve_model
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (3, height, width), dtype=np.uint8)
+    source = tmp_path / "low.tif"
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    with rasterio.open(source, "w", transform=rasterio.Affine(2, 0, 400000, 0, -2, 5000000), **profile) as dst:
+        dst.write(pixels)
+    meta = {"model_type": "Superresolution", "tiles_overlap": 25}
+    path = onnx_models.save(onnx_models.superresolution_model(), tmp_path / "sr.onnx", meta)
+    result = serve_model([ServeSource(source)], path, tmp_path / "high.tif", ServeOptions())
+    assert (result.plan, result.upscale) == (None, 2)
+    reference = onnx_models.conv_reference(pixels / 255.0, out=3, pad=True).repeat(2, axis=1).repeat(2, axis=2)
+    with rasterio.open(tmp_path / "high.tif") as high:
+        assert (high.width, high.height) == (2 * width, 2 * height)
+        assert high.transform == rasterio.Affine(1, 0, 400000, 0, -1, 5000000)
+        assert np.abs(high.read() - reference).max() < 1e-4
+
+
+def test_a_deepness_recognition_model_is_refused_with_why(tmp_path):
+    path = onnx_models.save(onnx_models.conv_model(), tmp_path / "rec.onnx", {"model_type": "Recognition"})
+    with pytest.raises(ModelError, match=r"^rec.onnx is a Deepness Recognition model: it turns an image into a vector"):
+        load_model(path)
