@@ -44,6 +44,7 @@ class DetectOptions:
     iou: float = 0.0  # 0: the model's det_iou_thresh
     device: Device = "auto"
     nodata: float | None = None  # the raster's own when None
+    memory_mb: int = 512  # a quarter of it may hold the objects found until the end
 
 
 @dataclass
@@ -59,6 +60,33 @@ class Objects:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.boxes, self.scores, self.classes] + ([self.angles] if self.angles is not None else [])
+        return sum(a.nbytes for a in arrays) + sum(ring.nbytes + 112 for ring in self.outlines or [])
+
+
+class ObjectsKept:
+    """The objects of every tile until the end, within a share of the memory budget: past it,
+    the run stops with what would work (a higher confidence threshold, or more memory)."""
+
+    def __init__(self, memory_mb: int, confidence: float):
+        self.limit = max(1, memory_mb) * 2**20 // 4
+        self.confidence = confidence
+        self.parts: list[Objects] = []
+        self.bytes = self.count = 0
+
+    def add(self, tile: Window, objects: Objects) -> None:
+        self.parts.append(objects)
+        self.bytes += objects.nbytes
+        self.count += len(objects)
+        if self.bytes > self.limit:
+            raise InputError(
+                f"more than {self.count} objects score at least {self.confidence:g} ({self.bytes / 2**20:.1f} MiB "
+                f"so far), more than a quarter of MEMORY_MB {self.limit * 4 // 2**20} holds until they are merged: "
+                "raise CONFIDENCE (a detector's own det_conf is often 0.25 to 0.5) or MEMORY_MB"
+            )
 
 
 @dataclass
@@ -213,9 +241,9 @@ def detect(
         progress.info(f"{len(tiles)} tiles of {detector.tile} px")
         state = _State(detector, PerThread(open_source, stack, first=datasets), nodata_values(dataset, options.nodata))
         work = TileWork(build=partial(_unavailable), read=_read_tile, compute=_detect_tile, empty=_empty)
-        parts: list[Objects] = []
-        skipped = executor.run(work, tiles, lambda tile, objects: parts.append(objects), progress, state)
-        objects = merge(parts, detector.iou)
+        kept = ObjectsKept(options.memory_mb, detector.confidence)
+        skipped = executor.run(work, tiles, kept.add, progress, state)
+        objects = merge(kept.parts, detector.iou)
         wkt = polygons_wkt(objects, raster_grid)
         names = [detector.class_names[k] for k in objects.classes.tolist()]
         fields = {

@@ -12,7 +12,7 @@ from otbtf_plugin import packages
 from otbtf_plugin.detection import DetectOptions, detect
 
 from .base import OtbtfAlgorithm
-from .common import add_device_parameter, device, raster_path
+from .common import add_advanced, add_device_parameter, device, memory_parameter, raster_path
 
 
 class ObjectDetection(OtbtfAlgorithm):
@@ -42,6 +42,8 @@ class ObjectDetection(OtbtfAlgorithm):
         "confidence (0-1): the box's rectangle (turned for oriented boxes, the mask's outline for "
         "instance segmentation), the model's pixel coordinates mapped through the raster's "
         "geotransform.\n\n"
+        "MEMORY_MB (advanced): the objects found are kept until they are merged, within a quarter of "
+        "it; past that the run stops and says so (raise CONFIDENCE, or MEMORY_MB).\n\n"
         "Example: SOURCE1 = an orthophoto at the model's resolution, MODEL = a car detector of "
         "Deepness' zoo, OUTPUT = cars.gpkg."
     )
@@ -61,6 +63,7 @@ class ObjectDetection(OtbtfAlgorithm):
                 )
             )
         add_device_parameter(self)
+        add_advanced(self, [memory_parameter()])
         self.addParameter(
             QgsProcessingParameterVectorDestination(self.OUTPUT, "Objects", QgsProcessing.TypeVectorPolygon)
         )
@@ -78,6 +81,7 @@ class ObjectDetection(OtbtfAlgorithm):
             confidence=self.parameterAsDouble(parameters, self.CONFIDENCE, context),
             iou=self.parameterAsDouble(parameters, self.IOU, context),
             device=device(self, parameters, context),
+            memory_mb=self.parameterAsInt(parameters, "MEMORY_MB", context),
         )
         result = self.run_engine(
             detect,

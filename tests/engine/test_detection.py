@@ -13,6 +13,7 @@ from osgeo import ogr
 
 from otbtf_plugin.detection import DetectOptions, detect
 from otbtf_plugin.detection.decoding import Candidates, suppress
+from otbtf_plugin.errors import InputError
 from otbtf_plugin.grid import overlapping_tiles
 from otbtf_plugin.models.served import ModelError
 
@@ -222,3 +223,45 @@ def test_a_raster_smaller_than_a_tile_is_read_padded(tmp_path):
     result = detect(tmp_path / "small.tif", model, tmp_path / "objects.gpkg")
     assert (result.tiles, result.objects) == (1, 1)
     assert objects(tmp_path / "objects.gpkg")[0][3] == tuple(round(v, 6) for v in rectangle(24, 8))
+
+
+def test_objects_beyond_the_memory_budget_stop_the_run_with_what_would_work(tmp_path):
+    """A confidence threshold below every cell's score on a 1200 x 1200 px raster of 1s: each 8 px
+    cell is an object (about 25,000); with MEMORY_MB 1, keeping them would pass a quarter of the
+    budget: one sentence, nothing written."""
+    source = tmp_path / "ones.tif"
+    profile = {"driver": "GTiff", "width": 1200, "height": 1200, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    with rasterio.open(source, "w", transform=rasterio.Affine(RES, 0, X0, 0, -RES, Y0), **profile) as dst:
+        dst.write(np.ones((3, 1200, 1200), np.uint8))
+    model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
+    options = DetectOptions(confidence=0.001, memory_mb=1)
+    with pytest.raises(InputError, match=r"^more than \d+ objects score at least 0.001 .* raise CONFIDENCE"):
+        detect(source, model, tmp_path / "objects.gpkg", options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "ones.tif"]
+    assert detect(source, model, tmp_path / "objects.gpkg", DetectOptions(confidence=0.001)).objects == 150 * 150
+
+
+def test_cancel_leaves_nothing(tmp_path):
+    from otbtf_plugin.errors import Cancelled
+
+    class CancelAfterTwoTiles:
+        def __init__(self):
+            self.steps = 0
+
+        def step(self, done, total):
+            self.steps = done
+
+        def cancelled(self):
+            return self.steps >= 2
+
+        def info(self, message):
+            pass
+
+        def warn(self, message):
+            pass
+
+    model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
+    source = scene(tmp_path / "scene.tif")
+    with pytest.raises(Cancelled):
+        detect(source, model, tmp_path / "objects.gpkg", progress=CancelAfterTwoTiles())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "scene.tif"]
