@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import processing
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsFillSymbol, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QSize, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget
 from qgis.utils import iface, plugins
@@ -123,12 +123,39 @@ def grab_onnx(apply, onnx_file):
     project.layerTreeRoot().findLayer(scene.id()).setExpanded(False)
     project.layerTreeRoot().findLayer(classes.id()).setExpanded(True)  # the legend: class names
     iface.mapCanvas().setExtent(classes.extent())
+    QTimer.singleShot(3000, grab_deepness)
+
+
+def grab_deepness():
+    iface.mapCanvas().refreshAllLayers()
+    iface.mainWindow().grab().save(str(OUT / "qgis-onnx-deepness.png"))
+    # A toy Deepness-style detector (scripts/detector_example.py): its objects as polygons.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detector_example", ROOT / "scripts" / "detector_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    detector = DEMO / "bright_cells_detector.onnx"
+    example.main(str(detector))
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    result = processing.run(
+        "otbtf:objectdetection",
+        {"SOURCE1": str(RGB), "MODEL": str(detector), "OUTPUT": str(DEMO / "bright_cells.gpkg")},
+    )
+    scene = project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
+    objects = QgsVectorLayer(result["OUTPUT"], f"objectdetection: {result['OBJECTS']} objects", "ogr")
+    symbol = QgsFillSymbol.createSimple({"color": "255,0,0,40", "outline_color": "255,0,0", "outline_width": "0.6"})
+    objects.renderer().setSymbol(symbol)
+    project.addMapLayer(objects)
+    project.layerTreeRoot().findLayer(scene.id()).setExpanded(False)
+    iface.mapCanvas().setExtent(scene.extent())
     QTimer.singleShot(3000, finish)
 
 
 def finish():
     iface.mapCanvas().refreshAllLayers()
-    iface.mainWindow().grab().save(str(OUT / "qgis-onnx-deepness.png"))
+    iface.mainWindow().grab().save(str(OUT / "qgis-object-detection.png"))
     LOG.append(f"provider loaded: {QgsApplication.processingRegistry().providerById('otbtf') is not None}")
     LOG.append(f"plugin started: {'otbtf' in plugins}")
     panel = log_panel()
