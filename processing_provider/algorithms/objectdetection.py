@@ -59,7 +59,13 @@ class ObjectDetection(OtbtfAlgorithm):
         ):
             self.addParameter(
                 QgsProcessingParameterNumber(
-                    name, label, type=QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0, maxValue=1.0
+                    name,
+                    label,
+                    type=QgsProcessingParameterNumber.Double,
+                    defaultValue=0.0,
+                    minValue=0.0,
+                    maxValue=1.0,
+                    optional=True,  # empty, as 0: the model's own
                 )
             )
         add_device_parameter(self)

@@ -395,3 +395,61 @@ def test_point_fields_have_the_types_asked_on_this_qgis():
     assert not text.isNumeric() and real.isNumeric() and whole.isNumeric()
     # QVariant's types and QMetaType's share their numbers: QString 10, Double 6, LongLong 4
     assert [int(getattr(f.type(), "value", f.type())) for f in (text, real, whole)] == [10, 6, 4]
+
+
+def test_object_detection_chains_in_a_graphical_model(tmp_path):
+    """A graphical model as a user builds it in the modeler: otbtf:objectdetection, then QGIS'
+    own centroids of its polygons; two squares give two points at their centres."""
+    import numpy as np
+    import rasterio
+    from onnx_models import grid_detector, save
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFile,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    pixels = np.zeros((3, 104, 120), np.uint8)
+    pixels[0, 16:24, 56:64] = 255
+    pixels[0, 80:88, 8:16] = 255
+    profile = {"driver": "GTiff", "width": 120, "height": 104, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    transform = rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4e6)
+    with rasterio.open(tmp_path / "scene.tif", "w", transform=transform, **profile) as dst:
+        dst.write(pixels)
+    meta = {"model_type": "Detector", "det_type": "YOLO_Ultralytics", "class_names": {"0": "car"}, "tiles_overlap": 25}
+    save(grid_detector(), tmp_path / "det.onnx", meta)
+
+    model = QgsProcessingModelAlgorithm("detect and centre", "otbtf")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("image", "Image"), QgsProcessingModelParameter("image"))
+    model.addModelParameter(QgsProcessingParameterFile("detector", "Detector"), QgsProcessingModelParameter("detector"))
+    detect = QgsProcessingModelChildAlgorithm("otbtf:objectdetection")
+    detect.setChildId("detect")
+    detect.addParameterSources("SOURCE1", [QgsProcessingModelChildParameterSource.fromModelParameter("image")])
+    detect.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromModelParameter("detector")])
+    detect.addParameterSources("MEMORY_MB", [QgsProcessingModelChildParameterSource.fromStaticValue(512)])
+    model.addChildAlgorithm(detect)
+    centre = QgsProcessingModelChildAlgorithm("native:centroids")
+    centre.setChildId("centre")
+    centre.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT")])
+    centre.addParameterSources("ALL_PARTS", [QgsProcessingModelChildParameterSource.fromStaticValue(False)])
+    output = QgsProcessingModelOutput("centres")
+    output.setChildOutputName("OUTPUT")
+    centre.setModelOutputs({"centres": output})
+    model.addChildAlgorithm(centre)
+    ok, errors = model.validate()
+    assert ok, errors
+    result = processing.run(
+        model,
+        {
+            "image": str(tmp_path / "scene.tif"),
+            "detector": str(tmp_path / "det.onnx"),
+            "centre:centres": str(tmp_path / "centres.gpkg"),
+        },
+    )
+    layer = QgsVectorLayer(result["centre:centres"], "centres", "ogr")
+    points = sorted((f.geometry().asPoint().x(), f.geometry().asPoint().y()) for f in layer.getFeatures())
+    assert points == [(500006.0, 3999958.0), (500030.0, 3999990.0)]
