@@ -265,3 +265,28 @@ def test_cancel_leaves_nothing(tmp_path):
     with pytest.raises(Cancelled):
         detect(source, model, tmp_path / "objects.gpkg", progress=CancelAfterTwoTiles())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "scene.tif"]
+
+
+def test_a_detector_made_for_other_pixels_gets_the_segmentors_warning(tmp_path):
+    """resolution 10 cm for a raster of 50 cm pixels: the same line as serving's (resample)."""
+    warnings = []
+
+    class Log:
+        def step(self, done, total):
+            pass
+
+        def cancelled(self):
+            return False
+
+        def info(self, message):
+            pass
+
+        def warn(self, message):
+            warnings.append(message)
+
+    model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", 1, resolution=10))
+    detect(scene(tmp_path / "scene.tif"), model, tmp_path / "objects.gpkg", progress=Log())
+    assert warnings == [
+        "the model was made for 10 cm pixels and source 1 has 50 cm pixels; resample it to 0.1 m "
+        "(Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"
+    ]
