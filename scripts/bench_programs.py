@@ -493,9 +493,11 @@ def race_detector(out: str, image: str, tile: int = 512) -> None:
     from otbtf_plugin.models.runtimes import import_onnx
 
     onnx = import_onnx()
-    helper, numpy_helper, tensor = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    from detector_example import cell_detector
+
     rng = np.random.default_rng(0)
-    inits, nodes, last, channels = [], [], "x", 3
+    inits, body, last, channels = [], [], "images", 3
     for k, width in enumerate((32, 32, 32, 1)):
         size = 3 if width > 1 else 1
         inits += [
@@ -503,57 +505,35 @@ def race_detector(out: str, image: str, tile: int = 512) -> None:
             numpy_helper.from_array(rng.normal(0, 0.1, width).astype("float32"), f"b{k}"),
         ]
         pads = [size // 2] * 4
-        conv = helper.make_node("Conv", [last, f"w{k}", f"b{k}"], [f"c{k}"], kernel_shape=[size, size], pads=pads)
-        nodes.append(conv)
+        body.append(helper.make_node("Conv", [last, f"w{k}", f"b{k}"], [f"c{k}"], kernel_shape=[size, size], pads=pads))
         last, channels = f"c{k}", width
         if width > 1:
-            nodes.append(helper.make_node("Relu", [last], [f"r{k}"]))
+            body.append(helper.make_node("Relu", [last], [f"r{k}"]))
             last = f"r{k}"
-    n = (tile // 8) ** 2
-    centres = (np.arange(tile // 8) + 0.5) * 8
-    cy, cx = np.meshgrid(centres, centres, indexing="ij")
-    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(n, 8.0), np.full(n, 8.0)]).astype("float32")[None]
-    inits += [numpy_helper.from_array(boxes, "boxes"), numpy_helper.from_array(np.array([1, 1, n], "int64"), "shape")]
-    nodes += [
-        helper.make_node("AveragePool", [last], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),
-        helper.make_node("Sigmoid", ["pooled"], ["score"]),
-        helper.make_node("Reshape", ["score", "shape"], ["scores"]),
-        helper.make_node("Concat", ["boxes", "scores"], ["detections"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "race_detector",
-        [helper.make_tensor_value_info("x", tensor.FLOAT, [1, 3, tile, tile])],
-        [helper.make_tensor_value_info("detections", tensor.FLOAT, [1, 5, n])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     import onnxruntime as ort
     import rasterio
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    unset = cell_detector(onnx, body, inits, last, tile, 8, {})
+    session = ort.InferenceSession(unset.SerializeToString(), providers=["CPUExecutionProvider"])
     mean, std = 30.0, 30.0  # of x / 255: the 16-bit reflectances near 0 +- 1
     with rasterio.open(image) as src:
         sample = (src.read([1, 2, 3], window=((0, 2 * tile), (0, 2 * tile))).astype("float32") / 255 - mean) / std
     scores = [
-        session.run(None, {"x": sample[None, :, r : r + tile, c : c + tile]})[0][0, 4]
+        session.run(None, {"images": sample[None, :, r : r + tile, c : c + tile]})[0][0, 4]
         for r in (0, tile)
         for c in (0, tile)
     ]
-    confidence = float(np.quantile(np.concatenate(scores), 0.999))
-    for key, value in {
+    metadata = {
         "model_type": "Detector",
         "det_type": "YOLO_Ultralytics",
         "class_names": {"0": "object"},
         "tiles_overlap": 10,
         "standardization_mean": [mean] * 3,
         "standardization_std": [std] * 3,
-        "det_conf": confidence,
+        "det_conf": float(np.quantile(np.concatenate(scores), 0.999)),
         "det_iou_thresh": 0.4,
-    }.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(model, out + "/race_detector.onnx")
+    }
+    onnx.save(cell_detector(onnx, body, inits, last, tile, 8, metadata), out + "/race_detector.onnx")
 
 
 def detect_run(image: str, model: str, output: str) -> None:
@@ -591,7 +571,7 @@ def detect_in_memory(image: str, model: str) -> None:
     for w in overlapping_tiles(pixels.shape[2], pixels.shape[1], tile, overlap):
         x = pixels[:, w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].astype(np.float32)
         x = (x / 255 - mean) / std
-        found = decode("YOLO_Ultralytics", session.run(None, {"x": x[None]}), 1, confidence)
+        found = decode("YOLO_Ultralytics", session.run(None, {"images": x[None]}), 1, confidence)
         found = found.take(suppress(found, 0.4))
         found.boxes = found.boxes + np.array([w.col_off, w.row_off, w.col_off, w.row_off], dtype=np.float64)
         parts.append(found)

@@ -23,37 +23,56 @@ sys.path.insert(0, str(ROOT))
 TILE, CELL = 64, 4
 
 
-def main(output: str) -> None:
-    from otbtf_plugin.models.runtimes import import_onnx
-
-    onnx = import_onnx()
+def cell_detector(onnx, body: list, inits: list, score_logits: str, tile: int, cell: int, metadata: dict):
+    """A detector whose every ``cell`` px cell of a ``tile`` px tile proposes itself as an object
+    (an Ultralytics head, ``[1, 4 + 1, N]``), scored by the sigmoid of ``score_logits`` (one
+    channel, ``tile`` px) averaged over the cell; ``body`` computes it from the input ``images``
+    (``[1, 3, tile, tile]``). ``metadata``: Deepness' keys, written as JSON."""
     helper, numpy_helper, tensor = onnx.helper, onnx.numpy_helper, onnx.TensorProto
-    n = (TILE // CELL) ** 2
-    centres = (np.arange(TILE // CELL) + 0.5) * CELL
+    n = (tile // cell) ** 2
+    centres = (np.arange(tile // cell) + 0.5) * cell
     cy, cx = np.meshgrid(centres, centres, indexing="ij")
-    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(n, CELL), np.full(n, CELL)]).astype("float32")[None]
+    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(n, cell), np.full(n, cell)]).astype("float32")[None]
     inits = [
-        numpy_helper.from_array(np.full((1, 3, 1, 1), 3.0 / 3, "float32"), "mean_weights"),  # 3 x the mean
-        numpy_helper.from_array(np.array([-6.0], "float32"), "offset"),  # brighter than 2 (x / 255 > 35)
+        *inits,
         numpy_helper.from_array(boxes, "boxes"),
         numpy_helper.from_array(np.array([1, 1, n], "int64"), "shape"),
     ]
     nodes = [
-        helper.make_node("Conv", ["images", "mean_weights"], ["brightness"], kernel_shape=[1, 1]),
-        helper.make_node("AveragePool", ["brightness"], ["cells"], kernel_shape=[CELL, CELL], strides=[CELL, CELL]),
-        helper.make_node("Add", ["cells", "offset"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], ["score"]),
+        *body,
+        helper.make_node("AveragePool", [score_logits], ["cells"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        helper.make_node("Sigmoid", ["cells"], ["score"]),
         helper.make_node("Reshape", ["score", "shape"], ["scores"]),
         helper.make_node("Concat", ["boxes", "scores"], ["detections"], axis=1),
     ]
     graph = helper.make_graph(
         nodes,
-        "bright_cells",
-        [helper.make_tensor_value_info("images", tensor.FLOAT, [1, 3, TILE, TILE])],
+        "cell_detector",
+        [helper.make_tensor_value_info("images", tensor.FLOAT, [1, 3, tile, tile])],
         [helper.make_tensor_value_info("detections", tensor.FLOAT, [1, 5, n])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.checker.check_model(model)
+    return model
+
+
+def main(output: str) -> None:
+    from otbtf_plugin.models.runtimes import import_onnx
+
+    onnx = import_onnx()
+    numpy_helper, helper = onnx.numpy_helper, onnx.helper
+    inits = [
+        numpy_helper.from_array(np.full((1, 3, 1, 1), 3.0 / 3, "float32"), "mean_weights"),  # 3 x the mean
+        numpy_helper.from_array(np.array([-6.0], "float32"), "offset"),  # brighter than 2 (x / 255 > 35)
+    ]
+    body = [
+        helper.make_node("Conv", ["images", "mean_weights"], ["brightness"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["brightness", "offset"], ["logits"]),
+    ]
     metadata = {
         "model_type": "Detector",
         "det_type": "YOLO_Ultralytics",
@@ -66,11 +85,7 @@ def main(output: str) -> None:
         "det_iou_thresh": 0.4,
         "resolution": 3000,
     }
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.checker.check_model(model)
-    onnx.save(model, output)
+    onnx.save(cell_detector(onnx, body, inits, "logits", TILE, CELL, metadata), output)
     print(f"wrote {output}")
 
 

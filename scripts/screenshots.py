@@ -107,16 +107,19 @@ def grab_apply(apply):
     QTimer.singleShot(1000, lambda: grab_onnx(apply, onnx_file))
 
 
+def run_on_the_sample(algorithm: str, model: Path, output: str):
+    """``algorithm`` with ``model`` over the Landsat sample into ``demo-output/output``, on a map
+    holding only the sample: (project, results, the sample's layer)."""
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    result = processing.run(algorithm, {"SOURCE1": str(RGB), "MODEL": str(model), "OUTPUT": str(DEMO / output)})
+    return project, result, project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
+
+
 def grab_onnx(apply, onnx_file):
     apply.grab().save(str(OUT / "apply-onnx-dialog.png"))
     apply.close()
-    project = QgsProject.instance()
-    project.removeAllMapLayers()
-    result = processing.run(
-        "otbtf:tensorflowmodelserve",
-        {"SOURCE1": str(RGB), "MODEL": str(onnx_file), "OUTPUT": str(DEMO / "landcover_classes.tif")},
-    )
-    scene = project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
+    project, result, scene = run_on_the_sample("otbtf:tensorflowmodelserve", onnx_file, "landcover_classes.tif")
     classes = QgsRasterLayer(result["OUTPUT"], "Deepness-style ONNX segmentor")
     classes.loadNamedStyle(str(DEMO / "landcover_classes.qml"))
     project.addMapLayer(classes)
@@ -137,13 +140,7 @@ def grab_deepness():
     spec.loader.exec_module(example)
     detector = DEMO / "bright_cells_detector.onnx"
     example.main(str(detector))
-    project = QgsProject.instance()
-    project.removeAllMapLayers()
-    result = processing.run(
-        "otbtf:objectdetection",
-        {"SOURCE1": str(RGB), "MODEL": str(detector), "OUTPUT": str(DEMO / "bright_cells.gpkg")},
-    )
-    scene = project.addMapLayer(QgsRasterLayer(str(RGB), "Landsat 8 (sample)"))
+    project, result, scene = run_on_the_sample("otbtf:objectdetection", detector, "bright_cells.gpkg")
     objects = QgsVectorLayer(result["OUTPUT"], f"objectdetection: {result['OBJECTS']} objects", "ogr")
     symbol = QgsFillSymbol.createSimple({"color": "255,0,0,40", "outline_color": "255,0,0", "outline_width": "0.6"})
     objects.renderer().setSymbol(symbol)

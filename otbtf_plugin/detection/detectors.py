@@ -90,13 +90,7 @@ def load_detector(path: str | Path, confidence: float = 0, iou: float = 0, devic
         raise ModelError(
             f"{where}: a Deepness detector needs the metadata det_type, its output layout: one of {', '.join(LAYOUTS)}"
         )
-    images = [t for t in model.inputs if len(t.shape) == 4]
-    if len(model.inputs) != 1 or len(images) != 1:
-        raise ModelError(
-            f"{where}: a detector has one image input [1, bands, rows, cols]; this one has: "
-            + ", ".join(t.describe() for t in model.inputs)
-        )
-    image = images[0]
+    image = deepness.image_input(model, "a detector")
     _, bands, rows, cols = image.shape
     static = rows if rows is not None and rows == cols else None
     tile = static or settings.tile_size

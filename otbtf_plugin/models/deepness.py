@@ -172,6 +172,18 @@ def _crop(value: np.ndarray, before: int, after: int) -> np.ndarray:
     return value[:, before : value.shape[1] - after, before : value.shape[2] - after]
 
 
+def image_input(model: ServedModel, what: str) -> TensorInfo:
+    """A Deepness model's one input, an image ``[n, bands, rows, cols]`` (``[n, rows, cols,
+    bands]`` once channels last): anything else is refused, naming ``what`` it is."""
+    images = [t for t in model.inputs if len(t.shape) == 4]
+    if len(model.inputs) != 1 or len(images) != 1:
+        raise ModelError(
+            f"{model.path.name}: {what} has one image input [n, bands, rows, cols]; this one has: "
+            + ", ".join(t.describe() for t in model.inputs)
+        )
+    return images[0]
+
+
 def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | None = None) -> ServedModel:  # noqa: C901
     """``model`` (channels last) served the Deepness way (see the module's text). A file of
     our export also holds its model folder's metadata, ``ours``: its classes (the labels'
@@ -196,13 +208,7 @@ def adapt(model: ServedModel, settings: DeepnessSettings, ours: ModelMetadata | 
             f"{where} is a Deepness {kind} model; served here: Segmentor, Regressor and Superresolution "
             "models (Detector: Object detection), and ONNX models without Deepness metadata, as plain tensors"
         )
-    images = [t for t in model.inputs if len(t.shape) == 4]
-    if len(model.inputs) != 1 or len(images) != 1:
-        raise ModelError(
-            f"{where}: a Deepness model has one image input [n, bands, rows, cols]; this one has: "
-            + ", ".join(t.describe() for t in model.inputs)
-        )
-    image = images[0]
+    image = image_input(model, "a Deepness model")
     static = image.shape[1] if image.shape[1] is not None and image.shape[1] == image.shape[2] else None
     tile = static or settings.tile_size
     if kind == "Superresolution":
