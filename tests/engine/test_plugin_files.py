@@ -65,6 +65,10 @@ def test_zip_has_one_top_folder_and_no_leftovers(tmp_path):
         assert "tests" not in parts and "__pycache__" not in parts and parts[1] != "data", name
         assert not name.endswith((".pyc", ".partial")), name
         assert not any(p.startswith(".") for p in parts), name
+        # the plugin repository refuses binaries: no compiled code, no model weights
+        assert not name.lower().endswith((".so", ".pyd", ".dll", ".dylib", ".exe", ".onnx", ".keras", ".h5")), name
+    assert "otbtf/requirements-gpu.txt" in names
+    assert path.stat().st_size < 20 * 2**20  # the repository's limit is 25 MB
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
