@@ -107,13 +107,23 @@ def handover(request, monkeypatch, tmp_path):
     where there is no /dev/shm)."""
     if request.param == "pipe":
         monkeypatch.setattr(raster_writer, "SHARED_FOLDER", tmp_path / "no shared memory here")
+    made: list[str] = []  # the shared files this writer makes (other processes make their own)
+    mkstemp = raster_writer.tempfile.mkstemp
+
+    def recorded(*args, **kwargs):
+        fd, path = mkstemp(*args, **kwargs)
+        made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(raster_writer.tempfile, "mkstemp", recorded)
     raster_writer._stop_writer()
     monkeypatch.setattr(raster_writer, "_writer", None)
-    yield request.param
+    yield request.param, made
     raster_writer._stop_writer()
 
 
 def test_written_raster_is_the_array_with_its_profile_bands_and_tags(tmp_path, handover):
+    handover, made = handover
     """What the writer process writes equals what a direct rasterio write gives: pixels (whole
     bands, one band, windows as Window objects and as row and column ranges), georeferencing,
     descriptions, tags; the shared memory grows for a larger array and leaves no file."""
@@ -142,8 +152,8 @@ def test_written_raster_is_the_array_with_its_profile_bands_and_tags(tmp_path, h
     out.close()
     shared = raster_writer._the_writer().shared
     assert (shared is not None and len(shared) == 9 << 20) == (handover == "shared memory")
-    if handover == "shared memory":
-        assert not list(raster_writer.SHARED_FOLDER.glob("otbtf-writer-*"))
+    if handover == "shared memory":  # two shared files were made (1 MiB, then 9), and are gone
+        assert len(made) == 2 and not [path for path in made if os.path.exists(path)]
     with rasterio.open(tmp_path / "big.tif") as ds:
         assert np.array_equal(ds.read(), big)
     out.close()  # a second close does nothing
