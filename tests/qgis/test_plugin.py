@@ -17,6 +17,11 @@ def registry():
 
 
 def start_desktop(monkeypatch, iface):
+    # Modules of the plugin that other tests of this process imported themselves (importlib, as
+    # test_tasks does) bypass QGIS' import hook, so unloading cannot know them: start without
+    # them, so that what is checked after unloading is what the plugin loaded.
+    for name in [m for m in sys.modules if m.startswith(PLUGIN + ".")]:
+        del sys.modules[name]
     menu = []
     monkeypatch.setattr(iface, "addPluginToMenu", lambda name, action: menu.append((name, action)))
     monkeypatch.setattr(iface, "removePluginMenu", lambda name, action: menu.remove((name, action)))
