@@ -109,6 +109,7 @@ class _Writer:
         self.next_key = 0
         self.share = True  # arrays through shared memory, while it works
         self.shared: mmap.mmap | None = None
+        self.open = 0  # rasters open: when none is, the shared memory is given back
 
     def alive(self) -> bool:
         return self.pid == os.getpid() and self.process.poll() is None
@@ -167,6 +168,25 @@ class _Writer:
         self.shared = shared
         return shared
 
+    def opened(self, key: int, *request: Any) -> None:
+        with self.lock:
+            self._exchange(("open", key, *request))
+            self.open += 1
+
+    def closed(self, key: int) -> None:
+        """``key`` closed (or given up): once no raster is open, both processes unmap the shared
+        memory, which would otherwise hold the largest tile for as long as QGIS runs."""
+        with self.lock:
+            self.open -= 1
+            try:
+                self._exchange(("close", key))
+            finally:
+                if not self.open and self.shared is not None:
+                    self.shared.close()
+                    self.shared = None
+                    with contextlib.suppress(OSError):
+                        self._exchange(("unshare",))
+
     def new_key(self) -> int:
         with self.lock:
             self.next_key += 1
@@ -223,7 +243,7 @@ class WrittenRaster:
         self.closed = False
         self._writer = _the_writer()
         self._key = self._writer.new_key()
-        self._writer.call("open", self._key, self.name, self.profile, list(descriptions), dict(tags or {}))
+        self._writer.opened(self._key, self.name, self.profile, list(descriptions), dict(tags or {}))
 
     def write(self, array: np.ndarray, indexes: int | list[int] | None = None, window=None) -> None:
         if self.closed:
@@ -233,11 +253,12 @@ class WrittenRaster:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._writer.call("close", self._key)
+            self._writer.closed(self._key)
 
     def discard(self) -> None:
-        """Close it without caring how (an error is under way; its file is removed next)."""
-        with contextlib.suppress(OSError):
+        """Close it without caring how (an error is under way, which this must not hide; its file is
+        removed next)."""
+        with contextlib.suppress(OSError, RuntimeError):
             self.close()
 
 
@@ -320,10 +341,14 @@ class _Files:
         self.write(key, np.ndarray(shape, dtype, buffer=self.shared), indexes, window)
 
     def share(self, path: str, size: int) -> None:
-        if self.shared is not None:
-            self.shared.close()
+        self.unshare()
         with open(path, "r+b") as file:
             self.shared = mmap.mmap(file.fileno(), size)
+
+    def unshare(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def close(self, key: int) -> None:
         self.datasets.pop(key).close()
@@ -344,7 +369,7 @@ def _serve_requests(requests, answers) -> None:
         except EOFError:  # the owner is done, or gone: what is still open it removes (or its next run does)
             os._exit(0)
         try:
-            if kind not in ("open", "write", "write_shared", "share", "close", "peak_rss"):
+            if kind not in ("open", "write", "write_shared", "share", "unshare", "close", "peak_rss"):
                 raise ValueError(f"unknown request {kind!r}")
             errors.check()  # a failure outside a request (a compression thread) is the next one's
             value = getattr(files, kind)(*args)

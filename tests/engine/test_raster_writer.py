@@ -149,9 +149,10 @@ def test_written_raster_is_the_array_with_its_profile_bands_and_tags(tmp_path, h
     wide.write(big)
     wide.close()
     out.write(values[:, 10:20], window=Window(0, 10, 90, 10))  # the smaller array after the larger
-    out.close()
     shared = raster_writer._the_writer().shared
     assert (shared is not None and len(shared) == 9 << 20) == (handover == "shared memory")
+    out.close()
+    assert raster_writer._the_writer().shared is None  # no raster open: the shared memory given back
     if handover == "shared memory":  # two shared files were made (1 MiB, then 9), and are gone
         assert len(made) == 2 and not [path for path in made if os.path.exists(path)]
     with rasterio.open(tmp_path / "big.tif") as ds:
