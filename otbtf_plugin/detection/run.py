@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from ..models.devices import Device
 from ..outputs import PathLike, check_paths
 from ..progress import NullProgress, Progress, tell
 from ..raster import PerThread, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read, resolution_warning
-from ..vector import write_polygons
+from ..vector import VECTOR_DRIVERS, write_polygons
 from .decoding import Candidates, corners, decode, instance_masks, suppress
 from .detectors import Detector, load_detector
 
@@ -217,6 +216,11 @@ def detect(
             f"CONFIDENCE {options.confidence:g} and IOU {options.iou:g} must lie from 0 to 1 (0: the model's own)"
         )
     check_paths({"SOURCE1": source, "MODEL": model_path}, {"OUTPUT": output})
+    if Path(output).suffix.lower() not in VECTOR_DRIVERS:  # said before the work, not after it
+        raise InputError(
+            f"OUTPUT {Path(output).name!r}: objects are written as a vector file; end its name with one "
+            f"of {', '.join(VECTOR_DRIVERS)} (e.g. objects.gpkg)"
+        )
     detector = load_detector(model_path, options.confidence, options.iou, options.device)
     progress.info(detector.describe())
     for note in detector.notes:
@@ -240,7 +244,7 @@ def detect(
         tiles = grid.overlapping_tiles(dataset.width, dataset.height, detector.tile, detector.overlap)
         progress.info(f"{len(tiles)} tiles of {detector.tile} px")
         state = _State(detector, PerThread(open_source, stack, first=datasets), nodata_values(dataset, options.nodata))
-        work = TileWork(build=partial(_unavailable), read=_read_tile, compute=_detect_tile, empty=_empty)
+        work = TileWork(build=_unavailable, read=_read_tile, compute=_detect_tile, empty=_empty)
         kept = ObjectsKept(options.memory_mb, detector.confidence)
         skipped = executor.run(work, tiles, kept.add, progress, state)
         objects = merge(kept.parts, detector.iou)

@@ -192,6 +192,13 @@ def test_empty_and_nodata_tiles_are_skipped(tmp_path):
     assert objects(tmp_path / "objects.gpkg") == objects(tmp_path / "plain.gpkg")
 
 
+def test_an_output_that_is_no_vector_file_is_refused_before_any_work(tmp_path):
+    model = save(grid_detector(), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
+    with pytest.raises(InputError, match=r"^OUTPUT 'objects.tif': objects are written as a vector file; .*\.gpkg"):
+        detect(scene(tmp_path / "scene.tif"), model, tmp_path / "objects.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "scene.tif"]
+
+
 @pytest.mark.parametrize(
     "meta, message",
     [
