@@ -21,6 +21,7 @@ from .grid import tiles
 from .outputs import check_paths, geotiff
 from .progress import NullProgress, Progress, tell
 from .raster import AlignedRaster, PerThread, class_code_types
+from .raster_writer import start_writer
 from .serving.inference import TileInput, infer_tile, open_sources, read_tile, tile_is_empty
 from .serving.options import Compression
 from .serving.output import output_profile
@@ -169,6 +170,7 @@ def classify_image(
         {**spec.input_paths(), "CLASSIFIER": classifier_path, "MASK": mask},
         {"OUTPUT": geotiff(output), "OUTPUT_CONFIDENCE": geotiff(confidence)},
     )
+    start_writer()  # its imports overlap the classifier's and the model's loading
     trained = load_image_classifier(classifier_path)
     with ExitStack() as stack:
         classify = TileClassifier(spec, trained, mask, stack, confidence=bool(confidence))

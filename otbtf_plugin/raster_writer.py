@@ -215,6 +215,13 @@ def _the_writer() -> _Writer:
         return _writer
 
 
+def start_writer() -> None:
+    """Start the writer process now, if it is not running: it imports its libraries (about a
+    third of a second) while the caller loads its model, instead of when the first output
+    opens, in the way of the run."""
+    _the_writer()
+
+
 @atexit.register
 def _stop_writer() -> None:
     with _writer_lock:

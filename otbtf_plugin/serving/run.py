@@ -41,6 +41,7 @@ from ..models.loading import ServedModel, load_model
 from ..outputs import check_paths, geotiff
 from ..progress import NullProgress, Progress, tell, warn
 from ..raster import PerThread, invalid_pixels, read, resolution_warning
+from ..raster_writer import start_writer
 from ..styles import write_class_style
 from .blending import Blender
 from .inference import ServingState, build_state, compute_tile, open_sources, read_tile, tile_is_empty
@@ -120,6 +121,7 @@ def serve(
     check_paths(
         {**{f"SOURCE{n}": s.path for n, s in enumerate(sources, 1)}, "MODEL": model_path}, {"OUTPUT": geotiff(output)}
     )
+    start_writer()  # its imports overlap the model's loading
     model = model or load_model(
         model_path, allow_lambda=options.allow_lambda, layout=options.layout, device=options.device
     )
