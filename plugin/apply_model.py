@@ -54,7 +54,15 @@ def model_location(path: str) -> str:
     return path
 
 
-def describe_model(path: str) -> str:
+def detector_file(path: str) -> bool:
+    """Whether ``path`` is a Deepness detector (a file that cannot be read is not)."""
+    try:
+        return bool(path) and is_detector(path)
+    except EngineError:
+        return False
+
+
+def describe_model(path: str, detector: bool | None = None) -> str:
     """What the dialog says about a model before running it: for an ONNX file, what was read
     from it (inputs, layout, tile size, classes); for a folder, its metadata."""
     if not path:
@@ -64,7 +72,7 @@ def describe_model(path: str) -> str:
         return problem
     if Path(path).suffix.lower() == ".onnx":
         try:
-            if is_detector(path):
+            if detector_file(path) if detector is None else detector:
                 return load_detector(path).describe() + ". Objects are written as polygons (a GeoPackage)."
             model = load_model(path)
         except EngineError as err:
@@ -111,7 +119,8 @@ class ApplyModelDialog(QDialog):
         self.output = QgsFileWidget()
         self.output.setStorageMode(QgsFileWidget.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif)")
-        self.model.fileChanged.connect(lambda path: self.geometry.setText(describe_model(model_location(path))))
+        self.detector = False  # the chosen file is a detector: decided once per choice (a session load)
+        self.model.fileChanged.connect(self._model_changed)
 
         form = QFormLayout()
         form.addRow("Raster layer", self.layer)
@@ -127,6 +136,11 @@ class ApplyModelDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(buttons)
 
+    def _model_changed(self, path: str) -> None:
+        location = model_location(path)
+        self.detector = detector_file(location)
+        self.geometry.setText(describe_model(location, self.detector))
+
     def parameters(self) -> dict:
         """The algorithm's parameters; a detector's (``ALGORITHM`` names which) go to object
         detection, its output a GeoPackage beside the chosen name."""
@@ -134,11 +148,7 @@ class ApplyModelDialog(QDialog):
         model = model_location(self.model.filePath())
         source = layer.source() if layer is not None else None
         output = self.output.filePath()
-        try:
-            detector = bool(model) and is_detector(model)
-        except EngineError:
-            detector = False
-        if detector:
+        if self.detector:
             vector = str(Path(output).with_suffix(".gpkg")) if output else "TEMPORARY_OUTPUT"
             return {"ALGORITHM": DETECTION, "SOURCE1": source, "MODEL": model, "OUTPUT": vector}
         return {

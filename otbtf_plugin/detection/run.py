@@ -24,17 +24,29 @@ import numpy as np
 
 from .. import grid
 from ..errors import InputError
-from ..execution.pipeline import READERS, LocalThreads, TileWork, decoding_threads
+from ..execution.pipeline import READERS, LocalThreads, TileWork, decoding_threads, tiles_in_flight
 from ..grid import Window
 from ..models.devices import Device
 from ..outputs import PathLike, check_paths
 from ..progress import NullProgress, Progress, tell
-from ..raster import PerThread, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read, resolution_warning
+from ..raster import (
+    PerThread,
+    check_tile_memory,
+    crs_wkt,
+    grid_of,
+    invalid_pixels,
+    nodata_values,
+    open_raster,
+    read_padded,
+    resolution_warning,
+)
 from ..vector import VECTOR_DRIVERS, write_polygons
+from .decoding import MASKS as MASK_LAYOUT
 from .decoding import Candidates, corners, decode, instance_masks, suppress
 from .detectors import Detector, load_detector
 
 LAYER = "objects"
+MASKS_AT_ONCE = 16  # instance masks computed together (float64, a tile's size each)
 
 
 @dataclass(frozen=True)
@@ -107,13 +119,7 @@ class _State:
 def _read_tile(state: _State, tile: Window):
     """The tile's first bands (past the raster's edge: 0, as Deepness pads) and where they are
     nodata."""
-    dataset = state.datasets.get()[0]
-    bands = list(range(1, state.detector.bands + 1))
-    inside = tile.col_end <= dataset.width and tile.row_end <= dataset.height
-    if inside:  # rasterio's boundless reads go through a VRT: only where the tile passes the edge
-        pixels = read(dataset, bands, window=tile.to_rasterio())
-    else:
-        pixels = read(dataset, bands, window=tile.to_rasterio(), boundless=True, fill_value=0)
+    pixels = read_padded(state.datasets.get()[0], state.detector.bands, tile)
     invalid = invalid_pixels(pixels, state.nodata[: state.detector.bands])
     pixels[:, invalid] = 0
     return tile, pixels, invalid
@@ -132,9 +138,14 @@ def _detect_tile(state: _State, item, progress: Progress) -> Objects:
     found = decode(detector.layout, outputs, len(detector.class_names), detector.confidence)
     found = found.take(suppress(found, detector.iou))
     outlines: list[np.ndarray] | None = None
-    if found.coefficients is not None:
-        masks = instance_masks(outputs[1], found, (detector.tile, detector.tile))
-        rings = [_outline(mask) for mask in masks]
+    if found.coefficients is not None:  # masks a few at a time: a tile's full size each
+        rings = [
+            _outline(mask)
+            for start in range(0, len(found), MASKS_AT_ONCE)
+            for mask in instance_masks(
+                outputs[1], found.take(np.arange(start, min(start + MASKS_AT_ONCE, len(found)))), (detector.tile,) * 2
+            )
+        ]
         kept = [k for k, ring in enumerate(rings) if ring is not None]
         found = found.take(np.asarray(kept, dtype=np.int64))
         shift = np.array([tile.col_off, tile.row_off], dtype=np.float64)
@@ -238,6 +249,15 @@ def detect(
                 "give a raster with at least that many (e.g. RGB for a model of 3 bands)"
             )
         raster_grid = grid_of(dataset)
+        # a tile's input as read, as float32, and its scores; masks: MASKS_AT_ONCE float64 planes
+        t2 = detector.tile**2
+        tile_bytes = t2 * detector.bands * (np.dtype(dataset.dtypes[0]).itemsize + 4)
+        tile_bytes += sum(4 * int(np.prod([d or 1 for d in o.shape])) for o in detector.model.outputs)
+        if detector.layout == MASK_LAYOUT:
+            tile_bytes += 3 * 8 * MASKS_AT_ONCE * t2
+        check_tile_memory(
+            tile_bytes, tiles_in_flight(executor), options.memory_mb, f"the detector's {detector.tile} px tiles"
+        )
         warning = resolution_warning(detector.resolution_cm, dataset)
         if warning:
             tell(progress, warning)

@@ -156,6 +156,12 @@ class LocalThreads:
         return skipped
 
 
+def tiles_in_flight(executor: LocalThreads) -> int:
+    """Tiles a local run holds at once at most: ``ahead`` read or being read, one computed,
+    ``ahead`` results waiting to be written, one being written."""
+    return 2 * executor.ahead + 2
+
+
 def decoding_threads(executor: Executor) -> int:
     """GDAL's decoding threads per read: on this machine, the cores its reader threads leave;
     elsewhere (a cluster worker, whose threads are its parallelism) one."""

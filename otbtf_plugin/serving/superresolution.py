@@ -21,11 +21,11 @@ import numpy as np
 import rasterio
 
 from .. import grid
-from ..execution.pipeline import READERS, LocalThreads, TileWork, raster_outputs
+from ..execution.pipeline import READERS, LocalThreads, TileWork, raster_outputs, tiles_in_flight
 from ..grid import Window
 from ..models.served import ServedModel
 from ..progress import Progress, tell
-from ..raster import PerThread, grid_of, open_raster, read, resolution_warning
+from ..raster import PerThread, check_tile_memory, grid_of, open_raster, read_padded, resolution_warning
 from .options import ServeOptions, ServeSource
 from .output import compression_options
 
@@ -40,11 +40,7 @@ def kept_ranges(size: int, tile: int, overlap: int) -> list[tuple[int, int, int]
 
 
 def _read(dataset_of: PerThread, bands: int, tile: Window):
-    dataset = dataset_of.get()[0]
-    window = tile.to_rasterio()
-    if tile.col_end <= dataset.width and tile.row_end <= dataset.height:
-        return tile, read(dataset, list(range(1, bands + 1)), window=window)
-    return tile, read(dataset, list(range(1, bands + 1)), window=window, boundless=True, fill_value=0)
+    return tile, read_padded(dataset_of.get()[0], bands, tile)
 
 
 def _compute(model: ServedModel, name: str, output: str, state, item, progress: Progress):
@@ -63,6 +59,7 @@ def serve_superresolution(
     scale, tile = meta.upscale, int(meta.inputs[0].rfield or 0)
     overlap = tile - int(meta.efield or tile)
     name, out_name = meta.inputs[0].name, model.outputs[0].name
+    executor = LocalThreads(readers=READERS)
     if len(sources) > 1:
         tell(progress, "warning: a super-resolution model reads source 1 only; the other sources are not used")
     with ExitStack() as stack:
@@ -89,6 +86,11 @@ def serve_superresolution(
         tiles = list(keep)
         progress.info(f"{model.describe()}; {len(tiles)} tiles of {tile} px, output {scale} times finer")
         channels = model.outputs[0].shape[3] or 1
+        # a tile as read and as float32, and its output, float32, upscale^2 times larger
+        tile_bytes = tile * tile * (bands * (np.dtype(dataset.dtypes[0]).itemsize + 4) + channels * 4 * scale * scale)
+        check_tile_memory(
+            tile_bytes, tiles_in_flight(executor), options.memory_mb, f"the super-resolution model's {tile} px tiles"
+        )
         profile = {
             "driver": "GTiff",
             "width": dataset.width * scale,
@@ -121,7 +123,7 @@ def serve_superresolution(
                 window = Window(col * scale, row * scale, part.shape[2], part.shape[1])
                 writer.write(np.ascontiguousarray(part, dtype=np.float32), window=window.to_rasterio())
 
-            LocalThreads(readers=READERS).run(work, tiles, write, progress, PerThread(open_source, stack, datasets))
+            executor.run(work, tiles, write, progress, PerThread(open_source, stack, datasets))
     return len(tiles), channels
 
 

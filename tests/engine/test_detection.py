@@ -297,3 +297,16 @@ def test_a_detector_made_for_other_pixels_gets_the_segmentors_warning(tmp_path):
         "the model was made for 10 cm pixels and source 1 has 50 cm pixels; resample it to 0.1 m "
         "(Raster > Projections > Warp, or gdalwarp -tr) or expect a poor map"
     ]
+
+
+def test_tiles_a_file_asks_for_count_against_memory_mb(tmp_path):
+    """A detector of 1024 px tiles (its file says so) under MEMORY_MB 32: its tiles (3 bands as
+    read and as float32, the scores) need more; one sentence with the budget that would work,
+    before any work, nothing written."""
+    model = save(grid_detector(tile=1024), tmp_path / "det.onnx", metadata("YOLO_Ultralytics", classes=1))
+    options = DetectOptions(memory_mb=32)
+    with pytest.raises(
+        InputError, match=r"^the detector's 1024 px tiles need about \d+ MiB .* give MEMORY_MB \d+ or more"
+    ):
+        detect(scene(tmp_path / "scene.tif"), model, tmp_path / "objects.gpkg", options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx", "scene.tif"]

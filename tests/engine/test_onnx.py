@@ -535,3 +535,18 @@ def test_a_deepness_recognition_model_is_refused_with_why(tmp_path):
     path = onnx_models.save(onnx_models.conv_model(), tmp_path / "rec.onnx", {"model_type": "Recognition"})
     with pytest.raises(ModelError, match=r"^rec.onnx is a Deepness Recognition model: it turns an image into a vector"):
         load_model(path)
+
+
+def test_a_superresolution_models_tiles_count_against_memory_mb(tmp_path):
+    from otbtf_plugin.errors import InputError
+    from otbtf_plugin.serving import serve as serve_model
+
+    pixels = np.zeros((3, 40, 40), np.uint8)
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "count": 3, "dtype": "uint8", "crs": "EPSG:32631"}
+    with rasterio.open(tmp_path / "low.tif", "w", transform=rasterio.Affine(2, 0, 4e5, 0, -2, 5e6), **profile) as dst:
+        dst.write(pixels)
+    model = onnx_models.superresolution_model(size=1024, upscale=4)
+    path = onnx_models.save(model, tmp_path / "sr.onnx", {"model_type": "Superresolution"})
+    with pytest.raises(InputError, match=r"^the super-resolution model's 1024 px tiles need about \d+ MiB"):
+        serve_model([ServeSource(tmp_path / "low.tif")], path, tmp_path / "high.tif", ServeOptions(memory_mb=256))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["low.tif", "sr.onnx"]
