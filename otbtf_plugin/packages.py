@@ -74,8 +74,9 @@ def parse_requirements(text: str, version: tuple[int, int] | None = None) -> lis
     return pins
 
 
-def pins(requirements: Path = REQUIREMENTS) -> list[Pin]:
-    return parse_requirements(requirements.read_text(encoding="utf-8"))
+def pins(requirements: Path | None = None) -> list[Pin]:
+    """The lock's pins for this Python."""
+    return parse_requirements((requirements or REQUIREMENTS).read_text(encoding="utf-8"))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -121,7 +122,7 @@ FEATURES: dict[Feature, tuple[str, tuple[Need, ...]]] = {
     "onnx": ("ONNX models", (Need(("onnxruntime", "onnxruntime-gpu"), (1, 16), (2,)),)),
     "classifiers": ("classical classifiers", (Need(("scikit-learn",), (1, 3)), Need(("skops",), (0, 10)))),
     "cluster": ("Dask clusters", (Need(("distributed",), (2024, 1)),)),
-    "export": ("the ONNX export", (Need(("onnx",), (1, 14)), Need(("tf2onnx",), (1, 16)))),
+    "export": ("ONNX exports of TensorFlow models", (Need(("onnx",), (1, 14)), Need(("tf2onnx",), (1, 16)))),
 }
 
 
@@ -142,10 +143,48 @@ def missing(feature: Feature) -> list[str]:
     return found
 
 
+def no_release(feature: Feature) -> str | None:
+    """The package ``feature`` needs that cannot be installed for this Python (the lock pins none
+    of its builds here: TensorFlow has no release for Python 3.14, the Python of QGIS 3.44 on
+    Debian unstable), when it is not installed either; None otherwise. Installing cannot help."""
+    if not missing(feature):
+        return None
+    locked = {pin.name for pin in pins()}
+    return next((need.names[0] for need in FEATURES[feature][1] if not locked.intersection(need.names)), None)
+
+
+# What a user does where a feature cannot run at all.
+ALTERNATIVES: dict[Feature, str] = {
+    "tensorflow": (
+        "serve the model's ONNX export instead (python3 -m otbtf_plugin.onnx_export, or TRAIN's ONNX output, "
+        "where TensorFlow runs), or use a QGIS on Python 3.13 or older (Debian 12 or 13)"
+    ),
+    "export": "export the model where TensorFlow runs (Debian 12 or 13)",
+}
+
+
+def _python() -> str:
+    return f"Python {sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _no_release_sentence(feature: Feature, package: str) -> str:
+    return (
+        f"{FEATURES[feature][0]} need {package}, which is not available for {_python()} (the Python this QGIS "
+        f"runs; TensorFlow has no release for it): {ALTERNATIVES.get(feature, 'use a QGIS on an older Python')}"
+    )
+
+
+def unavailable() -> list[str]:
+    """One sentence per feature that cannot run with this Python whatever is installed."""
+    return [_no_release_sentence(f, package) for f in FEATURES if (package := no_release(f))]
+
+
 def problems() -> list[str]:
-    """What is missing, one sentence per feature that lacks something; empty when every
-    feature is usable."""
-    return [f"{FEATURES[f][0]} need {', '.join(found)}" for f in FEATURES if (found := missing(f))]
+    """What an install would fix, one sentence per feature that lacks something; empty when every
+    feature is usable or cannot be (:func:`unavailable`)."""
+    return [
+        f"{FEATURES[f][0]} need {', '.join(found)}" for f in FEATURES if (found := missing(f)) and not no_release(f)
+    ]
 
 
 def install_command() -> str:
@@ -156,7 +195,11 @@ def install_command() -> str:
 def requirement_message(*features: Feature) -> str | None:
     """One line: what ``features`` (every feature when none is named) lack and how to install
     it; None when nothing is missing."""
-    found = [f"{FEATURES[f][0]} need {', '.join(lack)}" for f in features or FEATURES if (lack := missing(f))]
+    features = features or tuple(FEATURES)
+    impossible = [(f, package) for f in features if (package := no_release(f))]
+    if impossible:  # installing cannot help: say that alone
+        return _no_release_sentence(*impossible[0])
+    found = [f"{FEATURES[f][0]} need {', '.join(lack)}" for f in features if (lack := missing(f))]
     if not found:
         return None
     return (

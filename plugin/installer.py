@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python3 -m plugin.installer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="say what is missing; exit 1 if anything is")
+    sub.add_parser("check", help="say what is missing; exit 1 if an install would fix something")
     sub.add_parser("folders", help="the installed folders, as PYTHONPATH takes them")
     inst = sub.add_parser("install", help="install the pinned packages")
     inst.add_argument("--system", action="store_true", help=f"into {SYSTEM_ROOT} (as root)")
@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         found = problems()
         for line in found:
             print(line)
+        for line in packages.unavailable():
+            print(f"not available here: {line}")
         print("dependencies: OK" if not found else "dependencies: missing")
         print(f"GPU packages: {gpu_problem() or 'they can be installed here (install --gpu)'}")
         return 1 if found else 0

@@ -104,6 +104,8 @@ class OtbtfPlugin:
         self._add_action(icon, "Install dependencies for ONNX models only…", self.install_onnx_dependencies)
         self._add_action(icon, "Install the GPU packages for ONNX models (NVIDIA)…", self.install_gpu_dependencies)
         self._add_action(icon, "Open the documentation", self.open_documentation)
+        for line in packages.unavailable():  # no install can help: the log says it, once per start
+            QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info)
         problems = packages.problems()
         if problems:
             self.show_missing_dependencies(problems)
@@ -202,6 +204,10 @@ class OtbtfPlugin:
         if self.missing_message is not None and self.iface is not None:
             self.iface.messageBar().popWidget(self.missing_message)
         self.missing_message = None
+        left_out = packages.unavailable()
+        if left_out:
+            self._notify("Installed and ready, but " + "; ".join(left_out), Qgis.Info)
+            return
         self._notify("TensorFlow is installed and ready.", Qgis.Success)
 
     def _notify(self, text: str, level) -> None:

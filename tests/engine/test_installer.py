@@ -303,6 +303,51 @@ def test_problems_name_the_missing_pieces(monkeypatch):
     assert packages.missing("tensorflow") == ["tensorflow-cpu >= 2.16, < 3 (tensorflow 3.0.1 is installed)"]
 
 
+def test_features_without_a_release_for_this_python(monkeypatch, tmp_path):
+    """Python 3.14 (QGIS 3.44 on Debian unstable): TensorFlow has no release for it, so the lock
+    leaves out TensorFlow's packages there; what needs them says so in one line, without the
+    install advice that cannot help, and the rest works."""
+    lock = (packages.REQUIREMENTS).read_text(encoding="utf-8")
+    names = {
+        version: {pin.name for pin in packages.parse_requirements(lock, version)}
+        for version in ((3, 11), (3, 13), (3, 14))
+    }
+    assert {"tensorflow-cpu", "keras", "h5py", "tf2onnx"} <= names[(3, 11)] & names[(3, 13)]
+    assert not {"tensorflow-cpu", "keras", "h5py", "tensorboard", "tf2onnx", "grpcio"} & names[(3, 14)]
+    assert {"onnxruntime", "onnx", "scikit-learn", "skops", "distributed", "jinja2", "scipy"} <= names[(3, 14)]
+
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fake_lock = tmp_path / "requirements.txt"
+    fake_lock.write_text(
+        lock.replace(
+            'tensorflow-cpu==2.21.0 ; python_version < "3.14"', f'tensorflow-cpu==2.21.0 ; python_version < "{here}"'
+        ).replace('tf2onnx==1.17.0 ; python_version < "3.14"', f'tf2onnx==1.17.0 ; python_version < "{here}"')
+    )
+    monkeypatch.setattr(packages, "REQUIREMENTS", fake_lock)
+    real_version = importlib.metadata.version
+
+    def fake_version(name):
+        if name in ("tensorflow-cpu", "tensorflow", "tf2onnx"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", fake_version)
+    assert packages.problems() == []  # nothing that an install would fix
+    assert packages.unavailable() == [
+        f"TensorFlow models and training need tensorflow-cpu, which is not available for Python {here} (the "
+        "Python this QGIS runs; TensorFlow has no release for it): serve the model's ONNX export instead "
+        "(python3 -m otbtf_plugin.onnx_export, or TRAIN's ONNX output, where TensorFlow runs), or use a QGIS on "
+        "Python 3.13 or older (Debian 12 or 13)",
+        f"ONNX exports of TensorFlow models need tf2onnx, which is not available for Python {here} (the Python "
+        "this QGIS runs; TensorFlow has no release for it): export the model where TensorFlow runs (Debian 12 or 13)",
+    ]
+    with pytest.raises(DependencyError) as raised:
+        packages.require("tensorflow", "export")
+    assert str(raised.value) == packages.unavailable()[0] and "Install" not in str(raised.value)
+    packages.require("onnx", "classifiers", "cluster")
+    assert installer.main(["check"]) == 0
+
+
 def test_engine_imports_no_qgis():
     code = (
         "import sys, pkgutil, importlib, otbtf_plugin\n"
