@@ -30,7 +30,7 @@ from .grid import Grid, block_index, cut_patches, margins_px, patch_centre, patc
 from .outputs import GEOTIFF, RASTER_COMPANIONS, Output, StagedOutputs, check_paths, geotiff
 from .patches_image import ORIGINS_SUFFIX, TAG_CLASS_CODES, PatchesWriter, origins_path, write_origins
 from .progress import NullProgress, Progress, check_cancelled, mebibytes
-from .raster import class_code_types, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
+from .raster import class_code_types, close_with, crs_wkt, grid_of, invalid_pixels, nodata_values, open_raster, read
 from .scratch import scratch_dir
 from .vector import Features, origins, read_features, transform_xy
 
@@ -119,7 +119,7 @@ def extract_patches(
     with ExitStack() as stack:
         # Each window is read once: GDAL's block cache (5 % of the RAM by default) need not grow.
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=64))
-        datasets = [stack.enter_context(open_raster(s.path)) for s in sources]
+        datasets = [close_with(stack, open_raster(s.path)) for s in sources]
         grids = _check_sources(sources, datasets)
         points = _read_points(vector, field_name, layer, len(sources), progress)
         rejected: dict[str, int] = {}

@@ -30,7 +30,7 @@ from .grid import Window
 from .models.devices import Device
 from .models.loading import ServedModel, TensorInfo, load_model
 from .progress import NullProgress, Progress, check_cancelled
-from .raster import open_raster
+from .raster import close_with, open_raster
 from .serving.inference import tile_input
 from .serving.options import ServeOptions, ServeSource
 from .serving.output import band_names
@@ -150,7 +150,7 @@ def open_features(spec: FeatureSpec, stack: ExitStack) -> OpenFeatures:
     """Open the sources and the model (closed with ``stack``) and plan the feature geometry."""
     if not spec.sources:
         raise InputError("no source raster given")
-    datasets = [stack.enter_context(open_raster(s.path)) for s in spec.sources]
+    datasets = [close_with(stack, open_raster(s.path)) for s in spec.sources]
     if spec.model:
         model = load_model(spec.model, allow_lambda=spec.allow_lambda, device=spec.device)
         sources = [ServeSource(s.path, s.rfield, "", s.nodata) for s in spec.sources]

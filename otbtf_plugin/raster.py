@@ -66,6 +66,16 @@ def open_raster(path: str | Path, threads: int = 1):
     return dataset
 
 
+def close_with(stack: ExitStack, dataset):
+    """``dataset``, closed when ``stack`` closes, from whichever thread closes it. Not
+    ``stack.enter_context(dataset)``: rasterio 1.5 (Debian unstable, QGIS 3.44) ties a dataset
+    entered as a context to a GDAL environment of the thread that entered it, and closing it from
+    another thread fails ("No GDAL environment exists"); reader threads open their own datasets
+    (:class:`PerThread`) and the run's thread closes them."""
+    stack.callback(dataset.close)
+    return dataset
+
+
 class PerThread:
     """One object per thread, made on a thread's first :meth:`get` by ``make(stack)``, for what
     several threads must not share, such as GDAL datasets (a dataset is not thread-safe; several

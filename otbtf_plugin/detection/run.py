@@ -32,6 +32,7 @@ from ..progress import NullProgress, Progress, tell
 from ..raster import (
     PerThread,
     check_tile_memory,
+    close_with,
     crs_wkt,
     grid_of,
     invalid_pixels,
@@ -239,7 +240,7 @@ def detect(
     with ExitStack() as stack:
 
         def open_source(stack: ExitStack) -> list:
-            return [stack.enter_context(open_raster(source, decoding_threads(executor)))]
+            return [close_with(stack, open_raster(source, decoding_threads(executor)))]
 
         datasets = open_source(stack)
         dataset = datasets[0]

@@ -14,7 +14,7 @@ from ..grid import Window, cut_patches, dihedral, input_window, intersection, un
 from ..models.loading import ModelError, ServedModel, load_model
 from ..models.served import classes_of_scores
 from ..progress import Progress, check_cancelled
-from ..raster import PerThread, invalid_pixels, open_raster, read
+from ..raster import PerThread, close_with, invalid_pixels, open_raster, read
 from .options import ServeOptions, ServeSource
 from .planning import Plan, SourcePlan
 
@@ -223,7 +223,7 @@ class ServingState:
 def open_sources(paths: list, threads: int, stack: ExitStack) -> list:
     """The sources open for reading, closed with ``stack``; ``threads``: GDAL's decoding threads
     per read (see :func:`raster.open_raster`)."""
-    return [stack.enter_context(open_raster(path, threads)) for path in paths]
+    return [close_with(stack, open_raster(path, threads)) for path in paths]
 
 
 def build_state(

@@ -25,7 +25,7 @@ from ..execution.pipeline import READERS, LocalThreads, TileWork, raster_outputs
 from ..grid import Window
 from ..models.served import ServedModel
 from ..progress import Progress, tell
-from ..raster import PerThread, check_tile_memory, grid_of, open_raster, read_padded, resolution_warning
+from ..raster import PerThread, check_tile_memory, close_with, grid_of, open_raster, read_padded, resolution_warning
 from .options import ServeOptions, ServeSource
 from .output import compression_options
 
@@ -65,7 +65,7 @@ def serve_superresolution(
     with ExitStack() as stack:
 
         def open_source(stack: ExitStack) -> list:
-            return [stack.enter_context(open_raster(sources[0].path))]
+            return [close_with(stack, open_raster(sources[0].path))]
 
         datasets = open_source(stack)
         dataset = datasets[0]

@@ -234,3 +234,33 @@ def test_only_the_writer_process_writes_rasters():
         if any(_opens_for_writing(node) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
     ]
     assert writers == ["otbtf_plugin.raster_writer"]
+
+
+def _enters_a_dataset(node: ast.AST) -> bool:
+    """``x.enter_context(open_raster(...))`` or ``x.enter_context(rasterio.open(...))``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "enter_context"):
+        return False
+    inner = node.args[0] if node.args else None
+    if not isinstance(inner, ast.Call):
+        return False
+    called = inner.func
+    return (isinstance(called, ast.Name) and called.id == "open_raster") or (
+        isinstance(called, ast.Attribute)
+        and called.attr == "open"
+        and isinstance(called.value, ast.Name)
+        and called.value.id == "rasterio"
+    )
+
+
+def test_datasets_on_an_exit_stack_are_closed_with_close_with():
+    """rasterio 1.5 (QGIS 3.44, Debian unstable) fails to close, from another thread, a dataset
+    entered as a context: reader threads open their datasets and the run's thread closes them,
+    so a stack takes a dataset through raster.close_with, never enter_context."""
+    entering = [
+        name
+        for name, path in MODULES.items()
+        if any(_enters_a_dataset(node) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+    ]
+    assert entering == []
+    assert _enters_a_dataset(ast.parse("stack.enter_context(open_raster(p, 2))").body[0].value)
+    assert _enters_a_dataset(ast.parse("stack.enter_context(rasterio.open(p))").body[0].value)

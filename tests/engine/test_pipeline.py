@@ -7,10 +7,12 @@ from contextlib import ExitStack
 
 import pytest
 
+from common import RGB
 from otbtf_plugin.errors import Cancelled
 from otbtf_plugin.execution.pipeline import LocalThreads, TileWork
 from otbtf_plugin.grid import Window
 from otbtf_plugin.progress import NullProgress
+from otbtf_plugin.raster import close_with, open_raster
 
 TILES = [Window(col, row, 4, 4) for row in range(0, 40, 4) for col in range(0, 24, 4)]
 
@@ -159,3 +161,15 @@ def test_each_thread_gets_its_own_object_closed_with_the_stack():
         assert len({id(a) for a, _ in seen.values()}) == 3 and len(made) == 3
         assert not closed
     assert sorted(map(id, closed)) == sorted(map(id, made))  # closed with the stack; "first" is the caller's
+
+
+def test_a_dataset_opened_by_a_reader_thread_closes_from_the_run_thread():
+    """What rasterio 1.5 refused with stack.enter_context (No GDAL environment exists): the
+    dataset a reader thread opened, closed by the thread that closes the run's stack."""
+    with ExitStack() as stack:
+        opened = []
+        reader = threading.Thread(target=lambda: opened.append(close_with(stack, open_raster(RGB))))
+        reader.start()
+        reader.join()
+        assert opened[0].read(1, window=((0, 4), (0, 4))).shape == (4, 4)
+    assert opened[0].closed
