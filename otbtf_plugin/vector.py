@@ -425,14 +425,23 @@ def _translate_table(
         selectFields=names or None,
         geometryType=geometry_type,
     )
-    source = gdal.OpenEx(str(table), gdal.OF_VECTOR, open_options=open_options)
-    result = gdal.VectorTranslate(str(partial), source, options=options)
-    if result is None:
-        raise RuntimeError("the layer could not be created")
-    if metadata:
-        result.GetLayer(0).SetMetadata(metadata)
-    result.FlushCache()  # commits (GeoPackage) and raises on failure, where closing would only print it
-    result = source = None
+    # Not every failure raises: GDAL 3.13 goes on after a GeoPackage COMMIT failed on a full disk,
+    # and closing (which may still write) only prints. Any failure GDAL reports fails the write.
+    failures: list[str] = []
+    gdal.PushErrorHandler(lambda level, _number, message: failures.append(message) if level >= gdal.CE_Failure else None)
+    try:
+        source = gdal.OpenEx(str(table), gdal.OF_VECTOR, open_options=open_options)
+        result = gdal.VectorTranslate(str(partial), source, options=options)
+        if result is None:
+            raise RuntimeError("the layer could not be created")
+        if metadata:
+            result.GetLayer(0).SetMetadata(metadata)
+        result.FlushCache()  # commits (GeoPackage) and raises on failure, where closing would only print it
+        result = source = None
+    finally:
+        gdal.PopErrorHandler()
+    if failures:
+        raise RuntimeError("; ".join(dict.fromkeys(failures)))
     written = gdal.OpenEx(str(partial), gdal.OF_VECTOR)
     layer = written.GetLayerByName(layer_name) if written is not None else None
     if layer is None or layer.GetFeatureCount() != count:
