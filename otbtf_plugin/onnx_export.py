@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import packages
 from .errors import InputError
 from .models import runtimes
 from .models.metadata import METADATA_FILE, ModelMetadata, read_metadata
@@ -47,6 +48,7 @@ def _load_keras(folder: Path):
 
 def _import_tf2onnx():
     runtimes.import_tensorflow()
+    packages.require("export")
     runtimes.import_onnx()
     import tf2onnx
 

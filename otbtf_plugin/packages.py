@@ -90,7 +90,7 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-Feature = Literal["tensorflow", "onnx", "classifiers", "cluster", "export"]
+Feature = Literal["tensorflow", "onnx", "classifiers", "cluster", "onnx_files", "export"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ FEATURES: dict[Feature, tuple[str, tuple[Need, ...]]] = {
     "onnx": ("ONNX models", (Need(("onnxruntime", "onnxruntime-gpu"), (1, 16), (2,)),)),
     "classifiers": ("classical classifiers", (Need(("scikit-learn",), (1, 3)), Need(("skops",), (0, 10)))),
     "cluster": ("Dask clusters", (Need(("distributed",), (2024, 1)),)),
+    "onnx_files": ("reading and writing .onnx files", (Need(("onnx",), (1, 14)),)),
     "export": ("ONNX exports of TensorFlow models", (Need(("onnx",), (1, 14)), Need(("tf2onnx",), (1, 16)))),
 }
 

@@ -180,7 +180,7 @@ def import_onnxruntime():
 
 def import_onnx():
     """The ``onnx`` module, which bundles its own protobuf (bound to its own symbols)."""
-    packages.require("export")
+    packages.require("onnx_files")
     if "onnx" not in sys.modules:
         with _local_deep_binding():
             import onnx  # noqa: F401  (optional: imported here only)

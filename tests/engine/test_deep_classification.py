@@ -166,7 +166,9 @@ def test_raw_band_features_are_the_pixel_values_of_every_source(tmp_path):
         full30, full60 = a.read(1), b.read(1)
         rows, cols = np.array([0, 5, 17, 233, 399]), np.array([0, 8, 101, 3, 399])
         x, y = a.xy(rows, cols)
-        col60, row60 = ~b.transform * (np.asarray(x), np.asarray(y))
+        inverse = ~b.transform
+        assert inverse.b == inverse.d == 0
+        col60, row60 = np.asarray(x) * inverse.a + inverse.c, np.asarray(y) * inverse.e + inverse.f  # north-up
     from contextlib import ExitStack
 
     from otbtf_plugin.features import open_features

@@ -261,7 +261,11 @@ def test_cancel_while_pip_is_silent_ends_at_once_and_leaves_no_temporary(fake_en
     assert list((tmp_path / "data" / "otbtf").iterdir()) == []
 
 
-def test_problems_name_the_missing_pieces(monkeypatch):
+def test_problems_name_the_missing_pieces(monkeypatch, tmp_path):
+    # TensorFlow's packages pinned for every Python, also 3.14 (where it has no release)
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(packages.REQUIREMENTS.read_text(encoding="utf-8").replace(' ; python_version < "3.14"', ""))
+    monkeypatch.setattr(packages, "REQUIREMENTS", lock)
     versions = {
         "tensorflow-cpu": None,
         "tensorflow": None,
