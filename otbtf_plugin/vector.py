@@ -428,7 +428,12 @@ def _translate_table(
     # Not every failure raises: GDAL 3.13 goes on after a GeoPackage COMMIT failed on a full disk,
     # and closing (which may still write) only prints. Any failure GDAL reports fails the write.
     failures: list[str] = []
-    gdal.PushErrorHandler(lambda level, _number, message: failures.append(message) if level >= gdal.CE_Failure else None)
+
+    def collect(level, _number, message):
+        if level >= gdal.CE_Failure:
+            failures.append(message)
+
+    gdal.PushErrorHandler(collect)
     try:
         source = gdal.OpenEx(str(table), gdal.OF_VECTOR, open_options=open_options)
         result = gdal.VectorTranslate(str(partial), source, options=options)

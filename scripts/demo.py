@@ -12,6 +12,10 @@ classes.tif (the class map, styled by classes.qml), and quicklooks: quicklook.pn
 (the scene with the polygons), patches.png (patches of each class) and
 classification.png (the scene and its class map side by side); forest.skops,
 forest_classes.tif, forest_confidence.tif and forest_classification.png.
+
+Where TensorFlow cannot be installed (Python 3.14: QGIS 3.44 on Debian unstable), step 4 says
+so and trains nothing; the next steps use the same CNN exported to ONNX
+(data/landsat8/LC08_224078_20200518_cnn.onnx, see data/README.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "landsat8"
 RGB = DATA / "LC08_224078_20200518_rgb_crop.tif"
 POLYGONS = DATA / "LC08_224078_20200518_polygons.gpkg"
+SHIPPED_CNN = DATA / "LC08_224078_20200518_cnn.onnx"  # data/README.md: where TensorFlow cannot run
 CLASS_COLOURS = {"water": "#1f78b4", "crop": "#e6c229", "tree": "#1b7837", "developed": "#d7301f"}
 
 
@@ -237,6 +242,78 @@ def main(argv: list[str]) -> int:
     print(f"    class codes in labels.tif: {patches['CLASS_CODES']}")
     print(f"    -> {patches['OUTPUT1']}\n    -> {patches['OUTPUT_LABELS']}")
 
+    model = train(processing, patches, out)
+
+    print("\n[5] otbtf:tensorflowmodelserve (the model's 'class' output over the whole scene)")
+    served = processing.run(
+        "otbtf:tensorflowmodelserve",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": model,
+            "OUTPUT_NAMES": "class",
+            "OUTPUT": str(out / "classes.tif"),
+        },
+    )
+    print(f"    {served['MODE']} mode, receptive field {served['RFIELD']} px (from the model), {served['TILES']} tiles")
+    print(f"    -> {served['OUTPUT']} (styled by {Path(served['OUTPUT']).with_suffix('.qml').name})")
+
+    print("\n[6] otbtf:trainclassifierfromdeepfeatures (random forest on the cnn's 64 'features')")
+    forest = processing.run(
+        "otbtf:trainclassifierfromdeepfeatures",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": model,
+            "OUTPUT_NAMES": "features",
+            "VECTOR": selection["OUTPUT"],
+            "FIELD": "name",
+            "CLASSIFIER": 0,
+            "VALIDATION": 0,
+            "SEED": 0,
+            "OUTPUT_CLASSIFIER": str(out / "forest.skops"),
+            "OUTPUT_REPORT": str(out / "forest.html"),
+        },
+    )
+    print(f"    {forest['TRAINING_SAMPLES']} samples (one polygon per class: nothing to hold out whole)")
+    print(f"    -> {forest['OUTPUT_CLASSIFIER']}")
+
+    print("\n[7] otbtf:imageclassifierfromdeepfeatures (the forest over the scene, with its confidence)")
+    deep = processing.run(
+        "otbtf:imageclassifierfromdeepfeatures",
+        {
+            "SOURCE1": str(RGB),
+            "MODEL": model,
+            "OUTPUT_NAMES": "features",
+            "CLASSIFIER": forest["OUTPUT_CLASSIFIER"],
+            "OUTPUT": str(out / "forest_classes.tif"),
+            "OUTPUT_CONFIDENCE": str(out / "forest_confidence.tif"),
+        },
+    )
+    print(f"    {deep['TILES']} tiles\n    -> {deep['OUTPUT']}\n    -> {deep['OUTPUT_CONFIDENCE']}")
+
+    quicklook(out / "quicklook.png", result["COUNTS"])
+    classification_quicklook(out / "forest_classification.png", Path(deep["OUTPUT"]))
+    patches_quicklook(
+        out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]), patches["CLASS_CODES"]
+    )
+    classification_quicklook(out / "classification.png", Path(served["OUTPUT"]))
+    print(
+        f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}, "
+        f"{out / 'forest_classification.png'}"
+    )
+    print(f"Done in {time.monotonic() - started:.1f} s.")
+    app.exitQgis()
+    return 0
+
+
+def train(processing, patches: dict, out: Path) -> str:
+    """Step 4: the model the next steps use. Where TensorFlow cannot be installed (Python 3.14),
+    nothing is trained: the same CNN, trained and exported to ONNX on Debian 12, is used."""
+    from otbtf_plugin import packages
+
+    if packages.no_release("tensorflow"):
+        print(f"\n[4] otbtf:tensorflowmodeltrain: skipped. {packages.requirement_message('tensorflow')}.")
+        print(f"    The next steps use the demo's CNN trained on Debian 12 and exported to ONNX: {SHIPPED_CNN}")
+        return str(SHIPPED_CNN)
     print(
         "\n[4] otbtf:tensorflowmodeltrain (cnn patch classifier, the defaults: early stopping, "
         "augmentation, validation held out by polygon)"
@@ -270,66 +347,7 @@ def main(argv: list[str]) -> int:
         "neighbouring blocks flatter the scores)"
     )
     print(f"    -> {trained['OUTPUT_MODEL']}\n    -> {trained['OUTPUT_REPORT']}")
-
-    print("\n[5] otbtf:tensorflowmodelserve (the model's 'class' output over the whole scene)")
-    served = processing.run(
-        "otbtf:tensorflowmodelserve",
-        {
-            "SOURCE1": str(RGB),
-            "MODEL": trained["OUTPUT_MODEL"],
-            "OUTPUT_NAMES": "class",
-            "OUTPUT": str(out / "classes.tif"),
-        },
-    )
-    print(f"    {served['MODE']} mode, receptive field {served['RFIELD']} px (from the model), {served['TILES']} tiles")
-    print(f"    -> {served['OUTPUT']} (styled by {Path(served['OUTPUT']).with_suffix('.qml').name})")
-
-    print("\n[6] otbtf:trainclassifierfromdeepfeatures (random forest on the cnn's 64 'features')")
-    forest = processing.run(
-        "otbtf:trainclassifierfromdeepfeatures",
-        {
-            "SOURCE1": str(RGB),
-            "MODEL": trained["OUTPUT_MODEL"],
-            "OUTPUT_NAMES": "features",
-            "VECTOR": selection["OUTPUT"],
-            "FIELD": "name",
-            "CLASSIFIER": 0,
-            "VALIDATION": 0,
-            "SEED": 0,
-            "OUTPUT_CLASSIFIER": str(out / "forest.skops"),
-            "OUTPUT_REPORT": str(out / "forest.html"),
-        },
-    )
-    print(f"    {forest['TRAINING_SAMPLES']} samples (one polygon per class: nothing to hold out whole)")
-    print(f"    -> {forest['OUTPUT_CLASSIFIER']}")
-
-    print("\n[7] otbtf:imageclassifierfromdeepfeatures (the forest over the scene, with its confidence)")
-    deep = processing.run(
-        "otbtf:imageclassifierfromdeepfeatures",
-        {
-            "SOURCE1": str(RGB),
-            "MODEL": trained["OUTPUT_MODEL"],
-            "OUTPUT_NAMES": "features",
-            "CLASSIFIER": forest["OUTPUT_CLASSIFIER"],
-            "OUTPUT": str(out / "forest_classes.tif"),
-            "OUTPUT_CONFIDENCE": str(out / "forest_confidence.tif"),
-        },
-    )
-    print(f"    {deep['TILES']} tiles\n    -> {deep['OUTPUT']}\n    -> {deep['OUTPUT_CONFIDENCE']}")
-
-    quicklook(out / "quicklook.png", result["COUNTS"])
-    classification_quicklook(out / "forest_classification.png", Path(deep["OUTPUT"]))
-    patches_quicklook(
-        out / "patches.png", Path(patches["OUTPUT1"]), Path(patches["OUTPUT_LABELS"]), patches["CLASS_CODES"]
-    )
-    classification_quicklook(out / "classification.png", Path(served["OUTPUT"]))
-    print(
-        f"\nQuicklooks: {out / 'quicklook.png'}, {out / 'patches.png'}, {out / 'classification.png'}, "
-        f"{out / 'forest_classification.png'}"
-    )
-    print(f"Done in {time.monotonic() - started:.1f} s.")
-    app.exitQgis()
-    return 0
+    return trained["OUTPUT_MODEL"]
 
 
 if __name__ == "__main__":

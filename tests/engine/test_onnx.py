@@ -550,3 +550,26 @@ def test_a_superresolution_models_tiles_count_against_memory_mb(tmp_path):
     with pytest.raises(InputError, match=r"^the super-resolution model's 1024 px tiles need about \d+ MiB"):
         serve_model([ServeSource(tmp_path / "low.tif")], path, tmp_path / "high.tif", ServeOptions(memory_mb=256))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["low.tif", "sr.onnx"]
+
+
+def test_the_demos_shipped_cnn_serves_where_tensorflow_cannot(tmp_path):
+    """data/landsat8/..._cnn.onnx, what the demo serves where TensorFlow has no release (Python
+    3.14): onnxruntime alone serves it, its metadata gives the receptive field and the class
+    names, and it gives the pixels of the polygons it learned from their polygon's class. A check
+    of the file, not an accuracy claim: these are its training pixels."""
+    from common import LANDSAT, POLYGONS
+    from otbtf_plugin.selection import sample_selection
+
+    shipped = LANDSAT / "LC08_224078_20200518_cnn.onnx"
+    out = tmp_path / "classes.tif"
+    result = serve([ServeSource(RGB)], shipped, out, ServeOptions(output_names=["class"]))
+    assert (result.plan.mode, result.plan.sources[0].rfield) == ("pixels", 16)
+    metadata = load_model(shipped).metadata
+    assert metadata is not None
+    names = {c.code: c.name for c in metadata.classes}
+    samples = sample_selection(RGB, POLYGONS, "name", strategy="all")
+    classes, _, _ = read(out)
+    predicted = np.array([names.get(int(v)) for v in classes[0, samples.rows, samples.cols]])
+    truth = np.array([samples.class_names[int(c)] for c in samples.codes])
+    assert set(predicted) == {"crop", "developed", "tree", "water"}
+    assert (predicted == truth).mean() >= 0.9  # 0.93: pixels near the polygon edges see their neighbours
