@@ -419,7 +419,10 @@ def test_onnx_models_serve_with_onnxruntime_alone(tmp_path):
     served, message = out.stdout.splitlines()[-2:]
     assert served.endswith(" []"), out.stdout  # tiles served, and no heavy module imported
     assert out.stderr == ""
-    assert message.startswith("TensorFlow models and training need tensorflow-cpu >= 2.16, < 3 (not installed)")
-    assert "Install dependencies" in message
+    if "tensorflow-cpu" in {pin.name for pin in packages.pins()}:
+        assert message.startswith("TensorFlow models and training need tensorflow-cpu >= 2.16, < 3 (not installed)")
+        assert "Install dependencies" in message
+    else:  # Python 3.14: no TensorFlow release, no install advice
+        assert message.startswith("TensorFlow models and training need tensorflow-cpu, which is not available for")
     with rasterio.open(tmp_path / "o.tif") as served:
         assert served.count == 2 and served.read().any()
