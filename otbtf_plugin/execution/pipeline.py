@@ -12,6 +12,7 @@ renames them together once every tile is written.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -133,6 +134,18 @@ class LocalThreads:
         reads: deque[tuple[Window, Future]] = deque()
         writes: deque[Future] = deque()
         done = skipped = 0
+        write_failed = threading.Event()
+
+        def write_in_order(tile: Window, result) -> None:
+            """``write``, unless an earlier write failed: the writes queued behind it are dropped
+            (this thread sees the failure only when it waits for that write)."""
+            if write_failed.is_set():
+                return
+            try:
+                write(tile, result)
+            except BaseException:
+                write_failed.set()
+                raise
 
         def read_ahead():
             while len(reads) < self.ahead and (tile := next(upcoming, None)) is not None:
@@ -148,7 +161,7 @@ class LocalThreads:
             del tile_input
             while writes and (len(writes) >= self.ahead or writes[0].done()):
                 _wait(writes.popleft(), progress)  # raises a failed write's error
-            writes.append(writing.submit(write, tile, result))
+            writes.append(writing.submit(write_in_order, tile, result))
             done += 1
             progress.step(done, len(tiles))
         while writes:
