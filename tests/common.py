@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 LANDSAT = DATA / "landsat8"
@@ -28,6 +30,25 @@ if str(ROOT) not in sys.path:
 from otbtf_plugin.models.runtimes import protect_tensorflow_imports  # noqa: E402
 
 protect_tensorflow_imports()
+
+from otbtf_plugin import packages  # noqa: E402
+
+# TensorFlow has no release for some Pythons (3.14: QGIS 3.44 on Debian unstable). There the tests
+# of what needs it are skipped, saying why; elsewhere a missing TensorFlow fails them (make setup
+# installs it).
+needs_tensorflow = pytest.mark.skipif(
+    packages.no_release("tensorflow") is not None,
+    reason=f"TensorFlow has no release for Python {sys.version_info.major}.{sys.version_info.minor}",
+)
+
+
+def lock_with_tensorflow_everywhere(folder: Path) -> Path:
+    """``requirements.txt`` with TensorFlow's packages pinned for every Python, 3.14 included,
+    written into ``folder``: a test of what the plugin says of a missing TensorFlow gives the
+    same on every Python when ``packages.REQUIREMENTS`` is set to it."""
+    lock = folder / "requirements.txt"
+    lock.write_text(packages.REQUIREMENTS.read_text(encoding="utf-8").replace(' ; python_version < "3.14"', ""))
+    return lock
 
 
 class CancelAfter:

@@ -218,6 +218,14 @@ def add_advanced(algorithm, parameters) -> None:
         algorithm.addParameter(parameter)
 
 
+def field_names(algorithm, parameters, name: str, context) -> list[str]:
+    """A field parameter's field names: ``parameterAsStrings`` where QGIS has it (3.32 and later,
+    which deprecate ``parameterAsFields``), ``parameterAsFields`` before."""
+    if Qgis.QGIS_VERSION_INT >= 33200:
+        return list(algorithm.parameterAsStrings(parameters, name, context))
+    return list(algorithm.parameterAsFields(parameters, name, context))
+
+
 def field_type(kind: str):
     """A field's type for ``QgsField``: ``QMetaType.Type`` where QGIS takes it (3.38 and later,
     and Qt 6, where ``QVariant``'s types are gone), ``QVariant.Type`` before."""

@@ -12,7 +12,7 @@ from .classical import (
     classifier_args,
     training_results,
 )
-from .common import vector_path
+from .common import field_names, vector_path
 
 
 class TrainVectorClassifier(ClassicalMLAlgorithm):
@@ -51,7 +51,7 @@ class TrainVectorClassifier(ClassicalMLAlgorithm):
             train_vector_classifier,
             feedback,
             vector,
-            self.parameterAsFields(parameters, "FEATURES", context),
+            field_names(self, parameters, "FEATURES", context),
             self.parameterAsString(parameters, "FIELD", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_CLASSIFIER", context),
             self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context) or None,

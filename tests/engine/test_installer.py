@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from common import ROOT
+from common import ROOT, lock_with_tensorflow_everywhere
 from otbtf_plugin import packages
 from otbtf_plugin.errors import Cancelled, DependencyError
 from otbtf_plugin.packages import REQUIREMENTS, parse_requirements
@@ -262,10 +262,7 @@ def test_cancel_while_pip_is_silent_ends_at_once_and_leaves_no_temporary(fake_en
 
 
 def test_problems_name_the_missing_pieces(monkeypatch, tmp_path):
-    # TensorFlow's packages pinned for every Python, also 3.14 (where it has no release)
-    lock = tmp_path / "requirements.txt"
-    lock.write_text(packages.REQUIREMENTS.read_text(encoding="utf-8").replace(' ; python_version < "3.14"', ""))
-    monkeypatch.setattr(packages, "REQUIREMENTS", lock)
+    monkeypatch.setattr(packages, "REQUIREMENTS", lock_with_tensorflow_everywhere(tmp_path))
     versions = {
         "tensorflow-cpu": None,
         "tensorflow": None,

@@ -54,3 +54,13 @@ def test_qvariant_types_only_where_qgis_has_no_qmetatype():
     assert users == [ROOT / "processing_provider" / "algorithms" / "common.py"]
     branch = common[common.index("if Qgis.QGIS_VERSION_INT >= 33800:") :]
     assert branch.index("QMetaType.Type") < branch.index("QVariant.String")
+
+
+def test_deprecated_qgis_calls_only_where_qgis_has_no_replacement():
+    """QGIS 3.32+ deprecates parameterAsFields (parameterAsStrings replaces it; Debian unstable's
+    QGIS 3.44 warns): only the branch for older QGIS calls it."""
+    users = [path for path in QT_FILES if "parameterAsFields" in path.read_text(encoding="utf-8")]
+    assert users == [ROOT / "processing_provider" / "algorithms" / "common.py"]
+    common = users[0].read_text(encoding="utf-8")
+    branch = common[common.index("if Qgis.QGIS_VERSION_INT >= 33200:") :]
+    assert branch.index("parameterAsStrings") < branch.index("parameterAsFields")

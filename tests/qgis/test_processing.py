@@ -6,7 +6,7 @@ import processing
 import pytest
 from qgis.core import QgsFeatureRequest, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
-from common import OTB_COUNTS, POINTS, POLYGONS, RGB
+from common import OTB_COUNTS, POINTS, POLYGONS, RGB, needs_tensorflow
 
 pytestmark = pytest.mark.usefixtures("provider_loaded")
 
@@ -233,6 +233,7 @@ def test_the_example_graphical_model_runs(tmp_path):
     assert QgsVectorLayer(result["select:samples"], "s", "ogr").featureCount() == 4 * 81
 
 
+@needs_tensorflow
 def test_the_workflow_graphical_model_chains_training_and_serving(tmp_path):
     """resources/models/workflow.model3: selection -> extraction -> training -> serving."""
     from qgis.core import QgsProcessingModelAlgorithm

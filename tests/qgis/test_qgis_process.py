@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from models import fcn, patch_classifier, saved
 
-from common import OTB_COUNTS, POLYGONS, RGB, ROOT
+from common import OTB_COUNTS, POLYGONS, RGB, ROOT, needs_tensorflow
 from helpers import qgis_process_binary, run_qgis_process
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -78,6 +78,7 @@ def test_the_zip_installs_in_a_fresh_profile(tmp_path):
     assert "otbtf:polygonclassstatistics" in out.stdout
 
 
+@needs_tensorflow
 def test_run_the_example_model_and_patches_extraction(installed_profile, tmp_path):
     model = ROOT / "resources" / "models" / "sampling_and_patches.model3"
     out = run_qgis_process(

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from common import ROOT
+from common import ROOT, needs_tensorflow
+
+pytestmark = needs_tensorflow
 
 SCRIPT = f"""
 import sys
