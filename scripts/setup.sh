@@ -16,9 +16,17 @@ APT_REQUIRED=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-ras
               xvfb xauth x11-apps imagemagick make git)
 APT_OPTIONAL=(otb-bin libotb-apps)   # the Orfeo ToolBox: peer reference in tests and benchmarks
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
-for package in "${APT_REQUIRED[@]}" "${APT_OPTIONAL[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+for package in "${APT_REQUIRED[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+# An optional package this release does not have (otb-bin is gone after Debian 12) is not asked
+# for again on every run: only when the required ones are missing too, or when apt knows it.
+for package in "${APT_OPTIONAL[@]}"; do
+    if ! installed "$package" && { ((${#missing[@]})) || apt-cache show "$package" >/dev/null 2>&1; }; then
+        missing+=("$package")
+    fi
 done
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
