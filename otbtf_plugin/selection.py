@@ -25,7 +25,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 
@@ -151,7 +151,7 @@ class Samples:
         """The points' attributes: the class field and ``originfid`` (the polygon)."""
         return {
             self.field: (self.class_values(), "String" if self.string_classes else "Integer64"),
-            "originfid": (self.fids.tolist(), "Integer64"),
+            "originfid": (cast("list[int]", self.fids.tolist()), "Integer64"),
         }
 
     def layer_metadata(self) -> dict[str, str] | None:

@@ -23,6 +23,7 @@ has ``cx = i + 0.5``), as YOLO models give them:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def _turned_pair_iou(rings: np.ndarray, first: np.ndarray, second: np.ndarray) -
         return polygons[k]
 
     result = np.zeros(len(first))
-    for n, (i, j) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+    for n, (i, j) in enumerate(zip(cast("list[int]", first.tolist()), cast("list[int]", second.tolist()), strict=True)):
         p, q = polygon(i), polygon(j)
         inter = p.intersection(q).area
         union = p.area + q.area - inter

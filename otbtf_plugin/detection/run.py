@@ -19,6 +19,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -270,7 +271,7 @@ def detect(
         skipped = executor.run(work, tiles, kept.add, progress, state)
         objects = merge(kept.parts, detector.iou)
         wkt = polygons_wkt(objects, raster_grid)
-        names = [detector.class_names[k] for k in objects.classes.tolist()]
+        names = [detector.class_names[k] for k in cast("list[int]", objects.classes.tolist())]
         fields = {
             "class": (names, "String"),
             "class_id": (objects.classes.tolist(), "Integer64"),
