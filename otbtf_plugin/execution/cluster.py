@@ -9,7 +9,9 @@ from the same functions as on one machine and results do not depend on tiling, s
 output is identical, bit for bit, to the single-machine run.
 
 A worker lost mid-run (its process killed) loses nothing: the scheduler gives its tiles to
-the other workers. Cancel cancels the tasks still queued or running. At most a few tiles
+the other workers. A cluster left with no worker at all ends the run after
+``WORKERLESS_TIMEOUT`` seconds, with what to do (it used to wait for ever). Cancel cancels the
+tasks still queued or running, also while no result comes. At most a few tiles
 per worker are in flight, so the client's memory stays bounded whatever the image size.
 
 Workers must import this engine under the same name as the client: the folder that holds
@@ -24,6 +26,7 @@ import asyncio
 import re
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
@@ -34,6 +37,8 @@ from ..progress import NullProgress, Progress
 
 IN_FLIGHT_PER_WORKER = 4
 CONNECT_TIMEOUT = 10.0  # seconds
+WORKERLESS_TIMEOUT = 60.0  # seconds a run waits for tiles on a cluster that has no worker left
+_POLL = 0.05  # seconds between looks for a result, a cancel, or workers
 _RUNS: dict[str, tuple] = {}  # per worker process: run id -> (state, ExitStack)
 _KEEP_RUNS = 2
 
@@ -168,6 +173,32 @@ def connect(address: str, timeout: float | None = None, progress: Progress | Non
     return Client(address, timeout=timeout, set_as_default=False)
 
 
+class _WorkersWatch:
+    """Whether the cluster still has a worker, asked at most once a second: a run whose cluster
+    has had none for ``WORKERLESS_TIMEOUT`` seconds ends with what to do."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.asked = 0.0
+        self.none_since: float | None = None
+
+    def check(self, client) -> None:
+        now = time.monotonic()
+        if now - self.asked < 1.0:
+            return
+        self.asked = now
+        if client.scheduler_info().get("workers"):
+            self.none_since = None
+            return
+        self.none_since = self.none_since or now
+        if now - self.none_since >= WORKERLESS_TIMEOUT:
+            raise InputError(
+                f"the Dask scheduler at {self.address!r} has had no worker for {WORKERLESS_TIMEOUT:g} s while "
+                f"tiles wait (its workers stopped or were lost): start some with `dask worker {self.address}` "
+                "and run again"
+            )
+
+
 class DaskExecutor:
     """Runs a :class:`pipeline.TileWork` on the Dask cluster at ``address``; a malformed
     address is refused here, before any work."""
@@ -207,16 +238,27 @@ class DaskExecutor:
                 return future
 
             first = [f for f in (submit_next() for _ in range(IN_FLIGHT_PER_WORKER * workers)) if f is not None]
-            results = as_completed(first, loop=client.loop)
-            skipped = 0
-            for done, future in enumerate(results, 1):
-                futures.discard(future)
+            # with_results: a result is fetched before it counts as ready, so that this thread never
+            # blocks on one (a result held by a worker that then left is computed again, or never)
+            results = as_completed(first, loop=client.loop, with_results=True, raise_errors=False)
+            skipped = done = 0
+            watch = _WorkersWatch(self.address)
+            while not results.is_empty():
                 if progress.cancelled():
                     raise Cancelled("cancelled: the cluster's tasks were cancelled")
+                if not results.has_ready():  # no result yet: cancel and lost workers are still seen
+                    watch.check(client)
+                    time.sleep(_POLL)
+                    continue
+                future, value = next(results)
+                done += 1
+                futures.discard(future)
                 if future.status == "error":
-                    error = future.exception()
+                    error = value[1]
                     raise InputError(f"a worker failed on a tile: {type(error).__name__}: {error}") from error
-                tile, result, empty = future.result()
+                if future.status != "finished":
+                    raise InputError(f"a tile's task was {future.status} on the Dask cluster at {self.address!r}")
+                tile, result, empty = value
                 write(Window(*tile), result)
                 skipped += bool(empty)
                 progress.step(done, len(tiles))

@@ -303,3 +303,82 @@ def test_cancel_stops_the_wait_for_a_silent_scheduler(models, tmp_path, monkeypa
         )
     assert time.monotonic() - start < 5
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def lone_worker_cluster():
+    """A cluster of one worker process that a test may take away (ONNX work: no TensorFlow)."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local:
+            yield local
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+class _TakeWorkersAway:
+    """Progress that removes the cluster's workers after ``after`` tiles, then cancels once
+    ``cancel_after`` seconds have passed without workers (None: never)."""
+
+    def __init__(self, cluster, after=2, cancel_after=None):
+        self.cluster, self.after, self.cancel_after = cluster, after, cancel_after
+        self.gone_at = None
+
+    def step(self, done, total):
+        if done >= self.after and self.gone_at is None:
+            self.cluster.scale(0)
+            self.gone_at = time.monotonic()
+
+    def cancelled(self):
+        return (
+            self.cancel_after is not None
+            and self.gone_at is not None
+            and (time.monotonic() - self.gone_at > self.cancel_after)
+        )
+
+    def info(self, message):
+        pass
+
+
+def test_a_cluster_left_without_workers_ends_the_run_with_what_to_do(
+    lone_worker_cluster, models, tmp_path, monkeypatch
+):
+    """The serving test on QGIS 3.40 once waited for ever on a cluster whose workers were gone.
+    Now the run ends WORKERLESS_TIMEOUT seconds later, saying so, and leaves nothing."""
+    monkeypatch.setattr(cluster_serving, "WORKERLESS_TIMEOUT", 3.0)
+    watch = _TakeWorkersAway(lone_worker_cluster)
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"has had no worker for 3 s while tiles wait .* `dask worker tcp://"):
+        serve(
+            [ServeSource(RGB)],
+            models / "conv.onnx",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True, tile_px=64),
+            executor=DaskExecutor(lone_worker_cluster.scheduler_address),
+            progress=watch,
+        )
+    assert watch.gone_at is not None and time.monotonic() - watch.gone_at < 3.0 + 10
+    assert time.monotonic() - started < 120
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_is_seen_while_no_result_comes(lone_worker_cluster, models, tmp_path):
+    """Cancel used to be looked at only when a tile came back."""
+    watch = _TakeWorkersAway(lone_worker_cluster, cancel_after=1.0)
+    with pytest.raises(Cancelled):
+        serve(
+            [ServeSource(RGB)],
+            models / "conv.onnx",
+            tmp_path / "out.tif",
+            ServeOptions(fully_conv=True, tile_px=64),
+            executor=DaskExecutor(lone_worker_cluster.scheduler_address),
+            progress=watch,
+        )
+    assert time.monotonic() - watch.gone_at < 1.0 + 5
+    assert list(tmp_path.iterdir()) == []
