@@ -25,6 +25,21 @@ def plugin_path(tmp_path_factory):
     qgis.utils.plugin_paths.remove(str(root))
 
 
+@pytest.fixture(autouse=True)
+def repository_stays_on_sys_path():
+    """QGIS' unloadPlugin takes the ``__path__`` of every package it unloads off ``sys.path``;
+    here the plugins folder links to the repository, so the repository went too, and the Dask
+    workers a later test spawned (they copy the parent's ``sys.path``) could not import the
+    engine (seen on QGIS 3.40). Put back what a test's unloading took."""
+    yield
+    keep_repository_on_sys_path()
+
+
+def keep_repository_on_sys_path() -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
 @pytest.fixture
 def unload_after():
     yield
@@ -39,3 +54,4 @@ def provider_loaded(plugin_path, qgis_processing):
     assert qgis.utils.startProcessingPlugin(PLUGIN)
     yield
     qgis.utils.unloadPlugin(PLUGIN)
+    keep_repository_on_sys_path()
