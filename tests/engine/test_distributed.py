@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -25,15 +26,14 @@ from otbtf_plugin.serving import ServeOptions, ServeSource, serve  # noqa: E402
 pytestmark = pytest.mark.slow  # Dask clusters of worker processes, each loading TensorFlow
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextmanager
+def local_cluster(workers: int, threads: int):
     # Worker processes import the engine as the client does: from the repository.
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
     try:
-        # Two threads per worker: they read tiles at once, each with its own datasets (no lock).
         with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
         ) as local:
             yield local
     finally:
@@ -41,6 +41,13 @@ def cluster():
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = previous
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Two threads per worker: they read tiles at once, each with its own datasets (no lock).
+    with local_cluster(2, 2) as local:
+        yield local
 
 
 @pytest.fixture(scope="module")
@@ -308,18 +315,8 @@ def test_cancel_stops_the_wait_for_a_silent_scheduler(models, tmp_path, monkeypa
 @pytest.fixture
 def lone_worker_cluster():
     """A cluster of one worker process that a test may take away (ONNX work: no TensorFlow)."""
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), previous) if p)
-    try:
-        with distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as local:
-            yield local
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
+    with local_cluster(1, 1) as local:
+        yield local
 
 
 class _TakeWorkersAway:
@@ -346,6 +343,17 @@ class _TakeWorkersAway:
         pass
 
 
+def _serve_onnx(cluster, models, tmp_path, progress) -> None:
+    serve(
+        [ServeSource(RGB)],
+        models / "conv.onnx",
+        tmp_path / "out.tif",
+        ServeOptions(fully_conv=True, tile_px=64),
+        executor=DaskExecutor(cluster.scheduler_address),
+        progress=progress,
+    )
+
+
 def test_a_cluster_left_without_workers_ends_the_run_with_what_to_do(
     lone_worker_cluster, models, tmp_path, monkeypatch
 ):
@@ -355,14 +363,7 @@ def test_a_cluster_left_without_workers_ends_the_run_with_what_to_do(
     watch = _TakeWorkersAway(lone_worker_cluster)
     started = time.monotonic()
     with pytest.raises(InputError, match=r"has had no worker for 3 s while tiles wait .* `dask worker tcp://"):
-        serve(
-            [ServeSource(RGB)],
-            models / "conv.onnx",
-            tmp_path / "out.tif",
-            ServeOptions(fully_conv=True, tile_px=64),
-            executor=DaskExecutor(lone_worker_cluster.scheduler_address),
-            progress=watch,
-        )
+        _serve_onnx(lone_worker_cluster, models, tmp_path, watch)
     assert watch.gone_at is not None and time.monotonic() - watch.gone_at < 3.0 + 10
     assert time.monotonic() - started < 120
     assert list(tmp_path.iterdir()) == []
@@ -372,13 +373,6 @@ def test_cancel_is_seen_while_no_result_comes(lone_worker_cluster, models, tmp_p
     """Cancel used to be looked at only when a tile came back."""
     watch = _TakeWorkersAway(lone_worker_cluster, cancel_after=1.0)
     with pytest.raises(Cancelled):
-        serve(
-            [ServeSource(RGB)],
-            models / "conv.onnx",
-            tmp_path / "out.tif",
-            ServeOptions(fully_conv=True, tile_px=64),
-            executor=DaskExecutor(lone_worker_cluster.scheduler_address),
-            progress=watch,
-        )
+        _serve_onnx(lone_worker_cluster, models, tmp_path, watch)
     assert time.monotonic() - watch.gone_at < 1.0 + 5
     assert list(tmp_path.iterdir()) == []
