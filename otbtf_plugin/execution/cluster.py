@@ -251,6 +251,11 @@ class DaskExecutor:
                     time.sleep(_POLL)
                     continue
                 future, value = next(results)
+                if future.status in ("lost", "pending"):  # its worker left first: computed again, once one can
+                    results.add(future)
+                    watch.check(client)
+                    time.sleep(_POLL)
+                    continue
                 done += 1
                 futures.discard(future)
                 if future.status == "error":
