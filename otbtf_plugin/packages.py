@@ -144,14 +144,17 @@ def missing(feature: Feature) -> list[str]:
     return found
 
 
-def no_release(feature: Feature) -> str | None:
-    """The package ``feature`` needs that cannot be installed for this Python (the lock pins none
-    of its builds here: TensorFlow has no release for Python 3.14, the Python of QGIS 3.44 on
-    Debian unstable), when it is not installed either; None otherwise. Installing cannot help."""
-    if not missing(feature):
-        return None
+def _unpinned(feature: Feature) -> str | None:
+    """The package ``feature`` needs of which the lock pins no build for this Python (TensorFlow
+    has no release for Python 3.14, the Python of QGIS 3.44 on Debian unstable), or None."""
     locked = {pin.name for pin in pins()}
     return next((need.names[0] for need in FEATURES[feature][1] if not locked.intersection(need.names)), None)
+
+
+def no_release(feature: Feature) -> str | None:
+    """The package ``feature`` needs that cannot be installed for this Python, when it is not
+    installed either; None otherwise. Installing cannot help."""
+    return _unpinned(feature) if missing(feature) else None
 
 
 # What a user does where a feature cannot run at all.
@@ -183,9 +186,7 @@ def unavailable() -> list[str]:
 def problems() -> list[str]:
     """What an install would fix, one sentence per feature that lacks something; empty when every
     feature is usable or cannot be (:func:`unavailable`)."""
-    return [
-        f"{FEATURES[f][0]} need {', '.join(found)}" for f in FEATURES if (found := missing(f)) and not no_release(f)
-    ]
+    return [f"{FEATURES[f][0]} need {', '.join(found)}" for f in FEATURES if (found := missing(f)) and not _unpinned(f)]
 
 
 def install_command() -> str:

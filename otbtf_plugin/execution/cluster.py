@@ -30,6 +30,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
+from typing import Any
 
 from ..errors import Cancelled, InputError
 from ..grid import Window
@@ -243,16 +244,15 @@ class DaskExecutor:
             results = as_completed(first, loop=client.loop, with_results=True, raise_errors=False)
             skipped = done = 0
             watch = _WorkersWatch(self.address)
+            value: Any
             while not results.is_empty():
                 if progress.cancelled():
                     raise Cancelled("cancelled: the cluster's tasks were cancelled")
-                if not results.has_ready():  # no result yet: cancel and lost workers are still seen
-                    watch.check(client)
-                    time.sleep(_POLL)
-                    continue
-                future, value = next(results)
-                if future.status in ("lost", "pending"):  # its worker left first: computed again, once one can
-                    results.add(future)
+                future, value = next(results) if results.has_ready() else (None, None)
+                if future is not None and future.status in ("lost", "pending"):
+                    results.add(future)  # its worker left first: computed again, once a worker can
+                    future = None
+                if future is None:  # no result yet: cancel and lost workers are still seen
                     watch.check(client)
                     time.sleep(_POLL)
                     continue
